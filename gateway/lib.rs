@@ -1,0 +1,2 @@
+//! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
+pub mod media;
