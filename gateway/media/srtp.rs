@@ -30,7 +30,7 @@ use self::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN as GCM_TAG_LEN};
 use self::cm::{tags_equal, AesCtr, HmacSha1};
 use self::kdf::Label;
 use super::replay::{ReplayCheck, ReplayWindow, DEFAULT_WINDOW};
-use super::rtp::{extend_seq as estimate_index, SrtpHeader};
+use super::rtp::{extend_seq as estimate_index, RtpError, SrtpHeader};
 
 /// The protection profiles Tollgate speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -624,7 +624,7 @@ impl SrtpSender {
         if len > buf.len() || out_len > buf.len() {
             return Err(SrtpError::BufferTooSmall);
         }
-        let hdr = SrtpHeader::parse(&buf[..len]).map_err(|_| SrtpError::BadHeader)?;
+        let hdr = SrtpHeader::parse(&buf[..len]).map_err(header_error)?;
         let stream = ctx.streams.get_or_insert(hdr.ssrc)?;
         let index = estimate_index(stream.rtp.top(), hdr.sequence);
         replay_to_error(stream.rtp.check(index), SrtpError::IndexReused)?;
@@ -724,6 +724,13 @@ impl SrtpSender {
     }
 }
 
+fn header_error(e: RtpError) -> SrtpError {
+    match e {
+        RtpError::TooShort => SrtpError::TooShort,
+        _ => SrtpError::BadHeader,
+    }
+}
+
 /// The sender SSRC of an RTCP packet (bytes 4..8), after a version check.
 #[inline]
 fn rtcp_ssrc(buf: &[u8]) -> Result<u32, SrtpError> {
@@ -776,7 +783,7 @@ impl SrtpReceiver {
     pub fn open_rtp(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
         let ctx = &mut self.0;
         let tag_len = ctx.suite.rtp_tag_len();
-        let hdr = SrtpHeader::parse(buf).map_err(|_| SrtpError::BadHeader)?;
+        let hdr = SrtpHeader::parse(buf).map_err(header_error)?;
         let len = buf
             .len()
             .checked_sub(tag_len)
