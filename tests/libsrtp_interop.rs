@@ -8,9 +8,11 @@
 //! ways, with packets reordered in flight, including across the wrap; then
 //! 70,000 RTCP compounds the same way.
 
-use srtp::{CryptoPolicy, Session, StreamPolicy};
+mod common;
+
+use common::libsrtp::{self, SUITES};
 use tollgate::media::rtcp::{RtcpWriter, SenderInfo};
-use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender};
 
 const PACKETS: usize = 70_000;
 const FIRST_SEQ: u16 = 65_000;
@@ -18,54 +20,6 @@ const SSRC: u32 = 0x1357_9bdf;
 /// The rollover counter after the last packet: 65,000 + 70,000 crosses the
 /// 16-bit wrap twice.
 const LAST_ROC: u32 = ((FIRST_SEQ as usize + PACKETS - 1) >> 16) as u32;
-
-/// libsrtp's policies for a suite: (RTP, RTCP). The `_32` suite keeps an
-/// 80-bit tag on SRTCP, as RFC 4568 says and libsrtp's docs advise.
-fn policies(suite: Suite) -> (CryptoPolicy, CryptoPolicy) {
-    match suite {
-        Suite::AeadAes128Gcm => (
-            CryptoPolicy::aes_gcm_128_16_auth(),
-            CryptoPolicy::aes_gcm_128_16_auth(),
-        ),
-        Suite::AeadAes256Gcm => (
-            CryptoPolicy::aes_gcm_256_16_auth(),
-            CryptoPolicy::aes_gcm_256_16_auth(),
-        ),
-        Suite::AesCm128HmacSha1_80 => (
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
-        ),
-        Suite::AesCm128HmacSha1_32 => (
-            CryptoPolicy::aes_cm_128_hmac_sha1_32(),
-            CryptoPolicy::aes_cm_128_hmac_sha1_80(),
-        ),
-        other => panic!("no libsrtp policy wired for {other:?}"),
-    }
-}
-
-const SUITES: [Suite; 4] = [
-    Suite::AeadAes128Gcm,
-    Suite::AeadAes256Gcm,
-    Suite::AesCm128HmacSha1_80,
-    Suite::AesCm128HmacSha1_32,
-];
-
-fn libsrtp_session(suite: Suite, key: &MasterKey, outbound: bool) -> Session {
-    let (rtp, rtcp) = policies(suite);
-    let key_salt = key.to_concatenated();
-    let policy = StreamPolicy {
-        rtp,
-        rtcp,
-        key: &key_salt,
-        window_size: 128,
-        ..Default::default()
-    };
-    if outbound {
-        Session::with_outbound_template(policy).expect("libsrtp outbound session")
-    } else {
-        Session::with_inbound_template(policy).expect("libsrtp inbound session")
-    }
-}
 
 /// RTP packet `i` of the test stream: varying payload sizes, some CSRCs,
 /// some header extensions, some marker bits.
@@ -127,7 +81,7 @@ fn libsrtp_protects_tollgate_opens_rtp_across_the_wrap() {
     let order = delivery_order();
     for suite in SUITES {
         let key = MasterKey::random(suite).expect("key");
-        let mut tx = libsrtp_session(suite, &key, true);
+        let mut tx = libsrtp::session(&key, true);
         let mut rx = SrtpReceiver::new(&key, SrtpConfig::default()).expect("receiver");
         let sealed: Vec<Vec<u8>> = (0..PACKETS)
             .map(|i| {
@@ -157,7 +111,7 @@ fn tollgate_protects_libsrtp_opens_rtp_across_the_wrap() {
     for suite in SUITES {
         let key = MasterKey::random(suite).expect("key");
         let mut tx = SrtpSender::new(&key, SrtpConfig::default()).expect("sender");
-        let mut rx = libsrtp_session(suite, &key, false);
+        let mut rx = libsrtp::session(&key, false);
         let sealed: Vec<Vec<u8>> = (0..PACKETS)
             .map(|i| {
                 let mut p = rtp_packet(i);
@@ -184,11 +138,11 @@ fn srtcp_both_ways() {
     for suite in SUITES {
         let key = MasterKey::random(suite).expect("key");
         // libsrtp -> Tollgate
-        let mut ltx = libsrtp_session(suite, &key, true);
+        let mut ltx = libsrtp::session(&key, true);
         let mut rx = SrtpReceiver::new(&key, SrtpConfig::default()).expect("receiver");
         // Tollgate -> libsrtp
         let mut tx = SrtpSender::new(&key, SrtpConfig::default()).expect("sender");
-        let mut lrx = libsrtp_session(suite, &key, false);
+        let mut lrx = libsrtp::session(&key, false);
         for i in 0..PACKETS {
             let plain = rtcp_packet(i);
 

@@ -3,11 +3,21 @@
 //!
 //! AES-CTR comes from RustCrypto's `aes` (AES-NI chosen at run time, key
 //! schedule zeroized on drop) and `ctr`; `ring` exposes no raw counter mode.
-//! HMAC-SHA1 comes from `ring`, whose SHA-1 has run-time selected assembly.
+//! HMAC-SHA1 comes from RustCrypto's `hmac` and `sha1`, which use the CPU's
+//! SHA extensions when present (chosen at run time). `ring`'s SHA-1 is
+//! portable code: with it a whole AES_CM_128_HMAC_SHA1_80 seal of a
+//! 172-byte packet took about 550 ns, with `sha1` about 190 ns
+//! (`cargo bench --bench srtp -- --summary`; libsrtp2 about 280 ns).
+//!
+//! The keyed HMAC state lives in a [`Wiped`] and is zeroed on drop. Each
+//! packet works on a stack copy of it, which (like libsrtp's) is not wiped:
+//! it is overwritten by the next packet's, and wiping it would cost more
+//! than the rest of the MAC.
 
 use aes::{Aes128, Aes192, Aes256};
 use ctr::cipher::{InnerIvInit, KeyInit, StreamCipher};
-use ring::hmac;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 use super::aead::Wiped;
 
@@ -59,27 +69,28 @@ where
     ctr::cipher::StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
 }
 
-/// An HMAC-SHA1 key (the SRTP authentication key). Wiped on drop.
-pub struct HmacSha1(Wiped<hmac::Key>);
+/// An HMAC-SHA1 key (the SRTP authentication key), with the inner and
+/// outer pads already hashed. Wiped on drop.
+pub struct HmacSha1(Wiped<Hmac<Sha1>>);
 
 impl HmacSha1 {
     pub fn new(key: &[u8]) -> Self {
-        Self(Wiped::new(hmac::Key::new(
-            hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            key,
-        )))
+        // HMAC takes keys of any length; `new_from_slice` cannot fail.
+        let mac = match <Hmac<Sha1> as Mac>::new_from_slice(key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts any key length"),
+        };
+        Self(Wiped::new(mac))
     }
 
     /// HMAC-SHA1 over `parts` concatenated.
     #[inline]
     pub fn sign(&self, parts: &[&[u8]]) -> [u8; HMAC_SHA1_LEN] {
-        let mut ctx = hmac::Context::with_key(self.0.get());
+        let mut ctx = self.0.get().clone();
         for p in parts {
             ctx.update(p);
         }
-        let mut out = [0; HMAC_SHA1_LEN];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        ctx.finalize().into_bytes().into()
     }
 }
 
