@@ -24,6 +24,8 @@ mod aead;
 mod cm;
 pub mod kdf;
 
+use std::marker::PhantomData;
+
 use zeroize::Zeroizing;
 
 use self::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN as GCM_TAG_LEN};
@@ -581,44 +583,67 @@ fn replay_to_error(check: ReplayCheck, dup: SrtpError) -> Result<(), SrtpError> 
     }
 }
 
-/// Seals outgoing RTP and RTCP of one direction. See the module doc.
-pub struct SrtpSender(Context);
+/// An SRTP context for one direction: [`SrtpSender`] seals, [`SrtpReceiver`]
+/// opens. See the module doc.
+pub struct Srtp<D> {
+    ctx: Context,
+    direction: PhantomData<D>,
+}
 
-impl SrtpSender {
-    /// A sender keyed with session keys derived from `master`.
+/// Marks a context that seals (see [`SrtpSender`]).
+pub enum Outbound {}
+/// Marks a context that opens (see [`SrtpReceiver`]).
+pub enum Inbound {}
+
+/// Seals outgoing RTP and RTCP of one direction.
+pub type SrtpSender = Srtp<Outbound>;
+/// Opens incoming SRTP and SRTCP of one direction.
+pub type SrtpReceiver = Srtp<Inbound>;
+
+impl<D> Srtp<D> {
+    /// A context keyed with session keys derived from `master`.
     pub fn new(master: &MasterKey, config: SrtpConfig) -> Result<Self, SrtpError> {
-        Context::from_master(master, &config).map(Self)
+        Context::from_master(master, &config).map(Self::wrap)
     }
 
-    /// A sender keyed with session keys given directly (test vectors).
+    /// A context keyed with session keys given directly (test vectors).
     pub fn with_session_keys(
         rtp: &SessionKeys,
         rtcp: &SessionKeys,
         config: SrtpConfig,
     ) -> Result<Self, SrtpError> {
-        Context::new(rtp, rtcp, &config).map(Self)
+        Context::new(rtp, rtcp, &config).map(Self::wrap)
+    }
+
+    fn wrap(ctx: Context) -> Self {
+        Self {
+            ctx,
+            direction: PhantomData,
+        }
     }
 
     pub fn suite(&self) -> Suite {
-        self.0.suite
+        self.ctx.suite
     }
 
     /// Forgets an SSRC (its stream ended).
     pub fn remove_stream(&mut self, ssrc: u32) -> bool {
-        self.0.streams.remove(ssrc)
+        self.ctx.streams.remove(ssrc)
     }
 
-    /// The rollover counter of `ssrc`'s highest sealed index.
+    /// The rollover counter of `ssrc`'s highest index sealed or opened.
     pub fn roc(&self, ssrc: u32) -> Option<u32> {
-        let s = &self.0.streams.streams[self.0.streams.find(ssrc)?];
+        let s = &self.ctx.streams.streams[self.ctx.streams.find(ssrc)?];
         s.rtp.top().map(|t| (t >> 16) as u32)
     }
+}
 
+impl Srtp<Outbound> {
     /// Seals the RTP packet in `buf[..len]` in place; returns the SRTP
     /// length. `buf` needs [`Suite::rtp_overhead`] bytes of room after `len`.
     #[inline]
     pub fn seal_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let ctx = &mut self.0;
+        let ctx = &mut self.ctx;
         let tag_len = ctx.suite.rtp_tag_len();
         let out_len = len + tag_len;
         if len > buf.len() || out_len > buf.len() {
@@ -664,7 +689,7 @@ impl SrtpSender {
     /// Seals the RTCP compound packet in `buf[..len]` in place; returns the
     /// SRTCP length. `buf` needs [`Suite::rtcp_overhead`] bytes of room.
     pub fn seal_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let ctx = &mut self.0;
+        let ctx = &mut self.ctx;
         let tag_len = ctx.suite.rtcp_tag_len();
         let out_len = len + 4 + tag_len;
         if len > buf.len() || out_len > buf.len() {
@@ -679,30 +704,24 @@ impl SrtpSender {
         let e_index = (index | (u32::from(ctx.encrypt_rtcp) << 31)).to_be_bytes();
         match &ctx.rtcp {
             Transform::Gcm { aead, salt } => {
-                // header(8) || ciphertext || tag(16) || E|index(4)
+                // header(8) || ciphertext || tag(16) || E|index(4). Without
+                // encryption the AAD is the whole packet || E|index (RFC
+                // 7714 section 9.2): the index word is first written next
+                // to the packet so the AAD is one slice, then the tag
+                // takes its place.
                 let nonce = gcm_nonce(salt, ssrc, u64::from(index));
-                let (packet, trailer) = buf[..out_len].split_at_mut(len);
                 let tag = if ctx.encrypt_rtcp {
-                    let (header, body) = packet.split_at_mut(8);
+                    let (header, body) = buf[..len].split_at_mut(8);
                     let mut aad = [0u8; 12];
                     aad[..8].copy_from_slice(header);
                     aad[8..].copy_from_slice(&e_index);
                     aead.seal(&nonce, &aad, body)
                 } else {
-                    // AAD = whole packet || E|index, nothing encrypted
-                    // (RFC 7714 section 9.2). The index word is written
-                    // first so the AAD is one contiguous slice.
-                    trailer[..4].copy_from_slice(&e_index);
-                    let aad_end = len + 4;
-                    let mut tmp = [0u8; 0];
-                    let tag = aead.seal(&nonce, &buf[..aad_end], &mut tmp);
-                    buf.copy_within(len..len + 4, len + GCM_TAG_LEN);
-                    buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
-                    stream.rtcp_sent = index;
-                    return Ok(out_len);
+                    buf[len..len + 4].copy_from_slice(&e_index);
+                    aead.seal(&nonce, &buf[..len + 4], &mut [])
                 };
-                trailer[..GCM_TAG_LEN].copy_from_slice(&tag);
-                trailer[GCM_TAG_LEN..].copy_from_slice(&e_index);
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+                buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_index);
             }
             Transform::Cm {
                 ctr,
@@ -744,44 +763,12 @@ fn rtcp_ssrc(buf: &[u8]) -> Result<u32, SrtpError> {
     Ok(u32::from_be_bytes([h[4], h[5], h[6], h[7]]))
 }
 
-/// Opens incoming SRTP and SRTCP of one direction. See the module doc.
-pub struct SrtpReceiver(Context);
-
-impl SrtpReceiver {
-    /// A receiver keyed with session keys derived from `master`.
-    pub fn new(master: &MasterKey, config: SrtpConfig) -> Result<Self, SrtpError> {
-        Context::from_master(master, &config).map(Self)
-    }
-
-    /// A receiver keyed with session keys given directly (test vectors).
-    pub fn with_session_keys(
-        rtp: &SessionKeys,
-        rtcp: &SessionKeys,
-        config: SrtpConfig,
-    ) -> Result<Self, SrtpError> {
-        Context::new(rtp, rtcp, &config).map(Self)
-    }
-
-    pub fn suite(&self) -> Suite {
-        self.0.suite
-    }
-
-    /// Forgets an SSRC (its stream ended).
-    pub fn remove_stream(&mut self, ssrc: u32) -> bool {
-        self.0.streams.remove(ssrc)
-    }
-
-    /// The rollover counter of `ssrc`'s highest received index.
-    pub fn roc(&self, ssrc: u32) -> Option<u32> {
-        let s = &self.0.streams.streams[self.0.streams.find(ssrc)?];
-        s.rtp.top().map(|t| (t >> 16) as u32)
-    }
-
+impl Srtp<Inbound> {
     /// Opens the SRTP packet `buf` in place; returns the RTP length (the
     /// packet is `buf[..n]` afterwards). On error `buf` is garbage.
     #[inline]
     pub fn open_rtp(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
-        let ctx = &mut self.0;
+        let ctx = &mut self.ctx;
         let tag_len = ctx.suite.rtp_tag_len();
         let hdr = SrtpHeader::parse(buf).map_err(header_error)?;
         let len = buf
@@ -828,7 +815,7 @@ impl SrtpReceiver {
 
     /// Opens the SRTCP packet `buf` in place; returns the RTCP length.
     pub fn open_rtcp(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
-        let ctx = &mut self.0;
+        let ctx = &mut self.ctx;
         let tag_len = ctx.suite.rtcp_tag_len();
         let ssrc = rtcp_ssrc(buf)?;
         let len = buf
