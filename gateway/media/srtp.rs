@@ -407,7 +407,7 @@ impl Transform {
             Ok(Self::Cm {
                 ctr,
                 salt: *keys.salt,
-                mac: HmacSha1::new(&keys.auth[..]),
+                mac: HmacSha1::new(&keys.auth),
                 tag_len,
             })
         }

@@ -74,12 +74,13 @@ where
 pub struct HmacSha1(Wiped<Hmac<Sha1>>);
 
 impl HmacSha1 {
-    pub fn new(key: &[u8]) -> Self {
-        // HMAC takes keys of any length; `new_from_slice` cannot fail.
-        let mac = match <Hmac<Sha1> as Mac>::new_from_slice(key) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts any key length"),
-        };
+    /// From the 160-bit SRTP authentication key. HMAC pads a key shorter
+    /// than SHA-1's 64-byte block with zeros (RFC 2104), so the padded
+    /// block gives the same MAC with no fallible length check.
+    pub fn new(key: &[u8; HMAC_SHA1_LEN]) -> Self {
+        let mut block = zeroize::Zeroizing::new([0u8; 64]);
+        block[..HMAC_SHA1_LEN].copy_from_slice(key);
+        let mac = <Hmac<Sha1> as KeyInit>::new((&*block).into());
         Self(Wiped::new(mac))
     }
 
@@ -113,7 +114,9 @@ mod tests {
 
     #[test]
     fn hmac_sha1_matches_rfc2202_case_2() {
-        let mac = HmacSha1::new(b"Jefe");
+        let mut key = [0u8; 20];
+        key[..4].copy_from_slice(b"Jefe");
+        let mac = HmacSha1::new(&key);
         let tag = mac.sign(&[b"what do ya want ", b"for nothing?"]);
         assert_eq!(hex::encode(tag), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
     }
