@@ -171,6 +171,8 @@ pub enum SrtpError {
     KeyLength,
     #[error("replay window must be 64 to 1024 packets, and max_streams at least 1")]
     BadConfig,
+    #[error("the operating system's random source failed")]
+    NoRandom,
 }
 
 impl SrtpError {
@@ -189,6 +191,7 @@ impl SrtpError {
             Self::BufferTooSmall => "buffer_too_small",
             Self::KeyLength => "key_length",
             Self::BadConfig => "bad_config",
+            Self::NoRandom => "no_random",
         }
     }
 }
@@ -234,7 +237,7 @@ impl MasterKey {
         let n = suite.key_len() + suite.salt_len();
         ring::rand::SystemRandom::new()
             .fill(&mut buf[..n])
-            .map_err(|_| SrtpError::KeyLength)?;
+            .map_err(|_| SrtpError::NoRandom)?;
         Self::from_concatenated(suite, &buf[..n])
     }
 
