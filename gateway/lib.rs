@@ -1,2 +1,3 @@
 //! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
 pub mod media;
+pub mod sip;

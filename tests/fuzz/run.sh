@@ -15,6 +15,8 @@ targets=$(cargo fuzz list --fuzz-dir $fz)
 cargo fuzz build --fuzz-dir $fz -O </dev/null
 for t in $targets; do
     mkdir -p "$fz/corpus/$t" "$fz/target"
+    # Committed seeds (e.g. the SIP torture messages) start the corpus.
+    [ -d "$fz/seeds/$t" ] && cp -n "$fz/seeds/$t"/* "$fz/corpus/$t"/ 2>/dev/null || true
     rm -rf "$fz/artifacts/$t"
     log="$fz/target/$t.log"
     echo "tests/fuzz: $t for ${seconds}s"
