@@ -9,4 +9,5 @@ pub mod check;
 pub mod header;
 pub mod message;
 mod scan;
+pub mod sdp;
 pub mod uri;
