@@ -10,4 +10,5 @@ pub mod header;
 pub mod message;
 mod scan;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;
