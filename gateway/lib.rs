@@ -1,3 +1,4 @@
 //! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
+pub mod config;
 pub mod media;
 pub mod sip;

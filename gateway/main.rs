@@ -1,8 +1,10 @@
 //! The `tollgate` command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tollgate::config::Config;
 use tracing::{error, info};
 
 /// Tollgate: a media gateway between carriers' SIP trunks and a call
@@ -18,7 +20,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default when no command is given).
-    Run,
+    Run(RunArgs),
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// TOML configuration; the embedded defaults (loopback only) without it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for state [default: $STATE_DIRECTORY, else ./tollgate-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and say exactly what is wrong and where.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration, commented.
+    Default,
 }
 
 fn main() -> ExitCode {
@@ -30,12 +56,50 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(),
+    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(args) => run(args),
+        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} trunk(s), {} route(s))",
+                    file.display(),
+                    c.trunks.len(),
+                    c.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", tollgate::config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
     }
 }
 
-fn run() -> ExitCode {
+fn run(args: RunArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::embedded(),
+    };
+    let data_dir = tollgate::config::data_dir(args.data_dir);
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        error!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let _ = config;
     let suites = match tollgate::media::selftest::run() {
         Ok(s) => s,
         Err(e) => {

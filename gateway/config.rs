@@ -1,0 +1,683 @@
+//! Tollgate's configuration: a TOML file, or the embedded defaults when
+//! none is given (everything on loopback, the test numbers routed).
+//!
+//! The file is read into plain serde structs ([`File`]) that reject
+//! unknown keys, then validated into [`Config`], whose fields are already
+//! parsed (socket addresses, CIDRs, port ranges, codecs), so the rest of
+//! the gateway never re-checks them. Every error names where it is: the
+//! TOML parser's line and column for syntax and types, and a path such as
+//! `trunk "carrier": peers[1]` for values.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::sip::sdp::{Codec, SrtpMode};
+
+/// The embedded defaults, as a TOML document (also what
+/// `tollgate config default` prints, commented).
+pub const DEFAULT_TOML: &str = r#"# Tollgate configuration. Every key is optional; this is the default.
+
+[sip]
+# Listening addresses per transport.
+udp = ["127.0.0.1:5060"]
+tcp = ["127.0.0.1:5060"]
+tls = []
+# tls_certificate = "/etc/tollgate/sip.crt"   # PEM, needed when tls is set
+# tls_private_key = "/etc/tollgate/sip.key"
+# The address written in Via, Contact and SDP (defaults to the first
+# listener's address).
+# public_address = "192.0.2.10"
+# Largest message, in bytes.
+max_message_size = 65536
+max_headers = 100
+# Longest header line, in bytes.
+max_line_length = 8192
+# A TCP/TLS message must arrive whole within this many milliseconds.
+partial_message_timeout_ms = 5000
+max_connections = 1024
+max_connections_per_peer = 32
+
+[media]
+# UDP ports for RTP (even) and RTCP (odd), inclusive.
+rtp_ports = "20000-39999"
+
+[admin]
+# /metrics and /healthz.
+listen = "127.0.0.1:9100"
+
+[[trunk]]
+name = "loopback"
+# Networks whose SIP is accepted on this trunk (anything else is refused).
+peers = ["127.0.0.0/8"]
+# Where calls out this trunk go.
+address = "127.0.0.1:5080"
+transport = "udp"
+codecs = ["PCMU", "PCMA", "G722"]
+# off | offered | required
+srtp = "offered"
+# Numbers are normalized to E.164 with this country code when national.
+country_code = "44"
+
+[[route]]
+number = "echo"
+target = "echo"
+
+[[route]]
+number = "tone"
+target = "tone"
+"#;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A TOML syntax or type error; the message carries line and column.
+    #[error("{0}")]
+    Toml(String),
+    #[error("{at}: {what}")]
+    Invalid { at: String, what: String },
+}
+
+fn invalid(at: impl Into<String>, what: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        at: at.into(),
+        what: what.into(),
+    }
+}
+
+/// The file as written. Unknown keys are errors.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub sip: SipFile,
+    #[serde(default)]
+    pub media: MediaFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub trunk: Vec<TrunkFile>,
+    #[serde(default)]
+    pub route: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipFile {
+    pub udp: Vec<String>,
+    pub tcp: Vec<String>,
+    pub tls: Vec<String>,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    pub public_address: Option<String>,
+    pub max_message_size: usize,
+    pub max_headers: usize,
+    pub max_line_length: usize,
+    pub partial_message_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for SipFile {
+    fn default() -> Self {
+        Self {
+            udp: vec!["127.0.0.1:5060".into()],
+            tcp: vec!["127.0.0.1:5060".into()],
+            tls: Vec::new(),
+            tls_certificate: None,
+            tls_private_key: None,
+            public_address: None,
+            max_message_size: 65536,
+            max_headers: 100,
+            max_line_length: 8192,
+            partial_message_timeout_ms: 5000,
+            max_connections: 1024,
+            max_connections_per_peer: 32,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaFile {
+    pub rtp_ports: String,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        Self {
+            rtp_ports: "20000-39999".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminFile {
+    pub listen: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9100".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkFile {
+    pub name: String,
+    pub peers: Vec<String>,
+    pub address: Option<String>,
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    #[serde(default = "default_srtp")]
+    pub srtp: String,
+    #[serde(default)]
+    pub country_code: Option<String>,
+    #[serde(default)]
+    pub register: Option<RegisterFile>,
+}
+
+fn default_transport() -> String {
+    "udp".into()
+}
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".into(), "PCMA".into(), "G722".into()]
+}
+fn default_srtp() -> String {
+    "offered".into()
+}
+
+/// Digest credentials for a registration trunk. The password is never
+/// printed (no `Debug` of its value).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFile {
+    pub username: String,
+    pub password: String,
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+}
+
+impl std::fmt::Debug for RegisterFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterFile")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+fn default_expires() -> u32 {
+    3600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub number: String,
+    pub target: String,
+}
+
+/// SIP transport of a trunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Where a dialled number goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Answer and return the caller's audio.
+    Echo,
+    /// Answer and play a 1 kHz tone.
+    Tone,
+    /// Out another trunk (by index into [`Config::trunks`]).
+    Trunk(usize),
+}
+
+/// A validated trunk.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub name: String,
+    pub peers: Vec<IpNet>,
+    pub address: Option<SocketAddr>,
+    pub transport: Transport,
+    pub codecs: Vec<Codec>,
+    pub srtp: SrtpMode,
+    pub country_code: Option<String>,
+    pub register: Option<Register>,
+}
+
+/// Validated registration credentials.
+#[derive(Clone)]
+pub struct Register {
+    pub username: String,
+    pub password: zeroize::Zeroizing<String>,
+    pub expires: u32,
+}
+
+impl std::fmt::Debug for Register {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Register({}, expires {})", self.username, self.expires)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sip_udp: Vec<SocketAddr>,
+    pub sip_tcp: Vec<SocketAddr>,
+    pub sip_tls: Vec<SocketAddr>,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    pub public_address: IpAddr,
+    pub limits: crate::sip::message::Limits,
+    pub partial_message_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// Inclusive, first even.
+    pub rtp_ports: (u16, u16),
+    pub admin_listen: SocketAddr,
+    pub trunks: Vec<Trunk>,
+    /// (number, target) in file order; the first match wins.
+    pub routes: Vec<(String, Target)>,
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn embedded() -> Self {
+        match Self::from_toml(DEFAULT_TOML) {
+            Ok(c) => c,
+            // The embedded text is checked by a unit test; reaching this
+            // is a build defect, not an input error.
+            Err(e) => unreachable!("embedded configuration is invalid: {e}"),
+        }
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        Self::validate(file)
+    }
+
+    fn validate(f: File) -> Result<Self, ConfigError> {
+        let addrs = |list: &[String], key: &str| -> Result<Vec<SocketAddr>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse().map_err(|_| {
+                        invalid(
+                            format!("sip.{key}[{i}]"),
+                            format!("{a:?} is not an address:port"),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let sip_udp = addrs(&f.sip.udp, "udp")?;
+        let sip_tcp = addrs(&f.sip.tcp, "tcp")?;
+        let sip_tls = addrs(&f.sip.tls, "tls")?;
+        if sip_udp.is_empty() && sip_tcp.is_empty() && sip_tls.is_empty() {
+            return Err(invalid("sip", "no listening address (udp, tcp or tls)"));
+        }
+        if !sip_tls.is_empty()
+            && (f.sip.tls_certificate.is_none() || f.sip.tls_private_key.is_none())
+        {
+            return Err(invalid(
+                "sip.tls",
+                "needs tls_certificate and tls_private_key",
+            ));
+        }
+        let public_address = match &f.sip.public_address {
+            Some(a) => a.parse().map_err(|_| {
+                invalid("sip.public_address", format!("{a:?} is not an IP address"))
+            })?,
+            None => sip_udp
+                .iter()
+                .chain(&sip_tcp)
+                .chain(&sip_tls)
+                .map(SocketAddr::ip)
+                .next()
+                .filter(|ip| !ip.is_unspecified())
+                .ok_or_else(|| {
+                    invalid(
+                        "sip.public_address",
+                        "required when listening on 0.0.0.0 or ::",
+                    )
+                })?,
+        };
+        if !(1024..=1024 * 1024).contains(&f.sip.max_message_size) {
+            return Err(invalid(
+                "sip.max_message_size",
+                "must be 1024 to 1048576 bytes",
+            ));
+        }
+        if f.sip.max_headers == 0 || f.sip.max_line_length < 128 {
+            return Err(invalid(
+                "sip",
+                "max_headers must be at least 1 and max_line_length at least 128",
+            ));
+        }
+        if f.sip.max_connections == 0 || f.sip.max_connections_per_peer == 0 {
+            return Err(invalid("sip", "connection caps must be at least 1"));
+        }
+        let rtp_ports = parse_range(&f.media.rtp_ports)
+            .ok_or_else(|| invalid("media.rtp_ports", format!("{:?} is not an even-start range such as \"20000-39999\" with at least 2 ports above 1023", f.media.rtp_ports)))?;
+        let admin_listen = f.admin.listen.parse().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!("{:?} is not an address:port", f.admin.listen),
+            )
+        })?;
+
+        let mut trunks = Vec::new();
+        for (i, t) in f.trunk.into_iter().enumerate() {
+            let at = format!("trunk[{i}] {:?}", t.name);
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(at, "name must be letters, digits, '-' or '_'"));
+            }
+            if trunks.iter().any(|x: &Trunk| x.name == t.name) {
+                return Err(invalid(at, "duplicate trunk name"));
+            }
+            if t.peers.is_empty() {
+                return Err(invalid(at, "peers: at least one network"));
+            }
+            let peers = t
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    p.parse::<IpNet>()
+                        .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            invalid(format!("{at}: peers[{j}]"), format!("{p:?} is not a CIDR"))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let address = t
+                .address
+                .as_ref()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        invalid(
+                            format!("{at}: address"),
+                            format!("{a:?} is not an address:port"),
+                        )
+                    })
+                })
+                .transpose()?;
+            let transport = match t.transport.to_ascii_lowercase().as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "tls" => Transport::Tls,
+                other => {
+                    return Err(invalid(
+                        format!("{at}: transport"),
+                        format!("{other:?}: use udp, tcp or tls"),
+                    ))
+                }
+            };
+            let codecs = t
+                .codecs
+                .iter()
+                .map(|c| {
+                    Codec::from_name(c)
+                        .filter(|c| *c != Codec::TelephoneEvent)
+                        .ok_or_else(|| {
+                            invalid(
+                                format!("{at}: codecs"),
+                                format!("{c:?}: use PCMU, PCMA or G722"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if codecs.is_empty() {
+                return Err(invalid(format!("{at}: codecs"), "at least one codec"));
+            }
+            let srtp = match t.srtp.as_str() {
+                "off" => SrtpMode::Off,
+                "offered" => SrtpMode::Offered,
+                "required" => SrtpMode::Required,
+                other => {
+                    return Err(invalid(
+                        format!("{at}: srtp"),
+                        format!("{other:?}: use off, offered or required"),
+                    ))
+                }
+            };
+            if let Some(cc) = &t.country_code {
+                if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(
+                        format!("{at}: country_code"),
+                        "one to three digits",
+                    ));
+                }
+            }
+            let register = match t.register {
+                None => None,
+                Some(r) => {
+                    if address.is_none() {
+                        return Err(invalid(
+                            format!("{at}: register"),
+                            "needs the trunk's address",
+                        ));
+                    }
+                    if r.username.is_empty() || r.password.is_empty() {
+                        return Err(invalid(
+                            format!("{at}: register"),
+                            "username and password must not be empty",
+                        ));
+                    }
+                    if !(60..=86_400).contains(&r.expires) {
+                        return Err(invalid(
+                            format!("{at}: register.expires"),
+                            "60 to 86400 seconds",
+                        ));
+                    }
+                    Some(Register {
+                        username: r.username,
+                        password: zeroize::Zeroizing::new(r.password),
+                        expires: r.expires,
+                    })
+                }
+            };
+            trunks.push(Trunk {
+                name: t.name,
+                peers,
+                address,
+                transport,
+                codecs,
+                srtp,
+                country_code: t.country_code,
+                register,
+            });
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in f.route.iter().enumerate() {
+            let at = format!("route[{i}] {:?}", r.number);
+            if r.number.is_empty() || r.number.len() > 32 {
+                return Err(invalid(at, "number must be 1 to 32 characters"));
+            }
+            let target = match r.target.as_str() {
+                "echo" => Target::Echo,
+                "tone" => Target::Tone,
+                t => match t.strip_prefix("trunk:") {
+                    Some(name) => {
+                        Target::Trunk(trunks.iter().position(|x| x.name == name).ok_or_else(
+                            || invalid(format!("{at}: target"), format!("no trunk named {name:?}")),
+                        )?)
+                    }
+                    None => {
+                        return Err(invalid(
+                            format!("{at}: target"),
+                            format!("{t:?}: use echo, tone or trunk:NAME"),
+                        ))
+                    }
+                },
+            };
+            if let Target::Trunk(n) = target {
+                if trunks[n].address.is_none() {
+                    return Err(invalid(
+                        format!("{at}: target"),
+                        "that trunk has no address to call",
+                    ));
+                }
+            }
+            routes.push((r.number.clone(), target));
+        }
+
+        Ok(Self {
+            sip_udp,
+            sip_tcp,
+            sip_tls,
+            tls_certificate: f.sip.tls_certificate,
+            tls_private_key: f.sip.tls_private_key,
+            public_address,
+            limits: crate::sip::message::Limits {
+                max_size: f.sip.max_message_size,
+                max_headers: f.sip.max_headers,
+                max_line: f.sip.max_line_length,
+            },
+            partial_message_timeout: std::time::Duration::from_millis(
+                f.sip.partial_message_timeout_ms.max(100),
+            ),
+            max_connections: f.sip.max_connections,
+            max_connections_per_peer: f.sip.max_connections_per_peer,
+            rtp_ports,
+            admin_listen,
+            trunks,
+            routes,
+        })
+    }
+
+    /// The trunk whose peer networks hold `ip` (the first, in file order).
+    pub fn trunk_for(&self, ip: IpAddr) -> Option<usize> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trunks
+            .iter()
+            .position(|t| t.peers.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Where `number` is routed.
+    pub fn route(&self, number: &str) -> Option<&Target> {
+        self.routes
+            .iter()
+            .find(|(n, _)| n == number)
+            .map(|(_, t)| t)
+    }
+}
+
+/// "20000-39999" with an even start, above 1023, at least two ports.
+fn parse_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a >= 1024 && a % 2 == 0 && b > a).then_some((a, b))
+}
+
+/// The directory for state: `--data-dir`, else `$STATE_DIRECTORY` (set by
+/// systemd's StateDirectory=), else `./tollgate-data`.
+pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("tollgate-data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_loopback_with_test_numbers() {
+        let c = Config::embedded();
+        assert_eq!(c.sip_udp, vec!["127.0.0.1:5060".parse().expect("addr")]);
+        assert_eq!(c.sip_tcp, vec!["127.0.0.1:5060".parse().expect("addr")]);
+        assert!(c.sip_tls.is_empty());
+        assert_eq!(c.admin_listen, "127.0.0.1:9100".parse().expect("addr"));
+        assert_eq!(c.rtp_ports, (20000, 39999));
+        assert_eq!(c.route("echo"), Some(&Target::Echo));
+        assert_eq!(c.route("tone"), Some(&Target::Tone));
+        assert_eq!(c.trunk_for("127.0.0.5".parse().expect("ip")), Some(0));
+        assert_eq!(
+            c.trunk_for("::ffff:127.0.0.5".parse().expect("ip")),
+            Some(0)
+        );
+        assert_eq!(c.trunk_for("192.0.2.1".parse().expect("ip")), None);
+        assert_eq!(c.limits.max_size, 65536);
+        // An empty file is the same as the defaults for SIP and admin.
+        let e = Config::from_toml("").expect("empty file");
+        assert_eq!(e.sip_udp, c.sip_udp);
+        assert!(e.trunks.is_empty() && e.routes.is_empty());
+    }
+
+    fn err(toml: &str) -> String {
+        Config::from_toml(toml).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = err("[sip]\nudp = [\"127.0.0.1\"]\n");
+        assert_eq!(e, "sip.udp[0]: \"127.0.0.1\" is not an address:port");
+        let e = err("[sip]\nupd = []\n");
+        assert!(e.contains("line 2") && e.contains("upd"), "{e}");
+        let e = err("[[trunk]]\nname = \"c\"\npeers = [\"10.0.0.0/8\", \"10.0.0/8\"]\n");
+        assert_eq!(e, "trunk[0] \"c\": peers[1]: \"10.0.0/8\" is not a CIDR");
+        let e = err("[[trunk]]\nname = \"c\"\npeers = [\"10.0.0.0/8\"]\nsrtp = \"maybe\"\n");
+        assert_eq!(
+            e,
+            "trunk[0] \"c\": srtp: \"maybe\": use off, offered or required"
+        );
+        let e = err("[[route]]\nnumber = \"100\"\ntarget = \"trunk:nowhere\"\n");
+        assert_eq!(e, "route[0] \"100\": target: no trunk named \"nowhere\"");
+        let e = err("[media]\nrtp_ports = \"20001-20000\"\n");
+        assert!(e.starts_with("media.rtp_ports:"), "{e}");
+        let e = err("[sip]\ntls = [\"127.0.0.1:5061\"]\n");
+        assert_eq!(e, "sip.tls: needs tls_certificate and tls_private_key");
+        let e = err("[sip]\nmax_headers = \"many\"\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn register_passwords_are_not_printed() {
+        let c = Config::from_toml(
+            "[[trunk]]\nname = \"reg\"\npeers = [\"192.0.2.0/24\"]\naddress = \"192.0.2.1:5060\"\n\
+             [trunk.register]\nusername = \"acct\"\npassword = \"hunter2\"\n",
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("acct"));
+    }
+}
