@@ -1,4 +1,5 @@
 //! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
+pub mod admin;
 pub mod config;
 pub mod media;
 pub mod sip;

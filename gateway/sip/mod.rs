@@ -5,6 +5,7 @@
 //! - [`check`]: the checks a request or response must pass before the
 //!   transaction layer sees it, each mapped to the response it earns.
 
+pub mod build;
 pub mod check;
 pub mod header;
 pub mod message;

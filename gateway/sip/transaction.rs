@@ -545,66 +545,27 @@ fn status_of(bytes: &[u8]) -> Option<u16> {
     std::str::from_utf8(code).ok()?.parse().ok()
 }
 
-/// Builds a response to `req` (RFC 3261 8.2.6): its Via headers, From,
-/// Call-ID and CSeq, and its To with `to_tag` added when it has none.
+/// Builds a response to `req` with no extra headers or body; see
+/// [`super::build::response`].
 pub fn build_response(
     req: &Message<'_>,
     code: u16,
     reason: &str,
     to_tag: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"SIP/2.0 ");
-    push_u64(&mut out, u64::from(code));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in req.headers_named(HeaderName::Via) {
-        out.extend_from_slice(b"Via: ");
-        push_value(&mut out, h.value);
-    }
-    let to = req.header(HeaderName::To)?.value;
-    out.extend_from_slice(b"To: ");
-    push_value_no_crlf(&mut out, to);
-    let has_tag = req
-        .to()
-        .and_then(Result::ok)
-        .and_then(|t| t.tag())
-        .is_some();
-    if let (Some(tag), false) = (to_tag, has_tag) {
-        out.extend_from_slice(b";tag=");
-        out.extend_from_slice(tag);
-    }
-    out.extend_from_slice(b"\r\n");
-    for name in [HeaderName::From, HeaderName::CallId, HeaderName::CSeq] {
-        let h = req.header(name)?;
-        out.extend_from_slice(name.canonical()?.as_bytes());
-        out.extend_from_slice(b": ");
-        push_value(&mut out, h.value);
-    }
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    Some(out)
-}
-
-fn push_value_no_crlf(out: &mut Vec<u8>, v: &[u8]) {
-    // Unfold: CRLF + white space becomes one space.
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {
-            i += 2;
-            while matches!(v.get(i), Some(b' ' | b'\t')) {
-                i += 1;
-            }
-            out.push(b' ');
-        } else {
-            out.push(v[i]);
-            i += 1;
-        }
-    }
+    super::build::response(req, code, reason, to_tag, &[], None)
 }
 
 fn push_value(out: &mut Vec<u8>, v: &[u8]) {
-    push_value_no_crlf(out, v);
+    let start = out.len();
+    out.extend_from_slice(v);
+    // Requests the gateway stored were built unfolded or parsed; a fold
+    // left in a copied value is turned into a space.
+    for b in &mut out[start..] {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
     out.extend_from_slice(b"\r\n");
 }
 

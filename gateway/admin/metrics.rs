@@ -1,0 +1,185 @@
+//! The metrics Tollgate exports, in one table of names. Labels are small
+//! enums (method, status class, direction, reason): never a call, an
+//! address or a number, so the series count stays bounded whatever the
+//! traffic.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// SIP requests by method (`INVITE`, ..., `other`) and direction
+    /// (`in`, `out`).
+    pub sip_requests: IntCounterVec,
+    /// SIP responses by status class (`1xx` ... `6xx`) and direction.
+    pub sip_responses: IntCounterVec,
+    pub sip_transactions_active: IntGauge,
+    pub sip_retransmissions: IntCounter,
+    /// Messages that failed to parse, by reason.
+    pub sip_parse_failures: IntCounterVec,
+    /// Requests refused by the checks, by status code.
+    pub sip_rejected: IntCounterVec,
+    /// SIP from addresses outside every trunk's peer networks.
+    pub sip_unknown_peer: IntCounter,
+    pub calls_active: IntGauge,
+    /// Calls ended, by outcome (`answered`, `cancelled`, `rejected`,
+    /// `failed`).
+    pub calls_total: IntCounterVec,
+    /// RTP packets and bytes by direction (`in`, `out`).
+    pub rtp_packets: IntCounterVec,
+    pub rtp_bytes: IntCounterVec,
+    /// RTP packets dropped, by reason (`wrong_source`, `malformed`, ...).
+    pub rtp_dropped: IntCounterVec,
+    /// Interarrival jitter per call leg at its end, in milliseconds.
+    pub rtp_jitter_ms: Histogram,
+    /// Fraction of packets lost per call leg at its end.
+    pub rtp_loss_ratio: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("tollgate".into()), None)?;
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        Ok(Self {
+            sip_requests: counter_vec(
+                "sip_requests_total",
+                "SIP requests by method and direction.",
+                &["method", "direction"],
+            )?,
+            sip_responses: counter_vec(
+                "sip_responses_total",
+                "SIP responses by status class and direction.",
+                &["class", "direction"],
+            )?,
+            sip_transactions_active: gauge(
+                "sip_transactions_active",
+                "SIP transactions in progress.",
+            )?,
+            sip_retransmissions: counter(
+                "sip_retransmissions_total",
+                "SIP messages retransmitted by the gateway.",
+            )?,
+            sip_parse_failures: counter_vec(
+                "sip_parse_failures_total",
+                "SIP messages that could not be parsed, by reason.",
+                &["reason"],
+            )?,
+            sip_rejected: counter_vec(
+                "sip_rejected_total",
+                "SIP requests refused by the gateway's checks, by status code.",
+                &["status"],
+            )?,
+            sip_unknown_peer: counter(
+                "sip_unknown_peer_total",
+                "SIP messages from addresses outside every trunk's peer networks.",
+            )?,
+            calls_active: gauge("calls_active", "Calls in progress.")?,
+            calls_total: counter_vec("calls_total", "Calls ended, by outcome.", &["outcome"])?,
+            rtp_packets: counter_vec(
+                "rtp_packets_total",
+                "RTP packets by direction.",
+                &["direction"],
+            )?,
+            rtp_bytes: counter_vec("rtp_bytes_total", "RTP bytes by direction.", &["direction"])?,
+            rtp_dropped: counter_vec(
+                "rtp_dropped_total",
+                "RTP packets dropped, by reason.",
+                &["reason"],
+            )?,
+            rtp_jitter_ms: histogram(
+                "rtp_jitter_milliseconds",
+                "Interarrival jitter of each received stream at its end.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0],
+            )?,
+            rtp_loss_ratio: histogram(
+                "rtp_loss_ratio",
+                "Fraction of packets lost on each received stream at its end.",
+                vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+            )?,
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Pre-creates the label sets an admin expects to see at zero.
+    pub fn prime(&self) {
+        for d in ["in", "out"] {
+            for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"] {
+                self.sip_requests.with_label_values(&[m, d]);
+            }
+            for c in ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"] {
+                self.sip_responses.with_label_values(&[c, d]);
+            }
+            self.rtp_packets.with_label_values(&[d]);
+            self.rtp_bytes.with_label_values(&[d]);
+        }
+        for o in ["answered", "cancelled", "rejected", "failed"] {
+            self.calls_total.with_label_values(&[o]);
+        }
+    }
+}
+
+/// "1xx" ... "6xx" for a status code.
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "6xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_bounded_labels() {
+        let m = Metrics::new().expect("registers");
+        m.prime();
+        m.sip_requests.with_label_values(&["INVITE", "in"]).inc();
+        m.rtp_jitter_ms.observe(3.0);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(
+            text.contains("tollgate_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_calls_total{outcome=\"answered\"} 0"));
+        assert!(text.contains("tollgate_rtp_jitter_milliseconds_bucket{le=\"5\"} 1"));
+        assert_eq!(status_class(183), "1xx");
+        assert_eq!(status_class(486), "4xx");
+    }
+}

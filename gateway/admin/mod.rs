@@ -1,0 +1,4 @@
+//! The admin side: metrics and the HTTP listener that serves them.
+
+pub mod http;
+pub mod metrics;

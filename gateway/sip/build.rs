@@ -1,0 +1,218 @@
+//! Building SIP messages the gateway sends: responses to requests it
+//! received (RFC 3261 8.2.6) and requests it originates (8.1.1, 12.2.1).
+
+use std::net::SocketAddr;
+
+use super::message::{push_u64, HeaderName, Message};
+
+/// Appends `v` unfolded (each CRLF and the white space after it becomes one
+/// space), then CRLF.
+fn push_value(out: &mut Vec<u8>, v: &[u8]) {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {
+            i += 2;
+            while matches!(v.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+            out.push(b' ');
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    push_value(out, value);
+}
+
+fn push_body(out: &mut Vec<u8>, body: Option<(&str, &[u8])>) {
+    match body {
+        Some((content_type, b)) => {
+            push_header(out, "Content-Type", content_type.as_bytes());
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, b.len() as u64);
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+    }
+}
+
+/// A response to `req`: its Vias, From, Call-ID and CSeq, its To with
+/// `to_tag` added when the request's To has none, then `extra` headers and
+/// the body. `None` if the request lacks a header a response must copy.
+pub fn response(
+    req: &Message<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[(&str, &[u8])],
+    body: Option<(&str, &[u8])>,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(512 + body.map_or(0, |(_, b)| b.len()));
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_u64(&mut out, u64::from(code));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut vias = 0;
+    for h in req.headers_named(HeaderName::Via) {
+        push_header(&mut out, "Via", h.value);
+        vias += 1;
+    }
+    if vias == 0 {
+        return None;
+    }
+    push_header(&mut out, "From", req.header(HeaderName::From)?.value);
+    let to = req.header(HeaderName::To)?.value;
+    let has_tag = req
+        .to()
+        .and_then(Result::ok)
+        .and_then(|t| t.tag())
+        .is_some();
+    match to_tag {
+        Some(tag) if !has_tag => {
+            let mut v = to.to_vec();
+            v.extend_from_slice(b";tag=");
+            v.extend_from_slice(tag);
+            push_header(&mut out, "To", &v);
+        }
+        _ => push_header(&mut out, "To", to),
+    }
+    push_header(&mut out, "Call-ID", req.call_id()?);
+    push_header(&mut out, "CSeq", req.header(HeaderName::CSeq)?.value);
+    for (name, value) in extra {
+        push_header(&mut out, name, value);
+    }
+    push_body(&mut out, body);
+    Some(out)
+}
+
+/// What a request the gateway originates needs.
+pub struct RequestSpec<'a> {
+    pub method: &'a str,
+    pub uri: &'a [u8],
+    /// Our address for the Via sent-by, and its transport name.
+    pub via: SocketAddr,
+    pub transport: &'a str,
+    pub branch: &'a [u8],
+    pub from: &'a [u8],
+    pub to: &'a [u8],
+    pub call_id: &'a [u8],
+    pub cseq: u32,
+    pub extra: &'a [(&'a str, &'a [u8])],
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// A request from `spec`, with Max-Forwards 70.
+pub fn request(spec: &RequestSpec<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(spec.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(spec.uri);
+    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/");
+    out.extend_from_slice(spec.transport.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(spec.via.to_string().as_bytes());
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(spec.branch);
+    out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\n");
+    push_header(&mut out, "From", spec.from);
+    push_header(&mut out, "To", spec.to);
+    push_header(&mut out, "Call-ID", spec.call_id);
+    out.extend_from_slice(b"CSeq: ");
+    push_u64(&mut out, u64::from(spec.cseq));
+    out.push(b' ');
+    out.extend_from_slice(spec.method.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in spec.extra {
+        push_header(&mut out, name, value);
+    }
+    push_body(&mut out, spec.body);
+    out
+}
+
+/// A random token for tags, branches and Call-IDs: 16 hex digits from the
+/// operating system's random source (unguessable, so an off-path attacker
+/// cannot forge in-dialog requests).
+pub fn token() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    // If the OS random source fails, fall back to the clock: tags must
+    // still be unique, and the failure is not the peer's doing.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = n.to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh RFC 3261 branch (with the magic cookie).
+pub fn branch() -> String {
+    format!("z9hG4bK{}", token())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{Framing, Limits};
+
+    #[test]
+    fn responses_copy_the_right_headers_and_add_the_tag() {
+        let req = b"INVITE sip:echo@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Via: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:c@d>;tag=f\r\nTo: <sip:echo@127.0.0.1>\r\n\
+Call-ID: x\r\nCSeq: 7\r\n INVITE\r\nContent-Length: 0\r\n\r\n";
+        let (m, _) = Message::parse(req, Framing::Datagram, &Limits::default()).expect("parses");
+        let r = response(
+            &m,
+            200,
+            "OK",
+            Some(b"t1"),
+            &[("Contact", b"<sip:gw>")],
+            Some(("application/sdp", b"v=0\r\n")),
+        )
+        .expect("builds");
+        let (p, _) =
+            Message::parse(&r, Framing::Stream, &Limits::default()).expect("response parses");
+        assert_eq!(p.status(), Some(200));
+        assert_eq!(p.values(HeaderName::Via).count(), 2);
+        assert_eq!(p.to().expect("to").expect("ok").tag(), Some(&b"t1"[..]));
+        assert_eq!(p.cseq().expect("cseq").expect("ok").seq, 7);
+        assert_eq!(p.body, b"v=0\r\n");
+        assert_eq!(
+            p.header(HeaderName::Contact).map(|h| h.value),
+            Some(&b"<sip:gw>"[..])
+        );
+        assert!(crate::sip::check::check_response(&p).is_ok());
+    }
+
+    #[test]
+    fn requests_are_well_formed_and_tokens_unique() {
+        let b = branch();
+        let r = request(&RequestSpec {
+            method: "BYE",
+            uri: b"sip:carrier@127.0.0.1:5070",
+            via: "127.0.0.1:5060".parse().expect("addr"),
+            transport: "UDP",
+            branch: b.as_bytes(),
+            from: b"<sip:echo@127.0.0.1>;tag=a",
+            to: b"<sip:c@127.0.0.1>;tag=b",
+            call_id: b"cid",
+            cseq: 2,
+            extra: &[],
+            body: None,
+        });
+        let (m, _) = Message::parse(&r, Framing::Stream, &Limits::default()).expect("parses");
+        let head = crate::sip::check::check_request(&m).expect("passes the checks");
+        assert_eq!(head.via.branch(), Some(b.as_bytes()));
+        assert_ne!(token(), token());
+        assert!(b.starts_with("z9hG4bK") && b.len() == 23);
+    }
+}
