@@ -68,6 +68,12 @@ target = "echo"
 [[route]]
 number = "tone"
 target = "tone"
+
+# Rings for 3 s before answering: for testing CANCEL.
+[[route]]
+number = "ringing"
+target = "echo"
+ring_ms = 3000
 "#;
 
 /// Why a configuration was refused.
@@ -230,6 +236,22 @@ fn default_expires() -> u32 {
 pub struct RouteFile {
     pub number: String,
     pub target: String,
+    /// Ring this long (180 Ringing) before answering. Defaults to 0.
+    #[serde(default)]
+    pub ring_ms: u64,
+    /// Hang up (BYE from the gateway) this long after answering; 0, the
+    /// default, never.
+    #[serde(default)]
+    pub hangup_ms: u64,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub number: String,
+    pub target: Target,
+    pub ring: std::time::Duration,
+    pub hangup: Option<std::time::Duration>,
 }
 
 /// SIP transport of a trunk.
@@ -295,8 +317,8 @@ pub struct Config {
     pub rtp_ports: (u16, u16),
     pub admin_listen: SocketAddr,
     pub trunks: Vec<Trunk>,
-    /// (number, target) in file order; the first match wins.
-    pub routes: Vec<(String, Target)>,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<Route>,
 }
 
 impl Config {
@@ -554,7 +576,24 @@ impl Config {
                     ));
                 }
             }
-            routes.push((r.number.clone(), target));
+            if r.ring_ms > 120_000 {
+                return Err(invalid(
+                    format!("{at}: ring_ms"),
+                    "at most 120000 (two minutes)",
+                ));
+            }
+            if r.hangup_ms > 86_400_000 {
+                return Err(invalid(
+                    format!("{at}: hangup_ms"),
+                    "at most 86400000 (a day)",
+                ));
+            }
+            routes.push(Route {
+                number: r.number.clone(),
+                target,
+                ring: std::time::Duration::from_millis(r.ring_ms),
+                hangup: (r.hangup_ms > 0).then(|| std::time::Duration::from_millis(r.hangup_ms)),
+            });
         }
 
         Ok(Self {
@@ -593,11 +632,8 @@ impl Config {
     }
 
     /// Where `number` is routed.
-    pub fn route(&self, number: &str) -> Option<&Target> {
-        self.routes
-            .iter()
-            .find(|(n, _)| n == number)
-            .map(|(_, t)| t)
+    pub fn route(&self, number: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.number == number)
     }
 }
 
@@ -627,8 +663,8 @@ mod tests {
         assert!(c.sip_tls.is_empty());
         assert_eq!(c.admin_listen, "127.0.0.1:9100".parse().expect("addr"));
         assert_eq!(c.rtp_ports, (20000, 39999));
-        assert_eq!(c.route("echo"), Some(&Target::Echo));
-        assert_eq!(c.route("tone"), Some(&Target::Tone));
+        assert_eq!(c.route("echo").map(|r| &r.target), Some(&Target::Echo));
+        assert_eq!(c.route("tone").map(|r| &r.target), Some(&Target::Tone));
         assert_eq!(c.trunk_for("127.0.0.5".parse().expect("ip")), Some(0));
         assert_eq!(
             c.trunk_for("::ffff:127.0.0.5".parse().expect("ip")),

@@ -1,5 +1,6 @@
 //! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
 pub mod admin;
+pub mod calls;
 pub mod config;
 pub mod media;
 pub mod sip;

@@ -110,16 +110,12 @@ fn run(args: RunArgs) -> ExitCode {
     let names: Vec<_> = suites.iter().map(|s| s.sdes_name()).collect();
     info!(
         version = env!("CARGO_PKG_VERSION"),
-        "tollgate starting on embedded defaults"
+        config = %args.config.as_ref().map_or("embedded defaults".into(), |p| p.display().to_string()),
+        data_dir = %data_dir.display(),
+        "tollgate starting"
     );
     info!(suites = %names.join(" "), "media core self-test passed");
-    info!(
-        "serving: nothing on the network yet. This build has the media core \
-         (RTP, RTCP, SRTP/SRTCP, stream statistics); SIP trunks on \
-         127.0.0.1:5060 and agents over QUIC on 127.0.0.1:4433 come with \
-         later releases. Press Ctrl-C to stop."
-    );
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -129,9 +125,82 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(shutdown_signal());
-    info!("stopped");
-    ExitCode::SUCCESS
+    match rt.block_on(serve(config)) {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds every listener, says what is served, and runs until a signal.
+async fn serve(config: Config) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tollgate::admin::http::{self, AdminState};
+    use tollgate::admin::metrics::Metrics;
+    use tollgate::sip::transport::{Transport, TransportConfig};
+
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    metrics.prime();
+    let admin = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let (admin_addr, admin_server) = http::bind(config.admin_listen, admin.clone())
+        .await
+        .map_err(|e| format!("admin listener {}: {e}", config.admin_listen))?;
+    tokio::spawn(async move {
+        if let Err(e) = admin_server.await {
+            error!("admin listener: {e}");
+        }
+    });
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
+    let transport = Transport::bind(
+        TransportConfig {
+            udp: config.sip_udp.clone(),
+            tcp: config.sip_tcp.clone(),
+            limits: config.limits,
+            partial_message_timeout: config.partial_message_timeout,
+            idle_timeout: std::time::Duration::from_secs(600),
+            max_connections: config.max_connections,
+            max_connections_per_peer: config.max_connections_per_peer,
+        },
+        inbound_tx,
+    )
+    .await
+    .map_err(|e| format!("SIP listeners: {e}"))?;
+    if !config.sip_tls.is_empty() {
+        tracing::warn!("SIP over TLS is configured but not served by this build yet");
+    }
+    let list = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    info!(
+        udp = %list(&transport.local_udp),
+        tcp = %list(&transport.local_tcp),
+        admin = %format!("http://{admin_addr}/metrics"),
+        rtp = %format!("{}-{}", config.rtp_ports.0, config.rtp_ports.1),
+        numbers = %config.routes.iter().map(|r| r.number.as_str()).collect::<Vec<_>>().join(" "),
+        "serving SIP trunks"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
+    let core = tokio::spawn(core.run(inbound_rx, stop_rx));
+    admin.ready.store(true, Ordering::Release);
+    shutdown_signal().await;
+    info!("stopping: ending calls");
+    let _ = stop_tx.send(true);
+    let _ = core.await;
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

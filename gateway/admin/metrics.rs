@@ -33,8 +33,9 @@ pub struct Metrics {
     pub rtp_bytes: IntCounterVec,
     /// RTP packets dropped, by reason (`wrong_source`, `malformed`, ...).
     pub rtp_dropped: IntCounterVec,
-    /// Interarrival jitter per call leg at its end, in milliseconds.
-    pub rtp_jitter_ms: Histogram,
+    /// Interarrival jitter per call leg at its end, in seconds (Prometheus
+    /// base units).
+    pub rtp_jitter_seconds: Histogram,
     /// Fraction of packets lost per call leg at its end.
     pub rtp_loss_ratio: Histogram,
 }
@@ -110,10 +111,10 @@ impl Metrics {
                 "RTP packets dropped, by reason.",
                 &["reason"],
             )?,
-            rtp_jitter_ms: histogram(
-                "rtp_jitter_milliseconds",
+            rtp_jitter_seconds: histogram(
+                "rtp_jitter_seconds",
                 "Interarrival jitter of each received stream at its end.",
-                vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0],
+                vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1],
             )?,
             rtp_loss_ratio: histogram(
                 "rtp_loss_ratio",
@@ -171,14 +172,14 @@ mod tests {
         let m = Metrics::new().expect("registers");
         m.prime();
         m.sip_requests.with_label_values(&["INVITE", "in"]).inc();
-        m.rtp_jitter_ms.observe(3.0);
+        m.rtp_jitter_seconds.observe(0.003);
         let text = String::from_utf8(m.render()).expect("utf8");
         assert!(
             text.contains("tollgate_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1"),
             "{text}"
         );
         assert!(text.contains("tollgate_calls_total{outcome=\"answered\"} 0"));
-        assert!(text.contains("tollgate_rtp_jitter_milliseconds_bucket{le=\"5\"} 1"));
+        assert!(text.contains("tollgate_rtp_jitter_seconds_bucket{le=\"0.005\"} 1"));
         assert_eq!(status_class(183), "1xx");
         assert_eq!(status_class(486), "4xx");
     }

@@ -12,4 +12,5 @@ pub mod message;
 mod scan;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;
 pub mod uri;

@@ -1,1 +1,4 @@
+#[allow(dead_code)]
+pub mod gateway;
+#[allow(dead_code)]
 pub mod libsrtp;

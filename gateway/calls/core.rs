@@ -1,0 +1,922 @@
+//! The call core: one task that owns the SIP transaction layer and every
+//! call, fed by the transport and by its own timers. It answers OPTIONS,
+//! routes INVITEs by number to the test services (`echo`, `tone`), keeps
+//! each dialog (ACK, BYE, CANCEL, re-INVITE for hold and moved media) and
+//! starts and stops the media tasks.
+//!
+//! Nothing here logs a phone number: calls are named by a local counter
+//! in logs, and numbers appear only redacted.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::media::{self, Control, MediaSetup, Service};
+use super::number::{normalize, redact};
+use crate::admin::metrics::{status_class, Metrics};
+use crate::config::{Config, Target};
+use crate::media::leg::Leg;
+use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use crate::sip::build::{self, RequestSpec};
+use crate::sip::check::{check_request, check_response, check_support, TRUNK};
+use crate::sip::header::Method;
+use crate::sip::message::{Framing, HeaderName, Message, StartLine};
+use crate::sip::sdp::{self, Codec, Local, Sdp};
+use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
+use crate::sip::transport::{Inbound, Transport};
+use crate::sip::uri::Uri;
+
+const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
+/// Most transactions held at once (each holds a message or two).
+const MAX_TRANSACTIONS: usize = 20_000;
+/// Most calls at once.
+const MAX_CALLS: usize = 5_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Ringing,
+    /// 200 OK sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+}
+
+struct Call {
+    /// For logs.
+    n: u64,
+    peer: Peer,
+    invite_key: Key,
+    /// The INVITE (or latest re-INVITE), to build its final response.
+    invite: Vec<u8>,
+    local_tag: String,
+    /// Their From (our To when we send BYE) and their To with our tag.
+    their_from: Vec<u8>,
+    our_identity: Vec<u8>,
+    remote_target: Vec<u8>,
+    contact: Vec<u8>,
+    cseq: u32,
+    state: State,
+    answer_at: Option<Instant>,
+    /// How long after answering the gateway hangs up, and when.
+    hangup_after: Option<Duration>,
+    hangup_at: Option<Instant>,
+    /// The 2xx being retransmitted until the ACK: (bytes, next, interval,
+    /// give up at).
+    ok: Option<(Vec<u8>, Instant, Duration, Instant)>,
+    local: Local,
+    answer_sdp: Vec<u8>,
+    media: mpsc::Sender<Control>,
+    port: u16,
+}
+
+/// Even RTP ports of the configured range, handed out and returned.
+struct PortPool {
+    lo: u16,
+    hi: u16,
+    next: u16,
+    used: HashSet<u16>,
+}
+
+impl PortPool {
+    fn new((lo, hi): (u16, u16)) -> Self {
+        Self {
+            lo,
+            hi,
+            next: lo,
+            used: HashSet::new(),
+        }
+    }
+
+    /// Binds an even port (and the odd one above it unless `mux`).
+    fn bind(
+        &mut self,
+        ip: IpAddr,
+        mux: bool,
+    ) -> Option<(u16, std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+        let count = usize::from((self.hi - self.lo) / 2 + 1);
+        for _ in 0..count.min(4096) {
+            let port = self.next;
+            self.next = if self.next.saturating_add(2) > self.hi.saturating_sub(1) {
+                self.lo
+            } else {
+                self.next + 2
+            };
+            if self.used.contains(&port) {
+                continue;
+            }
+            let Ok(rtp) = std::net::UdpSocket::bind((ip, port)) else {
+                continue;
+            };
+            let rtcp = if mux {
+                None
+            } else {
+                match std::net::UdpSocket::bind((ip, port + 1)) {
+                    Ok(s) => Some(s),
+                    Err(_) => continue,
+                }
+            };
+            self.used.insert(port);
+            return Some((port, rtp, rtcp));
+        }
+        None
+    }
+
+    fn release(&mut self, port: u16) {
+        self.used.remove(&port);
+    }
+}
+
+/// A response the core sends on a server transaction.
+struct Reply<'a> {
+    code: u16,
+    reason: &'a str,
+    tag: Option<&'a [u8]>,
+    extra: &'a [(&'a str, &'a [u8])],
+    body: Option<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(code: u16, reason: &'a str) -> Self {
+        Self {
+            code,
+            reason,
+            tag: None,
+            extra: &[],
+            body: None,
+        }
+    }
+    /// Our To tag (added when the request's To has none).
+    fn tag(self, tag: &'a [u8]) -> Self {
+        Self {
+            tag: Some(tag),
+            ..self
+        }
+    }
+    fn extra(self, extra: &'a [(&'a str, &'a [u8])]) -> Self {
+        Self { extra, ..self }
+    }
+}
+
+/// The core's inputs and outputs.
+pub struct Core {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    txn: Transactions,
+    transport: Transport,
+    calls: HashMap<Vec<u8>, Call>,
+    ports: PortPool,
+    /// Our SIP address for Via and Contact.
+    sip_addr: SocketAddr,
+    media_ip: IpAddr,
+    calls_started: u64,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, transport: Transport) -> Self {
+        let port = transport
+            .local_udp
+            .first()
+            .or(transport.local_tcp.first())
+            .map_or(5060, SocketAddr::port);
+        let media_ip = config
+            .sip_udp
+            .first()
+            .or(config.sip_tcp.first())
+            .map_or(config.public_address, SocketAddr::ip);
+        Self {
+            sip_addr: SocketAddr::new(config.public_address, port),
+            media_ip,
+            ports: PortPool::new(config.rtp_ports),
+            config,
+            metrics,
+            txn: Transactions::new(TimerConfig::default(), MAX_TRANSACTIONS),
+            transport,
+            calls: HashMap::new(),
+            calls_started: 0,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then ends every call and returns.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    Some(m) => self.on_inbound(m, Instant::now()),
+                    None => break,
+                },
+                () = sleep => self.on_timer(Instant::now()),
+                _ = shutdown.changed() => break,
+            }
+            self.pump(Instant::now());
+        }
+        self.hang_up_all(Instant::now());
+        self.pump(Instant::now());
+        // Let the transport tasks write what was queued.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let calls = self
+            .calls
+            .values()
+            .flat_map(|c| {
+                [
+                    c.answer_at,
+                    c.hangup_at,
+                    c.ok.as_ref().map(|o| o.1.min(o.3)),
+                ]
+            })
+            .flatten();
+        self.txn.poll_timeout().into_iter().chain(calls).min()
+    }
+
+    fn send(&self, t: &Transmit) {
+        let b = &t.bytes;
+        if let Some(rest) = b.strip_prefix(b"SIP/2.0 ") {
+            let code = rest
+                .get(..3)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            self.metrics
+                .sip_responses
+                .with_label_values(&[status_class(code), "out"])
+                .inc();
+        } else {
+            let method = b.split(|&x| x == b' ').next().unwrap_or_default();
+            self.metrics
+                .sip_requests
+                .with_label_values(&[Method::from_bytes(method).label(), "out"])
+                .inc();
+        }
+        self.transport.send(t);
+    }
+
+    /// Sends what the transaction layer queued and handles its events.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.txn.poll_transmit() {
+                self.send(&t);
+                busy = true;
+            }
+            while let Some(e) = self.txn.poll_event() {
+                self.on_event(e, now);
+                busy = true;
+            }
+            if !busy {
+                break;
+            }
+        }
+        let s = self.txn.stats();
+        self.metrics
+            .sip_transactions_active
+            .set(self.txn.len() as i64);
+        let reported = self.metrics.sip_retransmissions.get();
+        if s.retransmissions > reported {
+            self.metrics
+                .sip_retransmissions
+                .inc_by(s.retransmissions - reported);
+        }
+    }
+
+    fn on_inbound(&mut self, inb: Inbound, now: Instant) {
+        // SIP from outside every trunk's peer networks is dropped unanswered.
+        if self.config.trunk_for(inb.peer.addr.ip()).is_none() {
+            self.metrics.sip_unknown_peer.inc();
+            return;
+        }
+        let framing = if inb.peer.reliable {
+            Framing::Stream
+        } else {
+            Framing::Datagram
+        };
+        let m = match Message::parse(&inb.bytes, framing, &self.config.limits) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                self.metrics
+                    .sip_parse_failures
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                return;
+            }
+        };
+        match m.start {
+            StartLine::Response { code, .. } => {
+                self.metrics
+                    .sip_responses
+                    .with_label_values(&[status_class(code), "in"])
+                    .inc();
+                if check_response(&m).is_ok() {
+                    self.txn.handle_response(&m, &inb.bytes, now);
+                } else {
+                    self.metrics
+                        .sip_parse_failures
+                        .with_label_values(&["bad_response"])
+                        .inc();
+                }
+            }
+            StartLine::Request { method, .. } => {
+                self.metrics
+                    .sip_requests
+                    .with_label_values(&[method.label(), "in"])
+                    .inc();
+                let checked =
+                    check_request(&m).and_then(|h| check_support(&m, &h, &TRUNK).map(|()| h));
+                match checked {
+                    Ok(_) => self.txn.handle_request(&m, &inb.bytes, inb.peer, now),
+                    Err(r) if method != Method::Ack => {
+                        self.metrics
+                            .sip_rejected
+                            .with_label_values(&[&r.status.to_string()])
+                            .inc();
+                        let unsupported = unsupported_tags(&m);
+                        let mut extra: Vec<(&str, &[u8])> = Vec::new();
+                        match r.status {
+                            405 => extra.push(("Allow", ALLOW)),
+                            420 => extra.push(("Unsupported", &unsupported)),
+                            415 => extra.push(("Accept", b"application/sdp")),
+                            _ => {}
+                        }
+                        let tag = build::token();
+                        if let Some(resp) = build::response(
+                            &m,
+                            r.status,
+                            r.reason,
+                            Some(tag.as_bytes()),
+                            &extra,
+                            None,
+                        ) {
+                            self.send(&Transmit {
+                                peer: inb.peer,
+                                bytes: resp,
+                            });
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event, now: Instant) {
+        match e {
+            Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
+            Event::TimedOut { .. }
+            | Event::Response { .. }
+            | Event::Acked { .. }
+            | Event::Terminated { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
+        if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, r.body) {
+            self.txn.respond(key, bytes, now);
+        }
+    }
+
+    fn on_request(&mut self, key: Key, peer: Peer, bytes: Vec<u8>, now: Instant) {
+        let Ok((m, _)) = Message::parse(&bytes, Framing::Stream, &self.config.limits) else {
+            return;
+        };
+        let Ok(head) = check_request(&m) else {
+            return;
+        };
+        let call_id = head.call_id.to_vec();
+        match head.method {
+            Method::Options => {
+                let tag = build::token();
+                self.respond(
+                    &key,
+                    &m,
+                    Reply::new(200, "OK")
+                        .tag(tag.as_bytes())
+                        .extra(&[("Allow", ALLOW), ("Accept", b"application/sdp")]),
+                    now,
+                );
+            }
+            Method::Invite if head.to.tag().is_none() => {
+                if self.calls.contains_key(&call_id) {
+                    // A second INVITE for a call that exists (a loop or a
+                    // forked request): refuse.
+                    self.respond(&key, &m, Reply::new(482, "Loop Detected"), now);
+                } else {
+                    self.new_call(key, peer, &m, &bytes, now);
+                }
+            }
+            Method::Invite => self.reinvite(key, &m, &bytes, now),
+            Method::Ack => {
+                if let Some(c) = self.calls.get_mut(&call_id) {
+                    if c.state == State::Answered {
+                        c.state = State::Confirmed;
+                        c.ok = None;
+                    }
+                }
+            }
+            Method::Bye => {
+                let ours = self
+                    .calls
+                    .get(&call_id)
+                    .is_some_and(|c| head.to.tag() == Some(c.local_tag.as_bytes()));
+                if ours {
+                    self.respond(&key, &m, Reply::new(200, "OK"), now);
+                    self.end_call(&call_id, "answered");
+                } else {
+                    self.respond(
+                        &key,
+                        &m,
+                        Reply::new(481, "Call/Transaction Does Not Exist"),
+                        now,
+                    );
+                }
+            }
+            Method::Cancel => {
+                let ringing = self
+                    .calls
+                    .get(&call_id)
+                    .filter(|c| c.state == State::Ringing && c.invite_key.branch == key.branch)
+                    .map(|c| (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone()));
+                match ringing {
+                    Some((invite_key, invite, tag)) => {
+                        self.respond(&key, &m, Reply::new(200, "OK"), now);
+                        if let Ok((inv, _)) =
+                            Message::parse(&invite, Framing::Stream, &self.config.limits)
+                        {
+                            self.respond(
+                                &invite_key,
+                                &inv,
+                                Reply::new(487, "Request Terminated").tag(tag.as_bytes()),
+                                now,
+                            );
+                        }
+                        self.end_call(&call_id, "cancelled");
+                    }
+                    None => self.respond(
+                        &key,
+                        &m,
+                        Reply::new(481, "Call/Transaction Does Not Exist"),
+                        now,
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_call(&mut self, key: Key, peer: Peer, m: &Message<'_>, bytes: &[u8], now: Instant) {
+        let Ok(head) = check_request(m) else { return };
+        let trunk_ix = self.config.trunk_for(peer.addr.ip()).unwrap_or(0);
+        let trunk = self.config.trunks.get(trunk_ix).cloned();
+        let user = match &head.uri {
+            Uri::Sip(u) => u.user.map(|u| String::from_utf8_lossy(u).into_owned()),
+            Uri::Other { rest, .. } => Some(String::from_utf8_lossy(rest).into_owned()),
+        }
+        .unwrap_or_default();
+        let cc = trunk.as_ref().and_then(|t| t.country_code.as_deref());
+        let normalized = normalize(&user, cc);
+        let route = self
+            .config
+            .route(&user)
+            .or_else(|| self.config.route(&normalized))
+            .cloned();
+        self.calls_started += 1;
+        let n = self.calls_started;
+        let Some(route) = route else {
+            info!(call = n, number = %redact(&normalized), "no route: 404");
+            self.reject_call(&key, m, 404, "Not Found", now);
+            return;
+        };
+        let service = match route.target {
+            Target::Echo => Service::Echo,
+            Target::Tone => Service::Tone,
+            Target::Trunk(_) => {
+                self.reject_call(&key, m, 503, "Service Unavailable", now);
+                return;
+            }
+        };
+        if self.calls.len() >= MAX_CALLS {
+            self.reject_call(&key, m, 503, "Service Unavailable", now);
+            return;
+        }
+        let Ok(offer) = Sdp::parse(m.body) else {
+            self.reject_call(
+                &key,
+                m,
+                if m.body.is_empty() { 488 } else { 400 },
+                if m.body.is_empty() {
+                    "Not Acceptable Here"
+                } else {
+                    "Bad Request"
+                },
+                now,
+            );
+            return;
+        };
+        let mux = offer.audio().is_some_and(|a| a.rtcp_mux());
+        let Some((port, rtp, rtcp)) = self.ports.bind(self.media_ip, mux) else {
+            warn!(call = n, "no free RTP port: 503");
+            self.reject_call(&key, m, 503, "Service Unavailable", now);
+            return;
+        };
+        let codecs = match (service, trunk.as_ref()) {
+            // The tone is generated in G.711 only.
+            (Service::Tone, Some(t)) => t
+                .codecs
+                .iter()
+                .copied()
+                .filter(|c| *c != Codec::G722)
+                .collect(),
+            (Service::Tone, None) => vec![Codec::Pcmu, Codec::Pcma],
+            (Service::Echo, Some(t)) => t.codecs.clone(),
+            (Service::Echo, None) => vec![Codec::Pcmu, Codec::Pcma, Codec::G722],
+        };
+        let local = Local {
+            address: self.config.public_address,
+            port,
+            codecs: if codecs.is_empty() {
+                vec![Codec::Pcmu, Codec::Pcma]
+            } else {
+                codecs
+            },
+            srtp: trunk.as_ref().map_or(sdp::SrtpMode::Offered, |t| t.srtp),
+            suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
+            session_id: u64::from(media::rand_u32()),
+            session_version: 1,
+        };
+        let neg = match sdp::answer(&offer, &local) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(call = n, "offer refused: {e}");
+                self.ports.release(port);
+                self.reject_call(&key, m, 488, "Not Acceptable Here", now);
+                return;
+            }
+        };
+        let srtp = match &neg.srtp {
+            Some((theirs, ours)) => {
+                let cfg = SrtpConfig::default();
+                match (SrtpReceiver::new(theirs, cfg), SrtpSender::new(ours, cfg)) {
+                    (Ok(rx), Ok(tx)) => Some((rx, tx)),
+                    _ => {
+                        self.ports.release(port);
+                        self.reject_call(&key, m, 488, "Not Acceptable Here", now);
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let (Ok(rtp), rtcp) = (
+            set_nonblocking(rtp).and_then(tokio::net::UdpSocket::from_std),
+            rtcp.map(|s| set_nonblocking(s).and_then(tokio::net::UdpSocket::from_std)),
+        ) else {
+            self.ports.release(port);
+            self.reject_call(&key, m, 503, "Service Unavailable", now);
+            return;
+        };
+        let rtcp = match rtcp {
+            Some(Ok(s)) => Some(s),
+            Some(Err(_)) => {
+                self.ports.release(port);
+                self.reject_call(&key, m, 503, "Service Unavailable", now);
+                return;
+            }
+            None => None,
+        };
+        let remote_rtcp = if neg.rtcp_mux {
+            neg.remote
+        } else {
+            SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
+        };
+        let leg = Leg::new(
+            neg.remote,
+            8000,
+            media::rand_u32(),
+            media::rand_u32() as u16,
+            srtp,
+        );
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        tokio::spawn(media::run(
+            MediaSetup {
+                rtp,
+                rtcp,
+                leg,
+                remote_rtcp,
+                service,
+                codec: neg.codec,
+                pt: neg.pt,
+                ptime: neg.ptime,
+                send: neg.direction.sends(),
+            },
+            ctl_rx,
+            self.metrics.clone(),
+        ));
+
+        let local_tag = build::token();
+        let mut our_identity = m
+            .header(HeaderName::To)
+            .map(|h| h.value.to_vec())
+            .unwrap_or_default();
+        our_identity.extend_from_slice(b";tag=");
+        our_identity.extend_from_slice(local_tag.as_bytes());
+        let remote_target = m
+            .values(HeaderName::Contact)
+            .next()
+            .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
+            .map(|c| c.uri_bytes.to_vec())
+            .unwrap_or_else(|| head.from.uri_bytes.to_vec());
+        let contact = if peer.reliable {
+            format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
+        } else {
+            format!("<sip:tollgate@{}>", self.sip_addr)
+        }
+        .into_bytes();
+        info!(call = n, number = %redact(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
+        self.metrics.calls_active.inc();
+        let call = Call {
+            n,
+            peer,
+            invite_key: key.clone(),
+            invite: bytes.to_vec(),
+            local_tag: local_tag.clone(),
+            their_from: m
+                .header(HeaderName::From)
+                .map(|h| h.value.to_vec())
+                .unwrap_or_default(),
+            our_identity,
+            remote_target,
+            contact,
+            cseq: 1,
+            state: State::Ringing,
+            answer_at: None,
+            hangup_after: route.hangup,
+            hangup_at: None,
+            ok: None,
+            local,
+            answer_sdp: neg.answer,
+            media: ctl_tx,
+            port,
+        };
+        let call_id = head.call_id.to_vec();
+        self.calls.insert(call_id.clone(), call);
+        if route.ring.is_zero() {
+            self.answer(&call_id, now);
+        } else {
+            let contact = self.calls[&call_id].contact.clone();
+            self.respond(
+                &key,
+                m,
+                Reply::new(180, "Ringing")
+                    .tag(local_tag.as_bytes())
+                    .extra(&[("Contact", &contact)]),
+                now,
+            );
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.answer_at = Some(now + route.ring);
+            }
+        }
+    }
+
+    fn reject_call(&mut self, key: &Key, m: &Message<'_>, code: u16, reason: &str, now: Instant) {
+        let tag = build::token();
+        self.respond(key, m, Reply::new(code, reason).tag(tag.as_bytes()), now);
+        self.metrics
+            .calls_total
+            .with_label_values(&["rejected"])
+            .inc();
+    }
+
+    /// Sends the 200 OK with our SDP and starts retransmitting it.
+    fn answer(&mut self, call_id: &[u8], now: Instant) {
+        let limits = self.config.limits;
+        let Some(c) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) else {
+            return;
+        };
+        let Some(ok) = build::response(
+            &inv,
+            200,
+            "OK",
+            Some(c.local_tag.as_bytes()),
+            &[("Contact", &c.contact), ("Allow", ALLOW)],
+            Some(("application/sdp", &c.answer_sdp)),
+        ) else {
+            return;
+        };
+        c.state = State::Answered;
+        c.answer_at = None;
+        if c.hangup_at.is_none() {
+            c.hangup_at = c.hangup_after.map(|d| now + d);
+        }
+        let t1 = TimerConfig::default().t1;
+        c.ok = Some((ok.clone(), now + t1, t1, now + 64 * t1));
+        let key = c.invite_key.clone();
+        self.txn.respond(&key, ok, now);
+    }
+
+    fn reinvite(&mut self, key: Key, m: &Message<'_>, bytes: &[u8], now: Instant) {
+        let Ok(head) = check_request(m) else { return };
+        let call_id = head.call_id.to_vec();
+        let known = self
+            .calls
+            .get(&call_id)
+            .filter(|c| head.to.tag() == Some(c.local_tag.as_bytes()))
+            .map(|c| c.state);
+        match known {
+            None => {
+                self.respond(
+                    &key,
+                    m,
+                    Reply::new(481, "Call/Transaction Does Not Exist"),
+                    now,
+                );
+                return;
+            }
+            Some(State::Ringing | State::Answered) => {
+                self.respond(&key, m, Reply::new(491, "Request Pending"), now);
+                return;
+            }
+            Some(State::Confirmed) => {}
+        }
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let answer = Sdp::parse(m.body).ok().and_then(|offer| {
+            c.local.session_version += 1;
+            sdp::answer(&offer, &c.local).ok()
+        });
+        let Some(neg) = answer else {
+            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+            return;
+        };
+        let remote_rtcp = if neg.rtcp_mux {
+            neg.remote
+        } else {
+            SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
+        };
+        let _ = c.media.try_send(Control::Update {
+            remote: neg.remote,
+            rtcp: remote_rtcp,
+            send: neg.direction.sends(),
+        });
+        info!(call = c.n, direction = neg.direction.as_str(), "re-INVITE");
+        c.answer_sdp = neg.answer;
+        c.invite = bytes.to_vec();
+        c.invite_key = key;
+        c.state = State::Ringing; // answered just below
+        self.answer(&call_id, now);
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        self.txn.handle_timeout(now);
+        let due: Vec<Vec<u8>> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.answer_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.answer(&id, now);
+        }
+        let hang_up: Vec<Vec<u8>> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.hangup_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in hang_up {
+            self.send_bye(&id, now);
+            self.end_call(&id, "answered");
+        }
+        let mut give_up = Vec::new();
+        let t2 = TimerConfig::default().t2;
+        for (id, c) in &mut self.calls {
+            let Some((ok, next, interval, until)) = c.ok.as_mut() else {
+                continue;
+            };
+            if *until <= now {
+                give_up.push(id.clone());
+                continue;
+            }
+            if *next <= now {
+                if !c.peer.reliable {
+                    self.transport.send(&Transmit {
+                        peer: c.peer,
+                        bytes: ok.clone(),
+                    });
+                    self.metrics.sip_retransmissions.inc();
+                }
+                *interval = (*interval * 2).min(t2);
+                *next = now + *interval;
+            }
+        }
+        for id in give_up {
+            warn!("no ACK for a 200 OK within 64*T1: hanging up");
+            self.send_bye(&id, now);
+            self.end_call(&id, "failed");
+        }
+    }
+
+    fn send_bye(&mut self, call_id: &[u8], now: Instant) {
+        let Some(c) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        c.cseq += 1;
+        let branch = build::branch();
+        let bye = build::request(&RequestSpec {
+            method: "BYE",
+            uri: &c.remote_target,
+            via: self.sip_addr,
+            transport: if c.peer.reliable { "TCP" } else { "UDP" },
+            branch: branch.as_bytes(),
+            from: &c.our_identity,
+            to: &c.their_from,
+            call_id,
+            cseq: c.cseq,
+            extra: &[],
+            body: None,
+        });
+        let peer = c.peer;
+        self.txn.start_client(bye, peer, now);
+    }
+
+    fn end_call(&mut self, call_id: &[u8], outcome: &str) {
+        if let Some(c) = self.calls.remove(call_id) {
+            // Dropping the control sender ends the media task.
+            drop(c.media);
+            self.ports.release(c.port);
+            self.metrics.calls_active.dec();
+            self.metrics.calls_total.with_label_values(&[outcome]).inc();
+            debug!(call = c.n, outcome, "call ended");
+        }
+    }
+
+    fn hang_up_all(&mut self, now: Instant) {
+        let ids: Vec<Vec<u8>> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let state = self.calls.get(&id).map(|c| c.state);
+            match state {
+                Some(State::Ringing) => {
+                    let c = &self.calls[&id];
+                    let (key, invite, tag) =
+                        (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone());
+                    if let Ok((inv, _)) =
+                        Message::parse(&invite, Framing::Stream, &self.config.limits)
+                    {
+                        self.respond(
+                            &key,
+                            &inv,
+                            Reply::new(503, "Service Unavailable").tag(tag.as_bytes()),
+                            now,
+                        );
+                    }
+                    self.end_call(&id, "failed");
+                }
+                Some(_) => {
+                    self.send_bye(&id, now);
+                    self.end_call(&id, "answered");
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn set_nonblocking(s: std::net::UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// The option tags in Require that Tollgate does not support (for 420).
+fn unsupported_tags(m: &Message<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in m
+        .values(HeaderName::Require)
+        .chain(m.values(HeaderName::ProxyRequire))
+    {
+        if t.is_empty() || TRUNK.extensions.iter().any(|e| e.eq_ignore_ascii_case(t)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(t);
+    }
+    out
+}

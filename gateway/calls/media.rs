@@ -1,0 +1,166 @@
+//! The socket side of a test-service call's media: one task per call owns
+//! its RTP (and, without rtcp-mux, RTCP) socket and drives a
+//! [`Leg`](crate::media::leg::Leg). `echo` returns each received payload
+//! under our own SSRC, sequence and timestamps; `tone` sends a 1 kHz tone
+//! every ptime. Both measure what they receive and send RTCP reports every
+//! 5 seconds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::admin::metrics::Metrics;
+use crate::media::leg::Leg;
+use crate::sip::sdp::Codec;
+
+/// What the call plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Echo,
+    Tone,
+}
+
+/// Changes the signalling makes to a running call's media.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    /// A re-INVITE: the peer's address and whether we may send.
+    Update {
+        remote: SocketAddr,
+        rtcp: SocketAddr,
+        send: bool,
+    },
+}
+
+/// What a media task needs to start.
+pub struct MediaSetup {
+    pub rtp: UdpSocket,
+    /// `None` with rtcp-mux.
+    pub rtcp: Option<UdpSocket>,
+    pub leg: Leg,
+    pub remote_rtcp: SocketAddr,
+    pub service: Service,
+    pub codec: Codec,
+    pub pt: u8,
+    pub ptime: u16,
+    pub send: bool,
+}
+
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// NTP time now, 32.32 fixed point.
+fn ntp_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+/// Runs until `control` closes (the call ended).
+pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metrics: Arc<Metrics>) {
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 1500];
+    let samples = usize::from(s.ptime) * 8; // 8 kHz clock for every codec here
+    let tone = match s.codec {
+        Codec::Pcma => super::tone::tone(samples, super::tone::linear_to_alaw),
+        _ => super::tone::tone(samples, super::tone::linear_to_ulaw),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(u64::from(s.ptime.max(10))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
+    rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ts: u32 = rand_u32();
+    let mut echo_ts_offset: Option<u32> = None;
+    let mut remote_rtcp = s.remote_rtcp;
+    let mux = s.rtcp.is_none();
+    let (packets_in, bytes_in, packets_out, bytes_out) = (
+        metrics.rtp_packets.with_label_values(&["in"]),
+        metrics.rtp_bytes.with_label_values(&["in"]),
+        metrics.rtp_packets.with_label_values(&["out"]),
+        metrics.rtp_bytes.with_label_values(&["out"]),
+    );
+    loop {
+        tokio::select! {
+            ctl = control.recv() => match ctl {
+                Some(Control::Update { remote, rtcp, send }) => {
+                    s.leg.set_signalled(remote);
+                    remote_rtcp = rtcp;
+                    s.send = send;
+                }
+                None => break,
+            },
+            r = s.rtp.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                if mux && crate::media::rtp::is_rtcp(&buf[..n]) {
+                    if let Err(d) = s.leg.recv_rtcp(from, &mut buf[..n]) {
+                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                    }
+                    continue;
+                }
+                match s.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
+                    Ok(p) => {
+                        packets_in.inc();
+                        bytes_in.inc_by(p.len as u64);
+                        if s.service == Service::Echo && s.send {
+                            let offset = *echo_ts_offset.get_or_insert(ts.wrapping_sub(p.timestamp));
+                            let payload = &buf[p.payload_offset..p.payload_offset + p.payload_len];
+                            if let Ok(m) = s.leg.build_rtp(&mut out, p.payload_type, p.marker, p.timestamp.wrapping_add(offset), payload) {
+                                if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
+                                    packets_out.inc();
+                                    bytes_out.inc_by(m as u64);
+                                }
+                            }
+                        }
+                    }
+                    Err(d) => metrics.rtp_dropped.with_label_values(&[d.reason()]).inc(),
+                }
+            },
+            r = recv_opt(s.rtcp.as_ref(), &mut rtcp_buf) => {
+                if let Some((n, from)) = r {
+                    if let Err(d) = s.leg.recv_rtcp(from, &mut rtcp_buf[..n]) {
+                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                    }
+                }
+            },
+            _ = tick.tick(), if s.service == Service::Tone && s.send => {
+                ts = ts.wrapping_add(samples as u32);
+                if let Ok(m) = s.leg.build_rtp(&mut out, s.pt, false, ts, &tone) {
+                    if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
+                        packets_out.inc();
+                        bytes_out.inc_by(m as u64);
+                    }
+                }
+            },
+            _ = rtcp_tick.tick() => {
+                if let Ok(m) = s.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
+                    let sock = s.rtcp.as_ref().unwrap_or(&s.rtp);
+                    let _ = sock.send_to(&out[..m], if mux { s.leg.remote() } else { remote_rtcp }).await;
+                }
+            },
+        }
+    }
+    if let Some(st) = s.leg.stats() {
+        let snap = st.snapshot();
+        metrics.rtp_jitter_seconds.observe(snap.jitter_ms / 1000.0);
+        metrics.rtp_loss_ratio.observe(snap.loss);
+    }
+}
+
+async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// A random 32-bit value (SSRCs, initial sequence numbers, timestamps).
+pub fn rand_u32() -> u32 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u32::from_be_bytes(b)
+}

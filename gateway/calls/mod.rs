@@ -1,0 +1,4 @@
+pub mod core;
+pub mod media;
+pub mod number;
+pub mod tone;

@@ -1,0 +1,337 @@
+//! One media leg, sans-IO: what arrives from a peer is checked (source,
+//! SRTP, RTP syntax) and measured; what we send gets our SSRC, sequence
+//! and timestamp and is sealed. The socket loop around it lives with the
+//! caller.
+//!
+//! Strict source: packets are accepted only from the signalled address's
+//! IP; the first such packet latches its exact address and port (NATs
+//! rewrite ports), after which only that address is accepted until the
+//! signalling changes it. Anything else is dropped with a reason.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::rtcp::{Compound, ReportBlock, RtcpWriter, SenderInfo};
+use super::rtp::{self, RtpError};
+use super::srtp::{SrtpError, SrtpReceiver, SrtpSender};
+use super::stats::StreamStats;
+
+/// Why a received packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    WrongSource,
+    Malformed(RtpError),
+    MalformedRtcp,
+    Srtp(SrtpError),
+}
+
+impl Dropped {
+    /// A short, stable name for metrics labels.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::WrongSource => "wrong_source",
+            Self::Malformed(_) => "malformed",
+            Self::MalformedRtcp => "malformed_rtcp",
+            Self::Srtp(SrtpError::Replayed | SrtpError::TooOld) => "replayed",
+            Self::Srtp(_) => "srtp",
+        }
+    }
+}
+
+/// A received RTP packet, opened and checked, in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub payload_type: u8,
+    pub marker: bool,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload_offset: usize,
+    /// Payload length without padding.
+    pub payload_len: usize,
+}
+
+/// Counters of one leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LegCounters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+/// A media leg's state.
+pub struct Leg {
+    signalled: SocketAddr,
+    latched: Option<SocketAddr>,
+    srtp: Option<(SrtpReceiver, SrtpSender)>,
+    stats: Option<StreamStats>,
+    clock_rate: u32,
+    ssrc: u32,
+    seq: u16,
+    packets_sent: u32,
+    octets_sent: u32,
+    last_ts: u32,
+    pub counters: LegCounters,
+}
+
+/// Room to leave after a packet for the SRTP trailer (the largest suite's).
+pub const TRAILER_ROOM: usize = 16 + 4;
+
+impl Leg {
+    /// A leg to the `signalled` address, with our `ssrc` and random
+    /// initial sequence number.
+    pub fn new(
+        signalled: SocketAddr,
+        clock_rate: u32,
+        ssrc: u32,
+        first_seq: u16,
+        srtp: Option<(SrtpReceiver, SrtpSender)>,
+    ) -> Self {
+        Self {
+            signalled,
+            latched: None,
+            srtp,
+            stats: None,
+            clock_rate,
+            ssrc,
+            seq: first_seq,
+            packets_sent: 0,
+            octets_sent: 0,
+            last_ts: 0,
+            counters: LegCounters::default(),
+        }
+    }
+
+    /// Where we send: the latched address, else the signalled one.
+    pub fn remote(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.signalled)
+    }
+
+    /// The signalling moved the peer (a re-INVITE with a new address).
+    pub fn set_signalled(&mut self, addr: SocketAddr) {
+        if addr != self.signalled {
+            self.signalled = addr;
+            self.latched = None;
+        }
+    }
+
+    pub fn stats(&self) -> Option<&StreamStats> {
+        self.stats.as_ref()
+    }
+
+    fn check_source(&mut self, from: SocketAddr) -> Result<(), Dropped> {
+        match self.latched {
+            Some(l) if l == from => Ok(()),
+            None if from.ip() == self.signalled.ip() => {
+                self.latched = Some(from);
+                Ok(())
+            }
+            _ => Err(Dropped::WrongSource),
+        }
+    }
+
+    /// Takes an RTP datagram from `from` in `buf`; on success the plain
+    /// packet is `buf[..len]`.
+    pub fn recv_rtp(
+        &mut self,
+        from: SocketAddr,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Result<Received, Dropped> {
+        self.check_source(from)?;
+        let len = match &mut self.srtp {
+            Some((rx, _)) => rx.open_rtp(buf).map_err(Dropped::Srtp)?,
+            None => buf.len(),
+        };
+        let p = rtp::parse(&buf[..len]).map_err(Dropped::Malformed)?;
+        let r = Received {
+            len,
+            payload_type: p.payload_type(),
+            marker: p.marker(),
+            sequence: p.sequence(),
+            timestamp: p.timestamp(),
+            payload_offset: p.payload_offset(),
+            payload_len: p.payload().len(),
+        };
+        let ssrc = p.ssrc();
+        let stats = match &mut self.stats {
+            Some(s) if s.ssrc() == ssrc => s,
+            // A new SSRC (the peer restarted its stream): measure afresh.
+            other => other.insert(StreamStats::new(ssrc, self.clock_rate)),
+        };
+        stats.on_packet(r.sequence, r.timestamp, len, now);
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += len as u64;
+        Ok(r)
+    }
+
+    /// Takes an RTCP datagram (checked and counted, not acted on).
+    pub fn recv_rtcp(&mut self, from: SocketAddr, buf: &mut [u8]) -> Result<usize, Dropped> {
+        if self.latched.is_some_and(|l| l.ip() != from.ip()) || from.ip() != self.signalled.ip() {
+            return Err(Dropped::WrongSource);
+        }
+        let len = match &mut self.srtp {
+            Some((rx, _)) => rx.open_rtcp(buf).map_err(Dropped::Srtp)?,
+            None => buf.len(),
+        };
+        let packets = Compound::parse(&buf[..len]).map_err(|_| Dropped::MalformedRtcp)?;
+        if packets.into_iter().any(|p| p.is_err()) {
+            return Err(Dropped::MalformedRtcp);
+        }
+        Ok(len)
+    }
+
+    /// Writes an RTP packet of ours into `out` (header, then `payload`),
+    /// sealed when the leg uses SRTP; returns its length. `out` needs 12 +
+    /// payload + [`TRAILER_ROOM`] bytes.
+    pub fn build_rtp(
+        &mut self,
+        out: &mut [u8],
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<usize, SrtpError> {
+        let len = 12 + payload.len();
+        if out.len() < len + TRAILER_ROOM {
+            return Err(SrtpError::BufferTooSmall);
+        }
+        out[0] = 0x80;
+        out[1] = (payload_type & 0x7f) | if marker { 0x80 } else { 0 };
+        out[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        out[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        out[12..len].copy_from_slice(payload);
+        let n = match &mut self.srtp {
+            Some((_, tx)) => tx.seal_rtp(out, len)?,
+            None => len,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.packets_sent = self.packets_sent.wrapping_add(1);
+        self.octets_sent = self.octets_sent.wrapping_add(payload.len() as u32);
+        self.last_ts = timestamp;
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += n as u64;
+        Ok(n)
+    }
+
+    /// Writes our RTCP report (an SR if we have sent, else an RR, with a
+    /// report block on what we received, and an SDES CNAME) into `out`,
+    /// sealed when the leg uses SRTP.
+    pub fn build_rtcp(
+        &mut self,
+        out: &mut [u8],
+        ntp: u64,
+        cname: &[u8],
+    ) -> Result<usize, SrtpError> {
+        let block: Option<ReportBlock> = self.stats.as_mut().map(|s| s.report_block(0, 0));
+        let blocks = block.as_slice();
+        let room = out.len().saturating_sub(TRAILER_ROOM);
+        let mut w = RtcpWriter::new(&mut out[..room]);
+        let written = if self.packets_sent > 0 {
+            let info = SenderInfo {
+                ntp_timestamp: ntp,
+                rtp_timestamp: self.last_ts,
+                packet_count: self.packets_sent,
+                octet_count: self.octets_sent,
+            };
+            w.sender_report(self.ssrc, &info, blocks)
+        } else {
+            w.receiver_report(self.ssrc, blocks)
+        };
+        written
+            .and_then(|()| w.sdes_cname(self.ssrc, cname))
+            .map_err(|_| SrtpError::BufferTooSmall)?;
+        let len = w.len();
+        match &mut self.srtp {
+            Some((_, tx)) => tx.seal_rtcp(out, len),
+            None => Ok(len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::srtp::{MasterKey, SrtpConfig, Suite};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn strict_source_latches_the_first_packet_from_the_signalled_ip() {
+        let mut leg = Leg::new(addr("192.0.2.7:4000"), 8000, 1, 100, None);
+        let mut peer = Leg::new(addr("192.0.2.1:20000"), 8000, 99, 5, None);
+        let mut pkt = [0u8; 200];
+        let n = peer
+            .build_rtp(&mut pkt, 0, false, 160, &[0xff; 160])
+            .expect("builds");
+        let now = Instant::now();
+        // Another host: dropped.
+        assert_eq!(
+            leg.recv_rtp(addr("198.51.100.9:4000"), &mut pkt[..n].to_vec(), now),
+            Err(Dropped::WrongSource)
+        );
+        // The signalled IP from a NAT-rewritten port: latched.
+        let r = leg
+            .recv_rtp(addr("192.0.2.7:4100"), &mut pkt[..n].to_vec(), now)
+            .expect("accepted");
+        assert_eq!((r.sequence, r.payload_len), (5, 160));
+        assert_eq!(leg.remote(), addr("192.0.2.7:4100"));
+        // After the latch, the signalled port itself is a wrong source.
+        assert_eq!(
+            leg.recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), now),
+            Err(Dropped::WrongSource)
+        );
+        // A re-INVITE moves the peer: the latch is released.
+        leg.set_signalled(addr("203.0.113.5:6000"));
+        assert_eq!(leg.remote(), addr("203.0.113.5:6000"));
+        assert_eq!(leg.counters.packets_in, 1);
+    }
+
+    #[test]
+    fn srtp_legs_talk_to_each_other_and_report() {
+        let a_key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let b_key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let cfg = SrtpConfig::default();
+        let pair = |rx: &MasterKey, tx: &MasterKey| {
+            Some((
+                SrtpReceiver::new(rx, cfg).expect("rx"),
+                SrtpSender::new(tx, cfg).expect("tx"),
+            ))
+        };
+        let mut a = Leg::new(addr("127.0.0.1:3000"), 8000, 0xa, 1, pair(&b_key, &a_key));
+        let mut b = Leg::new(addr("127.0.0.1:2000"), 8000, 0xb, 1, pair(&a_key, &b_key));
+        let mut buf = [0u8; 256];
+        let now = Instant::now();
+        for i in 0..50u32 {
+            let n = a
+                .build_rtp(&mut buf, 8, false, i * 160, &[0xd5; 160])
+                .expect("seal");
+            assert_ne!(&buf[12..172], &[0xd5; 160][..], "encrypted on the wire");
+            let r = b
+                .recv_rtp(addr("127.0.0.1:2000"), &mut buf[..n], now)
+                .expect("opens");
+            assert_eq!(
+                &buf[r.payload_offset..r.payload_offset + r.payload_len],
+                &[0xd5; 160][..]
+            );
+        }
+        let n = b.build_rtcp(&mut buf, 0, b"tollgate").expect("rtcp");
+        let m = a
+            .recv_rtcp(addr("127.0.0.1:3000"), &mut buf[..n])
+            .expect("rtcp opens");
+        let first = Compound::parse(&buf[..m])
+            .expect("ok")
+            .next()
+            .expect("one")
+            .expect("valid");
+        assert!(matches!(
+            first,
+            crate::media::rtcp::RtcpPacket::ReceiverReport { ssrc: 0xb, .. }
+        ));
+        assert_eq!(b.stats().expect("stats").snapshot().packets, 50);
+    }
+}

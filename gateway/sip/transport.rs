@@ -1,0 +1,320 @@
+//! SIP over UDP and TCP: the only part of `sip` that touches the kernel.
+//!
+//! Every received message is handed to the core as an [`Inbound`] through
+//! a bounded channel (when the core falls behind, datagrams are dropped and
+//! counted rather than queued without bound). TCP connections are framed
+//! by Content-Length with the parser's limits; a message must arrive whole
+//! within the partial-message timeout, so a slow sender cannot hold a
+//! connection, and connections are capped in total and per peer address.
+//! RFC 5626 keepalives (a double CRLF) are answered with a single CRLF.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::message::{Framing, Limits, Message, ParseError};
+use super::transaction::{Peer, Transmit};
+
+/// A message received, with where it came from.
+pub struct Inbound {
+    pub bytes: Vec<u8>,
+    pub peer: Peer,
+}
+
+/// Settings for the listeners.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub limits: Limits,
+    pub partial_message_timeout: Duration,
+    /// A TCP connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+/// Counters kept by the transport (exported by the caller).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub inbound_dropped: AtomicU64,
+    pub outbound_dropped: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_timed_out: AtomicU64,
+    pub stream_parse_failures: AtomicU64,
+}
+
+type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+/// The bound listeners and the way back to each peer.
+pub struct Transport {
+    udp: Vec<Arc<UdpSocket>>,
+    conns: Connections,
+    pub stats: Arc<TransportStats>,
+    pub local_udp: Vec<SocketAddr>,
+    pub local_tcp: Vec<SocketAddr>,
+}
+
+impl Transport {
+    /// Binds every listener and starts their tasks; received messages go
+    /// to `inbound`.
+    pub async fn bind(cfg: TransportConfig, inbound: mpsc::Sender<Inbound>) -> io::Result<Self> {
+        let stats = Arc::new(TransportStats::default());
+        let conns: Connections = Arc::default();
+        let mut udp = Vec::new();
+        let mut local_udp = Vec::new();
+        for addr in &cfg.udp {
+            let sock = Arc::new(UdpSocket::bind(addr).await?);
+            local_udp.push(sock.local_addr()?);
+            tokio::spawn(udp_loop(
+                sock.clone(),
+                inbound.clone(),
+                stats.clone(),
+                cfg.limits,
+            ));
+            udp.push(sock);
+        }
+        let mut local_tcp = Vec::new();
+        let open = Arc::new(AtomicUsize::new(0));
+        let per_peer: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        for addr in &cfg.tcp {
+            let listener = TcpListener::bind(addr).await?;
+            local_tcp.push(listener.local_addr()?);
+            tokio::spawn(accept_loop(
+                listener,
+                cfg.clone(),
+                inbound.clone(),
+                conns.clone(),
+                stats.clone(),
+                open.clone(),
+                per_peer.clone(),
+            ));
+        }
+        Ok(Self {
+            udp,
+            conns,
+            stats,
+            local_udp,
+            local_tcp,
+        })
+    }
+
+    /// Sends without waiting: over UDP from the first socket, over TCP on
+    /// the peer's open connection. What cannot go now is dropped and
+    /// counted (SIP retransmits over UDP; a TCP peer whose queue is full is
+    /// not keeping up).
+    pub fn send(&self, t: &Transmit) {
+        let sent = if t.peer.reliable {
+            let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns
+                .get(&t.peer.addr)
+                .is_some_and(|tx| tx.try_send(t.bytes.clone()).is_ok())
+        } else {
+            self.udp
+                .first()
+                .is_some_and(|s| s.try_send_to(&t.bytes, t.peer.addr).is_ok())
+        };
+        if !sent {
+            self.stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    inbound: mpsc::Sender<Inbound>,
+    stats: Arc<TransportStats>,
+    limits: Limits,
+) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on Linux; they are not fatal.
+                debug!("sip udp receive: {e}");
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        if data.iter().all(|&b| b == b'\r' || b == b'\n') {
+            continue; // keepalive
+        }
+        if n > limits.max_size {
+            stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let msg = Inbound {
+            bytes: data.to_vec(),
+            peer: Peer {
+                addr: from,
+                reliable: false,
+            },
+        };
+        if inbound.try_send(msg).is_err() {
+            stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    conns: Connections,
+    stats: Arc<TransportStats>,
+    open: Arc<AtomicUsize>,
+    per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("sip tcp accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admitted = {
+            let mut pp = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            let n = pp.entry(from.ip()).or_insert(0);
+            if open.load(Ordering::Relaxed) >= cfg.max_connections
+                || *n >= cfg.max_connections_per_peer
+            {
+                false
+            } else {
+                *n += 1;
+                open.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        };
+        if !admitted {
+            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let (cfg, inbound, conns, stats, open, per_peer) = (
+            cfg.clone(),
+            inbound.clone(),
+            conns.clone(),
+            stats.clone(),
+            open.clone(),
+            per_peer.clone(),
+        );
+        tokio::spawn(async move {
+            connection(stream, from, &cfg, inbound, &conns, &stats).await;
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&from);
+            open.fetch_sub(1, Ordering::Relaxed);
+            let mut pp = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = pp.get_mut(&from.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    pp.remove(&from.ip());
+                }
+            }
+        });
+    }
+}
+
+/// Serves one TCP connection until it closes, errs or times out.
+async fn connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    cfg: &TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    conns: &Connections,
+    stats: &TransportStats,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(from, tx.clone());
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    // When the bytes of an incomplete message started to arrive.
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    'conn: loop {
+        let deadline = match partial_since {
+            Some(t) => t + cfg.partial_message_timeout,
+            None => tokio::time::Instant::now() + cfg.idle_timeout,
+        };
+        let n = match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Err(_) => {
+                stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            // RFC 5626 keepalive: CRLFCRLF ping, CRLF pong.
+            let crlfs = buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if crlfs > 0 {
+                if buf[..crlfs].windows(4).any(|w| w == b"\r\n\r\n") {
+                    let _ = tx.try_send(b"\r\n".to_vec());
+                }
+                buf.drain(..crlfs);
+            }
+            if buf.is_empty() {
+                partial_since = None;
+                break;
+            }
+            match Message::parse(&buf, Framing::Stream, &cfg.limits) {
+                Ok((_, used)) => {
+                    let bytes: Vec<u8> = buf.drain(..used).collect();
+                    let msg = Inbound {
+                        bytes,
+                        peer: Peer {
+                            addr: from,
+                            reliable: true,
+                        },
+                    };
+                    if inbound.try_send(msg).is_err() {
+                        stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    partial_since = None;
+                }
+                Err(ParseError::Incomplete) => {
+                    partial_since.get_or_insert_with(tokio::time::Instant::now);
+                    break;
+                }
+                Err(_) => {
+                    // Framing is lost: nothing after this can be trusted.
+                    stats.stream_parse_failures.fetch_add(1, Ordering::Relaxed);
+                    break 'conn;
+                }
+            }
+        }
+    }
+    conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&from);
+    drop(tx);
+    writer.abort();
+}

@@ -1,0 +1,214 @@
+//! A real `tollgate run` process for integration tests: its own config on
+//! its own loopback ports, started, waited for (its /healthz), and stopped
+//! when dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running gateway.
+pub struct Gateway {
+    child: Child,
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// Ports for one test's gateway: SIP on `base`, admin on `base + 1`, RTP
+/// in `rtp..rtp + 999`.
+pub fn config(base: u16, rtp: u16) -> String {
+    format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:{base}"]
+tcp = ["127.0.0.1:{base}"]
+partial_message_timeout_ms = 1000
+
+[media]
+rtp_ports = "{rtp}-{rtp_end}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[[trunk]]
+name = "loopback"
+peers = ["127.0.0.0/8"]
+address = "127.0.0.1:5080"
+codecs = ["PCMA", "PCMU", "G722"]
+srtp = "offered"
+country_code = "44"
+
+[[route]]
+number = "echo"
+target = "echo"
+
+[[route]]
+number = "tone"
+target = "tone"
+
+[[route]]
+number = "ringing"
+target = "echo"
+ring_ms = 5000
+
+[[route]]
+number = "short"
+target = "tone"
+hangup_ms = 700
+"#,
+        admin = base + 1,
+        rtp_end = rtp + 999,
+    )
+}
+
+impl Gateway {
+    /// Starts a gateway for the test called `name` with SIP on `base`.
+    pub fn start(name: &str, base: u16, rtp: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = dir.join("tollgate.toml");
+        std::fs::write(&cfg, config(base, rtp)).expect("write config");
+        let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts");
+        let gw = Self {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], base)),
+            admin: SocketAddr::from(([127, 0, 0, 1], base + 1)),
+            dir,
+        };
+        // Wait for /healthz (bounded: 20 s).
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if gw
+                .get("/healthz")
+                .is_some_and(|b| b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "gateway did not become healthy: {}",
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    /// A GET on the admin listener: the whole HTTP response.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// The /metrics body.
+    pub fn metrics(&self) -> String {
+        let r = self.get("/metrics").expect("metrics answer");
+        r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// One sample's value from /metrics (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The result of a sipp run.
+pub struct SippRun {
+    pub successful: u64,
+    pub failed: u64,
+    pub status: i32,
+    pub output: String,
+}
+
+/// Runs sipp (the carrier) against `gw` with `scenario` from tests/sipp.
+pub fn sipp(
+    gw: &Gateway,
+    scenario: &str,
+    service: &str,
+    local_port: u16,
+    extra: &[&str],
+) -> SippRun {
+    let path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("sipp")
+        .arg(gw.sip.to_string())
+        .args(["-sf", &path, "-s", service, "-i", "127.0.0.1", "-nostdin"])
+        .args([
+            "-p",
+            &local_port.to_string(),
+            "-mp",
+            &(local_port + 2).to_string(),
+        ])
+        .args(["-timeout", "120s", "-timeout_error"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("sipp runs (Debian package sip-tester; scripts/deps installs it)");
+    let output =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let count = |label: &str| {
+        output
+            .lines()
+            .filter(|l| l.trim_start().starts_with(label))
+            .filter_map(|l| l.split('|').nth(2).and_then(|v| v.trim().parse().ok()))
+            .next_back()
+            .unwrap_or(0)
+    };
+    SippRun {
+        successful: count("Successful call"),
+        failed: count("Failed call"),
+        status: out.status.code().unwrap_or(-1),
+        output,
+    }
+}
