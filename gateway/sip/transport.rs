@@ -254,6 +254,9 @@ async fn connection(
     let mut chunk = vec![0u8; 16 * 1024];
     // When the bytes of an incomplete message started to arrive.
     let mut partial_since: Option<tokio::time::Instant> = None;
+    // Whether the peer closed its sending side cleanly (it may still be
+    // waiting for our responses).
+    let mut half_closed = false;
     'conn: loop {
         let deadline = match partial_since {
             Some(t) => t + cfg.partial_message_timeout,
@@ -264,7 +267,11 @@ async fn connection(
                 stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(0)) => {
+                half_closed = true;
+                break;
+            }
+            Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
@@ -311,6 +318,10 @@ async fn connection(
             }
         }
     }
+    if half_closed {
+        // Give the core a moment to answer what it already received.
+        tokio::time::sleep(HALF_CLOSE_LINGER).await;
+    }
     conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -318,3 +329,6 @@ async fn connection(
     drop(tx);
     writer.abort();
 }
+
+/// How long a connection the peer half-closed stays open for our answers.
+const HALF_CLOSE_LINGER: Duration = Duration::from_millis(500);

@@ -2,3 +2,5 @@
 pub mod gateway;
 #[allow(dead_code)]
 pub mod libsrtp;
+#[allow(dead_code)]
+pub mod pcap;
