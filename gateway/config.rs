@@ -37,6 +37,9 @@ max_headers = 100
 max_line_length = 8192
 # A TCP/TLS message must arrive whole within this many milliseconds.
 partial_message_timeout_ms = 5000
+# SIP timer T1 (RFC 3261): retransmissions start at T1, transactions time
+# out after 64*T1. Lower it only on networks with short round trips.
+t1_ms = 500
 max_connections = 1024
 max_connections_per_peer = 32
 
@@ -60,6 +63,9 @@ codecs = ["PCMU", "PCMA", "G722"]
 srtp = "offered"
 # Numbers are normalized to E.164 with this country code when national.
 country_code = "44"
+# OPTIONS to the address every this many seconds; a peer that stops
+# answering is marked down (tollgate_trunk_up) and skipped. 0: off.
+keepalive_s = 30
 
 [[route]]
 number = "echo"
@@ -127,6 +133,7 @@ pub struct SipFile {
     pub max_headers: usize,
     pub max_line_length: usize,
     pub partial_message_timeout_ms: u64,
+    pub t1_ms: u64,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
 }
@@ -144,6 +151,7 @@ impl Default for SipFile {
             max_headers: 100,
             max_line_length: 8192,
             partial_message_timeout_ms: 5000,
+            t1_ms: 500,
             max_connections: 1024,
             max_connections_per_peer: 32,
         }
@@ -194,6 +202,13 @@ pub struct TrunkFile {
     pub country_code: Option<String>,
     #[serde(default)]
     pub register: Option<RegisterFile>,
+    /// Seconds between OPTIONS keepalives to `address`; 0 turns them off.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: u64,
+}
+
+fn default_keepalive() -> u64 {
+    30
 }
 
 fn default_transport() -> String {
@@ -284,6 +299,8 @@ pub struct Trunk {
     pub srtp: SrtpMode,
     pub country_code: Option<String>,
     pub register: Option<Register>,
+    /// OPTIONS keepalive interval, when the trunk has an address.
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// Validated registration credentials.
@@ -311,6 +328,8 @@ pub struct Config {
     pub public_address: IpAddr,
     pub limits: crate::sip::message::Limits,
     pub partial_message_timeout: std::time::Duration,
+    /// SIP timer T1.
+    pub t1: std::time::Duration,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
     /// Inclusive, first even.
@@ -404,6 +423,9 @@ impl Config {
                 "sip",
                 "max_headers must be at least 1 and max_line_length at least 128",
             ));
+        }
+        if !(50..=5000).contains(&f.sip.t1_ms) {
+            return Err(invalid("sip.t1_ms", "must be 50 to 5000 milliseconds"));
         }
         if f.sip.max_connections == 0 || f.sip.max_connections_per_peer == 0 {
             return Err(invalid("sip", "connection caps must be at least 1"));
@@ -542,6 +564,8 @@ impl Config {
                 srtp,
                 country_code: t.country_code,
                 register,
+                keepalive: (t.keepalive_s > 0 && address.is_some())
+                    .then(|| std::time::Duration::from_secs(t.keepalive_s)),
             });
         }
 
@@ -611,6 +635,7 @@ impl Config {
             partial_message_timeout: std::time::Duration::from_millis(
                 f.sip.partial_message_timeout_ms.max(100),
             ),
+            t1: std::time::Duration::from_millis(f.sip.t1_ms),
             max_connections: f.sip.max_connections,
             max_connections_per_peer: f.sip.max_connections_per_peer,
             rtp_ports,

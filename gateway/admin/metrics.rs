@@ -4,8 +4,8 @@
 //! traffic.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric, registered once.
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub sip_rejected: IntCounterVec,
     /// SIP from addresses outside every trunk's peer networks.
     pub sip_unknown_peer: IntCounter,
+    /// 1 while a trunk answers its OPTIONS keepalives, 0 once it stopped
+    /// (label: the configured trunk name, a bounded set).
+    pub trunk_up: IntGaugeVec,
     pub calls_active: IntGauge,
     /// Calls ended, by outcome (`answered`, `cancelled`, `rejected`,
     /// `failed`).
@@ -98,6 +101,17 @@ impl Metrics {
                 "sip_unknown_peer_total",
                 "SIP messages from addresses outside every trunk's peer networks.",
             )?,
+            trunk_up: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "trunk_up",
+                        "1 while the trunk peer answers OPTIONS keepalives.",
+                    ),
+                    &["trunk"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             calls_active: gauge("calls_active", "Calls in progress.")?,
             calls_total: counter_vec("calls_total", "Calls ended, by outcome.", &["outcome"])?,
             rtp_packets: counter_vec(

@@ -160,6 +160,18 @@ impl<'a> Reply<'a> {
     }
 }
 
+/// What the core knows of a trunk peer from its OPTIONS keepalives.
+struct TrunkState {
+    up: bool,
+    /// Keepalives in a row that got no answer.
+    failures: u32,
+    next_probe: Option<Instant>,
+    pending: Option<Key>,
+}
+
+/// Unanswered keepalives in a row before a trunk is marked down.
+const DOWN_AFTER: u32 = 2;
+
 /// The core's inputs and outputs.
 pub struct Core {
     config: Arc<Config>,
@@ -172,6 +184,8 @@ pub struct Core {
     sip_addr: SocketAddr,
     media_ip: IpAddr,
     calls_started: u64,
+    timers: TimerConfig,
+    trunks: Vec<TrunkState>,
 }
 
 impl Core {
@@ -186,13 +200,33 @@ impl Core {
             .first()
             .or(config.sip_tcp.first())
             .map_or(config.public_address, SocketAddr::ip);
+        let timers = TimerConfig {
+            t1: config.t1,
+            ..TimerConfig::default()
+        };
+        let now = Instant::now();
+        let trunks = config
+            .trunks
+            .iter()
+            .map(|t| {
+                metrics.trunk_up.with_label_values(&[&t.name]).set(1);
+                TrunkState {
+                    up: true,
+                    failures: 0,
+                    next_probe: t.keepalive.map(|_| now),
+                    pending: None,
+                }
+            })
+            .collect();
         Self {
+            timers,
+            trunks,
             sip_addr: SocketAddr::new(config.public_address, port),
             media_ip,
             ports: PortPool::new(config.rtp_ports),
             config,
             metrics,
-            txn: Transactions::new(TimerConfig::default(), MAX_TRANSACTIONS),
+            txn: Transactions::new(timers, MAX_TRANSACTIONS),
             transport,
             calls: HashMap::new(),
             calls_started: 0,
@@ -241,7 +275,13 @@ impl Core {
                 ]
             })
             .flatten();
-        self.txn.poll_timeout().into_iter().chain(calls).min()
+        let probes = self.trunks.iter().filter_map(|t| t.next_probe);
+        self.txn
+            .poll_timeout()
+            .into_iter()
+            .chain(calls)
+            .chain(probes)
+            .min()
     }
 
     fn send(&self, t: &Transmit) {
@@ -376,10 +416,9 @@ impl Core {
     fn on_event(&mut self, e: Event, now: Instant) {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
-            Event::TimedOut { .. }
-            | Event::Response { .. }
-            | Event::Acked { .. }
-            | Event::Terminated { .. } => {}
+            Event::Response { key, code, .. } if code >= 200 => self.keepalive_answered(&key),
+            Event::TimedOut { key } => self.keepalive_lost(&key),
+            Event::Response { .. } | Event::Acked { .. } | Event::Terminated { .. } => {}
         }
     }
 
@@ -724,7 +763,7 @@ impl Core {
         if c.hangup_at.is_none() {
             c.hangup_at = c.hangup_after.map(|d| now + d);
         }
-        let t1 = TimerConfig::default().t1;
+        let t1 = self.timers.t1;
         c.ok = Some((ok.clone(), now + t1, t1, now + 64 * t1));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
@@ -785,6 +824,7 @@ impl Core {
 
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
+        self.probe_trunks(now);
         let due: Vec<Vec<u8>> = self
             .calls
             .iter()
@@ -805,7 +845,7 @@ impl Core {
             self.end_call(&id, "answered");
         }
         let mut give_up = Vec::new();
-        let t2 = TimerConfig::default().t2;
+        let t2 = self.timers.t2;
         for (id, c) in &mut self.calls {
             let Some((ok, next, interval, until)) = c.ok.as_mut() else {
                 continue;
@@ -831,6 +871,93 @@ impl Core {
             self.send_bye(&id, now);
             self.end_call(&id, "failed");
         }
+    }
+
+    /// Sends OPTIONS to every trunk whose keepalive is due.
+    fn probe_trunks(&mut self, now: Instant) {
+        for i in 0..self.trunks.len() {
+            let (Some(next), None) = (self.trunks[i].next_probe, &self.trunks[i].pending) else {
+                continue;
+            };
+            if next > now {
+                continue;
+            }
+            let t = &self.config.trunks[i];
+            let (Some(addr), Some(every)) = (t.address, t.keepalive) else {
+                continue;
+            };
+            let uri = format!("sip:{addr}");
+            let from = format!("<sip:tollgate@{}>;tag={}", self.sip_addr, build::token());
+            let to = format!("<{uri}>");
+            let call_id = format!("{}@tollgate", build::token());
+            let branch = build::branch();
+            let req = build::request(&RequestSpec {
+                method: "OPTIONS",
+                uri: uri.as_bytes(),
+                via: self.sip_addr,
+                transport: "UDP",
+                branch: branch.as_bytes(),
+                from: from.as_bytes(),
+                to: to.as_bytes(),
+                call_id: call_id.as_bytes(),
+                cseq: 1,
+                extra: &[],
+                body: None,
+            });
+            let peer = Peer {
+                addr,
+                reliable: false,
+            };
+            let key = self.txn.start_client(req, peer, now);
+            let st = &mut self.trunks[i];
+            st.pending = key;
+            st.next_probe = Some(now + every);
+        }
+    }
+
+    fn keepalive_answered(&mut self, key: &Key) {
+        if let Some(i) = self
+            .trunks
+            .iter()
+            .position(|t| t.pending.as_ref() == Some(key))
+        {
+            let st = &mut self.trunks[i];
+            st.pending = None;
+            st.failures = 0;
+            if !st.up {
+                st.up = true;
+                info!(trunk = %self.config.trunks[i].name, "trunk peer answers again: up");
+            }
+            self.metrics
+                .trunk_up
+                .with_label_values(&[&self.config.trunks[i].name])
+                .set(1);
+        }
+    }
+
+    fn keepalive_lost(&mut self, key: &Key) {
+        if let Some(i) = self
+            .trunks
+            .iter()
+            .position(|t| t.pending.as_ref() == Some(key))
+        {
+            let st = &mut self.trunks[i];
+            st.pending = None;
+            st.failures += 1;
+            if st.up && st.failures >= DOWN_AFTER {
+                st.up = false;
+                warn!(trunk = %self.config.trunks[i].name, "trunk peer stopped answering OPTIONS: down");
+                self.metrics
+                    .trunk_up
+                    .with_label_values(&[&self.config.trunks[i].name])
+                    .set(0);
+            }
+        }
+    }
+
+    /// Whether trunk `i` is taking calls (the dial plan skips it if not).
+    pub fn trunk_is_up(&self, i: usize) -> bool {
+        self.trunks.get(i).is_some_and(|t| t.up)
     }
 
     fn send_bye(&mut self, call_id: &[u8], now: Instant) {

@@ -18,13 +18,14 @@ pub struct Gateway {
 
 /// Ports for one test's gateway: SIP on `base`, admin on `base + 1`, RTP
 /// in `rtp..rtp + 999`.
-pub fn config(base: u16, rtp: u16) -> String {
+pub fn config(base: u16, rtp: u16, t1_ms: u64, extra: &str) -> String {
     format!(
         r#"
 [sip]
 udp = ["127.0.0.1:{base}"]
 tcp = ["127.0.0.1:{base}"]
 partial_message_timeout_ms = 1000
+t1_ms = {t1_ms}
 
 [media]
 rtp_ports = "{rtp}-{rtp_end}"
@@ -57,6 +58,8 @@ ring_ms = 5000
 number = "short"
 target = "tone"
 hangup_ms = 700
+
+{extra}
 "#,
         admin = base + 1,
         rtp_end = rtp + 999,
@@ -66,10 +69,15 @@ hangup_ms = 700
 impl Gateway {
     /// Starts a gateway for the test called `name` with SIP on `base`.
     pub fn start(name: &str, base: u16, rtp: u16) -> Self {
+        Self::start_with(name, base, rtp, 500, "")
+    }
+
+    /// As [`Gateway::start`], with timer T1 and extra TOML (trunks, routes).
+    pub fn start_with(name: &str, base: u16, rtp: u16, t1_ms: u64, extra: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg = dir.join("tollgate.toml");
-        std::fs::write(&cfg, config(base, rtp)).expect("write config");
+        std::fs::write(&cfg, config(base, rtp, t1_ms, extra)).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("run")
@@ -135,6 +143,18 @@ impl Gateway {
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// Polls `series` until `want(value)` holds, for at most `secs` seconds.
+    pub fn wait_metric(&self, series: &str, secs: u64, want: impl Fn(f64) -> bool) -> f64 {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.metric(series);
+            if want(v) || Instant::now() >= until {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Whether the process is still running.
