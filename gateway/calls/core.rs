@@ -7,7 +7,7 @@
 //! Nothing here logs a phone number: calls are named by a local counter
 //! in logs, and numbers appear only redacted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::keepalive::TrunkState;
 use super::media::{self, Control, MediaSetup, Service};
 use super::number::{normalize, redact};
+use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
 use crate::config::{Config, Target};
 use crate::media::leg::Leg;
@@ -37,14 +39,14 @@ const MAX_TRANSACTIONS: usize = 20_000;
 const MAX_CALLS: usize = 5_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub(super) enum State {
     Ringing,
     /// 200 OK sent, waiting for the ACK.
     Answered,
     Confirmed,
 }
 
-struct Call {
+pub(super) struct Call {
     /// For logs.
     n: u64,
     peer: Peer,
@@ -70,63 +72,6 @@ struct Call {
     answer_sdp: Vec<u8>,
     media: mpsc::Sender<Control>,
     port: u16,
-}
-
-/// Even RTP ports of the configured range, handed out and returned.
-struct PortPool {
-    lo: u16,
-    hi: u16,
-    next: u16,
-    used: HashSet<u16>,
-}
-
-impl PortPool {
-    fn new((lo, hi): (u16, u16)) -> Self {
-        Self {
-            lo,
-            hi,
-            next: lo,
-            used: HashSet::new(),
-        }
-    }
-
-    /// Binds an even port (and the odd one above it unless `mux`).
-    fn bind(
-        &mut self,
-        ip: IpAddr,
-        mux: bool,
-    ) -> Option<(u16, std::net::UdpSocket, Option<std::net::UdpSocket>)> {
-        let count = usize::from((self.hi - self.lo) / 2 + 1);
-        for _ in 0..count.min(4096) {
-            let port = self.next;
-            self.next = if self.next.saturating_add(2) > self.hi.saturating_sub(1) {
-                self.lo
-            } else {
-                self.next + 2
-            };
-            if self.used.contains(&port) {
-                continue;
-            }
-            let Ok(rtp) = std::net::UdpSocket::bind((ip, port)) else {
-                continue;
-            };
-            let rtcp = if mux {
-                None
-            } else {
-                match std::net::UdpSocket::bind((ip, port + 1)) {
-                    Ok(s) => Some(s),
-                    Err(_) => continue,
-                }
-            };
-            self.used.insert(port);
-            return Some((port, rtp, rtcp));
-        }
-        None
-    }
-
-    fn release(&mut self, port: u16) {
-        self.used.remove(&port);
-    }
 }
 
 /// A response the core sends on a server transaction.
@@ -160,32 +105,20 @@ impl<'a> Reply<'a> {
     }
 }
 
-/// What the core knows of a trunk peer from its OPTIONS keepalives.
-struct TrunkState {
-    up: bool,
-    /// Keepalives in a row that got no answer.
-    failures: u32,
-    next_probe: Option<Instant>,
-    pending: Option<Key>,
-}
-
-/// Unanswered keepalives in a row before a trunk is marked down.
-const DOWN_AFTER: u32 = 2;
-
 /// The core's inputs and outputs.
 pub struct Core {
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    txn: Transactions,
-    transport: Transport,
-    calls: HashMap<Vec<u8>, Call>,
-    ports: PortPool,
+    pub(super) config: Arc<Config>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) txn: Transactions,
+    pub(super) transport: Transport,
+    pub(super) calls: HashMap<Vec<u8>, Call>,
+    pub(super) ports: PortPool,
     /// Our SIP address for Via and Contact.
-    sip_addr: SocketAddr,
-    media_ip: IpAddr,
-    calls_started: u64,
-    timers: TimerConfig,
-    trunks: Vec<TrunkState>,
+    pub(super) sip_addr: SocketAddr,
+    pub(super) media_ip: IpAddr,
+    pub(super) calls_started: u64,
+    pub(super) timers: TimerConfig,
+    pub(super) trunks: Vec<TrunkState>,
 }
 
 impl Core {
@@ -871,93 +804,6 @@ impl Core {
             self.send_bye(&id, now);
             self.end_call(&id, "failed");
         }
-    }
-
-    /// Sends OPTIONS to every trunk whose keepalive is due.
-    fn probe_trunks(&mut self, now: Instant) {
-        for i in 0..self.trunks.len() {
-            let (Some(next), None) = (self.trunks[i].next_probe, &self.trunks[i].pending) else {
-                continue;
-            };
-            if next > now {
-                continue;
-            }
-            let t = &self.config.trunks[i];
-            let (Some(addr), Some(every)) = (t.address, t.keepalive) else {
-                continue;
-            };
-            let uri = format!("sip:{addr}");
-            let from = format!("<sip:tollgate@{}>;tag={}", self.sip_addr, build::token());
-            let to = format!("<{uri}>");
-            let call_id = format!("{}@tollgate", build::token());
-            let branch = build::branch();
-            let req = build::request(&RequestSpec {
-                method: "OPTIONS",
-                uri: uri.as_bytes(),
-                via: self.sip_addr,
-                transport: "UDP",
-                branch: branch.as_bytes(),
-                from: from.as_bytes(),
-                to: to.as_bytes(),
-                call_id: call_id.as_bytes(),
-                cseq: 1,
-                extra: &[],
-                body: None,
-            });
-            let peer = Peer {
-                addr,
-                reliable: false,
-            };
-            let key = self.txn.start_client(req, peer, now);
-            let st = &mut self.trunks[i];
-            st.pending = key;
-            st.next_probe = Some(now + every);
-        }
-    }
-
-    fn keepalive_answered(&mut self, key: &Key) {
-        if let Some(i) = self
-            .trunks
-            .iter()
-            .position(|t| t.pending.as_ref() == Some(key))
-        {
-            let st = &mut self.trunks[i];
-            st.pending = None;
-            st.failures = 0;
-            if !st.up {
-                st.up = true;
-                info!(trunk = %self.config.trunks[i].name, "trunk peer answers again: up");
-            }
-            self.metrics
-                .trunk_up
-                .with_label_values(&[&self.config.trunks[i].name])
-                .set(1);
-        }
-    }
-
-    fn keepalive_lost(&mut self, key: &Key) {
-        if let Some(i) = self
-            .trunks
-            .iter()
-            .position(|t| t.pending.as_ref() == Some(key))
-        {
-            let st = &mut self.trunks[i];
-            st.pending = None;
-            st.failures += 1;
-            if st.up && st.failures >= DOWN_AFTER {
-                st.up = false;
-                warn!(trunk = %self.config.trunks[i].name, "trunk peer stopped answering OPTIONS: down");
-                self.metrics
-                    .trunk_up
-                    .with_label_values(&[&self.config.trunks[i].name])
-                    .set(0);
-            }
-        }
-    }
-
-    /// Whether trunk `i` is taking calls (the dial plan skips it if not).
-    pub fn trunk_is_up(&self, i: usize) -> bool {
-        self.trunks.get(i).is_some_and(|t| t.up)
     }
 
     fn send_bye(&mut self, call_id: &[u8], now: Instant) {

@@ -1,4 +1,9 @@
+//! The call side: the call core (routing, dialogs, bridging), the test
+//! services' media, trunk keepalives, numbers and RTP ports.
+
 pub mod core;
+mod keepalive;
 pub mod media;
 pub mod number;
+mod ports;
 pub mod tone;
