@@ -48,30 +48,32 @@ pub(super) enum State {
 
 pub(super) struct Call {
     /// For logs.
-    n: u64,
-    peer: Peer,
-    invite_key: Key,
+    pub(super) n: u64,
+    pub(super) peer: Peer,
+    pub(super) invite_key: Key,
     /// The INVITE (or latest re-INVITE), to build its final response.
-    invite: Vec<u8>,
-    local_tag: String,
+    pub(super) invite: Vec<u8>,
+    pub(super) local_tag: String,
     /// Their From (our To when we send BYE) and their To with our tag.
-    their_from: Vec<u8>,
-    our_identity: Vec<u8>,
-    remote_target: Vec<u8>,
-    contact: Vec<u8>,
-    cseq: u32,
-    state: State,
-    answer_at: Option<Instant>,
+    pub(super) their_from: Vec<u8>,
+    pub(super) our_identity: Vec<u8>,
+    pub(super) remote_target: Vec<u8>,
+    pub(super) contact: Vec<u8>,
+    pub(super) cseq: u32,
+    pub(super) state: State,
+    pub(super) answer_at: Option<Instant>,
     /// How long after answering the gateway hangs up, and when.
-    hangup_after: Option<Duration>,
-    hangup_at: Option<Instant>,
+    pub(super) hangup_after: Option<Duration>,
+    pub(super) hangup_at: Option<Instant>,
     /// The 2xx being retransmitted until the ACK: (bytes, next, interval,
     /// give up at).
-    ok: Option<(Vec<u8>, Instant, Duration, Instant)>,
-    local: Local,
-    answer_sdp: Vec<u8>,
-    media: mpsc::Sender<Control>,
-    port: u16,
+    pub(super) ok: Option<(Vec<u8>, Instant, Duration, Instant)>,
+    pub(super) local: Local,
+    pub(super) answer_sdp: Vec<u8>,
+    pub(super) media: mpsc::Sender<Control>,
+    pub(super) port: u16,
+    /// The outbound leg, for calls routed out another trunk.
+    pub(super) bridge: Option<Box<super::outbound::Bridge>>,
 }
 
 /// A response the core sends on a server transaction.
@@ -117,6 +119,8 @@ pub struct Core {
     pub(super) sip_addr: SocketAddr,
     pub(super) media_ip: IpAddr,
     pub(super) calls_started: u64,
+    /// Outbound legs' Call-IDs to their inbound calls' Call-IDs.
+    pub(super) outbound: HashMap<Vec<u8>, Vec<u8>>,
     pub(super) timers: TimerConfig,
     pub(super) trunks: Vec<TrunkState>,
 }
@@ -162,6 +166,7 @@ impl Core {
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
             transport,
             calls: HashMap::new(),
+            outbound: HashMap::new(),
             calls_started: 0,
         }
     }
@@ -349,9 +354,17 @@ impl Core {
     fn on_event(&mut self, e: Event, now: Instant) {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
-            Event::Response { key, code, .. } if code >= 200 => self.keepalive_answered(&key),
-            Event::TimedOut { key } => self.keepalive_lost(&key),
-            Event::Response { .. } | Event::Acked { .. } | Event::Terminated { .. } => {}
+            Event::Response { key, code, bytes } => {
+                if !self.on_bridge_response(&key, code, &bytes, now) && code >= 200 {
+                    self.keepalive_answered(&key);
+                }
+            }
+            Event::TimedOut { key } => {
+                if !self.on_bridge_timeout(&key, now) {
+                    self.keepalive_lost(&key);
+                }
+            }
+            Event::Acked { .. } | Event::Terminated { .. } => {}
         }
     }
 
@@ -406,7 +419,10 @@ impl Core {
                     .is_some_and(|c| head.to.tag() == Some(c.local_tag.as_bytes()));
                 if ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
+                    self.hang_up_far_end(&call_id, now);
                     self.end_call(&call_id, "answered");
+                } else if self.bye_from_far_end(&key, &m, &call_id, now) {
+                    // The far end of a bridged call hung up.
                 } else {
                     self.respond(
                         &key,
@@ -435,6 +451,7 @@ impl Core {
                                 now,
                             );
                         }
+                        self.hang_up_far_end(&call_id, now);
                         self.end_call(&call_id, "cancelled");
                     }
                     None => self.respond(
@@ -472,12 +489,18 @@ impl Core {
             self.reject_call(&key, m, 404, "Not Found", now);
             return;
         };
-        let service = match route.target {
-            Target::Echo => Service::Echo,
-            Target::Tone => Service::Tone,
-            Target::Trunk(_) => {
-                self.reject_call(&key, m, 503, "Service Unavailable", now);
-                return;
+        let (service, out_trunk) = match route.target {
+            Target::Echo => (Some(Service::Echo), None),
+            Target::Tone => (Some(Service::Tone), None),
+            Target::Trunk(t) => {
+                let usable = self.trunk_is_up(t)
+                    && self.config.trunks[t].transport == crate::config::Transport::Udp;
+                if !usable {
+                    info!(call = n, "outbound trunk down or not UDP: 503");
+                    self.reject_call(&key, m, 503, "Service Unavailable", now);
+                    return;
+                }
+                (None, Some(t))
             }
         };
         if self.calls.len() >= MAX_CALLS {
@@ -505,16 +528,25 @@ impl Core {
             return;
         };
         let codecs = match (service, trunk.as_ref()) {
+            // Bridged: codecs the outbound trunk takes, in its order, among
+            // those of the inbound trunk (no transcoding).
+            (None, inbound) => {
+                let out = &self.config.trunks[out_trunk.unwrap_or(0)].codecs;
+                out.iter()
+                    .copied()
+                    .filter(|c| inbound.is_none_or(|t| t.codecs.contains(c)))
+                    .collect()
+            }
             // The tone is generated in G.711 only.
-            (Service::Tone, Some(t)) => t
+            (Some(Service::Tone), Some(t)) => t
                 .codecs
                 .iter()
                 .copied()
                 .filter(|c| *c != Codec::G722)
                 .collect(),
-            (Service::Tone, None) => vec![Codec::Pcmu, Codec::Pcma],
-            (Service::Echo, Some(t)) => t.codecs.clone(),
-            (Service::Echo, None) => vec![Codec::Pcmu, Codec::Pcma, Codec::G722],
+            (Some(Service::Tone), None) => vec![Codec::Pcmu, Codec::Pcma],
+            (Some(Service::Echo), Some(t)) => t.codecs.clone(),
+            (Some(Service::Echo), None) => vec![Codec::Pcmu, Codec::Pcma, Codec::G722],
         };
         let local = Local {
             address: self.config.public_address,
@@ -582,21 +614,59 @@ impl Core {
             srtp,
         );
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        tokio::spawn(media::run(
-            MediaSetup {
-                rtp,
-                rtcp,
-                leg,
-                remote_rtcp,
-                service,
-                codec: neg.codec,
-                pt: neg.pt,
-                ptime: neg.ptime,
-                send: neg.direction.sends(),
-            },
-            ctl_rx,
-            self.metrics.clone(),
-        ));
+        let bridge = match (service, out_trunk) {
+            (Some(service), _) => {
+                tokio::spawn(media::run(
+                    MediaSetup {
+                        rtp,
+                        rtcp,
+                        leg,
+                        remote_rtcp,
+                        service,
+                        codec: neg.codec,
+                        pt: neg.pt,
+                        ptime: neg.ptime,
+                        send: neg.direction.sends(),
+                    },
+                    ctl_rx,
+                    self.metrics.clone(),
+                ));
+                None
+            }
+            (None, t) => {
+                let caller = head
+                    .from
+                    .uri
+                    .sip()
+                    .and_then(|u| u.user)
+                    .map(|u| normalize(&String::from_utf8_lossy(u), cc))
+                    .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+                    .unwrap_or_else(|| "anonymous".into());
+                let out = super::outbound::Outgoing {
+                    trunk: t.unwrap_or(0),
+                    number: &normalized,
+                    caller: &caller,
+                    neg: &neg,
+                    side_a: super::bridge::Side {
+                        rtp,
+                        rtcp,
+                        leg,
+                        remote_rtcp,
+                        send: neg.direction.sends(),
+                    },
+                    control: ctl_rx,
+                    max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
+                };
+                match self.start_outbound(out, now) {
+                    Some(b) => Some(b),
+                    None => {
+                        self.ports.release(port);
+                        self.reject_call(&key, m, 503, "Service Unavailable", now);
+                        return;
+                    }
+                }
+            }
+        };
 
         let local_tag = build::token();
         let mut our_identity = m
@@ -642,10 +712,17 @@ impl Core {
             answer_sdp: neg.answer,
             media: ctl_tx,
             port,
+            bridge,
         };
         let call_id = head.call_id.to_vec();
+        if let Some(b) = &call.bridge {
+            self.outbound.insert(b.call_id.clone(), call_id.clone());
+        }
+        let bridged = call.bridge.is_some();
         self.calls.insert(call_id.clone(), call);
-        if route.ring.is_zero() {
+        if bridged {
+            // The far end's answer answers the caller.
+        } else if route.ring.is_zero() {
             self.answer(&call_id, now);
         } else {
             let contact = self.calls[&call_id].contact.clone();
@@ -673,7 +750,7 @@ impl Core {
     }
 
     /// Sends the 200 OK with our SDP and starts retransmitting it.
-    fn answer(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn answer(&mut self, call_id: &[u8], now: Instant) {
         let limits = self.config.limits;
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
@@ -806,7 +883,7 @@ impl Core {
         }
     }
 
-    fn send_bye(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -829,11 +906,15 @@ impl Core {
         self.txn.start_client(bye, peer, now);
     }
 
-    fn end_call(&mut self, call_id: &[u8], outcome: &str) {
+    pub(super) fn end_call(&mut self, call_id: &[u8], outcome: &str) {
         if let Some(c) = self.calls.remove(call_id) {
             // Dropping the control sender ends the media task.
             drop(c.media);
             self.ports.release(c.port);
+            if let Some(b) = c.bridge {
+                self.outbound.remove(&b.call_id);
+                self.ports.release(b.port);
+            }
             self.metrics.calls_active.dec();
             self.metrics.calls_total.with_label_values(&[outcome]).inc();
             debug!(call = c.n, outcome, "call ended");
@@ -859,10 +940,12 @@ impl Core {
                             now,
                         );
                     }
+                    self.hang_up_far_end(&id, now);
                     self.end_call(&id, "failed");
                 }
                 Some(_) => {
                     self.send_bye(&id, now);
+                    self.hang_up_far_end(&id, now);
                     self.end_call(&id, "answered");
                 }
                 None => {}

@@ -51,7 +51,7 @@ pub struct MediaSetup {
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// NTP time now, 32.32 fixed point.
-fn ntp_now() -> u64 {
+pub(super) fn ntp_now() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -150,7 +150,10 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
     }
 }
 
-async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+pub(super) async fn recv_opt(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> Option<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,

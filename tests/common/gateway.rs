@@ -217,6 +217,17 @@ pub fn sipp(
         .expect("sipp runs (Debian package sip-tester; scripts/deps installs it)");
     let output =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (successful, failed) = sipp_counts(&output);
+    SippRun {
+        successful,
+        failed,
+        status: out.status.code().unwrap_or(-1),
+        output,
+    }
+}
+
+/// (successful, failed) calls from sipp's final statistics screen.
+pub fn sipp_counts(output: &str) -> (u64, u64) {
     let count = |label: &str| {
         output
             .lines()
@@ -225,10 +236,5 @@ pub fn sipp(
             .next_back()
             .unwrap_or(0)
     };
-    SippRun {
-        successful: count("Successful call"),
-        failed: count("Failed call"),
-        status: out.status.code().unwrap_or(-1),
-        output,
-    }
+    (count("Successful call"), count("Failed call"))
 }

@@ -1,0 +1,141 @@
+//! The media of a bridged call (B2BUA): two legs, each with its own socket,
+//! SRTP context and statistics. What arrives on one leg is checked,
+//! measured and re-originated on the other under the gateway's own SSRC,
+//! sequence numbers and timestamps: media is terminated, never forwarded
+//! blindly, so neither side learns the other's addresses or SSRCs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::media::{ntp_now, rand_u32, recv_opt, Control};
+use crate::admin::metrics::Metrics;
+use crate::media::leg::Leg;
+
+/// One leg of a bridge.
+pub struct Side {
+    pub rtp: UdpSocket,
+    pub rtcp: Option<UdpSocket>,
+    pub leg: Leg,
+    pub remote_rtcp: SocketAddr,
+    /// Whether we may send on this leg (its direction).
+    pub send: bool,
+}
+
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Relays media between `a` (the caller's leg) and `b` until `control`
+/// closes. `Control::Update` moves leg `a`'s peer (a re-INVITE from it).
+pub async fn run(
+    mut a: Side,
+    mut b: Side,
+    mut control: mpsc::Receiver<Control>,
+    metrics: Arc<Metrics>,
+) {
+    // One receive buffer per socket (select! polls them all at once).
+    let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let (mut rtcp_a, mut rtcp_b) = (vec![0u8; 1500], vec![0u8; 1500]);
+    let mut out = vec![0u8; 2048];
+    // Per direction: our timestamp minus theirs, fixed at the first packet.
+    let (mut ab_offset, mut ba_offset): (Option<u32>, Option<u32>) = (None, None);
+    let (ab_base, ba_base) = (rand_u32(), rand_u32());
+    let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
+    rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (packets_in, bytes_in, packets_out, bytes_out) = (
+        metrics.rtp_packets.with_label_values(&["in"]),
+        metrics.rtp_bytes.with_label_values(&["in"]),
+        metrics.rtp_packets.with_label_values(&["out"]),
+        metrics.rtp_bytes.with_label_values(&["out"]),
+    );
+    loop {
+        // Which side a packet came in on: true for `a`.
+        let (from_a, n, from) = tokio::select! {
+            ctl = control.recv() => match ctl {
+                Some(Control::Update { remote, rtcp, send }) => {
+                    a.leg.set_signalled(remote);
+                    a.remote_rtcp = rtcp;
+                    a.send = send;
+                    continue;
+                }
+                None => break,
+            },
+            r = a.rtp.recv_from(&mut buf_a) => match r { Ok((n, f)) => (true, n, f), Err(_) => continue },
+            r = b.rtp.recv_from(&mut buf_b) => match r { Ok((n, f)) => (false, n, f), Err(_) => continue },
+            r = recv_opt(a.rtcp.as_ref(), &mut rtcp_a) => {
+                if let Some((n, f)) = r {
+                    if let Err(d) = a.leg.recv_rtcp(f, &mut rtcp_a[..n]) {
+                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                    }
+                }
+                continue;
+            },
+            r = recv_opt(b.rtcp.as_ref(), &mut rtcp_b) => {
+                if let Some((n, f)) = r {
+                    if let Err(d) = b.leg.recv_rtcp(f, &mut rtcp_b[..n]) {
+                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                    }
+                }
+                continue;
+            },
+            _ = rtcp_tick.tick() => {
+                for side in [&mut a, &mut b] {
+                    if let Ok(m) = side.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
+                        let (sock, to) = match &side.rtcp {
+                            Some(s) => (s, side.remote_rtcp),
+                            None => (&side.rtp, side.leg.remote()),
+                        };
+                        let _ = sock.send_to(&out[..m], to).await;
+                    }
+                }
+                continue;
+            },
+        };
+        let (src, dst, offset, base, buf) = if from_a {
+            (&mut a, &mut b, &mut ab_offset, ab_base, &mut buf_a)
+        } else {
+            (&mut b, &mut a, &mut ba_offset, ba_base, &mut buf_b)
+        };
+        if src.rtcp.is_none() && crate::media::rtp::is_rtcp(&buf[..n]) {
+            if let Err(d) = src.leg.recv_rtcp(from, &mut buf[..n]) {
+                metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+            }
+            continue;
+        }
+        let p = match src.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
+            Ok(p) => p,
+            Err(d) => {
+                metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                continue;
+            }
+        };
+        packets_in.inc();
+        bytes_in.inc_by(p.len as u64);
+        if !dst.send {
+            continue;
+        }
+        let off = *offset.get_or_insert(base.wrapping_sub(p.timestamp));
+        let payload = &buf[p.payload_offset..p.payload_offset + p.payload_len];
+        if let Ok(m) = dst.leg.build_rtp(
+            &mut out,
+            p.payload_type,
+            p.marker,
+            p.timestamp.wrapping_add(off),
+            payload,
+        ) {
+            if dst.rtp.send_to(&out[..m], dst.leg.remote()).await.is_ok() {
+                packets_out.inc();
+                bytes_out.inc_by(m as u64);
+            }
+        }
+    }
+    for side in [&a, &b] {
+        if let Some(st) = side.leg.stats() {
+            let snap = st.snapshot();
+            metrics.rtp_jitter_seconds.observe(snap.jitter_ms / 1000.0);
+            metrics.rtp_loss_ratio.observe(snap.loss);
+        }
+    }
+}

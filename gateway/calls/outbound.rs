@@ -1,0 +1,449 @@
+//! Calls routed out another trunk (`trunk:NAME`): the gateway is a
+//! back-to-back user agent. The outbound leg is a new dialog of its own
+//! (new Call-ID, tags, Via, Contact and SDP, all the gateway's), so the far
+//! end never sees the caller's addresses, Call-ID or Via, and media is
+//! terminated on each leg ([`super::bridge`]).
+//!
+//! The outbound leg offers exactly the codec chosen on the inbound leg (no
+//! transcoding); 180 and 183 are relayed, early media included; the far
+//! end's 200 is ACKed and answers the caller; a failure is relayed with its
+//! status; BYE and CANCEL cross from either side.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::bridge::{self, Side};
+use super::core::{Core, State};
+use super::media::{rand_u32, Control};
+use crate::media::leg::Leg;
+use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use crate::sip::build::{self, RequestSpec};
+use crate::sip::header::NameAddr;
+use crate::sip::message::{Framing, HeaderName, Message};
+use crate::sip::sdp::{self, Direction, Local, Negotiated, Sdp, SrtpMode};
+use crate::sip::transaction::{Key, Peer, Transmit};
+
+/// The outbound leg of a bridged call.
+pub(super) struct Bridge {
+    pub(super) call_id: Vec<u8>,
+    pub(super) uri: Vec<u8>,
+    pub(super) from: Vec<u8>,
+    /// Our To, with the far end's tag once it answers.
+    pub(super) to: Vec<u8>,
+    pub(super) remote_target: Option<Vec<u8>>,
+    pub(super) key: Key,
+    pub(super) peer: Peer,
+    pub(super) cseq: u32,
+    /// The ACK sent for the far end's 2xx (resent if the 2xx is).
+    pub(super) ack: Option<Vec<u8>>,
+    pub(super) port: u16,
+    /// SRTP key we offered on this leg (SRTP-required trunks).
+    pub(super) our_key: Option<MasterKey>,
+    /// The media waiting for the far end's SDP.
+    pub(super) pending: Option<(
+        Side,
+        std::net::UdpSocket,
+        Option<std::net::UdpSocket>,
+        mpsc::Receiver<Control>,
+    )>,
+    pub(super) answered: bool,
+    /// Whether a 180/183 was relayed to the caller.
+    pub(super) ringing: bool,
+}
+
+/// What the inbound side hands over to start the outbound leg.
+pub(super) struct Outgoing<'a> {
+    pub(super) trunk: usize,
+    pub(super) number: &'a str,
+    pub(super) caller: &'a str,
+    pub(super) neg: &'a Negotiated,
+    pub(super) side_a: Side,
+    pub(super) control: mpsc::Receiver<Control>,
+    pub(super) max_forwards: u8,
+}
+
+impl Core {
+    /// Binds the outbound leg's port, offers the inbound leg's codec to the
+    /// trunk and sends the INVITE. `None` if no port is free.
+    pub(super) fn start_outbound(&mut self, o: Outgoing<'_>, now: Instant) -> Option<Box<Bridge>> {
+        let trunk = &self.config.trunks[o.trunk];
+        let addr = trunk.address?;
+        let (port, rtp, rtcp) = self.ports.bind(self.media_ip, false)?;
+        let savp = trunk.srtp == SrtpMode::Required;
+        let our_key = if savp {
+            MasterKey::random(Suite::AesCm128HmacSha1_80).ok()
+        } else {
+            None
+        };
+        let local = Local {
+            address: self.config.public_address,
+            port,
+            codecs: vec![o.neg.codec],
+            srtp: trunk.srtp,
+            suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
+            session_id: u64::from(rand_u32()),
+            session_version: 1,
+        };
+        let mut offer = Vec::with_capacity(512);
+        sdp::write_sdp(
+            &mut offer,
+            &local,
+            savp,
+            &[(o.neg.codec, o.neg.pt)],
+            o.neg.dtmf_pt,
+            o.neg.ptime,
+            Direction::SendRecv,
+            false,
+            our_key.as_ref().map(|k| (1, k)),
+        );
+        let call_id = format!("{}@tollgate", build::token()).into_bytes();
+        let uri = format!("sip:{}@{addr}", o.number).into_bytes();
+        let from = format!(
+            "<sip:{}@{}>;tag={}",
+            o.caller,
+            self.sip_addr,
+            build::token()
+        )
+        .into_bytes();
+        let to = format!("<sip:{}@{addr}>", o.number).into_bytes();
+        let contact = format!("<sip:tollgate@{}>", self.sip_addr).into_bytes();
+        let max_forwards = o.max_forwards.to_string();
+        let branch = build::branch();
+        let invite = build::request(&RequestSpec {
+            method: "INVITE",
+            uri: &uri,
+            via: self.sip_addr,
+            transport: "UDP",
+            branch: branch.as_bytes(),
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            cseq: 1,
+            extra: &[
+                ("Contact", &contact),
+                ("Allow", b"INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                ("Max-Forwards", max_forwards.as_bytes()),
+            ],
+            body: Some(("application/sdp", &offer)),
+        });
+        let peer = Peer {
+            addr,
+            reliable: false,
+        };
+        let key = self.txn.start_client(invite, peer, now)?;
+        Some(Box::new(Bridge {
+            call_id,
+            uri,
+            from,
+            to,
+            remote_target: None,
+            key,
+            peer,
+            cseq: 1,
+            ack: None,
+            port,
+            our_key,
+            pending: Some((o.side_a, rtp, rtcp, o.control)),
+            answered: false,
+            ringing: false,
+        }))
+    }
+
+    /// The inbound call whose outbound INVITE transaction is `key`.
+    fn bridged_by_key(&self, key: &Key) -> Option<Vec<u8>> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.bridge.as_ref().is_some_and(|b| &b.key == key))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// A response on an outbound INVITE; `false` if `key` is not one.
+    pub(super) fn on_bridge_response(
+        &mut self,
+        key: &Key,
+        code: u16,
+        bytes: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(a_id) = self.bridged_by_key(key) else {
+            return false;
+        };
+        let Ok((m, _)) = Message::parse(bytes, Framing::Stream, &self.config.limits) else {
+            return true;
+        };
+        match code {
+            100 => {}
+            101..=199 => {
+                let early = !m.body.is_empty() && self.start_bridge_media(&a_id, &m);
+                self.relay_progress(&a_id, early, now);
+            }
+            200..=299 => self.far_end_answered(&a_id, &m, now),
+            _ => {
+                // 3xx: the gateway does not follow redirects.
+                let (code, reason) = if code < 400 {
+                    (480, "Temporarily Unavailable")
+                } else {
+                    (code, reason_of(&m))
+                };
+                info!(call = self.calls[&a_id].n, status = code, "far end refused");
+                self.fail_inbound(&a_id, code, reason, "rejected", now);
+            }
+        }
+        true
+    }
+
+    /// The outbound INVITE got no final answer; `false` if `key` is not one.
+    pub(super) fn on_bridge_timeout(&mut self, key: &Key, now: Instant) -> bool {
+        let Some(a_id) = self.bridged_by_key(key) else {
+            return false;
+        };
+        if self
+            .calls
+            .get(&a_id)
+            .is_some_and(|c| c.state == State::Ringing)
+        {
+            self.fail_inbound(&a_id, 408, "Request Timeout", "failed", now);
+        }
+        true
+    }
+
+    fn relay_progress(&mut self, a_id: &[u8], early: bool, now: Instant) {
+        let limits = self.config.limits;
+        let Some(c) = self.calls.get_mut(a_id) else {
+            return;
+        };
+        let Some(b) = c.bridge.as_mut() else { return };
+        if b.ringing && !early {
+            return;
+        }
+        b.ringing = true;
+        let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) else {
+            return;
+        };
+        let (code, reason) = if early {
+            (183, "Session Progress")
+        } else {
+            (180, "Ringing")
+        };
+        let body = early.then_some(("application/sdp", c.answer_sdp.as_slice()));
+        if let Some(r) = build::response(
+            &inv,
+            code,
+            reason,
+            Some(c.local_tag.as_bytes()),
+            &[("Contact", &c.contact)],
+            body,
+        ) {
+            let key = c.invite_key.clone();
+            self.txn.respond(&key, r, now);
+        }
+    }
+
+    /// Starts the bridge's media from the far end's SDP (in a 183 or the
+    /// 200). Returns whether media is now flowing.
+    fn start_bridge_media(&mut self, a_id: &[u8], m: &Message<'_>) -> bool {
+        let metrics = self.metrics.clone();
+        let Some(c) = self.calls.get_mut(a_id) else {
+            return false;
+        };
+        let Some(b) = c.bridge.as_mut() else {
+            return false;
+        };
+        let Ok(answer) = Sdp::parse(m.body) else {
+            return false;
+        };
+        let Some(audio) = answer.audio() else {
+            return false;
+        };
+        let Some(ip) = audio.connection.or(answer.connection) else {
+            return false;
+        };
+        let remote = std::net::SocketAddr::new(ip, audio.port);
+        let Some((side_a, rtp, rtcp, control)) = b.pending.take() else {
+            return true; // already flowing
+        };
+        let srtp = match (&b.our_key, audio.cryptos().next()) {
+            (Some(ours), Some(theirs)) => {
+                let cfg = SrtpConfig::default();
+                match theirs.master_key(&[ours.suite()]) {
+                    Ok(k) => match (SrtpReceiver::new(&k, cfg), SrtpSender::new(ours, cfg)) {
+                        (Ok(rx), Ok(tx)) => Some((rx, tx)),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let to_tokio = |s: std::net::UdpSocket| {
+            s.set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(s))
+                .ok()
+        };
+        let Some(rtp) = to_tokio(rtp) else {
+            return false;
+        };
+        let rtcp = rtcp.and_then(to_tokio);
+        let side_b = Side {
+            rtp,
+            rtcp,
+            leg: Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp),
+            remote_rtcp: std::net::SocketAddr::new(ip, audio.port.wrapping_add(1)),
+            send: answer.direction(audio).receives()
+                || answer.direction(audio) == Direction::SendRecv,
+        };
+        tokio::spawn(bridge::run(side_a, side_b, control, metrics));
+        true
+    }
+
+    fn far_end_answered(&mut self, a_id: &[u8], m: &Message<'_>, now: Instant) {
+        let first = self
+            .calls
+            .get(a_id)
+            .and_then(|c| c.bridge.as_ref())
+            .is_some_and(|b| !b.answered);
+        if first {
+            self.start_bridge_media(a_id, m);
+        }
+        let sip_addr = self.sip_addr;
+        let Some(c) = self.calls.get_mut(a_id) else {
+            return;
+        };
+        let Some(b) = c.bridge.as_mut() else { return };
+        if first {
+            b.answered = true;
+            if let Some(to) = m.header(HeaderName::To) {
+                b.to = to.value.to_vec();
+            }
+            b.remote_target = m
+                .values(HeaderName::Contact)
+                .next()
+                .and_then(|v| NameAddr::parse(v).ok())
+                .map(|n| n.uri_bytes.to_vec());
+            let branch = build::branch();
+            b.ack = Some(build::request(&RequestSpec {
+                method: "ACK",
+                uri: b.remote_target.as_deref().unwrap_or(&b.uri),
+                via: sip_addr,
+                transport: "UDP",
+                branch: branch.as_bytes(),
+                from: &b.from,
+                to: &b.to,
+                call_id: &b.call_id,
+                cseq: b.cseq,
+                extra: &[],
+                body: None,
+            }));
+        }
+        if let Some(ack) = b.ack.clone() {
+            let peer = b.peer;
+            self.transport.send(&Transmit { peer, bytes: ack });
+        }
+        if first && c.state == State::Ringing {
+            self.answer(a_id, now);
+        }
+    }
+
+    /// Answers the caller with a failure and ends the call.
+    fn fail_inbound(&mut self, a_id: &[u8], code: u16, reason: &str, outcome: &str, now: Instant) {
+        let limits = self.config.limits;
+        if let Some(c) = self.calls.get(a_id) {
+            if let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) {
+                if let Some(r) =
+                    build::response(&inv, code, reason, Some(c.local_tag.as_bytes()), &[], None)
+                {
+                    let key = c.invite_key.clone();
+                    self.txn.respond(&key, r, now);
+                }
+            }
+        }
+        self.end_call(a_id, outcome);
+    }
+
+    /// Hangs up the outbound leg of call `a_id`: BYE if answered, CANCEL if
+    /// still ringing.
+    pub(super) fn hang_up_far_end(&mut self, a_id: &[u8], now: Instant) {
+        let sip_addr = self.sip_addr;
+        let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.bridge.as_mut()) else {
+            return;
+        };
+        let req = if b.answered {
+            b.cseq += 1;
+            let branch = build::branch();
+            build::request(&RequestSpec {
+                method: "BYE",
+                uri: b.remote_target.as_deref().unwrap_or(&b.uri),
+                via: sip_addr,
+                transport: "UDP",
+                branch: branch.as_bytes(),
+                from: &b.from,
+                to: &b.to,
+                call_id: &b.call_id,
+                cseq: b.cseq,
+                extra: &[],
+                body: None,
+            })
+        } else {
+            // CANCEL: the INVITE's Request-URI, Via branch, From, To,
+            // Call-ID and CSeq number (RFC 3261 9.1).
+            build::request(&RequestSpec {
+                method: "CANCEL",
+                uri: &b.uri,
+                via: sip_addr,
+                transport: "UDP",
+                branch: &b.key.branch,
+                from: &b.from,
+                to: &b.to,
+                call_id: &b.call_id,
+                cseq: 1,
+                extra: &[],
+                body: None,
+            })
+        };
+        let peer = b.peer;
+        self.txn.start_client(req, peer, now);
+    }
+
+    /// A BYE from the far end of a bridged call (its Call-ID is the
+    /// outbound leg's). `false` if `call_id` is not an outbound leg.
+    pub(super) fn bye_from_far_end(
+        &mut self,
+        key: &Key,
+        m: &Message<'_>,
+        call_id: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(a_id) = self.outbound.get(call_id).cloned() else {
+            return false;
+        };
+        if let Some(r) = build::response(m, 200, "OK", None, &[], None) {
+            self.txn.respond(key, r, now);
+        }
+        if self
+            .calls
+            .get(&a_id)
+            .is_some_and(|c| c.state != State::Ringing)
+        {
+            self.send_bye(&a_id, now);
+        }
+        self.end_call(&a_id, "answered");
+        true
+    }
+}
+
+fn reason_of<'a>(m: &Message<'a>) -> &'static str {
+    match m.status() {
+        Some(404) => "Not Found",
+        Some(486) => "Busy Here",
+        Some(487) => "Request Terminated",
+        Some(488) => "Not Acceptable Here",
+        Some(480) => "Temporarily Unavailable",
+        Some(603) => "Decline",
+        Some(503) => "Service Unavailable",
+        Some(c) if c >= 600 => "Global Failure",
+        Some(c) if c >= 500 => "Server Error",
+        _ => "Request Failure",
+    }
+}

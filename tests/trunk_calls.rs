@@ -1,0 +1,181 @@
+//! Calls routed out another trunk (`trunk:NAME`): sipp as the calling
+//! carrier and sipp as the far-end carrier, the gateway in the middle as a
+//! B2BUA with media terminated on each leg.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::gateway::{sipp, Gateway};
+
+const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+fn far_end(port: u16, messages: &std::path::Path, extra: &[&str]) -> Child {
+    far_end_with("uas_answer.xml", port, messages, extra)
+}
+
+fn far_end_with(scenario: &str, port: u16, messages: &std::path::Path, extra: &[&str]) -> Child {
+    Command::new("sipp")
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(messages)
+        .args([
+            "-sf",
+            &format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
+        ])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &(port + 2).to_string(),
+        ])
+        .args(["-key", "pcap", PCAP, "-nostdin", "-timeout", "60s"])
+        .args(extra)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs")
+}
+
+const TRUNKS: &str = r#"
+[[trunk]]
+name = "far"
+peers = ["192.0.2.0/24"]
+address = "127.0.0.1:15330"
+codecs = ["PCMA", "PCMU"]
+srtp = "off"
+keepalive_s = 0
+
+[[route]]
+number = "+442071838750"
+target = "trunk:far"
+"#;
+
+#[test]
+fn calls_out_a_second_trunk_carry_audio_both_ways() {
+    let gw = Gateway::start_with("trunkout", 15300, 50000, 500, TRUNKS);
+    let seen = gw.dir.join("far_end_messages.log");
+    let uas = far_end(15330, &seen, &["-m", "10"]);
+    // The caller dials the national form; the gateway normalizes it to
+    // E.164 for the route and the outbound Request-URI.
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "02071838750",
+        15310,
+        &[
+            "-key", "pcap", PCAP, "-d", "1500", "-m", "10", "-r", "10", "-l", "10",
+        ],
+    );
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    let uas_text = String::from_utf8_lossy(&uas_out.stdout);
+    assert_eq!(
+        (run.successful, run.failed),
+        (10, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(
+        common::gateway::sipp_counts(&uas_text),
+        (10, 0),
+        "{uas_text}"
+    );
+    // Topology hiding: the far end saw none of the caller's SIP port,
+    // tags or Call-IDs (sipp's are "N-pid@127.0.0.1"), only the gateway's.
+    let seen = std::fs::read_to_string(&seen).expect("far end's message log");
+    assert!(
+        seen.contains("INVITE sip:+442071838750@127.0.0.1:15330"),
+        "{seen}"
+    );
+    for leak in ["15310", "SIPpTag00"] {
+        assert!(!seen.contains(leak), "the far end saw {leak:?}");
+    }
+    let call_ids: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Call-ID:"))
+        .collect();
+    assert!(call_ids.len() >= 10);
+    assert!(
+        call_ids.iter().all(|c| c.trim().ends_with("@tollgate")),
+        "only the gateway's Call-IDs: {call_ids:?}"
+    );
+    assert_eq!(
+        gw.metric("tollgate_calls_total{outcome=\"answered\"}"),
+        10.0
+    );
+    let (rin, rout) = (
+        gw.metric("tollgate_rtp_packets_total{direction=\"in\"}"),
+        gw.metric("tollgate_rtp_packets_total{direction=\"out\"}"),
+    );
+    // 1.5 s of 30 ms packets is 50 a direction a call: audio from both
+    // carriers crossed the bridge, every packet re-originated.
+    assert!(rin >= 10.0 * 2.0 * 40.0, "rtp in {rin}");
+    assert_eq!(rin, rout);
+    assert_eq!(gw.metric("tollgate_calls_active"), 0.0);
+}
+
+#[test]
+fn a_far_end_refusal_reaches_the_caller() {
+    let trunks = TRUNKS.replace("15330", "15430");
+    let gw = Gateway::start_with("trunkbusy", 15400, 51000, 500, &trunks);
+    let log = gw.dir.join("far.log");
+    let uas = far_end_with("uas_busy.xml", 15430, &log, &["-m", "3"]);
+    let run = sipp(
+        &gw,
+        "uac_refused.xml",
+        "+442071838750",
+        15410,
+        &["-m", "3", "-r", "3"],
+    );
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    assert_eq!(
+        (run.successful, run.failed),
+        (3, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(
+        common::gateway::sipp_counts(&String::from_utf8_lossy(&uas_out.stdout)),
+        (3, 0)
+    );
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"rejected\"}"), 3.0);
+    assert_eq!(gw.metric("tollgate_calls_active"), 0.0);
+}
+
+#[test]
+fn a_cancel_crosses_to_the_far_end() {
+    let trunks = TRUNKS.replace("15330", "15530");
+    let gw = Gateway::start_with("trunkcancel", 15500, 52000, 500, &trunks);
+    let log = gw.dir.join("far.log");
+    let uas = far_end_with("uas_ring_cancel.xml", 15530, &log, &["-m", "3"]);
+    let run = sipp(
+        &gw,
+        "uac_cancel.xml",
+        "+442071838750",
+        15510,
+        &["-m", "3", "-r", "3"],
+    );
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    assert_eq!(
+        (run.successful, run.failed),
+        (3, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(
+        common::gateway::sipp_counts(&String::from_utf8_lossy(&uas_out.stdout)),
+        (3, 0),
+        "the far end got a CANCEL for each call"
+    );
+    assert_eq!(
+        gw.metric("tollgate_calls_total{outcome=\"cancelled\"}"),
+        3.0
+    );
+}
