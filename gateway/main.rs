@@ -160,11 +160,20 @@ async fn serve(config: Config) -> Result<(), String> {
             error!("admin listener: {e}");
         }
     });
+    let tls_config = match (&config.tls_certificate, &config.tls_private_key) {
+        (Some(c), Some(k)) if !config.sip_tls.is_empty() => Some(Arc::new(
+            tollgate::sip::transport::tls_server_config(c, k)
+                .map_err(|e| format!("SIP TLS: {e}"))?,
+        )),
+        _ => None,
+    };
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     let transport = Transport::bind(
         TransportConfig {
             udp: config.sip_udp.clone(),
             tcp: config.sip_tcp.clone(),
+            tls: config.sip_tls.clone(),
+            tls_config,
             limits: config.limits,
             partial_message_timeout: config.partial_message_timeout,
             idle_timeout: std::time::Duration::from_secs(600),
@@ -175,9 +184,6 @@ async fn serve(config: Config) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("SIP listeners: {e}"))?;
-    if !config.sip_tls.is_empty() {
-        tracing::warn!("SIP over TLS is configured but not served by this build yet");
-    }
     let list = |v: &[std::net::SocketAddr]| {
         v.iter()
             .map(|a| a.to_string())
@@ -187,6 +193,7 @@ async fn serve(config: Config) -> Result<(), String> {
     info!(
         udp = %list(&transport.local_udp),
         tcp = %list(&transport.local_tcp),
+        tls = %list(&transport.local_tls),
         admin = %format!("http://{admin_addr}/metrics"),
         rtp = %format!("{}-{}", config.rtp_ports.0, config.rtp_ports.1),
         numbers = %config.routes.iter().map(|r| r.number.as_str()).collect::<Vec<_>>().join(" "),

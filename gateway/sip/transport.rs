@@ -7,6 +7,9 @@
 //! within the partial-message timeout, so a slow sender cannot hold a
 //! connection, and connections are capped in total and per peer address.
 //! RFC 5626 keepalives (a double CRLF) are answered with a single CRLF.
+//! TLS (rustls, TLS 1.2 and 1.3, certificate and key from PEM files) runs
+//! the same framing over the decrypted stream; the handshake must finish
+//! within the partial-message timeout.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,8 +18,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -34,6 +37,9 @@ pub struct Inbound {
 pub struct TransportConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// TLS listeners and the server configuration they use.
+    pub tls: Vec<SocketAddr>,
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub limits: Limits,
     pub partial_message_timeout: Duration,
     /// A TCP connection with no traffic for this long is closed.
@@ -50,6 +56,30 @@ pub struct TransportStats {
     pub connections_refused: AtomicU64,
     pub connections_timed_out: AtomicU64,
     pub stream_parse_failures: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+}
+
+/// A rustls server configuration from PEM certificate chain and key files.
+pub fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key in it", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not match: {e}"))
 }
 
 type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
@@ -61,6 +91,7 @@ pub struct Transport {
     pub stats: Arc<TransportStats>,
     pub local_udp: Vec<SocketAddr>,
     pub local_tcp: Vec<SocketAddr>,
+    pub local_tls: Vec<SocketAddr>,
 }
 
 impl Transport {
@@ -85,11 +116,30 @@ impl Transport {
         let mut local_tcp = Vec::new();
         let open = Arc::new(AtomicUsize::new(0));
         let per_peer: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-        for addr in &cfg.tcp {
+        let mut local_tls = Vec::new();
+        let tls = cfg.tls_config.clone().map(tokio_rustls::TlsAcceptor::from);
+        let listeners = cfg
+            .tcp
+            .iter()
+            .map(|a| (a, None))
+            .chain(cfg.tls.iter().map(|a| (a, tls.clone())));
+        for (addr, acceptor) in listeners {
+            let is_tls = cfg.tls.contains(addr) && acceptor.is_some();
+            if cfg.tls.contains(addr) && acceptor.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS listener without a certificate",
+                ));
+            }
             let listener = TcpListener::bind(addr).await?;
-            local_tcp.push(listener.local_addr()?);
+            if is_tls {
+                local_tls.push(listener.local_addr()?);
+            } else {
+                local_tcp.push(listener.local_addr()?);
+            }
             tokio::spawn(accept_loop(
                 listener,
+                acceptor,
                 cfg.clone(),
                 inbound.clone(),
                 conns.clone(),
@@ -104,6 +154,7 @@ impl Transport {
             stats,
             local_udp,
             local_tcp,
+            local_tls,
         })
     }
 
@@ -165,8 +216,10 @@ async fn udp_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one task's whole context, passed once
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: Connections,
@@ -201,7 +254,8 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        let (cfg, inbound, conns, stats, open, per_peer) = (
+        let (tls, cfg, inbound, conns, stats, open, per_peer) = (
+            tls.clone(),
             cfg.clone(),
             inbound.clone(),
             conns.clone(),
@@ -210,7 +264,22 @@ async fn accept_loop(
             per_peer.clone(),
         );
         tokio::spawn(async move {
-            connection(stream, from, &cfg, inbound, &conns, &stats).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => connection(stream, from, &cfg, inbound, &conns, &stats).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(cfg.partial_message_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            connection(tls_stream, from, &cfg, inbound, &conns, &stats).await
+                        }
+                        _ => {
+                            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
             conns
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -227,17 +296,16 @@ async fn accept_loop(
     }
 }
 
-/// Serves one TCP connection until it closes, errs or times out.
-async fn connection(
-    stream: TcpStream,
+/// Serves one TCP or TLS connection until it closes, errs or times out.
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     from: SocketAddr,
     cfg: &TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: &Connections,
     stats: &TransportStats,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     conns
         .lock()

@@ -74,10 +74,21 @@ impl Gateway {
 
     /// As [`Gateway::start`], with timer T1 and extra TOML (trunks, routes).
     pub fn start_with(name: &str, base: u16, rtp: u16, t1_ms: u64, extra: &str) -> Self {
+        Self::start_toml(name, base, base + 1, &config(base, rtp, t1_ms, extra))
+    }
+
+    /// The temporary directory a test called `name` uses.
+    pub fn dir_for(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// Starts a gateway with a whole TOML configuration of the caller's.
+    pub fn start_toml(name: &str, sip: u16, admin: u16, toml: &str) -> Self {
+        let dir = Self::dir_for(name);
         let cfg = dir.join("tollgate.toml");
-        std::fs::write(&cfg, config(base, rtp, t1_ms, extra)).expect("write config");
+        std::fs::write(&cfg, toml).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("run")
@@ -92,8 +103,8 @@ impl Gateway {
             .expect("gateway starts");
         let gw = Self {
             child,
-            sip: SocketAddr::from(([127, 0, 0, 1], base)),
-            admin: SocketAddr::from(([127, 0, 0, 1], base + 1)),
+            sip: SocketAddr::from(([127, 0, 0, 1], sip)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             dir,
         };
         // Wait for /healthz (bounded: 20 s).

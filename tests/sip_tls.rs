@@ -1,0 +1,98 @@
+//! SIP over TLS (rustls) with the certificate and key from the config: a
+//! TLS client completes a handshake, sends OPTIONS and gets 200 OK over the
+//! encrypted connection; a client that never finishes its handshake is cut
+//! off.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::gateway::Gateway;
+
+#[test]
+fn options_over_tls() {
+    let name = "tls";
+    let dir = Gateway::dir_for(name);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    std::fs::write(dir.join("sip.crt"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.join("sip.key"), cert.key_pair.serialize_pem()).expect("write");
+    let toml = format!(
+        r#"
+[sip]
+udp = []
+tcp = []
+tls = ["127.0.0.1:15600"]
+tls_certificate = "{0}/sip.crt"
+tls_private_key = "{0}/sip.key"
+partial_message_timeout_ms = 1000
+[media]
+rtp_ports = "53000-53999"
+[admin]
+listen = "127.0.0.1:15601"
+[[trunk]]
+name = "loopback"
+peers = ["127.0.0.0/8"]
+"#,
+        dir.display()
+    );
+    let gw = Gateway::start_toml(name, 15600, 15601, &toml);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(cert.cert.der().clone())
+        .expect("trust the test certificate");
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = "localhost".try_into().expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(client), server_name).expect("client");
+    let sock = TcpStream::connect(gw.sip).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(
+        b"OPTIONS sip:echo@127.0.0.1:15600;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\n\
+Max-Forwards: 70\r\n\
+From: <sips:carrier@127.0.0.1>;tag=t\r\n\
+To: <sips:echo@127.0.0.1>\r\n\
+Call-ID: tls-options-1\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n",
+    )
+    .expect("write over TLS");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).expect("read over TLS");
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+    assert!(text.contains("Call-ID: tls-options-1"), "{text}");
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // A client that connects and never speaks TLS is dropped after the
+    // partial-message timeout (1 s here).
+    let mut idle = TcpStream::connect(gw.sip).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let n = idle
+        .read(&mut buf)
+        .expect("closed by the gateway, not our timeout");
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
