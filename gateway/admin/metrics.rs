@@ -27,6 +27,8 @@ pub struct Metrics {
     /// 1 while a trunk answers its OPTIONS keepalives, 0 once it stopped
     /// (label: the configured trunk name, a bounded set).
     pub trunk_up: IntGaugeVec,
+    /// 1 while a registration trunk's binding is current.
+    pub trunk_registered: IntGaugeVec,
     pub calls_active: IntGauge,
     /// Calls ended, by outcome (`answered`, `cancelled`, `rejected`,
     /// `failed`).
@@ -106,6 +108,17 @@ impl Metrics {
                     Opts::new(
                         "trunk_up",
                         "1 while the trunk peer answers OPTIONS keepalives.",
+                    ),
+                    &["trunk"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            trunk_registered: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "trunk_registered",
+                        "1 while the registration trunk's binding is current.",
                     ),
                     &["trunk"],
                 )?;

@@ -119,6 +119,8 @@ pub struct Core {
     pub(super) sip_addr: SocketAddr,
     pub(super) media_ip: IpAddr,
     pub(super) calls_started: u64,
+    /// Per trunk, its registration (registration trunks only).
+    pub(super) registrations: Vec<Option<super::register::Registration>>,
     /// Outbound legs' Call-IDs to their inbound calls' Call-IDs.
     pub(super) outbound: HashMap<Vec<u8>, Vec<u8>>,
     pub(super) timers: TimerConfig,
@@ -155,9 +157,23 @@ impl Core {
                 }
             })
             .collect();
+        let registrations = config
+            .trunks
+            .iter()
+            .map(|t| {
+                t.register.as_ref().map(|_| {
+                    metrics
+                        .trunk_registered
+                        .with_label_values(&[&t.name])
+                        .set(0);
+                    super::register::Registration::new(now)
+                })
+            })
+            .collect();
         Self {
             timers,
             trunks,
+            registrations,
             sip_addr: SocketAddr::new(config.public_address, port),
             media_ip,
             ports: PortPool::new(config.rtp_ports),
@@ -213,7 +229,12 @@ impl Core {
                 ]
             })
             .flatten();
-        let probes = self.trunks.iter().filter_map(|t| t.next_probe);
+        let probes = self.trunks.iter().filter_map(|t| t.next_probe).chain(
+            self.registrations
+                .iter()
+                .flatten()
+                .filter_map(|r| r.next_at),
+        );
         self.txn
             .poll_timeout()
             .into_iter()
@@ -355,12 +376,15 @@ impl Core {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
             Event::Response { key, code, bytes } => {
-                if !self.on_bridge_response(&key, code, &bytes, now) && code >= 200 {
+                if !self.on_bridge_response(&key, code, &bytes, now)
+                    && !self.on_register_response(&key, code, &bytes, now)
+                    && code >= 200
+                {
                     self.keepalive_answered(&key);
                 }
             }
             Event::TimedOut { key } => {
-                if !self.on_bridge_timeout(&key, now) {
+                if !self.on_bridge_timeout(&key, now) && !self.on_register_timeout(&key, now) {
                     self.keepalive_lost(&key);
                 }
             }
@@ -835,6 +859,7 @@ impl Core {
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
         self.probe_trunks(now);
+        self.register_due(now);
         let due: Vec<Vec<u8>> = self
             .calls
             .iter()

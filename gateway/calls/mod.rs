@@ -8,4 +8,5 @@ pub mod media;
 pub mod number;
 mod outbound;
 mod ports;
+mod register;
 pub mod tone;

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod check;
+pub mod digest;
 pub mod header;
 pub mod message;
 mod scan;
