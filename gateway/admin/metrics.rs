@@ -22,6 +22,10 @@ pub struct Metrics {
     pub sip_parse_failures: IntCounterVec,
     /// Requests refused by the checks, by status code.
     pub sip_rejected: IntCounterVec,
+    /// Transport events by kind: `inbound_dropped`, `outbound_dropped`,
+    /// `connection_refused` (caps), `connection_timed_out`,
+    /// `stream_framing_lost`, `tls_handshake_failed`.
+    pub sip_transport_events: IntCounterVec,
     /// SIP from addresses outside every trunk's peer networks.
     pub sip_unknown_peer: IntCounter,
     /// 1 while a trunk answers its OPTIONS keepalives, 0 once it stopped
@@ -98,6 +102,11 @@ impl Metrics {
                 "sip_rejected_total",
                 "SIP requests refused by the gateway's checks, by status code.",
                 &["status"],
+            )?,
+            sip_transport_events: counter_vec(
+                "sip_transport_events_total",
+                "SIP transport events: drops, refused and timed-out connections, TLS failures.",
+                &["event"],
             )?,
             sip_unknown_peer: counter(
                 "sip_unknown_peer_total",

@@ -119,6 +119,9 @@ pub struct Core {
     pub(super) sip_addr: SocketAddr,
     pub(super) media_ip: IpAddr,
     pub(super) calls_started: u64,
+    /// 2xx responses resent while waiting for an ACK (the transaction
+    /// layer counts the rest).
+    pub(super) ok_retransmissions: u64,
     /// Per trunk, its registration (registration trunks only).
     pub(super) registrations: Vec<Option<super::register::Registration>>,
     /// Outbound legs' Call-IDs to their inbound calls' Call-IDs.
@@ -184,6 +187,7 @@ impl Core {
             calls: HashMap::new(),
             outbound: HashMap::new(),
             calls_started: 0,
+            ok_retransmissions: 0,
         }
     }
 
@@ -285,11 +289,24 @@ impl Core {
         self.metrics
             .sip_transactions_active
             .set(self.txn.len() as i64);
-        let reported = self.metrics.sip_retransmissions.get();
-        if s.retransmissions > reported {
-            self.metrics
-                .sip_retransmissions
-                .inc_by(s.retransmissions - reported);
+        catch_up(
+            &self.metrics.sip_retransmissions,
+            s.retransmissions + self.ok_retransmissions,
+        );
+        let t = &self.transport.stats;
+        for (event, value) in [
+            ("inbound_dropped", &t.inbound_dropped),
+            ("outbound_dropped", &t.outbound_dropped),
+            ("connection_refused", &t.connections_refused),
+            ("connection_timed_out", &t.connections_timed_out),
+            ("stream_framing_lost", &t.stream_parse_failures),
+            ("tls_handshake_failed", &t.tls_handshake_failures),
+        ] {
+            let c = self
+                .metrics
+                .sip_transport_events
+                .with_label_values(&[event]);
+            catch_up(&c, value.load(std::sync::atomic::Ordering::Relaxed));
         }
     }
 
@@ -895,7 +912,7 @@ impl Core {
                         peer: c.peer,
                         bytes: ok.clone(),
                     });
-                    self.metrics.sip_retransmissions.inc();
+                    self.ok_retransmissions += 1;
                 }
                 *interval = (*interval * 2).min(t2);
                 *next = now + *interval;
@@ -976,6 +993,14 @@ impl Core {
                 None => {}
             }
         }
+    }
+}
+
+/// Raises a Prometheus counter to `total`, a count kept elsewhere.
+fn catch_up(counter: &prometheus::IntCounter, total: u64) {
+    let shown = counter.get();
+    if total > shown {
+        counter.inc_by(total - shown);
     }
 }
 
