@@ -1,0 +1,181 @@
+//! An SRTP trunk call end to end, with libsrtp2 as the carrier's media
+//! stack: the carrier offers SDES `a=crypto` on RTP/SAVP, the gateway
+//! answers with its own key, and 100 packets protected by libsrtp2 come
+//! back from the echo number re-protected by the gateway and open with
+//! libsrtp2 to the same audio. Both SDES suites the trunk side takes.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::gateway::Gateway;
+use common::libsrtp;
+use tollgate::media::srtp::{MasterKey, Suite};
+use tollgate::sip::message::{Framing, Limits, Message};
+use tollgate::sip::sdp::Sdp;
+
+const TRUNK: &str = r#"
+[sip]
+udp = ["127.0.0.1:16000"]
+tcp = []
+[media]
+rtp_ports = "57000-57999"
+[admin]
+listen = "127.0.0.1:16001"
+[[trunk]]
+name = "secure"
+peers = ["127.0.0.0/8"]
+codecs = ["PCMU"]
+srtp = "required"
+[[route]]
+number = "echo"
+target = "echo"
+"#;
+
+fn recv_sip(sock: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 8192];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("a SIP message within the timeout");
+    buf[..n].to_vec()
+}
+
+fn request(
+    method: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    sip: SocketAddr,
+    body: Option<&str>,
+) -> Vec<u8> {
+    let to = match to_tag {
+        Some(t) => format!("<sip:echo@127.0.0.1:16000>;tag={t}"),
+        None => "<sip:echo@127.0.0.1:16000>".into(),
+    };
+    let body = body.unwrap_or("");
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:echo@127.0.0.1:16000 SIP/2.0\r\nVia: SIP/2.0/UDP {sip};branch=z9hG4bK{call}{cseq}{method}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+447700900123@{sip}>;tag=carrier{call}\r\nTo: {to}\r\nCall-ID: {call}\r\n\
+CSeq: {cseq} {method}\r\nContact: <sip:carrier@{sip}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn sdes_srtp_echo_call_with_libsrtp_on_the_carrier_side() {
+    let gw = Gateway::start_toml("sdes", 16000, 16001, TRUNK);
+    for (i, suite) in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm]
+        .into_iter()
+        .enumerate()
+    {
+        let sip = UdpSocket::bind("127.0.0.1:0").expect("sip socket");
+        sip.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let rtp = UdpSocket::bind("127.0.0.1:0").expect("rtp socket");
+        rtp.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let (sip_addr, rtp_port) = (
+            sip.local_addr().expect("addr"),
+            rtp.local_addr().expect("addr").port(),
+        );
+        let ours = MasterKey::random(suite).expect("key");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&*ours.to_concatenated());
+        let sdp = format!(
+            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b64}\r\n",
+            suite.sdes_name()
+        );
+        let call = format!("sdes-call-{i}");
+        sip.send_to(
+            &request("INVITE", &call, 1, None, sip_addr, Some(&sdp)),
+            gw.sip,
+        )
+        .expect("send");
+        let ok = loop {
+            let m = recv_sip(&sip);
+            if m.starts_with(b"SIP/2.0 200") {
+                break m;
+            }
+            assert!(
+                m.starts_with(b"SIP/2.0 1"),
+                "{}",
+                String::from_utf8_lossy(&m)
+            );
+        };
+        let (resp, _) =
+            Message::parse(&ok, Framing::Datagram, &Limits::default()).expect("200 parses");
+        let tag = resp
+            .to()
+            .expect("to")
+            .expect("valid")
+            .tag()
+            .map(|t| String::from_utf8_lossy(t).into_owned());
+        let answer = Sdp::parse(resp.body).expect("answer parses");
+        let audio = answer.audio().expect("audio");
+        assert!(audio.is_savp(), "{suite:?}: RTP/SAVP answered");
+        let crypto = audio.cryptos().next().expect("the gateway's key");
+        assert_eq!(crypto.tag, 1);
+        let theirs = crypto.master_key(&[suite]).expect("key decodes");
+        let gw_media = SocketAddr::new(answer.connection.expect("c="), audio.port);
+        sip.send_to(
+            &request("ACK", &call, 1, tag.as_deref(), sip_addr, None),
+            gw.sip,
+        )
+        .expect("ack");
+
+        let mut tx = libsrtp::session(&ours, true);
+        let mut rx = libsrtp::session(&theirs, false);
+        let mut sent = Vec::new();
+        let mut back = Vec::new();
+        let mut buf = [0u8; 2048];
+        for n in 0..100u16 {
+            let payload: Vec<u8> = (0..160).map(|k| (n as usize * 7 + k) as u8).collect();
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&n.to_be_bytes());
+            p.extend_from_slice(&(u32::from(n) * 160).to_be_bytes());
+            p.extend_from_slice(&0x0c0f_fee0u32.to_be_bytes());
+            p.extend_from_slice(&payload);
+            tx.protect(&mut p).expect("libsrtp protects");
+            rtp.send_to(&p, gw_media).expect("send rtp");
+            sent.push(payload);
+            if let Ok((len, _)) = rtp.recv_from(&mut buf) {
+                let mut got = buf[..len].to_vec();
+                assert_ne!(
+                    &got[12..172],
+                    &sent[sent.len() - 1][..],
+                    "encrypted on the wire"
+                );
+                rx.unprotect(&mut got)
+                    .expect("libsrtp opens the gateway's SRTP");
+                back.push(got[12..].to_vec());
+            }
+        }
+        assert!(
+            back.len() >= 95,
+            "{suite:?}: {} of 100 came back",
+            back.len()
+        );
+        for (i, b) in back.iter().enumerate() {
+            assert_eq!(b, &sent[i], "{suite:?}: packet {i}");
+        }
+        sip.send_to(
+            &request("BYE", &call, 2, tag.as_deref(), sip_addr, None),
+            gw.sip,
+        )
+        .expect("bye");
+        assert!(recv_sip(&sip).starts_with(b"SIP/2.0 200"), "BYE answered");
+    }
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"answered\"}"), 2.0);
+    assert_eq!(
+        gw.metric("tollgate_rtp_dropped_total{reason=\"srtp\"}"),
+        0.0
+    );
+}
