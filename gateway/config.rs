@@ -491,6 +491,12 @@ impl Config {
                     ))
                 }
             };
+            if transport == Transport::Tls && address.is_some() {
+                return Err(invalid(
+                    format!("{at}: transport"),
+                    "calls out over TLS are not supported yet: use udp or tcp for a trunk with an address",
+                ));
+            }
             let codecs = t
                 .codecs
                 .iter()
@@ -726,6 +732,11 @@ mod tests {
         assert!(e.starts_with("media.rtp_ports:"), "{e}");
         let e = err("[sip]\ntls = [\"127.0.0.1:5061\"]\n");
         assert_eq!(e, "sip.tls: needs tls_certificate and tls_private_key");
+        let e = err("[[trunk]]\nname = \"t\"\npeers = [\"10.0.0.0/8\"]\naddress = \"10.0.0.1:5061\"\ntransport = \"tls\"\n");
+        assert!(
+            e.starts_with("trunk[0] \"t\": transport: calls out over TLS"),
+            "{e}"
+        );
         let e = err("[sip]\nmax_headers = \"many\"\n");
         assert!(e.contains("line 2"), "{e}");
     }

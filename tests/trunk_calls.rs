@@ -179,3 +179,37 @@ fn a_cancel_crosses_to_the_far_end() {
         3.0
     );
 }
+
+#[test]
+fn calls_out_a_tcp_trunk() {
+    let trunks = TRUNKS
+        .replace("15330", "15630")
+        .replace("srtp = \"off\"", "srtp = \"off\"\ntransport = \"tcp\"");
+    let gw = Gateway::start_with("trunktcp", 15600 + 50, 58000, 500, &trunks);
+    let log = gw.dir.join("far.log");
+    let uas = far_end(15630, &log, &["-m", "3", "-t", "t1"]);
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "+442071838750",
+        15660,
+        &["-key", "pcap", PCAP, "-d", "500", "-m", "3", "-r", "3"],
+    );
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    assert_eq!(
+        (run.successful, run.failed),
+        (3, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(
+        common::gateway::sipp_counts(&String::from_utf8_lossy(&uas_out.stdout)),
+        (3, 0)
+    );
+    let seen = std::fs::read_to_string(&log).expect("far end's log");
+    assert!(
+        seen.contains("Via: SIP/2.0/TCP"),
+        "requests came over TCP: {seen}"
+    );
+}

@@ -16,27 +16,23 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::keepalive::TrunkState;
-use super::media::{self, Control, MediaSetup, Service};
-use super::number::{normalize, redact};
+use super::media::Control;
 use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
-use crate::config::{Config, Target};
-use crate::media::leg::Leg;
-use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use crate::config::Config;
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::check::{check_request, check_response, check_support, TRUNK};
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
-use crate::sip::sdp::{self, Codec, Local, Sdp};
+use crate::sip::sdp::{self, Local, Sdp};
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, Transport};
-use crate::sip::uri::Uri;
 
 const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
 /// Most transactions held at once (each holds a message or two).
 const MAX_TRANSACTIONS: usize = 20_000;
 /// Most calls at once.
-const MAX_CALLS: usize = 5_000;
+pub(super) const MAX_CALLS: usize = 5_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -77,7 +73,7 @@ pub(super) struct Call {
 }
 
 /// A response the core sends on a server transaction.
-struct Reply<'a> {
+pub(super) struct Reply<'a> {
     code: u16,
     reason: &'a str,
     tag: Option<&'a [u8]>,
@@ -86,7 +82,7 @@ struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    fn new(code: u16, reason: &'a str) -> Self {
+    pub(super) fn new(code: u16, reason: &'a str) -> Self {
         Self {
             code,
             reason,
@@ -96,13 +92,13 @@ impl<'a> Reply<'a> {
         }
     }
     /// Our To tag (added when the request's To has none).
-    fn tag(self, tag: &'a [u8]) -> Self {
+    pub(super) fn tag(self, tag: &'a [u8]) -> Self {
         Self {
             tag: Some(tag),
             ..self
         }
     }
-    fn extra(self, extra: &'a [(&'a str, &'a [u8])]) -> Self {
+    pub(super) fn extra(self, extra: &'a [(&'a str, &'a [u8])]) -> Self {
         Self { extra, ..self }
     }
 }
@@ -409,7 +405,7 @@ impl Core {
         }
     }
 
-    fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
+    pub(super) fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
         if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, r.body) {
             self.txn.respond(key, bytes, now);
         }
@@ -505,289 +501,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-
-    fn new_call(&mut self, key: Key, peer: Peer, m: &Message<'_>, bytes: &[u8], now: Instant) {
-        let Ok(head) = check_request(m) else { return };
-        let trunk_ix = self.config.trunk_for(peer.addr.ip()).unwrap_or(0);
-        let trunk = self.config.trunks.get(trunk_ix).cloned();
-        let user = match &head.uri {
-            Uri::Sip(u) => u.user.map(|u| String::from_utf8_lossy(u).into_owned()),
-            Uri::Other { rest, .. } => Some(String::from_utf8_lossy(rest).into_owned()),
-        }
-        .unwrap_or_default();
-        let cc = trunk.as_ref().and_then(|t| t.country_code.as_deref());
-        let normalized = normalize(&user, cc);
-        let route = self
-            .config
-            .route(&user)
-            .or_else(|| self.config.route(&normalized))
-            .cloned();
-        self.calls_started += 1;
-        let n = self.calls_started;
-        let Some(route) = route else {
-            info!(call = n, number = %redact(&normalized), "no route: 404");
-            self.reject_call(&key, m, 404, "Not Found", now);
-            return;
-        };
-        let (service, out_trunk) = match route.target {
-            Target::Echo => (Some(Service::Echo), None),
-            Target::Tone => (Some(Service::Tone), None),
-            Target::Trunk(t) => {
-                let usable = self.trunk_is_up(t)
-                    && self.config.trunks[t].transport == crate::config::Transport::Udp;
-                if !usable {
-                    info!(call = n, "outbound trunk down or not UDP: 503");
-                    self.reject_call(&key, m, 503, "Service Unavailable", now);
-                    return;
-                }
-                (None, Some(t))
-            }
-        };
-        if self.calls.len() >= MAX_CALLS {
-            self.reject_call(&key, m, 503, "Service Unavailable", now);
-            return;
-        }
-        let Ok(offer) = Sdp::parse(m.body) else {
-            self.reject_call(
-                &key,
-                m,
-                if m.body.is_empty() { 488 } else { 400 },
-                if m.body.is_empty() {
-                    "Not Acceptable Here"
-                } else {
-                    "Bad Request"
-                },
-                now,
-            );
-            return;
-        };
-        let mux = offer.audio().is_some_and(|a| a.rtcp_mux());
-        let Some((port, rtp, rtcp)) = self.ports.bind(self.media_ip, mux) else {
-            warn!(call = n, "no free RTP port: 503");
-            self.reject_call(&key, m, 503, "Service Unavailable", now);
-            return;
-        };
-        let codecs = match (service, trunk.as_ref()) {
-            // Bridged: codecs the outbound trunk takes, in its order, among
-            // those of the inbound trunk (no transcoding).
-            (None, inbound) => {
-                let out = &self.config.trunks[out_trunk.unwrap_or(0)].codecs;
-                out.iter()
-                    .copied()
-                    .filter(|c| inbound.is_none_or(|t| t.codecs.contains(c)))
-                    .collect()
-            }
-            // The tone is generated in G.711 only.
-            (Some(Service::Tone), Some(t)) => t
-                .codecs
-                .iter()
-                .copied()
-                .filter(|c| *c != Codec::G722)
-                .collect(),
-            (Some(Service::Tone), None) => vec![Codec::Pcmu, Codec::Pcma],
-            (Some(Service::Echo), Some(t)) => t.codecs.clone(),
-            (Some(Service::Echo), None) => vec![Codec::Pcmu, Codec::Pcma, Codec::G722],
-        };
-        let local = Local {
-            address: self.config.public_address,
-            port,
-            codecs: if codecs.is_empty() {
-                vec![Codec::Pcmu, Codec::Pcma]
-            } else {
-                codecs
-            },
-            srtp: trunk.as_ref().map_or(sdp::SrtpMode::Offered, |t| t.srtp),
-            suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
-            session_id: u64::from(media::rand_u32()),
-            session_version: 1,
-        };
-        let neg = match sdp::answer(&offer, &local) {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(call = n, "offer refused: {e}");
-                self.ports.release(port);
-                self.reject_call(&key, m, 488, "Not Acceptable Here", now);
-                return;
-            }
-        };
-        let srtp = match &neg.srtp {
-            Some((theirs, ours)) => {
-                let cfg = SrtpConfig::default();
-                match (SrtpReceiver::new(theirs, cfg), SrtpSender::new(ours, cfg)) {
-                    (Ok(rx), Ok(tx)) => Some((rx, tx)),
-                    _ => {
-                        self.ports.release(port);
-                        self.reject_call(&key, m, 488, "Not Acceptable Here", now);
-                        return;
-                    }
-                }
-            }
-            None => None,
-        };
-        let (Ok(rtp), rtcp) = (
-            set_nonblocking(rtp).and_then(tokio::net::UdpSocket::from_std),
-            rtcp.map(|s| set_nonblocking(s).and_then(tokio::net::UdpSocket::from_std)),
-        ) else {
-            self.ports.release(port);
-            self.reject_call(&key, m, 503, "Service Unavailable", now);
-            return;
-        };
-        let rtcp = match rtcp {
-            Some(Ok(s)) => Some(s),
-            Some(Err(_)) => {
-                self.ports.release(port);
-                self.reject_call(&key, m, 503, "Service Unavailable", now);
-                return;
-            }
-            None => None,
-        };
-        let remote_rtcp = if neg.rtcp_mux {
-            neg.remote
-        } else {
-            SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
-        };
-        let leg = Leg::new(
-            neg.remote,
-            8000,
-            media::rand_u32(),
-            media::rand_u32() as u16,
-            srtp,
-        );
-        let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        let bridge = match (service, out_trunk) {
-            (Some(service), _) => {
-                tokio::spawn(media::run(
-                    MediaSetup {
-                        rtp,
-                        rtcp,
-                        leg,
-                        remote_rtcp,
-                        service,
-                        codec: neg.codec,
-                        pt: neg.pt,
-                        ptime: neg.ptime,
-                        send: neg.direction.sends(),
-                    },
-                    ctl_rx,
-                    self.metrics.clone(),
-                ));
-                None
-            }
-            (None, t) => {
-                let caller = head
-                    .from
-                    .uri
-                    .sip()
-                    .and_then(|u| u.user)
-                    .map(|u| normalize(&String::from_utf8_lossy(u), cc))
-                    .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
-                    .unwrap_or_else(|| "anonymous".into());
-                let out = super::outbound::Outgoing {
-                    trunk: t.unwrap_or(0),
-                    number: &normalized,
-                    caller: &caller,
-                    neg: &neg,
-                    side_a: super::bridge::Side {
-                        rtp,
-                        rtcp,
-                        leg,
-                        remote_rtcp,
-                        send: neg.direction.sends(),
-                    },
-                    control: ctl_rx,
-                    max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
-                };
-                match self.start_outbound(out, now) {
-                    Some(b) => Some(b),
-                    None => {
-                        self.ports.release(port);
-                        self.reject_call(&key, m, 503, "Service Unavailable", now);
-                        return;
-                    }
-                }
-            }
-        };
-
-        let local_tag = build::token();
-        let mut our_identity = m
-            .header(HeaderName::To)
-            .map(|h| h.value.to_vec())
-            .unwrap_or_default();
-        our_identity.extend_from_slice(b";tag=");
-        our_identity.extend_from_slice(local_tag.as_bytes());
-        let remote_target = m
-            .values(HeaderName::Contact)
-            .next()
-            .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
-            .map(|c| c.uri_bytes.to_vec())
-            .unwrap_or_else(|| head.from.uri_bytes.to_vec());
-        let contact = if peer.reliable {
-            format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
-        } else {
-            format!("<sip:tollgate@{}>", self.sip_addr)
-        }
-        .into_bytes();
-        info!(call = n, number = %redact(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
-        self.metrics.calls_active.inc();
-        let call = Call {
-            n,
-            peer,
-            invite_key: key.clone(),
-            invite: bytes.to_vec(),
-            local_tag: local_tag.clone(),
-            their_from: m
-                .header(HeaderName::From)
-                .map(|h| h.value.to_vec())
-                .unwrap_or_default(),
-            our_identity,
-            remote_target,
-            contact,
-            cseq: 1,
-            state: State::Ringing,
-            answer_at: None,
-            hangup_after: route.hangup,
-            hangup_at: None,
-            ok: None,
-            local,
-            answer_sdp: neg.answer,
-            media: ctl_tx,
-            port,
-            bridge,
-        };
-        let call_id = head.call_id.to_vec();
-        if let Some(b) = &call.bridge {
-            self.outbound.insert(b.call_id.clone(), call_id.clone());
-        }
-        let bridged = call.bridge.is_some();
-        self.calls.insert(call_id.clone(), call);
-        if bridged {
-            // The far end's answer answers the caller.
-        } else if route.ring.is_zero() {
-            self.answer(&call_id, now);
-        } else {
-            let contact = self.calls[&call_id].contact.clone();
-            self.respond(
-                &key,
-                m,
-                Reply::new(180, "Ringing")
-                    .tag(local_tag.as_bytes())
-                    .extra(&[("Contact", &contact)]),
-                now,
-            );
-            if let Some(c) = self.calls.get_mut(&call_id) {
-                c.answer_at = Some(now + route.ring);
-            }
-        }
-    }
-
-    fn reject_call(&mut self, key: &Key, m: &Message<'_>, code: u16, reason: &str, now: Instant) {
-        let tag = build::token();
-        self.respond(key, m, Reply::new(code, reason).tag(tag.as_bytes()), now);
-        self.metrics
-            .calls_total
-            .with_label_values(&["rejected"])
-            .inc();
     }
 
     /// Sends the 200 OK with our SDP and starts retransmitting it.
@@ -1004,7 +717,7 @@ fn catch_up(counter: &prometheus::IntCounter, total: u64) {
     }
 }
 
-fn set_nonblocking(s: std::net::UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+pub(super) fn set_nonblocking(s: std::net::UdpSocket) -> std::io::Result<std::net::UdpSocket> {
     s.set_nonblocking(true)?;
     Ok(s)
 }

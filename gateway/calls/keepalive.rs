@@ -33,9 +33,13 @@ impl Core {
                 continue;
             }
             let t = &self.config.trunks[i];
-            let (Some(addr), Some(every)) = (t.address, t.keepalive) else {
+            let Some(every) = t.keepalive else {
                 continue;
             };
+            let Some((peer, transport)) = self.trunk_peer(i) else {
+                continue;
+            };
+            let addr = peer.addr;
             let uri = format!("sip:{addr}");
             let from = format!("<sip:tollgate@{}>;tag={}", self.sip_addr, build::token());
             let to = format!("<{uri}>");
@@ -45,7 +49,7 @@ impl Core {
                 method: "OPTIONS",
                 uri: uri.as_bytes(),
                 via: self.sip_addr,
-                transport: "UDP",
+                transport,
                 branch: branch.as_bytes(),
                 from: from.as_bytes(),
                 to: to.as_bytes(),
@@ -54,10 +58,6 @@ impl Core {
                 extra: &[],
                 body: None,
             });
-            let peer = Peer {
-                addr,
-                reliable: false,
-            };
             let key = self.txn.start_client(req, peer, now);
             let st = &mut self.trunks[i];
             st.pending = key;
@@ -103,6 +103,23 @@ impl Core {
                     .set(0);
             }
         }
+    }
+
+    /// Where to reach trunk `i`, and the Via transport name to use.
+    pub(super) fn trunk_peer(&self, i: usize) -> Option<(Peer, &'static str)> {
+        let t = self.config.trunks.get(i)?;
+        let (reliable, name) = match t.transport {
+            crate::config::Transport::Udp => (false, "UDP"),
+            crate::config::Transport::Tcp => (true, "TCP"),
+            crate::config::Transport::Tls => (true, "TLS"),
+        };
+        Some((
+            Peer {
+                addr: t.address?,
+                reliable,
+            },
+            name,
+        ))
     }
 
     /// Whether trunk `i` is taking calls (the dial plan skips it if not).

@@ -1,8 +1,16 @@
-//! The call side: the call core (routing, dialogs, bridging), the test
-//! services' media, trunk keepalives, numbers and RTP ports.
+//! The call side: one core task owns the SIP transaction layer and every
+//! call.
+//!
+//! - [`core`]: the loop, dialogs (ACK, BYE, CANCEL, re-INVITE), answering;
+//! - `inbound`: new calls from a trunk, routed by number;
+//! - `outbound`: calls placed out another trunk (B2BUA);
+//! - `keepalive`, `register`: OPTIONS keepalives and registration trunks;
+//! - [`media`], `bridge`: the media tasks of test services and bridges;
+//! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports.
 
 mod bridge;
 pub mod core;
+mod inbound;
 mod keepalive;
 pub mod media;
 pub mod number;

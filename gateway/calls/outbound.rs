@@ -35,6 +35,8 @@ pub(super) struct Bridge {
     pub(super) remote_target: Option<Vec<u8>>,
     pub(super) key: Key,
     pub(super) peer: Peer,
+    /// The Via transport name for this leg's requests.
+    pub(super) transport: &'static str,
     pub(super) cseq: u32,
     /// The ACK sent for the far end's 2xx (resent if the 2xx is).
     pub(super) ack: Option<Vec<u8>>,
@@ -68,8 +70,9 @@ impl Core {
     /// Binds the outbound leg's port, offers the inbound leg's codec to the
     /// trunk and sends the INVITE. `None` if no port is free.
     pub(super) fn start_outbound(&mut self, o: Outgoing<'_>, now: Instant) -> Option<Box<Bridge>> {
+        let (peer, transport) = self.trunk_peer(o.trunk)?;
+        let addr = peer.addr;
         let trunk = &self.config.trunks[o.trunk];
-        let addr = trunk.address?;
         let (port, rtp, rtcp) = self.ports.bind(self.media_ip, false)?;
         let savp = trunk.srtp == SrtpMode::Required;
         let our_key = if savp {
@@ -108,14 +111,19 @@ impl Core {
         )
         .into_bytes();
         let to = format!("<sip:{}@{addr}>", o.number).into_bytes();
-        let contact = format!("<sip:tollgate@{}>", self.sip_addr).into_bytes();
+        let contact = if peer.reliable {
+            format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
+        } else {
+            format!("<sip:tollgate@{}>", self.sip_addr)
+        }
+        .into_bytes();
         let max_forwards = o.max_forwards.to_string();
         let branch = build::branch();
         let invite = build::request(&RequestSpec {
             method: "INVITE",
             uri: &uri,
             via: self.sip_addr,
-            transport: "UDP",
+            transport,
             branch: branch.as_bytes(),
             from: &from,
             to: &to,
@@ -128,10 +136,6 @@ impl Core {
             ],
             body: Some(("application/sdp", &offer)),
         });
-        let peer = Peer {
-            addr,
-            reliable: false,
-        };
         let key = self.txn.start_client(invite, peer, now)?;
         Some(Box::new(Bridge {
             call_id,
@@ -141,6 +145,7 @@ impl Core {
             remote_target: None,
             key,
             peer,
+            transport,
             cseq: 1,
             ack: None,
             port,
@@ -327,7 +332,7 @@ impl Core {
                 method: "ACK",
                 uri: b.remote_target.as_deref().unwrap_or(&b.uri),
                 via: sip_addr,
-                transport: "UDP",
+                transport: b.transport,
                 branch: branch.as_bytes(),
                 from: &b.from,
                 to: &b.to,
@@ -376,7 +381,7 @@ impl Core {
                 method: "BYE",
                 uri: b.remote_target.as_deref().unwrap_or(&b.uri),
                 via: sip_addr,
-                transport: "UDP",
+                transport: b.transport,
                 branch: branch.as_bytes(),
                 from: &b.from,
                 to: &b.to,
@@ -392,7 +397,7 @@ impl Core {
                 method: "CANCEL",
                 uri: &b.uri,
                 via: sip_addr,
-                transport: "UDP",
+                transport: b.transport,
                 branch: &b.key.branch,
                 from: &b.from,
                 to: &b.to,

@@ -12,7 +12,7 @@ use super::core::Core;
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::digest::Challenge;
 use crate::sip::message::{Framing, HeaderName, Message};
-use crate::sip::transaction::{Key, Peer};
+use crate::sip::transaction::Key;
 
 /// How long to wait before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(60);
@@ -61,9 +61,11 @@ impl Core {
 
     fn send_register(&mut self, i: usize, auth: Option<(&str, String)>, now: Instant) {
         let t = &self.config.trunks[i];
-        let (Some(addr), Some(cred)) = (t.address, t.register.as_ref()) else {
+        let (Some((peer, transport)), Some(cred)) = (self.trunk_peer(i), t.register.as_ref())
+        else {
             return;
         };
+        let addr = peer.addr;
         let Some(reg) = self.registrations[i].as_mut() else {
             return;
         };
@@ -86,7 +88,7 @@ impl Core {
             method: "REGISTER",
             uri: uri.as_bytes(),
             via: self.sip_addr,
-            transport: "UDP",
+            transport,
             branch: branch.as_bytes(),
             from: from.as_bytes(),
             to: aor.as_bytes(),
@@ -95,10 +97,6 @@ impl Core {
             extra: &extra,
             body: None,
         });
-        let peer = Peer {
-            addr,
-            reliable: false,
-        };
         reg.pending = self.txn.start_client(req, peer, now);
         reg.next_at = None;
     }

@@ -88,6 +88,9 @@ type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
     conns: Connections,
+    /// For connections the gateway opens (to TCP trunks).
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
     pub stats: Arc<TransportStats>,
     pub local_udp: Vec<SocketAddr>,
     pub local_tcp: Vec<SocketAddr>,
@@ -151,6 +154,8 @@ impl Transport {
         Ok(Self {
             udp,
             conns,
+            cfg,
+            inbound,
             stats,
             local_udp,
             local_tcp,
@@ -164,10 +169,27 @@ impl Transport {
     /// not keeping up).
     pub fn send(&self, t: &Transmit) {
         let sent = if t.peer.reliable {
-            let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns
-                .get(&t.peer.addr)
-                .is_some_and(|tx| tx.try_send(t.bytes.clone()).is_ok())
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            match conns.get(&t.peer.addr) {
+                Some(tx) => tx.try_send(t.bytes.clone()).is_ok(),
+                None => {
+                    // No connection to this peer (a TCP trunk): open one.
+                    // Its queue exists at once, so what is sent while it
+                    // connects waits in order.
+                    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+                    let queued = tx.try_send(t.bytes.clone()).is_ok();
+                    conns.insert(t.peer.addr, tx.clone());
+                    tokio::spawn(dial(
+                        t.peer.addr,
+                        (tx, rx),
+                        self.cfg.clone(),
+                        self.inbound.clone(),
+                        self.conns.clone(),
+                        self.stats.clone(),
+                    ));
+                    queued
+                }
+            }
         } else {
             self.udp
                 .first()
@@ -296,7 +318,35 @@ async fn accept_loop(
     }
 }
 
-/// Serves one TCP or TLS connection until it closes, errs or times out.
+/// Opens a TCP connection to `to` and serves it like an accepted one.
+async fn dial(
+    to: SocketAddr,
+    queue: (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    conns: Connections,
+    stats: Arc<TransportStats>,
+) {
+    let connected = tokio::time::timeout(
+        cfg.partial_message_timeout.max(Duration::from_secs(2)),
+        tokio::net::TcpStream::connect(to),
+    )
+    .await;
+    match connected {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            serve(stream, to, &cfg, inbound, &conns, &stats, queue).await;
+        }
+        _ => {
+            debug!("sip tcp connect to a trunk failed");
+            stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
+        }
+    }
+}
+
+/// Serves one accepted TCP or TLS connection until it closes, errs or
+/// times out.
 async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     from: SocketAddr,
@@ -305,12 +355,26 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     conns: &Connections,
     stats: &TransportStats,
 ) {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
     conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(from, tx.clone());
+    serve(stream, from, cfg, inbound, conns, stats, (tx, rx)).await;
+}
+
+/// Reads, frames and hands on messages from one connection, and writes
+/// what its queue holds, until it closes, errs or times out.
+async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    from: SocketAddr,
+    cfg: &TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    conns: &Connections,
+    stats: &TransportStats,
+    (tx, mut rx): (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
