@@ -205,6 +205,14 @@ pub struct TrunkFile {
     /// Seconds between OPTIONS keepalives to `address`; 0 turns them off.
     #[serde(default = "default_keepalive")]
     pub keepalive_s: u64,
+    /// For `transport = "tls"` with an address: the PEM file of the CA
+    /// certificates that sign the carrier's certificate.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the carrier's certificate must carry; defaults to the
+    /// address's IP.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 fn default_keepalive() -> u64 {
@@ -301,6 +309,8 @@ pub struct Trunk {
     pub register: Option<Register>,
     /// OPTIONS keepalive interval, when the trunk has an address.
     pub keepalive: Option<std::time::Duration>,
+    /// For TLS trunks: (CA file, server name) to verify the carrier by.
+    pub tls: Option<(PathBuf, String)>,
 }
 
 /// Validated registration credentials.
@@ -491,12 +501,29 @@ impl Config {
                     ))
                 }
             };
-            if transport == Transport::Tls && address.is_some() {
-                return Err(invalid(
-                    format!("{at}: transport"),
-                    "calls out over TLS are not supported yet: use udp or tcp for a trunk with an address",
-                ));
-            }
+            let tls = match (transport, address) {
+                (Transport::Tls, Some(addr)) => {
+                    let addr: SocketAddr = addr;
+                    let ca = t.tls_ca.clone().ok_or_else(|| {
+                        invalid(
+                            format!("{at}: tls_ca"),
+                            "a TLS trunk with an address needs the CA file that signs the carrier's certificate",
+                        )
+                    })?;
+                    let name = t
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| addr.ip().to_string());
+                    if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
+                        return Err(invalid(
+                            format!("{at}: tls_server_name"),
+                            format!("{name:?} is not a DNS name or IP"),
+                        ));
+                    }
+                    Some((ca, name))
+                }
+                _ => None,
+            };
             let codecs = t
                 .codecs
                 .iter()
@@ -572,6 +599,7 @@ impl Config {
                 register,
                 keepalive: (t.keepalive_s > 0 && address.is_some())
                     .then(|| std::time::Duration::from_secs(t.keepalive_s)),
+                tls,
             });
         }
 
@@ -733,10 +761,7 @@ mod tests {
         let e = err("[sip]\ntls = [\"127.0.0.1:5061\"]\n");
         assert_eq!(e, "sip.tls: needs tls_certificate and tls_private_key");
         let e = err("[[trunk]]\nname = \"t\"\npeers = [\"10.0.0.0/8\"]\naddress = \"10.0.0.1:5061\"\ntransport = \"tls\"\n");
-        assert!(
-            e.starts_with("trunk[0] \"t\": transport: calls out over TLS"),
-            "{e}"
-        );
+        assert!(e.starts_with("trunk[0] \"t\": tls_ca: a TLS trunk"), "{e}");
         let e = err("[sip]\nmax_headers = \"many\"\n");
         assert!(e.contains("line 2"), "{e}");
     }

@@ -167,6 +167,16 @@ async fn serve(config: Config) -> Result<(), String> {
         )),
         _ => None,
     };
+    let mut tls_peers = std::collections::HashMap::new();
+    for t in &config.trunks {
+        if let (Some((ca, name)), Some(addr)) = (&t.tls, t.address) {
+            let client = tollgate::sip::transport::tls_client_config(ca)
+                .map_err(|e| format!("trunk {:?}: {e}", t.name))?;
+            let name = rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| format!("trunk {:?}: {e}", t.name))?;
+            tls_peers.insert(addr, (Arc::new(client), name));
+        }
+    }
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     let transport = Transport::bind(
         TransportConfig {
@@ -174,6 +184,7 @@ async fn serve(config: Config) -> Result<(), String> {
             tcp: config.sip_tcp.clone(),
             tls: config.sip_tls.clone(),
             tls_config,
+            tls_peers,
             limits: config.limits,
             partial_message_timeout: config.partial_message_timeout,
             idle_timeout: std::time::Duration::from_secs(600),

@@ -40,6 +40,15 @@ pub struct TransportConfig {
     /// TLS listeners and the server configuration they use.
     pub tls: Vec<SocketAddr>,
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Peers the gateway dials over TLS: their client configuration and
+    /// the name their certificate must carry.
+    pub tls_peers: HashMap<
+        SocketAddr,
+        (
+            Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        ),
+    >,
     pub limits: Limits,
     pub partial_message_timeout: Duration,
     /// A TCP connection with no traffic for this long is closed.
@@ -57,6 +66,29 @@ pub struct TransportStats {
     pub connections_timed_out: AtomicU64,
     pub stream_parse_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+}
+
+/// A rustls client configuration that trusts the CA certificates in a PEM
+/// file (a carrier's CA), TLS 1.2 and 1.3.
+pub fn tls_client_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in it", ca.display()));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 /// A rustls server configuration from PEM certificate chain and key files.
@@ -335,7 +367,23 @@ async fn dial(
     match connected {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            serve(stream, to, &cfg, inbound, &conns, &stats, queue).await;
+            match cfg.tls_peers.get(&to).cloned() {
+                None => serve(stream, to, &cfg, inbound, &conns, &stats, queue).await,
+                Some((client, name)) => {
+                    let connector = tokio_rustls::TlsConnector::from(client);
+                    let limit = cfg.partial_message_timeout.max(Duration::from_secs(2));
+                    match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+                        Ok(Ok(tls)) => serve(tls, to, &cfg, inbound, &conns, &stats, queue).await,
+                        _ => {
+                            warn!(
+                                "TLS handshake with a trunk peer failed (certificate or protocol)"
+                            );
+                            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
+                        }
+                    }
+                }
+            }
         }
         _ => {
             debug!("sip tcp connect to a trunk failed");
