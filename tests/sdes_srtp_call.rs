@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::gateway::Gateway;
 use common::libsrtp;
+use common::uac::{recv_sip, request};
 use tollgate::media::srtp::{MasterKey, Suite};
 use tollgate::sip::message::{Framing, Limits, Message};
 use tollgate::sip::sdp::Sdp;
@@ -33,41 +34,6 @@ srtp = "required"
 number = "echo"
 target = "echo"
 "#;
-
-fn recv_sip(sock: &UdpSocket) -> Vec<u8> {
-    let mut buf = [0u8; 8192];
-    let (n, _) = sock
-        .recv_from(&mut buf)
-        .expect("a SIP message within the timeout");
-    buf[..n].to_vec()
-}
-
-fn request(
-    method: &str,
-    call: &str,
-    cseq: u32,
-    to_tag: Option<&str>,
-    sip: SocketAddr,
-    body: Option<&str>,
-) -> Vec<u8> {
-    let to = match to_tag {
-        Some(t) => format!("<sip:echo@127.0.0.1:16000>;tag={t}"),
-        None => "<sip:echo@127.0.0.1:16000>".into(),
-    };
-    let body = body.unwrap_or("");
-    let ct = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/sdp\r\n"
-    };
-    format!(
-        "{method} sip:echo@127.0.0.1:16000 SIP/2.0\r\nVia: SIP/2.0/UDP {sip};branch=z9hG4bK{call}{cseq}{method}\r\n\
-Max-Forwards: 70\r\nFrom: <sip:+447700900123@{sip}>;tag=carrier{call}\r\nTo: {to}\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} {method}\r\nContact: <sip:carrier@{sip}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
 
 #[test]
 fn sdes_srtp_echo_call_with_libsrtp_on_the_carrier_side() {
@@ -95,7 +61,7 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
         );
         let call = format!("sdes-call-{i}");
         sip.send_to(
-            &request("INVITE", &call, 1, None, sip_addr, Some(&sdp)),
+            &request("INVITE", &call, 1, None, sip_addr, gw.sip, Some(&sdp)),
             gw.sip,
         )
         .expect("send");
@@ -126,7 +92,7 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
         let theirs = crypto.master_key(&[suite]).expect("key decodes");
         let gw_media = SocketAddr::new(answer.connection.expect("c="), audio.port);
         sip.send_to(
-            &request("ACK", &call, 1, tag.as_deref(), sip_addr, None),
+            &request("ACK", &call, 1, tag.as_deref(), sip_addr, gw.sip, None),
             gw.sip,
         )
         .expect("ack");
@@ -167,7 +133,7 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
             assert_eq!(b, &sent[i], "{suite:?}: packet {i}");
         }
         sip.send_to(
-            &request("BYE", &call, 2, tag.as_deref(), sip_addr, None),
+            &request("BYE", &call, 2, tag.as_deref(), sip_addr, gw.sip, None),
             gw.sip,
         )
         .expect("bye");

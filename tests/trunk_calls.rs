@@ -213,3 +213,56 @@ fn calls_out_a_tcp_trunk() {
         "requests came over TCP: {seen}"
     );
 }
+
+#[test]
+fn early_media_reaches_the_caller_before_the_answer() {
+    let trunks = TRUNKS.replace("15330", "15730");
+    let gw = Gateway::start_with("trunkearly", 15700 + 60, 60000, 500, &trunks);
+    let far_log = gw.dir.join("far.log");
+    let caller_log = gw.dir.join("caller.log");
+    let uas = far_end_with("uas_early.xml", 15730, &far_log, &["-m", "2"]);
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "+442071838750",
+        15770,
+        &[
+            "-key",
+            "pcap",
+            PCAP,
+            "-d",
+            "500",
+            "-m",
+            "2",
+            "-r",
+            "2",
+            "-trace_msg",
+            "-message_file",
+            caller_log.to_str().expect("utf8"),
+        ],
+    );
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    assert_eq!(
+        (run.successful, run.failed),
+        (2, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(
+        common::gateway::sipp_counts(&String::from_utf8_lossy(&uas_out.stdout)),
+        (2, 0)
+    );
+    let seen = std::fs::read_to_string(&caller_log).expect("caller's log");
+    let progress = seen
+        .split("SIP/2.0 183 Session Progress")
+        .nth(1)
+        .expect("the caller got a 183");
+    let before_200 = progress.split("SIP/2.0 200").next().unwrap_or_default();
+    assert!(
+        before_200.contains("m=audio"),
+        "the 183 carries the gateway's SDP"
+    );
+    // The far end's audio crossed during the second before its 200.
+    assert!(gw.metric("tollgate_rtp_packets_total{direction=\"out\"}") >= 2.0 * 30.0);
+}

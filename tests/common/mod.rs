@@ -4,3 +4,5 @@ pub mod gateway;
 pub mod libsrtp;
 #[allow(dead_code)]
 pub mod pcap;
+#[allow(dead_code)]
+pub mod uac;
