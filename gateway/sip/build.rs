@@ -3,24 +3,11 @@
 
 use std::net::SocketAddr;
 
-use super::message::{push_u64, HeaderName, Message};
+use super::message::{push_u64, push_unfolded, HeaderName, Message};
 
-/// Appends `v` unfolded (each CRLF and the white space after it becomes one
-/// space), then CRLF.
-fn push_value(out: &mut Vec<u8>, v: &[u8]) {
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {
-            i += 2;
-            while matches!(v.get(i), Some(b' ' | b'\t')) {
-                i += 1;
-            }
-            out.push(b' ');
-        } else {
-            out.push(v[i]);
-            i += 1;
-        }
-    }
+/// Appends `v` unfolded, then CRLF.
+pub(crate) fn push_value(out: &mut Vec<u8>, v: &[u8]) {
+    push_unfolded(out, v);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -564,7 +564,7 @@ impl<'a> Message<'a> {
 
 /// Appends `v` with each fold (CRLF and the white space after it) turned
 /// into one space.
-fn push_unfolded(out: &mut Vec<u8>, v: &[u8]) {
+pub(crate) fn push_unfolded(out: &mut Vec<u8>, v: &[u8]) {
     let mut i = 0;
     while i < v.len() {
         if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {

@@ -27,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::build::push_value;
 use super::header::Method;
 use super::message::{push_u64, Framing, HeaderName, Limits, Message};
 
@@ -554,19 +555,6 @@ pub fn build_response(
     to_tag: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
     super::build::response(req, code, reason, to_tag, &[], None)
-}
-
-fn push_value(out: &mut Vec<u8>, v: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(v);
-    // Requests the gateway stored were built unfolded or parsed; a fold
-    // left in a copied value is turned into a space.
-    for b in &mut out[start..] {
-        if *b == b'\r' || *b == b'\n' {
-            *b = b' ';
-        }
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the original
