@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::media::{ntp_now, rand_u32, recv_opt, Control};
+use super::media::{ntp_now, rand_u32, recv_opt, Control, RtpCounters};
 use crate::admin::metrics::Metrics;
 use crate::media::leg::Leg;
 
@@ -44,12 +44,7 @@ pub async fn run(
     let (ab_base, ba_base) = (rand_u32(), rand_u32());
     let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (packets_in, bytes_in, packets_out, bytes_out) = (
-        metrics.rtp_packets.with_label_values(&["in"]),
-        metrics.rtp_bytes.with_label_values(&["in"]),
-        metrics.rtp_packets.with_label_values(&["out"]),
-        metrics.rtp_bytes.with_label_values(&["out"]),
-    );
+    let counters = RtpCounters::new(metrics);
     loop {
         // Which side a packet came in on: true for `a`.
         let (from_a, n, from) = tokio::select! {
@@ -66,17 +61,13 @@ pub async fn run(
             r = b.rtp.recv_from(&mut buf_b) => match r { Ok((n, f)) => (false, n, f), Err(_) => continue },
             r = recv_opt(a.rtcp.as_ref(), &mut rtcp_a) => {
                 if let Some((n, f)) = r {
-                    if let Err(d) = a.leg.recv_rtcp(f, &mut rtcp_a[..n]) {
-                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
-                    }
+                    counters.rtcp(&mut a.leg, f, &mut rtcp_a[..n]);
                 }
                 continue;
             },
             r = recv_opt(b.rtcp.as_ref(), &mut rtcp_b) => {
                 if let Some((n, f)) = r {
-                    if let Err(d) = b.leg.recv_rtcp(f, &mut rtcp_b[..n]) {
-                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
-                    }
+                    counters.rtcp(&mut b.leg, f, &mut rtcp_b[..n]);
                 }
                 continue;
             },
@@ -99,20 +90,17 @@ pub async fn run(
             (&mut b, &mut a, &mut ba_offset, ba_base, &mut buf_b)
         };
         if src.rtcp.is_none() && crate::media::rtp::is_rtcp(&buf[..n]) {
-            if let Err(d) = src.leg.recv_rtcp(from, &mut buf[..n]) {
-                metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
-            }
+            counters.rtcp(&mut src.leg, from, &mut buf[..n]);
             continue;
         }
         let p = match src.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
             Ok(p) => p,
             Err(d) => {
-                metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
+                counters.dropped(d);
                 continue;
             }
         };
-        packets_in.inc();
-        bytes_in.inc_by(p.len as u64);
+        counters.received(p.len);
         if !dst.send {
             continue;
         }
@@ -126,16 +114,10 @@ pub async fn run(
             payload,
         ) {
             if dst.rtp.send_to(&out[..m], dst.leg.remote()).await.is_ok() {
-                packets_out.inc();
-                bytes_out.inc_by(m as u64);
+                counters.sent(m);
             }
         }
     }
-    for side in [&a, &b] {
-        if let Some(st) = side.leg.stats() {
-            let snap = st.snapshot();
-            metrics.rtp_jitter_seconds.observe(snap.jitter_ms / 1000.0);
-            metrics.rtp_loss_ratio.observe(snap.loss);
-        }
-    }
+    counters.finish(&a.leg);
+    counters.finish(&b.leg);
 }

@@ -13,8 +13,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::admin::metrics::Metrics;
-use crate::media::leg::Leg;
+use crate::media::leg::{Dropped, Leg};
 use crate::sip::sdp::Codec;
+use prometheus::IntCounter;
 
 /// What the call plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,63 @@ pub struct MediaSetup {
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The RTP metrics a media task updates, resolved once at its start so a
+/// packet costs an atomic add, not a label lookup and a lock (drops too:
+/// a flood of them must stay cheap).
+pub(super) struct RtpCounters {
+    packets_in: IntCounter,
+    bytes_in: IntCounter,
+    packets_out: IntCounter,
+    bytes_out: IntCounter,
+    dropped: [IntCounter; 5],
+    metrics: Arc<Metrics>,
+}
+
+impl RtpCounters {
+    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            packets_in: metrics.rtp_packets.with_label_values(&["in"]),
+            bytes_in: metrics.rtp_bytes.with_label_values(&["in"]),
+            packets_out: metrics.rtp_packets.with_label_values(&["out"]),
+            bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
+            dropped: Dropped::REASONS.map(|r| metrics.rtp_dropped.with_label_values(&[r])),
+            metrics,
+        }
+    }
+
+    pub(super) fn received(&self, len: usize) {
+        self.packets_in.inc();
+        self.bytes_in.inc_by(len as u64);
+    }
+
+    pub(super) fn sent(&self, len: usize) {
+        self.packets_out.inc();
+        self.bytes_out.inc_by(len as u64);
+    }
+
+    pub(super) fn dropped(&self, d: Dropped) {
+        self.dropped[d.index()].inc();
+    }
+
+    /// Takes an RTCP datagram on `leg`, counting it if dropped.
+    pub(super) fn rtcp(&self, leg: &mut Leg, from: SocketAddr, buf: &mut [u8]) {
+        if let Err(d) = leg.recv_rtcp(from, buf) {
+            self.dropped(d);
+        }
+    }
+
+    /// Records a finished leg's jitter and loss.
+    pub(super) fn finish(&self, leg: &Leg) {
+        if let Some(st) = leg.stats() {
+            let snap = st.snapshot();
+            self.metrics
+                .rtp_jitter_seconds
+                .observe(snap.jitter_ms / 1000.0);
+            self.metrics.rtp_loss_ratio.observe(snap.loss);
+        }
+    }
+}
+
 /// NTP time now, 32.32 fixed point.
 pub(super) fn ntp_now() -> u64 {
     let d = std::time::SystemTime::now()
@@ -77,12 +135,7 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
     let mut echo_ts_offset: Option<u32> = None;
     let mut remote_rtcp = s.remote_rtcp;
     let mux = s.rtcp.is_none();
-    let (packets_in, bytes_in, packets_out, bytes_out) = (
-        metrics.rtp_packets.with_label_values(&["in"]),
-        metrics.rtp_bytes.with_label_values(&["in"]),
-        metrics.rtp_packets.with_label_values(&["out"]),
-        metrics.rtp_bytes.with_label_values(&["out"]),
-    );
+    let counters = RtpCounters::new(metrics);
     loop {
         tokio::select! {
             ctl = control.recv() => match ctl {
@@ -96,42 +149,35 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
             r = s.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 if mux && crate::media::rtp::is_rtcp(&buf[..n]) {
-                    if let Err(d) = s.leg.recv_rtcp(from, &mut buf[..n]) {
-                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
-                    }
+                    counters.rtcp(&mut s.leg, from, &mut buf[..n]);
                     continue;
                 }
                 match s.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
                     Ok(p) => {
-                        packets_in.inc();
-                        bytes_in.inc_by(p.len as u64);
+                        counters.received(p.len);
                         if s.service == Service::Echo && s.send {
                             let offset = *echo_ts_offset.get_or_insert(ts.wrapping_sub(p.timestamp));
                             let payload = &buf[p.payload_offset..p.payload_offset + p.payload_len];
                             if let Ok(m) = s.leg.build_rtp(&mut out, p.payload_type, p.marker, p.timestamp.wrapping_add(offset), payload) {
                                 if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
-                                    packets_out.inc();
-                                    bytes_out.inc_by(m as u64);
+                                    counters.sent(m);
                                 }
                             }
                         }
                     }
-                    Err(d) => metrics.rtp_dropped.with_label_values(&[d.reason()]).inc(),
+                    Err(d) => counters.dropped(d),
                 }
             },
             r = recv_opt(s.rtcp.as_ref(), &mut rtcp_buf) => {
                 if let Some((n, from)) = r {
-                    if let Err(d) = s.leg.recv_rtcp(from, &mut rtcp_buf[..n]) {
-                        metrics.rtp_dropped.with_label_values(&[d.reason()]).inc();
-                    }
+                    counters.rtcp(&mut s.leg, from, &mut rtcp_buf[..n]);
                 }
             },
             _ = tick.tick(), if s.service == Service::Tone && s.send => {
                 ts = ts.wrapping_add(samples as u32);
                 if let Ok(m) = s.leg.build_rtp(&mut out, s.pt, false, ts, &tone) {
                     if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
-                        packets_out.inc();
-                        bytes_out.inc_by(m as u64);
+                        counters.sent(m);
                     }
                 }
             },
@@ -143,11 +189,7 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
             },
         }
     }
-    if let Some(st) = s.leg.stats() {
-        let snap = st.snapshot();
-        metrics.rtp_jitter_seconds.observe(snap.jitter_ms / 1000.0);
-        metrics.rtp_loss_ratio.observe(snap.loss);
-    }
+    counters.finish(&s.leg);
 }
 
 pub(super) async fn recv_opt(

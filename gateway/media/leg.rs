@@ -28,12 +28,27 @@ pub enum Dropped {
 impl Dropped {
     /// A short, stable name for metrics labels.
     pub fn reason(self) -> &'static str {
+        Self::REASONS[self.index()]
+    }
+
+    /// Every reason name, indexed by [`Dropped::index`].
+    pub const REASONS: [&'static str; 5] = [
+        "wrong_source",
+        "malformed",
+        "malformed_rtcp",
+        "replayed",
+        "srtp",
+    ];
+
+    /// The position of this reason in [`Dropped::REASONS`] (for counters
+    /// resolved once, not looked up per packet).
+    pub fn index(self) -> usize {
         match self {
-            Self::WrongSource => "wrong_source",
-            Self::Malformed(_) => "malformed",
-            Self::MalformedRtcp => "malformed_rtcp",
-            Self::Srtp(SrtpError::Replayed | SrtpError::TooOld) => "replayed",
-            Self::Srtp(_) => "srtp",
+            Self::WrongSource => 0,
+            Self::Malformed(_) => 1,
+            Self::MalformedRtcp => 2,
+            Self::Srtp(SrtpError::Replayed | SrtpError::TooOld) => 3,
+            Self::Srtp(_) => 4,
         }
     }
 }
@@ -168,7 +183,8 @@ impl Leg {
 
     /// Takes an RTCP datagram (checked and counted, not acted on).
     pub fn recv_rtcp(&mut self, from: SocketAddr, buf: &mut [u8]) -> Result<usize, Dropped> {
-        if self.latched.is_some_and(|l| l.ip() != from.ip()) || from.ip() != self.signalled.ip() {
+        // A latched address always has the signalled IP.
+        if from.ip() != self.signalled.ip() {
             return Err(Dropped::WrongSource);
         }
         let len = match &mut self.srtp {
