@@ -89,7 +89,13 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => Config::embedded(),
+        None => match Config::embedded() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("embedded defaults: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let data_dir = tollgate::config::data_dir(args.data_dir);
     if let Err(e) = std::fs::create_dir_all(&data_dir) {

@@ -21,7 +21,7 @@ use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
 use crate::config::Config;
 use crate::sip::build::{self, RequestSpec};
-use crate::sip::check::{check_request, check_response, check_support, TRUNK};
+use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::sdp::{self, Local, Sdp};
@@ -78,7 +78,6 @@ pub(super) struct Reply<'a> {
     reason: &'a str,
     tag: Option<&'a [u8]>,
     extra: &'a [(&'a str, &'a [u8])],
-    body: Option<(&'a str, &'a [u8])>,
 }
 
 impl<'a> Reply<'a> {
@@ -88,7 +87,6 @@ impl<'a> Reply<'a> {
             reason,
             tag: None,
             extra: &[],
-            body: None,
         }
     }
     /// Our To tag (added when the request's To has none).
@@ -406,7 +404,7 @@ impl Core {
     }
 
     pub(super) fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
-        if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, r.body) {
+        if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, None) {
             self.txn.respond(key, bytes, now);
         }
     }
@@ -437,10 +435,10 @@ impl Core {
                     // forked request): refuse.
                     self.respond(&key, &m, Reply::new(482, "Loop Detected"), now);
                 } else {
-                    self.new_call(key, peer, &m, &bytes, now);
+                    self.new_call(key, peer, &m, &head, &bytes, now);
                 }
             }
-            Method::Invite => self.reinvite(key, &m, &bytes, now),
+            Method::Invite => self.reinvite(key, &m, &head, &bytes, now),
             Method::Ack => {
                 if let Some(c) = self.calls.get_mut(&call_id) {
                     if c.state == State::Answered {
@@ -533,8 +531,14 @@ impl Core {
         self.txn.respond(&key, ok, now);
     }
 
-    fn reinvite(&mut self, key: Key, m: &Message<'_>, bytes: &[u8], now: Instant) {
-        let Ok(head) = check_request(m) else { return };
+    fn reinvite(
+        &mut self,
+        key: Key,
+        m: &Message<'_>,
+        head: &RequestHead<'_>,
+        bytes: &[u8],
+        now: Instant,
+    ) {
         let call_id = head.call_id.to_vec();
         let known = self
             .calls

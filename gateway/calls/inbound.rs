@@ -15,7 +15,7 @@ use crate::config::Target;
 use crate::media::leg::Leg;
 use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
 use crate::sip::build;
-use crate::sip::check::check_request;
+use crate::sip::check::RequestHead;
 use crate::sip::message::{HeaderName, Message};
 use crate::sip::sdp::{self, Codec, Local, Sdp};
 use crate::sip::transaction::{Key, Peer};
@@ -27,10 +27,10 @@ impl Core {
         key: Key,
         peer: Peer,
         m: &Message<'_>,
+        head: &RequestHead<'_>,
         bytes: &[u8],
         now: Instant,
     ) {
-        let Ok(head) = check_request(m) else { return };
         let trunk_ix = self.config.trunk_for(peer.addr.ip()).unwrap_or(0);
         let trunk = self.config.trunks.get(trunk_ix).cloned();
         let user = match &head.uri {

@@ -65,12 +65,15 @@ impl Core {
         }
     }
 
-    pub(super) fn keepalive_answered(&mut self, key: &Key) {
-        if let Some(i) = self
-            .trunks
+    /// The trunk whose keepalive is the transaction `key`.
+    fn keepalive_of(&self, key: &Key) -> Option<usize> {
+        self.trunks
             .iter()
             .position(|t| t.pending.as_ref() == Some(key))
-        {
+    }
+
+    pub(super) fn keepalive_answered(&mut self, key: &Key) {
+        if let Some(i) = self.keepalive_of(key) {
             let st = &mut self.trunks[i];
             st.pending = None;
             st.failures = 0;
@@ -86,11 +89,7 @@ impl Core {
     }
 
     pub(super) fn keepalive_lost(&mut self, key: &Key) {
-        if let Some(i) = self
-            .trunks
-            .iter()
-            .position(|t| t.pending.as_ref() == Some(key))
-        {
+        if let Some(i) = self.keepalive_of(key) {
             let st = &mut self.trunks[i];
             st.pending = None;
             st.failures += 1;

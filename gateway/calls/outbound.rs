@@ -55,6 +55,39 @@ pub(super) struct Bridge {
     pub(super) ringing: bool,
 }
 
+impl Bridge {
+    /// Where in-dialog requests go: the far end's Contact, else the
+    /// Request-URI of our INVITE.
+    fn target(&self) -> &[u8] {
+        self.remote_target.as_deref().unwrap_or(&self.uri)
+    }
+
+    /// A request on this leg (ACK, BYE or CANCEL) from the gateway at
+    /// `via`.
+    fn request(
+        &self,
+        via: std::net::SocketAddr,
+        method: &str,
+        cseq: u32,
+        branch: &[u8],
+        uri: &[u8],
+    ) -> Vec<u8> {
+        build::request(&RequestSpec {
+            method,
+            uri,
+            via,
+            transport: self.transport,
+            branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq,
+            extra: &[],
+            body: None,
+        })
+    }
+}
+
 /// What the inbound side hands over to start the outbound leg.
 pub(super) struct Outgoing<'a> {
     pub(super) trunk: usize,
@@ -328,19 +361,7 @@ impl Core {
                 .and_then(|v| NameAddr::parse(v).ok())
                 .map(|n| n.uri_bytes.to_vec());
             let branch = build::branch();
-            b.ack = Some(build::request(&RequestSpec {
-                method: "ACK",
-                uri: b.remote_target.as_deref().unwrap_or(&b.uri),
-                via: sip_addr,
-                transport: b.transport,
-                branch: branch.as_bytes(),
-                from: &b.from,
-                to: &b.to,
-                call_id: &b.call_id,
-                cseq: b.cseq,
-                extra: &[],
-                body: None,
-            }));
+            b.ack = Some(b.request(sip_addr, "ACK", b.cseq, branch.as_bytes(), b.target()));
         }
         if let Some(ack) = b.ack.clone() {
             let peer = b.peer;
@@ -376,36 +397,17 @@ impl Core {
         };
         let req = if b.answered {
             b.cseq += 1;
-            let branch = build::branch();
-            build::request(&RequestSpec {
-                method: "BYE",
-                uri: b.remote_target.as_deref().unwrap_or(&b.uri),
-                via: sip_addr,
-                transport: b.transport,
-                branch: branch.as_bytes(),
-                from: &b.from,
-                to: &b.to,
-                call_id: &b.call_id,
-                cseq: b.cseq,
-                extra: &[],
-                body: None,
-            })
+            b.request(
+                sip_addr,
+                "BYE",
+                b.cseq,
+                build::branch().as_bytes(),
+                b.target(),
+            )
         } else {
             // CANCEL: the INVITE's Request-URI, Via branch, From, To,
             // Call-ID and CSeq number (RFC 3261 9.1).
-            build::request(&RequestSpec {
-                method: "CANCEL",
-                uri: &b.uri,
-                via: sip_addr,
-                transport: b.transport,
-                branch: &b.key.branch,
-                from: &b.from,
-                to: &b.to,
-                call_id: &b.call_id,
-                cseq: 1,
-                extra: &[],
-                body: None,
-            })
+            b.request(sip_addr, "CANCEL", 1, &b.key.branch, &b.uri)
         };
         let peer = b.peer;
         self.txn.start_client(req, peer, now);

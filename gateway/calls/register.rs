@@ -109,11 +109,7 @@ impl Core {
         bytes: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(i) = self
-            .registrations
-            .iter()
-            .position(|r| r.as_ref().is_some_and(|r| r.pending.as_ref() == Some(key)))
-        else {
+        let Some(i) = self.registration_of(key) else {
             return false;
         };
         if code < 200 {
@@ -198,16 +194,19 @@ impl Core {
 
     /// The REGISTER got no answer; `false` if `key` is not one.
     pub(super) fn on_register_timeout(&mut self, key: &Key, now: Instant) -> bool {
-        let Some(i) = self
-            .registrations
-            .iter()
-            .position(|r| r.as_ref().is_some_and(|r| r.pending.as_ref() == Some(key)))
-        else {
+        let Some(i) = self.registration_of(key) else {
             return false;
         };
         warn!(trunk = %self.config.trunks[i].name, "registrar did not answer; retrying in 60 s");
         self.registration_failed(i, now);
         true
+    }
+
+    /// The trunk whose REGISTER is the transaction `key`.
+    fn registration_of(&self, key: &Key) -> Option<usize> {
+        self.registrations
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.pending.as_ref() == Some(key)))
     }
 
     fn registration_failed(&mut self, i: usize, now: Instant) {

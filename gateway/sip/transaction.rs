@@ -254,13 +254,7 @@ impl Transactions {
                 (State::ServerCompleted, true) => {
                     t.state = State::Confirmed;
                     t.retransmit_at = None;
-                    t.deadline = Some(
-                        now + if t.peer.reliable {
-                            Duration::ZERO
-                        } else {
-                            self.timers.t4
-                        },
-                    );
+                    t.deadline = Some(now + wait(t.peer, self.timers.t4));
                     self.events.push_back(Event::Acked { key });
                     return;
                 }
@@ -371,13 +365,7 @@ impl Transactions {
             }
             (false, _) => {
                 t.state = State::ServerCompleted;
-                t.deadline = Some(
-                    now + if peer.reliable {
-                        Duration::ZERO
-                    } else {
-                        64 * timers.t1
-                    },
-                );
+                t.deadline = Some(now + wait(peer, 64 * timers.t1));
             }
         }
         t.last.clone_from(&bytes);
@@ -447,13 +435,7 @@ impl Transactions {
             (State::Calling | State::Proceeding, _) if t.invite => {
                 t.state = State::Completed;
                 t.retransmit_at = None;
-                t.deadline = Some(
-                    now + if t.peer.reliable {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_secs(32)
-                    },
-                ); // Timer D
+                t.deadline = Some(now + wait(t.peer, Duration::from_secs(32))); // Timer D
                 t.ack = ack_for(&t.last, m);
                 if let Some(ack) = t.ack.clone() {
                     let peer = t.peer;
@@ -473,13 +455,7 @@ impl Transactions {
             (State::Trying | State::Proceeding, 200..=699) => {
                 t.state = State::Completed;
                 t.retransmit_at = None;
-                t.deadline = Some(
-                    now + if t.peer.reliable {
-                        Duration::ZERO
-                    } else {
-                        timers.t4
-                    },
-                ); // K
+                t.deadline = Some(now + wait(t.peer, timers.t4)); // K
                 true
             }
             _ => {
@@ -538,6 +514,17 @@ impl Transactions {
             self.table.remove(&key);
             self.events.push_back(Event::Terminated { key });
         }
+    }
+}
+
+/// How long a transaction waits to absorb retransmissions: `d` over an
+/// unreliable transport, nothing over a reliable one (RFC 3261 timers D,
+/// I, J and K).
+fn wait(peer: Peer, d: Duration) -> Duration {
+    if peer.reliable {
+        Duration::ZERO
+    } else {
+        d
     }
 }
 
