@@ -198,6 +198,9 @@ async fn serve(config: Config) -> Result<(), String> {
             max_connections_per_peer: config.max_connections_per_peer,
         },
         inbound_tx,
+        tollgate::sip::transport::TransportStats::new(|event| {
+            metrics.sip_transport_events.with_label_values(&[event])
+        }),
     )
     .await
     .map_err(|e| format!("SIP listeners: {e}"))?;

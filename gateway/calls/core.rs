@@ -287,21 +287,6 @@ impl Core {
             &self.metrics.sip_retransmissions,
             s.retransmissions + self.ok_retransmissions,
         );
-        let t = &self.transport.stats;
-        for (event, value) in [
-            ("inbound_dropped", &t.inbound_dropped),
-            ("outbound_dropped", &t.outbound_dropped),
-            ("connection_refused", &t.connections_refused),
-            ("connection_timed_out", &t.connections_timed_out),
-            ("stream_framing_lost", &t.stream_parse_failures),
-            ("tls_handshake_failed", &t.tls_handshake_failures),
-        ] {
-            let c = self
-                .metrics
-                .sip_transport_events
-                .with_label_values(&[event]);
-            catch_up(&c, value.load(std::sync::atomic::Ordering::Relaxed));
-        }
     }
 
     fn on_inbound(&mut self, inb: Inbound, now: Instant) {

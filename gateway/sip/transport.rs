@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prometheus::IntCounter;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,15 +59,43 @@ pub struct TransportConfig {
     pub max_connections_per_peer: usize,
 }
 
-/// Counters kept by the transport (exported by the caller).
-#[derive(Debug, Default)]
+/// Counters the transport keeps. They are the exported Prometheus
+/// counters themselves (resolved by the caller), so an event that never
+/// reaches the call core, such as a refused connection, still shows at
+/// once.
+#[derive(Debug)]
 pub struct TransportStats {
-    pub inbound_dropped: AtomicU64,
-    pub outbound_dropped: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub connections_timed_out: AtomicU64,
-    pub stream_parse_failures: AtomicU64,
-    pub tls_handshake_failures: AtomicU64,
+    pub inbound_dropped: IntCounter,
+    pub outbound_dropped: IntCounter,
+    pub connections_refused: IntCounter,
+    pub connections_timed_out: IntCounter,
+    pub stream_parse_failures: IntCounter,
+    pub tls_handshake_failures: IntCounter,
+}
+
+impl TransportStats {
+    /// The event names, in field order.
+    pub const EVENTS: [&'static str; 6] = [
+        "inbound_dropped",
+        "outbound_dropped",
+        "connection_refused",
+        "connection_timed_out",
+        "stream_framing_lost",
+        "tls_handshake_failed",
+    ];
+
+    /// Counters from `counter(event name)`.
+    pub fn new(counter: impl Fn(&str) -> IntCounter) -> Self {
+        let [a, b, c, d, e, f] = Self::EVENTS.map(counter);
+        Self {
+            inbound_dropped: a,
+            outbound_dropped: b,
+            connections_refused: c,
+            connections_timed_out: d,
+            stream_parse_failures: e,
+            tls_handshake_failures: f,
+        }
+    }
 }
 
 /// A rustls client configuration that trusts the CA certificates in a PEM
@@ -132,8 +162,12 @@ pub struct Transport {
 impl Transport {
     /// Binds every listener and starts their tasks; received messages go
     /// to `inbound`.
-    pub async fn bind(cfg: TransportConfig, inbound: mpsc::Sender<Inbound>) -> io::Result<Self> {
-        let stats = Arc::new(TransportStats::default());
+    pub async fn bind(
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<Inbound>,
+        stats: TransportStats,
+    ) -> io::Result<Self> {
+        let stats = Arc::new(stats);
         let conns: Connections = Arc::default();
         let mut udp = Vec::new();
         let mut local_udp = Vec::new();
@@ -228,7 +262,7 @@ impl Transport {
                 .is_some_and(|s| s.try_send_to(&t.bytes, t.peer.addr).is_ok())
         };
         if !sent {
-            self.stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.outbound_dropped.inc();
         }
     }
 }
@@ -254,7 +288,7 @@ async fn udp_loop(
             continue; // keepalive
         }
         if n > limits.max_size {
-            stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            stats.inbound_dropped.inc();
             continue;
         }
         let msg = Inbound {
@@ -265,7 +299,7 @@ async fn udp_loop(
             },
         };
         if inbound.try_send(msg).is_err() {
-            stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            stats.inbound_dropped.inc();
         }
     }
 }
@@ -304,7 +338,7 @@ async fn accept_loop(
             }
         };
         if !admitted {
-            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            stats.connections_refused.inc();
             drop(stream);
             continue;
         }
@@ -329,7 +363,7 @@ async fn accept_loop(
                             connection(tls_stream, from, &cfg, inbound, &conns, &stats).await
                         }
                         _ => {
-                            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            stats.tls_handshake_failures.inc();
                         }
                     }
                 }
@@ -378,7 +412,7 @@ async fn dial(
                             warn!(
                                 "TLS handshake with a trunk peer failed (certificate or protocol)"
                             );
-                            stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            stats.tls_handshake_failures.inc();
                             conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
                         }
                     }
@@ -387,7 +421,7 @@ async fn dial(
         }
         _ => {
             debug!("sip tcp connect to a trunk failed");
-            stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            stats.outbound_dropped.inc();
             conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
         }
     }
@@ -444,7 +478,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
         };
         let n = match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
             Err(_) => {
-                stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                stats.connections_timed_out.inc();
                 break;
             }
             Ok(Ok(0)) => {
@@ -482,7 +516,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
                         },
                     };
                     if inbound.try_send(msg).is_err() {
-                        stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+                        stats.inbound_dropped.inc();
                     }
                     partial_since = None;
                 }
@@ -492,7 +526,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
                 Err(_) => {
                     // Framing is lost: nothing after this can be trusted.
-                    stats.stream_parse_failures.fetch_add(1, Ordering::Relaxed);
+                    stats.stream_parse_failures.inc();
                     break 'conn;
                 }
             }
