@@ -51,6 +51,20 @@ rtp_ports = "20000-39999"
 # /metrics and /healthz.
 listen = "127.0.0.1:9100"
 
+[agents]
+# QUIC (TLS 1.3, client certificate + TOTP) for agents.
+listen = "127.0.0.1:4433"
+# The address written into agents' bundles (defaults to listen).
+# address = "gw.example.net:4433"
+# After this many failed logins in a row, an agent (and, separately, a
+# source address) is locked out for lockout_s seconds.
+max_failures = 5
+lockout_s = 300
+# An agent whose connection goes silent this long is gone: its calls end.
+drop_after_ms = 2000
+# SRTP for agents' media: AEAD_AES_128_GCM or AEAD_AES_256_GCM.
+srtp = "AEAD_AES_128_GCM"
+
 [[trunk]]
 name = "loopback"
 # Networks whose SIP is accepted on this trunk (anything else is refused).
@@ -114,6 +128,8 @@ pub struct File {
     pub media: MediaFile,
     #[serde(default)]
     pub admin: AdminFile,
+    #[serde(default)]
+    pub agents: AgentsFile,
     #[serde(default)]
     pub trunk: Vec<TrunkFile>,
     #[serde(default)]
@@ -184,6 +200,42 @@ impl Default for AdminFile {
             listen: "127.0.0.1:9100".into(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsFile {
+    pub listen: String,
+    pub address: Option<String>,
+    pub max_failures: u32,
+    pub lockout_s: u64,
+    pub drop_after_ms: u64,
+    pub srtp: String,
+}
+
+impl Default for AgentsFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4433".into(),
+            address: None,
+            max_failures: 5,
+            lockout_s: 300,
+            drop_after_ms: 2000,
+            srtp: "AEAD_AES_128_GCM".into(),
+        }
+    }
+}
+
+/// The validated `[agents]` section.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    pub listen: SocketAddr,
+    /// host:port written into bundles.
+    pub address: String,
+    pub max_failures: u32,
+    pub lockout: std::time::Duration,
+    pub drop_after: std::time::Duration,
+    pub suite: crate::media::srtp::Suite,
 }
 
 #[derive(Debug, Deserialize)]
@@ -345,6 +397,7 @@ pub struct Config {
     /// Inclusive, first even.
     pub rtp_ports: (u16, u16),
     pub admin_listen: SocketAddr,
+    pub agents: Agents,
     pub trunks: Vec<Trunk>,
     /// Routes in file order; the first match wins.
     pub routes: Vec<Route>,
@@ -444,6 +497,7 @@ impl Config {
                 format!("{:?} is not an address:port", f.admin.listen),
             )
         })?;
+        let agents = validate_agents(&f.agents)?;
 
         let mut trunks = Vec::new();
         for (i, t) in f.trunk.into_iter().enumerate() {
@@ -670,6 +724,7 @@ impl Config {
             max_connections_per_peer: f.sip.max_connections_per_peer,
             rtp_ports,
             admin_listen,
+            agents,
             trunks,
             routes,
         })
@@ -690,6 +745,61 @@ impl Config {
     pub fn route(&self, number: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.number == number)
     }
+}
+
+fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {
+    use crate::media::srtp::Suite;
+    let listen: SocketAddr = a.listen.parse().map_err(|_| {
+        invalid(
+            "agents.listen",
+            format!("{:?} is not an address:port", a.listen),
+        )
+    })?;
+    let address = match &a.address {
+        Some(s) => {
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(invalid("agents.address", format!("{s:?} is not host:port")));
+            }
+            s.clone()
+        }
+        None if listen.ip().is_unspecified() => {
+            return Err(invalid(
+                "agents.address",
+                "required when listen is 0.0.0.0 or ::",
+            ))
+        }
+        None => listen.to_string(),
+    };
+    if !(1..=100).contains(&a.max_failures) {
+        return Err(invalid("agents.max_failures", "1 to 100"));
+    }
+    if !(1..=86_400).contains(&a.lockout_s) {
+        return Err(invalid("agents.lockout_s", "1 to 86400 seconds"));
+    }
+    if !(500..=60_000).contains(&a.drop_after_ms) {
+        return Err(invalid("agents.drop_after_ms", "500 to 60000 milliseconds"));
+    }
+    let suite = match a.srtp.as_str() {
+        "AEAD_AES_128_GCM" => Suite::AeadAes128Gcm,
+        "AEAD_AES_256_GCM" => Suite::AeadAes256Gcm,
+        other => {
+            return Err(invalid(
+                "agents.srtp",
+                format!("{other:?}: use AEAD_AES_128_GCM or AEAD_AES_256_GCM"),
+            ))
+        }
+    };
+    Ok(Agents {
+        listen,
+        address,
+        max_failures: a.max_failures,
+        lockout: std::time::Duration::from_secs(a.lockout_s),
+        drop_after: std::time::Duration::from_millis(a.drop_after_ms),
+        suite,
+    })
 }
 
 /// "20000-39999" with an even start, above 1023, at least two ports.
@@ -727,6 +837,10 @@ mod tests {
         );
         assert_eq!(c.trunk_for("192.0.2.1".parse().expect("ip")), None);
         assert_eq!(c.limits.max_size, 65536);
+        assert_eq!(c.agents.listen, "127.0.0.1:4433".parse().expect("addr"));
+        assert_eq!(c.agents.address, "127.0.0.1:4433");
+        assert_eq!(c.agents.suite, crate::media::srtp::Suite::AeadAes128Gcm);
+        assert_eq!(c.agents.drop_after, std::time::Duration::from_secs(2));
         // An empty file is the same as the defaults for SIP and admin.
         let e = Config::from_toml("").expect("empty file");
         assert_eq!(e.sip_udp, c.sip_udp);
@@ -758,6 +872,10 @@ mod tests {
         assert_eq!(e, "sip.tls: needs tls_certificate and tls_private_key");
         let e = err("[[trunk]]\nname = \"t\"\npeers = [\"10.0.0.0/8\"]\naddress = \"10.0.0.1:5061\"\ntransport = \"tls\"\n");
         assert!(e.starts_with("trunk[0] \"t\": tls_ca: a TLS trunk"), "{e}");
+        let e = err("[agents]\nlisten = \"0.0.0.0:4433\"\n");
+        assert_eq!(e, "agents.address: required when listen is 0.0.0.0 or ::");
+        let e = err("[agents]\nsrtp = \"AES_CM_128_HMAC_SHA1_80\"\n");
+        assert!(e.starts_with("agents.srtp: "), "{e}");
         let e = err("[sip]\nmax_headers = \"many\"\n");
         assert!(e.contains("line 2"), "{e}");
     }

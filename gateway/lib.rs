@@ -1,6 +1,8 @@
 //! Tollgate: a media gateway between carriers' SIP trunks and a call centre's agents.
 pub mod admin;
+pub mod agent;
 pub mod calls;
 pub mod config;
+pub mod keys;
 pub mod media;
 pub mod sip;

@@ -24,6 +24,71 @@ enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Enrol, revoke and list agents (whether or not the gateway runs).
+    Agent(AgentArgs),
+}
+
+/// Where the state is: shared by `run` and the commands that work on it.
+#[derive(clap::Args, Default, Clone)]
+struct StateArgs {
+    /// Directory for state [default: $STATE_DIRECTORY, else ./tollgate-data].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// The master key that seals secrets at rest [default: the systemd
+    /// credential `master-key`, else $TOLLGATE_MASTER_KEY, else a
+    /// development key beside the data directory, made on first use].
+    #[arg(long, value_name = "FILE", global = true)]
+    master_key: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn data_dir(&self) -> PathBuf {
+        tollgate::config::data_dir(self.data_dir.clone())
+    }
+
+    fn sealer(&self) -> Result<tollgate::keys::Sealer, String> {
+        let dir = self.data_dir();
+        let (path, dev) = tollgate::keys::master_key_path(self.master_key.as_deref(), &dir);
+        if dev && !path.exists() {
+            tracing::warn!(
+                path = %path.display(),
+                "no master key given: making a development key (use a systemd credential or --master-key in production)"
+            );
+        }
+        tollgate::keys::Sealer::load(&path, dev).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The gateway's configuration (for the address written into bundles).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Enrol an agent: write its bundle (certificate, key, the gateway's CA
+    /// and address) and print its TOTP provisioning URI, once.
+    Enroll {
+        name: String,
+        /// The agent's profile (what it may dial, what it sees); none puts
+        /// it in the default queue.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Where to write the bundle (mode 0600; must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Revoke an agent: a running gateway refuses its certificate within a
+    /// second and ends its session.
+    Revoke { name: String },
+    /// List enrolled agents.
+    List,
 }
 
 #[derive(clap::Args, Default)]
@@ -31,9 +96,8 @@ struct RunArgs {
     /// TOML configuration; the embedded defaults (loopback only) without it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Directory for state [default: $STATE_DIRECTORY, else ./tollgate-data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Subcommand)]
@@ -77,27 +141,95 @@ fn main() -> ExitCode {
             print!("{}", tollgate::config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::Agent(args) => match agent_command(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The configuration file, or the embedded defaults.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => Config::embedded().map_err(|e| format!("embedded defaults: {e}")),
+    }
+}
+
+fn agent_command(args: AgentArgs) -> Result<(), String> {
+    use tollgate::agent::store::Store;
+    let store = Store::new(&args.state.data_dir());
+    match args.command {
+        AgentCommand::Enroll { name, profile, out } => {
+            let config = load_config(args.config.as_deref())?;
+            if out.exists() {
+                return Err(format!("{}: exists; not overwriting", out.display()));
+            }
+            let sealer = args.state.sealer()?;
+            let e = store
+                .enroll(&sealer, &name, profile.as_deref(), &config.agents.address)
+                .map_err(|e| e.to_string())?;
+            if let Err(err) = tollgate::keys::write_private(&out, e.bundle.as_bytes(), false) {
+                // Without its bundle the enrolment is useless: undo it.
+                let _ = store.revoke(&name);
+                return Err(format!("{}: {err}", out.display()));
+            }
+            eprintln!(
+                "enrolled {name:?}{}; bundle written to {} (give it to the agent only)",
+                profile
+                    .map(|p| format!(" with profile {p:?}"))
+                    .unwrap_or_default(),
+                out.display()
+            );
+            eprintln!("TOTP provisioning URI (shown once; scan it into an authenticator app):");
+            println!("{}", e.otp_uri.as_str());
+            Ok(())
+        }
+        AgentCommand::Revoke { name } => {
+            store.revoke(&name).map_err(|e| e.to_string())?;
+            eprintln!("revoked {name:?}");
+            Ok(())
+        }
+        AgentCommand::List => {
+            let agents = store.load().map_err(|e| e.to_string())?;
+            println!(
+                "{:<24} {:<16} {:<10} {:<20} fingerprint",
+                "name", "profile", "state", "enrolled"
+            );
+            for a in agents {
+                let when = time::OffsetDateTime::from_unix_timestamp(a.enrolled as i64)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:<16} {:<10} {:<20} {}",
+                    a.name,
+                    a.profile.as_deref().unwrap_or("-"),
+                    if a.active() { "active" } else { "revoked" },
+                    when,
+                    &a.fingerprint[..16.min(a.fingerprint.len())]
+                );
+            }
+            Ok(())
+        }
     }
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("{}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => match Config::embedded() {
-            Ok(c) => c,
-            Err(e) => {
-                error!("embedded defaults: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let data_dir = tollgate::config::data_dir(args.data_dir);
+    let data_dir = args.state.data_dir();
     if let Err(e) = std::fs::create_dir_all(&data_dir) {
         error!(
             "cannot create the data directory {}: {e}",

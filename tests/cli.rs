@@ -1,4 +1,5 @@
-//! The `tollgate` command's own interface: version, help, config checks.
+//! The `tollgate` command's own interface: version, help, config checks,
+//! agent enrolment.
 
 use std::process::Command;
 
@@ -24,7 +25,7 @@ fn version_and_help() {
     );
     let (code, out, _) = tollgate(&["--help"]);
     assert_eq!(code, 0);
-    for word in ["run", "config"] {
+    for word in ["run", "config", "agent"] {
         assert!(out.contains(word), "help lists {word}: {out}");
     }
 }
@@ -56,5 +57,104 @@ fn config_check_says_what_is_wrong_and_where() {
     let (code, _, err) = tollgate(&["config", "check", "/nonexistent/tollgate.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("No such file"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn agent_enroll_list_revoke_without_a_gateway() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let data = dir.join("data");
+    let key = dir.join("master.key");
+    std::fs::write(&key, "42".repeat(32)).expect("key");
+    let s = |p: &std::path::Path| p.to_str().expect("utf8").to_string();
+    let state = [
+        "--data-dir".to_string(),
+        s(&data),
+        "--master-key".into(),
+        s(&key),
+    ];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = vec!["agent"];
+        args.extend(extra);
+        args.extend(state.iter().map(String::as_str));
+        tollgate(&args)
+    };
+    let bundle = dir.join("alice.toml");
+    let (code, out, err) = run(&[
+        "enroll",
+        "alice",
+        "--profile",
+        "sales",
+        "--out",
+        &s(&bundle),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let uri = out.trim();
+    assert!(
+        uri.starts_with("otpauth://totp/Tollgate:alice?secret="),
+        "{out}"
+    );
+    // The bundle is private and holds what the agent needs.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&bundle).expect("bundle");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&bundle).expect("read");
+    for want in [
+        "gateway = \"127.0.0.1:4433\"",
+        "BEGIN CERTIFICATE",
+        "PRIVATE KEY",
+    ] {
+        assert!(text.contains(want), "bundle lacks {want}");
+    }
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .expect("secret");
+    assert!(
+        !text.contains(secret),
+        "the TOTP secret is not in the bundle"
+    );
+    // Nothing in the data directory holds the CA key or the secret in clear.
+    for entry in std::fs::read_dir(data.join("agents")).expect("agents dir") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        let t = String::from_utf8_lossy(&bytes);
+        assert!(!t.contains("PRIVATE KEY") && !t.contains(secret));
+    }
+    // Not twice, and never over an existing file.
+    let (code, _, err) = run(&["enroll", "alice", "--out", &s(&dir.join("again.toml"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("enrolled already"), "{err}");
+    let (code, _, err) = run(&["enroll", "bob", "--out", &s(&bundle)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, 0);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("alice"))
+        .expect("alice listed");
+    assert!(line.contains("sales") && line.contains("active"), "{line}");
+
+    let (code, _, err) = run(&["revoke", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("alice") && l.contains("revoked")),
+        "{out}"
+    );
+    let (code, _, err) = run(&["revoke", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no enrolled agent named \"nobody\""), "{err}");
+
+    // Another master key cannot use this CA.
+    std::fs::write(&key, "43".repeat(32)).expect("key");
+    let (code, _, err) = run(&["enroll", "carol", "--out", &s(&dir.join("carol.toml"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("another master key"), "{err}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -25,10 +25,10 @@ const LAST_ROC: u32 = ((FIRST_SEQ as usize + PACKETS - 1) >> 16) as u32;
 /// some header extensions, some marker bits.
 fn rtp_packet(i: usize) -> Vec<u8> {
     let seq = FIRST_SEQ.wrapping_add(i as u16);
-    let csrcs = if i % 7 == 0 { 2 } else { 0 };
-    let ext = i % 11 == 0;
+    let csrcs = if i.is_multiple_of(7) { 2 } else { 0 };
+    let ext = i.is_multiple_of(11);
     let mut p = vec![0x80 | csrcs as u8 | if ext { 0x10 } else { 0 }];
-    p.push(if i % 50 == 0 { 0x80 } else { 0 });
+    p.push(if i.is_multiple_of(50) { 0x80 } else { 0 });
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&((i as u32).wrapping_mul(160)).to_be_bytes());
     p.extend_from_slice(&SSRC.to_be_bytes());

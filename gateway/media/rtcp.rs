@@ -447,7 +447,7 @@ impl<'a> RtcpWriter<'a> {
         if count > 31 {
             return Err(RtcpError::TooMany);
         }
-        debug_assert!(body % 4 == 0);
+        debug_assert!(body.is_multiple_of(4));
         let total = 4 + body;
         let end = self.len + total;
         let out = self

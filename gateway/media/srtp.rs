@@ -20,7 +20,7 @@
 //! and only then the AEAD or HMAC. A sender also refuses to seal an index
 //! twice, since that would reuse a GCM nonce or a counter-mode keystream.
 
-mod aead;
+pub mod aead;
 mod cm;
 pub mod kdf;
 
