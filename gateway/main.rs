@@ -237,7 +237,13 @@ fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let _ = config;
+    let sealer = match args.state.sealer() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let suites = match tollgate::media::selftest::run() {
         Ok(s) => s,
         Err(e) => {
@@ -263,7 +269,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config)) {
+    match rt.block_on(serve(config, data_dir, sealer)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -276,7 +282,11 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 /// Binds every listener, says what is served, and runs until a signal.
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    data_dir: PathBuf,
+    sealer: tollgate::keys::Sealer,
+) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use tollgate::admin::http::{self, AdminState};
@@ -351,14 +361,29 @@ async fn serve(config: Config) -> Result<(), String> {
         numbers = %config.routes.iter().map(|r| r.number.as_str()).collect::<Vec<_>>().join(" "),
         "serving SIP trunks"
     );
+    let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
+    let agents = tollgate::agent::server::AgentServer::bind(
+        &config.agents,
+        data_dir,
+        sealer,
+        metrics.clone(),
+        agent_tx,
+    )
+    .map_err(|e| format!("agents: {e}"))?;
+    info!(
+        quic = %agents.local_addr,
+        bundles = %config.agents.address,
+        "serving agents (QUIC, client certificate + TOTP)"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
-    let core = tokio::spawn(core.run(inbound_rx, stop_rx));
+    let core = tokio::spawn(core.run(inbound_rx, agent_rx, stop_rx));
     admin.ready.store(true, Ordering::Release);
     shutdown_signal().await;
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);
     let _ = core.await;
+    agents.close();
     Ok(())
 }
 

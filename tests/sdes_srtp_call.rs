@@ -25,6 +25,8 @@ tcp = []
 rtp_ports = "57000-57999"
 [admin]
 listen = "127.0.0.1:16001"
+[agents]
+listen = "127.0.0.1:16002"
 [[trunk]]
 name = "secure"
 peers = ["127.0.0.0/8"]

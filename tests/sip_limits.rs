@@ -41,6 +41,8 @@ max_message_size = 2048
 rtp_ports = "56000-56999"
 [admin]
 listen = "127.0.0.1:15901"
+[agents]
+listen = "127.0.0.1:15902"
 [[trunk]]
 name = "loopback"
 peers = ["127.0.0.0/8"]

@@ -33,6 +33,8 @@ partial_message_timeout_ms = 1000
 rtp_ports = "53000-53999"
 [admin]
 listen = "127.0.0.1:15601"
+[agents]
+listen = "127.0.0.1:15602"
 [[trunk]]
 name = "loopback"
 peers = ["127.0.0.0/8"]

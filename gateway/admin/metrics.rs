@@ -47,7 +47,27 @@ pub struct Metrics {
     pub rtp_jitter_seconds: Histogram,
     /// Fraction of packets lost per call leg at its end.
     pub rtp_loss_ratio: Histogram,
+    /// Agents logged in now.
+    pub agents_connected: IntGauge,
+    /// Failed agent logins by reason (`no_certificate`, `unknown_ca`,
+    /// `revoked`, `bad_otp`, `locked_out`, `protocol`, `handshake`, ...).
+    pub agent_auth_failures: IntCounterVec,
+    /// Agent sessions ended by the gateway for a protocol error, by reason.
+    pub agent_protocol_errors: IntCounterVec,
 }
+
+/// Every reason [`Metrics::agent_auth_failures`] counts.
+pub const AUTH_FAILURES: [&str; 9] = [
+    "no_certificate",
+    "unknown_ca",
+    "revoked",
+    "unknown_agent",
+    "bad_otp",
+    "locked_out",
+    "protocol",
+    "timeout",
+    "handshake",
+];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -157,6 +177,17 @@ impl Metrics {
                 "Fraction of packets lost on each received stream at its end.",
                 vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
             )?,
+            agents_connected: gauge("agents_connected", "Agents logged in over QUIC.")?,
+            agent_auth_failures: counter_vec(
+                "agent_auth_failures_total",
+                "Failed agent logins, by reason.",
+                &["reason"],
+            )?,
+            agent_protocol_errors: counter_vec(
+                "agent_protocol_errors_total",
+                "Agent sessions ended for a protocol error, by reason.",
+                &["reason"],
+            )?,
             registry,
         })
     }
@@ -183,6 +214,9 @@ impl Metrics {
         }
         for o in ["answered", "cancelled", "rejected", "failed"] {
             self.calls_total.with_label_values(&[o]);
+        }
+        for r in AUTH_FAILURES {
+            self.agent_auth_failures.with_label_values(&[r]);
         }
     }
 }

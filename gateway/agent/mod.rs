@@ -1,10 +1,18 @@
 //! Agents: the QUIC side of the gateway.
 //!
 //! - [`pki`]: the appliance's CA, agents' and the server's certificates;
-//! - [`totp`]: the second factor;
+//! - [`totp`]: the second factor; [`guard`]: lockouts after failures;
 //! - [`store`]: enrolled agents (enrol, revoke, list), shared by the CLI
-//!   and a running gateway.
+//!   and a running gateway;
+//! - [`protocol`]: the control protocol and media datagram framing
+//!   (specified in `PROTOCOL.md`);
+//! - [`server`]: the QUIC listener and sessions; [`client`]: the agent
+//!   side, for the headless softphone and tests.
 
+pub mod client;
+pub mod guard;
 pub mod pki;
+pub mod protocol;
+pub mod server;
 pub mod store;
 pub mod totp;

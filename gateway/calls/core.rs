@@ -19,6 +19,7 @@ use super::keepalive::TrunkState;
 use super::media::Control;
 use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
+use crate::agent::server::AgentEvent;
 use crate::config::Config;
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
@@ -122,6 +123,8 @@ pub struct Core {
     pub(super) outbound: HashMap<Vec<u8>, Vec<u8>>,
     pub(super) timers: TimerConfig,
     pub(super) trunks: Vec<TrunkState>,
+    /// Logged-in agents.
+    pub(super) agents: super::agents::Agents,
 }
 
 impl Core {
@@ -182,6 +185,7 @@ impl Core {
             outbound: HashMap::new(),
             calls_started: 0,
             ok_retransmissions: 0,
+            agents: super::agents::Agents::default(),
         }
     }
 
@@ -189,6 +193,7 @@ impl Core {
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut agent_events: mpsc::Receiver<AgentEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -202,6 +207,10 @@ impl Core {
             tokio::select! {
                 msg = inbound.recv() => match msg {
                     Some(m) => self.on_inbound(m, Instant::now()),
+                    None => break,
+                },
+                ev = agent_events.recv() => match ev {
+                    Some(e) => self.on_agent_event(e, Instant::now()),
                     None => break,
                 },
                 () = sleep => self.on_timer(Instant::now()),

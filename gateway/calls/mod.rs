@@ -8,6 +8,7 @@
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
 //! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports.
 
+mod agents;
 mod bridge;
 pub mod core;
 mod inbound;

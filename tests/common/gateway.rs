@@ -16,8 +16,8 @@ pub struct Gateway {
     pub dir: PathBuf,
 }
 
-/// Ports for one test's gateway: SIP on `base`, admin on `base + 1`, RTP
-/// in `rtp..rtp + 999`.
+/// Ports for one test's gateway: SIP on `base`, admin on `base + 1`,
+/// agents' QUIC on `base + 2`, RTP in `rtp..rtp + 999`.
 pub fn config(base: u16, rtp: u16, t1_ms: u64, extra: &str) -> String {
     format!(
         r#"
@@ -32,6 +32,9 @@ rtp_ports = "{rtp}-{rtp_end}"
 
 [admin]
 listen = "127.0.0.1:{admin}"
+
+[agents]
+listen = "127.0.0.1:{agents}"
 
 [[trunk]]
 name = "loopback"
@@ -62,6 +65,7 @@ hangup_ms = 700
 {extra}
 "#,
         admin = base + 1,
+        agents = base + 2,
         rtp_end = rtp + 999,
     )
 }

@@ -1,0 +1,672 @@
+//! The agents' QUIC listener: TLS 1.3 with a client certificate from the
+//! appliance's CA, then a TOTP code in the first control message.
+//!
+//! - The TLS verifier accepts only certificates of enrolled, unrevoked
+//!   agents, read from the registry that [`super::store::Watch`] reloads
+//!   every 250 ms; a revocation also closes that agent's live session.
+//! - A handshake failure is counted by the TLS alert it caused (no
+//!   certificate, unknown CA, revoked, unknown agent) and as a strike
+//!   against the source address; a wrong TOTP is a strike against both the
+//!   agent and the source. Locked-out sources are refused before any
+//!   cryptography.
+//! - Each session has one control stream. Pings are answered here; every
+//!   other message goes to the call core as an [`AgentEvent`], and the core
+//!   answers through the session's [`Link`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::guard::Lockout;
+use super::pki::{fingerprint, Ca};
+use super::protocol::{self, close, ClientMsg, Decoder, ServerMsg};
+use super::store::{Agent, Watch};
+use super::totp;
+use crate::admin::metrics::Metrics;
+use crate::config::Agents as AgentsConfig;
+use crate::keys::Sealer;
+
+/// How long a new connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the registry file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// Queued messages to one agent before its session is ended as stuck.
+const LINK_QUEUE: usize = 256;
+
+/// What a session tells the call core.
+#[derive(Debug)]
+pub enum AgentEvent {
+    Up {
+        session: u64,
+        agent: String,
+        profile: Option<String>,
+        link: Link,
+    },
+    Message {
+        session: u64,
+        msg: ClientMsg,
+    },
+    Down {
+        session: u64,
+    },
+}
+
+/// The core's handle on a session: control messages and media datagrams.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub conn: quinn::Connection,
+    tx: mpsc::Sender<ServerMsg>,
+}
+
+impl Link {
+    /// Queues a control message; false if the session is gone or stuck
+    /// (then it is closed).
+    pub fn send(&self, msg: ServerMsg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.conn
+                    .close(close::PROTOCOL.into(), b"control stream stalled");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// State shared by the accept loop, the verifier and the watcher.
+struct Shared {
+    /// Enrolments by certificate fingerprint.
+    agents: RwLock<HashMap<String, Agent>>,
+    watch: Mutex<Watch>,
+    sealer: Sealer,
+    metrics: Arc<Metrics>,
+    sources: Mutex<Lockout<IpAddr>>,
+    names: Mutex<Lockout<String>>,
+    /// The last TOTP step each agent used (a code works once).
+    steps: Mutex<HashMap<String, u64>>,
+    /// Live sessions: id to (agent name, fingerprint, connection).
+    sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
+}
+
+/// The TLS verifier: the CA's signature (webpki), then the registry.
+#[derive(Debug)]
+struct AgentVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    agents: Arc<SharedAgents>,
+}
+
+/// The verifier's view of [`Shared::agents`] (rustls wants `Debug`).
+struct SharedAgents(Arc<Shared>);
+
+impl std::fmt::Debug for SharedAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedAgents")
+    }
+}
+
+impl ClientCertVerifier for AgentVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let fp = fingerprint(end_entity);
+        let shared = &self.agents.0;
+        let known = |shared: &Shared| {
+            shared
+                .agents
+                .read()
+                .ok()
+                .and_then(|a| a.get(&fp).map(Agent::active))
+        };
+        // A certificate of our CA that we do not know yet may be a fresh
+        // enrolment: read the registry now rather than at the next poll.
+        let state = known(shared).or_else(|| {
+            shared.refresh();
+            known(shared)
+        });
+        match state {
+            Some(true) => Ok(ClientCertVerified::assertion()),
+            Some(false) => Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The QUIC transport settings both ends use: datagrams on, one control
+/// stream, keep-alives well inside the idle timeout that declares a peer
+/// gone.
+pub fn transport_config(drop_after: Duration) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(Some(256 * 1024))
+        .datagram_send_buffer_size(256 * 1024)
+        .keep_alive_interval(Some(drop_after / 4))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(drop_after).ok());
+    t
+}
+
+/// The rustls provider everything agent-side uses (ring, as elsewhere).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A running agents listener.
+pub struct AgentServer {
+    pub local_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+}
+
+impl AgentServer {
+    /// Opens the CA, loads the registry and binds the listener. Sessions
+    /// report to `events`.
+    pub fn bind(
+        cfg: &AgentsConfig,
+        data_dir: PathBuf,
+        sealer: Sealer,
+        metrics: Arc<Metrics>,
+        events: mpsc::Sender<AgentEvent>,
+    ) -> Result<Self, String> {
+        let store = super::store::Store::new(&data_dir);
+        let ca = Ca::open_or_create(store.dir(), &sealer).map_err(|e| e.to_string())?;
+        let mut watch = Watch::new(&data_dir);
+        let initial = match watch.poll() {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => Vec::new(),
+        };
+        let shared = Arc::new(Shared {
+            agents: RwLock::new(by_fingerprint(initial)),
+            watch: Mutex::new(watch),
+            sealer,
+            metrics,
+            sources: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
+            names: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
+            steps: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.cert_der().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("agent CA: {e}"))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| format!("agent CA: {e}"))?;
+        let verifier = Arc::new(AgentVerifier {
+            inner,
+            agents: Arc::new(SharedAgents(shared.clone())),
+        });
+        let (cert, key) = ca.issue_server().map_err(|e| e.to_string())?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert], key)
+            .map_err(|e| format!("server certificate: {e}"))?;
+        tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+        tls.max_early_data_size = 0;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| format!("QUIC TLS: {e}"))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport_config(cfg.drop_after)));
+        let endpoint = quinn::Endpoint::server(server, cfg.listen)
+            .map_err(|e| format!("agents listener {}: {e}", cfg.listen))?;
+        let local_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+        tokio::spawn(watch_registry(shared.clone()));
+        tokio::spawn(accept_loop(endpoint.clone(), shared, events));
+        Ok(Self {
+            local_addr,
+            endpoint,
+        })
+    }
+
+    /// Closes every session and the listener.
+    pub fn close(&self) {
+        self.endpoint
+            .close(close::SHUTDOWN.into(), b"gateway stopping");
+    }
+}
+
+fn by_fingerprint(agents: Vec<Agent>) -> HashMap<String, Agent> {
+    agents
+        .into_iter()
+        .map(|a| (a.fingerprint.clone(), a))
+        .collect()
+}
+
+/// Polls the registry for changes.
+async fn watch_registry(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.refresh();
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<AgentEvent>,
+) {
+    let mut next_session = 0u64;
+    while let Some(incoming) = endpoint.accept().await {
+        let source = incoming.remote_address().ip();
+        let locked = shared
+            .sources
+            .lock()
+            .map(|mut l| l.locked(&source, Instant::now()))
+            .unwrap_or(true);
+        if locked {
+            shared.fail_count("locked_out");
+            incoming.refuse();
+            continue;
+        }
+        next_session += 1;
+        let session = next_session;
+        let shared = shared.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    let reason = handshake_failure(&e);
+                    debug!(%source, reason, "agent handshake failed");
+                    shared.fail_count(reason);
+                    shared.strike_source(source);
+                    return;
+                }
+            };
+            run_session(session, conn, &shared, &events).await;
+        });
+    }
+}
+
+/// The metrics reason for a failed handshake, from the TLS alert it sent.
+fn handshake_failure(e: &quinn::ConnectionError) -> &'static str {
+    let quinn::ConnectionError::TransportError(t) = e else {
+        return "handshake";
+    };
+    match u64::from(t.code) {
+        // TLS alerts are 0x100 + the alert number (RFC 9001 section 4.8).
+        0x174 => "no_certificate", // certificate_required (116)
+        0x130 => "unknown_ca",     // unknown_ca (48)
+        0x12c => "revoked",        // certificate_revoked (44)
+        0x131 => "unknown_agent",  // access_denied (49)
+        _ => "handshake",
+    }
+}
+
+impl Shared {
+    /// Reloads the registry if its file changed, and ends the sessions of
+    /// agents no longer enrolled or now revoked.
+    fn refresh(&self) {
+        let polled = match self.watch.lock() {
+            Ok(mut w) => w.poll(),
+            Err(_) => return,
+        };
+        let agents = match polled {
+            None => return,
+            Some(Ok(a)) => by_fingerprint(a),
+            Some(Err(e)) => {
+                warn!("agent registry: {e}; keeping the previous one");
+                return;
+            }
+        };
+        let revoked: Vec<quinn::Connection> = match self.sessions.lock() {
+            Ok(sessions) => sessions
+                .values()
+                .filter(|(_, fp, _)| !agents.get(fp).is_some_and(Agent::active))
+                .map(|(_, _, c)| c.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut a) = self.agents.write() {
+            *a = agents;
+        }
+        for c in revoked {
+            info!("agent revoked: closing its session");
+            c.close(close::REVOKED.into(), b"certificate revoked");
+        }
+    }
+
+    fn fail_count(&self, reason: &str) {
+        self.metrics
+            .agent_auth_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    fn strike_source(&self, source: IpAddr) {
+        if let Ok(mut l) = self.sources.lock() {
+            if l.fail(&source, Instant::now()) {
+                warn!(%source, "agent logins from this address locked out");
+            }
+        }
+    }
+}
+
+/// Ends a session that failed before login.
+fn refuse(conn: &quinn::Connection, shared: &Shared, reason: &str, code: u32, why: &str) {
+    shared.fail_count(reason);
+    conn.close(code.into(), why.as_bytes());
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn run_session(
+    session: u64,
+    conn: quinn::Connection,
+    shared: &Arc<Shared>,
+    events: &mpsc::Sender<AgentEvent>,
+) {
+    let source = conn.remote_address().ip();
+    let fp = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().map(|c| fingerprint(c)));
+    let agent = fp.and_then(|fp| shared.agents.read().ok()?.get(&fp).cloned());
+    let Some(agent) = agent.filter(Agent::active) else {
+        refuse(&conn, shared, "unknown_agent", close::AUTH, "unknown agent");
+        return;
+    };
+    let name = agent.name.clone();
+    let agent_locked = shared
+        .names
+        .lock()
+        .map(|mut l| l.locked(&name, Instant::now()))
+        .unwrap_or(true);
+    if agent_locked {
+        refuse(&conn, shared, "locked_out", close::LOCKED_OUT, "locked out");
+        return;
+    }
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let (send, mut recv) = conn.accept_bi().await.ok()?;
+        let mut dec = Decoder::default();
+        let mut buf = [0u8; 1024];
+        loop {
+            match dec.decode::<ClientMsg>() {
+                Ok(Some(m)) => return Some((send, recv, dec, Ok(m))),
+                Ok(None) => {}
+                Err(e) => return Some((send, recv, dec, Err(e))),
+            }
+            let n = recv.read(&mut buf).await.ok()??;
+            dec.push(&buf[..n]);
+        }
+    })
+    .await;
+    let Ok(Some((mut send, recv, dec, first))) = hello else {
+        refuse(&conn, shared, "timeout", close::PROTOCOL, "no hello");
+        return;
+    };
+    let otp = match first {
+        Ok(ClientMsg::Hello { version, otp, .. }) if version == protocol::VERSION => otp,
+        Ok(ClientMsg::Hello { .. }) => {
+            let _ = write_msg(
+                &mut send,
+                &ServerMsg::Error {
+                    code: "version".into(),
+                    message: format!("this gateway speaks version {}", protocol::VERSION),
+                    call: None,
+                },
+            )
+            .await;
+            refuse(
+                &conn,
+                shared,
+                "protocol",
+                close::PROTOCOL,
+                "unsupported version",
+            );
+            return;
+        }
+        _ => {
+            refuse(&conn, shared, "protocol", close::PROTOCOL, "expected hello");
+            return;
+        }
+    };
+    let step = {
+        let last = shared.steps.lock().ok().and_then(|s| s.get(&name).copied());
+        agent
+            .totp_secret(&shared.sealer)
+            .ok()
+            .and_then(|secret| totp::verify(&secret, &otp.0, unix_now(), last))
+    };
+    let Some(step) = step else {
+        shared.strike_source(source);
+        let locked = shared
+            .names
+            .lock()
+            .map(|mut l| l.fail(&name, Instant::now()))
+            .unwrap_or(true);
+        if locked {
+            warn!(agent = %name, "agent locked out after repeated failed logins");
+        }
+        let _ = write_msg(
+            &mut send,
+            &ServerMsg::Error {
+                code: "auth".into(),
+                message: "authentication failed".into(),
+                call: None,
+            },
+        )
+        .await;
+        refuse(
+            &conn,
+            shared,
+            "bad_otp",
+            close::AUTH,
+            "authentication failed",
+        );
+        return;
+    };
+    if let Ok(mut s) = shared.steps.lock() {
+        s.insert(name.clone(), step);
+    }
+    if let Ok(mut l) = shared.names.lock() {
+        l.succeed(&name);
+    }
+    if let Ok(mut l) = shared.sources.lock() {
+        l.succeed(&source);
+    }
+    // One session per agent: a new login replaces the old.
+    let replaced: Vec<quinn::Connection> = match shared.sessions.lock() {
+        Ok(mut s) => {
+            let old: Vec<u64> = s
+                .iter()
+                .filter(|(_, (n, _, _))| *n == name)
+                .map(|(id, _)| *id)
+                .collect();
+            let conns = old
+                .iter()
+                .filter_map(|id| s.remove(id).map(|(_, _, c)| c))
+                .collect();
+            s.insert(
+                session,
+                (name.clone(), agent.fingerprint.clone(), conn.clone()),
+            );
+            conns
+        }
+        Err(_) => Vec::new(),
+    };
+    for c in replaced {
+        c.close(close::REPLACED.into(), b"logged in elsewhere");
+    }
+    info!(agent = %name, %source, "agent logged in");
+    shared.metrics.agents_connected.inc();
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let link = Link {
+        conn: conn.clone(),
+        tx,
+    };
+    link.send(ServerMsg::Welcome {
+        version: protocol::VERSION,
+        agent: name.clone(),
+        profile: agent.profile.clone(),
+    });
+    let _ = events
+        .send(AgentEvent::Up {
+            session,
+            agent: name.clone(),
+            profile: agent.profile.clone(),
+            link: link.clone(),
+        })
+        .await;
+    let why = serve_session(session, &conn, send, recv, dec, rx, &link, events, shared).await;
+    if let Some((code, reason)) = why {
+        conn.close(code.into(), reason.as_bytes());
+    }
+    if let Ok(mut s) = shared.sessions.lock() {
+        s.remove(&session);
+    }
+    shared.metrics.agents_connected.dec();
+    let _ = events.send(AgentEvent::Down { session }).await;
+    info!(agent = %name, "agent session ended");
+}
+
+async fn write_msg(send: &mut quinn::SendStream, msg: &ServerMsg) -> Result<(), ()> {
+    let mut out = Vec::with_capacity(256);
+    protocol::encode(msg, &mut out);
+    send.write_all(&out).await.map_err(|_| ())
+}
+
+/// Runs a logged-in session until it ends; returns the close to send, if
+/// the gateway ends it.
+#[allow(clippy::too_many_arguments)]
+async fn serve_session(
+    session: u64,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut dec: Decoder,
+    mut rx: mpsc::Receiver<ServerMsg>,
+    link: &Link,
+    events: &mpsc::Sender<AgentEvent>,
+    shared: &Shared,
+) -> Option<(u32, String)> {
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        // Whatever is already decoded first.
+        loop {
+            match dec.decode::<ClientMsg>() {
+                Ok(None) => break,
+                Ok(Some(ClientMsg::Ping { id })) => {
+                    link.send(ServerMsg::Pong { id });
+                }
+                Ok(Some(ClientMsg::Hello { .. })) => {
+                    return protocol_error(shared, &mut send, "hello_again", "hello sent twice")
+                        .await;
+                }
+                Ok(Some(msg)) => {
+                    if events
+                        .send(AgentEvent::Message { session, msg })
+                        .await
+                        .is_err()
+                    {
+                        return Some((close::SHUTDOWN, "gateway stopping".into()));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    return protocol_error(shared, &mut send, e.reason(), &why).await;
+                }
+            }
+        }
+        tokio::select! {
+            r = recv.read(&mut buf) => match r {
+                Ok(Some(n)) => dec.push(&buf[..n]),
+                // The agent closed its side, or the connection went.
+                Ok(None) | Err(_) => return Some((close::DONE, "control stream closed".into())),
+            },
+            m = rx.recv() => {
+                let m = m?;
+                out.clear();
+                protocol::encode(&m, &mut out);
+                // Send what else is queued in the same write.
+                while let Ok(m) = rx.try_recv() {
+                    protocol::encode(&m, &mut out);
+                }
+                if send.write_all(&out).await.is_err() {
+                    return None;
+                }
+            }
+            _ = conn.closed() => return None,
+        }
+    }
+}
+
+/// Counts a protocol error and tells the agent; the caller closes with
+/// the same words (the close reason reaches the agent even if the stream
+/// write does not).
+async fn protocol_error(
+    shared: &Shared,
+    send: &mut quinn::SendStream,
+    reason: &str,
+    why: &str,
+) -> Option<(u32, String)> {
+    shared
+        .metrics
+        .agent_protocol_errors
+        .with_label_values(&[reason])
+        .inc();
+    let _ = write_msg(
+        send,
+        &ServerMsg::Error {
+            code: "protocol".into(),
+            message: why.to_string(),
+            call: None,
+        },
+    )
+    .await;
+    Some((close::PROTOCOL, why.to_string()))
+}
