@@ -18,4 +18,5 @@ pub mod number;
 mod outbound;
 mod ports;
 mod register;
+pub mod relay;
 pub mod tone;
