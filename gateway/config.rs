@@ -94,6 +94,35 @@ target = "tone"
 number = "ringing"
 target = "echo"
 ring_ms = 3000
+
+# Every other number: the default queue, which holds every agent enrolled
+# without a profile (the idle agent waiting longest gets the call).
+[[route]]
+number = "*"
+target = "queue:default"
+
+# Queues other than "default" name the agent profiles they hold:
+# [[queue]]
+# name = "sales"
+# profiles = ["sales"]
+# ring_s = 20          # offer each agent this long before the next
+
+# What agents of a profile may dial, when, and what they see:
+# [[profile]]
+# name = "sales"
+# allow = ["+44"]                  # number prefixes (E.164); default: all
+# deny = ["+449", "+4487"]         # premium rate, refused even if allowed
+# hours = "08:00-20:00"            # calling hours, in timezone
+# days = ["Mon", "Tue", "Wed", "Thu", "Fri"]
+# timezone = "Europe/London"
+# show_caller = "masked"           # or "full"
+# caller_id = "+442071234567"      # presented on calls out
+
+# Agents' calls out: the first prefix that matches picks the trunk; with no
+# [[dial]] entries, the first trunk with an address that is up.
+# [[dial]]
+# prefix = "+44"
+# trunk = "loopback"
 "#;
 
 /// Why a configuration was refused.
@@ -134,6 +163,111 @@ pub struct File {
     pub trunk: Vec<TrunkFile>,
     #[serde(default)]
     pub route: Vec<RouteFile>,
+    #[serde(default)]
+    pub queue: Vec<QueueFile>,
+    #[serde(default)]
+    pub profile: Vec<ProfileFile>,
+    #[serde(default)]
+    pub dial: Vec<DialFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub name: String,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default = "default_ring_s")]
+    pub ring_s: u64,
+}
+
+fn default_ring_s() -> u64 {
+    20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    pub name: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub hours: Option<String>,
+    #[serde(default)]
+    pub days: Vec<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub show_caller: Option<String>,
+    #[serde(default)]
+    pub caller_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialFile {
+    pub prefix: String,
+    pub trunk: String,
+}
+
+/// A queue of agents: those enrolled with one of `profiles` (the default
+/// queue: those without a profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub name: String,
+    pub profiles: Vec<String>,
+    /// How long each agent is offered a call before the next.
+    pub ring: std::time::Duration,
+}
+
+/// What agents of a profile may dial and see.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    /// Allowed E.164 prefixes (empty: all).
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Calling hours as minutes after midnight, [start, end).
+    pub hours: Option<(u16, u16)>,
+    /// Allowed weekdays, Monday = 0; empty: all.
+    pub days: Vec<u8>,
+    pub timezone: jiff::tz::TimeZone,
+    pub show_caller: bool,
+    pub caller_id: Option<String>,
+}
+
+/// Why a dial was refused by a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialRefused {
+    NotAllowed,
+    Denied,
+    OutsideHours,
+}
+
+impl Profile {
+    /// Checks an E.164 number at `now`.
+    pub fn check(&self, number: &str, now: jiff::Timestamp) -> Result<(), DialRefused> {
+        if self.deny.iter().any(|p| number.starts_with(p.as_str())) {
+            return Err(DialRefused::Denied);
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|p| number.starts_with(p.as_str())) {
+            return Err(DialRefused::NotAllowed);
+        }
+        let local = now.to_zoned(self.timezone.clone());
+        let day = local.weekday().to_monday_zero_offset() as u8;
+        if !self.days.is_empty() && !self.days.contains(&day) {
+            return Err(DialRefused::OutsideHours);
+        }
+        if let Some((start, end)) = self.hours {
+            let minute = local.hour() as u16 * 60 + local.minute() as u16;
+            if minute < start || minute >= end {
+                return Err(DialRefused::OutsideHours);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +480,10 @@ pub enum Target {
     Tone,
     /// Out another trunk (by index into [`Config::trunks`]).
     Trunk(usize),
+    /// To a queue of agents (by index into [`Config::queues`]).
+    Queue(usize),
+    /// To one agent, by name.
+    Agent(String),
 }
 
 /// A validated trunk.
@@ -399,8 +537,13 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub agents: Agents,
     pub trunks: Vec<Trunk>,
-    /// Routes in file order; the first match wins.
+    /// Routes in file order; an exact number first, then `*`.
     pub routes: Vec<Route>,
+    /// Queues; `default` is always there.
+    pub queues: Vec<Queue>,
+    pub profiles: Vec<Profile>,
+    /// Agents' dial plan: (E.164 prefix, trunk index), first match wins.
+    pub dial: Vec<(String, usize)>,
 }
 
 impl Config {
@@ -653,6 +796,72 @@ impl Config {
             });
         }
 
+        let mut profiles: Vec<Profile> = Vec::new();
+        for (i, p) in f.profile.iter().enumerate() {
+            profiles.push(validate_profile(i, p, &profiles)?);
+        }
+        let mut queues = vec![Queue {
+            name: "default".into(),
+            profiles: Vec::new(),
+            ring: std::time::Duration::from_secs(20),
+        }];
+        for (i, q) in f.queue.iter().enumerate() {
+            let at = format!("queue[{i}] {:?}", q.name);
+            if q.name.is_empty()
+                || !q
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(at, "name must be letters, digits, '-' or '_'"));
+            }
+            if !(1..=600).contains(&q.ring_s) {
+                return Err(invalid(format!("{at}: ring_s"), "1 to 600 seconds"));
+            }
+            for p in &q.profiles {
+                if !profiles.iter().any(|x| &x.name == p) {
+                    return Err(invalid(
+                        format!("{at}: profiles"),
+                        format!("no profile named {p:?}"),
+                    ));
+                }
+            }
+            let queue = Queue {
+                name: q.name.clone(),
+                profiles: q.profiles.clone(),
+                ring: std::time::Duration::from_secs(q.ring_s),
+            };
+            match queues.iter_mut().find(|x| x.name == q.name) {
+                // The default queue may be given its own settings.
+                Some(existing) if existing.name == "default" => *existing = queue,
+                Some(_) => return Err(invalid(at, "duplicate queue name")),
+                None => queues.push(queue),
+            }
+        }
+        let mut dial = Vec::new();
+        for (i, d) in f.dial.iter().enumerate() {
+            let at = format!("dial[{i}] {:?}", d.prefix);
+            if !d.prefix.starts_with('+') || !d.prefix[1..].bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(at, "prefix must be '+' and digits"));
+            }
+            let t = trunks
+                .iter()
+                .position(|x| x.name == d.trunk)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{at}: trunk"),
+                        format!("no trunk named {:?}", d.trunk),
+                    )
+                })?;
+            if trunks[t].address.is_none() {
+                return Err(invalid(
+                    format!("{at}: trunk"),
+                    "that trunk has no address to call",
+                ));
+            }
+            dial.push((d.prefix.clone(), t));
+        }
+
         let mut routes = Vec::new();
         for (i, r) in f.route.iter().enumerate() {
             let at = format!("route[{i}] {:?}", r.number);
@@ -662,16 +871,22 @@ impl Config {
             let target = match r.target.as_str() {
                 "echo" => Target::Echo,
                 "tone" => Target::Tone,
-                t => match t.strip_prefix("trunk:") {
-                    Some(name) => {
+                t => match t.split_once(':') {
+                    Some(("trunk", name)) => {
                         Target::Trunk(trunks.iter().position(|x| x.name == name).ok_or_else(
                             || invalid(format!("{at}: target"), format!("no trunk named {name:?}")),
                         )?)
                     }
-                    None => {
+                    Some(("queue", name)) => {
+                        Target::Queue(queues.iter().position(|x| x.name == name).ok_or_else(
+                            || invalid(format!("{at}: target"), format!("no queue named {name:?}")),
+                        )?)
+                    }
+                    Some(("agent", name)) if !name.is_empty() => Target::Agent(name.to_string()),
+                    _ => {
                         return Err(invalid(
                             format!("{at}: target"),
-                            format!("{t:?}: use echo, tone or trunk:NAME"),
+                            format!("{t:?}: use echo, tone, trunk:NAME, queue:NAME or agent:NAME"),
                         ))
                     }
                 },
@@ -727,6 +942,9 @@ impl Config {
             agents,
             trunks,
             routes,
+            queues,
+            profiles,
+            dial,
         })
     }
 
@@ -741,10 +959,125 @@ impl Config {
             .position(|t| t.peers.iter().any(|n| n.contains(&ip)))
     }
 
-    /// Where `number` is routed.
+    /// Where `number` is routed: its own route, else the `*` route.
     pub fn route(&self, number: &str) -> Option<&Route> {
+        self.exact_route(number)
+            .or_else(|| self.routes.iter().find(|r| r.number == "*"))
+    }
+
+    /// The route for exactly `number`, not the catch-all.
+    pub fn exact_route(&self, number: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.number == number)
     }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The trunk an agent's call to the E.164 `number` leaves by, from the
+    /// dial plan; `None` means "the first usable trunk".
+    pub fn dial_trunk(&self, number: &str) -> Option<usize> {
+        self.dial
+            .iter()
+            .find(|(p, _)| number.starts_with(p.as_str()))
+            .map(|(_, t)| *t)
+    }
+}
+
+fn validate_profile(i: usize, p: &ProfileFile, seen: &[Profile]) -> Result<Profile, ConfigError> {
+    let at = format!("profile[{i}] {:?}", p.name);
+    if p.name.is_empty()
+        || p.name.len() > 64
+        || !p
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            at,
+            "name must be 1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    if seen.iter().any(|x| x.name == p.name) {
+        return Err(invalid(at, "duplicate profile name"));
+    }
+    let prefixes = |list: &[String], key: &str| -> Result<Vec<String>, ConfigError> {
+        for (j, x) in list.iter().enumerate() {
+            if !x.starts_with('+') || !x[1..].bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("{at}: {key}[{j}]"),
+                    format!("{x:?} is not an E.164 prefix such as \"+44\""),
+                ));
+            }
+        }
+        Ok(list.to_vec())
+    };
+    let hours = match &p.hours {
+        None => None,
+        Some(h) => {
+            let hm = |s: &str| -> Option<u16> {
+                let (a, b) = s.trim().split_once(':')?;
+                let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+                (a <= 24 && b < 60 && a * 60 + b <= 1440).then_some(a * 60 + b)
+            };
+            let parsed = h
+                .split_once('-')
+                .and_then(|(a, b)| Some((hm(a)?, hm(b)?)))
+                .filter(|(a, b)| a < b);
+            Some(parsed.ok_or_else(|| {
+                invalid(
+                    format!("{at}: hours"),
+                    format!("{h:?}: use \"HH:MM-HH:MM\", start before end"),
+                )
+            })?)
+        }
+    };
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let days = p
+        .days
+        .iter()
+        .map(|d| {
+            DAYS.iter()
+                .position(|x| x.eq_ignore_ascii_case(d))
+                .map(|n| n as u8)
+                .ok_or_else(|| invalid(format!("{at}: days"), format!("{d:?}: use Mon ... Sun")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tz_name = p.timezone.as_deref().unwrap_or("UTC");
+    let timezone = jiff::tz::TimeZone::get(tz_name).map_err(|_| {
+        invalid(
+            format!("{at}: timezone"),
+            format!("{tz_name:?} is not a known time zone"),
+        )
+    })?;
+    let show_caller = match p.show_caller.as_deref() {
+        None | Some("masked") => false,
+        Some("full") => true,
+        Some(o) => {
+            return Err(invalid(
+                format!("{at}: show_caller"),
+                format!("{o:?}: use masked or full"),
+            ))
+        }
+    };
+    if let Some(c) = &p.caller_id {
+        if !c.starts_with('+') || c.len() < 4 || !c[1..].bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                format!("{at}: caller_id"),
+                "an E.164 number such as \"+442071234567\"",
+            ));
+        }
+    }
+    Ok(Profile {
+        name: p.name.clone(),
+        allow: prefixes(&p.allow, "allow")?,
+        deny: prefixes(&p.deny, "deny")?,
+        hours,
+        days,
+        timezone,
+        show_caller,
+        caller_id: p.caller_id.clone(),
+    })
 }
 
 fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {

@@ -89,6 +89,47 @@ enum AgentCommand {
     Revoke { name: String },
     /// List enrolled agents.
     List,
+    /// A headless softphone: log in with a bundle and a TOTP code, answer
+    /// or place calls, play and record WAV (8 kHz mono 16-bit), report
+    /// packets, loss, jitter and MOS per call.
+    Connect(ConnectArgs),
+}
+
+#[derive(clap::Args)]
+struct ConnectArgs {
+    /// The bundle `tollgate agent enroll` wrote.
+    #[arg(long, value_name = "FILE")]
+    identity: PathBuf,
+    /// The current TOTP code.
+    #[arg(
+        long,
+        value_name = "CODE",
+        conflicts_with = "otp_secret_file",
+        required_unless_present = "otp_secret_file"
+    )]
+    otp: Option<String>,
+    /// A file holding the TOTP secret (base32 or the otpauth:// URI), to
+    /// compute the code (for tests and load runs).
+    #[arg(long, value_name = "FILE")]
+    otp_secret_file: Option<PathBuf>,
+    /// Answer offered calls.
+    #[arg(long)]
+    auto_answer: bool,
+    /// Place calls to NUMBER.
+    #[arg(long, value_name = "NUMBER")]
+    dial: Option<String>,
+    /// Send this audio on each call.
+    #[arg(long, value_name = "WAV")]
+    play: Option<PathBuf>,
+    /// Record what is received (second call on: FILE-2.wav, ...).
+    #[arg(long, value_name = "WAV")]
+    record: Option<PathBuf>,
+    /// Hang up this many seconds after answer.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Stop after N calls.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    calls: u32,
 }
 
 #[derive(clap::Args, Default)]
@@ -188,6 +229,7 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
             println!("{}", e.otp_uri.as_str());
             Ok(())
         }
+        AgentCommand::Connect(c) => connect(c),
         AgentCommand::Revoke { name } => {
             store.revoke(&name).map_err(|e| e.to_string())?;
             eprintln!("revoked {name:?}");
@@ -219,6 +261,61 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn connect(c: ConnectArgs) -> Result<(), String> {
+    use tollgate::agent::{client::Client, phone, store::Bundle, totp, wav};
+    let bundle = Bundle::load(&c.identity)?;
+    let otp = match (&c.otp, &c.otp_secret_file) {
+        (Some(code), _) => zeroize::Zeroizing::new(code.clone()),
+        (None, Some(f)) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+            );
+            let secret = totp::Secret::parse(&text)
+                .ok_or_else(|| format!("{}: not a TOTP secret or otpauth:// URI", f.display()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            zeroize::Zeroizing::new(totp::code_at(&secret, now))
+        }
+        (None, None) => return Err("--otp or --otp-secret-file is required".into()),
+    };
+    let play = c.play.as_deref().map(wav::read).transpose()?;
+    let duration = match c.duration {
+        Some(d) if d.is_finite() && d > 0.0 && d < 86_400.0 => {
+            Some(std::time::Duration::from_secs_f64(d))
+        }
+        Some(_) => return Err("--duration must be between 0 and 86400 seconds".into()),
+        None => None,
+    };
+    let opts = phone::Options {
+        auto_answer: c.auto_answer,
+        dial: c.dial.clone(),
+        play,
+        record: c.record.clone(),
+        duration,
+        calls: c.calls,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let client = Client::connect(&bundle, &otp)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("logged in to {} as {:?}", bundle.gateway, client.agent);
+        let reports = phone::run(client, opts, |r| println!("{r}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if reports.iter().all(|r| r.answered) {
+            Ok(())
+        } else {
+            Err("a call was not answered".to_string())
+        }
+    })
 }
 
 fn run(args: RunArgs) -> ExitCode {

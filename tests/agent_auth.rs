@@ -6,9 +6,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::agent::agent_cli;
 use common::gateway::{config, Gateway};
 use tollgate::agent::client::{Client, ClientError, Identity, Options};
 use tollgate::agent::protocol::{ClientMsg, ServerMsg};
@@ -24,33 +24,10 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Runs `tollgate agent ...` against the gateway's state.
-fn agent_cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("agent")
-        .args(args)
-        .arg("--data-dir")
-        .arg(gw.dir.join("data"))
-        .arg("--config")
-        .arg(gw.dir.join("tollgate.toml"))
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Enrols `name`: its bundle and TOTP secret.
 fn enroll(gw: &Gateway, name: &str) -> (Bundle, Secret) {
-    let out = gw.dir.join(format!("{name}.toml"));
-    let (ok, uri, err) = agent_cli(gw, &["enroll", name, "--out", out.to_str().expect("utf8")]);
-    assert!(ok, "enroll {name}: {err}");
-    (
-        Bundle::load(&out).expect("bundle"),
-        Secret::parse(uri.trim()).expect("otpauth URI"),
-    )
+    let e = common::agent::enroll(gw, name, None);
+    (e.bundle, e.secret)
 }
 
 fn from(ip: [u8; 4]) -> Options {

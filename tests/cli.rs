@@ -40,7 +40,7 @@ fn config_check_says_what_is_wrong_and_where() {
     std::fs::write(&good, &default).expect("write");
     let (code, out, _) = tollgate(&["config", "check", good.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("valid (1 trunk(s), 3 route(s))"), "{out}");
+    assert!(out.contains("valid (1 trunk(s), 4 route(s))"), "{out}");
 
     let bad = dir.join("bad.toml");
     std::fs::write(

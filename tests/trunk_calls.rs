@@ -4,41 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-use common::gateway::{sipp, Gateway};
-
-const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+use common::gateway::{far_end_with, sipp, Gateway, PCAP};
 
 fn far_end(port: u16, messages: &std::path::Path, extra: &[&str]) -> Child {
     far_end_with("uas_answer.xml", port, messages, extra)
-}
-
-fn far_end_with(scenario: &str, port: u16, messages: &std::path::Path, extra: &[&str]) -> Child {
-    Command::new("sipp")
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(messages)
-        .args([
-            "-sf",
-            &format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
-        ])
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mp",
-            &(port + 2).to_string(),
-        ])
-        .args(["-key", "pcap", PCAP, "-nostdin", "-timeout", "60s"])
-        .args(extra)
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp runs")
 }
 
 const TRUNKS: &str = r#"

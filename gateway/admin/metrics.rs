@@ -49,11 +49,20 @@ pub struct Metrics {
     pub rtp_loss_ratio: Histogram,
     /// Agents logged in now.
     pub agents_connected: IntGauge,
+    /// Agents logged in, available and not on a call.
+    pub agents_available: IntGauge,
     /// Failed agent logins by reason (`no_certificate`, `unknown_ca`,
     /// `revoked`, `bad_otp`, `locked_out`, `protocol`, `handshake`, ...).
     pub agent_auth_failures: IntCounterVec,
     /// Agent sessions ended by the gateway for a protocol error, by reason.
     pub agent_protocol_errors: IntCounterVec,
+    /// Calls to and from agents that ended, by direction (`inbound`,
+    /// `outbound`) and outcome (`answered`, `rejected`, `no_answer`,
+    /// `refused`, `failed`, `cancelled`).
+    pub agent_calls: IntCounterVec,
+    /// Media datagrams to or from agents dropped, by reason (`too_large`,
+    /// `congestion`, `unknown_flow`).
+    pub agent_datagrams_dropped: IntCounterVec,
 }
 
 /// Every reason [`Metrics::agent_auth_failures`] counts.
@@ -178,6 +187,10 @@ impl Metrics {
                 vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
             )?,
             agents_connected: gauge("agents_connected", "Agents logged in over QUIC.")?,
+            agents_available: gauge(
+                "agents_available",
+                "Agents logged in, available and not on a call.",
+            )?,
             agent_auth_failures: counter_vec(
                 "agent_auth_failures_total",
                 "Failed agent logins, by reason.",
@@ -186,6 +199,16 @@ impl Metrics {
             agent_protocol_errors: counter_vec(
                 "agent_protocol_errors_total",
                 "Agent sessions ended for a protocol error, by reason.",
+                &["reason"],
+            )?,
+            agent_calls: counter_vec(
+                "agent_calls_total",
+                "Calls to and from agents that ended, by direction and outcome.",
+                &["direction", "outcome"],
+            )?,
+            agent_datagrams_dropped: counter_vec(
+                "agent_datagrams_dropped_total",
+                "Media datagrams to or from agents dropped, by reason.",
                 &["reason"],
             )?,
             registry,
@@ -217,6 +240,9 @@ impl Metrics {
         }
         for r in AUTH_FAILURES {
             self.agent_auth_failures.with_label_values(&[r]);
+        }
+        for r in ["too_large", "congestion", "unknown_flow"] {
+            self.agent_datagrams_dropped.with_label_values(&[r]);
         }
     }
 }

@@ -7,12 +7,15 @@
 //! - [`protocol`]: the control protocol and media datagram framing
 //!   (specified in `PROTOCOL.md`);
 //! - [`server`]: the QUIC listener and sessions; [`client`]: the agent
-//!   side, for the headless softphone and tests.
+//!   side; [`phone`] and [`wav`]: the headless softphone for tests, load
+//!   and smoke tests.
 
 pub mod client;
 pub mod guard;
+pub mod phone;
 pub mod pki;
 pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod totp;
+pub mod wav;

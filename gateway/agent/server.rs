@@ -66,9 +66,19 @@ pub enum AgentEvent {
 pub struct Link {
     pub conn: quinn::Connection,
     tx: mpsc::Sender<ServerMsg>,
+    flows: mpsc::Sender<(u64, mpsc::Sender<bytes::Bytes>)>,
 }
 
+/// Datagrams queued per call before the newest are dropped.
+pub const FLOW_QUEUE: usize = 64;
+
 impl Link {
+    /// Routes this session's datagrams for `flow` to `to` (the packet
+    /// after the flow identifier) until `to` closes.
+    pub fn add_flow(&self, flow: u64, to: mpsc::Sender<bytes::Bytes>) -> bool {
+        self.flows.try_send((flow, to)).is_ok()
+    }
+
     /// Queues a control message; false if the session is gone or stuck
     /// (then it is closed).
     pub fn send(&self, msg: ServerMsg) -> bool {
@@ -544,10 +554,17 @@ async fn run_session(
     info!(agent = %name, %source, "agent logged in");
     shared.metrics.agents_connected.inc();
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let (flows_tx, flows_rx) = mpsc::channel(LINK_QUEUE);
     let link = Link {
         conn: conn.clone(),
         tx,
+        flows: flows_tx,
     };
+    tokio::spawn(dispatch_datagrams(
+        conn.clone(),
+        flows_rx,
+        shared.metrics.clone(),
+    ));
     link.send(ServerMsg::Welcome {
         version: protocol::VERSION,
         agent: name.clone(),
@@ -571,6 +588,58 @@ async fn run_session(
     shared.metrics.agents_connected.dec();
     let _ = events.send(AgentEvent::Down { session }).await;
     info!(agent = %name, "agent session ended");
+}
+
+/// Hands each datagram of a session to its call's media task, by flow.
+/// A full queue drops the datagram (the media task is behind; audio is
+/// better late-dropped than queued), an unknown flow is counted.
+async fn dispatch_datagrams(
+    conn: quinn::Connection,
+    mut add: mpsc::Receiver<(u64, mpsc::Sender<bytes::Bytes>)>,
+    metrics: Arc<Metrics>,
+) {
+    let mut flows: HashMap<u64, mpsc::Sender<bytes::Bytes>> = HashMap::new();
+    let unknown = metrics
+        .agent_datagrams_dropped
+        .with_label_values(&["unknown_flow"]);
+    let congestion = metrics
+        .agent_datagrams_dropped
+        .with_label_values(&["congestion"]);
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => {
+                let Ok(d) = d else { break };
+                let Some((flow, n)) = protocol::get_varint(&d) else {
+                    unknown.inc();
+                    continue;
+                };
+                let delivered = match flows.get(&flow) {
+                    Some(tx) => match tx.try_send(d.slice(n..)) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            congestion.inc();
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            flows.remove(&flow);
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if !delivered {
+                    unknown.inc();
+                }
+            }
+            f = add.recv() => match f {
+                Some((flow, tx)) => {
+                    flows.retain(|_, t| !t.is_closed());
+                    flows.insert(flow, tx);
+                }
+                None => break,
+            },
+        }
+    }
 }
 
 async fn write_msg(send: &mut quinn::SendStream, msg: &ServerMsg) -> Result<(), ()> {

@@ -1,14 +1,32 @@
-//! Logged-in agents as the call core sees them: their sessions' links,
-//! profiles and availability, in login order.
+//! Calls between trunks and agents.
+//!
+//! Inbound: a number routed to a queue (or one agent) is offered to the
+//! available agent idle longest; the trunk hears 180 meanwhile. The agent's
+//! answer sends the 200 OK and starts the media task; a rejection, a ring
+//! timeout or the agent vanishing offers it to the next agent, and with
+//! none left the trunk gets 480. Either side's hang-up ends the other.
+//!
+//! Outbound: see [`super::agent_dial`].
+//!
+//! Numbers reach agents masked (last four digits) unless their profile
+//! shows them; logs name calls by counter only.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tracing::debug;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
 
-use super::core::Core;
-use crate::agent::protocol::{ClientMsg, ServerMsg};
-use crate::agent::server::{AgentEvent, Link};
+use super::agent_media::{self, AgentMedia};
+use super::core::{Core, State};
+use super::media::{rand_u32, Control};
+use super::relay::Relay;
+use crate::agent::protocol::{ClientMsg, Media, Secret, ServerMsg};
+use crate::agent::server::{AgentEvent, Link, FLOW_QUEUE};
+use crate::config::{Config, Target};
+use crate::media::leg::Leg;
+use crate::media::srtp::MasterKey;
+use crate::sip::sdp::Codec;
 
 /// One logged-in agent.
 pub(super) struct AgentSession {
@@ -18,6 +36,8 @@ pub(super) struct AgentSession {
     pub(super) available: bool,
     /// Since when the agent has been idle (for longest-idle routing).
     pub(super) idle_since: Instant,
+    /// The call the agent is on or being offered (its agent call number).
+    pub(super) call: Option<u64>,
 }
 
 /// Sessions by id.
@@ -26,7 +46,117 @@ pub(super) struct Agents {
     pub(super) sessions: HashMap<u64, AgentSession>,
 }
 
+/// The trunk side's media, held until an agent answers.
+pub(super) struct PendingMedia {
+    pub(super) rtp: tokio::net::UdpSocket,
+    pub(super) rtcp: Option<tokio::net::UdpSocket>,
+    pub(super) leg: Leg,
+    pub(super) remote_rtcp: std::net::SocketAddr,
+    pub(super) send: bool,
+    pub(super) control: mpsc::Receiver<Control>,
+}
+
+/// The agent side of an inbound call.
+pub(super) struct AgentLeg {
+    /// The number agents know the call by (also its media flow).
+    pub(super) call: u64,
+    pub(super) target: Target,
+    /// The agent offered or on the call.
+    pub(super) session: Option<u64>,
+    pub(super) tried: Vec<u64>,
+    pub(super) offer_until: Option<Instant>,
+    pub(super) answered: bool,
+    /// Why the agent's side ends, when the agent ended it.
+    pub(super) agent_reason: Option<&'static str>,
+    pub(super) caller: String,
+    pub(super) callee: String,
+    pub(super) codec: Codec,
+    pub(super) pt: u8,
+    pub(super) ptime: u16,
+    pub(super) dtmf_pt: Option<u8>,
+    pub(super) key: Option<MasterKey>,
+    pub(super) pending: Option<PendingMedia>,
+}
+
+/// Shows the last four digits only.
+pub fn mask(number: &str) -> String {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let mut left = digits.saturating_sub(4);
+    number
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() && left > 0 {
+                left -= 1;
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The agents a target may go to, in order: available, free, not yet
+/// tried, the one idle longest first.
+pub(super) fn pick(
+    agents: &Agents,
+    config: &Config,
+    target: &Target,
+    tried: &[u64],
+) -> Option<u64> {
+    agents
+        .sessions
+        .iter()
+        .filter(|(id, a)| a.available && a.call.is_none() && !tried.contains(id))
+        .filter(|(_, a)| match target {
+            Target::Agent(name) => &a.name == name,
+            Target::Queue(q) => config.queues.get(*q).is_some_and(|q| {
+                if q.profiles.is_empty() {
+                    a.profile.is_none()
+                } else {
+                    a.profile.as_ref().is_some_and(|p| q.profiles.contains(p))
+                }
+            }),
+            _ => false,
+        })
+        .min_by_key(|(id, a)| (a.idle_since, **id))
+        .map(|(id, _)| *id)
+}
+
+/// A call's media parameters for the agent, with a fresh key.
+pub(super) fn media_for(
+    flow: u64,
+    key: &MasterKey,
+    codec: Codec,
+    pt: u8,
+    ptime: u16,
+    dtmf_pt: Option<u8>,
+) -> Media {
+    use base64::Engine;
+    Media {
+        flow,
+        suite: key.suite().sdes_name().to_string(),
+        key: Secret(
+            base64::engine::general_purpose::STANDARD.encode(key.to_concatenated().as_slice()),
+        ),
+        codec: codec.name().to_string(),
+        pt,
+        ptime,
+        dtmf_pt,
+    }
+}
+
 impl Core {
+    /// Updates the available-agents gauge.
+    pub(super) fn count_available(&self) {
+        let n = self
+            .agents
+            .sessions
+            .values()
+            .filter(|a| a.available && a.call.is_none())
+            .count();
+        self.metrics.agents_available.set(n as i64);
+    }
+
     pub(super) fn on_agent_event(&mut self, e: AgentEvent, now: Instant) {
         match e {
             AgentEvent::Up {
@@ -35,7 +165,7 @@ impl Core {
                 profile,
                 link,
             } => {
-                debug!(session, agent = %agent, profile = ?profile, "agent up");
+                debug!(session, agent = %agent, "agent up");
                 self.agents.sessions.insert(
                     session,
                     AgentSession {
@@ -44,22 +174,36 @@ impl Core {
                         link,
                         available: false,
                         idle_since: now,
+                        call: None,
                     },
                 );
             }
             AgentEvent::Down { session } => {
-                if let Some(a) = self.agents.sessions.remove(&session) {
-                    debug!(session, agent = %a.name, profile = ?a.profile, "agent down");
+                let Some(a) = self.agents.sessions.remove(&session) else {
+                    return;
+                };
+                debug!(session, agent = %a.name, "agent down");
+                if let Some(call) = a.call {
+                    self.agent_gone(call, now);
                 }
             }
             AgentEvent::Message { session, msg } => self.on_agent_message(session, msg, now),
         }
     }
 
+    /// The SIP Call-ID of the inbound call agents know as `call`.
+    fn inbound_by_agent_call(&self, call: u64) -> Option<Vec<u8>> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.agent.as_ref().is_some_and(|a| a.call == call))
+            .map(|(id, _)| id.clone())
+    }
+
     fn on_agent_message(&mut self, session: u64, msg: ClientMsg, now: Instant) {
         let Some(a) = self.agents.sessions.get_mut(&session) else {
             return;
         };
+        let mine = |call: u64| a.call == Some(call);
         match msg {
             ClientMsg::Available { available } => {
                 if available && !a.available {
@@ -67,25 +211,299 @@ impl Core {
                 }
                 a.available = available;
             }
+            ClientMsg::Dial { number } => self.agent_dial(session, &number, now),
+            ClientMsg::Answer { call } if mine(call) => self.agent_answer(session, call, now),
+            ClientMsg::Reject { call } if mine(call) => self.agent_refused(call, "rejected", now),
+            ClientMsg::Hangup { call } if mine(call) => self.agent_hangup(call, now),
+            ClientMsg::Hold { call, hold } if mine(call) => {
+                let media = match self.inbound_by_agent_call(call) {
+                    Some(id) => self.calls.get(&id).map(|c| c.media.clone()),
+                    None => self.agent_out_media(call),
+                };
+                if let Some(m) = media {
+                    let _ = m.try_send(Control::Hold(hold));
+                }
+                if let Some(a) = self.agents.sessions.get(&session) {
+                    a.link.send(ServerMsg::Held { call, hold });
+                }
+            }
             ClientMsg::Answer { call }
             | ClientMsg::Reject { call }
             | ClientMsg::Hold { call, .. }
             | ClientMsg::Dtmf { call, .. }
             | ClientMsg::Hangup { call } => {
+                let (code, message) = if mine(call) {
+                    ("not_supported", "DTMF from agents is not supported yet")
+                } else {
+                    ("no_such_call", "no such call")
+                };
                 a.link.send(ServerMsg::Error {
-                    code: "no_such_call".into(),
-                    message: "no such call".into(),
+                    code: code.into(),
+                    message: message.into(),
                     call: Some(call),
-                });
-            }
-            ClientMsg::Dial { .. } => {
-                a.link.send(ServerMsg::Error {
-                    code: "unavailable".into(),
-                    message: "dialling out is not enabled yet".into(),
-                    call: None,
                 });
             }
             ClientMsg::Hello { .. } | ClientMsg::Ping { .. } => {}
         }
+    }
+
+    /// Offers the inbound call `call_id` to the next agent, or refuses it
+    /// with 480 when there is none.
+    pub(super) fn offer_call(&mut self, call_id: &[u8], now: Instant) {
+        let suite = self.config.agents.suite;
+        let Some(c) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let Some(leg) = c.agent.as_mut() else {
+            return;
+        };
+        let Some(session) = pick(&self.agents, &self.config, &leg.target, &leg.tried) else {
+            info!(call = c.n, "no agent available: 480");
+            self.metrics
+                .agent_calls
+                .with_label_values(&["inbound", "no_answer"])
+                .inc();
+            let (key, invite, tag) = (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone());
+            if let Ok((inv, _)) = crate::sip::message::Message::parse(
+                &invite,
+                crate::sip::message::Framing::Stream,
+                &self.config.limits,
+            ) {
+                self.respond(
+                    &key,
+                    &inv,
+                    super::core::Reply::new(480, "Temporarily Unavailable").tag(tag.as_bytes()),
+                    now,
+                );
+            }
+            self.end_call(call_id, "rejected");
+            return;
+        };
+        let Ok(key) = MasterKey::random(suite) else {
+            return;
+        };
+        let ring = match &leg.target {
+            Target::Queue(q) => self.config.queues.get(*q).map(|q| q.ring),
+            _ => None,
+        }
+        .unwrap_or(std::time::Duration::from_secs(20));
+        let media = media_for(leg.call, &key, leg.codec, leg.pt, leg.ptime, leg.dtmf_pt);
+        leg.key = Some(key);
+        leg.session = Some(session);
+        leg.tried.push(session);
+        leg.offer_until = Some(now + ring);
+        let Some(a) = self.agents.sessions.get_mut(&session) else {
+            return;
+        };
+        let show = a
+            .profile
+            .as_deref()
+            .and_then(|p| self.config.profile(p))
+            .is_some_and(|p| p.show_caller);
+        a.call = Some(leg.call);
+        info!(call = c.n, agent = %a.name, "offered to agent");
+        a.link.send(ServerMsg::Offer {
+            call: leg.call,
+            caller: if show {
+                leg.caller.clone()
+            } else {
+                mask(&leg.caller)
+            },
+            callee: leg.callee.clone(),
+            media,
+        });
+    }
+
+    fn agent_answer(&mut self, session: u64, call: u64, now: Instant) {
+        let Some(call_id) = self.inbound_by_agent_call(call) else {
+            // Calls the agent placed are answered by the far end.
+            return;
+        };
+        let metrics = self.metrics.clone();
+        let Some(a) = self.agents.sessions.get(&session) else {
+            return;
+        };
+        let link = a.link.clone();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(leg) = c.agent.as_mut() else { return };
+        if leg.answered || leg.session != Some(session) || c.state != State::Ringing {
+            return;
+        }
+        let (Some(p), Some(key)) = (leg.pending.take(), leg.key.take()) else {
+            return;
+        };
+        let Ok(relay) = Relay::new(
+            p.leg,
+            &key,
+            call,
+            rand_u32(),
+            rand_u32() as u16,
+            (rand_u32(), rand_u32()),
+        ) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+        link.add_flow(call, tx);
+        tokio::spawn(agent_media::run(
+            AgentMedia {
+                rtp: p.rtp,
+                rtcp: p.rtcp,
+                remote_rtcp: p.remote_rtcp,
+                relay,
+                conn: link.conn.clone(),
+                datagrams: rx,
+                send: p.send,
+            },
+            p.control,
+            metrics,
+        ));
+        leg.answered = true;
+        leg.offer_until = None;
+        info!(call = c.n, "agent answered");
+        self.answer(&call_id, now);
+        link.send(ServerMsg::Answered { call });
+    }
+
+    /// The offered agent declined (or did not answer in time): the next.
+    fn agent_refused(&mut self, call: u64, why: &'static str, now: Instant) {
+        let Some(call_id) = self.inbound_by_agent_call(call) else {
+            self.agent_out_hangup(call, now);
+            return;
+        };
+        let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) else {
+            return;
+        };
+        if leg.answered {
+            return;
+        }
+        if let Some(s) = leg.session.take() {
+            if let Some(a) = self.agents.sessions.get_mut(&s) {
+                a.call = None;
+                a.idle_since = now;
+                a.link.send(ServerMsg::Ended {
+                    call,
+                    reason: why.into(),
+                });
+            }
+        }
+        self.offer_call(&call_id, now);
+    }
+
+    fn agent_hangup(&mut self, call: u64, now: Instant) {
+        let Some(call_id) = self.inbound_by_agent_call(call) else {
+            self.agent_out_hangup(call, now);
+            return;
+        };
+        let answered = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| c.agent.as_ref())
+            .is_some_and(|a| a.answered);
+        if !answered {
+            self.agent_refused(call, "rejected", now);
+            return;
+        }
+        if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
+            leg.agent_reason = Some("hangup");
+        }
+        self.send_bye(&call_id, now);
+        self.end_call(&call_id, "answered");
+    }
+
+    /// The agent on or offered `call` went away.
+    fn agent_gone(&mut self, call: u64, now: Instant) {
+        let Some(call_id) = self.inbound_by_agent_call(call) else {
+            self.agent_out_hangup(call, now);
+            return;
+        };
+        let answered = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| c.agent.as_ref())
+            .is_some_and(|a| a.answered);
+        if answered {
+            info!("agent gone mid-call: BYE to the trunk");
+            if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
+                leg.agent_reason = Some("agent_gone");
+            }
+            self.send_bye(&call_id, now);
+            self.end_call(&call_id, "answered");
+        } else {
+            if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
+                leg.session = None;
+            }
+            self.offer_call(&call_id, now);
+        }
+    }
+
+    /// Offers whose time ran out go to the next agent.
+    pub(super) fn agent_offers_due(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .calls
+            .values()
+            .filter_map(|c| c.agent.as_ref())
+            .filter(|a| a.offer_until.is_some_and(|t| t <= now))
+            .map(|a| a.call)
+            .collect();
+        for call in due {
+            self.agent_refused(call, "no_answer", now);
+        }
+    }
+
+    /// When the next offer times out.
+    pub(super) fn next_offer_deadline(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter_map(|c| c.agent.as_ref().and_then(|a| a.offer_until))
+            .min()
+    }
+
+    /// A call with an agent leg ended (from `end_call`): tell the agent and
+    /// free it.
+    pub(super) fn agent_leg_ended(&mut self, leg: &AgentLeg, outcome: &str, now: Instant) {
+        let reason = leg.agent_reason.unwrap_or(match outcome {
+            "cancelled" => "cancelled",
+            "rejected" => "no_answer",
+            _ => "remote_hangup",
+        });
+        let label = match (leg.answered, outcome) {
+            (true, _) => "answered",
+            (false, "cancelled") => "cancelled",
+            (false, "rejected") => "no_answer",
+            _ => "failed",
+        };
+        if label != "no_answer" {
+            self.metrics
+                .agent_calls
+                .with_label_values(&["inbound", label])
+                .inc();
+        }
+        let Some(s) = leg.session else { return };
+        if let Some(a) = self.agents.sessions.get_mut(&s) {
+            if a.call == Some(leg.call) {
+                a.call = None;
+                a.idle_since = now;
+            }
+            if leg.agent_reason != Some("agent_gone") {
+                a.link.send(ServerMsg::Ended {
+                    call: leg.call,
+                    reason: reason.into(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn masks_all_but_the_last_four_digits() {
+        assert_eq!(mask("+447700900123"), "+********0123");
+        assert_eq!(mask("0123"), "0123");
+        assert_eq!(mask("anonymous"), "anonymous");
     }
 }

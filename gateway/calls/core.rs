@@ -71,6 +71,8 @@ pub(super) struct Call {
     pub(super) port: u16,
     /// The outbound leg, for calls routed out another trunk.
     pub(super) bridge: Option<Box<super::outbound::Bridge>>,
+    /// The agent side, for calls routed to agents.
+    pub(super) agent: Option<Box<super::agents::AgentLeg>>,
 }
 
 /// A response the core sends on a server transaction.
@@ -125,6 +127,10 @@ pub struct Core {
     pub(super) trunks: Vec<TrunkState>,
     /// Logged-in agents.
     pub(super) agents: super::agents::Agents,
+    /// Calls agents placed, by agent call number.
+    pub(super) agent_out: HashMap<u64, super::agent_dial::AgentOut>,
+    /// Numbers calls as agents know them.
+    pub(super) agent_calls_started: u64,
 }
 
 impl Core {
@@ -186,6 +192,8 @@ impl Core {
             calls_started: 0,
             ok_retransmissions: 0,
             agents: super::agents::Agents::default(),
+            agent_out: HashMap::new(),
+            agent_calls_started: 0,
         }
     }
 
@@ -217,6 +225,7 @@ impl Core {
                 _ = shutdown.changed() => break,
             }
             self.pump(Instant::now());
+            self.count_available();
         }
         self.hang_up_all(Instant::now());
         self.pump(Instant::now());
@@ -247,6 +256,7 @@ impl Core {
             .into_iter()
             .chain(calls)
             .chain(probes)
+            .chain(self.next_offer_deadline())
             .min()
     }
 
@@ -381,7 +391,8 @@ impl Core {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
             Event::Response { key, code, bytes } => {
-                if !self.on_bridge_response(&key, code, &bytes, now)
+                if !self.on_agent_dial_response(&key, code, &bytes, now)
+                    && !self.on_bridge_response(&key, code, &bytes, now)
                     && !self.on_register_response(&key, code, &bytes, now)
                     && code >= 200
                 {
@@ -389,7 +400,10 @@ impl Core {
                 }
             }
             Event::TimedOut { key } => {
-                if !self.on_bridge_timeout(&key, now) && !self.on_register_timeout(&key, now) {
+                if !self.on_agent_dial_timeout(&key, now)
+                    && !self.on_bridge_timeout(&key, now)
+                    && !self.on_register_timeout(&key, now)
+                {
                     self.keepalive_lost(&key);
                 }
             }
@@ -450,7 +464,9 @@ impl Core {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
                     self.hang_up_far_end(&call_id, now);
                     self.end_call(&call_id, "answered");
-                } else if self.bye_from_far_end(&key, &m, &call_id, now) {
+                } else if self.bye_from_far_end(&key, &m, &call_id, now)
+                    || self.bye_to_agent_out(&key, &m, &call_id, now)
+                {
                     // The far end of a bridged call hung up.
                 } else {
                     self.respond(
@@ -586,6 +602,7 @@ impl Core {
 
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
+        self.agent_offers_due(now);
         self.probe_trunks(now);
         self.register_due(now);
         let due: Vec<Vec<u8>> = self
@@ -671,10 +688,14 @@ impl Core {
             self.metrics.calls_active.dec();
             self.metrics.calls_total.with_label_values(&[outcome]).inc();
             debug!(call = c.n, outcome, "call ended");
+            if let Some(a) = c.agent {
+                self.agent_leg_ended(&a, outcome, Instant::now());
+            }
         }
     }
 
     fn hang_up_all(&mut self, now: Instant) {
+        self.hang_up_agent_out(now);
         let ids: Vec<Vec<u8>> = self.calls.keys().cloned().collect();
         for id in ids {
             let state = self.calls.get(&id).map(|c| c.state);

@@ -42,7 +42,7 @@ impl Core {
         let normalized = normalize(&user, cc);
         let route = self
             .config
-            .route(&user)
+            .exact_route(&user)
             .or_else(|| self.config.route(&normalized))
             .cloned();
         self.calls_started += 1;
@@ -52,17 +52,29 @@ impl Core {
             self.reject_call(&key, m, 404, "Not Found", now);
             return;
         };
-        let (service, out_trunk) = match route.target {
-            Target::Echo => (Some(Service::Echo), None),
-            Target::Tone => (Some(Service::Tone), None),
+        let (service, out_trunk, to_agent) = match &route.target {
+            Target::Echo => (Some(Service::Echo), None, None),
+            Target::Tone => (Some(Service::Tone), None, None),
             Target::Trunk(t) => {
-                let usable = self.trunk_is_up(t);
+                let usable = self.trunk_is_up(*t);
                 if !usable {
                     info!(call = n, "outbound trunk down: 503");
                     self.reject_call(&key, m, 503, "Service Unavailable", now);
                     return;
                 }
-                (None, Some(t))
+                (None, Some(*t), None)
+            }
+            target @ (Target::Queue(_) | Target::Agent(_)) => {
+                if super::agents::pick(&self.agents, &self.config, target, &[]).is_none() {
+                    info!(call = n, "no agent available: 480");
+                    self.metrics
+                        .agent_calls
+                        .with_label_values(&["inbound", "no_answer"])
+                        .inc();
+                    self.reject_call(&key, m, 480, "Temporarily Unavailable", now);
+                    return;
+                }
+                (None, None, Some(target.clone()))
             }
         };
         if self.calls.len() >= MAX_CALLS {
@@ -90,6 +102,13 @@ impl Core {
             return;
         };
         let codecs = match (service, trunk.as_ref()) {
+            // Agents take G.711 (the softphone encodes it itself).
+            (None, t) if to_agent.is_some() => t
+                .map_or(&[Codec::Pcmu, Codec::Pcma][..], |t| &t.codecs[..])
+                .iter()
+                .copied()
+                .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+                .collect(),
             // Bridged: codecs the outbound trunk takes, in its order, among
             // those of the inbound trunk (no transcoding).
             (None, inbound) => {
@@ -176,55 +195,85 @@ impl Core {
             srtp,
         );
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        let bridge = match (service, out_trunk) {
-            (Some(service), _) => {
-                tokio::spawn(media::run(
-                    MediaSetup {
-                        rtp,
-                        rtcp,
-                        leg,
-                        remote_rtcp,
-                        service,
-                        codec: neg.codec,
-                        pt: neg.pt,
-                        ptime: neg.ptime,
-                        send: neg.direction.sends(),
-                    },
-                    ctl_rx,
-                    self.metrics.clone(),
-                ));
-                None
-            }
-            (None, t) => {
-                let caller = head
-                    .from
-                    .uri
-                    .sip()
-                    .and_then(|u| u.user)
-                    .map(|u| normalize(&String::from_utf8_lossy(u), cc))
-                    .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
-                    .unwrap_or_else(|| "anonymous".into());
-                let out = super::outbound::Outgoing {
-                    trunk: t.unwrap_or(0),
-                    number: &normalized,
-                    caller: &caller,
-                    neg: &neg,
-                    side_a: super::bridge::Side {
-                        rtp,
-                        rtcp,
-                        leg,
-                        remote_rtcp,
-                        send: neg.direction.sends(),
-                    },
+        let caller = head
+            .from
+            .uri
+            .sip()
+            .and_then(|u| u.user)
+            .map(|u| normalize(&String::from_utf8_lossy(u), cc))
+            .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+            .unwrap_or_else(|| "anonymous".into());
+        let mut agent = None;
+        let bridge = if let Some(target) = to_agent {
+            self.agent_calls_started += 1;
+            agent = Some(Box::new(super::agents::AgentLeg {
+                call: self.agent_calls_started,
+                target,
+                session: None,
+                tried: Vec::new(),
+                offer_until: None,
+                answered: false,
+                agent_reason: None,
+                caller: caller.clone(),
+                callee: normalized.clone(),
+                codec: neg.codec,
+                pt: neg.pt,
+                ptime: neg.ptime,
+                dtmf_pt: neg.dtmf_pt,
+                key: None,
+                pending: Some(super::agents::PendingMedia {
+                    rtp,
+                    rtcp,
+                    leg,
+                    remote_rtcp,
+                    send: neg.direction.sends(),
                     control: ctl_rx,
-                    max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
-                };
-                match self.start_outbound(out, now) {
-                    Some(b) => Some(b),
-                    None => {
-                        self.ports.release(port);
-                        self.reject_call(&key, m, 503, "Service Unavailable", now);
-                        return;
+                }),
+            }));
+            None
+        } else {
+            match (service, out_trunk) {
+                (Some(service), _) => {
+                    tokio::spawn(media::run(
+                        MediaSetup {
+                            rtp,
+                            rtcp,
+                            leg,
+                            remote_rtcp,
+                            service,
+                            codec: neg.codec,
+                            pt: neg.pt,
+                            ptime: neg.ptime,
+                            send: neg.direction.sends(),
+                        },
+                        ctl_rx,
+                        self.metrics.clone(),
+                    ));
+                    None
+                }
+                (None, t) => {
+                    let out = super::outbound::Outgoing {
+                        trunk: t.unwrap_or(0),
+                        number: &normalized,
+                        caller: &caller,
+                        neg: &neg,
+                        side_a: super::bridge::Side {
+                            rtp,
+                            rtcp,
+                            leg,
+                            remote_rtcp,
+                            send: neg.direction.sends(),
+                        },
+                        control: ctl_rx,
+                        max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
+                    };
+                    match self.start_outbound(out, now) {
+                        Some(b) => Some(b),
+                        None => {
+                            self.ports.release(port);
+                            self.reject_call(&key, m, 503, "Service Unavailable", now);
+                            return;
+                        }
                     }
                 }
             }
@@ -275,15 +324,28 @@ impl Core {
             media: ctl_tx,
             port,
             bridge,
+            agent,
         };
         let call_id = head.call_id.to_vec();
         if let Some(b) = &call.bridge {
             self.outbound.insert(b.call_id.clone(), call_id.clone());
         }
         let bridged = call.bridge.is_some();
+        let to_agent = call.agent.is_some();
         self.calls.insert(call_id.clone(), call);
         if bridged {
             // The far end's answer answers the caller.
+        } else if to_agent {
+            let contact = self.calls[&call_id].contact.clone();
+            self.respond(
+                &key,
+                m,
+                Reply::new(180, "Ringing")
+                    .tag(local_tag.as_bytes())
+                    .extra(&[("Contact", &contact)]),
+                now,
+            );
+            self.offer_call(&call_id, now);
         } else if route.ring.is_zero() {
             self.answer(&call_id, now);
         } else {

@@ -33,6 +33,9 @@ pub enum Control {
         rtcp: SocketAddr,
         send: bool,
     },
+    /// An agent put the call on hold (true) or took it off: no audio
+    /// crosses while held.
+    Hold(bool),
 }
 
 /// What a media task needs to start.
@@ -139,6 +142,7 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
     loop {
         tokio::select! {
             ctl = control.recv() => match ctl {
+                Some(Control::Hold(_)) => {}
                 Some(Control::Update { remote, rtcp, send }) => {
                     s.leg.set_signalled(remote);
                     remote_rtcp = rtcp;

@@ -8,6 +8,8 @@
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
 //! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports.
 
+mod agent_dial;
+mod agent_media;
 mod agents;
 mod bridge;
 pub mod core;

@@ -55,7 +55,86 @@ pub(super) struct Bridge {
     pub(super) ringing: bool,
 }
 
+/// Sockets for a tokio task.
+pub(super) fn to_tokio(
+    rtp: std::net::UdpSocket,
+    rtcp: Option<std::net::UdpSocket>,
+) -> Option<(tokio::net::UdpSocket, Option<tokio::net::UdpSocket>)> {
+    let conv = |s: std::net::UdpSocket| {
+        s.set_nonblocking(true)
+            .and_then(|()| tokio::net::UdpSocket::from_std(s))
+            .ok()
+    };
+    let rtp = conv(rtp)?;
+    Some((rtp, rtcp.and_then(conv)))
+}
+
 impl Bridge {
+    /// This leg's media from the far end's SDP answer (in a 183 or 200):
+    /// the leg (SDES SRTP keyed when we offered it), where its RTCP goes,
+    /// and whether we may send.
+    pub(super) fn answer_leg(&self, m: &Message<'_>) -> Option<(Leg, std::net::SocketAddr, bool)> {
+        let answer = Sdp::parse(m.body).ok()?;
+        let audio = answer.audio()?;
+        let ip = audio.connection.or(answer.connection)?;
+        let remote = std::net::SocketAddr::new(ip, audio.port);
+        let srtp = match (&self.our_key, audio.cryptos().next()) {
+            (Some(ours), Some(theirs)) => {
+                let cfg = SrtpConfig::default();
+                match theirs.master_key(&[ours.suite()]) {
+                    Ok(k) => match (SrtpReceiver::new(&k, cfg), SrtpSender::new(ours, cfg)) {
+                        (Ok(rx), Ok(tx)) => Some((rx, tx)),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let dir = answer.direction(audio);
+        Some((
+            Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp),
+            std::net::SocketAddr::new(ip, audio.port.wrapping_add(1)),
+            dir.receives() || dir == Direction::SendRecv,
+        ))
+    }
+
+    /// The far end's 2xx: its tag and Contact complete the dialog (the
+    /// first time); returns the ACK to send (again, for a resent 2xx).
+    pub(super) fn answered_by(&mut self, m: &Message<'_>, via: std::net::SocketAddr) -> Vec<u8> {
+        if !self.answered {
+            self.answered = true;
+            if let Some(to) = m.header(HeaderName::To) {
+                self.to = to.value.to_vec();
+            }
+            self.remote_target = m
+                .values(HeaderName::Contact)
+                .next()
+                .and_then(|v| NameAddr::parse(v).ok())
+                .map(|n| n.uri_bytes.to_vec());
+            let branch = build::branch();
+            self.ack = Some(self.request(via, "ACK", self.cseq, branch.as_bytes(), self.target()));
+        }
+        self.ack.clone().unwrap_or_default()
+    }
+
+    /// BYE if answered, else CANCEL (RFC 3261 9.1: the INVITE's
+    /// Request-URI, branch, From, To, Call-ID and CSeq number).
+    pub(super) fn hangup_request(&mut self, via: std::net::SocketAddr) -> Vec<u8> {
+        if self.answered {
+            self.cseq += 1;
+            self.request(
+                via,
+                "BYE",
+                self.cseq,
+                build::branch().as_bytes(),
+                self.target(),
+            )
+        } else {
+            self.request(via, "CANCEL", 1, &self.key.branch, &self.uri)
+        }
+    }
+
     /// Where in-dialog requests go: the far end's Contact, else the
     /// Request-URI of our INVITE.
     fn target(&self) -> &[u8] {
@@ -88,6 +167,18 @@ impl Bridge {
     }
 }
 
+/// A call to place out a trunk.
+pub(super) struct Dial<'a> {
+    pub(super) trunk: usize,
+    pub(super) number: &'a str,
+    pub(super) caller: &'a str,
+    /// The one codec offered, with its payload type.
+    pub(super) codec: (crate::sip::sdp::Codec, u8),
+    pub(super) dtmf_pt: Option<u8>,
+    pub(super) ptime: u16,
+    pub(super) max_forwards: u8,
+}
+
 /// What the inbound side hands over to start the outbound leg.
 pub(super) struct Outgoing<'a> {
     pub(super) trunk: usize,
@@ -103,9 +194,37 @@ impl Core {
     /// Binds the outbound leg's port, offers the inbound leg's codec to the
     /// trunk and sends the INVITE. `None` if no port is free.
     pub(super) fn start_outbound(&mut self, o: Outgoing<'_>, now: Instant) -> Option<Box<Bridge>> {
-        let (peer, transport) = self.trunk_peer(o.trunk)?;
+        let (mut b, rtp, rtcp) = self.invite_out(
+            &Dial {
+                trunk: o.trunk,
+                number: o.number,
+                caller: o.caller,
+                codec: (o.neg.codec, o.neg.pt),
+                dtmf_pt: o.neg.dtmf_pt,
+                ptime: o.neg.ptime,
+                max_forwards: o.max_forwards,
+            },
+            now,
+        )?;
+        b.pending = Some((o.side_a, rtp, rtcp, o.control));
+        Some(b)
+    }
+
+    /// Binds a port, offers `d.codec` to the trunk and sends the INVITE: a
+    /// new dialog of the gateway's own. Returns it with the RTP (and RTCP)
+    /// sockets, or `None` if the trunk is down or no port is free.
+    pub(super) fn invite_out(
+        &mut self,
+        d: &Dial<'_>,
+        now: Instant,
+    ) -> Option<(
+        Box<Bridge>,
+        std::net::UdpSocket,
+        Option<std::net::UdpSocket>,
+    )> {
+        let (peer, transport) = self.trunk_peer(d.trunk)?;
         let addr = peer.addr;
-        let trunk = &self.config.trunks[o.trunk];
+        let trunk = &self.config.trunks[d.trunk];
         let (port, rtp, rtcp) = self.ports.bind(self.media_ip, false)?;
         let savp = trunk.srtp == SrtpMode::Required;
         let our_key = if savp {
@@ -116,7 +235,7 @@ impl Core {
         let local = Local {
             address: self.config.public_address,
             port,
-            codecs: vec![o.neg.codec],
+            codecs: vec![d.codec.0],
             srtp: trunk.srtp,
             suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
             session_id: u64::from(rand_u32()),
@@ -127,30 +246,30 @@ impl Core {
             &mut offer,
             &local,
             savp,
-            &[(o.neg.codec, o.neg.pt)],
-            o.neg.dtmf_pt,
-            o.neg.ptime,
+            &[d.codec],
+            d.dtmf_pt,
+            d.ptime,
             Direction::SendRecv,
             false,
             our_key.as_ref().map(|k| (1, k)),
         );
         let call_id = format!("{}@tollgate", build::token()).into_bytes();
-        let uri = format!("sip:{}@{addr}", o.number).into_bytes();
+        let uri = format!("sip:{}@{addr}", d.number).into_bytes();
         let from = format!(
             "<sip:{}@{}>;tag={}",
-            o.caller,
+            d.caller,
             self.sip_addr,
             build::token()
         )
         .into_bytes();
-        let to = format!("<sip:{}@{addr}>", o.number).into_bytes();
+        let to = format!("<sip:{}@{addr}>", d.number).into_bytes();
         let contact = if peer.reliable {
             format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
         } else {
             format!("<sip:tollgate@{}>", self.sip_addr)
         }
         .into_bytes();
-        let max_forwards = o.max_forwards.to_string();
+        let max_forwards = d.max_forwards.to_string();
         let branch = build::branch();
         let invite = build::request(&RequestSpec {
             method: "INVITE",
@@ -169,24 +288,31 @@ impl Core {
             ],
             body: Some(("application/sdp", &offer)),
         });
-        let key = self.txn.start_client(invite, peer, now)?;
-        Some(Box::new(Bridge {
-            call_id,
-            uri,
-            from,
-            to,
-            remote_target: None,
-            key,
-            peer,
-            transport,
-            cseq: 1,
-            ack: None,
-            port,
-            our_key,
-            pending: Some((o.side_a, rtp, rtcp, o.control)),
-            answered: false,
-            ringing: false,
-        }))
+        let Some(key) = self.txn.start_client(invite, peer, now) else {
+            self.ports.release(port);
+            return None;
+        };
+        Some((
+            Box::new(Bridge {
+                call_id,
+                uri,
+                from,
+                to,
+                remote_target: None,
+                key,
+                peer,
+                transport,
+                cseq: 1,
+                ack: None,
+                port,
+                our_key,
+                pending: None,
+                answered: false,
+                ringing: false,
+            }),
+            rtp,
+            rtcp,
+        ))
     }
 
     /// The inbound call whose outbound INVITE transaction is `key`.
@@ -289,48 +415,24 @@ impl Core {
         let Some(b) = c.bridge.as_mut() else {
             return false;
         };
-        let Ok(answer) = Sdp::parse(m.body) else {
-            return false;
-        };
-        let Some(audio) = answer.audio() else {
-            return false;
-        };
-        let Some(ip) = audio.connection.or(answer.connection) else {
-            return false;
-        };
-        let remote = std::net::SocketAddr::new(ip, audio.port);
-        let Some((side_a, rtp, rtcp, control)) = b.pending.take() else {
+        if b.pending.is_none() {
             return true; // already flowing
-        };
-        let srtp = match (&b.our_key, audio.cryptos().next()) {
-            (Some(ours), Some(theirs)) => {
-                let cfg = SrtpConfig::default();
-                match theirs.master_key(&[ours.suite()]) {
-                    Ok(k) => match (SrtpReceiver::new(&k, cfg), SrtpSender::new(ours, cfg)) {
-                        (Ok(rx), Ok(tx)) => Some((rx, tx)),
-                        _ => None,
-                    },
-                    Err(_) => None,
-                }
-            }
-            _ => None,
-        };
-        let to_tokio = |s: std::net::UdpSocket| {
-            s.set_nonblocking(true)
-                .and_then(|()| tokio::net::UdpSocket::from_std(s))
-                .ok()
-        };
-        let Some(rtp) = to_tokio(rtp) else {
+        }
+        let Some((leg, remote_rtcp, send)) = b.answer_leg(m) else {
             return false;
         };
-        let rtcp = rtcp.and_then(to_tokio);
+        let Some((side_a, rtp, rtcp, control)) = b.pending.take() else {
+            return true;
+        };
+        let Some((rtp, rtcp)) = to_tokio(rtp, rtcp) else {
+            return false;
+        };
         let side_b = Side {
             rtp,
             rtcp,
-            leg: Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp),
-            remote_rtcp: std::net::SocketAddr::new(ip, audio.port.wrapping_add(1)),
-            send: answer.direction(audio).receives()
-                || answer.direction(audio) == Direction::SendRecv,
+            leg,
+            remote_rtcp,
+            send,
         };
         tokio::spawn(bridge::run(side_a, side_b, control, metrics));
         true
@@ -350,23 +452,9 @@ impl Core {
             return;
         };
         let Some(b) = c.bridge.as_mut() else { return };
-        if first {
-            b.answered = true;
-            if let Some(to) = m.header(HeaderName::To) {
-                b.to = to.value.to_vec();
-            }
-            b.remote_target = m
-                .values(HeaderName::Contact)
-                .next()
-                .and_then(|v| NameAddr::parse(v).ok())
-                .map(|n| n.uri_bytes.to_vec());
-            let branch = build::branch();
-            b.ack = Some(b.request(sip_addr, "ACK", b.cseq, branch.as_bytes(), b.target()));
-        }
-        if let Some(ack) = b.ack.clone() {
-            let peer = b.peer;
-            self.transport.send(&Transmit { peer, bytes: ack });
-        }
+        let ack = b.answered_by(m, sip_addr);
+        let peer = b.peer;
+        self.transport.send(&Transmit { peer, bytes: ack });
         if first && c.state == State::Ringing {
             self.answer(a_id, now);
         }
@@ -395,20 +483,7 @@ impl Core {
         let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.bridge.as_mut()) else {
             return;
         };
-        let req = if b.answered {
-            b.cseq += 1;
-            b.request(
-                sip_addr,
-                "BYE",
-                b.cseq,
-                build::branch().as_bytes(),
-                b.target(),
-            )
-        } else {
-            // CANCEL: the INVITE's Request-URI, Via branch, From, To,
-            // Call-ID and CSeq number (RFC 3261 9.1).
-            b.request(sip_addr, "CANCEL", 1, &b.key.branch, &b.uri)
-        };
+        let req = b.hangup_request(sip_addr);
         let peer = b.peer;
         self.txn.start_client(req, peer, now);
     }

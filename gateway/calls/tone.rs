@@ -3,48 +3,7 @@
 //! exactly 8 samples a period, so one 20 ms packet (160 samples) holds 20
 //! whole periods and every packet is the same.
 
-/// Encodes a 16-bit linear sample as G.711 μ-law.
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32_635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    // The segment: the highest set bit among bits 7..14.
-    let mut exponent = 7;
-    while exponent > 0 && s & (0x80 << exponent) == 0 {
-        exponent -= 1;
-    }
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) as u8 | mantissa as u8)
-}
-
-/// Encodes a 16-bit linear sample as G.711 A-law.
-pub fn linear_to_alaw(sample: i16) -> u8 {
-    let mut s = i32::from(sample) >> 3; // 13-bit
-    let sign = if s >= 0 {
-        0x80
-    } else {
-        s = -s - 1;
-        0x00
-    };
-    s = s.min(0x0fff);
-    let (exponent, mantissa) = if s < 32 {
-        (0, s >> 1)
-    } else {
-        let mut e = 1;
-        while e < 7 && s >= (32 << e) {
-            e += 1;
-        }
-        (e, (s >> e) & 0x0f)
-    };
-    (sign | (exponent << 4) as u8 | mantissa as u8) ^ 0x55
-}
+pub use crate::media::g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
 
 /// Samples of one 1 kHz period at 8 kHz, at -10 dBm0 (peak about 10,300
 /// of 32,767 for μ-law's 3.17 dBm0 full scale).
@@ -66,24 +25,6 @@ pub fn tone(samples: usize, encode: fn(i16) -> u8) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ulaw_matches_g711_reference_points() {
-        // Reference values from the G.711 tables.
-        assert_eq!(linear_to_ulaw(0), 0xff);
-        assert_eq!(linear_to_ulaw(-1), 0x7f);
-        assert_eq!(linear_to_ulaw(32_767), 0x80);
-        assert_eq!(linear_to_ulaw(-32_768), 0x00);
-        assert_eq!(linear_to_ulaw(1000), 0xce);
-    }
-
-    #[test]
-    fn alaw_matches_g711_reference_points() {
-        assert_eq!(linear_to_alaw(0), 0xd5);
-        assert_eq!(linear_to_alaw(-8), 0x55);
-        assert_eq!(linear_to_alaw(32_767), 0xaa);
-        assert_eq!(linear_to_alaw(-32_768), 0x2a);
-    }
 
     #[test]
     fn a_packet_is_twenty_whole_periods() {

@@ -6,6 +6,7 @@
 //! owns the buffers. `media` is a leaf: it knows no signalling, agents or
 //! records.
 
+pub mod g711;
 pub mod leg;
 pub mod replay;
 pub mod rtcp;

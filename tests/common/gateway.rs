@@ -253,3 +253,41 @@ pub fn sipp_counts(output: &str) -> (u64, u64) {
     };
     (count("Successful call"), count("Failed call"))
 }
+
+/// sipp's G.711 A-law audio file (Debian's sip-tester).
+pub const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+/// sipp as a carrier's far end (UAS) on `port` with `scenario`, tracing
+/// the messages it sees to `messages`; playing [`PCAP`] where the scenario
+/// plays audio.
+pub fn far_end_with(
+    scenario: &str,
+    port: u16,
+    messages: &std::path::Path,
+    extra: &[&str],
+) -> Child {
+    Command::new("sipp")
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(messages)
+        .args([
+            "-sf",
+            &format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
+        ])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &(port + 2).to_string(),
+        ])
+        .args(["-key", "pcap", PCAP, "-nostdin", "-timeout", "60s"])
+        .args(extra)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs")
+}

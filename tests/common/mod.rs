@@ -1,4 +1,6 @@
 #[allow(dead_code)]
+pub mod agent;
+#[allow(dead_code)]
 pub mod gateway;
 #[allow(dead_code)]
 pub mod libsrtp;

@@ -1,0 +1,385 @@
+//! Calls agents place. The dial is checked against the agent's profile
+//! (allowed and denied prefixes, calling hours in its time zone) before
+//! anything is sent; the dial plan then picks a live trunk, and the
+//! gateway places the call as a dialog of its own ([`Bridge`]), offering
+//! the trunk's first G.711 codec. 180 and 183 reach the agent as
+//! `ringing` and `early_media` (with the early audio), 200 as `answered`;
+//! a failure ends the call with its reason.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::agent_media::{self, AgentMedia};
+use super::agents::media_for;
+use super::core::Core;
+use super::media::{rand_u32, Control};
+use super::number::normalize;
+use super::outbound::{to_tokio, Bridge, Dial};
+use super::relay::Relay;
+use crate::agent::protocol::ServerMsg;
+use crate::agent::server::FLOW_QUEUE;
+use crate::config::DialRefused;
+use crate::media::srtp::MasterKey;
+use crate::sip::build;
+use crate::sip::message::{Framing, Message};
+use crate::sip::sdp::Codec;
+use crate::sip::transaction::{Key, Transmit};
+
+/// A call an agent placed.
+pub(super) struct AgentOut {
+    pub(super) n: u64,
+    pub(super) session: u64,
+    pub(super) dialog: Box<Bridge>,
+    pub(super) sockets: Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)>,
+    pub(super) key: Option<MasterKey>,
+    /// The media task's control, once media flows.
+    pub(super) media: Option<mpsc::Sender<Control>>,
+}
+
+impl Core {
+    fn dial_error(&self, session: u64, code: &str, message: &str) {
+        if let Some(a) = self.agents.sessions.get(&session) {
+            a.link.send(ServerMsg::Error {
+                code: code.into(),
+                message: message.into(),
+                call: None,
+            });
+        }
+    }
+
+    fn count_out(&self, outcome: &str) {
+        self.metrics
+            .agent_calls
+            .with_label_values(&["outbound", outcome])
+            .inc();
+    }
+
+    pub(super) fn agent_dial(&mut self, session: u64, number: &str, now: Instant) {
+        let Some(a) = self.agents.sessions.get(&session) else {
+            return;
+        };
+        if a.call.is_some() {
+            self.dial_error(session, "busy", "finish the current call first");
+            return;
+        }
+        let profile = a.profile.clone();
+        // National numbers take the country code of the first trunk that
+        // places calls.
+        let first = self.config.trunks.iter().position(|t| t.address.is_some());
+        let cc = first.and_then(|t| self.config.trunks[t].country_code.as_deref());
+        let e164 = normalize(number, cc);
+        let digits = e164.strip_prefix('+').unwrap_or("");
+        if !(4..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            self.dial_error(session, "bad_number", "not a dialable number");
+            return;
+        }
+        if let Some(p) = profile.as_deref().and_then(|p| self.config.profile(p)) {
+            if let Err(why) = p.check(&e164, jiff::Timestamp::now()) {
+                let (code, message) = match why {
+                    DialRefused::NotAllowed => {
+                        ("not_allowed", "your profile does not allow that number")
+                    }
+                    DialRefused::Denied => (
+                        "not_allowed",
+                        "that number range is barred for your profile",
+                    ),
+                    DialRefused::OutsideHours => {
+                        ("outside_hours", "outside your profile's calling hours")
+                    }
+                };
+                info!(session, "dial refused by profile");
+                self.count_out("refused");
+                self.dial_error(session, code, message);
+                return;
+            }
+        }
+        let trunk = match self.config.dial_trunk(&e164) {
+            Some(t) => Some(t).filter(|&t| self.trunk_is_up(t)),
+            None => (0..self.config.trunks.len())
+                .find(|&t| self.config.trunks[t].address.is_some() && self.trunk_is_up(t)),
+        };
+        let Some(trunk) = trunk else {
+            self.count_out("failed");
+            self.dial_error(session, "no_route", "no trunk is available for that number");
+            return;
+        };
+        let t = &self.config.trunks[trunk];
+        let Some(codec) = t
+            .codecs
+            .iter()
+            .copied()
+            .find(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        else {
+            self.dial_error(session, "no_route", "the trunk takes no G.711 codec");
+            return;
+        };
+        let caller = profile
+            .as_deref()
+            .and_then(|p| self.config.profile(p))
+            .and_then(|p| p.caller_id.clone())
+            .unwrap_or_else(|| "anonymous".into());
+        let pt = codec.static_pt().unwrap_or(0);
+        let Ok(key) = MasterKey::random(self.config.agents.suite) else {
+            return;
+        };
+        let dialled = Dial {
+            trunk,
+            number: &e164,
+            caller: &caller,
+            codec: (codec, pt),
+            dtmf_pt: Some(101),
+            ptime: 20,
+            max_forwards: 70,
+        };
+        let Some((dialog, rtp, rtcp)) = self.invite_out(&dialled, now) else {
+            self.count_out("failed");
+            self.dial_error(session, "unavailable", "no capacity to place the call");
+            return;
+        };
+        self.agent_calls_started += 1;
+        self.calls_started += 1;
+        let call = self.agent_calls_started + (1 << 32);
+        let media = media_for(call, &key, codec, pt, 20, Some(101));
+        let Some(a) = self.agents.sessions.get_mut(&session) else {
+            return;
+        };
+        a.call = Some(call);
+        a.link.send(ServerMsg::Dialing { call, media });
+        info!(call = self.calls_started, agent = %a.name, "agent dialling out");
+        self.metrics.calls_active.inc();
+        self.agent_out.insert(
+            call,
+            AgentOut {
+                n: self.calls_started,
+                session,
+                dialog,
+                sockets: Some((rtp, rtcp)),
+                key: Some(key),
+                media: None,
+            },
+        );
+    }
+
+    pub(super) fn agent_out_media(&self, call: u64) -> Option<mpsc::Sender<Control>> {
+        self.agent_out.get(&call).and_then(|o| o.media.clone())
+    }
+
+    fn out_by_key(&self, key: &Key) -> Option<u64> {
+        self.agent_out
+            .iter()
+            .find(|(_, o)| &o.dialog.key == key)
+            .map(|(c, _)| *c)
+    }
+
+    fn send_agent(&self, call: u64, msg: ServerMsg) {
+        if let Some(o) = self.agent_out.get(&call) {
+            if let Some(a) = self.agents.sessions.get(&o.session) {
+                a.link.send(msg);
+            }
+        }
+    }
+
+    /// Starts the media of an agent's call from the far end's SDP.
+    fn start_out_media(&mut self, call: u64, m: &Message<'_>) -> bool {
+        let metrics = self.metrics.clone();
+        let Some(o) = self.agent_out.get_mut(&call) else {
+            return false;
+        };
+        if o.media.is_some() {
+            return true;
+        }
+        let Some(link) = self.agents.sessions.get(&o.session).map(|a| a.link.clone()) else {
+            return false;
+        };
+        let Some((leg, remote_rtcp, send)) = o.dialog.answer_leg(m) else {
+            return false;
+        };
+        let (Some((rtp, rtcp)), Some(key)) = (o.sockets.take(), o.key.take()) else {
+            return false;
+        };
+        let Some((rtp, rtcp)) = to_tokio(rtp, rtcp) else {
+            return false;
+        };
+        let Ok(relay) = Relay::new(
+            leg,
+            &key,
+            call,
+            rand_u32(),
+            rand_u32() as u16,
+            (rand_u32(), rand_u32()),
+        ) else {
+            return false;
+        };
+        let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+        link.add_flow(call, tx);
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        tokio::spawn(agent_media::run(
+            AgentMedia {
+                rtp,
+                rtcp,
+                remote_rtcp,
+                relay,
+                conn: link.conn.clone(),
+                datagrams: rx,
+                send,
+            },
+            ctl_rx,
+            metrics,
+        ));
+        o.media = Some(ctl_tx);
+        true
+    }
+
+    /// A response to an agent's INVITE; `false` if `key` is not one.
+    pub(super) fn on_agent_dial_response(
+        &mut self,
+        key: &Key,
+        code: u16,
+        bytes: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(call) = self.out_by_key(key) else {
+            return false;
+        };
+        let Ok((m, _)) = Message::parse(bytes, Framing::Stream, &self.config.limits) else {
+            return true;
+        };
+        match code {
+            100 => {}
+            101..=199 => {
+                let early = !m.body.is_empty() && self.start_out_media(call, &m);
+                let first = self
+                    .agent_out
+                    .get_mut(&call)
+                    .is_some_and(|o| !std::mem::replace(&mut o.dialog.ringing, true));
+                if early {
+                    self.send_agent(call, ServerMsg::EarlyMedia { call });
+                } else if first {
+                    self.send_agent(call, ServerMsg::Ringing { call });
+                }
+            }
+            200..=299 => {
+                let first = self
+                    .agent_out
+                    .get(&call)
+                    .is_some_and(|o| !o.dialog.answered);
+                if first {
+                    self.start_out_media(call, &m);
+                }
+                let sip_addr = self.sip_addr;
+                if let Some(o) = self.agent_out.get_mut(&call) {
+                    let ack = o.dialog.answered_by(&m, sip_addr);
+                    let peer = o.dialog.peer;
+                    self.transport.send(&Transmit { peer, bytes: ack });
+                }
+                if first {
+                    info!("agent's call answered");
+                    self.send_agent(call, ServerMsg::Answered { call });
+                }
+            }
+            _ => {
+                let reason = match code {
+                    486 | 600 => "busy",
+                    408 | 480 => "no_answer",
+                    404 | 484 | 604 => "no_such_number",
+                    487 => "cancelled",
+                    603 => "rejected",
+                    _ => "failed",
+                };
+                info!(status = code, "agent's call refused by the far end");
+                self.end_agent_out(call, reason, "rejected");
+            }
+        }
+        let _ = now;
+        true
+    }
+
+    pub(super) fn on_agent_dial_timeout(&mut self, key: &Key, _now: Instant) -> bool {
+        let Some(call) = self.out_by_key(key) else {
+            return false;
+        };
+        if self
+            .agent_out
+            .get(&call)
+            .is_some_and(|o| !o.dialog.answered)
+        {
+            self.end_agent_out(call, "no_answer", "failed");
+        }
+        true
+    }
+
+    /// A BYE from the far end of an agent's call; `false` if `call_id` is
+    /// not one.
+    pub(super) fn bye_to_agent_out(
+        &mut self,
+        key: &Key,
+        m: &Message<'_>,
+        call_id: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(call) = self
+            .agent_out
+            .iter()
+            .find(|(_, o)| o.dialog.call_id == call_id)
+            .map(|(c, _)| *c)
+        else {
+            return false;
+        };
+        if let Some(r) = build::response(m, 200, "OK", None, &[], None) {
+            self.txn.respond(key, r, now);
+        }
+        self.end_agent_out(call, "remote_hangup", "answered");
+        true
+    }
+
+    /// The agent hung up its call (or went away): BYE or CANCEL.
+    pub(super) fn agent_out_hangup(&mut self, call: u64, now: Instant) {
+        let sip_addr = self.sip_addr;
+        let Some(o) = self.agent_out.get_mut(&call) else {
+            return;
+        };
+        let req = o.dialog.hangup_request(sip_addr);
+        let peer = o.dialog.peer;
+        self.txn.start_client(req, peer, now);
+        let outcome = if o.dialog.answered {
+            "answered"
+        } else {
+            "cancelled"
+        };
+        self.end_agent_out(call, "hangup", outcome);
+    }
+
+    /// Every agent call hangs up (the gateway is stopping).
+    pub(super) fn hang_up_agent_out(&mut self, now: Instant) {
+        let calls: Vec<u64> = self.agent_out.keys().copied().collect();
+        for c in calls {
+            self.agent_out_hangup(c, now);
+        }
+    }
+
+    fn end_agent_out(&mut self, call: u64, reason: &str, outcome: &str) {
+        self.send_agent(
+            call,
+            ServerMsg::Ended {
+                call,
+                reason: reason.into(),
+            },
+        );
+        let Some(o) = self.agent_out.remove(&call) else {
+            return;
+        };
+        self.ports.release(o.dialog.port);
+        if let Some(a) = self.agents.sessions.get_mut(&o.session) {
+            if a.call == Some(call) {
+                a.call = None;
+                a.idle_since = Instant::now();
+            }
+        }
+        self.metrics.calls_active.dec();
+        self.metrics.calls_total.with_label_values(&[outcome]).inc();
+        self.count_out(outcome);
+        tracing::debug!(call = o.n, outcome, "agent's call ended");
+    }
+}

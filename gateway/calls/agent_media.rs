@@ -1,0 +1,151 @@
+//! The socket side of a call between a trunk and an agent: one task per
+//! call owns the trunk's RTP (and RTCP) socket and a [`Relay`], takes the
+//! agent's datagrams from the session's dispatcher and sends the agent's
+//! as QUIC datagrams.
+//!
+//! Costs per packet today: one receive, the relay step, one send (a
+//! `send_to` on the trunk side, `send_datagram` on the agent side, which
+//! takes quinn's connection lock and wakes its driver). Datagram payloads
+//! are carved from one `BytesMut` block (no allocation per packet until a
+//! block is used up). Batching sends across calls per tick is the next
+//! step for scale and would change only this file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::media::{ntp_now, recv_opt, Control, RtpCounters};
+use super::relay::{Relay, RelayError, AGENT_PEER};
+use crate::admin::metrics::Metrics;
+
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Bytes carved per block for outgoing datagrams.
+const BLOCK: usize = 64 * 1024;
+
+/// What an agent call's media task needs.
+pub struct AgentMedia {
+    pub rtp: UdpSocket,
+    pub rtcp: Option<UdpSocket>,
+    pub remote_rtcp: SocketAddr,
+    pub relay: Relay,
+    pub conn: quinn::Connection,
+    /// The agent's packets for this call (after the flow identifier).
+    pub datagrams: mpsc::Receiver<Bytes>,
+    /// Whether we may send to the trunk (its direction).
+    pub send: bool,
+}
+
+/// Runs until `control` closes (the call ended) or the agent's
+/// connection goes.
+pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metrics: Arc<Metrics>) {
+    let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 1500];
+    let mut pkt = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let mut block = BytesMut::with_capacity(BLOCK);
+    let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
+    rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let counters = RtpCounters::new(metrics.clone());
+    let mut held = false;
+    let too_large = metrics
+        .agent_datagrams_dropped
+        .with_label_values(&["too_large"]);
+    let congestion = metrics
+        .agent_datagrams_dropped
+        .with_label_values(&["congestion"]);
+    loop {
+        tokio::select! {
+            ctl = control.recv() => match ctl {
+                Some(Control::Hold(h)) => held = h,
+                Some(Control::Update { remote, rtcp, send }) => {
+                    m.relay.trunk.set_signalled(remote);
+                    m.remote_rtcp = rtcp;
+                    m.send = send;
+                }
+                None => break,
+            },
+            r = m.rtp.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                if m.rtcp.is_none() && crate::media::rtp::is_rtcp(&buf[..n]) {
+                    counters.rtcp(&mut m.relay.trunk, from, &mut buf[..n]);
+                    continue;
+                }
+                if block.capacity() < 2048 {
+                    block = BytesMut::with_capacity(BLOCK);
+                }
+                block.resize(2048, 0);
+                if held {
+                    // Still checked and measured, not relayed.
+                    match m.relay.trunk.recv_rtp(from, &mut buf[..n], Instant::now()) {
+                        Ok(_) => counters.received(n),
+                        Err(d) => counters.dropped(d),
+                    }
+                    continue;
+                }
+                match m.relay.trunk_to_agent(from, &mut buf[..n], Instant::now(), &mut block) {
+                    Ok(len) => {
+                        counters.received(n);
+                        block.truncate(len);
+                        let d = block.split().freeze();
+                        if m.conn.max_datagram_size().is_none_or(|max| len > max) {
+                            too_large.inc();
+                            continue;
+                        }
+                        if m.conn.datagram_send_buffer_space() < len {
+                            // quinn would drop the oldest queued datagram.
+                            congestion.inc();
+                        }
+                        if m.conn.send_datagram(d).is_ok() {
+                            counters.sent(len);
+                        }
+                    }
+                    Err(RelayError::Dropped(d)) => {
+                        block.clear();
+                        counters.dropped(d);
+                    }
+                    Err(RelayError::Build(_)) => block.clear(),
+                }
+            },
+            d = m.datagrams.recv() => {
+                let Some(d) = d else { break };
+                let n = d.len().min(pkt.len());
+                pkt[..n].copy_from_slice(&d[..n]);
+                if crate::media::rtp::is_rtcp(&pkt[..n]) {
+                    counters.rtcp(&mut m.relay.agent, AGENT_PEER, &mut pkt[..n]);
+                    continue;
+                }
+                match m.relay.agent_to_trunk(&mut pkt[..n], Instant::now(), &mut out) {
+                    Ok(len) => {
+                        counters.received(n);
+                        if m.send && !held && m.rtp.send_to(&out[..len], m.relay.trunk.remote()).await.is_ok() {
+                            counters.sent(len);
+                        }
+                    }
+                    Err(RelayError::Dropped(d)) => counters.dropped(d),
+                    Err(RelayError::Build(_)) => {}
+                }
+            },
+            r = recv_opt(m.rtcp.as_ref(), &mut rtcp_buf) => {
+                if let Some((n, f)) = r {
+                    counters.rtcp(&mut m.relay.trunk, f, &mut rtcp_buf[..n]);
+                }
+            },
+            _ = rtcp_tick.tick() => {
+                if let Ok(len) = m.relay.trunk.build_rtcp(&mut out, ntp_now(), b"tollgate") {
+                    let (sock, to) = match &m.rtcp {
+                        Some(s) => (s, m.remote_rtcp),
+                        None => (&m.rtp, m.relay.trunk.remote()),
+                    };
+                    let _ = sock.send_to(&out[..len], to).await;
+                }
+            },
+            _ = m.conn.closed() => break,
+        }
+    }
+    counters.finish(&m.relay.trunk);
+    counters.finish(&m.relay.agent);
+}

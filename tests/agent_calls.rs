@@ -1,0 +1,278 @@
+//! Calls between real sipp carriers and the real softphone
+//! (`tollgate agent connect`) through a gateway process, on loopback:
+//! inbound with recorded audio checked against what sipp sent, the agent's
+//! audio echoed back by sipp, outbound with the profile's checks, and an
+//! agent killed mid-call.
+
+mod common;
+
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use common::agent::{enroll, softphone, softphone_output};
+use common::gateway::{far_end_with, sipp, Gateway, PCAP};
+use tollgate::agent::wav;
+use tollgate::media::g711::{alaw_to_linear, linear_to_alaw};
+
+const QUEUE: &str = r#"
+[[route]]
+number = "*"
+target = "queue:default"
+"#;
+
+/// Waits (bounded) for a child to exit.
+fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the softphone did not finish within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The A-law audio sipp's pcap carries, decoded.
+fn pcap_audio() -> Vec<i16> {
+    common::pcap::udp_payloads(&std::fs::read(PCAP).expect("sipp's pcap"))
+        .into_iter()
+        .filter_map(|(_, p)| {
+            let r = tollgate::media::rtp::parse(&p).ok()?;
+            (r.payload_type() == 8).then(|| {
+                r.payload()
+                    .iter()
+                    .map(|&b| alaw_to_linear(b))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
+    let gw = Gateway::start_with("agent-in", 16400, 63000, 500, QUEUE);
+    let alice = enroll(&gw, "alice", None);
+    let rec = gw.dir.join("alice.wav");
+    let mut phone = softphone(
+        &gw,
+        &alice,
+        "alice",
+        &[
+            "--auto-answer",
+            "--record",
+            rec.to_str().expect("utf8"),
+            "--duration",
+            "3",
+        ],
+    );
+    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    let run = sipp(
+        &gw,
+        "uac_agent_pcap.xml",
+        "02079460000",
+        16420,
+        &["-key", "pcap", PCAP, "-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    let status = wait_exit(&mut phone, 20);
+    let (out, err) = softphone_output(&gw, "alice");
+    assert!(status.success(), "{out}\n{err}");
+    // The caller's number reaches the agent masked.
+    assert!(
+        out.contains("call 1 from +********0123: answered, PCMA in SRTP AEAD_AES_128_GCM"),
+        "{out}"
+    );
+    assert!(out.contains("ended: hangup"), "{out}");
+
+    let sent = pcap_audio();
+    let got = wav::read(&rec).expect("recording");
+    // The agent hung up after 3 s: about 2.5 s or more of sipp's audio,
+    // sample for sample from its start.
+    assert!(got.len() >= 20_000, "recorded {} samples", got.len());
+    assert!(got.len() <= sent.len());
+    let same = got.iter().zip(&sent).take_while(|(a, b)| a == b).count();
+    assert_eq!(
+        same,
+        got.len(),
+        "the recording departs from sipp's audio at sample {same}"
+    );
+    gw.wait_metric(
+        "tollgate_agent_calls_total{direction=\"inbound\",outcome=\"answered\"}",
+        5,
+        |v| v == 1.0,
+    );
+    gw.wait_metric("tollgate_calls_active", 5, |v| v == 0.0);
+}
+
+#[test]
+fn the_agents_tone_comes_back_from_an_echoing_carrier() {
+    let gw = Gateway::start_with("agent-echo", 16500, 63000 - 1000, 500, QUEUE);
+    let bob = enroll(&gw, "bob", None);
+    // Four seconds of 1 kHz tone to play.
+    let tone: Vec<i16> = (0..32_000)
+        .map(|n| (10_000.0 * (std::f64::consts::PI * f64::from(n % 8) / 4.0).sin()) as i16)
+        .collect();
+    let play = gw.dir.join("tone.wav");
+    wav::write(&play, &tone).expect("tone file");
+    let rec = gw.dir.join("bob.wav");
+    let mut phone = softphone(
+        &gw,
+        &bob,
+        "bob",
+        &[
+            "--auto-answer",
+            "--play",
+            play.to_str().expect("utf8"),
+            "--record",
+            rec.to_str().expect("utf8"),
+            "--duration",
+            "2.5",
+        ],
+    );
+    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    let run = sipp(
+        &gw,
+        "uac_agent.xml",
+        "441234567890",
+        16520,
+        &["-rtp_echo", "-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    let status = wait_exit(&mut phone, 20);
+    let (out, err) = softphone_output(&gw, "bob");
+    assert!(status.success(), "{out}\n{err}");
+    let got = wav::read(&rec).expect("recording");
+    // Every 20 ms packet of tone is the same 160 samples after A-law.
+    let packet: Vec<i16> = tone[..160]
+        .iter()
+        .map(|&s| alaw_to_linear(linear_to_alaw(s)))
+        .collect();
+    let chunks: Vec<&[i16]> = got.chunks_exact(160).collect();
+    assert!(
+        chunks.len() >= 90,
+        "only {} packets came back",
+        chunks.len()
+    );
+    let toned = chunks.iter().filter(|c| **c == packet.as_slice()).count();
+    assert_eq!(
+        toned,
+        chunks.len(),
+        "{toned} of {} packets are the tone",
+        chunks.len()
+    );
+}
+
+fn outbound_config(base: u16) -> String {
+    format!(
+        r#"
+[[trunk]]
+name = "carrier"
+peers = ["192.0.2.0/24"]
+address = "127.0.0.1:{far}"
+codecs = ["PCMA", "PCMU"]
+srtp = "off"
+keepalive_s = 0
+
+[[profile]]
+name = "sales"
+allow = ["+44"]
+deny = ["+449"]
+show_caller = "full"
+caller_id = "+442071234567"
+
+[[dial]]
+prefix = "+"
+trunk = "carrier"
+"#,
+        far = base + 50
+    )
+}
+
+#[test]
+fn outbound_calls_follow_the_profile_and_carry_audio() {
+    let base = 16600;
+    let gw = Gateway::start_with("agent-out", base, 61000 - 1000, 500, &outbound_config(base));
+    // A TOTP code works once, so each login here is another agent.
+    let carol = enroll(&gw, "carol", Some("sales"));
+    let dan = enroll(&gw, "dan", Some("sales"));
+    let erin = enroll(&gw, "erin", Some("sales"));
+    let invites_out = "tollgate_sip_requests_total{direction=\"out\",method=\"INVITE\"}";
+
+    // Premium rate: refused by the profile, nothing sent to the trunk.
+    let mut phone = softphone(&gw, &carol, "carol-barred", &["--dial", "+449011234567"]);
+    let status = wait_exit(&mut phone, 20);
+    let (out, err) = softphone_output(&gw, "carol-barred");
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("barred for your profile"), "{err}");
+    // Outside the allowed prefixes too.
+    let mut phone = softphone(&gw, &dan, "carol-abroad", &["--dial", "+33142685300"]);
+    assert!(!wait_exit(&mut phone, 20).success());
+    let (_, err) = softphone_output(&gw, "carol-abroad");
+    assert!(err.contains("does not allow"), "{err}");
+    gw.wait_metric(
+        "tollgate_agent_calls_total{direction=\"outbound\",outcome=\"refused\"}",
+        5,
+        |v| v == 2.0,
+    );
+    assert_eq!(
+        gw.metric(invites_out),
+        0.0,
+        "an INVITE left for a refused dial"
+    );
+
+    // Allowed: sipp answers and plays its pcap; carol hangs up after 2 s.
+    let seen = gw.dir.join("far_end.log");
+    let uas = far_end_with("uas_answer.xml", base + 50, &seen, &["-m", "1"]);
+    let rec = gw.dir.join("carol.wav");
+    let mut phone = softphone(
+        &gw,
+        &erin,
+        "carol",
+        &[
+            "--dial",
+            "02079460000",
+            "--duration",
+            "2",
+            "--record",
+            rec.to_str().expect("utf8"),
+        ],
+    );
+    let status = wait_exit(&mut phone, 30);
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    let uas_text = String::from_utf8_lossy(&uas_out.stdout);
+    let (out, err) = softphone_output(&gw, "carol");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(
+        uas_out.status.success(),
+        "the far end saw the call through to BYE: {uas_text}"
+    );
+    assert!(
+        out.contains("call 4294967297 to 02079460000: answered, PCMA"),
+        "{out}"
+    );
+    let messages = std::fs::read_to_string(&seen).expect("far end's messages");
+    assert!(
+        messages.contains("INVITE sip:+442079460000@"),
+        "E.164 Request-URI"
+    );
+    assert!(
+        messages.contains("From: <sip:+442071234567@"),
+        "the profile's caller ID"
+    );
+    assert!(messages.contains("BYE sip:"), "the gateway sent BYE");
+    let got = wav::read(&rec).expect("recording");
+    let sent = pcap_audio();
+    assert!(got.len() >= 8_000, "recorded {} samples", got.len());
+    let same = got.iter().zip(&sent).take_while(|(a, b)| a == b).count();
+    assert_eq!(
+        same,
+        got.len(),
+        "the recording departs from the far end's audio at {same}"
+    );
+    // (Retransmissions count too, so at least one.)
+    assert!(gw.metric(invites_out) >= 1.0);
+}

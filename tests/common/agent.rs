@@ -1,0 +1,79 @@
+//! Agents for integration tests: enrolment through the real CLI against a
+//! test gateway's state, and the headless softphone as a child process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::gateway::Gateway;
+use tollgate::agent::store::Bundle;
+use tollgate::agent::totp::Secret;
+
+/// Runs `tollgate agent ...` against the gateway's state.
+pub fn agent_cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("agent")
+        .args(args)
+        .arg("--data-dir")
+        .arg(gw.dir.join("data"))
+        .arg("--config")
+        .arg(gw.dir.join("tollgate.toml"))
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An enrolled agent: its bundle file, the bundle, its TOTP secret and a
+/// file holding the secret (for `--otp-secret-file`).
+pub struct Enrolled {
+    pub bundle_path: PathBuf,
+    pub bundle: Bundle,
+    pub secret: Secret,
+    pub secret_path: PathBuf,
+}
+
+/// Enrols `name`, with `profile` if given.
+pub fn enroll(gw: &Gateway, name: &str, profile: Option<&str>) -> Enrolled {
+    let out = gw.dir.join(format!("{name}.toml"));
+    let mut args = vec!["enroll", name, "--out", out.to_str().expect("utf8")];
+    if let Some(p) = profile {
+        args.extend(["--profile", p]);
+    }
+    let (ok, uri, err) = agent_cli(gw, &args);
+    assert!(ok, "enroll {name}: {err}");
+    let secret_path = gw.dir.join(format!("{name}.otp"));
+    std::fs::write(&secret_path, uri.trim()).expect("write secret");
+    Enrolled {
+        bundle: Bundle::load(&out).expect("bundle"),
+        bundle_path: out,
+        secret: Secret::parse(uri.trim()).expect("otpauth URI"),
+        secret_path,
+    }
+}
+
+/// Starts `tollgate agent connect` for `who` with `extra` options; its
+/// output goes to files in the gateway's directory named after `tag`.
+pub fn softphone(gw: &Gateway, who: &Enrolled, tag: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["agent", "connect", "--identity"])
+        .arg(&who.bundle_path)
+        .arg("--otp-secret-file")
+        .arg(&who.secret_path)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(gw.dir.join(format!("{tag}.out"))).expect("out"))
+        .stderr(std::fs::File::create(gw.dir.join(format!("{tag}.err"))).expect("err"))
+        .spawn()
+        .expect("softphone starts")
+}
+
+/// What a softphone printed (stdout, stderr).
+pub fn softphone_output(gw: &Gateway, tag: &str) -> (String, String) {
+    let read = |ext: &str| {
+        std::fs::read_to_string(gw.dir.join(format!("{tag}.{ext}"))).unwrap_or_default()
+    };
+    (read("out"), read("err"))
+}
