@@ -10,7 +10,8 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::agent::{enroll, softphone, softphone_output};
-use common::gateway::{far_end_with, sipp, Gateway, PCAP};
+use common::gateway::{far_end_with, sipp, sipp_command, sipp_result, Gateway, PCAP};
+use common::pcap::Capture;
 use tollgate::agent::wav;
 use tollgate::media::g711::{alaw_to_linear, linear_to_alaw};
 
@@ -70,6 +71,13 @@ fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
         ],
     );
     gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    // As root, capture the agents' QUIC port and the trunk's RTP ports.
+    let captures = common::pcap::is_root().then(|| {
+        (
+            Capture::start(&gw.dir.join("quic.pcap"), "udp and port 16402"),
+            Capture::start(&gw.dir.join("trunk.pcap"), "udp and portrange 63000-63999"),
+        )
+    });
     let run = sipp(
         &gw,
         "uac_agent_pcap.xml",
@@ -77,6 +85,7 @@ fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
         16420,
         &["-key", "pcap", PCAP, "-m", "1"],
     );
+    let captured = captures.map(|(q, t)| (q.stop(), t.stop()));
     assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
     let status = wait_exit(&mut phone, 20);
     let (out, err) = softphone_output(&gw, "alice");
@@ -106,6 +115,85 @@ fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
         |v| v == 1.0,
     );
     gw.wait_metric("tollgate_calls_active", 5, |v| v == 0.0);
+
+    match captured {
+        None => eprintln!("skipped the captures: tcpdump needs root (CI runs as root)"),
+        Some((quic, trunk)) => {
+            // sipp's RTP payloads: plain on the trunk (configured without
+            // SRTP for this call), never on the QUIC port.
+            let payloads: Vec<Vec<u8>> =
+                common::pcap::udp_payloads(&std::fs::read(PCAP).expect("pcap"))
+                    .into_iter()
+                    .filter_map(|(_, p)| {
+                        let r = tollgate::media::rtp::parse(&p).ok()?;
+                        (r.payload_type() == 8).then(|| r.payload().to_vec())
+                    })
+                    .collect();
+            let carries = |packets: &[(u16, Vec<u8>)], payload: &[u8]| {
+                packets
+                    .iter()
+                    .any(|(_, p)| p.windows(32).any(|w| payload.windows(32).any(|x| x == w)))
+            };
+            assert!(
+                quic.len() > 100,
+                "only {} QUIC packets captured",
+                quic.len()
+            );
+            let on_trunk = payloads.iter().filter(|p| carries(&trunk, p)).count();
+            assert!(
+                on_trunk >= 80,
+                "only {on_trunk} of sipp's payloads seen plain on the trunk"
+            );
+            for (i, p) in payloads.iter().enumerate() {
+                assert!(
+                    !carries(&quic, p),
+                    "sipp's payload {i} crossed the QUIC port in clear"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_agent_killed_mid_call_gets_the_trunk_a_bye_in_time() {
+    let base = 16700;
+    let toml = common::gateway::config(base, 59000, 500, QUEUE)
+        .replace("[agents]\n", "[agents]\ndrop_after_ms = 1500\n");
+    let gw = Gateway::start_toml("agent-kill", base, base + 1, &toml);
+    let frank = enroll(&gw, "frank", None);
+    let mut phone = softphone(&gw, &frank, "frank", &["--auto-answer"]);
+    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    let carrier = sipp_command(
+        &gw,
+        "uac_agent.xml",
+        "441234567890",
+        base + 20,
+        &["-m", "1"],
+    )
+    .spawn()
+    .expect("sipp runs");
+    // Wait (bounded) for the agent to say it answered, then kill it.
+    let until = Instant::now() + Duration::from_secs(15);
+    while !softphone_output(&gw, "frank").1.contains("answered call") {
+        assert!(Instant::now() < until, "the agent never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    phone.kill().expect("kill");
+    let killed = Instant::now();
+    let _ = phone.wait();
+    let run = sipp_result(carrier.wait_with_output().expect("sipp ends"));
+    let took = killed.elapsed();
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    // The idle timeout (1.5 s here) plus the BYE's trip.
+    assert!(
+        took < Duration::from_millis(2500),
+        "BYE came {took:?} after the agent died"
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "BYE came before the timeout could pass: {took:?}"
+    );
+    gw.wait_metric("tollgate_agents_connected", 5, |v| v == 0.0);
 }
 
 #[test]

@@ -130,35 +130,17 @@ fn unknown_numbers_get_404_and_metrics_pass_promtool() {
 
 #[test]
 fn the_audio_sipp_gets_back_from_echo_is_what_it_sent() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    if !nix_is_root() {
+    if !common::pcap::is_root() {
         eprintln!("skipped: capturing the audio with tcpdump needs root (CI runs as root)");
         return;
     }
     let gw = Gateway::start("audio", 15180, 46000);
     let cap = gw.dir.join("echo.pcap");
     let media_port = 15190 + 2;
-    let mut tcpdump = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "-n", "-w"])
-        .arg(&cap)
-        .arg(format!(
-            "udp and dst port {media_port} and src portrange 46000-46999"
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump runs (Debian package tcpdump; scripts/deps installs it)");
-    // Wait until tcpdump says it is listening (bounded by its own output).
-    let stderr = tcpdump.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let listening = lines
-        .by_ref()
-        .take(20)
-        .map_while(Result::ok)
-        .any(|l| l.contains("listening on"));
-    assert!(listening, "tcpdump did not start");
+    let capture = common::pcap::Capture::start(
+        &cap,
+        &format!("udp and dst port {media_port} and src portrange 46000-46999"),
+    );
 
     let run = sipp(
         &gw,
@@ -167,11 +149,7 @@ fn the_audio_sipp_gets_back_from_echo_is_what_it_sent() {
         15190,
         &["-key", "pcap", PCAP, "-d", "3000", "-m", "1"],
     );
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(tcpdump.id().to_string())
-        .status();
-    let _ = tcpdump.wait();
+    let captured = capture.stop();
     assert_eq!(run.successful, 1, "{}", run.output);
 
     let rtp_payloads = |packets: Vec<(u16, Vec<u8>)>| -> Vec<Vec<u8>> {
@@ -186,9 +164,7 @@ fn the_audio_sipp_gets_back_from_echo_is_what_it_sent() {
     let sent = rtp_payloads(common::pcap::udp_payloads(
         &std::fs::read(PCAP).expect("pcap"),
     ));
-    let back = rtp_payloads(common::pcap::udp_payloads(
-        &std::fs::read(&cap).expect("capture"),
-    ));
+    let back = rtp_payloads(captured);
     // The pcap holds 236 packets of 30 ms (7 s); a 3 s call plays about
     // 100 of them, less the moments before the first one and after BYE.
     assert!(back.len() >= 85, "only {} packets came back", back.len());
@@ -196,12 +172,4 @@ fn the_audio_sipp_gets_back_from_echo_is_what_it_sent() {
     for (i, (b, s)) in back.iter().zip(&sent).enumerate() {
         assert_eq!(b, s, "packet {i}: the echo differs from what sipp sent");
     }
-}
-
-fn nix_is_root() -> bool {
-    // `id -u` rather than a libc call: no unsafe in tests.
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }

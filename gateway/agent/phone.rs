@@ -285,6 +285,7 @@ pub async fn run(
                 }
                 ServerMsg::Answered { call: id } => {
                     if let Some(c) = call.as_mut().filter(|c| c.report.call == id) {
+                        eprintln!("answered call {id}");
                         c.report.answered = true;
                         c.hangup_at = opts.duration.map(|d| Instant::now() + d);
                     }

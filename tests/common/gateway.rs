@@ -206,17 +206,18 @@ pub struct SippRun {
     pub output: String,
 }
 
-/// Runs sipp (the carrier) against `gw` with `scenario` from tests/sipp.
-pub fn sipp(
+/// The sipp command for a carrier calling `gw` with `scenario` from
+/// tests/sipp, to be spawned or run.
+pub fn sipp_command(
     gw: &Gateway,
     scenario: &str,
     service: &str,
     local_port: u16,
     extra: &[&str],
-) -> SippRun {
+) -> Command {
     let path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("sipp")
-        .arg(gw.sip.to_string())
+    let mut c = Command::new("sipp");
+    c.arg(gw.sip.to_string())
         .args(["-sf", &path, "-s", service, "-i", "127.0.0.1", "-nostdin"])
         .args([
             "-p",
@@ -227,9 +228,14 @@ pub fn sipp(
         .args(["-timeout", "120s", "-timeout_error"])
         .args(extra)
         .stdin(Stdio::null())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("sipp runs (Debian package sip-tester; scripts/deps installs it)");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .current_dir(std::env::temp_dir());
+    c
+}
+
+/// What a finished sipp printed, counted.
+pub fn sipp_result(out: std::process::Output) -> SippRun {
     let output =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let (successful, failed) = sipp_counts(&output);
@@ -239,6 +245,21 @@ pub fn sipp(
         status: out.status.code().unwrap_or(-1),
         output,
     }
+}
+
+/// Runs sipp (the carrier) against `gw` with `scenario` from tests/sipp.
+pub fn sipp(
+    gw: &Gateway,
+    scenario: &str,
+    service: &str,
+    local_port: u16,
+    extra: &[&str],
+) -> SippRun {
+    sipp_result(
+        sipp_command(gw, scenario, service, local_port, extra)
+            .output()
+            .expect("sipp runs (Debian package sip-tester; scripts/deps installs it)"),
+    )
 }
 
 /// (successful, failed) calls from sipp's final statistics screen.

@@ -51,3 +51,58 @@ pub fn udp_payloads(file: &[u8]) -> Vec<(u16, Vec<u8>)> {
     }
     out
 }
+
+/// Whether the tests run as root (captures need it; CI is root).
+pub fn is_root() -> bool {
+    // `id -u` rather than a libc call: no unsafe in tests.
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A tcpdump capture on loopback, running until [`Capture::stop`].
+pub struct Capture {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing what matches `filter` into `path`, and returns once
+    /// tcpdump says it is listening.
+    pub fn start(path: &std::path::Path, filter: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-U", "-n", "-w"])
+            .arg(path)
+            .arg(filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump runs (Debian package tcpdump; scripts/deps installs it)");
+        // Bounded by tcpdump's own output.
+        let stderr = child.stderr.take().expect("stderr");
+        let listening = BufReader::new(stderr)
+            .lines()
+            .take(20)
+            .map_while(Result::ok)
+            .any(|l| l.contains("listening on"));
+        assert!(listening, "tcpdump did not start");
+        Self {
+            child,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture; its UDP payloads with their destination ports.
+    pub fn stop(mut self) -> Vec<(u16, Vec<u8>)> {
+        let _ = std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        udp_payloads(&std::fs::read(&self.path).expect("capture file"))
+    }
+}
