@@ -130,6 +130,9 @@ struct ConnectArgs {
     /// Stop after N calls.
     #[arg(long, value_name = "N", default_value_t = 1)]
     calls: u32,
+    /// Send these DTMF digits (0-9 * # A-D) once answered, 200 ms apart.
+    #[arg(long, value_name = "DIGITS")]
+    dtmf: Option<String>,
 }
 
 #[derive(clap::Args, Default)]
@@ -296,6 +299,7 @@ fn connect(c: ConnectArgs) -> Result<(), String> {
         record: c.record.clone(),
         duration,
         calls: c.calls,
+        dtmf: c.dtmf.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

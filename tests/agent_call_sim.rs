@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tollgate::agent::protocol::{self, ClientMsg, Decoder, Media, Secret, ServerMsg};
-use tollgate::calls::relay::Relay;
+use tollgate::calls::relay::{Relay, Relayed};
 use tollgate::media::leg::Leg;
 use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
 use tollgate::media::stats::StreamStats;
@@ -231,9 +231,10 @@ Content-Length: {}\r\n\r\n{}",
     let mut datagrams = Vec::new();
     for (k, (i, mut p)) in arrived.into_iter().enumerate() {
         let now = t_answer + Duration::from_millis(20 * k as u64);
-        let n = relay
-            .trunk_to_agent(CARRIER_RTP, &mut p, now, &mut out)
-            .expect("relayed");
+        let Ok(Relayed::Datagram(n)) = relay.trunk_to_agent(CARRIER_RTP, &mut p, now, &mut out)
+        else {
+            panic!("not relayed")
+        };
         datagrams.push((i, now, out[..n].to_vec()));
     }
     // The agent's network loses and reorders datagrams too.

@@ -314,6 +314,13 @@ fn outbound_calls_follow_the_profile_and_carry_audio() {
 
     // Allowed: sipp answers and plays its pcap; carol hangs up after 2 s.
     let seen = gw.dir.join("far_end.log");
+    // As root, capture what reaches the far end's media port.
+    let capture = common::pcap::is_root().then(|| {
+        Capture::start(
+            &gw.dir.join("far.pcap"),
+            &format!("udp and dst port {}", base + 52),
+        )
+    });
     let uas = far_end_with("uas_answer.xml", base + 50, &seen, &["-m", "1"]);
     let rec = gw.dir.join("carol.wav");
     let mut phone = softphone(
@@ -321,6 +328,8 @@ fn outbound_calls_follow_the_profile_and_carry_audio() {
         &erin,
         "carol",
         &[
+            "--dtmf",
+            "5#",
             "--dial",
             "02079460000",
             "--duration",
@@ -363,4 +372,59 @@ fn outbound_calls_follow_the_profile_and_carry_audio() {
     );
     // (Retransmissions count too, so at least one.)
     assert!(gw.metric(invites_out) >= 1.0);
+    // The agent's DTMF reached the far end as RFC 4733 events: each digit
+    // a start with the marker, then ends.
+    match capture.map(Capture::stop) {
+        None => eprintln!("skipped the capture: tcpdump needs root (CI runs as root)"),
+        Some(packets) => {
+            let events: Vec<(u8, bool, bool)> = packets
+                .iter()
+                .filter_map(|(_, p)| tollgate::media::rtp::parse(p).ok())
+                .filter(|r| r.payload_type() == 101 && r.payload().len() >= 4)
+                .map(|r| (r.payload()[0], r.marker(), r.payload()[1] & 0x80 != 0))
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    (5, true, false),
+                    (5, false, true),
+                    (5, false, true),
+                    (5, false, true),
+                    (11, true, false),
+                    (11, false, true),
+                    (11, false, true),
+                    (11, false, true)
+                ],
+                "{out}\n{err}\n{}\n{} packets captured, payload types {:?}",
+                gw.log(),
+                packets.len(),
+                packets
+                    .iter()
+                    .filter_map(|(_, p)| tollgate::media::rtp::parse(p)
+                        .ok()
+                        .map(|r| r.payload_type()))
+                    .collect::<std::collections::BTreeSet<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn dtmf_from_the_carrier_reaches_the_agent_as_events() {
+    let gw = Gateway::start_with("agent-dtmf", 16800, 58000, 500, QUEUE);
+    let gina = enroll(&gw, "gina", None);
+    let mut phone = softphone(&gw, &gina, "gina", &["--auto-answer", "--duration", "2.5"]);
+    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    let run = sipp(
+        &gw,
+        "uac_agent_dtmf.xml",
+        "441234567890",
+        16820,
+        &["-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    let status = wait_exit(&mut phone, 20);
+    let (out, err) = softphone_output(&gw, "gina");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("DTMF heard \"1#\""), "{out}");
 }

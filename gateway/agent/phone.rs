@@ -33,6 +33,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Stop after this many calls (at least 1).
     pub calls: u32,
+    /// DTMF digits to send once a call is answered, 200 ms apart.
+    pub dtmf: Option<String>,
 }
 
 /// What happened on one call.
@@ -53,13 +55,15 @@ pub struct Report {
     pub dropped: u64,
     pub reason: String,
     pub recorded: Vec<i16>,
+    /// DTMF digits the far end sent.
+    pub dtmf: String,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "call {} {} {}: {}, {} in SRTP {} over QUIC; sent {} received {} lost {} dropped {} jitter {:.1} ms MOS {:.2}; ended: {}",
+            "call {} {} {}: {}, {} in SRTP {} over QUIC; sent {} received {} lost {} dropped {} jitter {:.1} ms MOS {:.2}; DTMF heard {:?}; ended: {}",
             self.call,
             if self.outbound { "to" } else { "from" },
             self.peer,
@@ -72,6 +76,7 @@ impl std::fmt::Display for Report {
             self.dropped,
             self.jitter_ms,
             self.mos,
+            self.dtmf,
             self.reason
         )
     }
@@ -91,6 +96,11 @@ struct Call {
     ts: u32,
     played: usize,
     hangup_at: Option<Instant>,
+    /// DTMF digits still to send, and when the next goes.
+    dtmf: Vec<char>,
+    next_dtmf: Option<Instant>,
+    /// DTMF digits received from the far end.
+    pub heard_dtmf: String,
 }
 
 fn random_u32() -> u32 {
@@ -139,6 +149,7 @@ impl Call {
                 dropped: 0,
                 reason: String::new(),
                 recorded: Vec::new(),
+                dtmf: String::new(),
             },
             prefix: (prefix, n),
             pt: m.pt,
@@ -151,6 +162,9 @@ impl Call {
             ts: random_u32(),
             played: 0,
             hangup_at: None,
+            dtmf: Vec::new(),
+            next_dtmf: None,
+            heard_dtmf: String::new(),
         })
     }
 
@@ -222,6 +236,7 @@ impl Call {
             self.report.mos = mos_g711(snap.loss, snap.jitter_ms, 0.0);
         }
         self.report.reason = reason;
+        self.report.dtmf = std::mem::take(&mut self.heard_dtmf);
         self.report
     }
 }
@@ -287,6 +302,8 @@ pub async fn run(
                     if let Some(c) = call.as_mut().filter(|c| c.report.call == id) {
                         eprintln!("answered call {id}");
                         c.report.answered = true;
+                        c.dtmf = opts.dtmf.as_deref().unwrap_or("").chars().collect();
+                        c.next_dtmf = (!c.dtmf.is_empty()).then(|| Instant::now() + Duration::from_millis(500));
                         c.hangup_at = opts.duration.map(|d| Instant::now() + d);
                     }
                 }
@@ -308,9 +325,15 @@ pub async fn run(
                         }
                     }
                 }
+                ServerMsg::Dtmf { call: id, digit, .. } => {
+                    if let Some(c) = call.as_mut().filter(|c| c.report.call == id) {
+                        c.heard_dtmf.push(digit);
+                    }
+                }
                 ServerMsg::Error { code, message, call: None } if call.is_none() && opts.dial.is_some() => {
                     return Err(ClientError::Refused(format!("{message} ({code})")));
                 }
+                ServerMsg::Error { code, message, .. } => eprintln!("gateway: {message} ({code})"),
                 _ => {}
             },
             d = conn.read_datagram() => {
@@ -323,10 +346,18 @@ pub async fn run(
                 }
             },
             _ = tick.tick(), if sending => {
+                let mut digit = None;
                 if let Some(c) = call.as_mut() {
                     if let Some(d) = c.packet(opts.play.as_deref()) {
                         let _ = conn.send_datagram(d);
                     }
+                    if c.next_dtmf.is_some_and(|t| t <= Instant::now()) && !c.dtmf.is_empty() {
+                        digit = Some((c.report.call, c.dtmf.remove(0)));
+                        c.next_dtmf = (!c.dtmf.is_empty()).then(|| Instant::now() + Duration::from_millis(200));
+                    }
+                }
+                if let Some((id, d)) = digit {
+                    client.send(&ClientMsg::Dtmf { call: id, digit: d, duration_ms: 100 }).await?;
                 }
             },
             () = hangup => {

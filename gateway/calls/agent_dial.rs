@@ -202,7 +202,7 @@ impl Core {
         let Some((rtp, rtcp)) = to_tokio(rtp, rtcp) else {
             return false;
         };
-        let Ok(relay) = Relay::new(
+        let Ok(mut relay) = Relay::new(
             leg,
             &key,
             call,
@@ -212,6 +212,14 @@ impl Core {
         ) else {
             return false;
         };
+        // We offered telephone-event; it is in use if the answer has it.
+        relay.dtmf_pt = crate::sip::sdp::Sdp::parse(m.body).ok().and_then(|s| {
+            let a = s.audio()?;
+            a.formats
+                .iter()
+                .copied()
+                .find(|&pt| a.codec(pt) == Some(Codec::TelephoneEvent))
+        });
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
         link.add_flow(call, tx);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
@@ -221,7 +229,8 @@ impl Core {
                 rtcp,
                 remote_rtcp,
                 relay,
-                conn: link.conn.clone(),
+                link: link.clone(),
+                call,
                 datagrams: rx,
                 send,
             },

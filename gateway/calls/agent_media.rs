@@ -19,8 +19,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::media::{ntp_now, recv_opt, Control, RtpCounters};
-use super::relay::{Relay, RelayError, AGENT_PEER};
+use super::relay::{Relay, RelayError, Relayed, AGENT_PEER};
 use crate::admin::metrics::Metrics;
+use crate::agent::protocol::ServerMsg;
+use crate::agent::server::Link;
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes carved per block for outgoing datagrams.
@@ -32,7 +34,10 @@ pub struct AgentMedia {
     pub rtcp: Option<UdpSocket>,
     pub remote_rtcp: SocketAddr,
     pub relay: Relay,
-    pub conn: quinn::Connection,
+    /// The agent's session (datagrams, and DTMF events).
+    pub link: Link,
+    /// The call as the agent knows it.
+    pub call: u64,
     /// The agent's packets for this call (after the flow identifier).
     pub datagrams: mpsc::Receiver<Bytes>,
     /// Whether we may send to the trunk (its direction).
@@ -42,6 +47,7 @@ pub struct AgentMedia {
 /// Runs until `control` closes (the call ended) or the agent's
 /// connection goes.
 pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metrics: Arc<Metrics>) {
+    let conn = m.link.conn.clone();
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 1500];
     let mut pkt = vec![0u8; 2048];
@@ -61,6 +67,28 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
         tokio::select! {
             ctl = control.recv() => match ctl {
                 Some(Control::Hold(h)) => held = h,
+                Some(Control::Dtmf { digit, duration_ms }) => {
+                    let mut events: [(usize, [u8; 64]); 4] = [(0, [0; 64]); 4];
+                    let mut k = 0;
+                    let built = m.relay.dtmf_to_trunk(digit, duration_ms, &mut out, |p| {
+                        if let Some(slot) = events.get_mut(k) {
+                            let n = p.len().min(64);
+                            slot.1[..n].copy_from_slice(&p[..n]);
+                            slot.0 = n;
+                        }
+                        k += 1;
+                    });
+                    if built.is_err() {
+                        tracing::debug!(call = m.call, "DTMF not sent: no telephone-event on the trunk leg");
+                    }
+                    if built.is_ok() && m.send {
+                        for (n, p) in &events[..k.min(4)] {
+                            if m.rtp.send_to(&p[..*n], m.relay.trunk.remote()).await.is_ok() {
+                                counters.sent(*n);
+                            }
+                        }
+                    }
+                }
                 Some(Control::Update { remote, rtcp, send }) => {
                     m.relay.trunk.set_signalled(remote);
                     m.remote_rtcp = rtcp;
@@ -87,19 +115,28 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
                     continue;
                 }
                 match m.relay.trunk_to_agent(from, &mut buf[..n], Instant::now(), &mut block) {
-                    Ok(len) => {
+                    Ok(Relayed::Nothing) => {
+                        block.clear();
+                        counters.received(n);
+                    }
+                    Ok(Relayed::Dtmf { digit, duration_ms }) => {
+                        block.clear();
+                        counters.received(n);
+                        m.link.send(ServerMsg::Dtmf { call: m.call, digit, duration_ms });
+                    }
+                    Ok(Relayed::Datagram(len)) => {
                         counters.received(n);
                         block.truncate(len);
                         let d = block.split().freeze();
-                        if m.conn.max_datagram_size().is_none_or(|max| len > max) {
+                        if conn.max_datagram_size().is_none_or(|max| len > max) {
                             too_large.inc();
                             continue;
                         }
-                        if m.conn.datagram_send_buffer_space() < len {
+                        if conn.datagram_send_buffer_space() < len {
                             // quinn would drop the oldest queued datagram.
                             congestion.inc();
                         }
-                        if m.conn.send_datagram(d).is_ok() {
+                        if conn.send_datagram(d).is_ok() {
                             counters.sent(len);
                         }
                     }
@@ -143,7 +180,7 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
                     let _ = sock.send_to(&out[..len], to).await;
                 }
             },
-            _ = m.conn.closed() => break,
+            _ = conn.closed() => break,
         }
     }
     counters.finish(&m.relay.trunk);

@@ -216,15 +216,32 @@ impl Core {
             ClientMsg::Reject { call } if mine(call) => self.agent_refused(call, "rejected", now),
             ClientMsg::Hangup { call } if mine(call) => self.agent_hangup(call, now),
             ClientMsg::Hold { call, hold } if mine(call) => {
-                let media = match self.inbound_by_agent_call(call) {
-                    Some(id) => self.calls.get(&id).map(|c| c.media.clone()),
-                    None => self.agent_out_media(call),
-                };
-                if let Some(m) = media {
+                if let Some(m) = self.call_media(call) {
                     let _ = m.try_send(Control::Hold(hold));
                 }
                 if let Some(a) = self.agents.sessions.get(&session) {
                     a.link.send(ServerMsg::Held { call, hold });
+                }
+            }
+            ClientMsg::Dtmf {
+                call,
+                digit,
+                duration_ms,
+            } if mine(call) => {
+                let media = self.call_media(call);
+                debug!(call, media = media.is_some(), "agent DTMF");
+                let ok = super::relay::dtmf_event(digit).is_some()
+                    && (40..=5000).contains(&duration_ms)
+                    && media
+                        .is_some_and(|m| m.try_send(Control::Dtmf { digit, duration_ms }).is_ok());
+                if !ok {
+                    if let Some(a) = self.agents.sessions.get(&session) {
+                        a.link.send(ServerMsg::Error {
+                            code: "bad_dtmf".into(),
+                            message: "DTMF needs a digit 0-9 * # A-D, 40 to 5000 ms, on a call with media".into(),
+                            call: Some(call),
+                        });
+                    }
                 }
             }
             ClientMsg::Answer { call }
@@ -232,18 +249,21 @@ impl Core {
             | ClientMsg::Hold { call, .. }
             | ClientMsg::Dtmf { call, .. }
             | ClientMsg::Hangup { call } => {
-                let (code, message) = if mine(call) {
-                    ("not_supported", "DTMF from agents is not supported yet")
-                } else {
-                    ("no_such_call", "no such call")
-                };
                 a.link.send(ServerMsg::Error {
-                    code: code.into(),
-                    message: message.into(),
+                    code: "no_such_call".into(),
+                    message: "no such call".into(),
                     call: Some(call),
                 });
             }
             ClientMsg::Hello { .. } | ClientMsg::Ping { .. } => {}
+        }
+    }
+
+    /// The media task's control of the call agents know as `call`.
+    fn call_media(&self, call: u64) -> Option<mpsc::Sender<Control>> {
+        match self.inbound_by_agent_call(call) {
+            Some(id) => self.calls.get(&id).map(|c| c.media.clone()),
+            None => self.agent_out_media(call),
         }
     }
 
@@ -334,7 +354,7 @@ impl Core {
         let (Some(p), Some(key)) = (leg.pending.take(), leg.key.take()) else {
             return;
         };
-        let Ok(relay) = Relay::new(
+        let Ok(mut relay) = Relay::new(
             p.leg,
             &key,
             call,
@@ -344,6 +364,7 @@ impl Core {
         ) else {
             return;
         };
+        relay.dtmf_pt = leg.dtmf_pt;
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
         link.add_flow(call, tx);
         tokio::spawn(agent_media::run(
@@ -352,7 +373,8 @@ impl Core {
                 rtcp: p.rtcp,
                 remote_rtcp: p.remote_rtcp,
                 relay,
-                conn: link.conn.clone(),
+                link: link.clone(),
+                call,
                 datagrams: rx,
                 send: p.send,
             },

@@ -49,7 +49,7 @@ pub async fn run(
         // Which side a packet came in on: true for `a`.
         let (from_a, n, from) = tokio::select! {
             ctl = control.recv() => match ctl {
-                Some(Control::Hold(_)) => continue,
+                Some(Control::Hold(_) | Control::Dtmf { .. }) => continue,
                 Some(Control::Update { remote, rtcp, send }) => {
                     a.leg.set_signalled(remote);
                     a.remote_rtcp = rtcp;

@@ -36,6 +36,8 @@ pub enum Control {
     /// An agent put the call on hold (true) or took it off: no audio
     /// crosses while held.
     Hold(bool),
+    /// An agent's DTMF digit, for RFC 4733 events on the trunk.
+    Dtmf { digit: char, duration_ms: u16 },
 }
 
 /// What a media task needs to start.
@@ -142,7 +144,7 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
     loop {
         tokio::select! {
             ctl = control.recv() => match ctl {
-                Some(Control::Hold(_)) => {}
+                Some(Control::Hold(_) | Control::Dtmf { .. }) => {}
                 Some(Control::Update { remote, rtcp, send }) => {
                     s.leg.set_signalled(remote);
                     remote_rtcp = rtcp;

@@ -22,10 +22,47 @@ use crate::media::srtp::{MasterKey, SrtpConfig, SrtpError, SrtpReceiver, SrtpSen
 pub const AGENT_PEER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
+/// The RFC 4733 event number of a DTMF digit.
+pub fn dtmf_event(digit: char) -> Option<u8> {
+    match digit {
+        '0'..='9' => Some(digit as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(12 + (digit as u8 - b'A')),
+        _ => None,
+    }
+}
+
+/// The DTMF digit of an RFC 4733 event number.
+pub fn dtmf_digit(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+/// What a trunk packet became.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// A datagram payload of this length, for the agent.
+    Datagram(usize),
+    /// The end of a DTMF event (RFC 4733), reported once per event.
+    Dtmf { digit: char, duration_ms: u16 },
+    /// Nothing to send (an event's start, updates or repeated ends).
+    Nothing,
+}
+
 /// One relayed call's media state.
 pub struct Relay {
     pub trunk: Leg,
     pub agent: Leg,
+    /// The trunk leg's telephone-event payload type, if negotiated.
+    pub dtmf_pt: Option<u8>,
+    /// The timestamp of the last event reported (ends come three times).
+    last_event: Option<u32>,
     prefix: [u8; 8],
     prefix_len: usize,
     /// Per direction: our timestamp minus theirs, fixed at the first packet.
@@ -63,6 +100,8 @@ impl Relay {
         Ok(Self {
             trunk,
             agent: Leg::new(AGENT_PEER, 8000, ssrc, seq, Some(srtp)),
+            dtmf_pt: None,
+            last_event: None,
             prefix,
             prefix_len,
             to_agent_offset: None,
@@ -78,18 +117,33 @@ impl Relay {
     }
 
     /// A trunk packet from `from` in `buf` becomes a datagram payload in
-    /// `out` (flow identifier, then SRTP); returns its length.
+    /// `out` (flow identifier, then SRTP), or a DTMF event.
     pub fn trunk_to_agent(
         &mut self,
         from: SocketAddr,
         buf: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<usize, RelayError> {
+    ) -> Result<Relayed, RelayError> {
         let p = self
             .trunk
             .recv_rtp(from, buf, now)
             .map_err(RelayError::Dropped)?;
+        if Some(p.payload_type) == self.dtmf_pt {
+            let e = &buf[p.payload_offset..p.payload_offset + p.payload_len];
+            if e.len() < 4 || e[1] & 0x80 == 0 || self.last_event == Some(p.timestamp) {
+                return Ok(Relayed::Nothing);
+            }
+            self.last_event = Some(p.timestamp);
+            let duration = u16::from_be_bytes([e[2], e[3]]) / 8; // 8 kHz clock
+            return Ok(match dtmf_digit(e[0]) {
+                Some(digit) => Relayed::Dtmf {
+                    digit,
+                    duration_ms: duration,
+                },
+                None => Relayed::Nothing,
+            });
+        }
         let off = *self
             .to_agent_offset
             .get_or_insert(self.to_agent_base.wrapping_sub(p.timestamp));
@@ -109,7 +163,41 @@ impl Relay {
                 payload,
             )
             .map_err(RelayError::Build)?;
-        Ok(n + m)
+        Ok(Relayed::Datagram(n + m))
+    }
+
+    /// A DTMF digit from the agent as RFC 4733 packets on the trunk leg,
+    /// at the stream's current timestamp: a start (marker set) and the end
+    /// three times, each handed to `emit` as it is built in `out`.
+    pub fn dtmf_to_trunk(
+        &mut self,
+        digit: char,
+        duration_ms: u16,
+        out: &mut [u8],
+        mut emit: impl FnMut(&[u8]),
+    ) -> Result<(), RelayError> {
+        let (Some(pt), Some(event)) = (self.dtmf_pt, dtmf_event(digit)) else {
+            return Err(RelayError::Build(SrtpError::KeyLength));
+        };
+        let ts = match self.to_trunk_offset {
+            Some(_) => self.trunk.last_timestamp(),
+            None => self.to_trunk_base,
+        };
+        let duration = duration_ms.saturating_mul(8).to_be_bytes();
+        for (i, end) in [false, true, true, true].into_iter().enumerate() {
+            let payload = [
+                event,
+                if end { 0x80 | 10 } else { 10 },
+                duration[0],
+                duration[1],
+            ];
+            let n = self
+                .trunk
+                .build_rtp(out, pt, i == 0, ts, &payload)
+                .map_err(RelayError::Build)?;
+            emit(&out[..n]);
+        }
+        Ok(())
     }
 
     /// An agent's SRTP packet (the datagram after its flow identifier) in
@@ -156,6 +244,63 @@ mod tests {
         p
     }
 
+    #[test]
+    fn dtmf_both_ways() {
+        let carrier: SocketAddr = "192.0.2.7:30000".parse().expect("addr");
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let trunk = Leg::new(carrier, 8000, 0x1111, 100, None);
+        let mut r = Relay::new(trunk, &key, 1, 2, 3, (5000, 9000)).expect("relay");
+        r.dtmf_pt = Some(101);
+        let now = Instant::now();
+        let mut out = [0u8; 1500];
+        // A '#' from the carrier: start, an update, the end three times.
+        let mut seen = Vec::new();
+        for (i, flags) in [0x0au8, 0x0a, 0x8a, 0x8a, 0x8a].into_iter().enumerate() {
+            let mut p = rtp(10 + i as u16, 8000, 0xabcd, &[11, flags, 0x06, 0x40]);
+            p[1] = 101;
+            seen.push(
+                r.trunk_to_agent(carrier, &mut p, now, &mut out)
+                    .expect("ok"),
+            );
+        }
+        assert_eq!(
+            seen,
+            [
+                Relayed::Nothing,
+                Relayed::Nothing,
+                Relayed::Dtmf {
+                    digit: '#',
+                    duration_ms: 200
+                },
+                Relayed::Nothing,
+                Relayed::Nothing
+            ]
+        );
+        // A '5' from the agent: four packets, one timestamp, marker first,
+        // end bit on the last three.
+        let mut sent = Vec::new();
+        r.dtmf_to_trunk('5', 160, &mut out, |p| sent.push(p.to_vec()))
+            .expect("sent");
+        assert_eq!(sent.len(), 4);
+        let ts: Vec<u32> = sent
+            .iter()
+            .map(|p| crate::media::rtp::parse(p).expect("rtp").timestamp())
+            .collect();
+        assert!(ts.iter().all(|t| *t == 9000));
+        for (i, p) in sent.iter().enumerate() {
+            let q = crate::media::rtp::parse(p).expect("rtp");
+            assert_eq!(q.payload_type(), 101);
+            assert_eq!(q.marker(), i == 0);
+            assert_eq!(q.payload()[0], 5);
+            assert_eq!(q.payload()[1] & 0x80 != 0, i > 0);
+            assert_eq!(u16::from_be_bytes([q.payload()[2], q.payload()[3]]), 1280);
+        }
+        assert!(r.dtmf_to_trunk('x', 160, &mut out, |_| {}).is_err());
+        for d in "0123456789*#ABCD".chars() {
+            assert_eq!(dtmf_event(d).and_then(dtmf_digit), Some(d));
+        }
+    }
+
     /// Both directions through the relay, with the agent's side played by
     /// a second SRTP context keyed as the offer would key it.
     #[test]
@@ -175,9 +320,10 @@ mod tests {
         for i in 0..50u16 {
             let payload = [i as u8; 160];
             let mut pkt = rtp(1000 + i, 80_000 + u32::from(i) * 160, 0xabcd, &payload);
-            let n = r
-                .trunk_to_agent(carrier, &mut pkt, now, &mut out)
-                .expect("relayed");
+            let Ok(Relayed::Datagram(n)) = r.trunk_to_agent(carrier, &mut pkt, now, &mut out)
+            else {
+                panic!("not relayed")
+            };
             let (flow, sealed) = split_datagram(&out[..n]).expect("framed");
             assert_eq!(flow, 300);
             assert!(

@@ -131,6 +131,11 @@ impl Leg {
         }
     }
 
+    /// The RTP timestamp of the last packet we sent.
+    pub fn last_timestamp(&self) -> u32 {
+        self.last_ts
+    }
+
     pub fn stats(&self) -> Option<&StreamStats> {
         self.stats.as_ref()
     }
