@@ -3,6 +3,7 @@ pub mod admin;
 pub mod agent;
 pub mod calls;
 pub mod config;
+pub mod demo;
 pub mod keys;
 pub mod media;
 pub mod sip;

@@ -26,6 +26,16 @@ enum Command {
     Config(ConfigCommand),
     /// Enrol, revoke and list agents (whether or not the gateway runs).
     Agent(AgentArgs),
+    /// Start a gateway on loopback with a built-in carrier and agents,
+    /// place calls each way, and print what happened.
+    Demo {
+        /// Calls each way.
+        #[arg(long, default_value_t = 2)]
+        calls: u32,
+        /// Seconds each call lasts.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 /// Where the state is: shared by `run` and the commands that work on it.
@@ -184,6 +194,19 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Default) => {
             print!("{}", tollgate::config::DEFAULT_TOML);
             ExitCode::SUCCESS
+        }
+        Command::Demo { calls, seconds } => {
+            if !(1..=20).contains(&calls) || !(0.5..=60.0).contains(&seconds) {
+                eprintln!("tollgate demo: --calls 1 to 20, --seconds 0.5 to 60");
+                return ExitCode::FAILURE;
+            }
+            match tollgate::demo::run(calls, seconds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Agent(args) => match agent_command(args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -158,3 +158,32 @@ fn agent_enroll_list_revoke_without_a_gateway() {
     assert!(err.contains("another master key"), "{err}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn demo_places_calls_both_ways_and_says_how_each_leg_was_protected() {
+    let (code, out, err) = tollgate(&["demo", "--calls", "1", "--seconds", "1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let inbound = out
+        .lines()
+        .filter(|l| l.starts_with("inbound call: +********0123 -> "))
+        .count();
+    let outbound = out
+        .lines()
+        .filter(|l| l.starts_with("outbound call: agent-2 -> +********0000"))
+        .count();
+    assert_eq!((inbound, outbound), (1, 1), "{out}");
+    let legs = out
+        .lines()
+        .filter(|l| {
+            l.contains("agent leg: SRTP AEAD_AES_128_GCM in QUIC datagrams") && l.contains("MOS")
+        })
+        .count();
+    assert_eq!(legs, 2, "{out}");
+    assert!(
+        !out.contains("447700900123"),
+        "a caller's number in full: {out}"
+    );
+    let (code, _, err) = tollgate(&["demo", "--calls", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--calls 1 to 20"), "{err}");
+}

@@ -10,7 +10,7 @@
 
 mod agent_dial;
 mod agent_media;
-mod agents;
+pub mod agents;
 mod bridge;
 pub mod core;
 mod inbound;

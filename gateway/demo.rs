@@ -1,0 +1,457 @@
+//! `tollgate demo`: a gateway on loopback with a built-in carrier and
+//! agents, a few calls each way, and what happened printed: who called
+//! whom (numbers masked), the protection on each leg, packets, loss,
+//! jitter and MOS.
+//!
+//! The gateway is the real one (this binary, `tollgate run`, as a child
+//! process on its own ports and a throw-away data directory). The carrier
+//! is a minimal SIP user agent over UDP built from the gateway's own SIP
+//! builders and parser; the agents are the headless softphone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use crate::agent::client::Client;
+use crate::agent::phone::{self, Report};
+use crate::agent::store::Store;
+use crate::agent::totp;
+use crate::calls::agents::mask;
+use crate::keys::Sealer;
+use crate::media::g711;
+use crate::sip::build::{self, RequestSpec};
+use crate::sip::header::{Method, NameAddr};
+use crate::sip::message::{Framing, HeaderName, Limits, Message};
+use crate::sip::sdp::Sdp;
+
+const SIP: u16 = 25060;
+const ADMIN: u16 = 25061;
+const QUIC: u16 = 25062;
+const FAR: u16 = 25080;
+const CALLER: &str = "+447700900123";
+const CALLED: &str = "+442079460000";
+
+fn config() -> String {
+    format!(
+        r#"[sip]
+udp = ["127.0.0.1:{SIP}"]
+tcp = []
+[media]
+rtp_ports = "26000-26999"
+[admin]
+listen = "127.0.0.1:{ADMIN}"
+[agents]
+listen = "127.0.0.1:{QUIC}"
+[[trunk]]
+name = "carrier"
+peers = ["127.0.0.0/8"]
+address = "127.0.0.1:{FAR}"
+codecs = ["PCMU"]
+srtp = "off"
+keepalive_s = 0
+country_code = "44"
+[[route]]
+number = "*"
+target = "queue:default"
+[[dial]]
+prefix = "+"
+trunk = "carrier"
+"#
+    )
+}
+
+/// The gateway child; stopped and its directory removed when dropped.
+struct Gateway {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_gateway(dir: &Path) -> Result<Gateway, String> {
+    let cfg = dir.join("tollgate.toml");
+    std::fs::write(&cfg, config()).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--master-key")
+        .arg(dir.join("master.key"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting the gateway: {e}"))?;
+    let gw = Gateway {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if healthy() {
+            return Ok(gw);
+        }
+        if Instant::now() > until {
+            return Err(format!(
+                "the gateway did not start (ports {SIP}, {ADMIN}, {QUIC} busy?): {}",
+                std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get(path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", ADMIN)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r)
+}
+
+fn healthy() -> bool {
+    get("/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+/// Waits (bounded) until `n` agents are available.
+async fn agents_available(n: u32) -> Result<(), String> {
+    let want = format!("tollgate_agents_available {n}");
+    for _ in 0..200 {
+        if get("/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("the agent did not become available".into())
+}
+
+/// The carrier's side of one call's media: a tone out every 20 ms, packets
+/// in counted.
+struct CarrierMedia {
+    sock: UdpSocket,
+    remote: Option<SocketAddr>,
+    seq: u16,
+    ts: u32,
+    received: u64,
+    sent: u64,
+}
+
+impl CarrierMedia {
+    async fn bind() -> Result<Self, String> {
+        Ok(Self {
+            sock: UdpSocket::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?,
+            remote: None,
+            seq: 1,
+            ts: 0,
+            received: 0,
+            sent: 0,
+        })
+    }
+
+    fn port(&self) -> u16 {
+        self.sock.local_addr().map_or(0, |a| a.port())
+    }
+
+    async fn tick(&mut self, tone: &[u8]) {
+        let Some(to) = self.remote else { return };
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.ts.to_be_bytes());
+        p.extend_from_slice(&0x00c0_ffeeu32.to_be_bytes());
+        p.extend_from_slice(tone);
+        if self.sock.send_to(&p, to).await.is_ok() {
+            self.sent += 1;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(160);
+    }
+}
+
+fn sdp(port: u16) -> Vec<u8> {
+    format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
+    )
+    .into_bytes()
+}
+
+fn remote_media(body: &[u8]) -> Option<SocketAddr> {
+    let s = Sdp::parse(body).ok()?;
+    let a = s.audio()?;
+    Some(SocketAddr::new(a.connection.or(s.connection)?, a.port))
+}
+
+/// Answers what needs answering on the carrier's signalling socket
+/// (BYE, and INVITEs for the far end); returns the remote media of an
+/// INVITE it answered, and whether a BYE ended the call.
+async fn carrier_sip(
+    sock: &UdpSocket,
+    buf: &[u8],
+    from: SocketAddr,
+    media_port: u16,
+) -> (Option<SocketAddr>, bool) {
+    let limits = Limits::default();
+    let Ok((m, _)) = Message::parse(buf, Framing::Datagram, &limits) else {
+        return (None, false);
+    };
+    let method = match m.start {
+        crate::sip::message::StartLine::Request { method, .. } => Some(method),
+        crate::sip::message::StartLine::Response { .. } => None,
+    };
+    let reply = |code: u16, reason: &str, body: Option<&[u8]>| {
+        let contact = format!(
+            "<sip:carrier@127.0.0.1:{}>",
+            sock.local_addr().map_or(0, |a| a.port())
+        );
+        build::response(
+            &m,
+            code,
+            reason,
+            Some(b"carrier1"),
+            &[("Contact", contact.as_bytes())],
+            body.map(|b| ("application/sdp", b)),
+        )
+    };
+    match method {
+        Some(Method::Invite) => {
+            let remote = remote_media(m.body);
+            let answer = sdp(media_port);
+            for r in [reply(180, "Ringing", None), reply(200, "OK", Some(&answer))]
+                .into_iter()
+                .flatten()
+            {
+                let _ = sock.send_to(&r, from).await;
+            }
+            (remote, false)
+        }
+        Some(Method::Bye) => {
+            if let Some(r) = reply(200, "OK", None) {
+                let _ = sock.send_to(&r, from).await;
+            }
+            (None, true)
+        }
+        _ => (None, false),
+    }
+}
+
+/// One call from the carrier to the gateway, until the gateway's BYE (the
+/// agent hangs up). Returns (packets sent, packets received).
+async fn carrier_call(n: u32) -> Result<(u64, u64), String> {
+    let sig = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let me = sig.local_addr().map_err(|e| e.to_string())?;
+    let gw: SocketAddr = ([127, 0, 0, 1], SIP).into();
+    let mut media = CarrierMedia::bind().await?;
+    let call_id = format!("demo-{n}-{}", build::token());
+    let from = format!("<sip:{CALLER}@127.0.0.1>;tag=c{n}");
+    let uri = format!("sip:{CALLED}@127.0.0.1:{SIP}");
+    let contact = format!("<sip:carrier@{me}>");
+    let body = sdp(media.port());
+    let invite = build::request(&RequestSpec {
+        method: "INVITE",
+        uri: uri.as_bytes(),
+        via: me,
+        transport: "UDP",
+        branch: build::branch().as_bytes(),
+        from: from.as_bytes(),
+        to: format!("<{uri}>").as_bytes(),
+        call_id: call_id.as_bytes(),
+        cseq: 1,
+        extra: &[("Contact", contact.as_bytes())],
+        body: Some(("application/sdp", &body)),
+    });
+    sig.send_to(&invite, gw).await.map_err(|e| e.to_string())?;
+    let tone = crate::calls::tone::tone(160, g711::linear_to_ulaw);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut sbuf, mut mbuf) = (vec![0u8; 4096], vec![0u8; 2048]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            r = sig.recv_from(&mut sbuf) => {
+                let Ok((len, from_addr)) = r else { continue };
+                let Ok((m, _)) = Message::parse(&sbuf[..len], Framing::Datagram, &Limits::default()) else { continue };
+                if m.status().is_some_and(|c| (200..300).contains(&c)) && media.remote.is_none() {
+                    media.remote = remote_media(m.body);
+                    let to = m.header(HeaderName::To).map(|h| h.value.to_vec()).unwrap_or_default();
+                    let target = m.values(HeaderName::Contact).next()
+                        .and_then(|c| NameAddr::parse(c).ok()).map(|c| c.uri_bytes.to_vec())
+                        .unwrap_or_else(|| uri.clone().into_bytes());
+                    let ack = build::request(&RequestSpec {
+                        method: "ACK", uri: &target, via: me, transport: "UDP",
+                        branch: build::branch().as_bytes(), from: from.as_bytes(), to: &to,
+                        call_id: call_id.as_bytes(), cseq: 1, extra: &[], body: None,
+                    });
+                    let _ = sig.send_to(&ack, from_addr).await;
+                } else if m.status().is_some_and(|c| c >= 300) {
+                    return Err(format!("the gateway refused the call: {:?}", m.status()));
+                } else if m.status().is_none() {
+                    let (_, bye) = carrier_sip(&sig, &sbuf[..len], from_addr, media.port()).await;
+                    if bye {
+                        return Ok((media.sent, media.received));
+                    }
+                }
+            }
+            r = media.sock.recv_from(&mut mbuf) => {
+                if r.is_ok() { media.received += 1; }
+            }
+            _ = tick.tick() => media.tick(&tone).await,
+            () = tokio::time::sleep_until(deadline) => return Err("the call did not end within 30 s".into()),
+        }
+    }
+}
+
+/// The far end for the agents' calls: answers each INVITE, plays a tone,
+/// answers BYE; stops after `calls` BYEs. Returns per call (sent, received).
+async fn far_end(calls: u32) -> Result<Vec<(u64, u64)>, String> {
+    let sig = UdpSocket::bind(("127.0.0.1", FAR))
+        .await
+        .map_err(|e| format!("port {FAR}: {e}"))?;
+    let tone = crate::calls::tone::tone(160, g711::linear_to_ulaw);
+    let mut out = Vec::new();
+    let mut media = CarrierMedia::bind().await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut sbuf, mut mbuf) = (vec![0u8; 4096], vec![0u8; 2048]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30 * u64::from(calls.max(1)));
+    while (out.len() as u32) < calls {
+        tokio::select! {
+            r = sig.recv_from(&mut sbuf) => {
+                let Ok((len, from)) = r else { continue };
+                let (remote, bye) = carrier_sip(&sig, &sbuf[..len], from, media.port()).await;
+                if remote.is_some() {
+                    media.remote = remote;
+                }
+                if bye {
+                    out.push((media.sent, media.received));
+                    media = CarrierMedia::bind().await?;
+                }
+            }
+            r = media.sock.recv_from(&mut mbuf) => {
+                if r.is_ok() { media.received += 1; }
+            }
+            _ = tick.tick() => media.tick(&tone).await,
+            () = tokio::time::sleep_until(deadline) => return Err("the far end waited too long".into()),
+        }
+    }
+    Ok(out)
+}
+
+async fn agent(dir: &Path, sealer: &Sealer, name: &str) -> Result<Client, String> {
+    let store = Store::new(&dir.join("data"));
+    let e = store
+        .enroll(sealer, name, None, &format!("127.0.0.1:{QUIC}"))
+        .map_err(|e| e.to_string())?;
+    let bundle: crate::agent::store::Bundle =
+        toml::from_str(&e.bundle).map_err(|e| e.to_string())?;
+    let secret = totp::Secret::parse(&e.otp_uri).ok_or("TOTP secret")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Client::connect(&bundle, &totp::code_at(&secret, now))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn describe(r: &Report, carrier: (u64, u64)) -> String {
+    format!(
+        "  trunk leg: RTP (G.711 {}), carrier sent {} packets, received {}\n  \
+agent leg: SRTP {} in QUIC datagrams (key fresh for this call), agent sent {} received {}, lost {}, jitter {:.1} ms, MOS {:.2}",
+        r.codec, carrier.0, carrier.1, r.suite, r.sent, r.received, r.lost, r.jitter_ms, r.mos
+    )
+}
+
+/// Runs the demo: `calls` calls each way of `seconds` each.
+pub fn run(calls: u32, seconds: f64) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut key = [0u8; 32];
+    crate::keys::random(&mut key).map_err(|e| e.to_string())?;
+    crate::keys::write_private(&dir.join("master.key"), &key, false).map_err(|e| e.to_string())?;
+    let sealer = Sealer::from_key(&key);
+    let _gw = start_gateway(&dir)?;
+    println!("gateway on loopback: SIP udp/{SIP}, agents quic/{QUIC}, metrics http://127.0.0.1:{ADMIN}/metrics");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let duration = Duration::from_secs_f64(seconds);
+    rt.block_on(async {
+        // Inbound: the carrier calls; the agent answers and hangs up.
+        let a = agent(&dir, &sealer, "agent-1").await?;
+        let opts = phone::Options {
+            auto_answer: true,
+            duration: Some(duration),
+            calls,
+            ..phone::Options::default()
+        };
+        let agent_side = tokio::spawn(phone::run(a, opts, |_| {}));
+        agents_available(1).await?;
+        let mut carrier = Vec::new();
+        for n in 0..calls {
+            carrier.push(carrier_call(n).await?);
+        }
+        let reports = agent_side
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        for (r, c) in reports.iter().zip(&carrier) {
+            println!(
+                "inbound call: {} -> {} answered by agent-1 ({}); agent saw caller {}",
+                mask(CALLER),
+                CALLED,
+                r.reason,
+                r.peer
+            );
+            println!("{}", describe(r, *c));
+        }
+        // Outbound: the agent dials; the far end answers.
+        let far = tokio::spawn(far_end(calls));
+        let b = agent(&dir, &sealer, "agent-2").await?;
+        let opts = phone::Options {
+            dial: Some("02079460000".into()),
+            duration: Some(duration),
+            calls,
+            ..phone::Options::default()
+        };
+        let reports = phone::run(b, opts, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        let far = far.await.map_err(|e| e.to_string())??;
+        for (r, c) in reports.iter().zip(&far) {
+            println!("outbound call: agent-2 -> {} ({})", mask(CALLED), r.reason);
+            println!("{}", describe(r, *c));
+        }
+        Ok::<(), String>(())
+    })
+}
