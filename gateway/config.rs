@@ -46,6 +46,9 @@ max_connections_per_peer = 32
 [media]
 # UDP ports for RTP (even) and RTCP (odd), inclusive.
 rtp_ports = "20000-39999"
+# An answered agent call whose trunk sends no RTP for this long is ended
+# (BYE): the carrier has gone. 0 turns it off.
+rtp_timeout_s = 30
 
 [admin]
 # /metrics and /healthz.
@@ -312,12 +315,14 @@ impl Default for SipFile {
 #[serde(deny_unknown_fields, default)]
 pub struct MediaFile {
     pub rtp_ports: String,
+    pub rtp_timeout_s: u64,
 }
 
 impl Default for MediaFile {
     fn default() -> Self {
         Self {
             rtp_ports: "20000-39999".into(),
+            rtp_timeout_s: 30,
         }
     }
 }
@@ -534,6 +539,8 @@ pub struct Config {
     pub max_connections_per_peer: usize,
     /// Inclusive, first even.
     pub rtp_ports: (u16, u16),
+    /// Trunk RTP silence that ends an agent call (`None`: never).
+    pub rtp_timeout: Option<std::time::Duration>,
     pub admin_listen: SocketAddr,
     pub agents: Agents,
     pub trunks: Vec<Trunk>,
@@ -634,6 +641,9 @@ impl Config {
         }
         let rtp_ports = parse_range(&f.media.rtp_ports)
             .ok_or_else(|| invalid("media.rtp_ports", format!("{:?} is not an even-start range such as \"20000-39999\" with at least 2 ports above 1023", f.media.rtp_ports)))?;
+        if f.media.rtp_timeout_s > 3600 {
+            return Err(invalid("media.rtp_timeout_s", "0 (off) to 3600 seconds"));
+        }
         let admin_listen = f.admin.listen.parse().map_err(|_| {
             invalid(
                 "admin.listen",
@@ -938,6 +948,8 @@ impl Config {
             max_connections: f.sip.max_connections,
             max_connections_per_peer: f.sip.max_connections_per_peer,
             rtp_ports,
+            rtp_timeout: (f.media.rtp_timeout_s > 0)
+                .then(|| std::time::Duration::from_secs(f.media.rtp_timeout_s)),
             admin_listen,
             agents,
             trunks,

@@ -64,7 +64,7 @@ async fn two_factors_revocation_and_lockout() {
     assert_eq!(a.agent, "alice");
     a.send(&ClientMsg::Ping { id: 7 }).await.expect("send");
     assert_eq!(a.recv().await.expect("pong"), ServerMsg::Pong { id: 7 });
-    gw.wait_metric("tollgate_agents_connected", 5, |v| v == 1.0);
+    gw.expect_metric("tollgate_agents_connected", 5, 1.0);
 
     // The same code a second time is refused (a TOTP code works once).
     let e = login(&alice, &code_at(&alice_otp, now), from([127, 0, 0, 9]))
@@ -77,7 +77,7 @@ async fn two_factors_revocation_and_lockout() {
     let mut none = from([127, 0, 0, 2]);
     none.identity = Identity::None;
     assert!(login(&alice, "000000", none).await.is_err());
-    gw.wait_metric(&failures("no_certificate"), 5, |v| v == 1.0);
+    gw.expect_metric(&failures("no_certificate"), 5, 1.0);
     let key = rcgen::KeyPair::generate().expect("key");
     let mut p = rcgen::CertificateParams::new(vec!["alice".into()]).expect("params");
     p.is_ca = rcgen::IsCa::NoCa;
@@ -90,7 +90,7 @@ async fn two_factors_revocation_and_lockout() {
     assert!(login(&alice, &code_at(&alice_otp, now), other)
         .await
         .is_err());
-    gw.wait_metric(&failures("unknown_ca"), 5, |v| v == 1.0);
+    gw.expect_metric(&failures("unknown_ca"), 5, 1.0);
 
     // Three wrong codes lock bob out, and their source address too.
     let wrong = format!(
@@ -117,7 +117,7 @@ async fn two_factors_revocation_and_lockout() {
             .await
             .is_err()
     );
-    gw.wait_metric(&failures("locked_out"), 5, |v| v == 2.0);
+    gw.expect_metric(&failures("locked_out"), 5, 2.0);
 
     // Revoking alice ends her live session within a second.
     let (ok, _, err) = agent_cli(&gw, &["revoke", "alice"]);
@@ -136,8 +136,8 @@ async fn two_factors_revocation_and_lockout() {
             .await
             .is_err()
     );
-    gw.wait_metric(&failures("revoked"), 5, |v| v == 1.0);
-    gw.wait_metric("tollgate_agents_connected", 5, |v| v == 0.0);
+    gw.expect_metric(&failures("revoked"), 5, 1.0);
+    gw.expect_metric("tollgate_agents_connected", 5, 0.0);
 
     // Nothing crashed: the gateway still serves.
     assert!(gw.get("/healthz").is_some_and(|r| r.contains("200")));

@@ -70,7 +70,7 @@ fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
             "3",
         ],
     );
-    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
     // As root, capture the agents' QUIC port and the trunk's RTP ports.
     let captures = common::pcap::is_root().then(|| {
         (
@@ -109,12 +109,12 @@ fn inbound_call_is_answered_by_the_agent_and_records_what_sipp_sent() {
         got.len(),
         "the recording departs from sipp's audio at sample {same}"
     );
-    gw.wait_metric(
+    gw.expect_metric(
         "tollgate_agent_calls_total{direction=\"inbound\",outcome=\"answered\"}",
         5,
-        |v| v == 1.0,
+        1.0,
     );
-    gw.wait_metric("tollgate_calls_active", 5, |v| v == 0.0);
+    gw.expect_metric("tollgate_calls_active", 5, 0.0);
 
     match captured {
         None => eprintln!("skipped the captures: tcpdump needs root (CI runs as root)"),
@@ -162,7 +162,7 @@ fn an_agent_killed_mid_call_gets_the_trunk_a_bye_in_time() {
     let gw = Gateway::start_toml("agent-kill", base, base + 1, &toml);
     let frank = enroll(&gw, "frank", None);
     let mut phone = softphone(&gw, &frank, "frank", &["--auto-answer"]);
-    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
     let carrier = sipp_command(
         &gw,
         "uac_agent.xml",
@@ -193,7 +193,7 @@ fn an_agent_killed_mid_call_gets_the_trunk_a_bye_in_time() {
         took >= Duration::from_millis(1000),
         "BYE came before the timeout could pass: {took:?}"
     );
-    gw.wait_metric("tollgate_agents_connected", 5, |v| v == 0.0);
+    gw.expect_metric("tollgate_agents_connected", 5, 0.0);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn the_agents_tone_comes_back_from_an_echoing_carrier() {
             "2.5",
         ],
     );
-    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
     let run = sipp(
         &gw,
         "uac_agent.xml",
@@ -301,10 +301,10 @@ fn outbound_calls_follow_the_profile_and_carry_audio() {
     assert!(!wait_exit(&mut phone, 20).success());
     let (_, err) = softphone_output(&gw, "carol-abroad");
     assert!(err.contains("does not allow"), "{err}");
-    gw.wait_metric(
+    gw.expect_metric(
         "tollgate_agent_calls_total{direction=\"outbound\",outcome=\"refused\"}",
         5,
-        |v| v == 2.0,
+        2.0,
     );
     assert_eq!(
         gw.metric(invites_out),
@@ -414,7 +414,7 @@ fn dtmf_from_the_carrier_reaches_the_agent_as_events() {
     let gw = Gateway::start_with("agent-dtmf", 16800, 58000, 500, QUEUE);
     let gina = enroll(&gw, "gina", None);
     let mut phone = softphone(&gw, &gina, "gina", &["--auto-answer", "--duration", "2.5"]);
-    gw.wait_metric("tollgate_agents_available", 10, |v| v == 1.0);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
     let run = sipp(
         &gw,
         "uac_agent_dtmf.xml",
@@ -427,4 +427,41 @@ fn dtmf_from_the_carrier_reaches_the_agent_as_events() {
     let (out, err) = softphone_output(&gw, "gina");
     assert!(status.success(), "{out}\n{err}");
     assert!(out.contains("DTMF heard \"1#\""), "{out}");
+}
+
+#[test]
+fn a_carrier_that_goes_silent_is_hung_up() {
+    let base = 16900;
+    let toml = common::gateway::config(base, 57000, 500, QUEUE)
+        .replace("[media]\n", "[media]\nrtp_timeout_s = 2\n");
+    let gw = Gateway::start_toml("agent-silent", base, base + 1, &toml);
+    let hana = enroll(&gw, "hana", None);
+    let mut phone = softphone(&gw, &hana, "hana", &["--auto-answer"]);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
+    // sipp answers nothing and sends no RTP (no pcap, no echo).
+    let started = Instant::now();
+    let run = sipp(
+        &gw,
+        "uac_agent.xml",
+        "441234567890",
+        base + 20,
+        &["-m", "1"],
+    );
+    let took = started.elapsed();
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "BYE after {took:?}"
+    );
+    let status = wait_exit(&mut phone, 10);
+    let (out, err) = softphone_output(&gw, "hana");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("ended: media_timeout"), "{out}\n{err}");
+    // Answered, as far as the agent is concerned; failed as a SIP call.
+    gw.expect_metric(
+        "tollgate_agent_calls_total{direction=\"inbound\",outcome=\"answered\"}",
+        5,
+        1.0,
+    );
+    gw.expect_metric("tollgate_calls_total{outcome=\"failed\"}", 5, 1.0);
 }

@@ -184,6 +184,8 @@ impl Core {
     /// Starts the media of an agent's call from the far end's SDP.
     fn start_out_media(&mut self, call: u64, m: &Message<'_>) -> bool {
         let metrics = self.metrics.clone();
+        let rtp_timeout = self.config.rtp_timeout;
+        let ended_tx = self.media_ended.0.clone();
         let Some(o) = self.agent_out.get_mut(&call) else {
             return false;
         };
@@ -233,6 +235,7 @@ impl Core {
                 call,
                 datagrams: rx,
                 send,
+                timeout: rtp_timeout.map(|t| (t, ended_tx)),
             },
             ctl_rx,
             metrics,
@@ -345,6 +348,18 @@ impl Core {
 
     /// The agent hung up its call (or went away): BYE or CANCEL.
     pub(super) fn agent_out_hangup(&mut self, call: u64, now: Instant) {
+        self.hang_up_out(call, "hangup", None, now);
+    }
+
+    /// The far end's RTP stopped: BYE, and the agent is told.
+    pub(super) fn agent_out_timeout(&mut self, call: u64, now: Instant) {
+        self.hang_up_out(call, "media_timeout", Some("failed"), now);
+    }
+
+    /// BYE (answered) or CANCEL towards the far end, then the call ends
+    /// with `reason` for the agent; the outcome is `answered` or
+    /// `cancelled` unless given.
+    fn hang_up_out(&mut self, call: u64, reason: &str, outcome: Option<&str>, now: Instant) {
         let sip_addr = self.sip_addr;
         let Some(o) = self.agent_out.get_mut(&call) else {
             return;
@@ -352,12 +367,12 @@ impl Core {
         let req = o.dialog.hangup_request(sip_addr);
         let peer = o.dialog.peer;
         self.txn.start_client(req, peer, now);
-        let outcome = if o.dialog.answered {
+        let outcome = outcome.unwrap_or(if o.dialog.answered {
             "answered"
         } else {
             "cancelled"
-        };
-        self.end_agent_out(call, "hangup", outcome);
+        });
+        self.end_agent_out(call, reason, outcome);
     }
 
     /// Every agent call hangs up (the gateway is stopping).

@@ -42,6 +42,15 @@ pub struct AgentMedia {
     pub datagrams: mpsc::Receiver<Bytes>,
     /// Whether we may send to the trunk (its direction).
     pub send: bool,
+    /// Trunk silence that ends the call, and where to say so.
+    pub timeout: Option<(Duration, mpsc::Sender<MediaEnded>)>,
+}
+
+/// A media task ended the call itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaEnded {
+    /// The call as the agent knows it.
+    pub call: u64,
 }
 
 /// Runs until `control` closes (the call ended) or the agent's
@@ -57,6 +66,9 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let counters = RtpCounters::new(metrics.clone());
     let mut held = false;
+    let mut last_trunk = Instant::now();
+    let mut watchdog = tokio::time::interval(Duration::from_millis(250));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let too_large = metrics
         .agent_datagrams_dropped
         .with_label_values(&["too_large"]);
@@ -109,22 +121,28 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
                 if held {
                     // Still checked and measured, not relayed.
                     match m.relay.trunk.recv_rtp(from, &mut buf[..n], Instant::now()) {
-                        Ok(_) => counters.received(n),
+                        Ok(_) => {
+                            last_trunk = Instant::now();
+                            counters.received(n);
+                        }
                         Err(d) => counters.dropped(d),
                     }
                     continue;
                 }
                 match m.relay.trunk_to_agent(from, &mut buf[..n], Instant::now(), &mut block) {
                     Ok(Relayed::Nothing) => {
+                        last_trunk = Instant::now();
                         block.clear();
                         counters.received(n);
                     }
                     Ok(Relayed::Dtmf { digit, duration_ms }) => {
+                        last_trunk = Instant::now();
                         block.clear();
                         counters.received(n);
                         m.link.send(ServerMsg::Dtmf { call: m.call, digit, duration_ms });
                     }
                     Ok(Relayed::Datagram(len)) => {
+                        last_trunk = Instant::now();
                         counters.received(n);
                         block.truncate(len);
                         let d = block.split().freeze();
@@ -181,6 +199,14 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
                 }
             },
             _ = conn.closed() => break,
+            _ = watchdog.tick(), if m.timeout.is_some() => {
+                if let Some((limit, tell)) = &m.timeout {
+                    if last_trunk.elapsed() >= *limit {
+                        let _ = tell.try_send(MediaEnded { call: m.call });
+                        break;
+                    }
+                }
+            },
         }
     }
     counters.finish(&m.relay.trunk);

@@ -377,6 +377,10 @@ impl Core {
                 call,
                 datagrams: rx,
                 send: p.send,
+                timeout: self
+                    .config
+                    .rtp_timeout
+                    .map(|t| (t, self.media_ended.0.clone())),
             },
             p.control,
             metrics,
@@ -432,6 +436,22 @@ impl Core {
         }
         self.send_bye(&call_id, now);
         self.end_call(&call_id, "answered");
+    }
+
+    /// The trunk's RTP stopped on an answered agent call: the carrier is
+    /// gone, so the call ends (BYE) and the agent is told.
+    pub(super) fn media_timed_out(&mut self, call: u64, now: Instant) {
+        info!("no RTP from the trunk: ending the call");
+        match self.inbound_by_agent_call(call) {
+            Some(call_id) => {
+                if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
+                    leg.agent_reason = Some("media_timeout");
+                }
+                self.send_bye(&call_id, now);
+                self.end_call(&call_id, "failed");
+            }
+            None => self.agent_out_timeout(call, now),
+        }
     }
 
     /// The agent on or offered `call` went away.

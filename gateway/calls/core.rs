@@ -131,6 +131,12 @@ pub struct Core {
     pub(super) agent_out: HashMap<u64, super::agent_dial::AgentOut>,
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
+    /// Media tasks that end calls themselves (trunk RTP stopped) say so
+    /// here.
+    pub(super) media_ended: (
+        mpsc::Sender<super::agent_media::MediaEnded>,
+        Option<mpsc::Receiver<super::agent_media::MediaEnded>>,
+    ),
 }
 
 impl Core {
@@ -194,6 +200,10 @@ impl Core {
             agents: super::agents::Agents::default(),
             agent_out: HashMap::new(),
             agent_calls_started: 0,
+            media_ended: {
+                let (tx, rx) = mpsc::channel(256);
+                (tx, Some(rx))
+            },
         }
     }
 
@@ -204,6 +214,9 @@ impl Core {
         mut agent_events: mpsc::Receiver<AgentEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let Some(mut media_ended) = self.media_ended.1.take() else {
+            return;
+        };
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -221,6 +234,7 @@ impl Core {
                     Some(e) => self.on_agent_event(e, Instant::now()),
                     None => break,
                 },
+                Some(e) = media_ended.recv() => self.media_timed_out(e.call, Instant::now()),
                 () = sleep => self.on_timer(Instant::now()),
                 _ = shutdown.changed() => break,
             }

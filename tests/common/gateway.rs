@@ -161,6 +161,13 @@ impl Gateway {
     }
 
     /// Polls `series` until `want(value)` holds, for at most `secs` seconds.
+    /// Waits (bounded) for `series` to equal `want`, and fails the test
+    /// if it does not.
+    pub fn expect_metric(&self, series: &str, secs: u64, want: f64) {
+        let got = self.wait_metric(series, secs, |v| v == want);
+        assert_eq!(got, want, "{series} after {secs} s");
+    }
+
     pub fn wait_metric(&self, series: &str, secs: u64, want: impl Fn(f64) -> bool) -> f64 {
         let until = Instant::now() + Duration::from_secs(secs);
         loop {
