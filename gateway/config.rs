@@ -1226,6 +1226,64 @@ mod tests {
     }
 
     #[test]
+    fn profiles_check_prefixes_days_and_hours_in_their_time_zone() {
+        let c = Config::from_toml(
+            r#"
+[[profile]]
+name = "uk"
+allow = ["+44"]
+deny = ["+449"]
+hours = "09:00-17:30"
+days = ["Mon", "Tue", "Wed", "Thu", "Fri"]
+timezone = "Europe/London"
+"#,
+        )
+        .expect("valid");
+        let p = c.profile("uk").expect("profile");
+        // Wednesday 1 July 2026: London is on BST (UTC+1).
+        let at = |utc: &str| utc.parse::<jiff::Timestamp>().expect("timestamp");
+        let wed_10_local = at("2026-07-01T09:00:00Z");
+        assert_eq!(p.check("+442079460000", wed_10_local), Ok(()));
+        assert_eq!(
+            p.check("+449011234567", wed_10_local),
+            Err(DialRefused::Denied)
+        );
+        assert_eq!(
+            p.check("+33142685300", wed_10_local),
+            Err(DialRefused::NotAllowed)
+        );
+        // 08:30 UTC is 09:30 in London in summer (allowed), 08:30 in winter
+        // (not yet).
+        assert_eq!(p.check("+442079460000", at("2026-07-01T08:30:00Z")), Ok(()));
+        assert_eq!(
+            p.check("+442079460000", at("2026-01-07T08:30:00Z")),
+            Err(DialRefused::OutsideHours)
+        );
+        // 17:30 local is closed; Saturday is closed.
+        assert_eq!(
+            p.check("+442079460000", at("2026-07-01T16:30:00Z")),
+            Err(DialRefused::OutsideHours)
+        );
+        assert_eq!(
+            p.check("+442079460000", at("2026-07-04T10:00:00Z")),
+            Err(DialRefused::OutsideHours)
+        );
+        for (toml, want) in [
+            ("hours = \"17:00-09:00\"", "hours"),
+            ("timezone = \"Mars/Olympus\"", "timezone"),
+            ("days = [\"Funday\"]", "days"),
+            ("allow = [\"44\"]", "allow[0]"),
+        ] {
+            let e = err(&format!("[[profile]]\nname = \"p\"\n{toml}\n"));
+            assert!(e.starts_with(&format!("profile[0] \"p\": {want}")), "{e}");
+        }
+        let e = err("[[queue]]\nname = \"q\"\nprofiles = [\"nobody\"]\n");
+        assert_eq!(e, "queue[0] \"q\": profiles: no profile named \"nobody\"");
+        let e = err("[[route]]\nnumber = \"1\"\ntarget = \"queue:none\"\n");
+        assert_eq!(e, "route[0] \"1\": target: no queue named \"none\"");
+    }
+
+    #[test]
     fn register_passwords_are_not_printed() {
         let c = Config::from_toml(
             "[[trunk]]\nname = \"reg\"\npeers = [\"192.0.2.0/24\"]\naddress = \"192.0.2.1:5060\"\n\
