@@ -66,6 +66,15 @@ fn hold_and_resume_by_reinvite() {
 }
 
 #[test]
+fn session_timers_are_granted_to_carriers_that_ask() {
+    let gw = Gateway::start("timer", 17000, 62000);
+    let run = sipp(&gw, "uac_timer.xml", "echo", 17020, &["-m", "3", "-r", "3"]);
+    assert_eq!((run.successful, run.failed), (3, 0), "{}", run.output);
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"rejected\"}"), 3.0);
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"answered\"}"), 3.0);
+}
+
+#[test]
 fn the_gateway_hangs_up_and_the_carrier_answers_its_bye() {
     let gw = Gateway::start("gwbye", 15090, 43000);
     let run = sipp(

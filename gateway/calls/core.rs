@@ -73,6 +73,8 @@ pub(super) struct Call {
     pub(super) bridge: Option<Box<super::outbound::Bridge>>,
     /// The agent side, for calls routed to agents.
     pub(super) agent: Option<Box<super::agents::AgentLeg>>,
+    /// RFC 4028, when the carrier asked for it.
+    pub(super) session_timer: Option<crate::sip::timer::SessionTimer>,
 }
 
 /// A response the core sends on a server transaction.
@@ -256,6 +258,9 @@ impl Core {
                     c.answer_at,
                     c.hangup_at,
                     c.ok.as_ref().map(|o| o.1.min(o.3)),
+                    c.session_timer
+                        .filter(|_| c.state != State::Ringing)
+                        .map(|t| t.deadline()),
                 ]
             })
             .flatten();
@@ -534,12 +539,18 @@ impl Core {
         let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) else {
             return;
         };
+        let se = c.session_timer.map(|t| t.session_expires());
+        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", &c.contact), ("Allow", ALLOW)];
+        if let Some(se) = &se {
+            extra.push(("Session-Expires", se));
+            extra.push(("Require", b"timer"));
+        }
         let Some(ok) = build::response(
             &inv,
             200,
             "OK",
             Some(c.local_tag.as_bytes()),
-            &[("Contact", &c.contact), ("Allow", ALLOW)],
+            &extra,
             Some(("application/sdp", &c.answer_sdp)),
         ) else {
             return;
@@ -588,6 +599,10 @@ impl Core {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
+        // A re-INVITE refreshes the session timer.
+        if let Some(t) = c.session_timer.as_mut() {
+            t.refreshed(now);
+        }
         let answer = Sdp::parse(m.body).ok().and_then(|offer| {
             c.local.session_version += 1;
             sdp::answer(&offer, &c.local).ok()
@@ -637,6 +652,22 @@ impl Core {
         for id in hang_up {
             self.send_bye(&id, now);
             self.end_call(&id, "answered");
+        }
+        let expired: Vec<Vec<u8>> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.state != State::Ringing)
+            .filter(|(_, c)| c.session_timer.is_some_and(|t| t.deadline() <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            info!("session timer expired without a refresh: BYE");
+            if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.agent.as_mut()) {
+                a.agent_reason = Some("session_expired");
+            }
+            self.send_bye(&id, now);
+            self.hang_up_far_end(&id, now);
+            self.end_call(&id, "failed");
         }
         let mut give_up = Vec::new();
         let t2 = self.timers.t2;

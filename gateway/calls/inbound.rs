@@ -47,6 +47,27 @@ impl Core {
             .cloned();
         self.calls_started += 1;
         let n = self.calls_started;
+        let session_timer = match crate::sip::timer::SessionTimer::from_request(m, now) {
+            crate::sip::timer::Asked::TooSmall => {
+                let tag = build::token();
+                let min_se = crate::sip::timer::MIN_SE.to_string();
+                self.respond(
+                    &key,
+                    m,
+                    Reply::new(422, "Session Interval Too Small")
+                        .tag(tag.as_bytes())
+                        .extra(&[("Min-SE", min_se.as_bytes())]),
+                    now,
+                );
+                self.metrics
+                    .calls_total
+                    .with_label_values(&["rejected"])
+                    .inc();
+                return;
+            }
+            crate::sip::timer::Asked::Timer(t) => Some(t),
+            crate::sip::timer::Asked::None => None,
+        };
         let Some(route) = route else {
             info!(call = n, number = %redact(&normalized), "no route: 404");
             self.reject_call(&key, m, 404, "Not Found", now);
@@ -325,6 +346,7 @@ impl Core {
             port,
             bridge,
             agent,
+            session_timer,
         };
         let call_id = head.call_id.to_vec();
         if let Some(b) = &call.bridge {

@@ -147,7 +147,8 @@ pub const TRUNK: Capabilities<'static> = Capabilities {
         Method::Cancel,
         Method::Options,
     ],
-    extensions: &[],
+    // Session timers (RFC 4028), as the answering side.
+    extensions: &[b"timer"],
 };
 
 /// Capability checks on a request that passed [`check_request`].

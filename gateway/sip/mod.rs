@@ -12,6 +12,7 @@ pub mod header;
 pub mod message;
 mod scan;
 pub mod sdp;
+pub mod timer;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
