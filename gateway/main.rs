@@ -143,6 +143,9 @@ struct ConnectArgs {
     /// Send these DTMF digits (0-9 * # A-D) once answered, 200 ms apart.
     #[arg(long, value_name = "DIGITS")]
     dtmf: Option<String>,
+    /// Be available but never answer (to try a queue's ring timeout).
+    #[arg(long, conflicts_with = "auto_answer")]
+    ignore_offers: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -323,6 +326,7 @@ fn connect(c: ConnectArgs) -> Result<(), String> {
         duration,
         calls: c.calls,
         dtmf: c.dtmf.clone(),
+        ignore_offers: c.ignore_offers,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

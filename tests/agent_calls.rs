@@ -465,3 +465,53 @@ fn a_carrier_that_goes_silent_is_hung_up() {
     );
     gw.expect_metric("tollgate_calls_total{outcome=\"failed\"}", 5, 1.0);
 }
+
+#[test]
+fn an_unanswered_offer_moves_on_and_no_agent_means_480() {
+    let base = 17100;
+    let toml = common::gateway::config(base, 64000, 500, QUEUE)
+        + "\n[[queue]]\nname = \"default\"\nring_s = 1\n";
+    let gw = Gateway::start_toml("agent-queue", base, base + 1, &toml);
+    // Nobody logged in: 480 at once.
+    let run = sipp(
+        &gw,
+        "uac_unavailable.xml",
+        "441234567890",
+        base + 20,
+        &["-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+
+    // The agent idle longest lets it ring; after the queue's 1 s the
+    // next one takes it.
+    let slow = enroll(&gw, "slow", None);
+    let fast = enroll(&gw, "fast", None);
+    let mut slow_phone = softphone(&gw, &slow, "slow", &["--ignore-offers"]);
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
+    let mut fast_phone = softphone(&gw, &fast, "fast", &["--auto-answer", "--duration", "1"]);
+    gw.expect_metric("tollgate_agents_available", 10, 2.0);
+    let run = sipp(
+        &gw,
+        "uac_agent.xml",
+        "441234567890",
+        base + 40,
+        &["-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    let status = wait_exit(&mut fast_phone, 20);
+    let (out, err) = softphone_output(&gw, "fast");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("call 1 from +********0123: answered"), "{out}");
+    let (_, slow_err) = softphone_output(&gw, "slow");
+    assert!(
+        slow_err.contains("offered call 1; letting it ring"),
+        "{slow_err}"
+    );
+    let _ = slow_phone.kill();
+    let _ = slow_phone.wait();
+    gw.expect_metric(
+        "tollgate_agent_calls_total{direction=\"inbound\",outcome=\"no_answer\"}",
+        5,
+        1.0,
+    );
+}

@@ -35,6 +35,8 @@ pub struct Options {
     pub calls: u32,
     /// DTMF digits to send once a call is answered, 200 ms apart.
     pub dtmf: Option<String>,
+    /// Be available but let offers ring unanswered (to test queues).
+    pub ignore_offers: bool,
 }
 
 /// What happened on one call.
@@ -267,7 +269,7 @@ pub async fn run(
     let mut call: Option<Call> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    if opts.auto_answer {
+    if opts.auto_answer || opts.ignore_offers {
         client
             .send(&ClientMsg::Available { available: true })
             .await?;
@@ -287,6 +289,10 @@ pub async fn run(
         tokio::select! {
             m = client.recv() => match m? {
                 ServerMsg::Offer { call: id, caller, media, .. } => {
+                    if opts.ignore_offers {
+                        eprintln!("offered call {id}; letting it ring");
+                        continue;
+                    }
                     if call.is_some() || !opts.auto_answer {
                         client.send(&ClientMsg::Reject { call: id }).await?;
                         continue;
