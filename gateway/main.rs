@@ -146,6 +146,9 @@ struct ConnectArgs {
     /// Be available but never answer (to try a queue's ring timeout).
     #[arg(long, conflicts_with = "auto_answer")]
     ignore_offers: bool,
+    /// Put the call on hold this many seconds after answer.
+    #[arg(long, value_name = "SECONDS")]
+    hold_after: Option<f64>,
 }
 
 #[derive(clap::Args, Default)]
@@ -327,6 +330,13 @@ fn connect(c: ConnectArgs) -> Result<(), String> {
         calls: c.calls,
         dtmf: c.dtmf.clone(),
         ignore_offers: c.ignore_offers,
+        hold_after: match c.hold_after {
+            Some(h) if h.is_finite() && (0.0..86_400.0).contains(&h) => {
+                Some(std::time::Duration::from_secs_f64(h))
+            }
+            Some(_) => return Err("--hold-after must be between 0 and 86400 seconds".into()),
+            None => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -515,3 +515,54 @@ fn an_unanswered_offer_moves_on_and_no_agent_means_480() {
         1.0,
     );
 }
+
+#[test]
+fn hold_stops_the_audio_both_ways() {
+    let base = 17200;
+    let gw = Gateway::start_with("agent-hold", base, 64000, 500, QUEUE);
+    let ivy = enroll(&gw, "ivy", None);
+    let tone: Vec<i16> = (0..32_000)
+        .map(|n| (10_000.0 * (std::f64::consts::PI * f64::from(n % 8) / 4.0).sin()) as i16)
+        .collect();
+    let play = gw.dir.join("tone.wav");
+    wav::write(&play, &tone).expect("tone file");
+    let mut phone = softphone(
+        &gw,
+        &ivy,
+        "ivy",
+        &[
+            "--auto-answer",
+            "--play",
+            play.to_str().expect("utf8"),
+            "--hold-after",
+            "1",
+            "--duration",
+            "3",
+        ],
+    );
+    gw.expect_metric("tollgate_agents_available", 10, 1.0);
+    // sipp echoes what reaches it: the agent's tone, until the hold.
+    let run = sipp(
+        &gw,
+        "uac_agent.xml",
+        "441234567890",
+        base + 20,
+        &["-rtp_echo", "-m", "1"],
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    let status = wait_exit(&mut phone, 20);
+    let (out, err) = softphone_output(&gw, "ivy");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(err.contains("held: true"), "{err}");
+    // About 1 s of the 3 s came back (50 packets), not 150.
+    let received: u64 = out
+        .split("received ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a report");
+    assert!(
+        (30..=75).contains(&received),
+        "{received} packets came back: {out}"
+    );
+}

@@ -37,6 +37,9 @@ pub struct Options {
     pub dtmf: Option<String>,
     /// Be available but let offers ring unanswered (to test queues).
     pub ignore_offers: bool,
+    /// Put the call on hold this long after it is answered (and leave it
+    /// held).
+    pub hold_after: Option<Duration>,
 }
 
 /// What happened on one call.
@@ -98,6 +101,7 @@ struct Call {
     ts: u32,
     played: usize,
     hangup_at: Option<Instant>,
+    hold_at: Option<Instant>,
     /// DTMF digits still to send, and when the next goes.
     dtmf: Vec<char>,
     next_dtmf: Option<Instant>,
@@ -164,6 +168,7 @@ impl Call {
             ts: random_u32(),
             played: 0,
             hangup_at: None,
+            hold_at: None,
             dtmf: Vec::new(),
             next_dtmf: None,
             heard_dtmf: String::new(),
@@ -311,6 +316,7 @@ pub async fn run(
                         c.dtmf = opts.dtmf.as_deref().unwrap_or("").chars().collect();
                         c.next_dtmf = (!c.dtmf.is_empty()).then(|| Instant::now() + Duration::from_millis(500));
                         c.hangup_at = opts.duration.map(|d| Instant::now() + d);
+                        c.hold_at = opts.hold_after.map(|d| Instant::now() + d);
                     }
                 }
                 ServerMsg::Ended { call: id, reason }
@@ -339,6 +345,7 @@ pub async fn run(
                 ServerMsg::Error { code, message, call: None } if call.is_none() && opts.dial.is_some() => {
                     return Err(ClientError::Refused(format!("{message} ({code})")));
                 }
+                ServerMsg::Held { call: id, hold } => eprintln!("call {id} held: {hold}"),
                 ServerMsg::Error { code, message, .. } => eprintln!("gateway: {message} ({code})"),
                 _ => {}
             },
@@ -364,6 +371,16 @@ pub async fn run(
                 }
                 if let Some((id, d)) = digit {
                     client.send(&ClientMsg::Dtmf { call: id, digit: d, duration_ms: 100 }).await?;
+                }
+                let hold = call
+                    .as_mut()
+                    .filter(|c| c.hold_at.is_some_and(|t| t <= Instant::now()))
+                    .map(|c| {
+                        c.hold_at = None;
+                        c.report.call
+                    });
+                if let Some(id) = hold {
+                    client.send(&ClientMsg::Hold { call: id, hold: true }).await?;
                 }
             },
             () = hangup => {
