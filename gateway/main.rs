@@ -102,7 +102,7 @@ enum AgentCommand {
     /// A headless softphone: log in with a bundle and a TOTP code, answer
     /// or place calls, play and record WAV (8 kHz mono 16-bit), report
     /// packets, loss, jitter and MOS per call.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
 }
 
 #[derive(clap::Args)]
@@ -295,7 +295,7 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
     }
 }
 
-fn connect(c: ConnectArgs) -> Result<(), String> {
+fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
     use tollgate::agent::{client::Client, phone, store::Bundle, totp, wav};
     let bundle = Bundle::load(&c.identity)?;
     let otp = match (&c.otp, &c.otp_secret_file) {
