@@ -4,6 +4,7 @@ pub mod agent;
 pub mod calls;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod keys;
 pub mod media;
 pub mod sip;

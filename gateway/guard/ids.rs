@@ -1,0 +1,739 @@
+//! The IDS core, sans-IO: every SIP message's source and a few facts in,
+//! a verdict out (pass, drop, or ban for a while with a reason). The
+//! caller passes `now`, so every rule is tested on a virtual clock.
+//!
+//! Per source address it keeps token buckets by message class, a request
+//! density over a sliding window (the idea of Kamailio's pike: the current
+//! window's count plus the previous window's in proportion to how much of
+//! it still overlaps), a decaying suspicion score (malformed messages,
+//! injection patterns, failed logins), the distinct users it was refused
+//! for (extension enumeration), and its ban history. /24 and /64 prefixes
+//! get buckets of their own at `prefix_factor` times the rate.
+//!
+//! Memory is bounded: sources and prefixes live in LRU maps capped at
+//! `memory.max_sources`, the least recently seen evicted first. A source
+//! costs about 275 bytes with its prefix and the maps' overhead (measured
+//! by `benches/ids.rs`), so the default million is about 275 MB at worst.
+//!
+//! Trunk peers are never banned: what would ban another source only drops
+//! their message, and the caller counts them as carriers over their limit.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use lru::LruCache;
+
+use super::rules::{Rate, Rules, MAX_DISTINCT_USERS};
+
+/// Message classes with limits of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Invite = 0,
+    Register = 1,
+    Options = 2,
+    Other = 3,
+}
+
+/// What the IDS looks at in a message.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub class: Class,
+    pub uri: &'a [u8],
+    pub user_agent: Option<&'a [u8]>,
+    pub from: Option<&'a [u8]>,
+    pub to: Option<&'a [u8]>,
+}
+
+/// Why a message was not passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The source is banned.
+    Banned,
+    Rate,
+    PrefixRate,
+    Flood,
+    Scanner,
+    Enumeration,
+    BruteForce,
+    Malformed,
+    Injection,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::Banned,
+        Reason::Rate,
+        Reason::PrefixRate,
+        Reason::Flood,
+        Reason::Scanner,
+        Reason::Enumeration,
+        Reason::BruteForce,
+        Reason::Malformed,
+        Reason::Injection,
+    ];
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Banned => "banned",
+            Reason::Rate => "rate",
+            Reason::PrefixRate => "prefix_rate",
+            Reason::Flood => "flood",
+            Reason::Scanner => "scanner",
+            Reason::Enumeration => "enumeration",
+            Reason::BruteForce => "brute_force",
+            Reason::Malformed => "malformed",
+            Reason::Injection => "injection",
+        }
+    }
+}
+
+/// The IDS's decision on one message or event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop(Reason),
+    /// Drop this and everything from the source for `duration`.
+    Ban {
+        reason: Reason,
+        duration: Duration,
+    },
+}
+
+/// Milliseconds since the IDS's epoch (compact, for memory).
+type Ms = u64;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f32,
+    last: Ms,
+}
+
+impl Bucket {
+    fn full(r: Rate, now: Ms) -> Self {
+        Self {
+            tokens: r.burst as f32,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, r: Rate, factor: f64, now: Ms) -> bool {
+        let elapsed = now.saturating_sub(self.last) as f64 / 1000.0;
+        let burst = (r.burst * factor) as f32;
+        self.tokens = (self.tokens + (elapsed * r.rate * factor) as f32).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Source {
+    buckets: [Bucket; 4],
+    window_start: Ms,
+    current: u32,
+    previous: u32,
+    score: f32,
+    score_at: Ms,
+    users: [u32; MAX_DISTINCT_USERS as usize],
+    n_users: u8,
+    users_since: Ms,
+    offences: u8,
+    banned_until: Ms,
+    ban_reason: Option<Reason>,
+}
+
+impl Source {
+    fn new(rules: &Rules, now: Ms) -> Self {
+        Self {
+            buckets: rules.limits.map(|r| Bucket::full(r, now)),
+            window_start: now,
+            current: 0,
+            previous: 0,
+            score: 0.0,
+            score_at: now,
+            users: [0; MAX_DISTINCT_USERS as usize],
+            n_users: 0,
+            users_since: now,
+            offences: 0,
+            banned_until: 0,
+            ban_reason: None,
+        }
+    }
+}
+
+/// FNV-1a, for the distinct-users set (collisions only under-count).
+fn hash(b: &[u8]) -> u32 {
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Patterns scored as injection attempts (matched case-insensitively in
+/// the Request-URI, From, To and User-Agent). SIP uses `;`, `,` and `'`
+/// legitimately, so only combinations that a number or a name never
+/// contains are here.
+const INJECTION: &[&str] = &[
+    "' or '",
+    "\" or \"",
+    "' or 1",
+    "union select",
+    "select *",
+    "; drop ",
+    "'--",
+    "$(",
+    "`",
+    "&&",
+    "||",
+    "<script",
+    "../",
+    "%00",
+];
+
+/// The IDS state.
+pub struct Ids {
+    rules: Rules,
+    trusted: Vec<IpNet>,
+    epoch: Instant,
+    sources: LruCache<IpAddr, Source>,
+    prefixes: LruCache<IpNet, [Bucket; 4]>,
+    scan_ua: Option<AhoCorasick>,
+    scan_from: Option<AhoCorasick>,
+    scan_to: Option<AhoCorasick>,
+    injection: Option<AhoCorasick>,
+}
+
+fn matcher(patterns: &[Vec<u8>]) -> Option<AhoCorasick> {
+    if patterns.is_empty() {
+        return None;
+    }
+    aho_corasick::AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .build(patterns)
+        .ok()
+}
+
+/// The /24 or /64 holding `ip`.
+fn prefix(ip: IpAddr) -> IpNet {
+    let len = if ip.is_ipv4() { 24 } else { 64 };
+    IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+impl Ids {
+    /// An IDS with `rules`; `trusted` are the trunk peers' networks.
+    pub fn new(rules: Rules, trusted: Vec<IpNet>, now: Instant) -> Self {
+        let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
+        let injection: Vec<Vec<u8>> = INJECTION.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Self {
+            scan_ua: matcher(&rules.scan_user_agent),
+            scan_from: matcher(&rules.scan_from),
+            scan_to: matcher(&rules.scan_to),
+            injection: matcher(&injection),
+            sources: LruCache::new(cap),
+            prefixes: LruCache::new(cap),
+            rules,
+            trusted,
+            epoch: now,
+        }
+    }
+
+    /// New rules (SIGHUP): tracked sources and bans are kept.
+    pub fn set_rules(&mut self, rules: Rules) {
+        let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
+        self.sources.resize(cap);
+        self.prefixes.resize(cap);
+        self.scan_ua = matcher(&rules.scan_user_agent);
+        self.scan_from = matcher(&rules.scan_from);
+        self.scan_to = matcher(&rules.scan_to);
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    fn ms(&self, now: Instant) -> Ms {
+        now.saturating_duration_since(self.epoch).as_millis() as Ms
+    }
+
+    /// Whether `ip` is in a trunk peer's network.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Sources tracked now.
+    pub fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+
+    fn source(&mut self, ip: IpAddr, now: Ms) -> &mut Source {
+        let rules = &self.rules;
+        self.sources
+            .get_or_insert_mut(ip, || Source::new(rules, now))
+    }
+
+    /// Whether `ip` is banned at `now` (and until when).
+    pub fn banned_until(&mut self, ip: IpAddr, now: Instant) -> Option<Instant> {
+        let t = self.ms(now);
+        let until = self.sources.peek(&ip).map(|s| s.banned_until)?;
+        (until > t).then(|| self.epoch + Duration::from_millis(until))
+    }
+
+    /// Bans `ip` for `reason`, longer for each repeat; a trusted source is
+    /// only dropped.
+    fn ban(&mut self, ip: IpAddr, reason: Reason, now: Ms) -> Verdict {
+        if self.is_trusted(ip) {
+            return Verdict::Drop(reason);
+        }
+        let (first, factor, max) = (
+            self.rules.ban_first,
+            self.rules.ban_factor,
+            self.rules.ban_max,
+        );
+        let s = self.source(ip, now);
+        let mut d = first;
+        for _ in 0..s.offences {
+            d = d.saturating_mul(factor);
+            if d >= max {
+                break;
+            }
+        }
+        let d = d.min(max);
+        s.offences = s.offences.saturating_add(1);
+        s.banned_until = now + d.as_millis() as Ms;
+        s.ban_reason = Some(reason);
+        Verdict::Ban {
+            reason,
+            duration: d,
+        }
+    }
+
+    /// Adds suspicion points; bans at the threshold.
+    fn score(&mut self, ip: IpAddr, points: f64, reason: Reason, now: Ms) -> Verdict {
+        let (decay, threshold) = (self.rules.score_decay, self.rules.score_threshold);
+        let s = self.source(ip, now);
+        let elapsed = now.saturating_sub(s.score_at) as f64 / 1000.0;
+        let current = (f64::from(s.score) - elapsed * decay).max(0.0) + points;
+        s.score = current as f32;
+        s.score_at = now;
+        if current >= threshold {
+            s.score = 0.0;
+            self.ban(ip, reason, now)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// A message that parsed: the verdict on it.
+    pub fn message(&mut self, ip: IpAddr, f: &Facts<'_>, now: Instant) -> Verdict {
+        let t = self.ms(now);
+        let trusted = self.is_trusted(ip);
+        if !trusted && self.sources.peek(&ip).is_some_and(|s| s.banned_until > t) {
+            return Verdict::Drop(Reason::Banned);
+        }
+        let hit = |m: &Option<AhoCorasick>, v: Option<&[u8]>| match (m, v) {
+            (Some(m), Some(v)) => m.is_match(v),
+            _ => false,
+        };
+        if hit(&self.scan_ua, f.user_agent)
+            || hit(&self.scan_from, f.from)
+            || hit(&self.scan_to, f.to)
+        {
+            return self.ban(ip, Reason::Scanner, t);
+        }
+        let injected = [Some(f.uri), f.from, f.to, f.user_agent]
+            .into_iter()
+            .any(|v| hit(&self.injection, v));
+        if injected {
+            let points = self.rules.score_injection;
+            let v = self.score(ip, points, Reason::Injection, t);
+            if v != Verdict::Pass {
+                return v;
+            }
+        }
+        // Request density (pike).
+        let (window, max) = (
+            self.rules.flood_window.as_millis() as Ms,
+            self.rules.flood_max,
+        );
+        let rate = self.rules.limits[f.class as usize];
+        let s = self.source(ip, t);
+        let since = t.saturating_sub(s.window_start);
+        if since >= window {
+            let windows = since / window;
+            s.previous = if windows == 1 { s.current } else { 0 };
+            s.current = 0;
+            s.window_start += windows * window;
+        }
+        s.current = s.current.saturating_add(1);
+        let overlap = 1.0 - (t - s.window_start) as f64 / window as f64;
+        let density = f64::from(s.current) + f64::from(s.previous) * overlap;
+        if density > f64::from(max) {
+            s.current = 0;
+            s.previous = 0;
+            return self.ban(ip, Reason::Flood, t);
+        }
+        if !s.buckets[f.class as usize].take(rate, 1.0, t) {
+            return Verdict::Drop(Reason::Rate);
+        }
+        let factor = self.rules.prefix_factor;
+        let limits = self.rules.limits;
+        let p = self.prefixes.get_or_insert_mut(prefix(ip), || {
+            limits.map(|r| Bucket {
+                tokens: (r.burst * factor) as f32,
+                last: t,
+            })
+        });
+        if !p[f.class as usize].take(rate, factor, t) {
+            return Verdict::Drop(Reason::PrefixRate);
+        }
+        Verdict::Pass
+    }
+
+    /// A message from `ip` that did not parse (or hit a limit).
+    pub fn malformed(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        let t = self.ms(now);
+        let points = self.rules.score_malformed;
+        self.score(ip, points, Reason::Malformed, t)
+    }
+
+    /// A failed digest or agent login from `ip`.
+    pub fn auth_failure(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        let t = self.ms(now);
+        let points = self.rules.score_auth;
+        self.score(ip, points, Reason::BruteForce, t)
+    }
+
+    /// The gateway answered 404 or 403 to `ip` for `user`: many distinct
+    /// users in the window is an extension scan.
+    pub fn refused_user(&mut self, ip: IpAddr, user: &[u8], now: Instant) -> Verdict {
+        let t = self.ms(now);
+        let (window, limit) = (
+            self.rules.enum_window.as_millis() as Ms,
+            self.rules.enum_users,
+        );
+        let h = hash(user);
+        let s = self.source(ip, t);
+        if t.saturating_sub(s.users_since) >= window {
+            s.n_users = 0;
+            s.users_since = t;
+        }
+        let n = usize::from(s.n_users);
+        if !s.users[..n].contains(&h) && n < s.users.len() {
+            s.users[n] = h;
+            s.n_users += 1;
+        }
+        if u32::from(s.n_users) >= limit {
+            s.n_users = 0;
+            return self.ban(ip, Reason::Enumeration, t);
+        }
+        Verdict::Pass
+    }
+
+    /// Lifts a ban; false if `ip` was not banned.
+    pub fn unban(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let t = self.ms(now);
+        match self.sources.peek_mut(&ip) {
+            Some(s) if s.banned_until > t => {
+                s.banned_until = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bans in force: source, until, reason.
+    pub fn bans(&self, now: Instant) -> Vec<(IpAddr, Instant, Reason)> {
+        let t = self.ms(now);
+        self.sources
+            .iter()
+            .filter(|(_, s)| s.banned_until > t)
+            .map(|(ip, s)| {
+                (
+                    *ip,
+                    self.epoch + Duration::from_millis(s.banned_until),
+                    s.ban_reason.unwrap_or(Reason::Banned),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(t0: Instant) -> Ids {
+        Ids::new(
+            Rules::shipped().expect("rules"),
+            vec!["203.0.113.0/24".parse().expect("net")],
+            t0,
+        )
+    }
+
+    fn invite<'a>(ua: &'a [u8]) -> Facts<'a> {
+        Facts {
+            class: Class::Invite,
+            uri: b"sip:+442079460000@gw",
+            user_agent: Some(ua),
+            from: Some(b"<sip:+447700900123@192.0.2.1>;tag=1"),
+            to: Some(b"<sip:+442079460000@gw>"),
+        }
+    }
+
+    const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+    const CARRIER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 5));
+
+    #[test]
+    fn token_buckets_drop_over_rate_and_refill() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        let f = invite(b"carrier-sbc");
+        // Burst 40, then drops; at 20/s, 50 ms buys one more.
+        let passed = (0..60)
+            .filter(|_| ids.message(ATTACKER, &f, t0) == Verdict::Pass)
+            .count();
+        assert_eq!(passed, 40);
+        assert_eq!(ids.message(ATTACKER, &f, t0), Verdict::Drop(Reason::Rate));
+        assert_eq!(
+            ids.message(ATTACKER, &f, t0 + Duration::from_millis(50)),
+            Verdict::Pass
+        );
+        // Another class has its own bucket.
+        let o = Facts {
+            class: Class::Options,
+            ..f
+        };
+        assert_eq!(
+            ids.message(ATTACKER, &o, t0 + Duration::from_millis(50)),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn a_flood_is_banned_on_density_and_repeat_bans_grow() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        let f = invite(b"x");
+        // 201 requests inside one 2 s window: banned on the 201st.
+        let mut verdict = Verdict::Pass;
+        for i in 0..201u64 {
+            verdict = ids.message(ATTACKER, &f, t0 + Duration::from_millis(i * 5));
+        }
+        assert_eq!(
+            verdict,
+            Verdict::Ban {
+                reason: Reason::Flood,
+                duration: Duration::from_secs(300)
+            }
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(ids.message(ATTACKER, &f, t1), Verdict::Drop(Reason::Banned));
+        assert_eq!(ids.bans(t1).len(), 1);
+        // The ban expires; a second offence bans four times longer.
+        let t2 = t0 + Duration::from_secs(302);
+        assert!(ids.banned_until(ATTACKER, t2).is_none());
+        let mut verdict = Verdict::Pass;
+        for i in 0..201u64 {
+            verdict = ids.message(ATTACKER, &f, t2 + Duration::from_millis(i * 5));
+        }
+        assert_eq!(
+            verdict,
+            Verdict::Ban {
+                reason: Reason::Flood,
+                duration: Duration::from_secs(1200)
+            }
+        );
+        assert!(ids.unban(ATTACKER, t2 + Duration::from_secs(2)));
+        assert!(!ids.unban(ATTACKER, t2 + Duration::from_secs(2)));
+        // A steady 90 requests a second over many windows is not a flood
+        // (density stays under 200 per 2 s), only rate-limited.
+        let mut ids2 = super::Ids::new(Rules::shipped().expect("rules"), vec![], t0);
+        let o = Facts {
+            class: Class::Other,
+            ..f
+        };
+        let bans = (0..900u64)
+            .filter(|i| {
+                matches!(
+                    ids2.message(ATTACKER, &o, t0 + Duration::from_millis(i * 11)),
+                    Verdict::Ban { .. }
+                )
+            })
+            .count();
+        assert_eq!(bans, 0);
+    }
+
+    #[test]
+    fn carriers_are_dropped_never_banned() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        let f = invite(b"friendly-scanner");
+        assert_eq!(ids.message(CARRIER, &f, t0), Verdict::Drop(Reason::Scanner));
+        let f = invite(b"sbc");
+        for i in 0..1000u64 {
+            let v = ids.message(CARRIER, &f, t0 + Duration::from_millis(i));
+            assert!(!matches!(v, Verdict::Ban { .. }), "{v:?}");
+        }
+        assert!(ids.bans(t0 + Duration::from_secs(1)).is_empty());
+        assert!(ids.is_trusted("::ffff:203.0.113.9".parse().expect("ip")));
+    }
+
+    #[test]
+    fn one_scanner_message_bans() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        for (n, ua) in [
+            &b"friendly-scanner"[..],
+            b"SIPVicious 0.3.4",
+            b"Mozilla sipcli/v1.8",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 100 + n as u8));
+            assert!(matches!(
+                ids.message(ip, &invite(ua), t0),
+                Verdict::Ban {
+                    reason: Reason::Scanner,
+                    ..
+                }
+            ));
+        }
+        let from = Facts {
+            from: Some(b"\"sipvicious\"<sip:100@1.1.1.1>;tag=x"),
+            ..invite(b"ok")
+        };
+        assert!(matches!(
+            ids.message(ATTACKER, &from, t0),
+            Verdict::Ban {
+                reason: Reason::Scanner,
+                ..
+            }
+        ));
+        // An ordinary User-Agent passes.
+        let ip = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 200));
+        assert_eq!(
+            ids.message(ip, &invite(b"Asterisk PBX 20.1"), t0),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn malformed_injection_and_login_failures_score_towards_a_ban() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        // 20 points each, threshold 100: the fifth bans.
+        for _ in 0..4 {
+            assert_eq!(ids.malformed(ATTACKER, t0), Verdict::Pass);
+        }
+        assert!(matches!(
+            ids.malformed(ATTACKER, t0),
+            Verdict::Ban {
+                reason: Reason::Malformed,
+                ..
+            }
+        ));
+        // Decay: 2 points a second, so spread out they never add up.
+        let b = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 8));
+        for i in 0..20u64 {
+            assert_eq!(
+                ids.auth_failure(b, t0 + Duration::from_secs(i * 10)),
+                Verdict::Pass
+            );
+        }
+        let c = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 9));
+        let sqli = Facts {
+            uri: b"sip:1' or '1'='1@gw",
+            ..invite(b"ok")
+        };
+        let verdicts: Vec<Verdict> = (0..4).map(|_| ids.message(c, &sqli, t0)).collect();
+        assert_eq!(&verdicts[..3], &[Verdict::Pass; 3]);
+        assert!(matches!(
+            verdicts[3],
+            Verdict::Ban {
+                reason: Reason::Injection,
+                ..
+            }
+        ));
+        // Ordinary SIP punctuation is not injection.
+        let d = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 10));
+        let normal = Facts {
+            uri: b"sip:+442079460000@gw;user=phone",
+            from: Some(b"\"O'Brien, Pat\" <sip:+447700900123@192.0.2.1>;tag=1"),
+            ..invite(b"ok")
+        };
+        for _ in 0..10 {
+            assert_eq!(ids.message(d, &normal, t0), Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn extension_enumeration_bans() {
+        let t0 = Instant::now();
+        let mut ids = ids(t0);
+        // The same user refused many times is not enumeration.
+        for _ in 0..50 {
+            assert_eq!(ids.refused_user(ATTACKER, b"100", t0), Verdict::Pass);
+        }
+        let mut last = Verdict::Pass;
+        for u in 101..110 {
+            last = ids.refused_user(ATTACKER, u.to_string().as_bytes(), t0);
+        }
+        assert!(matches!(
+            last,
+            Verdict::Ban {
+                reason: Reason::Enumeration,
+                ..
+            }
+        ));
+        // Spread over windows, it is not.
+        let b = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 8));
+        for u in 0..30u64 {
+            let v = ids.refused_user(
+                b,
+                u.to_string().as_bytes(),
+                t0 + Duration::from_secs(u * 10),
+            );
+            assert_eq!(v, Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn prefixes_share_a_larger_bucket_and_memory_is_bounded() {
+        let t0 = Instant::now();
+        let mut rules = Rules::shipped().expect("rules");
+        rules.max_sources = 1000;
+        let mut ids = Ids::new(rules, vec![], t0);
+        let f = invite(b"x");
+        // 10 addresses of one /24, 40 each: 400 > 160 (4 x 40) for the prefix.
+        let mut prefix_drops = 0;
+        for host in 1..=10u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, host));
+            for _ in 0..40 {
+                if ids.message(ip, &f, t0) == Verdict::Drop(Reason::PrefixRate) {
+                    prefix_drops += 1;
+                }
+            }
+        }
+        assert_eq!(prefix_drops, 400 - 160);
+        for i in 0..5000u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            ids.message(ip, &f, t0);
+        }
+        assert_eq!(ids.tracked(), 1000);
+    }
+}
