@@ -204,20 +204,52 @@ pub struct Ids {
     epoch: Instant,
     sources: LruCache<IpAddr, Source>,
     prefixes: LruCache<IpNet, [Bucket; 4]>,
-    scan_ua: Option<AhoCorasick>,
-    scan_from: Option<AhoCorasick>,
-    scan_to: Option<AhoCorasick>,
-    injection: Option<AhoCorasick>,
+    /// Every pattern in one automaton, so each field is scanned once; the
+    /// kinds say which fields a pattern applies to.
+    patterns: Option<AhoCorasick>,
+    kinds: Vec<Kind>,
 }
 
-fn matcher(patterns: &[Vec<u8>]) -> Option<AhoCorasick> {
-    if patterns.is_empty() {
-        return None;
+/// Where a pattern counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    ScanUserAgent,
+    ScanFrom,
+    ScanTo,
+    Injection,
+}
+
+/// The fields of a message the IDS scans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Uri,
+    UserAgent,
+    From,
+    To,
+}
+
+fn matcher(rules: &Rules) -> (Option<AhoCorasick>, Vec<Kind>) {
+    let mut pats: Vec<&[u8]> = Vec::new();
+    let mut kinds = Vec::new();
+    for (list, kind) in [
+        (&rules.scan_user_agent, Kind::ScanUserAgent),
+        (&rules.scan_from, Kind::ScanFrom),
+        (&rules.scan_to, Kind::ScanTo),
+    ] {
+        for p in list.iter() {
+            pats.push(p);
+            kinds.push(kind);
+        }
     }
-    aho_corasick::AhoCorasickBuilder::new()
+    for p in INJECTION {
+        pats.push(p.as_bytes());
+        kinds.push(Kind::Injection);
+    }
+    let ac = aho_corasick::AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
-        .build(patterns)
-        .ok()
+        .build(&pats)
+        .ok();
+    (ac, kinds)
 }
 
 /// The /24 or /64 holding `ip`.
@@ -232,12 +264,10 @@ impl Ids {
     /// An IDS with `rules`; `trusted` are the trunk peers' networks.
     pub fn new(rules: Rules, trusted: Vec<IpNet>, now: Instant) -> Self {
         let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
-        let injection: Vec<Vec<u8>> = INJECTION.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let (patterns, kinds) = matcher(&rules);
         Self {
-            scan_ua: matcher(&rules.scan_user_agent),
-            scan_from: matcher(&rules.scan_from),
-            scan_to: matcher(&rules.scan_to),
-            injection: matcher(&injection),
+            patterns,
+            kinds,
             sources: LruCache::new(cap),
             prefixes: LruCache::new(cap),
             rules,
@@ -251,9 +281,7 @@ impl Ids {
         let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
         self.sources.resize(cap);
         self.prefixes.resize(cap);
-        self.scan_ua = matcher(&rules.scan_user_agent);
-        self.scan_from = matcher(&rules.scan_from);
-        self.scan_to = matcher(&rules.scan_to);
+        (self.patterns, self.kinds) = matcher(&rules);
         self.rules = rules;
     }
 
@@ -344,19 +372,30 @@ impl Ids {
         if !trusted && self.sources.peek(&ip).is_some_and(|s| s.banned_until > t) {
             return Verdict::Drop(Reason::Banned);
         }
-        let hit = |m: &Option<AhoCorasick>, v: Option<&[u8]>| match (m, v) {
-            (Some(m), Some(v)) => m.is_match(v),
-            _ => false,
-        };
-        if hit(&self.scan_ua, f.user_agent)
-            || hit(&self.scan_from, f.from)
-            || hit(&self.scan_to, f.to)
-        {
+        let (mut scanner, mut injected) = (false, false);
+        if let Some(ac) = &self.patterns {
+            for (field, v) in [
+                (Field::Uri, Some(f.uri)),
+                (Field::UserAgent, f.user_agent),
+                (Field::From, f.from),
+                (Field::To, f.to),
+            ] {
+                let Some(v) = v else { continue };
+                // Almost every message matches nothing: one pass per field.
+                for m in ac.find_overlapping_iter(v) {
+                    match (self.kinds.get(m.pattern().as_usize()), field) {
+                        (Some(Kind::ScanUserAgent), Field::UserAgent)
+                        | (Some(Kind::ScanFrom), Field::From)
+                        | (Some(Kind::ScanTo), Field::To) => scanner = true,
+                        (Some(Kind::Injection), _) => injected = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if scanner {
             return self.ban(ip, Reason::Scanner, t);
         }
-        let injected = [Some(f.uri), f.from, f.to, f.user_agent]
-            .into_iter()
-            .any(|v| hit(&self.injection, v));
         if injected {
             let points = self.rules.score_injection;
             let v = self.score(ip, points, Reason::Injection, t);
