@@ -26,6 +26,9 @@ enum Command {
     Config(ConfigCommand),
     /// Enrol, revoke and list agents (whether or not the gateway runs).
     Agent(AgentArgs),
+    /// Firewall and IDS rules.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// Start a gateway on loopback with a built-in carrier and agents,
     /// place calls each way, and print what happened.
     Demo {
@@ -161,6 +164,16 @@ struct RunArgs {
 }
 
 #[derive(Subcommand)]
+enum FirewallCommand {
+    /// Validate IDS rules (a copy of rulesets/ids.toml) and say what is
+    /// wrong and where; without FILE, the shipped rules.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and say exactly what is wrong and where.
     Check {
@@ -210,6 +223,37 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tollgate demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Firewall(FirewallCommand::Check { file }) => {
+            let (name, text) = match &file {
+                Some(f) => match std::fs::read_to_string(f) {
+                    Ok(t) => (f.display().to_string(), t),
+                    Err(e) => {
+                        eprintln!("{}: {e}", f.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => (
+                    "shipped IDS rules".to_string(),
+                    tollgate::guard::rules::DEFAULT_IDS_TOML.to_string(),
+                ),
+            };
+            match tollgate::guard::rules::Rules::from_toml(&text) {
+                Ok(r) => {
+                    println!(
+                        "{name}: valid ({} scanner patterns, flood {} requests per {} ms, bans from {} s)",
+                        r.scan_user_agent.len() + r.scan_from.len() + r.scan_to.len(),
+                        r.flood_max,
+                        r.flood_window.as_millis(),
+                        r.ban_first.as_secs()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{name}: {e}");
                     ExitCode::FAILURE
                 }
             }

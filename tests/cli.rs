@@ -187,3 +187,33 @@ fn demo_places_calls_both_ways_and_says_how_each_leg_was_protected() {
     assert_eq!(code, 1);
     assert!(err.contains("--calls 1 to 20"), "{err}");
 }
+
+#[test]
+fn firewall_check_validates_ids_rules() {
+    let (code, out, err) = tollgate(&["firewall", "check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "shipped IDS rules: valid (16 scanner patterns, flood 200 requests per 2000 ms"
+        ),
+        "{out}"
+    );
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-ids-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rulesets/ids.toml"))
+            .expect("rules");
+    let bad = dir.join("ids.toml");
+    std::fs::write(&bad, shipped.replace("first_s = 300", "first_s = 0")).expect("write");
+    let (code, _, err) = tollgate(&["firewall", "check", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ban: first_s and repeat_factor at least 1"),
+        "{err}"
+    );
+    std::fs::write(&bad, "[limits]\ninvite = 5\n").expect("write");
+    let (code, _, err) = tollgate(&["firewall", "check", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("line 2"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
