@@ -389,8 +389,9 @@ agent leg: SRTP {} in QUIC datagrams (key fresh for this call), agent sent {} re
     )
 }
 
-/// Runs the demo: `calls` calls each way of `seconds` each.
-pub fn run(calls: u32, seconds: f64) -> Result<(), String> {
+/// Runs the demo: `calls` calls each way of `seconds` each; each line of
+/// what happened goes to `out` (the CLI prints them).
+pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -399,7 +400,7 @@ pub fn run(calls: u32, seconds: f64) -> Result<(), String> {
     crate::keys::write_private(&dir.join("master.key"), &key, false).map_err(|e| e.to_string())?;
     let sealer = Sealer::from_key(&key);
     let _gw = start_gateway(&dir)?;
-    println!("gateway on loopback: SIP udp/{SIP}, agents quic/{QUIC}, metrics http://127.0.0.1:{ADMIN}/metrics");
+    out(&format!("gateway on loopback: SIP udp/{SIP}, agents quic/{QUIC}, metrics http://127.0.0.1:{ADMIN}/metrics"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -426,14 +427,14 @@ pub fn run(calls: u32, seconds: f64) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         for (r, c) in reports.iter().zip(&carrier) {
-            println!(
+            out(&format!(
                 "inbound call: {} -> {} answered by agent-1 ({}); agent saw caller {}",
                 mask(CALLER),
                 CALLED,
                 r.reason,
                 r.peer
-            );
-            println!("{}", describe(r, *c));
+            ));
+            out(&describe(r, *c));
         }
         // Outbound: the agent dials; the far end answers.
         let far = tokio::spawn(far_end(calls));
@@ -449,8 +450,12 @@ pub fn run(calls: u32, seconds: f64) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let far = far.await.map_err(|e| e.to_string())??;
         for (r, c) in reports.iter().zip(&far) {
-            println!("outbound call: agent-2 -> {} ({})", mask(CALLED), r.reason);
-            println!("{}", describe(r, *c));
+            out(&format!(
+                "outbound call: agent-2 -> {} ({})",
+                mask(CALLED),
+                r.reason
+            ));
+            out(&describe(r, *c));
         }
         Ok::<(), String>(())
     })

@@ -219,7 +219,7 @@ fn main() -> ExitCode {
                 eprintln!("tollgate demo: --calls 1 to 20, --seconds 0.5 to 60");
                 return ExitCode::FAILURE;
             }
-            match tollgate::demo::run(calls, seconds) {
+            match tollgate::demo::run(calls, seconds, |line| println!("{line}")) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tollgate demo: {e}");
@@ -392,9 +392,12 @@ fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         eprintln!("logged in to {} as {:?}", bundle.gateway, client.agent);
-        let reports = phone::run(client, opts, |r| println!("{r}"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let reports = phone::run(client, opts, |p| match p {
+            phone::Progress::Report(r) => println!("{r}"),
+            phone::Progress::Notice(n) => eprintln!("{n}"),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         if reports.iter().all(|r| r.answered) {
             Ok(())
         } else {

@@ -248,6 +248,16 @@ impl Call {
     }
 }
 
+/// What the softphone tells its user as it goes; the CLI prints reports on
+/// stdout and notices on stderr, the demo keeps only the reports.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A call ended.
+    Report(&'a Report),
+    /// Something happened on a call (answered, held, an error, ...).
+    Notice(String),
+}
+
 /// The recording path for the `n`th call (from 1).
 pub fn record_path(base: &std::path::Path, n: usize) -> PathBuf {
     if n <= 1 {
@@ -262,11 +272,11 @@ pub fn record_path(base: &std::path::Path, n: usize) -> PathBuf {
 }
 
 /// Runs calls until `opts.calls` have ended; returns their reports.
-/// `on_report` sees each as it ends.
+/// `progress` sees each report as its call ends, and notices on the way.
 pub async fn run(
     mut client: Client,
     opts: Options,
-    mut on_report: impl FnMut(&Report),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Vec<Report>, ClientError> {
     let conn = client.conn.clone();
     let want = opts.calls.max(1) as usize;
@@ -295,7 +305,7 @@ pub async fn run(
             m = client.recv() => match m? {
                 ServerMsg::Offer { call: id, caller, media, .. } => {
                     if opts.ignore_offers {
-                        eprintln!("offered call {id}; letting it ring");
+                        progress(Progress::Notice(format!("offered call {id}; letting it ring")));
                         continue;
                     }
                     if call.is_some() || !opts.auto_answer {
@@ -311,7 +321,7 @@ pub async fn run(
                 }
                 ServerMsg::Answered { call: id } => {
                     if let Some(c) = call.as_mut().filter(|c| c.report.call == id) {
-                        eprintln!("answered call {id}");
+                        progress(Progress::Notice(format!("answered call {id}")));
                         c.report.answered = true;
                         c.dtmf = opts.dtmf.as_deref().unwrap_or("").chars().collect();
                         c.next_dtmf = (!c.dtmf.is_empty()).then(|| Instant::now() + Duration::from_millis(500));
@@ -328,7 +338,7 @@ pub async fn run(
                             let path = record_path(base, reports.len() + 1);
                             super::wav::write(&path, &r.recorded).map_err(ClientError::Protocol)?;
                         }
-                        on_report(&r);
+                        progress(Progress::Report(&r));
                         reports.push(r);
                         if reports.len() < want {
                             if let Some(n) = &opts.dial {
@@ -345,8 +355,12 @@ pub async fn run(
                 ServerMsg::Error { code, message, call: None } if call.is_none() && opts.dial.is_some() => {
                     return Err(ClientError::Refused(format!("{message} ({code})")));
                 }
-                ServerMsg::Held { call: id, hold } => eprintln!("call {id} held: {hold}"),
-                ServerMsg::Error { code, message, .. } => eprintln!("gateway: {message} ({code})"),
+                ServerMsg::Held { call: id, hold } => {
+                    progress(Progress::Notice(format!("call {id} held: {hold}")));
+                }
+                ServerMsg::Error { code, message, .. } => {
+                    progress(Progress::Notice(format!("gateway: {message} ({code})")));
+                }
                 _ => {}
             },
             d = conn.read_datagram() => {

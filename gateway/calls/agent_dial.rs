@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::agent_media::{self, AgentMedia};
 use super::agents::media_for;
-use super::core::Core;
+use super::core::{Core, Reply};
 use super::media::{rand_u32, Control};
 use super::number::normalize;
 use super::outbound::{to_tokio, Bridge, Dial};
@@ -22,7 +22,6 @@ use crate::agent::protocol::ServerMsg;
 use crate::agent::server::FLOW_QUEUE;
 use crate::config::DialRefused;
 use crate::media::srtp::MasterKey;
-use crate::sip::build;
 use crate::sip::message::{Framing, Message};
 use crate::sip::sdp::Codec;
 use crate::sip::transaction::{Key, Transmit};
@@ -339,9 +338,7 @@ impl Core {
         else {
             return false;
         };
-        if let Some(r) = build::response(m, 200, "OK", None, &[], None) {
-            self.txn.respond(key, r, now);
-        }
+        self.respond(key, m, Reply::new(200, "OK"), now);
         self.end_agent_out(call, "remote_hangup", "answered");
         true
     }

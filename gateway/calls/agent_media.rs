@@ -146,16 +146,16 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
                         counters.received(n);
                         block.truncate(len);
                         let d = block.split().freeze();
-                        if conn.max_datagram_size().is_none_or(|max| len > max) {
-                            too_large.inc();
-                            continue;
-                        }
                         if conn.datagram_send_buffer_space() < len {
-                            // quinn would drop the oldest queued datagram.
+                            // quinn will drop the oldest queued datagram.
                             congestion.inc();
                         }
-                        if conn.send_datagram(d).is_ok() {
-                            counters.sent(len);
+                        // One call into quinn: it refuses what does not fit
+                        // the path's maximum datagram size.
+                        match conn.send_datagram(d) {
+                            Ok(()) => counters.sent(len),
+                            Err(quinn::SendDatagramError::TooLarge) => too_large.inc(),
+                            Err(_) => {}
                         }
                     }
                     Err(RelayError::Dropped(d)) => {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::bridge::{self, Side};
-use super::core::{Core, State};
+use super::core::{Core, Reply, State};
 use super::media::{rand_u32, Control};
 use crate::media::leg::Leg;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
@@ -500,9 +500,7 @@ impl Core {
         let Some(a_id) = self.outbound.get(call_id).cloned() else {
             return false;
         };
-        if let Some(r) = build::response(m, 200, "OK", None, &[], None) {
-            self.txn.respond(key, r, now);
-        }
+        self.respond(key, m, Reply::new(200, "OK"), now);
         if self
             .calls
             .get(&a_id)
