@@ -42,6 +42,8 @@ srtp = "off"
 [[route]]
 number = "*"
 target = "queue:default"
+[firewall]
+nftables = "off"
 TOML
 tg=target/release/tollgate
 head -c 32 /dev/urandom > "$work/master.key"

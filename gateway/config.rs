@@ -17,10 +17,13 @@ use serde::Deserialize;
 use crate::sip::sdp::{Codec, SrtpMode};
 
 mod agents;
+mod firewall;
 use agents::{validate_agents, validate_profile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
 };
+use firewall::validate_firewall;
+pub use firewall::{load_rules, Firewall, FirewallFile, Nftables};
 
 /// The embedded defaults, as a TOML document (also what
 /// `tollgate config default` prints, commented).
@@ -74,6 +77,18 @@ drop_after_ms = 2000
 # SRTP for agents' media: AEAD_AES_128_GCM or AEAD_AES_256_GCM.
 srtp = "AEAD_AES_128_GCM"
 
+[firewall]
+# nftables: "auto" loads Tollgate's table (inet tollgate, from
+# rulesets/tollgate.nft) when the process may (CAP_NET_ADMIN), "required"
+# refuses to start without it, "off" never touches nftables. Without the
+# table, the IDS's bans are enforced in the gateway process only.
+nftables = "auto"
+# Networks that may reach the admin listener (/metrics).
+admin_networks = ["127.0.0.0/8", "::1/128"]
+# The IDS rules; without it, the shipped rulesets/ids.toml. Re-read on
+# SIGHUP (tollgate firewall check validates a copy first).
+# ids_rules = "/etc/tollgate/ids.toml"
+
 [[trunk]]
 name = "loopback"
 # Networks whose SIP is accepted on this trunk (anything else is refused).
@@ -89,6 +104,10 @@ country_code = "44"
 # OPTIONS to the address every this many seconds; a peer that stops
 # answering is marked down (tollgate_trunk_up) and skipped. 0: off.
 keepalive_s = 30
+# A carrier: never banned by the IDS, only rate-limited (at
+# carriers.limit_factor times the IDS limits) and counted when over them.
+# false for a trunk open to a wide network, whose sources the IDS bans.
+trusted = true
 
 [[route]]
 number = "echo"
@@ -178,6 +197,8 @@ pub struct File {
     pub profile: Vec<ProfileFile>,
     #[serde(default)]
     pub dial: Vec<DialFile>,
+    #[serde(default)]
+    pub firewall: FirewallFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +296,16 @@ pub struct TrunkFile {
     /// address's IP.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// A carrier's trunk (the default): its peers are never banned by the
+    /// IDS, only rate-limited at `carriers.limit_factor` times the limits.
+    /// `false` for a trunk open to a wide network (SIP from the internet),
+    /// whose sources the IDS bans like any other.
+    #[serde(default = "default_trusted")]
+    pub trusted: bool,
+}
+
+fn default_trusted() -> bool {
+    true
 }
 
 fn default_keepalive() -> u64 {
@@ -377,6 +408,8 @@ pub struct Trunk {
     pub keepalive: Option<std::time::Duration>,
     /// For TLS trunks: (CA file, server name) to verify the carrier by.
     pub tls: Option<(PathBuf, String)>,
+    /// Never banned by the IDS (see [`TrunkFile::trusted`]).
+    pub trusted: bool,
 }
 
 /// Validated registration credentials.
@@ -414,6 +447,7 @@ pub struct Config {
     pub rtp_timeout: Option<std::time::Duration>,
     pub admin_listen: SocketAddr,
     pub agents: Agents,
+    pub firewall: Firewall,
     pub trunks: Vec<Trunk>,
     /// Routes in file order; an exact number first, then `*`.
     pub routes: Vec<Route>,
@@ -522,6 +556,7 @@ impl Config {
             )
         })?;
         let agents = validate_agents(&f.agents)?;
+        let firewall = validate_firewall(&f.firewall)?;
 
         let mut trunks = Vec::new();
         for (i, t) in f.trunk.into_iter().enumerate() {
@@ -545,11 +580,9 @@ impl Config {
                 .iter()
                 .enumerate()
                 .map(|(j, p)| {
-                    p.parse::<IpNet>()
-                        .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            invalid(format!("{at}: peers[{j}]"), format!("{p:?} is not a CIDR"))
-                        })
+                    parse_net(p).ok_or_else(|| {
+                        invalid(format!("{at}: peers[{j}]"), format!("{p:?} is not a CIDR"))
+                    })
                 })
                 .collect::<Result<_, _>>()?;
             let address = t
@@ -674,6 +707,7 @@ impl Config {
                 keepalive: (t.keepalive_s > 0 && address.is_some())
                     .then(|| std::time::Duration::from_secs(t.keepalive_s)),
                 tls,
+                trusted: t.trusted,
             });
         }
 
@@ -823,6 +857,7 @@ impl Config {
                 .then(|| std::time::Duration::from_secs(f.media.rtp_timeout_s)),
             admin_listen,
             agents,
+            firewall,
             trunks,
             routes,
             queues,
@@ -840,6 +875,15 @@ impl Config {
         self.trunks
             .iter()
             .position(|t| t.peers.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Every trunk's peer networks in file order, each with whether its
+    /// trunk is trusted (what the IDS needs).
+    pub fn peer_networks(&self) -> Vec<(IpNet, bool)> {
+        self.trunks
+            .iter()
+            .flat_map(|t| t.peers.iter().map(move |n| (*n, t.trusted)))
+            .collect()
     }
 
     /// Where `number` is routed: its own route, else the `*` route.
@@ -865,6 +909,13 @@ impl Config {
             .find(|(p, _)| number.starts_with(p.as_str()))
             .map(|(_, t)| *t)
     }
+}
+
+/// A CIDR, or a bare address as its host network.
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .ok()
 }
 
 /// "20000-39999" with an even start, above 1023, at least two ports.

@@ -59,6 +59,9 @@ target = "queue:default"
 [[dial]]
 prefix = "+"
 trunk = "carrier"
+# A demonstration leaves the host's firewall alone.
+[firewall]
+nftables = "off"
 "#
     )
 }

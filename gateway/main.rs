@@ -171,6 +171,27 @@ enum FirewallCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// List the running gateway's bans: source, reason, time left.
+    Bans {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Lift a ban now, in the gateway and in the kernel's set.
+    Unban {
+        #[arg(value_name = "ADDR")]
+        addr: std::net::IpAddr,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Re-read the IDS rules (as SIGHUP does); the old rules stay if the
+    /// new ones are invalid.
+    Reload {
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -254,6 +275,86 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{name}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Firewall(FirewallCommand::Bans { json, state }) => {
+            use tollgate::admin::control::{request, Request};
+            match request(&state.data_dir(), &Request::Bans) {
+                Ok(r) if r.ok => {
+                    let bans = r.bans.unwrap_or_default();
+                    if json {
+                        for b in &bans {
+                            println!("{}", serde_json::to_string(b).unwrap_or_default());
+                        }
+                    } else if bans.is_empty() {
+                        println!("no bans");
+                    } else {
+                        println!(
+                            "{:<40} {:<14} {:>10}  until (UTC)",
+                            "source", "reason", "left (s)"
+                        );
+                        for b in &bans {
+                            println!(
+                                "{:<40} {:<14} {:>10}  {}",
+                                b.source.to_string(),
+                                b.reason,
+                                b.remaining_s,
+                                utc(b.until_unix_ms)
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("{}", r.error.unwrap_or_default());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Firewall(FirewallCommand::Unban { addr, state }) => {
+            use tollgate::admin::control::{request, Request};
+            match request(&state.data_dir(), &Request::Unban { addr }) {
+                Ok(r) if r.ok => {
+                    if r.lifted == Some(true) {
+                        println!("{addr}: ban lifted");
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("{addr} was not banned");
+                        ExitCode::FAILURE
+                    }
+                }
+                Ok(r) => {
+                    eprintln!("{}", r.error.unwrap_or_default());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Firewall(FirewallCommand::Reload { state }) => {
+            use tollgate::admin::control::{request, Request};
+            match request(&state.data_dir(), &Request::Reload) {
+                Ok(r) if r.ok => {
+                    println!("IDS rules reloaded");
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!(
+                        "not reloaded, the previous rules stay: {}",
+                        r.error.unwrap_or_default()
+                    );
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
                     ExitCode::FAILURE
                 }
             }
@@ -546,13 +647,19 @@ async fn serve(
         numbers = %config.routes.iter().map(|r| r.number.as_str()).collect::<Vec<_>>().join(" "),
         "serving SIP trunks"
     );
+    let mut core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
+    let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
+    if let Some(f) = &firewall {
+        core.set_firewall(f.clone());
+    }
     let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
     let agents = tollgate::agent::server::AgentServer::bind(
         &config.agents,
-        data_dir,
+        data_dir.clone(),
         sealer,
         metrics.clone(),
         agent_tx,
+        core.ban_list(),
     )
     .map_err(|e| format!("agents: {e}"))?;
     info!(
@@ -561,15 +668,52 @@ async fn serve(
         "serving agents (QUIC, client certificate + TOTP)"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
-    let core = tokio::spawn(core.run(inbound_rx, agent_rx, stop_rx));
+    let (guard_tx, guard_rx) = tokio::sync::mpsc::channel(64);
+    let control = tollgate::admin::control::serve(&data_dir, guard_tx.clone())
+        .map_err(|e| format!("control socket in {}: {e}", data_dir.display()))?;
+    let core = tokio::spawn(core.run(inbound_rx, agent_rx, guard_rx, stop_rx));
     admin.ready.store(true, Ordering::Release);
-    shutdown_signal().await;
+    info!(control = %control.display(), "ready");
+    wait_for_stop(&guard_tx).await;
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);
     let _ = core.await;
     agents.close();
+    if let Some(f) = firewall {
+        f.stop().await;
+    }
+    let _ = std::fs::remove_file(&control);
     Ok(())
+}
+
+/// "2026-11-28 12:00:00" for Unix milliseconds.
+fn utc(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Waits for Ctrl-C or SIGTERM; SIGHUP re-reads the IDS rules meanwhile.
+async fn wait_for_stop(guard: &tokio::sync::mpsc::Sender<tollgate::calls::core::GuardRequest>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        shutdown_signal().await;
+        return;
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: re-reading the IDS rules");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if guard.send(tollgate::calls::core::GuardRequest::Reload(tx)).await.is_ok() {
+                    let _ = rx.await;
+                }
+            }
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

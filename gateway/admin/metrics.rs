@@ -63,10 +63,24 @@ pub struct Metrics {
     /// Media datagrams to or from agents dropped, by reason (`too_large`,
     /// `congestion`, `unknown_flow`).
     pub agent_datagrams_dropped: IntCounterVec,
+    /// IDS verdicts other than pass, by verdict (`drop`, `ban`) and reason
+    /// ([`crate::guard::ids::Reason::label`]); passes under `pass`/`none`.
+    pub ids_verdicts: IntCounterVec,
+    pub ids_bans_active: IntGauge,
+    pub ids_sources_tracked: IntGauge,
+    /// Messages from a trusted trunk dropped over its limits, by trunk
+    /// name (a bounded set): the alert to watch, carriers are never banned.
+    pub ids_carrier_over_limit: IntCounterVec,
+    /// 1 while the gateway's nftables table is loaded.
+    pub firewall_active: IntGauge,
+    /// Packets the kernel dropped, by rule (the rule's comment in
+    /// rulesets/tollgate.nft), read from the table's counters.
+    pub firewall_dropped_packets: IntCounterVec,
 }
 
 /// Every reason [`Metrics::agent_auth_failures`] counts.
-pub const AUTH_FAILURES: [&str; 9] = [
+pub const AUTH_FAILURES: [&str; 10] = [
+    "banned",
     "no_certificate",
     "unknown_ca",
     "revoked",
@@ -104,6 +118,30 @@ impl Metrics {
                 Ok(h)
             };
         Ok(Self {
+            ids_verdicts: counter_vec(
+                "ids_verdicts_total",
+                "IDS verdicts on SIP messages and agent logins, by verdict and reason.",
+                &["verdict", "reason"],
+            )?,
+            ids_bans_active: gauge("ids_bans_active", "Sources banned now.")?,
+            ids_sources_tracked: gauge(
+                "ids_sources_tracked",
+                "Sources the IDS keeps state for (bounded by memory.max_sources).",
+            )?,
+            ids_carrier_over_limit: counter_vec(
+                "ids_carrier_over_limit_total",
+                "Messages from a trusted trunk peer dropped over its limits (carriers are never banned).",
+                &["trunk"],
+            )?,
+            firewall_active: gauge(
+                "firewall_active",
+                "1 while Tollgate's nftables table is loaded; 0 when bans are enforced in the process only.",
+            )?,
+            firewall_dropped_packets: counter_vec(
+                "firewall_dropped_packets_total",
+                "Packets dropped by the kernel, by rule, from the nftables counters.",
+                &["rule"],
+            )?,
             sip_requests: counter_vec(
                 "sip_requests_total",
                 "SIP requests by method and direction.",
@@ -243,6 +281,11 @@ impl Metrics {
         }
         for r in ["too_large", "congestion", "unknown_flow"] {
             self.agent_datagrams_dropped.with_label_values(&[r]);
+        }
+        self.ids_verdicts.with_label_values(&["pass", "none"]);
+        for r in crate::guard::ids::Reason::ALL {
+            self.ids_verdicts.with_label_values(&["drop", r.label()]);
+            self.ids_verdicts.with_label_values(&["ban", r.label()]);
         }
     }
 }

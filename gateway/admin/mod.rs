@@ -1,4 +1,6 @@
-//! The admin side: metrics and the HTTP listener that serves them.
+//! The admin side: metrics and the HTTP listener that serves them, and
+//! the local control socket `tollgate firewall bans|unban` talk to.
 
+pub mod control;
 pub mod http;
 pub mod metrics;

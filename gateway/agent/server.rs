@@ -59,6 +59,10 @@ pub enum AgentEvent {
     Down {
         session: u64,
     },
+    /// A login from `source` failed (for the IDS: brute force).
+    LoginFailed {
+        source: IpAddr,
+    },
 }
 
 /// The core's handle on a session: control messages and media datagrams.
@@ -107,6 +111,8 @@ struct Shared {
     steps: Mutex<HashMap<String, u64>>,
     /// Live sessions: id to (agent name, fingerprint, connection).
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
+    /// Sources the IDS banned.
+    bans: crate::guard::BanList,
 }
 
 /// The TLS verifier: the CA's signature (webpki), then the registry.
@@ -221,6 +227,7 @@ impl AgentServer {
         sealer: Sealer,
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
+        bans: crate::guard::BanList,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
         let ca = Ca::open_or_create(store.dir(), &sealer).map_err(|e| e.to_string())?;
@@ -239,6 +246,7 @@ impl AgentServer {
             names: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
             steps: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            bans,
         });
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -307,6 +315,13 @@ async fn accept_loop(
     let mut next_session = 0u64;
     while let Some(incoming) = endpoint.accept().await {
         let source = incoming.remote_address().ip();
+        if shared.bans.is_banned(source, Instant::now()) {
+            // Banned by the IDS (the kernel drops it first when nftables
+            // is loaded).
+            shared.fail_count("banned");
+            incoming.ignore();
+            continue;
+        }
         let locked = shared
             .sources
             .lock()
@@ -328,7 +343,7 @@ async fn accept_loop(
                     let reason = handshake_failure(&e);
                     debug!(%source, reason, "agent handshake failed");
                     shared.fail_count(reason);
-                    shared.strike_source(source);
+                    shared.strike_source(source, &events);
                     return;
                 }
             };
@@ -392,7 +407,8 @@ impl Shared {
             .inc();
     }
 
-    fn strike_source(&self, source: IpAddr) {
+    fn strike_source(&self, source: IpAddr, events: &mpsc::Sender<AgentEvent>) {
+        let _ = events.try_send(AgentEvent::LoginFailed { source });
         if let Ok(mut l) = self.sources.lock() {
             if l.fail(&source, Instant::now()) {
                 warn!(%source, "agent logins from this address locked out");
@@ -492,7 +508,7 @@ async fn run_session(
             .and_then(|secret| totp::verify(&secret, &otp.0, unix_now(), last))
     };
     let Some(step) = step else {
-        shared.strike_source(source);
+        shared.strike_source(source, events);
         let locked = shared
             .names
             .lock()

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::keepalive::TrunkState;
@@ -21,6 +21,7 @@ use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::config::Config;
+use crate::guard::{BanInfo, BanList, Guard};
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
 use crate::sip::header::Method;
@@ -139,6 +140,16 @@ pub struct Core {
         mpsc::Sender<super::agent_media::MediaEnded>,
         Option<mpsc::Receiver<super::agent_media::MediaEnded>>,
     ),
+    /// The IDS, before the transaction layer.
+    pub(super) guard: Guard,
+}
+
+/// Administrators' requests to the guard (from the control socket).
+pub enum GuardRequest {
+    Bans(oneshot::Sender<Vec<BanInfo>>),
+    Unban(IpAddr, oneshot::Sender<bool>),
+    /// Re-read the IDS rules (SIGHUP).
+    Reload(oneshot::Sender<Result<(), String>>),
 }
 
 impl Core {
@@ -184,6 +195,7 @@ impl Core {
                 })
             })
             .collect();
+        let guard = Guard::new(config.clone(), metrics.clone(), now);
         Self {
             timers,
             trunks,
@@ -206,6 +218,36 @@ impl Core {
                 let (tx, rx) = mpsc::channel(256);
                 (tx, Some(rx))
             },
+            guard,
+        }
+    }
+
+    /// Where the IDS's bans go besides the process.
+    pub fn set_firewall(&mut self, f: crate::guard::nft::Handle) {
+        self.guard.set_firewall(f);
+    }
+
+    /// The bans, for listeners outside the core.
+    pub fn ban_list(&self) -> BanList {
+        self.guard.ban_list()
+    }
+
+    fn on_guard_request(&mut self, r: GuardRequest, now: Instant) {
+        match r {
+            GuardRequest::Bans(tx) => {
+                let _ = tx.send(self.guard.bans(now));
+            }
+            GuardRequest::Unban(ip, tx) => {
+                let _ = tx.send(self.guard.unban(ip, now));
+            }
+            GuardRequest::Reload(tx) => {
+                let r = self.guard.reload();
+                match &r {
+                    Ok(()) => info!("IDS rules reloaded"),
+                    Err(e) => warn!("IDS rules not reloaded, the previous ones stay: {e}"),
+                }
+                let _ = tx.send(r);
+            }
         }
     }
 
@@ -214,11 +256,13 @@ impl Core {
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut agent_events: mpsc::Receiver<AgentEvent>,
+        mut guard_requests: mpsc::Receiver<GuardRequest>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let Some(mut media_ended) = self.media_ended.1.take() else {
             return;
         };
+        let mut guard_tick = tokio::time::interval(Guard::TICK);
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -237,6 +281,8 @@ impl Core {
                     None => break,
                 },
                 Some(e) = media_ended.recv() => self.media_timed_out(e.call, Instant::now()),
+                Some(r) = guard_requests.recv() => self.on_guard_request(r, Instant::now()),
+                _ = guard_tick.tick() => self.guard.tick(Instant::now()),
                 () = sleep => self.on_timer(Instant::now()),
                 _ = shutdown.changed() => break,
             }
@@ -328,8 +374,10 @@ impl Core {
     }
 
     fn on_inbound(&mut self, inb: Inbound, now: Instant) {
-        // SIP from outside every trunk's peer networks is dropped unanswered.
-        if self.config.trunk_for(inb.peer.addr.ip()).is_none() {
+        // SIP from outside every trunk's peer networks is dropped unanswered
+        // (and never reaches the IDS: it costs nothing and tracks nothing).
+        let source = inb.peer.addr.ip();
+        if self.config.trunk_for(source).is_none() {
             self.metrics.sip_unknown_peer.inc();
             return;
         }
@@ -345,9 +393,13 @@ impl Core {
                     .sip_parse_failures
                     .with_label_values(&[e.reason()])
                     .inc();
+                self.guard.malformed(source, now);
                 return;
             }
         };
+        if !self.guard.message(source, &m, now) {
+            return;
+        }
         match m.start {
             StartLine::Response { code, .. } => {
                 self.metrics
@@ -377,6 +429,9 @@ impl Core {
                             .sip_rejected
                             .with_label_values(&[&r.status.to_string()])
                             .inc();
+                        if r.status == 400 {
+                            self.guard.malformed(source, now);
+                        }
                         let unsupported = unsupported_tags(&m);
                         let mut extra: Vec<(&str, &[u8])> = Vec::new();
                         match r.status {

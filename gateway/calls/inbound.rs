@@ -70,6 +70,8 @@ impl Core {
         };
         let Some(route) = route else {
             info!(call = n, number = %redact(&normalized), "no route: 404");
+            self.guard
+                .refused_user(peer.addr.ip(), normalized.as_bytes(), now);
             self.reject_call(&key, m, 404, "Not Found", now);
             return;
         };

@@ -15,9 +15,16 @@
 //! costs about 275 bytes with its prefix and the maps' overhead (measured
 //! by `benches/ids.rs`), so the default million is about 275 MB at worst.
 //!
-//! Trunk peers are never banned: what would ban another source only drops
-//! their message, and the caller counts them as carriers over their limit.
+//! Trusted trunk peers are never banned: what would ban another source
+//! only drops their message. They have no flood or prefix limit, and
+//! their per-address buckets are `carriers.limit_factor` times larger;
+//! over them the verdict is [`Reason::CarrierLimit`], which the caller
+//! counts as the carrier alert.
+//!
+//! Bans live in a map of their own (at most `memory.max_sources` entries),
+//! so evicting a quiet source from the LRU never lifts its ban.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -60,10 +67,12 @@ pub enum Reason {
     BruteForce,
     Malformed,
     Injection,
+    /// A trusted trunk peer over its (larger) limits: dropped, not banned.
+    CarrierLimit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Banned,
         Reason::Rate,
         Reason::PrefixRate,
@@ -73,6 +82,7 @@ impl Reason {
         Reason::BruteForce,
         Reason::Malformed,
         Reason::Injection,
+        Reason::CarrierLimit,
     ];
 
     /// A stable label for metrics.
@@ -87,7 +97,13 @@ impl Reason {
             Reason::BruteForce => "brute_force",
             Reason::Malformed => "malformed",
             Reason::Injection => "injection",
+            Reason::CarrierLimit => "carrier_limit",
         }
+    }
+
+    /// The reason a [`Reason::label`] names.
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.label() == s)
     }
 }
 
@@ -113,9 +129,9 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(r: Rate, now: Ms) -> Self {
+    fn full(r: Rate, factor: f64, now: Ms) -> Self {
         Self {
-            tokens: r.burst as f32,
+            tokens: (r.burst * factor) as f32,
             last: now,
         }
     }
@@ -151,9 +167,9 @@ struct Source {
 }
 
 impl Source {
-    fn new(rules: &Rules, now: Ms) -> Self {
+    fn new(rules: &Rules, factor: f64, now: Ms) -> Self {
         Self {
-            buckets: rules.limits.map(|r| Bucket::full(r, now)),
+            buckets: rules.limits.map(|r| Bucket::full(r, factor, now)),
             window_start: now,
             current: 0,
             previous: 0,
@@ -200,10 +216,14 @@ const INJECTION: &[&str] = &[
 /// The IDS state.
 pub struct Ids {
     rules: Rules,
-    trusted: Vec<IpNet>,
+    /// Trunk peer networks in configuration order, and whether each is
+    /// trusted: the first that holds an address decides.
+    peers: Vec<(IpNet, bool)>,
     epoch: Instant,
     sources: LruCache<IpAddr, Source>,
     prefixes: LruCache<IpNet, [Bucket; 4]>,
+    /// Bans in force (and recently expired, until [`Ids::expire`]).
+    banned: HashMap<IpAddr, (Ms, Reason)>,
     /// Every pattern in one automaton, so each field is scanned once; the
     /// kinds say which fields a pattern applies to.
     patterns: Option<AhoCorasick>,
@@ -261,8 +281,9 @@ fn prefix(ip: IpAddr) -> IpNet {
 }
 
 impl Ids {
-    /// An IDS with `rules`; `trusted` are the trunk peers' networks.
-    pub fn new(rules: Rules, trusted: Vec<IpNet>, now: Instant) -> Self {
+    /// An IDS with `rules`; `peers` are the trunks' peer networks in
+    /// configuration order, each with whether its trunk is trusted.
+    pub fn new(rules: Rules, peers: Vec<(IpNet, bool)>, now: Instant) -> Self {
         let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
         let (patterns, kinds) = matcher(&rules);
         Self {
@@ -270,8 +291,9 @@ impl Ids {
             kinds,
             sources: LruCache::new(cap),
             prefixes: LruCache::new(cap),
+            banned: HashMap::new(),
             rules,
-            trusted,
+            peers,
             epoch: now,
         }
     }
@@ -299,7 +321,10 @@ impl Ids {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.trusted.iter().any(|n| n.contains(&ip))
+        self.peers
+            .iter()
+            .find(|(n, _)| n.contains(&ip))
+            .is_some_and(|&(_, trusted)| trusted)
     }
 
     /// Sources tracked now.
@@ -308,16 +333,48 @@ impl Ids {
     }
 
     fn source(&mut self, ip: IpAddr, now: Ms) -> &mut Source {
-        let rules = &self.rules;
-        self.sources
-            .get_or_insert_mut(ip, || Source::new(rules, now))
+        let factor = if self.is_trusted(ip) {
+            self.rules.carrier_factor
+        } else {
+            1.0
+        };
+        let (rules, banned) = (&self.rules, &self.banned);
+        self.sources.get_or_insert_mut(ip, || {
+            let mut s = Source::new(rules, factor, now);
+            // A source evicted while banned is still banned.
+            if let Some(&(until, reason)) = banned.get(&ip) {
+                s.banned_until = until;
+                s.ban_reason = Some(reason);
+                s.offences = 1;
+            }
+            s
+        })
     }
 
     /// Whether `ip` is banned at `now` (and until when).
-    pub fn banned_until(&mut self, ip: IpAddr, now: Instant) -> Option<Instant> {
+    pub fn banned_until(&self, ip: IpAddr, now: Instant) -> Option<Instant> {
         let t = self.ms(now);
-        let until = self.sources.peek(&ip).map(|s| s.banned_until)?;
+        let until = self.banned.get(&ip).map(|b| b.0)?;
         (until > t).then(|| self.epoch + Duration::from_millis(until))
+    }
+
+    /// Forgets bans that ran out; returns their sources.
+    pub fn expire(&mut self, now: Instant) -> Vec<IpAddr> {
+        let t = self.ms(now);
+        let mut gone = Vec::new();
+        self.banned.retain(|ip, (until, _)| {
+            let keep = *until > t;
+            if !keep {
+                gone.push(*ip);
+            }
+            keep
+        });
+        gone
+    }
+
+    /// Bans in force now.
+    pub fn bans_active(&self) -> usize {
+        self.banned.len()
     }
 
     /// Bans `ip` for `reason`, longer for each repeat; a trusted source is
@@ -341,8 +398,14 @@ impl Ids {
         }
         let d = d.min(max);
         s.offences = s.offences.saturating_add(1);
-        s.banned_until = now + d.as_millis() as Ms;
+        let until = now + d.as_millis() as Ms;
+        s.banned_until = until;
         s.ban_reason = Some(reason);
+        // Bounded: past the cap the ban is still returned (the kernel set
+        // holds it), only not enforced in the process.
+        if self.banned.len() < self.rules.max_sources || self.banned.contains_key(&ip) {
+            self.banned.insert(ip, (until, reason));
+        }
         Verdict::Ban {
             reason,
             duration: d,
@@ -369,7 +432,7 @@ impl Ids {
     pub fn message(&mut self, ip: IpAddr, f: &Facts<'_>, now: Instant) -> Verdict {
         let t = self.ms(now);
         let trusted = self.is_trusted(ip);
-        if !trusted && self.sources.peek(&ip).is_some_and(|s| s.banned_until > t) {
+        if !trusted && self.source(ip, t).banned_until > t {
             return Verdict::Drop(Reason::Banned);
         }
         let (mut scanner, mut injected) = (false, false);
@@ -403,12 +466,22 @@ impl Ids {
                 return v;
             }
         }
+        let rate = self.rules.limits[f.class as usize];
+        if trusted {
+            // A carrier: its own larger bucket, nothing else.
+            let factor = self.rules.carrier_factor;
+            let s = self.source(ip, t);
+            return if s.buckets[f.class as usize].take(rate, factor, t) {
+                Verdict::Pass
+            } else {
+                Verdict::Drop(Reason::CarrierLimit)
+            };
+        }
         // Request density (pike).
         let (window, max) = (
             self.rules.flood_window.as_millis() as Ms,
             self.rules.flood_max,
         );
-        let rate = self.rules.limits[f.class as usize];
         let s = self.source(ip, t);
         let since = t.saturating_sub(s.window_start);
         if since >= window {
@@ -442,9 +515,17 @@ impl Ids {
         Verdict::Pass
     }
 
+    /// Whether `ip` is banned now (for events other than messages).
+    fn is_banned(&self, ip: IpAddr, t: Ms) -> bool {
+        self.banned.get(&ip).is_some_and(|b| b.0 > t)
+    }
+
     /// A message from `ip` that did not parse (or hit a limit).
     pub fn malformed(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         let t = self.ms(now);
+        if self.is_banned(ip, t) {
+            return Verdict::Drop(Reason::Banned);
+        }
         let points = self.rules.score_malformed;
         self.score(ip, points, Reason::Malformed, t)
     }
@@ -452,6 +533,9 @@ impl Ids {
     /// A failed digest or agent login from `ip`.
     pub fn auth_failure(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         let t = self.ms(now);
+        if self.is_banned(ip, t) {
+            return Verdict::Drop(Reason::Banned);
+        }
         let points = self.rules.score_auth;
         self.score(ip, points, Reason::BruteForce, t)
     }
@@ -460,6 +544,9 @@ impl Ids {
     /// users in the window is an extension scan.
     pub fn refused_user(&mut self, ip: IpAddr, user: &[u8], now: Instant) -> Verdict {
         let t = self.ms(now);
+        if self.is_banned(ip, t) {
+            return Verdict::Drop(Reason::Banned);
+        }
         let (window, limit) = (
             self.rules.enum_window.as_millis() as Ms,
             self.rules.enum_users,
@@ -485,28 +572,19 @@ impl Ids {
     /// Lifts a ban; false if `ip` was not banned.
     pub fn unban(&mut self, ip: IpAddr, now: Instant) -> bool {
         let t = self.ms(now);
-        match self.sources.peek_mut(&ip) {
-            Some(s) if s.banned_until > t => {
-                s.banned_until = 0;
-                true
-            }
-            _ => false,
+        if let Some(s) = self.sources.peek_mut(&ip) {
+            s.banned_until = 0;
         }
+        self.banned.remove(&ip).is_some_and(|(until, _)| until > t)
     }
 
     /// Bans in force: source, until, reason.
     pub fn bans(&self, now: Instant) -> Vec<(IpAddr, Instant, Reason)> {
         let t = self.ms(now);
-        self.sources
+        self.banned
             .iter()
-            .filter(|(_, s)| s.banned_until > t)
-            .map(|(ip, s)| {
-                (
-                    *ip,
-                    self.epoch + Duration::from_millis(s.banned_until),
-                    s.ban_reason.unwrap_or(Reason::Banned),
-                )
-            })
+            .filter(|(_, b)| b.0 > t)
+            .map(|(ip, &(until, reason))| (*ip, self.epoch + Duration::from_millis(until), reason))
             .collect()
     }
 }
@@ -518,7 +596,10 @@ mod tests {
     fn ids(t0: Instant) -> Ids {
         Ids::new(
             Rules::shipped().expect("rules"),
-            vec!["203.0.113.0/24".parse().expect("net")],
+            vec![
+                ("203.0.113.0/26".parse().expect("net"), false),
+                ("203.0.113.0/24".parse().expect("net"), true),
+            ],
             t0,
         )
     }
@@ -534,7 +615,7 @@ mod tests {
     }
 
     const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
-    const CARRIER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 5));
+    const CARRIER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 65));
 
     #[test]
     fn token_buckets_drop_over_rate_and_refill() {
@@ -623,12 +704,32 @@ mod tests {
         let f = invite(b"friendly-scanner");
         assert_eq!(ids.message(CARRIER, &f, t0), Verdict::Drop(Reason::Scanner));
         let f = invite(b"sbc");
-        for i in 0..1000u64 {
-            let v = ids.message(CARRIER, &f, t0 + Duration::from_millis(i));
-            assert!(!matches!(v, Verdict::Ban { .. }), "{v:?}");
+        // 5000 INVITEs in one second: far past flood density, and past the
+        // carrier's bucket (burst 40 x 50, refilling at 20 x 50 a second).
+        let mut passed = 0;
+        let mut over = 0;
+        for i in 0..5000u64 {
+            match ids.message(CARRIER, &f, t0 + Duration::from_micros(i * 200)) {
+                Verdict::Pass => passed += 1,
+                Verdict::Drop(Reason::CarrierLimit) => over += 1,
+                v => panic!("a carrier got {v:?}"),
+            }
+        }
+        assert!((2900..=3000).contains(&passed), "{passed} passed");
+        assert_eq!(passed + over, 5000);
+        // Login failures and malformed messages never ban it either.
+        for _ in 0..20 {
+            assert!(!matches!(
+                ids.auth_failure(CARRIER, t0),
+                Verdict::Ban { .. }
+            ));
+            assert!(!matches!(ids.malformed(CARRIER, t0), Verdict::Ban { .. }));
         }
         assert!(ids.bans(t0 + Duration::from_secs(1)).is_empty());
-        assert!(ids.is_trusted("::ffff:203.0.113.9".parse().expect("ip")));
+        assert!(ids.is_trusted("::ffff:203.0.113.99".parse().expect("ip")));
+        // The first trunk that holds an address decides: an untrusted one
+        // listed before the carrier's covers 203.0.113.0/26.
+        assert!(!ids.is_trusted("203.0.113.9".parse().expect("ip")));
     }
 
     #[test]
@@ -774,5 +875,44 @@ mod tests {
             ids.message(ip, &f, t0);
         }
         assert_eq!(ids.tracked(), 1000);
+    }
+
+    #[test]
+    fn a_ban_outlives_eviction_and_expires_on_time() {
+        let t0 = Instant::now();
+        let mut rules = Rules::shipped().expect("rules");
+        rules.max_sources = 1000;
+        let mut ids = Ids::new(rules, vec![], t0);
+        assert!(matches!(
+            ids.message(ATTACKER, &invite(b"friendly-scanner"), t0),
+            Verdict::Ban { .. }
+        ));
+        // Two thousand other sources push it out of the LRU.
+        for i in 0..2000u32 {
+            ids.message(
+                IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+                &invite(b"x"),
+                t0,
+            );
+        }
+        let t1 = t0 + Duration::from_secs(299);
+        assert_eq!(
+            ids.message(ATTACKER, &invite(b"x"), t1),
+            Verdict::Drop(Reason::Banned)
+        );
+        assert_eq!(ids.bans_active(), 1);
+        assert!(ids.expire(t1).is_empty());
+        let t2 = t0 + Duration::from_secs(300);
+        assert_eq!(ids.expire(t2), vec![ATTACKER]);
+        assert_eq!(ids.bans_active(), 0);
+        assert_eq!(ids.message(ATTACKER, &invite(b"x"), t2), Verdict::Pass);
+        // The history stays: the next ban is longer.
+        assert_eq!(
+            ids.message(ATTACKER, &invite(b"sipvicious"), t2),
+            Verdict::Ban {
+                reason: Reason::Scanner,
+                duration: Duration::from_secs(1200)
+            }
+        );
     }
 }

@@ -2,9 +2,264 @@
 //! the gateway anything, without ever banning a configured carrier.
 //!
 //! - [`rules`]: the IDS rules (`rulesets/ids.toml`), validated;
-//! - [`ids`]: the IDS core, sans-IO: facts of a message in, a verdict out.
+//! - [`ids`]: the IDS core, sans-IO: facts of a message in, a verdict out;
+//! - [`Guard`]: the IDS as the call core uses it: every SIP message and
+//!   agent login through it, verdicts counted, bans pushed to the firewall
+//!   and to the [`BanList`] other listeners consult;
+//! - [`nft`]: the kernel side, Tollgate's nftables table.
 //!
 //! The firewall table itself is `rulesets/tollgate.nft`.
 
 pub mod ids;
+pub mod nft;
 pub mod rules;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::IntCounter;
+use tracing::{info, warn};
+
+use crate::admin::metrics::Metrics;
+use crate::config::Config;
+use crate::sip::header::Method;
+use crate::sip::message::{HeaderName, Message, StartLine};
+use ids::{Class, Facts, Ids, Reason, Verdict};
+
+/// Banned sources and until when, shared read-mostly with listeners that
+/// do not go through the call core (the agents' QUIC endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct BanList(Arc<RwLock<HashMap<IpAddr, Instant>>>);
+
+impl BanList {
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.0
+            .read()
+            .map(|m| m.get(&ip).is_some_and(|&until| until > now))
+            .unwrap_or(false)
+    }
+
+    fn set(&self, ip: IpAddr, until: Option<Instant>) {
+        if let Ok(mut m) = self.0.write() {
+            match until {
+                Some(u) => m.insert(ip, u),
+                None => m.remove(&ip),
+            };
+        }
+    }
+}
+
+/// One ban, as `tollgate firewall bans` shows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct BanInfo {
+    pub source: IpAddr,
+    pub reason: String,
+    /// Seconds left.
+    pub remaining_s: u64,
+    /// When it ends, Unix milliseconds.
+    pub until_unix_ms: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The class a SIP method is limited under.
+fn class(m: &Message<'_>) -> Class {
+    match m.method() {
+        Some(Method::Invite) => Class::Invite,
+        Some(Method::Register) => Class::Register,
+        Some(Method::Options) => Class::Options,
+        _ => Class::Other,
+    }
+}
+
+/// The IDS, its metrics and where its bans go.
+pub struct Guard {
+    ids: Ids,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    pass: IntCounter,
+    drops: Vec<IntCounter>,
+    bans: Vec<IntCounter>,
+    shared: BanList,
+    firewall: Option<nft::Handle>,
+}
+
+impl Guard {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
+        let ids = Ids::new(
+            config.firewall.ids_rules.clone(),
+            config.peer_networks(),
+            now,
+        );
+        let counters = |verdict: &str| {
+            Reason::ALL
+                .iter()
+                .map(|r| {
+                    metrics
+                        .ids_verdicts
+                        .with_label_values(&[verdict, r.label()])
+                })
+                .collect()
+        };
+        Self {
+            pass: metrics.ids_verdicts.with_label_values(&["pass", "none"]),
+            drops: counters("drop"),
+            bans: counters("ban"),
+            ids,
+            config,
+            metrics,
+            shared: BanList::default(),
+            firewall: None,
+        }
+    }
+
+    /// The list other listeners check.
+    pub fn ban_list(&self) -> BanList {
+        self.shared.clone()
+    }
+
+    /// Where bans go besides the process: the nftables table.
+    pub fn set_firewall(&mut self, f: nft::Handle) {
+        self.firewall = Some(f);
+    }
+
+    /// Counts a verdict and carries out a ban; true when the message may
+    /// go on.
+    fn act(&mut self, ip: IpAddr, v: Verdict, now: Instant) -> bool {
+        match v {
+            Verdict::Pass => {
+                self.pass.inc();
+                true
+            }
+            Verdict::Drop(r) => {
+                self.drops[r as usize].inc();
+                if r == Reason::CarrierLimit {
+                    let trunk = self
+                        .config
+                        .trunk_for(ip)
+                        .and_then(|i| self.config.trunks.get(i))
+                        .map_or("unknown", |t| t.name.as_str());
+                    self.metrics
+                        .ids_carrier_over_limit
+                        .with_label_values(&[trunk])
+                        .inc();
+                }
+                false
+            }
+            Verdict::Ban { reason, duration } => {
+                self.bans[reason as usize].inc();
+                warn!(source = %ip, reason = reason.label(), seconds = duration.as_secs(), "IDS: source banned");
+                self.shared.set(ip, Some(now + duration));
+                if let Some(f) = &self.firewall {
+                    f.ban(ip, duration);
+                }
+                self.metrics
+                    .ids_bans_active
+                    .set(self.ids.bans_active() as i64);
+                false
+            }
+        }
+    }
+
+    /// A SIP message that parsed, before the transaction layer.
+    pub fn message(&mut self, ip: IpAddr, m: &Message<'_>, now: Instant) -> bool {
+        let header = |n| m.header(n).map(|h| h.value);
+        let facts = Facts {
+            class: class(m),
+            uri: match m.start {
+                StartLine::Request { uri, .. } => uri,
+                StartLine::Response { .. } => b"",
+            },
+            user_agent: header(HeaderName::UserAgent),
+            from: header(HeaderName::From),
+            to: header(HeaderName::To),
+        };
+        let v = self.ids.message(ip, &facts, now);
+        self.act(ip, v, now)
+    }
+
+    /// A SIP message from `ip` that did not parse.
+    pub fn malformed(&mut self, ip: IpAddr, now: Instant) {
+        let v = self.ids.malformed(ip, now);
+        self.act(ip, v, now);
+    }
+
+    /// A failed agent login from `ip`.
+    pub fn auth_failure(&mut self, ip: IpAddr, now: Instant) {
+        let v = self.ids.auth_failure(ip, now);
+        self.act(ip, v, now);
+    }
+
+    /// The gateway answered `ip` 404 or 403 for `user`.
+    pub fn refused_user(&mut self, ip: IpAddr, user: &[u8], now: Instant) {
+        let v = self.ids.refused_user(ip, user, now);
+        self.act(ip, v, now);
+    }
+
+    /// Housekeeping, about once a second: bans that ran out, gauges.
+    pub fn tick(&mut self, now: Instant) {
+        for ip in self.ids.expire(now) {
+            info!(source = %ip, "IDS: ban expired");
+            self.shared.set(ip, None);
+        }
+        self.metrics
+            .ids_bans_active
+            .set(self.ids.bans_active() as i64);
+        self.metrics
+            .ids_sources_tracked
+            .set(self.ids.tracked() as i64);
+    }
+
+    /// Bans in force, longest remaining first.
+    pub fn bans(&self, now: Instant) -> Vec<BanInfo> {
+        let wall = SystemTime::now();
+        let mut v: Vec<BanInfo> = self
+            .ids
+            .bans(now)
+            .into_iter()
+            .map(|(source, until, reason)| {
+                let left = until.saturating_duration_since(now);
+                BanInfo {
+                    source,
+                    reason: reason.label().to_string(),
+                    remaining_s: left.as_secs(),
+                    until_unix_ms: unix_ms(wall + left),
+                }
+            })
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.until_unix_ms));
+        v
+    }
+
+    /// Lifts a ban, in the process and in the kernel.
+    pub fn unban(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let was = self.ids.unban(ip, now);
+        self.shared.set(ip, None);
+        if let Some(f) = &self.firewall {
+            f.unban(ip);
+        }
+        self.metrics
+            .ids_bans_active
+            .set(self.ids.bans_active() as i64);
+        if was {
+            info!(source = %ip, "IDS: ban lifted by an administrator");
+        }
+        was
+    }
+
+    /// Re-reads the rules file (SIGHUP); the old rules stay on an error.
+    /// Tracked sources and bans are kept.
+    pub fn reload(&mut self) -> Result<(), String> {
+        let rules = crate::config::load_rules(self.config.firewall.ids_rules_path.as_deref())?;
+        self.ids.set_rules(rules);
+        Ok(())
+    }
+
+    /// Time until the next housekeeping tick.
+    pub const TICK: Duration = Duration::from_secs(1);
+}

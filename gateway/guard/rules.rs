@@ -29,6 +29,12 @@ struct LimitsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CarriersFile {
+    limit_factor: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FloodFile {
     window_ms: u64,
     max_requests: u32,
@@ -77,6 +83,7 @@ struct MemoryFile {
 #[serde(deny_unknown_fields)]
 struct RulesFile {
     limits: LimitsFile,
+    carriers: CarriersFile,
     flood: FloodFile,
     scanner: ScannerFile,
     enumeration: EnumerationFile,
@@ -94,6 +101,8 @@ pub struct Rules {
     /// By [`super::ids::Class`] index: INVITE, REGISTER, OPTIONS, other.
     pub limits: [Rate; 4],
     pub prefix_factor: f64,
+    /// Trusted trunk peers' limits are `limits` times this.
+    pub carrier_factor: f64,
     pub flood_window: Duration,
     pub flood_max: u32,
     /// Lower-cased substrings.
@@ -142,6 +151,9 @@ impl Rules {
         if !(1.0..=1000.0).contains(&f.limits.prefix_factor) {
             return Err(bad("limits.prefix_factor", "1 to 1000"));
         }
+        if !(1.0..=100_000.0).contains(&f.carriers.limit_factor) {
+            return Err(bad("carriers.limit_factor", "1 to 100000"));
+        }
         if !(100..=600_000).contains(&f.flood.window_ms) || f.flood.max_requests == 0 {
             return Err(bad(
                 "flood",
@@ -183,6 +195,7 @@ impl Rules {
         Ok(Self {
             limits,
             prefix_factor: f.limits.prefix_factor,
+            carrier_factor: f.carriers.limit_factor,
             flood_window: Duration::from_millis(f.flood.window_ms),
             flood_max: f.flood.max_requests,
             scan_user_agent: lower(&f.scanner.user_agent, "scanner.user_agent")?,

@@ -172,7 +172,7 @@ impl Transport {
         let mut udp = Vec::new();
         let mut local_udp = Vec::new();
         for addr in &cfg.udp {
-            let sock = Arc::new(UdpSocket::bind(addr).await?);
+            let sock = Arc::new(bind_udp(*addr)?);
             local_udp.push(sock.local_addr()?);
             tokio::spawn(udp_loop(
                 sock.clone(),
@@ -546,3 +546,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
 
 /// How long a connection the peer half-closed stays open for our answers.
 const HALF_CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Receive buffer asked for on SIP's UDP sockets: a carrier's burst or a
+/// flood the IDS is shedding must queue in the kernel rather than be lost
+/// before the gateway sees it (the kernel caps it at net.core.rmem_max).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        debug!("SIP UDP receive buffer: {e}");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}

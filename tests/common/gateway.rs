@@ -92,6 +92,14 @@ impl Gateway {
     pub fn start_toml(name: &str, sip: u16, admin: u16, toml: &str) -> Self {
         let dir = Self::dir_for(name);
         let cfg = dir.join("tollgate.toml");
+        // Tests run as root in CI: a gateway in the host's namespace must
+        // not load its nftables table there (the netns tests load it in
+        // namespaces of their own).
+        let toml = if toml.contains("[firewall]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[firewall]\nnftables = \"off\"\n")
+        };
         std::fs::write(&cfg, toml).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -177,6 +185,28 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The gateway's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `tollgate firewall ARGS --data-dir <this gateway's>`:
+    /// (success, stdout, stderr).
+    pub fn firewall(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("firewall")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .output()
+            .expect("tollgate firewall runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Whether the process is still running.

@@ -1,0 +1,225 @@
+//! The IDS on a running gateway, without nftables (bans enforced in the
+//! process, as on a laptop): scanners, enumeration and floods from an
+//! untrusted trunk's network are banned and their messages dropped, a
+//! carrier's never are, `tollgate firewall bans|unban|reload` and SIGHUP
+//! work. Sources are loopback addresses (127.0.1.x is the untrusted
+//! trunk, 127.0.0.1 the carrier). The kernel side is tests/guard_netns.rs.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::gateway::{config, Gateway};
+use common::uac::transact;
+
+/// The common test configuration with an untrusted trunk listed before
+/// the carrier's loopback one (the first trunk holding an address wins).
+fn toml(base: u16, rtp: u16, extra: &str) -> String {
+    config(base, rtp, 500, extra).replacen(
+        "[[trunk]]\nname = \"loopback\"",
+        "[[trunk]]\nname = \"open\"\npeers = [\"127.0.1.0/24\"]\ntrusted = false\n\n[[trunk]]\nname = \"loopback\"",
+        1,
+    )
+}
+
+fn socket(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind(format!("{ip}:0")).expect("bind a loopback address");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+fn options(s: &UdpSocket, gw: SocketAddr, ua: &str, n: u32) -> Vec<u8> {
+    let me = s.local_addr().expect("addr");
+    format!(
+        "OPTIONS sip:probe@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKids{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=f{n}\r\nTo: <sip:probe@{gw}>\r\n\
+Call-ID: ids-{n}-{me}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn invite(s: &UdpSocket, gw: SocketAddr, user: &str, n: u32) -> Vec<u8> {
+    let me = s.local_addr().expect("addr");
+    format!(
+        "INVITE sip:{user}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKenum{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:scan@{me}>;tag=e{n}\r\nTo: <sip:{user}@{gw}>\r\n\
+Call-ID: enum-{n}-{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:scan@{me}>\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn status(m: &[u8]) -> String {
+    String::from_utf8_lossy(m.get(..12).unwrap_or(m)).into_owned()
+}
+
+/// Nothing waiting on `s` (after a metric showed the gateway dealt with
+/// what was sent).
+fn silent(s: &UdpSocket) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 2048];
+    let quiet = s.recv_from(&mut buf).is_err();
+    s.set_nonblocking(false).expect("blocking");
+    quiet
+}
+
+const SCANNER_BANS: &str = r#"tollgate_ids_verdicts_total{reason="scanner",verdict="ban"}"#;
+const BANNED_DROPS: &str = r#"tollgate_ids_verdicts_total{reason="banned",verdict="drop"}"#;
+
+#[test]
+fn a_scanner_is_banned_and_unbanned_a_carrier_never_is() {
+    let gw = Gateway::start_toml("guard-scan", 17300, 17301, &toml(17300, 38000, ""));
+    let a = socket("127.0.1.10");
+    let reply = transact(&a, gw.sip, &options(&a, gw.sip, "Asterisk PBX 20", 1));
+    assert!(
+        status(&reply).starts_with("SIP/2.0 200"),
+        "{}",
+        status(&reply)
+    );
+
+    // One message with a scanner's User-Agent bans its source.
+    a.send_to(&options(&a, gw.sip, "friendly-scanner", 2), gw.sip)
+        .expect("send");
+    gw.expect_metric(SCANNER_BANS, 5, 1.0);
+    let (ok, out, err) = gw.firewall(&["bans", "--json"]);
+    assert!(ok, "{err}");
+    let bans: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(bans.len(), 1, "{out}");
+    assert_eq!(bans[0]["source"], "127.0.1.10");
+    assert_eq!(bans[0]["reason"], "scanner");
+    let left = bans[0]["remaining_s"].as_u64().expect("seconds");
+    assert!((290..=300).contains(&left), "{left} s left of a 300 s ban");
+    let (ok, table, _) = gw.firewall(&["bans"]);
+    assert!(
+        ok && table.contains("127.0.1.10") && table.contains("scanner"),
+        "{table}"
+    );
+
+    // Everything else from it is dropped unanswered.
+    a.send_to(&options(&a, gw.sip, "Asterisk PBX 20", 3), gw.sip)
+        .expect("send");
+    gw.expect_metric(BANNED_DROPS, 5, 1.0);
+    assert!(silent(&a), "a banned source got an answer");
+    gw.expect_metric("tollgate_ids_bans_active", 5, 1.0);
+
+    // The carrier sending the same is dropped, not banned, and keeps
+    // getting answers.
+    let c = socket("127.0.0.1");
+    c.send_to(&options(&c, gw.sip, "friendly-scanner", 4), gw.sip)
+        .expect("send");
+    gw.expect_metric(
+        r#"tollgate_ids_verdicts_total{reason="scanner",verdict="drop"}"#,
+        5,
+        1.0,
+    );
+    let reply = transact(&c, gw.sip, &options(&c, gw.sip, "Carrier SBC", 5));
+    assert!(status(&reply).starts_with("SIP/2.0 200"));
+    assert_eq!(gw.metric(SCANNER_BANS), 1.0);
+
+    // Unban lifts it at once.
+    let (ok, out, err) = gw.firewall(&["unban", "127.0.1.10"]);
+    assert!(ok, "{out}{err}");
+    let reply = transact(&a, gw.sip, &options(&a, gw.sip, "Asterisk PBX 20", 6));
+    assert!(status(&reply).starts_with("SIP/2.0 200"));
+    let (ok, _, err) = gw.firewall(&["unban", "127.0.1.10"]);
+    assert!(!ok && err.contains("was not banned"), "{err}");
+    let (ok, out, _) = gw.firewall(&["bans"]);
+    assert!(ok && out.trim() == "no bans", "{out}");
+    gw.expect_metric("tollgate_ids_bans_active", 5, 0.0);
+}
+
+#[test]
+fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
+    let dir = Gateway::dir_for("guard-rules-file");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rules = dir.join("ids.toml");
+    std::fs::write(&rules, tollgate::guard::rules::DEFAULT_IDS_TOML).expect("rules");
+    let extra = format!(
+        "[firewall]\nnftables = \"off\"\nids_rules = \"{}\"\n",
+        rules.display()
+    );
+    let gw = Gateway::start_toml("guard-enum", 17310, 17311, &toml(17310, 38000, &extra));
+
+    // Ten different unknown numbers answered 404: the tenth bans.
+    let b = socket("127.0.1.20");
+    for n in 0..9 {
+        let r = transact(&b, gw.sip, &invite(&b, gw.sip, &format!("20{n}"), n));
+        assert!(status(&r).starts_with("SIP/2.0 404"), "{}", status(&r));
+    }
+    b.send_to(&invite(&b, gw.sip, "209", 9), gw.sip)
+        .expect("send");
+    gw.expect_metric(
+        r#"tollgate_ids_verdicts_total{reason="enumeration",verdict="ban"}"#,
+        5,
+        1.0,
+    );
+
+    // A flood: 300 OPTIONS in about 0.6 s (paced like sipp's -r, so no
+    // socket buffer loses any). Rate drops start after the burst of 30;
+    // more than 200 in the 2 s window bans.
+    let c = socket("127.0.1.30");
+    for n in 0..300 {
+        c.send_to(&options(&c, gw.sip, "x", 1000 + n), gw.sip)
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    gw.expect_metric(
+        r#"tollgate_ids_verdicts_total{reason="flood",verdict="ban"}"#,
+        5,
+        1.0,
+    );
+    assert!(gw.metric(r#"tollgate_ids_verdicts_total{reason="rate",verdict="drop"}"#) >= 100.0);
+    let (_, out, _) = gw.firewall(&["bans", "--json"]);
+    assert!(
+        out.contains("\"127.0.1.20\"") && out.contains("enumeration"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"127.0.1.30\"") && out.contains("flood"),
+        "{out}"
+    );
+
+    // A new scanner pattern, read on SIGHUP.
+    let d = socket("127.0.1.40");
+    let reply = transact(&d, gw.sip, &options(&d, gw.sip, "Evil-Dialer/2.1", 2000));
+    assert!(status(&reply).starts_with("SIP/2.0 200"));
+    std::fs::write(
+        &rules,
+        tollgate::guard::rules::DEFAULT_IDS_TOML.replace(
+            "user_agent = [\"friendly-scanner\"",
+            "user_agent = [\"evil-dialer\", \"friendly-scanner\"",
+        ),
+    )
+    .expect("rules");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let until = Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("IDS rules reloaded") {
+        assert!(Instant::now() < until, "no reload: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.send_to(&options(&d, gw.sip, "Evil-Dialer/2.1", 2001), gw.sip)
+        .expect("send");
+    gw.expect_metric(SCANNER_BANS, 5, 1.0);
+
+    // Invalid rules are refused, naming the key; the previous ones stay.
+    std::fs::write(
+        &rules,
+        tollgate::guard::rules::DEFAULT_IDS_TOML.replace("max_requests = 200", "max_requests = 0"),
+    )
+    .expect("rules");
+    let (ok, _, err) = gw.firewall(&["reload"]);
+    assert!(!ok && err.contains("flood"), "{err}");
+    let e = socket("127.0.1.50");
+    e.send_to(&options(&e, gw.sip, "evil-dialer", 3000), gw.sip)
+        .expect("send");
+    gw.expect_metric(SCANNER_BANS, 5, 2.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
