@@ -3,55 +3,12 @@
 //! namespace the test creates (and removes), where its sets take elements
 //! with timeouts. Needs root (CI is root); skipped otherwise.
 
-use std::process::Command;
+mod common;
+
+use common::netns::{run, Netns};
+use common::pcap::is_root;
 
 const RULESET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rulesets/tollgate.nft");
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} runs (scripts/deps installs nftables and iproute2): {e}",
-                args[0]
-            )
-        });
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-/// A network namespace, removed when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Self {
-        let (ok, out) = run(&["ip", "netns", "add", name]);
-        assert!(ok, "ip netns add: {out}");
-        Self(name.to_string())
-    }
-
-    fn nft(&self, args: &[&str]) -> (bool, String) {
-        let mut all = vec!["ip", "netns", "exec", &self.0, "nft"];
-        all.extend(args);
-        run(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0]);
-    }
-}
 
 #[test]
 fn the_ruleset_checks_loads_and_takes_timed_bans() {
@@ -61,6 +18,22 @@ fn the_ruleset_checks_loads_and_takes_timed_bans() {
     }
     let (ok, out) = run(&["nft", "-c", "-f", RULESET]);
     assert!(ok, "nft -c rejects the ruleset: {out}");
+    // As the gateway renders it with other ports, too.
+    let rendered =
+        std::env::temp_dir().join(format!("tollgate-rendered-{}.nft", std::process::id()));
+    std::fs::write(
+        &rendered,
+        tollgate::guard::nft::render(&tollgate::guard::nft::Ports {
+            sip: vec![5070, 5071],
+            rtp: (30000, 30999),
+            quic: 4500,
+            admin: 9200,
+        }),
+    )
+    .expect("write");
+    let (ok, out) = run(&["nft", "-c", "-f", rendered.to_str().expect("utf8")]);
+    let _ = std::fs::remove_file(&rendered);
+    assert!(ok, "nft -c rejects the rendered ruleset: {out}");
 
     // The check can fail: a rule naming a set that does not exist.
     let broken = std::env::temp_dir().join(format!("tollgate-broken-{}.nft", std::process::id()));
@@ -70,7 +43,7 @@ fn the_ruleset_checks_loads_and_takes_timed_bans() {
     let _ = std::fs::remove_file(&broken);
     assert!(!ok, "nft -c accepted a rule on a missing set");
 
-    let ns = Netns::new(&format!("tollgate-fw-{}", std::process::id()));
+    let ns = Netns::new("fw");
     let (ok, out) = ns.nft(&["-f", RULESET]);
     assert!(ok, "loading the ruleset: {out}");
     let (ok, listing) = ns.nft(&["list", "table", "inet", "tollgate"]);

@@ -1,5 +1,6 @@
 //! The media path of a call, from the carrier's side: strict source (RTP
-//! from another address is dropped and counted), a re-INVITE that moves
+//! from another address is dropped and counted), the per-leg packet-rate
+//! cap (a flood from the carrier's own address), a re-INVITE that moves
 //! the carrier's media to a new port, and RTCP reports from the gateway.
 
 mod common;
@@ -179,6 +180,20 @@ fn strict_source_media_moves_on_reinvite_and_rtcp_reports() {
         }
         other => panic!("expected an SR, got {other:?}"),
     }
+    // A flood from the latched address itself: past the burst (250),
+    // packets are capped before any work and counted; the echo returns
+    // at most the burst and what the cap refilled meanwhile.
+    for seq in 0..600u16 {
+        second.send_to(&rtp(1000 + seq), media).expect("send");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let capped = gw.wait_metric(
+        "tollgate_rtp_dropped_total{reason=\"rate_limit\"}",
+        5,
+        |v| v >= 300.0,
+    );
+    assert!((300.0..=350.0).contains(&capped), "{capped} capped of 600");
+
     let bye = transact(
         &sip,
         gw.sip,

@@ -64,7 +64,7 @@ pub(super) struct RtpCounters {
     bytes_in: IntCounter,
     packets_out: IntCounter,
     bytes_out: IntCounter,
-    dropped: [IntCounter; 5],
+    dropped: [IntCounter; 6],
     metrics: Arc<Metrics>,
 }
 
@@ -96,7 +96,7 @@ impl RtpCounters {
 
     /// Takes an RTCP datagram on `leg`, counting it if dropped.
     pub(super) fn rtcp(&self, leg: &mut Leg, from: SocketAddr, buf: &mut [u8]) {
-        if let Err(d) = leg.recv_rtcp(from, buf) {
+        if let Err(d) = leg.recv_rtcp(from, buf, std::time::Instant::now()) {
             self.dropped(d);
         }
     }

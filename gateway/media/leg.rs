@@ -7,6 +7,11 @@
 //! IP; the first such packet latches its exact address and port (NATs
 //! rewrite ports), after which only that address is accepted until the
 //! signalling changes it. Anything else is dropped with a reason.
+//!
+//! Rate cap: a leg takes at most [`MAX_PACKET_RATE`] packets a second
+//! (RTP and RTCP together, the same as a burst), checked before any
+//! cryptography, so a flood at a media port costs a compare, not an
+//! AES-GCM open, and is counted as `rate_limit`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -20,6 +25,8 @@ use super::stats::StreamStats;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dropped {
     WrongSource,
+    /// Over the leg's packet-rate cap.
+    RateLimit,
     Malformed(RtpError),
     MalformedRtcp,
     Srtp(SrtpError),
@@ -32,12 +39,13 @@ impl Dropped {
     }
 
     /// Every reason name, indexed by [`Dropped::index`].
-    pub const REASONS: [&'static str; 5] = [
+    pub const REASONS: [&'static str; 6] = [
         "wrong_source",
         "malformed",
         "malformed_rtcp",
         "replayed",
         "srtp",
+        "rate_limit",
     ];
 
     /// The position of this reason in [`Dropped::REASONS`] (for counters
@@ -49,6 +57,7 @@ impl Dropped {
             Self::MalformedRtcp => 2,
             Self::Srtp(SrtpError::Replayed | SrtpError::TooOld) => 3,
             Self::Srtp(_) => 4,
+            Self::RateLimit => 5,
         }
     }
 }
@@ -64,6 +73,34 @@ pub struct Received {
     pub payload_offset: usize,
     /// Payload length without padding.
     pub payload_len: usize,
+}
+
+/// Packets a second a leg takes, and its burst: G.711 at 20 ms is 50 a
+/// second, at 10 ms 100; DTMF events and RTCP add a few. Five times the
+/// usual rate leaves room for a peer's jitter buffer catching up.
+pub const MAX_PACKET_RATE: f32 = 250.0;
+
+/// A token bucket on packets received.
+#[derive(Clone, Copy, Debug)]
+struct RateCap {
+    tokens: f32,
+    last: Option<Instant>,
+}
+
+impl RateCap {
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = self
+            .last
+            .map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f32());
+        self.tokens = (self.tokens + elapsed * MAX_PACKET_RATE).min(MAX_PACKET_RATE);
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Counters of one leg.
@@ -87,6 +124,7 @@ pub struct Leg {
     packets_sent: u32,
     octets_sent: u32,
     last_ts: u32,
+    cap: RateCap,
     pub counters: LegCounters,
 }
 
@@ -114,6 +152,10 @@ impl Leg {
             packets_sent: 0,
             octets_sent: 0,
             last_ts: 0,
+            cap: RateCap {
+                tokens: MAX_PACKET_RATE,
+                last: None,
+            },
             counters: LegCounters::default(),
         }
     }
@@ -160,6 +202,9 @@ impl Leg {
         now: Instant,
     ) -> Result<Received, Dropped> {
         self.check_source(from)?;
+        if !self.cap.take(now) {
+            return Err(Dropped::RateLimit);
+        }
         let len = match &mut self.srtp {
             Some((rx, _)) => rx.open_rtp(buf).map_err(Dropped::Srtp)?,
             None => buf.len(),
@@ -187,10 +232,18 @@ impl Leg {
     }
 
     /// Takes an RTCP datagram (checked and counted, not acted on).
-    pub fn recv_rtcp(&mut self, from: SocketAddr, buf: &mut [u8]) -> Result<usize, Dropped> {
+    pub fn recv_rtcp(
+        &mut self,
+        from: SocketAddr,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, Dropped> {
         // A latched address always has the signalled IP.
         if from.ip() != self.signalled.ip() {
             return Err(Dropped::WrongSource);
+        }
+        if !self.cap.take(now) {
+            return Err(Dropped::RateLimit);
         }
         let len = match &mut self.srtp {
             Some((rx, _)) => rx.open_rtcp(buf).map_err(Dropped::Srtp)?,
@@ -276,9 +329,65 @@ impl Leg {
 mod tests {
     use super::*;
     use crate::media::srtp::{MasterKey, SrtpConfig, Suite};
+    use std::time::Duration;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
+    }
+
+    #[test]
+    fn a_flood_on_a_leg_is_capped_before_any_crypto() {
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let cfg = SrtpConfig::default();
+        let mut tx = SrtpSender::new(&key, cfg).expect("tx");
+        let mut leg = Leg::new(
+            addr("192.0.2.7:4000"),
+            8000,
+            0xb,
+            1,
+            Some((
+                SrtpReceiver::new(&key, cfg).expect("rx"),
+                SrtpSender::new(&key, cfg).expect("tx"),
+            )),
+        );
+        let t0 = Instant::now();
+        let mut seq = 0u16;
+        let mut packet = |tx: &mut SrtpSender| {
+            let mut buf = [0u8; 64];
+            seq += 1;
+            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            let n = tx.seal_rtp(&mut buf, 20).expect("seal");
+            buf[..n].to_vec()
+        };
+        // A thousand at one instant: the burst passes, the rest is capped.
+        let mut taken = 0;
+        let mut capped = 0;
+        for _ in 0..1000 {
+            match leg.recv_rtp(addr("192.0.2.7:4000"), &mut packet(&mut tx), t0) {
+                Ok(_) => taken += 1,
+                Err(Dropped::RateLimit) => capped += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((taken, capped), (250, 750));
+        // It refills at the rate: 20 ms buys five packets.
+        let t1 = t0 + Duration::from_millis(20);
+        let more = (0..10)
+            .filter(|_| {
+                leg.recv_rtp(addr("192.0.2.7:4000"), &mut packet(&mut tx), t1)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(more, 5);
+        // A codec's rate (50 a second) is never capped.
+        for k in 1..=500u64 {
+            let t = t1 + Duration::from_millis(20 * k);
+            assert!(leg
+                .recv_rtp(addr("192.0.2.7:4000"), &mut packet(&mut tx), t)
+                .is_ok());
+        }
+        assert_eq!(Dropped::RateLimit.reason(), "rate_limit");
     }
 
     #[test]
@@ -342,7 +451,7 @@ mod tests {
         }
         let n = b.build_rtcp(&mut buf, 0, b"tollgate").expect("rtcp");
         let m = a
-            .recv_rtcp(addr("127.0.0.1:3000"), &mut buf[..n])
+            .recv_rtcp(addr("127.0.0.1:3000"), &mut buf[..n], now)
             .expect("rtcp opens");
         let first = Compound::parse(&buf[..m])
             .expect("ok")

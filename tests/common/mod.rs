@@ -5,6 +5,8 @@ pub mod gateway;
 #[allow(dead_code)]
 pub mod libsrtp;
 #[allow(dead_code)]
+pub mod netns;
+#[allow(dead_code)]
 pub mod pcap;
 #[allow(dead_code)]
 pub mod uac;
