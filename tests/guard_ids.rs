@@ -223,3 +223,61 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     gw.expect_metric(SCANNER_BANS, 5, 2.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_agent_logins_from_an_untrusted_address_are_banned() {
+    use tollgate::agent::client::{Client, Options};
+    // The agents' own lockout is set above the IDS's ban (5 failures at
+    // 20 points, threshold 100), so the ban is what refuses the sixth.
+    let toml = toml(17320, 38000, "").replace("[agents]\n", "[agents]\nmax_failures = 20\n");
+    let gw = Gateway::start_toml("guard-logins", 17320, 17321, &toml);
+    let carol = common::agent::enroll(&gw, "carol", None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let right = tollgate::agent::totp::code_at(&carol.secret, now);
+    let wrong = format!(
+        "{:06}",
+        (right.parse::<u32>().expect("digits") + 1) % 1_000_000
+    );
+    let from = || Options {
+        bind: Some("127.0.1.60:0".parse().expect("addr")),
+        ..Options::default()
+    };
+    let bundle = &carol.bundle;
+    let attempt = |code: String| async move {
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            Client::connect_with(bundle, &code, from()),
+        )
+        .await
+        .expect("a login attempt ends within 15 s")
+    };
+    for _ in 0..5 {
+        assert!(attempt(wrong.clone()).await.is_err());
+    }
+    gw.expect_metric(
+        r#"tollgate_ids_verdicts_total{reason="brute_force",verdict="ban"}"#,
+        5,
+        1.0,
+    );
+    let (_, out, _) = gw.firewall(&["bans", "--json"]);
+    assert!(
+        out.contains("\"127.0.1.60\"") && out.contains("brute_force"),
+        "{out}"
+    );
+    // Even the right code is refused from there now (unanswered, so the
+    // client's retransmitted Initials are counted too).
+    assert!(attempt(right).await.is_err());
+    let refused = gw.wait_metric(
+        r#"tollgate_agent_auth_failures_total{reason="banned"}"#,
+        5,
+        |v| v >= 1.0,
+    );
+    assert!(refused >= 1.0);
+    assert_eq!(
+        gw.metric(r#"tollgate_agent_auth_failures_total{reason="bad_otp"}"#),
+        5.0
+    );
+}
