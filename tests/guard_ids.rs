@@ -195,6 +195,27 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
         ),
     )
     .expect("rules");
+    // A call in progress across the reload.
+    let call = std::process::Command::new("sipp")
+        .arg(gw.sip.to_string())
+        .args(["-sn", "uac", "-s", "echo", "-i", "127.0.0.1", "-p", "17318"])
+        .args([
+            "-m",
+            "1",
+            "-d",
+            "2000",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .current_dir(std::env::temp_dir())
+        .spawn()
+        .expect("sipp runs (scripts/deps installs sip-tester)");
+    gw.expect_metric("tollgate_calls_active", 5, 1.0);
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
         .status()
@@ -208,6 +229,9 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     d.send_to(&options(&d, gw.sip, "Evil-Dialer/2.1", 2001), gw.sip)
         .expect("send");
     gw.expect_metric(SCANNER_BANS, 5, 1.0);
+    let out = call.wait_with_output().expect("sipp");
+    let (ok, failed) = common::gateway::sipp_counts(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!((ok, failed), (1, 0), "the call across the reload");
 
     // Invalid rules are refused, naming the key; the previous ones stay.
     std::fs::write(

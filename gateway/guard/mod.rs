@@ -96,6 +96,11 @@ impl Guard {
             config.peer_networks(),
             now,
         );
+        // Each trusted trunk's series exists from the start, at 0, so the
+        // first drop is an increase an alert sees.
+        for t in config.trunks.iter().filter(|t| t.trusted) {
+            metrics.ids_carrier_over_limit.with_label_values(&[&t.name]);
+        }
         let counters = |verdict: &str| {
             Reason::ALL
                 .iter()

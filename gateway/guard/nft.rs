@@ -235,6 +235,16 @@ pub fn drop_counters(json: &str) -> HashMap<String, u64> {
     out
 }
 
+/// The comments of the ruleset's drop rules (the metric's labels).
+pub fn drop_rules() -> Vec<&'static str> {
+    let mut v: Vec<&str> = RULESET
+        .lines()
+        .filter_map(|l| l.split_once(" drop comment \"")?.1.strip_suffix('"'))
+        .collect();
+    v.dedup();
+    v
+}
+
 enum Cmd {
     Ban(IpAddr, u32),
     Unban(IpAddr),
@@ -336,6 +346,10 @@ pub async fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Hand
         }
         warn!("firewall: {why}. IDS bans are enforced in the gateway process only");
         return Ok(None);
+    }
+    // Every drop rule's series exists from the start, at 0.
+    for rule in drop_rules() {
+        metrics.firewall_dropped_packets.with_label_values(&[rule]);
     }
     metrics.firewall_active.set(1);
     info!(
@@ -504,5 +518,16 @@ mod tests {
         assert_eq!(c.get("banned"), Some(&10));
         assert_eq!(c.get("rtp"), None);
         assert!(drop_counters("not json").is_empty());
+        assert_eq!(
+            drop_rules(),
+            [
+                "banned",
+                "invalid",
+                "icmp over rate",
+                "sip from elsewhere",
+                "quic new-flow flood",
+                "admin from elsewhere"
+            ]
+        );
     }
 }
