@@ -40,6 +40,25 @@ fn verdicts(c: &mut Criterion) {
             black_box(ids.message(ip, black_box(&f), t0 + Duration::from_millis(i * 60)))
         })
     });
+    // A trusted carrier (most of a real gateway's traffic): the same
+    // scan, then only its own bucket.
+    let carrier = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5));
+    let mut with_carrier = Ids::new(
+        Rules::shipped().expect("rules"),
+        vec![("203.0.113.0/24".parse().expect("net"), true)],
+        t0,
+    );
+    let mut k = 0u64;
+    c.bench_function("ids/verdict carrier", |b| {
+        b.iter(|| {
+            k += 1;
+            black_box(with_carrier.message(
+                carrier,
+                black_box(&f),
+                t0 + Duration::from_millis(k * 2),
+            ))
+        })
+    });
     let mut n = 0u32;
     c.bench_function("ids/verdict new sources", |b| {
         b.iter(|| {
