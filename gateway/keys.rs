@@ -180,6 +180,10 @@ pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> std::io::Resul
     if replace {
         std::fs::rename(&target, path)?;
     }
+    // The rename (or the new name) is durable only once its directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod agent;
 pub mod calls;
+pub mod cdr;
 pub mod config;
 pub mod demo;
 pub mod guard;

@@ -76,6 +76,14 @@ pub struct Metrics {
     /// Packets the kernel dropped, by rule (the rule's comment in
     /// rulesets/tollgate.nft), read from the table's counters.
     pub firewall_dropped_packets: IntCounterVec,
+    /// Call records made durable.
+    pub cdr_records_written: IntCounter,
+    /// From a record handed to the writer to its group's fsync.
+    pub cdr_write_seconds: Histogram,
+    /// Record groups that failed to write (they are retried).
+    pub cdr_write_errors: IntCounter,
+    /// Entries appended to the audit trail.
+    pub audit_entries: IntCounter,
 }
 
 /// Every reason [`Metrics::agent_auth_failures`] counts.
@@ -118,6 +126,23 @@ impl Metrics {
                 Ok(h)
             };
         Ok(Self {
+            cdr_records_written: counter(
+                "cdr_records_written_total",
+                "Call records written and flushed to disk.",
+            )?,
+            cdr_write_seconds: histogram(
+                "cdr_write_seconds",
+                "Time from a call record's hand-over to its durable write.",
+                vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0],
+            )?,
+            cdr_write_errors: counter(
+                "cdr_write_errors_total",
+                "Call record groups that failed to write (retried, never dropped).",
+            )?,
+            audit_entries: counter(
+                "audit_entries_total",
+                "Entries appended to the audit trail.",
+            )?,
             ids_verdicts: counter_vec(
                 "ids_verdicts_total",
                 "IDS verdicts on SIP messages and agent logins, by verdict and reason.",

@@ -1,0 +1,247 @@
+//! One call detail record, as billing and disputes need it. Serialized as
+//! JSON inside the seal (readable when opened, stable across versions by
+//! field name); [`FORMAT`] is the byte in front of every sealed record.
+
+use serde::{Deserialize, Serialize};
+
+/// The format version byte written before each sealed record.
+pub const FORMAT: u8 = 1;
+
+/// Which way the call went, from the call centre's point of view.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A carrier called in (to a queue, an agent, a test number or out
+    /// another trunk).
+    Inbound,
+    /// An agent called out.
+    Outbound,
+}
+
+/// Who ended the call.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    Caller,
+    Callee,
+    /// The gateway itself: a timeout, a test number's hang-up, a shutdown.
+    Gateway,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answered, and still going when the record was written.
+    Open,
+    Answered,
+    Rejected,
+    Cancelled,
+    NoAnswer,
+    Failed,
+    /// Open when the gateway stopped without finishing it (a crash).
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Answered => "answered",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+            Self::NoAnswer => "no_answer",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Media measured on one leg in one direction.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct MediaStats {
+    /// `trunk`, `agent` or `far_end`.
+    pub leg: String,
+    /// `in` (received by the gateway) or `out` (sent).
+    pub direction: String,
+    pub packets: u64,
+    pub lost: u64,
+    pub jitter_ms: f64,
+    /// ITU-T G.107 E-model estimate from loss and jitter.
+    pub mos: f64,
+}
+
+/// One record. Times are Unix milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The SIP Call-ID of the trunk leg.
+    pub call_id: String,
+    pub direction: Direction,
+    pub trunk: Option<String>,
+    pub agent: Option<String>,
+    /// E.164 where known.
+    pub caller: String,
+    pub callee: String,
+    pub start_ms: u64,
+    pub ringing_ms: Option<u64>,
+    pub answer_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    /// Answer to end; 0 when never answered.
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// The final SIP status the trunk leg got or gave (200, 486, ...).
+    pub sip_status: u16,
+    pub hung_up_by: Option<Party>,
+    pub codec: Option<String>,
+    /// SRTP suite per leg (`trunk`, `agent`, `far_end`); "none" for RTP.
+    pub srtp: Vec<(String, String)>,
+    pub media: Vec<MediaStats>,
+    /// What the guard noticed on this call (`rtp_rate_limited`,
+    /// `rtp_wrong_source`, ...).
+    pub guard: Vec<String>,
+}
+
+impl Record {
+    /// A record with the call's identity and start; the rest filled in as
+    /// the call goes.
+    pub fn new(
+        call_id: &str,
+        direction: Direction,
+        caller: &str,
+        callee: &str,
+        start_ms: u64,
+    ) -> Self {
+        Self {
+            call_id: call_id.to_string(),
+            direction,
+            trunk: None,
+            agent: None,
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            start_ms,
+            ringing_ms: None,
+            answer_ms: None,
+            end_ms: None,
+            duration_ms: 0,
+            outcome: Outcome::Open,
+            sip_status: 0,
+            hung_up_by: None,
+            codec: None,
+            srtp: Vec::new(),
+            media: Vec::new(),
+            guard: Vec::new(),
+        }
+    }
+
+    /// Ends the record at `end_ms` with `outcome`.
+    pub fn finish(&mut self, end_ms: u64, outcome: Outcome, sip_status: u16, by: Option<Party>) {
+        self.end_ms = Some(end_ms);
+        self.outcome = outcome;
+        if sip_status != 0 {
+            self.sip_status = sip_status;
+        }
+        self.hung_up_by = by;
+        self.duration_ms = self.answer_ms.map_or(0, |a| end_ms.saturating_sub(a));
+    }
+
+    /// The record as a viewer sees it: numbers masked (all but the last
+    /// four digits).
+    pub fn masked(&self) -> Self {
+        Self {
+            caller: mask(&self.caller),
+            callee: mask(&self.callee),
+            call_id: "-".into(),
+            ..self.clone()
+        }
+    }
+}
+
+/// `+44207946****` style: keeps a leading `+` and the first digits, hides
+/// the last four (or all of a short number).
+pub fn mask(number: &str) -> String {
+    let n = number.chars().count();
+    if n <= 4 {
+        return "*".repeat(n);
+    }
+    let keep = n - 4;
+    number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i < keep { c } else { '*' })
+        .collect()
+}
+
+/// The CSV header for [`Record::csv_row`].
+pub const CSV_HEADER: &str = "id,call_id,direction,trunk,agent,caller,callee,start_ms,ringing_ms,answer_ms,end_ms,duration_ms,outcome,sip_status,hung_up_by,codec";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Record {
+    /// One CSV row (billing's fields; media detail is in JSON lines).
+    pub fn csv_row(&self, id: &str) -> String {
+        let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
+        let party = self.hung_up_by.map(|p| match p {
+            Party::Caller => "caller",
+            Party::Callee => "callee",
+            Party::Gateway => "gateway",
+        });
+        [
+            csv_field(id),
+            csv_field(&self.call_id),
+            match self.direction {
+                Direction::Inbound => "inbound".into(),
+                Direction::Outbound => "outbound".into(),
+            },
+            csv_field(self.trunk.as_deref().unwrap_or("")),
+            csv_field(self.agent.as_deref().unwrap_or("")),
+            csv_field(&self.caller),
+            csv_field(&self.callee),
+            self.start_ms.to_string(),
+            opt(self.ringing_ms),
+            opt(self.answer_ms),
+            opt(self.end_ms),
+            self.duration_ms.to_string(),
+            self.outcome.label().into(),
+            self.sip_status.to_string(),
+            party.unwrap_or("").into(),
+            csv_field(self.codec.as_deref().unwrap_or("")),
+        ]
+        .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_all_but_the_last_four_and_finishes_with_a_duration() {
+        assert_eq!(mask("+442079460123"), "+44207946****");
+        assert_eq!(mask("123"), "***");
+        let mut r = Record::new(
+            "c1",
+            Direction::Inbound,
+            "+447700900123",
+            "+442079460000",
+            1000,
+        );
+        r.answer_ms = Some(3000);
+        r.finish(63_000, Outcome::Answered, 200, Some(Party::Caller));
+        assert_eq!(r.duration_ms, 60_000);
+        let m = r.masked();
+        assert_eq!(m.caller, "+44770090****");
+        assert_eq!(m.call_id, "-");
+        let row = r.csv_row("1-2");
+        assert!(row.starts_with("1-2,c1,inbound,,,+447700900123,"), "{row}");
+        assert_eq!(row.split(',').count(), CSV_HEADER.split(',').count());
+        let mut odd = r.clone();
+        odd.agent = Some("o\"neil, pat".into());
+        assert!(odd.csv_row("x").contains("\"o\"\"neil, pat\""));
+    }
+}

@@ -1,0 +1,645 @@
+//! The record store: sled for the sealed records, and a key file beside
+//! it for the day keys.
+//!
+//! Layout under `<data dir>/cdr/`:
+//! - `db/`: sled. Tree `records`: key = start time (ms, big-endian) and a
+//!   sequence number, value = [`FORMAT`] then the record sealed with
+//!   AES-256-GCM under its day's key, with `tollgate-cdr-v1:<day>:<id>` as
+//!   associated data (a record moved to another key or day fails to
+//!   open). Tree `open`: records opened at answer and not yet finished.
+//! - `day-keys`: JSON, one data key per UTC day, each sealed under the
+//!   master key, plus a check value sealed the same way. The master key
+//!   never touches the data directory.
+//!
+//! Retention is crypto-shredding: an expired day's key is removed from the
+//! key file (replaced atomically and synced) before its records are
+//! deleted, so a copy of the database taken earlier cannot be read for
+//! that day with the gateway's keys either. A copy of the key file taken
+//! with it still could, with the master key: rotating the master key
+//! (`tollgate keys rotate-master`) and destroying the old one closes that.
+//!
+//! The AEAD is `ring`'s through [`crate::keys::Sealer`], as for every
+//! other secret at rest (why `ring` rather than `aes-gcm`: the module doc
+//! of `media/srtp/aead.rs`, speed and key wiping).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::record::{Outcome, Record, FORMAT};
+use crate::keys::{random, write_private, Sealer};
+
+const DAY_MS: u64 = 86_400_000;
+const CHECK_PURPOSE: &str = "tollgate-cdr-keys-check";
+const CHECK_PLAIN: &[u8] = b"tollgate day keys";
+
+/// Why the store could not do something. Never carries record contents
+/// or key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CdrError {
+    #[error("the master key does not open this data directory's record keys (a wrong key?); nothing was changed")]
+    WrongMasterKey,
+    #[error("record database: {0}")]
+    Db(String),
+    #[error("record key file {path}: {why}")]
+    Keys { path: PathBuf, why: String },
+    #[error("record {0} is damaged or was altered")]
+    Damaged(String),
+    #[error("record {0}: its day's key was shredded (past retention)")]
+    Shredded(String),
+    #[error("the system random generator failed")]
+    Random,
+}
+
+impl From<sled::Error> for CdrError {
+    fn from(e: sled::Error) -> Self {
+        Self::Db(e.to_string())
+    }
+}
+
+/// A record's key: its start time and a sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId {
+    pub start_ms: u64,
+    pub seq: u32,
+}
+
+impl RecordId {
+    pub fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&self.start_ms.to_be_bytes());
+        b[8..].copy_from_slice(&self.seq.to_be_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 12] = b.try_into().ok()?;
+        Some(Self {
+            start_ms: u64::from_be_bytes(b[..8].try_into().ok()?),
+            seq: u32::from_be_bytes(b[8..].try_into().ok()?),
+        })
+    }
+
+    /// The UTC day (days since 1970-01-01) the record belongs to.
+    pub fn day(self) -> u32 {
+        (self.start_ms / DAY_MS) as u32
+    }
+
+    fn purpose(self) -> String {
+        format!("tollgate-cdr-v1:{}:{self}", self.day())
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start_ms, self.seq)
+    }
+}
+
+impl FromStr for RecordId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a record id (such as 1795852800123-42)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            start_ms: a.parse().map_err(|_| bad())?,
+            seq: b.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct KeyFile {
+    format: u8,
+    /// Sealed [`CHECK_PLAIN`], to tell a wrong master key at start.
+    check: String,
+    /// Day number to its sealed data key (base64).
+    days: BTreeMap<u32, String>,
+}
+
+struct DayKeys {
+    path: PathBuf,
+    file: KeyFile,
+    master: Arc<Sealer>,
+    cache: HashMap<u32, Arc<Sealer>>,
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+fn day_purpose(day: u32) -> String {
+    format!("tollgate-cdr-day-key:{day}")
+}
+
+impl DayKeys {
+    fn keys_err(&self, why: impl fmt::Display) -> CdrError {
+        CdrError::Keys {
+            path: self.path.clone(),
+            why: why.to_string(),
+        }
+    }
+
+    fn save(&self) -> Result<(), CdrError> {
+        let text = serde_json::to_vec_pretty(&self.file).map_err(|e| self.keys_err(e))?;
+        write_private(&self.path, &text, true).map_err(|e| self.keys_err(e))
+    }
+
+    /// The day's sealer, if the day has a key.
+    fn get(&mut self, day: u32) -> Result<Option<Arc<Sealer>>, CdrError> {
+        if let Some(s) = self.cache.get(&day) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(wrapped) = self.file.days.get(&day) else {
+            return Ok(None);
+        };
+        let sealed =
+            unb64(wrapped).ok_or_else(|| self.keys_err(format!("day {day}: not base64")))?;
+        let key = self
+            .master
+            .open(&day_purpose(day), &sealed)
+            .map_err(|_| self.keys_err(format!("day {day}: the key does not open")))?;
+        let key: &[u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.keys_err(format!("day {day}: not a 32-byte key")))?;
+        let s = Arc::new(Sealer::from_key(key));
+        self.cache.insert(day, s.clone());
+        Ok(Some(s))
+    }
+
+    /// The day's sealer, making (and durably saving) a key if it has none.
+    fn get_or_make(&mut self, day: u32) -> Result<Arc<Sealer>, CdrError> {
+        if let Some(s) = self.get(day)? {
+            return Ok(s);
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        random(&mut key[..]).map_err(|_| CdrError::Random)?;
+        let sealed = self
+            .master
+            .seal(&day_purpose(day), &key[..])
+            .map_err(|_| CdrError::Random)?;
+        self.file.days.insert(day, b64(&sealed));
+        // On disk before any record sealed under it can be acknowledged.
+        self.save()?;
+        let s = Arc::new(Sealer::from_key(&key));
+        self.cache.insert(day, s.clone());
+        Ok(s)
+    }
+}
+
+/// The open store. Cheap to share: sled is concurrent, the day keys sit
+/// behind one mutex taken once per record.
+pub struct Store {
+    db: sled::Db,
+    records: sled::Tree,
+    open: sled::Tree,
+    keys: Mutex<DayKeys>,
+}
+
+/// What a retention run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub days: usize,
+    pub records: usize,
+}
+
+impl Store {
+    /// The store's directory for a data directory.
+    pub fn dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("cdr")
+    }
+
+    /// Opens (or makes) the store. The master key is checked against the
+    /// key file before the database is touched.
+    pub fn open(data_dir: &Path, master: Arc<Sealer>) -> Result<Self, CdrError> {
+        let dir = Self::dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| CdrError::Keys {
+            path: dir.clone(),
+            why: e.to_string(),
+        })?;
+        let path = dir.join("day-keys");
+        let mut keys = DayKeys {
+            path: path.clone(),
+            file: KeyFile::default(),
+            master,
+            cache: HashMap::new(),
+        };
+        match std::fs::read(&path) {
+            Ok(text) => {
+                keys.file = serde_json::from_slice(&text).map_err(|e| keys.keys_err(e))?;
+                let check = unb64(&keys.file.check).ok_or(CdrError::WrongMasterKey)?;
+                match keys.master.open(CHECK_PURPOSE, &check) {
+                    Ok(p) if p.as_slice() == CHECK_PLAIN => {}
+                    _ => return Err(CdrError::WrongMasterKey),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let check = keys
+                    .master
+                    .seal(CHECK_PURPOSE, CHECK_PLAIN)
+                    .map_err(|_| CdrError::Random)?;
+                keys.file = KeyFile {
+                    format: 1,
+                    check: b64(&check),
+                    days: BTreeMap::new(),
+                };
+                keys.save()?;
+            }
+            Err(e) => return Err(keys.keys_err(e)),
+        }
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let records = db.open_tree("records")?;
+        let open = db.open_tree("open")?;
+        Ok(Self {
+            db,
+            records,
+            open,
+            keys: Mutex::new(keys),
+        })
+    }
+
+    fn day_keys(&self) -> std::sync::MutexGuard<'_, DayKeys> {
+        // A panic while holding it cannot leave the keys half-changed (the
+        // file is replaced whole), so a poisoned lock is still usable.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seal(&self, id: RecordId, r: &Record) -> Result<Vec<u8>, CdrError> {
+        let sealer = self.day_keys().get_or_make(id.day())?;
+        let plain = Zeroizing::new(serde_json::to_vec(r).map_err(|e| CdrError::Db(e.to_string()))?);
+        let sealed = sealer
+            .seal(&id.purpose(), &plain)
+            .map_err(|_| CdrError::Random)?;
+        let mut v = Vec::with_capacity(1 + sealed.len());
+        v.push(FORMAT);
+        v.extend_from_slice(&sealed);
+        Ok(v)
+    }
+
+    fn unseal(&self, id: RecordId, v: &[u8]) -> Result<Record, CdrError> {
+        let damaged = || CdrError::Damaged(id.to_string());
+        let (&format, sealed) = v.split_first().ok_or_else(damaged)?;
+        if format != FORMAT {
+            return Err(damaged());
+        }
+        let sealer = self
+            .day_keys()
+            .get(id.day())?
+            .ok_or_else(|| CdrError::Shredded(id.to_string()))?;
+        let plain = sealer.open(&id.purpose(), sealed).map_err(|_| damaged())?;
+        serde_json::from_slice(&plain).map_err(|_| damaged())
+    }
+
+    /// Writes records (not yet durable: see [`Store::flush`]). A record
+    /// whose outcome is [`Outcome::Open`] is marked open, any other has
+    /// its mark removed.
+    pub fn put_all(&self, items: &[(RecordId, Record)]) -> Result<(), CdrError> {
+        let mut batch = sled::Batch::default();
+        let mut open = sled::Batch::default();
+        for (id, r) in items {
+            let key = id.to_bytes();
+            batch.insert(&key[..], self.seal(*id, r)?);
+            if r.outcome == Outcome::Open {
+                open.insert(&key[..], &[][..]);
+            } else {
+                open.remove(&key[..]);
+            }
+        }
+        self.records.apply_batch(batch)?;
+        self.open.apply_batch(open)?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (one fsync for a group).
+    pub fn flush(&self) -> Result<(), CdrError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: RecordId) -> Result<Option<Record>, CdrError> {
+        match self.records.get(id.to_bytes())? {
+            Some(v) => self.unseal(id, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that started in `[from_ms, to_ms)`, oldest first; each
+    /// opened as it is reached (a damaged one is an error in its place).
+    pub fn range(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> impl Iterator<Item = Result<(RecordId, Record), CdrError>> + '_ {
+        let from = RecordId {
+            start_ms: from_ms,
+            seq: 0,
+        }
+        .to_bytes();
+        let to = RecordId {
+            start_ms: to_ms,
+            seq: 0,
+        }
+        .to_bytes();
+        self.records.range(from..to).map(move |kv| {
+            let (k, v) = kv?;
+            let id = RecordId::from_bytes(&k).ok_or_else(|| CdrError::Damaged(format!("{k:?}")))?;
+            self.unseal(id, &v).map(|r| (id, r))
+        })
+    }
+
+    /// Records left open by a gateway that stopped without finishing them
+    /// become [`Outcome::Interrupted`]; returns how many.
+    pub fn recover_open(&self) -> Result<usize, CdrError> {
+        let mut fixed = Vec::new();
+        for kv in self.open.iter() {
+            let (k, _) = kv?;
+            let Some(id) = RecordId::from_bytes(&k) else {
+                self.open.remove(k)?;
+                continue;
+            };
+            match self.get(id) {
+                Ok(Some(mut r)) if r.outcome == Outcome::Open => {
+                    r.outcome = Outcome::Interrupted;
+                    fixed.push((id, r));
+                }
+                // Finished, gone, or unreadable: only the mark remains.
+                _ => {
+                    self.open.remove(k)?;
+                }
+            }
+        }
+        let n = fixed.len();
+        self.put_all(&fixed)?;
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Crypto-shreds days before `now_ms - retention_days`: the day keys
+    /// go first (durably), then the records.
+    pub fn expire(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
+        let first_kept = (now_ms / DAY_MS).saturating_sub(u64::from(retention_days)) as u32;
+        let gone: Vec<u32> = {
+            let mut k = self.day_keys();
+            let gone: Vec<u32> = k.file.days.range(..first_kept).map(|(d, _)| *d).collect();
+            if !gone.is_empty() {
+                for d in &gone {
+                    k.file.days.remove(d);
+                    k.cache.remove(d);
+                }
+                k.save()?;
+            }
+            gone
+        };
+        let end = RecordId {
+            start_ms: u64::from(first_kept) * DAY_MS,
+            seq: 0,
+        }
+        .to_bytes();
+        let mut records = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.records.range(..end).take(10_000) {
+                let (k, _) = kv?;
+                batch.remove(k.clone());
+                self.open.remove(k)?;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.records.apply_batch(batch)?;
+            records += n;
+        }
+        self.flush()?;
+        Ok(Expired {
+            days: gone.len(),
+            records,
+        })
+    }
+
+    /// Re-wraps every day key (and the check value) under `new`; from then
+    /// on the store uses it. The old master key opens nothing new.
+    pub fn rotate_master(&self, new: Arc<Sealer>) -> Result<usize, CdrError> {
+        let mut k = self.day_keys();
+        let days: Vec<u32> = k.file.days.keys().copied().collect();
+        let mut file = KeyFile {
+            format: 1,
+            check: b64(&new
+                .seal(CHECK_PURPOSE, CHECK_PLAIN)
+                .map_err(|_| CdrError::Random)?),
+            days: BTreeMap::new(),
+        };
+        for d in &days {
+            let sealed =
+                unb64(&k.file.days[d]).ok_or_else(|| k.keys_err(format!("day {d}: not base64")))?;
+            let key = k
+                .master
+                .open(&day_purpose(*d), &sealed)
+                .map_err(|_| k.keys_err(format!("day {d}: the key does not open")))?;
+            let again = new
+                .seal(&day_purpose(*d), &key)
+                .map_err(|_| CdrError::Random)?;
+            file.days.insert(*d, b64(&again));
+        }
+        k.file = file;
+        k.master = new;
+        k.save()?;
+        Ok(days.len())
+    }
+
+    /// Records stored (all days).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::{Direction, Party};
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tollgate-cdr-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn record(start: u64, caller: &str) -> Record {
+        let mut r = Record::new("call@x", Direction::Inbound, caller, "+442079460000", start);
+        r.answer_ms = Some(start + 1000);
+        r.finish(start + 61_000, Outcome::Answered, 200, Some(Party::Caller));
+        r
+    }
+
+    const DAY0: u64 = 20_000 * DAY_MS;
+
+    #[test]
+    fn records_round_trip_bound_to_their_key_and_the_master_key_is_checked() {
+        let d = dir("roundtrip");
+        let master = Arc::new(Sealer::from_key(&[1; 32]));
+        let s = Store::open(&d, master.clone()).expect("open");
+        let a = RecordId {
+            start_ms: DAY0 + 5,
+            seq: 1,
+        };
+        let b = RecordId {
+            start_ms: DAY0 + 9,
+            seq: 2,
+        };
+        s.put_all(&[
+            (a, record(a.start_ms, "+447700900001")),
+            (b, record(b.start_ms, "+447700900002")),
+        ])
+        .expect("put");
+        s.flush().expect("flush");
+        assert_eq!(
+            s.get(a).expect("get").expect("some").caller,
+            "+447700900001"
+        );
+        let listed: Vec<_> = s
+            .range(DAY0, DAY0 + DAY_MS)
+            .map(|r| r.expect("opens").0)
+            .collect();
+        assert_eq!(listed, vec![a, b]);
+        // A record moved under another key does not open.
+        let moved = s.records.get(a.to_bytes()).expect("get").expect("some");
+        s.records.insert(b.to_bytes(), moved).expect("insert");
+        assert!(matches!(s.get(b), Err(CdrError::Damaged(_))));
+        // A flipped byte neither.
+        let mut v = s
+            .records
+            .get(a.to_bytes())
+            .expect("get")
+            .expect("some")
+            .to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        s.records.insert(a.to_bytes(), v).expect("insert");
+        assert!(matches!(s.get(a), Err(CdrError::Damaged(_))));
+        drop(s);
+        // A wrong master key: refused before the database is opened.
+        let e = Store::open(&d, Arc::new(Sealer::from_key(&[2; 32])))
+            .err()
+            .expect("refused");
+        assert!(matches!(e, CdrError::WrongMasterKey), "{e}");
+        let text = std::fs::read_to_string(Store::dir(&d).join("day-keys")).expect("keys");
+        assert!(!text.contains("7700900001"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn open_records_become_interrupted_and_retention_shreds_keys_first() {
+        let d = dir("retention");
+        let master = Arc::new(Sealer::from_key(&[3; 32]));
+        let s = Store::open(&d, master.clone()).expect("open");
+        let mut open = record(DAY0 + DAY_MS + 7, "+447700900003");
+        open.outcome = Outcome::Open;
+        open.end_ms = None;
+        let old = RecordId {
+            start_ms: DAY0 + 1,
+            seq: 1,
+        };
+        let new = RecordId {
+            start_ms: DAY0 + DAY_MS + 7,
+            seq: 2,
+        };
+        s.put_all(&[(old, record(old.start_ms, "+447700900004")), (new, open)])
+            .expect("put");
+        s.flush().expect("flush");
+        drop(s);
+        // Copy the database before expiry.
+        let copy = dir("retention-copy");
+        copy_dir(&Store::dir(&d).join("db"), &copy.join("cdr").join("db"));
+        let s = Store::open(&d, master.clone()).expect("reopen");
+        assert_eq!(s.recover_open().expect("recover"), 1);
+        assert_eq!(
+            s.get(new).expect("get").expect("some").outcome,
+            Outcome::Interrupted
+        );
+        assert_eq!(s.recover_open().expect("again"), 0);
+        // Two days' retention seen from the day after `new`'s: `old` goes.
+        let e = s.expire(1, DAY0 + 2 * DAY_MS + 1).expect("expire");
+        assert_eq!(
+            e,
+            Expired {
+                days: 1,
+                records: 1
+            }
+        );
+        assert!(s.get(old).expect("get").is_none());
+        assert!(s.get(new).expect("get").is_some());
+        drop(s);
+        // The old copy, with today's key file: that day no longer opens.
+        std::fs::copy(
+            Store::dir(&d).join("day-keys"),
+            copy.join("cdr").join("day-keys"),
+        )
+        .expect("copy keys");
+        let c = Store::open(&copy, master).expect("open copy");
+        assert!(matches!(c.get(old), Err(CdrError::Shredded(_))));
+        assert!(c.get(new).expect("the kept day opens").is_some());
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    #[test]
+    fn rotating_the_master_key_rewraps_every_day() {
+        let d = dir("rotate");
+        let old = Arc::new(Sealer::from_key(&[4; 32]));
+        let s = Store::open(&d, old.clone()).expect("open");
+        let id = RecordId {
+            start_ms: DAY0 + 3,
+            seq: 9,
+        };
+        s.put_all(&[(id, record(id.start_ms, "+447700900005"))])
+            .expect("put");
+        s.flush().expect("flush");
+        let new = Arc::new(Sealer::from_key(&[5; 32]));
+        assert_eq!(s.rotate_master(new.clone()).expect("rotate"), 1);
+        assert!(s.get(id).expect("get").is_some());
+        drop(s);
+        assert!(matches!(
+            Store::open(&d, old).err(),
+            Some(CdrError::WrongMasterKey)
+        ));
+        let s = Store::open(&d, new).expect("the new key opens it");
+        assert_eq!(
+            s.get(id).expect("get").expect("some").caller,
+            "+447700900005"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            let target = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).expect("copy");
+            }
+        }
+    }
+}
