@@ -77,6 +77,12 @@ drop_after_ms = 2000
 # SRTP for agents' media: AEAD_AES_128_GCM or AEAD_AES_256_GCM.
 srtp = "AEAD_AES_128_GCM"
 
+[records]
+# Call detail records are sealed per day under keys wrapped by the master
+# key; a day older than this loses its key (crypto-shredding), then its
+# records.
+retention_days = 365
+
 [firewall]
 # nftables: "auto" loads Tollgate's table (inet tollgate, from
 # rulesets/tollgate.nft) when the process may (CAP_NET_ADMIN), "required"
@@ -199,6 +205,23 @@ pub struct File {
     pub dial: Vec<DialFile>,
     #[serde(default)]
     pub firewall: FirewallFile,
+    #[serde(default)]
+    pub records: RecordsFile,
+}
+
+/// `[records]`: call detail records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsFile {
+    pub retention_days: u32,
+}
+
+impl Default for RecordsFile {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,6 +471,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub agents: Agents,
     pub firewall: Firewall,
+    /// Days call records are kept (then crypto-shredded).
+    pub retention_days: u32,
     pub trunks: Vec<Trunk>,
     /// Routes in file order; an exact number first, then `*`.
     pub routes: Vec<Route>,
@@ -557,6 +582,9 @@ impl Config {
         })?;
         let agents = validate_agents(&f.agents)?;
         let firewall = validate_firewall(&f.firewall)?;
+        if !(1..=36_500).contains(&f.records.retention_days) {
+            return Err(invalid("records.retention_days", "1 to 36500 days"));
+        }
 
         let mut trunks = Vec::new();
         for (i, t) in f.trunk.into_iter().enumerate() {
@@ -858,6 +886,7 @@ impl Config {
             admin_listen,
             agents,
             firewall,
+            retention_days: f.records.retention_days,
             trunks,
             routes,
             queues,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tollgate::config::Config;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Tollgate: a media gateway between carriers' SIP trunks and a call
 /// centre's agents. Trunk RTP is terminated and re-protected as SRTP for
@@ -530,6 +530,33 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The record store first: a wrong master key stops here, before
+    // anything in the data directory is touched.
+    let store = match args
+        .state
+        .sealer()
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            tollgate::cdr::store::Store::open(&data_dir, std::sync::Arc::new(s))
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            error!("call records: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match store.recover_open() {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            records = n,
+            "call records left open by an earlier run marked interrupted"
+        ),
+        Err(e) => {
+            error!("call records: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let suites = match tollgate::media::selftest::run() {
         Ok(s) => s,
         Err(e) => {
@@ -555,7 +582,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config, data_dir, sealer)) {
+    match rt.block_on(serve(config, data_dir, sealer, store)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -572,6 +599,7 @@ async fn serve(
     config: Config,
     data_dir: PathBuf,
     sealer: tollgate::keys::Sealer,
+    store: std::sync::Arc<tollgate::cdr::store::Store>,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
@@ -648,6 +676,10 @@ async fn serve(
         "serving SIP trunks"
     );
     let mut core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
+    let writer = tollgate::cdr::writer::Writer::start(store.clone(), metrics.clone())
+        .map_err(|e| format!("call record writer: {e}"))?;
+    core.set_records(writer.clone());
+    spawn_retention(store.clone(), config.retention_days);
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
         core.set_firewall(f.clone());
@@ -678,12 +710,40 @@ async fn serve(
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);
     let _ = core.await;
+    // Every record handed over is on disk before the process ends.
+    let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
     agents.close();
     if let Some(f) = firewall {
         f.stop().await;
     }
     let _ = std::fs::remove_file(&control);
     Ok(())
+}
+
+/// Crypto-shreds call records past retention now and every hour.
+fn spawn_retention(store: std::sync::Arc<tollgate::cdr::store::Store>, days: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            match tokio::task::spawn_blocking(move || store.expire(days, now)).await {
+                Ok(Ok(e)) if e.days > 0 => {
+                    info!(
+                        days = e.days,
+                        records = e.records,
+                        "call records past retention shredded"
+                    )
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error!("call record retention: {e}"),
+                Err(e) => error!("call record retention: {e}"),
+            }
+        }
+    });
 }
 
 /// "2026-11-28 12:00:00" for Unix milliseconds.

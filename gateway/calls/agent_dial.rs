@@ -20,6 +20,7 @@ use super::outbound::{to_tokio, Bridge, Dial};
 use super::relay::Relay;
 use crate::agent::protocol::ServerMsg;
 use crate::agent::server::FLOW_QUEUE;
+use crate::cdr::record::Direction;
 use crate::config::DialRefused;
 use crate::media::srtp::MasterKey;
 use crate::sip::message::{Framing, Message};
@@ -35,6 +36,8 @@ pub(super) struct AgentOut {
     pub(super) key: Option<MasterKey>,
     /// The media task's control, once media flows.
     pub(super) media: Option<mpsc::Sender<Control>>,
+    /// Its call record (when records are kept).
+    pub(super) record: Option<super::records::CallRecord>,
 }
 
 impl Core {
@@ -141,9 +144,28 @@ impl Core {
         self.calls_started += 1;
         let call = self.agent_calls_started + (1 << 32);
         let media = media_for(call, &key, codec, pt, 20, Some(101));
+        let record = self
+            .records
+            .begin(&dialog.call_id, Direction::Outbound, &caller, &e164)
+            .map(|mut c| {
+                c.record.trunk = self.config.trunks.get(trunk).map(|t| t.name.clone());
+                c.record.codec = Some(codec.name().to_string());
+                c.record.srtp = vec![
+                    ("trunk".into(), "none".into()),
+                    (
+                        "agent".into(),
+                        self.config.agents.suite.sdes_name().to_string(),
+                    ),
+                ];
+                c
+            });
         let Some(a) = self.agents.sessions.get_mut(&session) else {
             return;
         };
+        let record = record.map(|mut c| {
+            c.record.agent = Some(a.name.clone());
+            c
+        });
         a.call = Some(call);
         a.link.send(ServerMsg::Dialing { call, media });
         info!(call = self.calls_started, agent = %a.name, "agent dialling out");
@@ -157,6 +179,7 @@ impl Core {
                 sockets: Some((rtp, rtcp)),
                 key: Some(key),
                 media: None,
+                record,
             },
         );
     }
@@ -185,6 +208,12 @@ impl Core {
         let metrics = self.metrics.clone();
         let rtp_timeout = self.config.rtp_timeout;
         let ended_tx = self.media_ended.0.clone();
+        let record = self
+            .agent_out
+            .get(&call)
+            .and_then(|o| o.record.as_ref())
+            .map(|r| r.id);
+        let report = self.records.reporter(record);
         let Some(o) = self.agent_out.get_mut(&call) else {
             return false;
         };
@@ -238,6 +267,7 @@ impl Core {
             },
             ctl_rx,
             metrics,
+            report,
         ));
         o.media = Some(ctl_tx);
         true
@@ -260,6 +290,15 @@ impl Core {
         match code {
             100 => {}
             101..=199 => {
+                if let Some(r) = self
+                    .agent_out
+                    .get_mut(&call)
+                    .and_then(|o| o.record.as_mut())
+                {
+                    r.record
+                        .ringing_ms
+                        .get_or_insert_with(super::records::unix_ms);
+                }
                 let early = !m.body.is_empty() && self.start_out_media(call, &m);
                 let first = self
                     .agent_out
@@ -287,6 +326,15 @@ impl Core {
                 }
                 if first {
                     info!("agent's call answered");
+                    if let Some(r) = self
+                        .agent_out
+                        .get_mut(&call)
+                        .and_then(|o| o.record.as_mut())
+                    {
+                        r.record.answer_ms = Some(super::records::unix_ms());
+                        r.record.sip_status = code;
+                        self.records.write_open(r);
+                    }
                     self.send_agent(call, ServerMsg::Answered { call });
                 }
             }
@@ -300,6 +348,13 @@ impl Core {
                     _ => "failed",
                 };
                 info!(status = code, "agent's call refused by the far end");
+                if let Some(r) = self
+                    .agent_out
+                    .get_mut(&call)
+                    .and_then(|o| o.record.as_mut())
+                {
+                    r.record.sip_status = code;
+                }
                 self.end_agent_out(call, reason, "rejected");
             }
         }
@@ -388,9 +443,26 @@ impl Core {
                 reason: reason.into(),
             },
         );
-        let Some(o) = self.agent_out.remove(&call) else {
+        let Some(mut o) = self.agent_out.remove(&call) else {
             return;
         };
+        if let Some(r) = o.record.take() {
+            use crate::cdr::record::Party;
+            // The agent is the caller on its own calls.
+            let by = match reason {
+                "hangup" | "agent_gone" => Some(Party::Caller),
+                "remote_hangup" => Some(Party::Callee),
+                _ => Some(Party::Gateway),
+            };
+            let status = r.record.sip_status;
+            self.records.finish(
+                r,
+                super::records::outcome(outcome),
+                status,
+                by,
+                Instant::now(),
+            );
+        }
         self.ports.release(o.dialog.port);
         if let Some(a) = self.agents.sessions.get_mut(&o.session) {
             if a.call == Some(call) {

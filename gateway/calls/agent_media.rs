@@ -55,7 +55,12 @@ pub struct MediaEnded {
 
 /// Runs until `control` closes (the call ended) or the agent's
 /// connection goes.
-pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metrics: Arc<Metrics>) {
+pub async fn run(
+    mut m: AgentMedia,
+    mut control: mpsc::Receiver<Control>,
+    metrics: Arc<Metrics>,
+    report: super::media::Reporter,
+) {
     let conn = m.link.conn.clone();
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 1500];
@@ -64,7 +69,7 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
     let mut block = BytesMut::with_capacity(BLOCK);
     let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let counters = RtpCounters::new(metrics.clone());
+    let mut counters = RtpCounters::new(metrics.clone(), report);
     let mut held = false;
     let mut last_trunk = Instant::now();
     let mut watchdog = tokio::time::interval(Duration::from_millis(250));
@@ -209,6 +214,7 @@ pub async fn run(mut m: AgentMedia, mut control: mpsc::Receiver<Control>, metric
             },
         }
     }
-    counters.finish(&m.relay.trunk);
-    counters.finish(&m.relay.agent);
+    counters.finish(&m.relay.trunk, "trunk");
+    counters.finish(&m.relay.agent, "agent");
+    counters.report();
 }

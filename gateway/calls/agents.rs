@@ -341,10 +341,18 @@ impl Core {
             return;
         };
         let metrics = self.metrics.clone();
+        let report = self.records.reporter(
+            self.calls
+                .get(&call_id)
+                .and_then(|c| c.record.as_ref())
+                .map(|r| r.id),
+        );
+        let suite = self.config.agents.suite;
         let Some(a) = self.agents.sessions.get(&session) else {
             return;
         };
         let link = a.link.clone();
+        let agent_name = a.name.clone();
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
@@ -385,8 +393,15 @@ impl Core {
             },
             p.control,
             metrics,
+            report,
         ));
         leg.answered = true;
+        if let Some(r) = c.record.as_mut() {
+            r.record.agent = Some(agent_name);
+            r.record
+                .srtp
+                .push(("agent".into(), suite.sdes_name().to_string()));
+        }
         leg.offer_until = None;
         info!(call = c.n, "agent answered");
         self.answer(&call_id, now);
@@ -432,8 +447,11 @@ impl Core {
             self.agent_refused(call, "rejected", now);
             return;
         }
-        if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
-            leg.agent_reason = Some("hangup");
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.hung_up_by = Some(crate::cdr::record::Party::Callee);
+            if let Some(leg) = c.agent.as_mut() {
+                leg.agent_reason = Some("hangup");
+            }
         }
         self.send_bye(&call_id, now);
         self.end_call(&call_id, "answered");

@@ -34,6 +34,7 @@ pub async fn run(
     mut b: Side,
     mut control: mpsc::Receiver<Control>,
     metrics: Arc<Metrics>,
+    report: super::media::Reporter,
 ) {
     // One receive buffer per socket (select! polls them all at once).
     let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
@@ -44,7 +45,7 @@ pub async fn run(
     let (ab_base, ba_base) = (rand_u32(), rand_u32());
     let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let counters = RtpCounters::new(metrics);
+    let mut counters = RtpCounters::new(metrics, report);
     loop {
         // Which side a packet came in on: true for `a`.
         let (from_a, n, from) = tokio::select! {
@@ -119,6 +120,7 @@ pub async fn run(
             }
         }
     }
-    counters.finish(&a.leg);
-    counters.finish(&b.leg);
+    counters.finish(&a.leg, "trunk");
+    counters.finish(&b.leg, "far_end");
+    counters.report();
 }

@@ -76,6 +76,10 @@ pub(super) struct Call {
     pub(super) agent: Option<Box<super::agents::AgentLeg>>,
     /// RFC 4028, when the carrier asked for it.
     pub(super) session_timer: Option<crate::sip::timer::SessionTimer>,
+    /// Its call record (when records are kept).
+    pub(super) record: Option<super::records::CallRecord>,
+    /// Who ended it, when known before `end_call`.
+    pub(super) hung_up_by: Option<crate::cdr::record::Party>,
 }
 
 /// A response the core sends on a server transaction.
@@ -142,6 +146,8 @@ pub struct Core {
     ),
     /// The IDS, before the transaction layer.
     pub(super) guard: Guard,
+    /// Call records.
+    pub(super) records: super::records::Records,
 }
 
 /// Administrators' requests to the guard (from the control socket).
@@ -219,7 +225,13 @@ impl Core {
                 (tx, Some(rx))
             },
             guard,
+            records: super::records::Records::default(),
         }
+    }
+
+    /// Where call records go.
+    pub fn set_records(&mut self, w: crate::cdr::writer::Writer) {
+        self.records.set_writer(w);
     }
 
     /// Where the IDS's bans go besides the process.
@@ -262,6 +274,9 @@ impl Core {
         let Some(mut media_ended) = self.media_ended.1.take() else {
             return;
         };
+        let Some(mut reports) = self.records.reports_rx.take() else {
+            return;
+        };
         let mut guard_tick = tokio::time::interval(Guard::TICK);
         loop {
             let deadline = self.next_deadline();
@@ -282,6 +297,7 @@ impl Core {
                 },
                 Some(e) = media_ended.recv() => self.media_timed_out(e.call, Instant::now()),
                 Some(r) = guard_requests.recv() => self.on_guard_request(r, Instant::now()),
+                Some(r) = reports.recv() => self.records.on_report(r),
                 _ = guard_tick.tick() => self.guard.tick(Instant::now()),
                 () = sleep => self.on_timer(Instant::now()),
                 _ = shutdown.changed() => break,
@@ -291,8 +307,13 @@ impl Core {
         }
         self.hang_up_all(Instant::now());
         self.pump(Instant::now());
-        // Let the transport tasks write what was queued.
+        // Let the transport tasks write what was queued, and the media
+        // tasks report for the records.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(r) = reports.try_recv() {
+            self.records.on_report(r);
+        }
+        self.records.flush_pending();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -322,6 +343,7 @@ impl Core {
             .chain(calls)
             .chain(probes)
             .chain(self.next_offer_deadline())
+            .chain(self.records.next_deadline())
             .min()
     }
 
@@ -486,6 +508,11 @@ impl Core {
     }
 
     pub(super) fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
+        if r.code >= 180 && m.method() == Some(Method::Invite) {
+            if let Some(id) = m.call_id() {
+                self.record_response(id, r.code);
+            }
+        }
         if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, None) {
             self.txn.respond(key, bytes, now);
         }
@@ -518,6 +545,7 @@ impl Core {
                     self.respond(&key, &m, Reply::new(482, "Loop Detected"), now);
                 } else {
                     self.new_call(key, peer, &m, &head, &bytes, now);
+                    self.record_refused(now);
                 }
             }
             Method::Invite => self.reinvite(key, &m, &head, &bytes, now),
@@ -536,6 +564,9 @@ impl Core {
                     .is_some_and(|c| head.to.tag() == Some(c.local_tag.as_bytes()));
                 if ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
+                    if let Some(c) = self.calls.get_mut(&call_id) {
+                        c.hung_up_by = Some(crate::cdr::record::Party::Caller);
+                    }
                     self.hang_up_far_end(&call_id, now);
                     self.end_call(&call_id, "answered");
                 } else if self.bye_from_far_end(&key, &m, &call_id, now)
@@ -619,6 +650,7 @@ impl Core {
         c.ok = Some((ok.clone(), now + t1, t1, now + 64 * t1));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
+        self.record_answered(call_id);
     }
 
     fn reinvite(
@@ -686,6 +718,7 @@ impl Core {
 
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
+        self.records.due(now);
         self.agent_offers_due(now);
         self.probe_trunks(now);
         self.register_due(now);
@@ -777,7 +810,21 @@ impl Core {
     }
 
     pub(super) fn end_call(&mut self, call_id: &[u8], outcome: &str) {
-        if let Some(c) = self.calls.remove(call_id) {
+        if let Some(mut c) = self.calls.remove(call_id) {
+            if let Some(r) = c.record.take() {
+                use crate::cdr::record::{Outcome, Party};
+                let o = super::records::outcome(outcome);
+                let status = match o {
+                    Outcome::Cancelled => 487,
+                    _ => r.record.sip_status,
+                };
+                let by = match o {
+                    Outcome::Answered => Some(c.hung_up_by.unwrap_or(Party::Gateway)),
+                    Outcome::Cancelled => Some(Party::Caller),
+                    _ => c.hung_up_by,
+                };
+                self.records.finish(r, o, status, by, Instant::now());
+            }
             // Dropping the control sender ends the media task.
             drop(c.media);
             self.ports.release(c.port);

@@ -40,6 +40,26 @@ impl Core {
         .unwrap_or_default();
         let cc = trunk.as_ref().and_then(|t| t.country_code.as_deref());
         let normalized = normalize(&user, cc);
+        let caller = head
+            .from
+            .uri
+            .sip()
+            .and_then(|u| u.user)
+            .map(|u| normalize(&String::from_utf8_lossy(u), cc))
+            .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+            .unwrap_or_else(|| "anonymous".into());
+        self.records.new = self
+            .records
+            .begin(
+                head.call_id,
+                crate::cdr::record::Direction::Inbound,
+                &caller,
+                &normalized,
+            )
+            .map(|mut c| {
+                c.record.trunk = trunk.as_ref().map(|t| t.name.clone());
+                c
+            });
         let route = self
             .config
             .exact_route(&user)
@@ -218,14 +238,6 @@ impl Core {
             srtp,
         );
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        let caller = head
-            .from
-            .uri
-            .sip()
-            .and_then(|u| u.user)
-            .map(|u| normalize(&String::from_utf8_lossy(u), cc))
-            .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
-            .unwrap_or_else(|| "anonymous".into());
         let mut agent = None;
         let bridge = if let Some(target) = to_agent {
             self.agent_calls_started += 1;
@@ -271,6 +283,8 @@ impl Core {
                         },
                         ctl_rx,
                         self.metrics.clone(),
+                        self.records
+                            .reporter(self.records.new.as_ref().map(|c| c.id)),
                     ));
                     None
                 }
@@ -349,6 +363,17 @@ impl Core {
             bridge,
             agent,
             session_timer,
+            record: self.records.new.take().map(|mut c| {
+                c.record.codec = Some(neg.codec.name().to_string());
+                c.record.srtp.push((
+                    "trunk".into(),
+                    neg.srtp
+                        .as_ref()
+                        .map_or("none".into(), |s| s.0.suite().sdes_name().to_string()),
+                ));
+                c
+            }),
+            hung_up_by: None,
         };
         let call_id = head.call_id.to_vec();
         if let Some(b) = &call.bridge {

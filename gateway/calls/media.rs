@@ -65,18 +65,37 @@ pub(super) struct RtpCounters {
     packets_out: IntCounter,
     bytes_out: IntCounter,
     dropped: [IntCounter; 6],
+    /// This call's drops by reason, for its record's guard flags.
+    call_drops: [std::sync::atomic::AtomicU32; 6],
     metrics: Arc<Metrics>,
+    report: Reporter,
+    legs: Vec<crate::cdr::record::MediaStats>,
 }
 
+/// What a media task tells the call core when it ends: the media of the
+/// call's record.
+#[derive(Debug)]
+pub struct MediaReport {
+    pub id: crate::cdr::store::RecordId,
+    pub media: Vec<crate::cdr::record::MediaStats>,
+    pub guard: Vec<String>,
+}
+
+/// Where a media task reports, if its call has a record.
+pub(super) type Reporter = Option<(crate::cdr::store::RecordId, mpsc::Sender<MediaReport>)>;
+
 impl RtpCounters {
-    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(metrics: Arc<Metrics>, report: Reporter) -> Self {
         Self {
             packets_in: metrics.rtp_packets.with_label_values(&["in"]),
             bytes_in: metrics.rtp_bytes.with_label_values(&["in"]),
             packets_out: metrics.rtp_packets.with_label_values(&["out"]),
             bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
             dropped: Dropped::REASONS.map(|r| metrics.rtp_dropped.with_label_values(&[r])),
+            call_drops: Default::default(),
             metrics,
+            report,
+            legs: Vec::new(),
         }
     }
 
@@ -92,6 +111,7 @@ impl RtpCounters {
 
     pub(super) fn dropped(&self, d: Dropped) {
         self.dropped[d.index()].inc();
+        self.call_drops[d.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes an RTCP datagram on `leg`, counting it if dropped.
@@ -101,15 +121,66 @@ impl RtpCounters {
         }
     }
 
-    /// Records a finished leg's jitter and loss.
-    pub(super) fn finish(&self, leg: &Leg) {
+    /// Records a finished leg's jitter and loss (in the metrics, and for
+    /// the call's record under `name`: `trunk`, `agent` or `far_end`).
+    /// What the leg sent is counted; how the far end received it is not
+    /// measured (its RTCP reports are not read).
+    pub(super) fn finish(&mut self, leg: &Leg, name: &str) {
+        let mut received = crate::cdr::record::MediaStats {
+            leg: name.into(),
+            direction: "in".into(),
+            ..Default::default()
+        };
         if let Some(st) = leg.stats() {
             let snap = st.snapshot();
             self.metrics
                 .rtp_jitter_seconds
                 .observe(snap.jitter_ms / 1000.0);
             self.metrics.rtp_loss_ratio.observe(snap.loss);
+            received.packets = snap.packets;
+            received.lost = snap.lost;
+            received.jitter_ms = (snap.jitter_ms * 100.0).round() / 100.0;
+            received.mos = (st.mos(None) * 100.0).round() / 100.0;
         }
+        self.legs.push(received);
+        self.legs.push(crate::cdr::record::MediaStats {
+            leg: name.into(),
+            direction: "out".into(),
+            packets: leg.counters.packets_out,
+            ..Default::default()
+        });
+    }
+
+    /// Sends the call's media to the core for its record (once, at the
+    /// task's end; never waits).
+    pub(super) fn report(self) {
+        let Some((id, tx)) = self.report else {
+            return;
+        };
+        let flag = |d: Dropped, name: &str| {
+            (self.call_drops[d.index()].load(std::sync::atomic::Ordering::Relaxed) > 0)
+                .then(|| name.to_string())
+        };
+        let guard = [
+            flag(Dropped::RateLimit, "rtp_rate_limited"),
+            flag(Dropped::WrongSource, "rtp_wrong_source"),
+            flag(
+                Dropped::Srtp(crate::media::srtp::SrtpError::Replayed),
+                "srtp_replayed",
+            ),
+            flag(
+                Dropped::Srtp(crate::media::srtp::SrtpError::AuthFailed),
+                "srtp_auth_failed",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let _ = tx.try_send(MediaReport {
+            id,
+            media: self.legs,
+            guard,
+        });
     }
 }
 
@@ -123,7 +194,12 @@ pub(super) fn ntp_now() -> u64 {
 }
 
 /// Runs until `control` closes (the call ended).
-pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metrics: Arc<Metrics>) {
+pub async fn run(
+    mut s: MediaSetup,
+    mut control: mpsc::Receiver<Control>,
+    metrics: Arc<Metrics>,
+    report: Reporter,
+) {
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 1500];
@@ -140,7 +216,7 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
     let mut echo_ts_offset: Option<u32> = None;
     let mut remote_rtcp = s.remote_rtcp;
     let mux = s.rtcp.is_none();
-    let counters = RtpCounters::new(metrics);
+    let mut counters = RtpCounters::new(metrics, report);
     loop {
         tokio::select! {
             ctl = control.recv() => match ctl {
@@ -195,7 +271,8 @@ pub async fn run(mut s: MediaSetup, mut control: mpsc::Receiver<Control>, metric
             },
         }
     }
-    counters.finish(&s.leg);
+    counters.finish(&s.leg, "trunk");
+    counters.report();
 }
 
 pub(super) async fn recv_opt(

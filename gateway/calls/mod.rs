@@ -19,6 +19,7 @@ pub mod media;
 pub mod number;
 mod outbound;
 mod ports;
+mod records;
 mod register;
 pub mod relay;
 pub mod tone;

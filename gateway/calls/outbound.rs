@@ -403,12 +403,19 @@ impl Core {
             let key = c.invite_key.clone();
             self.txn.respond(&key, r, now);
         }
+        self.record_response(a_id, code);
     }
 
     /// Starts the bridge's media from the far end's SDP (in a 183 or the
     /// 200). Returns whether media is now flowing.
     fn start_bridge_media(&mut self, a_id: &[u8], m: &Message<'_>) -> bool {
         let metrics = self.metrics.clone();
+        let report = self.records.reporter(
+            self.calls
+                .get(a_id)
+                .and_then(|c| c.record.as_ref())
+                .map(|r| r.id),
+        );
         let Some(c) = self.calls.get_mut(a_id) else {
             return false;
         };
@@ -434,7 +441,10 @@ impl Core {
             remote_rtcp,
             send,
         };
-        tokio::spawn(bridge::run(side_a, side_b, control, metrics));
+        if let Some(r) = c.record.as_mut() {
+            r.record.srtp.push(("far_end".into(), "none".into()));
+        }
+        tokio::spawn(bridge::run(side_a, side_b, control, metrics, report));
         true
     }
 
@@ -473,6 +483,7 @@ impl Core {
                 }
             }
         }
+        self.record_response(a_id, code);
         self.end_call(a_id, outcome);
     }
 
@@ -501,6 +512,9 @@ impl Core {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);
+        if let Some(c) = self.calls.get_mut(&a_id) {
+            c.hung_up_by = Some(crate::cdr::record::Party::Callee);
+        }
         if self
             .calls
             .get(&a_id)

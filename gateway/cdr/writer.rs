@@ -36,13 +36,14 @@ enum Job {
 pub struct Writer {
     tx: SyncSender<Job>,
     seq: Arc<AtomicU32>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
     /// Starts the writer thread on `store`.
     pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("cdr-writer".into())
             .spawn(move || run(&store, &metrics, &rx))?;
         // A random start, so two runs' ids never meet within a millisecond.
@@ -51,6 +52,7 @@ impl Writer {
         Ok(Self {
             tx,
             seq: Arc::new(AtomicU32::new(u32::from_le_bytes(b))),
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }
 
@@ -74,9 +76,13 @@ impl Writer {
         }
     }
 
-    /// Writes what is queued and stops the thread.
+    /// Writes what is queued, stops the thread and waits for it.
     pub fn stop(&self) {
         let _ = self.tx.send(Job::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 }
 

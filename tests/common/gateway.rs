@@ -90,6 +90,17 @@ impl Gateway {
 
     /// Starts a gateway with a whole TOML configuration of the caller's.
     pub fn start_toml(name: &str, sip: u16, admin: u16, toml: &str) -> Self {
+        Self::start_toml_env(name, sip, admin, toml, &[])
+    }
+
+    /// As [`Gateway::start_toml`], with environment variables (RUST_LOG).
+    pub fn start_toml_env(
+        name: &str,
+        sip: u16,
+        admin: u16,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = Self::dir_for(name);
         let cfg = dir.join("tollgate.toml");
         // Tests run as root in CI: a gateway in the host's namespace must
@@ -103,6 +114,7 @@ impl Gateway {
         std::fs::write(&cfg, toml).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(&cfg)
@@ -185,6 +197,20 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops the gateway (SIGTERM, bounded wait), keeping its directory.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The gateway's process id (for signals).

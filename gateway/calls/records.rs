@@ -1,0 +1,217 @@
+//! Call records from the call core's side: a record is begun with the
+//! INVITE, marks its ringing and final status from the responses the
+//! gateway sends, is written open at answer (so a crash leaves an
+//! interrupted record, not none), and is finished at the end with the
+//! media its task reports. The writer makes it durable; the core never
+//! waits for disk.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::core::Core;
+use super::media::{MediaReport, Reporter};
+use crate::cdr::record::{Direction, Outcome, Party, Record};
+use crate::cdr::store::RecordId;
+use crate::cdr::writer::Writer;
+
+/// How long a finished record waits for its media task's report.
+const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(1);
+
+/// Unix milliseconds now.
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A call's record while the call lasts.
+pub(super) struct CallRecord {
+    pub(super) id: RecordId,
+    pub(super) record: Record,
+}
+
+/// The core's record keeping.
+pub(super) struct Records {
+    writer: Option<Writer>,
+    /// The record of the INVITE being handled, until it becomes a call or
+    /// is refused.
+    pub(super) new: Option<CallRecord>,
+    /// Finished records waiting for their media report.
+    pending: HashMap<RecordId, (Record, Instant)>,
+    reports: mpsc::Sender<MediaReport>,
+    pub(super) reports_rx: Option<mpsc::Receiver<MediaReport>>,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        Self {
+            writer: None,
+            new: None,
+            pending: HashMap::new(),
+            reports: tx,
+            reports_rx: Some(rx),
+        }
+    }
+}
+
+impl Records {
+    pub(super) fn set_writer(&mut self, w: Writer) {
+        self.writer = Some(w);
+    }
+
+    /// A new record (when records are kept).
+    pub(super) fn begin(
+        &self,
+        call_id: &[u8],
+        direction: Direction,
+        caller: &str,
+        callee: &str,
+    ) -> Option<CallRecord> {
+        let w = self.writer.as_ref()?;
+        let start = unix_ms();
+        Some(CallRecord {
+            id: w.next_id(start),
+            record: Record::new(
+                &String::from_utf8_lossy(call_id),
+                direction,
+                caller,
+                callee,
+                start,
+            ),
+        })
+    }
+
+    /// Where a media task for the record `id` reports.
+    pub(super) fn reporter(&self, id: Option<RecordId>) -> Reporter {
+        id.map(|id| (id, self.reports.clone()))
+    }
+
+    fn write(&self, id: RecordId, r: Record) {
+        if let Some(w) = &self.writer {
+            w.put(id, r, None);
+        }
+    }
+
+    /// Writes the record as it stands, open (at answer).
+    pub(super) fn write_open(&self, c: &CallRecord) {
+        self.write(c.id, c.record.clone());
+    }
+
+    /// Finishes a record; it waits for its media report if it had media.
+    pub(super) fn finish(
+        &mut self,
+        mut c: CallRecord,
+        outcome: Outcome,
+        status: u16,
+        by: Option<Party>,
+        now: Instant,
+    ) {
+        let answered = c.record.answer_ms.is_some();
+        let outcome = match outcome {
+            Outcome::Answered if !answered => Outcome::Failed,
+            o => o,
+        };
+        c.record.finish(unix_ms(), outcome, status, by);
+        if answered {
+            self.pending
+                .insert(c.id, (c.record, now + MEDIA_REPORT_WAIT));
+        } else {
+            self.write(c.id, c.record);
+        }
+    }
+
+    /// A media task's report: its record is complete.
+    pub(super) fn on_report(&mut self, rep: MediaReport) {
+        if let Some((mut r, _)) = self.pending.remove(&rep.id) {
+            r.media = rep.media;
+            r.guard.extend(rep.guard);
+            self.write(rep.id, r);
+        }
+    }
+
+    /// Records whose report did not come in time are written without it.
+    pub(super) fn due(&mut self, now: Instant) {
+        let late: Vec<RecordId> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((r, _)) = self.pending.remove(&id) {
+                self.write(id, r);
+            }
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|(_, at)| *at).min()
+    }
+
+    /// Writes every pending record now (the gateway is stopping).
+    pub(super) fn flush_pending(&mut self) {
+        let all: Vec<RecordId> = self.pending.keys().copied().collect();
+        for id in all {
+            if let Some((r, _)) = self.pending.remove(&id) {
+                self.write(id, r);
+            }
+        }
+    }
+}
+
+/// An `end_call` outcome label as a record's outcome.
+pub(super) fn outcome(label: &str) -> Outcome {
+    match label {
+        "answered" => Outcome::Answered,
+        "cancelled" => Outcome::Cancelled,
+        "rejected" => Outcome::Rejected,
+        "no_answer" => Outcome::NoAnswer,
+        _ => Outcome::Failed,
+    }
+}
+
+impl Core {
+    /// A response the gateway sends to an INVITE: ringing and the final
+    /// status go into the call's record.
+    pub(super) fn record_response(&mut self, call_id: &[u8], code: u16) {
+        let rec = match self.records.new.as_mut() {
+            Some(n) if n.record.call_id.as_bytes() == call_id => Some(&mut n.record),
+            _ => self
+                .calls
+                .get_mut(call_id)
+                .and_then(|c| c.record.as_mut())
+                .map(|c| &mut c.record),
+        };
+        let Some(r) = rec else { return };
+        match code {
+            180 | 183 => {
+                r.ringing_ms.get_or_insert_with(unix_ms);
+            }
+            200..=699 => r.sip_status = code,
+            _ => {}
+        }
+    }
+
+    /// The INVITE just handled did not become a call: its record is
+    /// written as rejected, with the status it got.
+    pub(super) fn record_refused(&mut self, now: Instant) {
+        if let Some(c) = self.records.new.take() {
+            let status = c.record.sip_status;
+            self.records.finish(c, Outcome::Rejected, status, None, now);
+        }
+    }
+
+    /// The call was answered: its record is written open.
+    pub(super) fn record_answered(&mut self, call_id: &[u8]) {
+        if let Some(c) = self.calls.get_mut(call_id).and_then(|c| c.record.as_mut()) {
+            if c.record.answer_ms.is_none() {
+                c.record.answer_ms = Some(unix_ms());
+                c.record.sip_status = 200;
+                self.records.write_open(c);
+            }
+        }
+    }
+}

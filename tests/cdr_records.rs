@@ -1,0 +1,105 @@
+//! Call records from real calls (sipp as the carrier): one sealed record
+//! per call with its numbers, times, status, codec and media; and no
+//! number in plain text anywhere under the gateway's directory, the
+//! database and its logs at trace level included.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::gateway::{config, sipp, Gateway, PCAP};
+use tollgate::cdr::record::{Outcome, Party};
+use tollgate::cdr::store::Store;
+
+/// Every file under `dir` (recursively) whose raw bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            hits.push(p.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
+    let mut gw = Gateway::start_toml_env(
+        "cdr-calls",
+        17400,
+        17401,
+        &config(17400, 39000, 500, ""),
+        &[("RUST_LOG", "trace")],
+    );
+    let answered = sipp(
+        &gw,
+        "uac_echo.xml",
+        "echo",
+        17410,
+        &["-key", "pcap", PCAP, "-d", "1000", "-m", "3", "-l", "3"],
+    );
+    assert_eq!(answered.successful, 3, "{}", answered.output);
+    let refused = sipp(
+        &gw,
+        "uac_echo.xml",
+        "02079460999",
+        17420,
+        &["-key", "pcap", PCAP, "-m", "2"],
+    );
+    assert_eq!(refused.successful, 0);
+    // Answered calls are written open, then finished: 3 x 2 + 2.
+    gw.expect_metric("tollgate_cdr_records_written_total", 10, 8.0);
+    gw.stop();
+
+    // Nothing in clear: not the caller, not the dialled number, in any
+    // form, in any file (database, key file, logs, config).
+    for needle in ["7700900123", "2079460999"] {
+        let hits = files_containing(&gw.dir, needle.as_bytes());
+        assert!(hits.is_empty(), "{needle} in clear in {hits:?}");
+    }
+    let log = gw.log();
+    assert!(log.contains("TRACE"), "the log was at trace level");
+
+    // The records, opened with the master key.
+    let key = gw.dir.join("data.master-key");
+    let sealer = tollgate::keys::Sealer::load(&key, false).expect("master key");
+    let store = Store::open(&gw.dir.join("data"), Arc::new(sealer)).expect("store");
+    let records: Vec<_> = store
+        .range(0, u64::MAX)
+        .map(|r| r.expect("every record opens").1)
+        .collect();
+    assert_eq!(records.len(), 5, "{records:#?}");
+    let (ok, refused): (Vec<_>, Vec<_>) =
+        records.iter().partition(|r| r.outcome == Outcome::Answered);
+    assert_eq!((ok.len(), refused.len()), (3, 2), "{records:#?}");
+    for r in &ok {
+        assert_eq!(r.caller, "+447700900123");
+        assert_eq!(r.callee, "echo");
+        assert_eq!(r.trunk.as_deref(), Some("loopback"));
+        assert_eq!(r.sip_status, 200);
+        assert_eq!(r.hung_up_by, Some(Party::Caller));
+        assert_eq!(r.codec.as_deref(), Some("PCMA"));
+        assert!(r.answer_ms.is_some() && r.end_ms > r.answer_ms);
+        assert!((900..5000).contains(&r.duration_ms), "{}", r.duration_ms);
+        let trunk_in = r
+            .media
+            .iter()
+            .find(|m| m.leg == "trunk" && m.direction == "in")
+            .expect("trunk media");
+        // sipp's g711a.pcap holds 34 packets.
+        assert!(trunk_in.packets >= 30, "{trunk_in:?}");
+        assert!(trunk_in.mos > 4.0, "{trunk_in:?}");
+    }
+    for r in &refused {
+        assert_eq!(r.outcome, Outcome::Rejected);
+        assert_eq!(r.callee, "+442079460999");
+        assert_eq!(r.sip_status, 404);
+        assert!(r.media.is_empty());
+    }
+}
