@@ -62,6 +62,15 @@ rtp_timeout_s = 30
 [admin]
 # /metrics and /healthz.
 listen = "127.0.0.1:9100"
+# Operators use the tollgate command, which talks to the daemon over its
+# admin socket; their Unix groups (names or numeric gids) give their
+# roles. viewer: call records with numbers masked. auditor: full numbers,
+# exports, the audit trail. admin: agents, keys, firewall. Roles do not
+# include each other (an admin sees no numbers unless also an auditor);
+# root and the daemon's own user have every role.
+viewer_group = "tollgate-viewer"
+auditor_group = "tollgate-auditor"
+admin_group = "tollgate-admin"
 
 [agents]
 # QUIC (TLS 1.3, client certificate + TOTP) for agents.
@@ -282,12 +291,18 @@ impl Default for MediaFile {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminFile {
     pub listen: String,
+    pub viewer_group: String,
+    pub auditor_group: String,
+    pub admin_group: String,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9100".into(),
+            viewer_group: "tollgate-viewer".into(),
+            auditor_group: "tollgate-auditor".into(),
+            admin_group: "tollgate-admin".into(),
         }
     }
 }
@@ -469,6 +484,9 @@ pub struct Config {
     /// Trunk RTP silence that ends an agent call (`None`: never).
     pub rtp_timeout: Option<std::time::Duration>,
     pub admin_listen: SocketAddr,
+    /// Unix groups (names, or numeric gids) of the operator roles:
+    /// viewer, auditor, admin.
+    pub role_groups: [String; 3],
     pub agents: Agents,
     pub firewall: Firewall,
     /// Days call records are kept (then crypto-shredded).
@@ -884,6 +902,11 @@ impl Config {
             rtp_timeout: (f.media.rtp_timeout_s > 0)
                 .then(|| std::time::Duration::from_secs(f.media.rtp_timeout_s)),
             admin_listen,
+            role_groups: [
+                f.admin.viewer_group,
+                f.admin.auditor_group,
+                f.admin.admin_group,
+            ],
             agents,
             firewall,
             retention_days: f.records.retention_days,

@@ -29,6 +29,13 @@ enum Command {
     /// Firewall and IDS rules.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Call records, through the running gateway (numbers masked unless
+    /// you hold the auditor role).
+    #[command(subcommand)]
+    Cdr(CdrCommand),
+    /// The audit trail: who did what, tamper-evident.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Start a gateway on loopback with a built-in carrier and agents,
     /// place calls each way, and print what happened.
     Demo {
@@ -194,6 +201,67 @@ enum FirewallCommand {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct Span {
+    /// From this time: 2026-11-28, 2026-11-28T09:00:00Z or Unix ms.
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to (not including) this time.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// List records, oldest first.
+    List {
+        #[command(flatten)]
+        span: Span,
+        /// Only this agent's calls.
+        #[arg(long)]
+        agent: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// One record, whole.
+    Show {
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Stream records for billing (auditor role).
+    Export {
+        #[arg(long, value_parser = ["csv", "jsonl"])]
+        format: String,
+        #[command(flatten)]
+        span: Span,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List entries (auditor role).
+    List {
+        #[command(flatten)]
+        span: Span,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Check the whole chain; names the first entry changed, removed or
+    /// reordered.
+    Verify {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and say exactly what is wrong and where.
@@ -280,85 +348,51 @@ fn main() -> ExitCode {
             }
         }
         Command::Firewall(FirewallCommand::Bans { json, state }) => {
-            use tollgate::admin::control::{request, Request};
-            match request(&state.data_dir(), &Request::Bans) {
-                Ok(r) if r.ok => {
-                    let bans = r.bans.unwrap_or_default();
-                    if json {
-                        for b in &bans {
-                            println!("{}", serde_json::to_string(b).unwrap_or_default());
-                        }
-                    } else if bans.is_empty() {
-                        println!("no bans");
-                    } else {
-                        println!(
-                            "{:<40} {:<14} {:>10}  until (UTC)",
-                            "source", "reason", "left (s)"
-                        );
-                        for b in &bans {
-                            println!(
-                                "{:<40} {:<14} {:>10}  {}",
-                                b.source.to_string(),
-                                b.reason,
-                                b.remaining_s,
-                                utc(b.until_unix_ms)
-                            );
-                        }
+            operator(&state, &Request::Bans, |r, _| {
+                let bans = r.bans.unwrap_or_default();
+                if json {
+                    for b in &bans {
+                        println!("{}", serde_json::to_string(b).unwrap_or_default());
                     }
-                    ExitCode::SUCCESS
+                } else if bans.is_empty() {
+                    println!("no bans");
+                } else {
+                    println!(
+                        "{:<40} {:<14} {:>10}  until (UTC)",
+                        "source", "reason", "left (s)"
+                    );
+                    for b in &bans {
+                        println!(
+                            "{:<40} {:<14} {:>10}  {}",
+                            b.source.to_string(),
+                            b.reason,
+                            b.remaining_s,
+                            utc(b.until_unix_ms)
+                        );
+                    }
                 }
-                Ok(r) => {
-                    eprintln!("{}", r.error.unwrap_or_default());
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+                true
+            })
         }
         Command::Firewall(FirewallCommand::Unban { addr, state }) => {
-            use tollgate::admin::control::{request, Request};
-            match request(&state.data_dir(), &Request::Unban { addr }) {
-                Ok(r) if r.ok => {
-                    if r.lifted == Some(true) {
-                        println!("{addr}: ban lifted");
-                        ExitCode::SUCCESS
-                    } else {
-                        eprintln!("{addr} was not banned");
-                        ExitCode::FAILURE
-                    }
+            operator(&state, &Request::Unban { addr }, |r, _| {
+                if r.lifted == Some(true) {
+                    println!("{addr}: ban lifted");
+                    true
+                } else {
+                    eprintln!("{addr} was not banned");
+                    false
                 }
-                Ok(r) => {
-                    eprintln!("{}", r.error.unwrap_or_default());
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            })
         }
         Command::Firewall(FirewallCommand::Reload { state }) => {
-            use tollgate::admin::control::{request, Request};
-            match request(&state.data_dir(), &Request::Reload) {
-                Ok(r) if r.ok => {
-                    println!("IDS rules reloaded");
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    eprintln!(
-                        "not reloaded, the previous rules stay: {}",
-                        r.error.unwrap_or_default()
-                    );
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            operator(&state, &Request::Reload, |_, _| {
+                println!("IDS rules reloaded");
+                true
+            })
         }
+        Command::Cdr(c) => cdr_command(c),
+        Command::Audit(c) => audit_command(c),
         Command::Agent(args) => match agent_command(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -679,6 +713,11 @@ async fn serve(
     let writer = tollgate::cdr::writer::Writer::start(store.clone(), metrics.clone())
         .map_err(|e| format!("call record writer: {e}"))?;
     core.set_records(writer.clone());
+    let audit_key = tollgate::admin::audit::key(&data_dir, &sealer).map_err(|e| e.to_string())?;
+    let audit = tollgate::admin::audit::Audit::open(&data_dir, audit_key.clone(), metrics.clone())
+        .map_err(|e| e.to_string())?;
+    audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
+    core.set_audit(audit.clone());
     spawn_retention(store.clone(), config.retention_days);
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
@@ -701,8 +740,21 @@ async fn serve(
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (guard_tx, guard_rx) = tokio::sync::mpsc::channel(64);
-    let control = tollgate::admin::control::serve(&data_dir, guard_tx.clone())
-        .map_err(|e| format!("control socket in {}: {e}", data_dir.display()))?;
+    let socket = tollgate::admin::control::path(&data_dir);
+    let control = tollgate::admin::control::serve(
+        &socket,
+        tollgate::admin::control::Admin {
+            core: guard_tx.clone(),
+            store: store.clone(),
+            roles: tollgate::admin::roles::Roles::new(
+                &config.role_groups,
+                tollgate::admin::roles::current_uid(),
+            ),
+            audit: audit.clone(),
+            audit_key,
+        },
+    )
+    .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     let core = tokio::spawn(core.run(inbound_rx, agent_rx, guard_rx, stop_rx));
     admin.ready.store(true, Ordering::Release);
     info!(control = %control.display(), "ready");
@@ -717,6 +769,8 @@ async fn serve(
         f.stop().await;
     }
     let _ = std::fs::remove_file(&control);
+    audit.record("gateway", "stop", "", "ok");
+    audit.sync();
     Ok(())
 }
 
@@ -744,6 +798,223 @@ fn spawn_retention(store: std::sync::Arc<tollgate::cdr::store::Store>, days: u32
             }
         }
     });
+}
+
+use tollgate::admin::control::{Request, Response};
+
+/// Sends `req` to the running gateway; `done` handles a successful answer
+/// and the data lines after it, and says whether the command succeeded.
+fn operator(
+    state: &StateArgs,
+    req: &Request,
+    done: impl FnOnce(Response, &mut dyn Iterator<Item = String>) -> bool,
+) -> ExitCode {
+    let socket = tollgate::admin::control::client_path(&state.data_dir());
+    match tollgate::admin::control::request(&socket, req) {
+        Ok((r, mut lines)) if r.ok => {
+            if done(r, &mut lines) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok((r, _)) => {
+            eprintln!("{}", r.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A time for --from/--to as Unix ms: a date (midnight UTC), an RFC 3339
+/// time, or Unix ms.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return u64::try_from(t.as_millisecond()).map_err(|e| e.to_string());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return u64::try_from(z.timestamp().as_millisecond()).map_err(|e| e.to_string());
+        }
+    }
+    Err(format!(
+        "{s:?} is not a time (2026-11-28, 2026-11-28T09:00:00Z or Unix ms)"
+    ))
+}
+
+fn span(s: &Span) -> Result<(u64, u64), String> {
+    let from = s.from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+    let to =
+        s.to.as_deref()
+            .map(parse_time)
+            .transpose()?
+            .unwrap_or(u64::MAX);
+    Ok((from, to))
+}
+
+fn cdr_command(c: CdrCommand) -> ExitCode {
+    use tollgate::admin::control::{Format, Listed};
+    match c {
+        CdrCommand::List {
+            span: sp,
+            agent,
+            json,
+            state,
+        } => {
+            let (from_ms, to_ms) = match span(&sp) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            operator(
+                &state,
+                &Request::CdrList {
+                    from_ms,
+                    to_ms,
+                    agent,
+                },
+                |_, lines| {
+                    if !json {
+                        println!(
+                            "{:<24} {:<19} {:<8} {:<16} {:<16} {:<10} {:>7} {:<11} status",
+                            "id",
+                            "start (UTC)",
+                            "dir",
+                            "caller",
+                            "callee",
+                            "agent",
+                            "secs",
+                            "outcome"
+                        );
+                    }
+                    for l in lines {
+                        if json {
+                            println!("{l}");
+                            continue;
+                        }
+                        let Ok(x) = serde_json::from_str::<Listed>(&l) else {
+                            continue;
+                        };
+                        let r = x.record;
+                        println!(
+                            "{:<24} {:<19} {:<8} {:<16} {:<16} {:<10} {:>7} {:<11} {}",
+                            x.id,
+                            utc(r.start_ms),
+                            format!("{:?}", r.direction).to_lowercase(),
+                            r.caller,
+                            r.callee,
+                            r.agent.as_deref().unwrap_or("-"),
+                            r.duration_ms / 1000,
+                            r.outcome.label(),
+                            r.sip_status
+                        );
+                    }
+                    true
+                },
+            )
+        }
+        CdrCommand::Show { id, state } => operator(&state, &Request::CdrShow { id }, |_, lines| {
+            for l in lines {
+                match serde_json::from_str::<serde_json::Value>(&l) {
+                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(l)),
+                    Err(_) => println!("{l}"),
+                }
+            }
+            true
+        }),
+        CdrCommand::Export {
+            format,
+            span: sp,
+            state,
+        } => {
+            let (from_ms, to_ms) = match span(&sp) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let format = if format == "csv" {
+                Format::Csv
+            } else {
+                Format::Jsonl
+            };
+            operator(
+                &state,
+                &Request::CdrExport {
+                    from_ms,
+                    to_ms,
+                    format,
+                },
+                |_, lines| {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for l in lines {
+                        if writeln!(out, "{l}").is_err() {
+                            return false;
+                        }
+                    }
+                    out.flush().is_ok()
+                },
+            )
+        }
+    }
+}
+
+fn audit_command(c: AuditCommand) -> ExitCode {
+    match c {
+        AuditCommand::List {
+            span: sp,
+            json,
+            state,
+        } => {
+            let (from_ms, to_ms) = match span(&sp) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            operator(
+                &state,
+                &Request::AuditList { from_ms, to_ms },
+                |_, lines| {
+                    for l in lines {
+                        if json {
+                            println!("{l}");
+                            continue;
+                        }
+                        let Ok(e) = serde_json::from_str::<tollgate::admin::audit::Entry>(&l)
+                        else {
+                            continue;
+                        };
+                        println!(
+                            "{:>6} {} {:<28} {:<20} {:<24} {}",
+                            e.seq,
+                            utc(e.time_ms),
+                            e.actor,
+                            e.action,
+                            e.target,
+                            e.outcome
+                        );
+                    }
+                    true
+                },
+            )
+        }
+        AuditCommand::Verify { state } => operator(&state, &Request::AuditVerify, |r, _| {
+            println!("audit trail {}", r.verified.unwrap_or_default());
+            true
+        }),
+    }
 }
 
 /// "2026-11-28 12:00:00" for Unix milliseconds.

@@ -122,6 +122,10 @@ impl NsGateway {
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
+            .env(
+                "TOLLGATE_ADMIN_SOCKET",
+                self.dir.join("data").join("admin.sock"),
+            )
             .output()
             .expect("tollgate firewall runs");
         (

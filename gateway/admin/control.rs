@@ -1,38 +1,122 @@
-//! The control socket: a Unix socket in the data directory
-//! (`control.sock`, mode 0600, so only the gateway's own user and root
-//! reach it) through which `tollgate firewall bans|unban|reload` talk to
-//! a running gateway. One JSON request line, one JSON response line.
+//! The admin socket: a Unix socket (`$RUNTIME_DIRECTORY/admin.sock`,
+//! `/run/tollgate/admin.sock` under systemd, else `admin.sock` in the
+//! data directory) through which the `tollgate` command talks to the
+//! running daemon: call records (sled allows one process), the audit
+//! trail, firewall bans. One JSON request line; one JSON response line,
+//! then, for listings and exports, the data lines until the end.
 //!
-//! A Unix socket rather than an HTTP endpoint: lifting a ban is an
-//! administrator's act, and file permissions say who may, with nothing
-//! listening on the network for it.
+//! Who asks is read from the socket's peer credentials and mapped to
+//! roles ([`super::roles`]); every request is written to the audit trail
+//! with its outcome, refusals included. A Unix socket rather than an
+//! HTTP endpoint: file permissions and kernel-checked credentials say
+//! who is asking, with nothing listening on the network.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::debug;
+use zeroize::Zeroizing;
 
+use super::audit::{self, Audit};
+use super::roles::{groups_of, Operator, Role, Roles};
 use crate::calls::core::GuardRequest;
+use crate::cdr::record::CSV_HEADER;
+use crate::cdr::store::{RecordId, Store};
 use crate::guard::BanInfo;
 
-/// The socket's file name in the data directory.
-pub const SOCKET: &str = "control.sock";
+/// The socket's file name.
+pub const SOCKET: &str = "admin.sock";
 /// Longest request line.
 const MAX_LINE: u64 = 4096;
+/// A request must arrive within this; a listing may take longer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Export formats.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
+    Whoami,
     Bans,
-    Unban { addr: IpAddr },
+    Unban {
+        addr: IpAddr,
+    },
     Reload,
+    CdrList {
+        from_ms: u64,
+        to_ms: u64,
+        agent: Option<String>,
+    },
+    CdrShow {
+        id: String,
+    },
+    CdrExport {
+        from_ms: u64,
+        to_ms: u64,
+        format: Format,
+    },
+    AuditList {
+        from_ms: u64,
+        to_ms: u64,
+    },
+    AuditVerify,
+}
+
+impl Request {
+    /// The role it needs (listing records needs viewer; full numbers
+    /// come with auditor).
+    fn needs(&self) -> Option<Role> {
+        match self {
+            Request::Whoami => None,
+            Request::Bans | Request::Unban { .. } | Request::Reload => Some(Role::Admin),
+            Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
+            Request::CdrExport { .. } | Request::AuditList { .. } | Request::AuditVerify => {
+                Some(Role::Auditor)
+            }
+        }
+    }
+
+    /// For the audit trail: the action and its target.
+    fn describe(&self) -> (&'static str, String) {
+        match self {
+            Request::Whoami => ("whoami", String::new()),
+            Request::Bans => ("firewall bans", String::new()),
+            Request::Unban { addr } => ("firewall unban", addr.to_string()),
+            Request::Reload => ("firewall reload", String::new()),
+            Request::CdrList {
+                from_ms,
+                to_ms,
+                agent,
+            } => (
+                "cdr list",
+                format!(
+                    "{from_ms}..{to_ms} agent={}",
+                    agent.as_deref().unwrap_or("*")
+                ),
+            ),
+            Request::CdrShow { id } => ("cdr show", id.clone()),
+            Request::CdrExport {
+                from_ms,
+                to_ms,
+                format,
+            } => ("cdr export", format!("{from_ms}..{to_ms} {format:?}")),
+            Request::AuditList { from_ms, to_ms } => ("audit list", format!("{from_ms}..{to_ms}")),
+            Request::AuditVerify => ("audit verify", String::new()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, Default, PartialEq)]
@@ -45,6 +129,17 @@ pub struct Response {
     /// For unban: whether the address was banned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lifted: Option<bool>,
+    /// For whoami: the caller and their roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<Role>>,
+    /// For audit verify: entries checked, or the first broken one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Whether data lines follow.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 impl Response {
@@ -55,123 +150,402 @@ impl Response {
             ..Self::default()
         }
     }
+    fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
 }
 
-/// The socket's path for a data directory.
+/// One listed record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub record: crate::cdr::record::Record,
+}
+
+/// Where the daemon binds: `$RUNTIME_DIRECTORY/admin.sock` (systemd's
+/// RuntimeDirectory=), else in the data directory.
 pub fn path(data_dir: &Path) -> PathBuf {
+    match std::env::var_os("RUNTIME_DIRECTORY") {
+        Some(d) => PathBuf::from(d).join(SOCKET),
+        None => data_dir.join(SOCKET),
+    }
+}
+
+/// Where the command looks: `$TOLLGATE_ADMIN_SOCKET`, else
+/// `/run/tollgate/admin.sock` if there is one, else the data directory's.
+pub fn client_path(data_dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("TOLLGATE_ADMIN_SOCKET") {
+        return PathBuf::from(p);
+    }
+    let system = Path::new("/run/tollgate").join(SOCKET);
+    if system.exists() {
+        return system;
+    }
     data_dir.join(SOCKET)
 }
 
+/// What the socket serves from.
+pub struct Admin {
+    pub core: mpsc::Sender<GuardRequest>,
+    pub store: Arc<Store>,
+    pub roles: Roles,
+    pub audit: Audit,
+    pub audit_key: Zeroizing<[u8; 32]>,
+}
+
 /// Binds the socket (replacing a stale one) and serves it until the
-/// process ends.
-pub fn serve(data_dir: &Path, core: mpsc::Sender<GuardRequest>) -> std::io::Result<PathBuf> {
+/// process ends. Anyone local may connect; what they may do is decided by
+/// their credentials.
+pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let p = path(data_dir);
-    let _ = std::fs::remove_file(&p);
-    let listener = UnixListener::bind(&p)?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+    let _ = std::fs::remove_file(socket);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    let admin = Arc::new(admin);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let core = core.clone();
-            tokio::spawn(async move {
-                if tokio::time::timeout(TIMEOUT, handle(stream, &core))
-                    .await
-                    .is_err()
-                {
-                    debug!("control socket: a client timed out");
-                }
-            });
+            let admin = admin.clone();
+            tokio::spawn(async move { handle(stream, &admin).await });
         }
     });
-    Ok(p)
+    Ok(socket.to_path_buf())
 }
 
-async fn handle(stream: tokio::net::UnixStream, core: &mpsc::Sender<GuardRequest>) {
+fn operator_of(stream: &tokio::net::UnixStream, roles: &Roles) -> Option<Operator> {
+    let cred = stream.peer_cred().ok()?;
+    let groups = cred.pid().map(groups_of).unwrap_or_default();
+    Some(roles.operator(cred.uid(), cred.gid(), &groups))
+}
+
+async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
+    let op = operator_of(&stream, &admin.roles);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE));
-    if reader.read_line(&mut line).await.is_err() {
-        return;
+    match tokio::time::timeout(TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        _ => {
+            debug!("admin socket: no request in time");
+            return;
+        }
     }
-    let response = match serde_json::from_str::<Request>(line.trim()) {
-        Err(e) => Response::error(format!("bad request: {e}")),
-        Ok(r) => ask(r, core).await,
+    let Some(op) = op else {
+        let _ = send(
+            &mut write,
+            &Response::error("cannot read the caller's credentials"),
+        )
+        .await;
+        return;
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_default();
-    out.push(b'\n');
-    if let Err(e) = write.write_all(&out).await {
-        warn!("control socket: {e}");
+    let req = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = send(&mut write, &Response::error(format!("bad request: {e}"))).await;
+            return;
+        }
+    };
+    let (action, target) = req.describe();
+    if let Some(role) = req.needs() {
+        if !op.has(role) {
+            admin.audit.record(&op.actor(), action, &target, "denied");
+            let have = if op.roles.is_empty() {
+                "no role".to_string()
+            } else {
+                op.roles
+                    .iter()
+                    .map(Role::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = send(
+                &mut write,
+                &Response::error(format!(
+                    "permission denied: {action} needs the {role} role (Unix group {}); {} has {have}",
+                    admin.roles.group_for(role),
+                    op.actor()
+                )),
+            )
+            .await;
+            return;
+        }
+    }
+    let outcome = run(req, &op, admin, &mut write).await;
+    if action != "whoami" {
+        admin.audit.record(&op.actor(), action, &target, &outcome);
     }
 }
 
-async fn ask(r: Request, core: &mpsc::Sender<GuardRequest>) -> Response {
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(r).unwrap_or_default();
+    out.push(b'\n');
+    w.write_all(&out).await
+}
+
+/// Carries out an allowed request; returns the outcome for the audit.
+async fn run(
+    req: Request,
+    op: &Operator,
+    admin: &Admin,
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+) -> String {
     let gone = || Response::error("the gateway is stopping");
-    match r {
+    let response = match req {
+        Request::Whoami => Response {
+            operator: Some(op.actor()),
+            roles: Some(op.roles.clone()),
+            ..Response::ok()
+        },
         Request::Bans => {
             let (tx, rx) = oneshot::channel();
-            if core.send(GuardRequest::Bans(tx)).await.is_err() {
-                return gone();
-            }
-            rx.await.map_or_else(
-                |_| gone(),
-                |bans| Response {
-                    ok: true,
-                    bans: Some(bans),
-                    ..Response::default()
-                },
-            )
-        }
-        Request::Unban { addr } => {
-            let (tx, rx) = oneshot::channel();
-            if core.send(GuardRequest::Unban(addr, tx)).await.is_err() {
-                return gone();
-            }
-            rx.await.map_or_else(
-                |_| gone(),
-                |lifted| Response {
-                    ok: true,
-                    lifted: Some(lifted),
-                    ..Response::default()
-                },
-            )
-        }
-        Request::Reload => {
-            let (tx, rx) = oneshot::channel();
-            if core.send(GuardRequest::Reload(tx)).await.is_err() {
-                return gone();
-            }
-            match rx.await {
-                Ok(Ok(())) => Response {
-                    ok: true,
-                    ..Response::default()
-                },
-                Ok(Err(e)) => Response::error(e),
+            match admin.core.send(GuardRequest::Bans(tx)).await {
+                Ok(()) => rx.await.map_or_else(
+                    |_| gone(),
+                    |bans| Response {
+                        bans: Some(bans),
+                        ..Response::ok()
+                    },
+                ),
                 Err(_) => gone(),
             }
         }
+        Request::Unban { addr } => {
+            let (tx, rx) = oneshot::channel();
+            match admin.core.send(GuardRequest::Unban(addr, tx)).await {
+                Ok(()) => rx.await.map_or_else(
+                    |_| gone(),
+                    |lifted| Response {
+                        lifted: Some(lifted),
+                        ..Response::ok()
+                    },
+                ),
+                Err(_) => gone(),
+            }
+        }
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            match admin.core.send(GuardRequest::Reload(tx)).await {
+                Ok(()) => match rx.await {
+                    Ok(Ok(())) => Response::ok(),
+                    Ok(Err(e)) => Response::error(e),
+                    Err(_) => gone(),
+                },
+                Err(_) => gone(),
+            }
+        }
+        Request::AuditVerify => {
+            admin.audit.sync();
+            match audit::verify(admin.audit.path(), &admin.audit_key) {
+                Ok(audit::Verdict::Intact(n)) => Response {
+                    verified: Some(format!("intact: {n} entries")),
+                    ..Response::ok()
+                },
+                Ok(audit::Verdict::Broken { line, why }) => Response {
+                    verified: Some(format!("broken at line {line}: {why}")),
+                    ..Response::error(format!("the audit trail is broken at line {line}: {why}"))
+                },
+                Err(e) => Response::error(e.to_string()),
+            }
+        }
+        Request::CdrShow { id } => match id.parse::<RecordId>() {
+            Err(e) => Response::error(e),
+            Ok(rid) => {
+                let store = admin.store.clone();
+                let full = op.has(Role::Auditor);
+                match tokio::task::spawn_blocking(move || store.get(rid)).await {
+                    Ok(Ok(Some(r))) => {
+                        let r = if full { r } else { r.masked() };
+                        let _ = send(
+                            w,
+                            &Response {
+                                stream: true,
+                                ..Response::ok()
+                            },
+                        )
+                        .await;
+                        let line =
+                            serde_json::to_string(&Listed { id, record: r }).unwrap_or_default();
+                        let _ = w.write_all(format!("{line}\n").as_bytes()).await;
+                        return "ok".into();
+                    }
+                    Ok(Ok(None)) => Response::error(format!("no record {id}")),
+                    Ok(Err(e)) => Response::error(e.to_string()),
+                    Err(e) => Response::error(e.to_string()),
+                }
+            }
+        },
+        Request::CdrList {
+            from_ms,
+            to_ms,
+            agent,
+        } => {
+            let full = op.has(Role::Auditor);
+            return stream_records(admin, w, from_ms, to_ms, None, move |id, r| {
+                if agent.as_ref().is_some_and(|a| r.agent.as_ref() != Some(a)) {
+                    return None;
+                }
+                let r = if full { r } else { r.masked() };
+                serde_json::to_string(&Listed {
+                    id: id.to_string(),
+                    record: r,
+                })
+                .ok()
+            })
+            .await;
+        }
+        Request::CdrExport {
+            from_ms,
+            to_ms,
+            format,
+        } => {
+            let header = (format == Format::Csv).then(|| CSV_HEADER.to_string());
+            return stream_records(
+                admin,
+                w,
+                from_ms,
+                to_ms,
+                header,
+                move |id, r| match format {
+                    Format::Csv => Some(r.csv_row(&id.to_string())),
+                    Format::Jsonl => serde_json::to_string(&Listed {
+                        id: id.to_string(),
+                        record: r,
+                    })
+                    .ok(),
+                },
+            )
+            .await;
+        }
+        Request::AuditList { from_ms, to_ms } => {
+            admin.audit.sync();
+            match audit::list(admin.audit.path(), from_ms, to_ms) {
+                Ok(entries) => {
+                    let _ = send(
+                        w,
+                        &Response {
+                            stream: true,
+                            ..Response::ok()
+                        },
+                    )
+                    .await;
+                    for e in entries {
+                        let line = serde_json::to_string(&e).unwrap_or_default();
+                        if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                            return "cut short".into();
+                        }
+                    }
+                    return "ok".into();
+                }
+                Err(e) => Response::error(e.to_string()),
+            }
+        }
+    };
+    let outcome = if response.ok {
+        "ok".to_string()
+    } else {
+        format!("error: {}", response.error.as_deref().unwrap_or(""))
+    };
+    let _ = send(w, &response).await;
+    outcome
+}
+
+/// Streams records of `[from_ms, to_ms)` through `line` (None skips) as
+/// data lines after an ok response. The store is read on a blocking
+/// thread; a bounded channel carries the lines, so memory stays flat.
+async fn stream_records(
+    admin: &Admin,
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    from_ms: u64,
+    to_ms: u64,
+    preamble: Option<String>,
+    mut line: impl FnMut(RecordId, crate::cdr::record::Record) -> Option<String> + Send + 'static,
+) -> String {
+    let (tx, mut rx) = mpsc::channel::<Result<String, String>>(256);
+    let store = admin.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for item in store.range(from_ms, to_ms) {
+            let sent = match item {
+                Ok((id, r)) => match line(id, r) {
+                    Some(l) => tx.blocking_send(Ok(l)),
+                    None => Ok(()),
+                },
+                Err(e) => tx.blocking_send(Err(e.to_string())),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    if send(
+        w,
+        &Response {
+            stream: true,
+            ..Response::ok()
+        },
+    )
+    .await
+    .is_err()
+    {
+        return "cut short".into();
+    }
+    if let Some(p) = preamble {
+        if w.write_all(format!("{p}\n").as_bytes()).await.is_err() {
+            return "cut short".into();
+        }
+    }
+    let mut n = 0u64;
+    let mut damaged = 0u64;
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ok(l) => {
+                n += 1;
+                if w.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                    return format!("cut short after {n} records");
+                }
+            }
+            Err(e) => {
+                damaged += 1;
+                tracing::warn!("listing call records: {e}");
+            }
+        }
+    }
+    if damaged > 0 {
+        format!("ok: {n} records, {damaged} damaged")
+    } else {
+        format!("ok: {n} records")
     }
 }
 
-/// Sends `r` to the gateway whose data directory is `data_dir` (the CLI's
-/// side, blocking).
-pub fn request(data_dir: &Path, r: &Request) -> Result<Response, String> {
-    let p = path(data_dir);
-    let mut s = std::os::unix::net::UnixStream::connect(&p).map_err(|e| {
+/// Sends `r` to the daemon at `socket` (the command's side, blocking):
+/// the response, and a reader for the data lines that follow.
+pub fn request(
+    socket: &Path,
+    r: &Request,
+) -> Result<(Response, impl Iterator<Item = String>), String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach a running gateway at {} ({e}); is it running with this --data-dir?",
-            p.display()
+            socket.display()
         )
     })?;
-    let _ = s.set_read_timeout(Some(TIMEOUT));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
     let mut line = serde_json::to_vec(r).map_err(|e| e.to_string())?;
     line.push(b'\n');
     s.write_all(&line).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(s);
     let mut answer = String::new();
-    BufReader::new(s)
+    reader
         .read_line(&mut answer)
         .map_err(|e| format!("no answer from the gateway: {e}"))?;
-    serde_json::from_str(answer.trim()).map_err(|e| format!("bad answer from the gateway: {e}"))
+    let resp: Response = serde_json::from_str(answer.trim())
+        .map_err(|e| format!("bad answer from the gateway: {e}"))?;
+    Ok((resp, reader.lines().map_while(Result::ok)))
 }

@@ -239,6 +239,11 @@ impl Core {
         self.guard.set_firewall(f);
     }
 
+    /// Where security events are recorded.
+    pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
+        self.guard.set_audit(a);
+    }
+
     /// The bans, for listeners outside the core.
     pub fn ban_list(&self) -> BanList {
         self.guard.ban_list()

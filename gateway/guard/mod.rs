@@ -87,6 +87,7 @@ pub struct Guard {
     bans: Vec<IntCounter>,
     shared: BanList,
     firewall: Option<nft::Handle>,
+    audit: Option<crate::admin::audit::Audit>,
 }
 
 impl Guard {
@@ -120,6 +121,7 @@ impl Guard {
             metrics,
             shared: BanList::default(),
             firewall: None,
+            audit: None,
         }
     }
 
@@ -131,6 +133,11 @@ impl Guard {
     /// Where bans go besides the process: the nftables table.
     pub fn set_firewall(&mut self, f: nft::Handle) {
         self.firewall = Some(f);
+    }
+
+    /// Where bans and failed logins are recorded.
+    pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
+        self.audit = Some(a);
     }
 
     /// Counts a verdict and carries out a ban; true when the message may
@@ -160,6 +167,14 @@ impl Guard {
                 self.bans[reason as usize].inc();
                 warn!(source = %ip, reason = reason.label(), seconds = duration.as_secs(), "IDS: source banned");
                 self.shared.set(ip, Some(now + duration));
+                if let Some(a) = &self.audit {
+                    a.record(
+                        "ids",
+                        "ban",
+                        &ip.to_string(),
+                        &format!("{} for {} s", reason.label(), duration.as_secs()),
+                    );
+                }
                 if let Some(f) = &self.firewall {
                     f.ban(ip, duration);
                 }
@@ -196,6 +211,9 @@ impl Guard {
 
     /// A failed agent login from `ip`.
     pub fn auth_failure(&mut self, ip: IpAddr, now: Instant) {
+        if let Some(a) = &self.audit {
+            a.record("agents", "agent login", &ip.to_string(), "failed");
+        }
         let v = self.ids.auth_failure(ip, now);
         self.act(ip, v, now);
     }

@@ -226,6 +226,7 @@ impl Gateway {
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
+            .env("TOLLGATE_ADMIN_SOCKET", self.admin_socket())
             .output()
             .expect("tollgate firewall runs");
         (
@@ -233,6 +234,11 @@ impl Gateway {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// This gateway's admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("data").join("admin.sock")
     }
 
     /// Whether the process is still running.

@@ -1,0 +1,191 @@
+//! Operators and their roles against a running gateway: the command run
+//! as users in each role's group (setpriv, numeric uids and gids, so the
+//! host's user database is untouched; needs root, skipped otherwise).
+//! A viewer sees masked numbers and cannot export, an auditor sees and
+//! exports them, an admin manages bans but sees no numbers, and someone
+//! with no role gets nothing. Every request, refusals included, is in
+//! the audit trail, which verifies; an entry edited on disk is named.
+
+mod common;
+
+use std::process::Command;
+
+use common::gateway::{config, sipp, Gateway, PCAP};
+use common::pcap::is_root;
+
+const VIEWER: u32 = 64_101;
+const AUDITOR: u32 = 64_102;
+const ADMIN: u32 = 64_103;
+
+/// `tollgate ARGS` as uid `uid` with `groups`: (success, stdout, stderr).
+fn as_user(gw: &Gateway, uid: u32, groups: &[u32], args: &[&str]) -> (bool, String, String) {
+    let groups = if groups.is_empty() {
+        "-".to_string()
+    } else {
+        groups
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            &if groups == "-" {
+                "--clear-groups".to_string()
+            } else {
+                format!("--groups={groups}")
+            },
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+        ])
+        .args(args)
+        .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
+        .current_dir("/")
+        .output()
+        .expect("setpriv runs (util-linux; scripts/deps installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn toml(base: u16) -> String {
+    config(base, 39500, 500, "").replacen(
+        "[admin]\n",
+        &format!("[admin]\nviewer_group = \"{VIEWER}\"\nauditor_group = \"{AUDITOR}\"\nadmin_group = \"{ADMIN}\"\n"),
+        1,
+    )
+}
+
+#[test]
+fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
+    if !is_root() {
+        eprintln!("skipped: running the command as other users needs root (CI runs as root)");
+        return;
+    }
+    let mut gw = Gateway::start_toml("operators", 17500, 17501, &toml(17500));
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "echo",
+        17510,
+        &["-key", "pcap", PCAP, "-m", "1"],
+    );
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_records_written_total", 10, 2.0);
+
+    // A viewer: masked numbers; no export, no firewall.
+    let (ok, out, err) = as_user(&gw, 5001, &[VIEWER], &["cdr", "list", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("+44770090****") && !out.contains("7700900123"),
+        "{out}"
+    );
+    let (ok, table, _) = as_user(&gw, 5001, &[VIEWER], &["cdr", "list"]);
+    assert!(
+        ok && table.contains("answered") && table.contains("+44770090****"),
+        "{table}"
+    );
+    let (ok, out, err) = as_user(&gw, 5001, &[VIEWER], &["cdr", "export", "--format", "csv"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("permission denied")
+            && err.contains("auditor role")
+            && err.contains(&AUDITOR.to_string()),
+        "{err}"
+    );
+    let (ok, _, err) = as_user(&gw, 5001, &[VIEWER], &["firewall", "bans"]);
+    assert!(!ok && err.contains("admin role"), "{err}");
+
+    // An auditor: full numbers, and the export.
+    let (ok, out, err) = as_user(&gw, 5002, &[AUDITOR], &["cdr", "export", "--format", "csv"]);
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("id,call_id,direction")),
+        "{out}"
+    );
+    let row = lines.next().expect("a row");
+    assert!(
+        row.contains(",+447700900123,echo,") && row.contains(",answered,200,caller,"),
+        "{row}"
+    );
+    let id = row.split(',').next().expect("id");
+    let (ok, shown, _) = as_user(&gw, 5002, &[AUDITOR], &["cdr", "show", id]);
+    assert!(
+        ok && shown.contains("\"caller\": \"+447700900123\""),
+        "{shown}"
+    );
+    let (ok, jsonl, _) = as_user(
+        &gw,
+        5002,
+        &[AUDITOR],
+        &["cdr", "export", "--format", "jsonl", "--from", "2020-01-01"],
+    );
+    assert!(
+        ok && jsonl.lines().count() == 1 && jsonl.contains("\"media\""),
+        "{jsonl}"
+    );
+
+    // An admin: bans, but numbers stay masked and exports refused.
+    let (ok, out, err) = as_user(&gw, 5003, &[ADMIN], &["firewall", "bans"]);
+    assert!(ok && out.contains("no bans"), "{out}{err}");
+    let (ok, out, _) = as_user(&gw, 5003, &[ADMIN], &["cdr", "show", id]);
+    assert!(ok && out.contains("+44770090****"), "{out}");
+    let (ok, _, _) = as_user(&gw, 5003, &[ADMIN], &["cdr", "export", "--format", "csv"]);
+    assert!(!ok);
+
+    // No role at all: nothing.
+    let (ok, _, err) = as_user(&gw, 5004, &[], &["cdr", "list"]);
+    assert!(!ok && err.contains("has no role"), "{err}");
+
+    // The audit trail: every request, with the refusals, and it verifies.
+    let (ok, out, err) = as_user(&gw, 5002, &[AUDITOR], &["audit", "list", "--json"]);
+    assert!(ok, "{err}");
+    let denied = |uid: u32, action: &str| {
+        out.lines().any(|l| {
+            l.contains(&format!("(uid {uid})"))
+                && l.contains(&format!("\"action\":\"{action}\""))
+                && l.contains("\"outcome\":\"denied\"")
+        })
+    };
+    assert!(denied(5001, "cdr export"), "{out}");
+    assert!(denied(5001, "firewall bans"), "{out}");
+    assert!(denied(5003, "cdr export"), "{out}");
+    assert!(denied(5004, "cdr list"), "{out}");
+    assert!(
+        out.contains("\"action\":\"cdr export\"") && out.contains("\"outcome\":\"ok: 1 records\""),
+        "{out}"
+    );
+    assert!(!out.contains("7700900123"), "no number in the audit trail");
+    let (ok, out, err) = as_user(&gw, 5002, &[AUDITOR], &["audit", "verify"]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    let (ok, _, err) = as_user(&gw, 5001, &[VIEWER], &["audit", "verify"]);
+    assert!(!ok && err.contains("auditor role"), "{err}");
+
+    // An entry edited on disk is named, after a restart too.
+    gw.stop();
+    let log = gw.dir.join("data").join("audit.log");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    let edited = text.replacen("\"outcome\":\"denied\"", "\"outcome\":\"ok\"", 1);
+    assert_ne!(edited, text);
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"outcome\":\"denied\""))
+        .expect("a denied entry")
+        + 1;
+    std::fs::write(&log, edited).expect("edit");
+    let again = Gateway::start_toml("operators", 17500, 17501, &toml(17500));
+    let (ok, out, err) = as_user(&again, 5002, &[AUDITOR], &["audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("broken at line {line}")) && err.contains("changed"),
+        "{err}"
+    );
+    drop(again);
+}
