@@ -895,7 +895,13 @@ fn cdr_command(c: CdrCommand) -> ExitCode {
                             "outcome"
                         );
                     }
+                    let mut clean = true;
                     for l in lines {
+                        if let Some(d) = damaged(&l) {
+                            eprintln!("{d}");
+                            clean = false;
+                            continue;
+                        }
                         if json {
                             println!("{l}");
                             continue;
@@ -917,7 +923,7 @@ fn cdr_command(c: CdrCommand) -> ExitCode {
                             r.sip_status
                         );
                     }
-                    true
+                    clean
                 },
             )
         }
@@ -957,16 +963,34 @@ fn cdr_command(c: CdrCommand) -> ExitCode {
                 |_, lines| {
                     use std::io::Write;
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let mut clean = true;
                     for l in lines {
+                        if let Some(d) = damaged(&l) {
+                            eprintln!("{d}");
+                            clean = false;
+                            continue;
+                        }
                         if writeln!(out, "{l}").is_err() {
                             return false;
                         }
                     }
-                    out.flush().is_ok()
+                    out.flush().is_ok() && clean
                 },
             )
         }
     }
+}
+
+/// A data line that reports a damaged record: the message to print.
+fn damaged(line: &str) -> Option<String> {
+    if !line.starts_with("{\"damaged\"") {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("damaged")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn audit_command(c: AuditCommand) -> ExitCode {

@@ -102,4 +102,86 @@ fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
         assert_eq!(r.sip_status, 404);
         assert!(r.media.is_empty());
     }
+    drop(store);
+
+    // Tamper: one byte flipped inside a sealed record in sled's files.
+    // sled's checksums or the record's seal catch it: the gateway either
+    // refuses to start, saying the record database is damaged, or starts
+    // and names the damaged record when listing. It never panics.
+    let mut flipped = false;
+    for f in walk(&gw.dir.join("data").join("cdr").join("db")) {
+        let mut bytes = std::fs::read(&f).expect("read");
+        if let Some(at) = bytes.windows(5).position(|w| w == b"\x01TGS1") {
+            bytes[at + 5 + 12 + 3] ^= 0x40;
+            std::fs::write(&f, bytes).expect("write");
+            flipped = true;
+            break;
+        }
+    }
+    assert!(flipped, "a sealed record in the database files");
+    let started = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("run")
+        .arg("--config")
+        .arg(gw.dir.join("tollgate.toml"))
+        .arg("--data-dir")
+        .arg(gw.dir.join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tollgate run");
+    let socket = gw.admin_socket();
+    let mut child = started;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refused = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if socket.exists() {
+            break None;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "neither refused nor started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    match refused {
+        Some(status) => {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            assert!(!status.success());
+            assert!(err.contains("call records: record database"), "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        None => {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .args(["cdr", "list"])
+                .env("TOLLGATE_ADMIN_SOCKET", &socket)
+                .output()
+                .expect("tollgate cdr list");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("is damaged or was altered"),
+                "{stderr}"
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -514,6 +514,10 @@ async fn stream_records(
             Err(e) => {
                 damaged += 1;
                 tracing::warn!("listing call records: {e}");
+                let line = serde_json::json!({ "damaged": e }).to_string();
+                if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    return format!("cut short after {n} records");
+                }
             }
         }
     }

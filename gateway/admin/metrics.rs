@@ -76,8 +76,11 @@ pub struct Metrics {
     /// Packets the kernel dropped, by rule (the rule's comment in
     /// rulesets/tollgate.nft), read from the table's counters.
     pub firewall_dropped_packets: IntCounterVec,
-    /// Call records made durable.
+    /// Call records made durable (an answered call's is written twice:
+    /// open at answer, then finished).
     pub cdr_records_written: IntCounter,
+    /// Finished call records made durable: one per call.
+    pub cdr_records_finished: IntCounter,
     /// From a record handed to the writer to its group's fsync.
     pub cdr_write_seconds: Histogram,
     /// Record groups that failed to write (they are retried).
@@ -129,6 +132,10 @@ impl Metrics {
             cdr_records_written: counter(
                 "cdr_records_written_total",
                 "Call records written and flushed to disk.",
+            )?,
+            cdr_records_finished: counter(
+                "cdr_records_finished_total",
+                "Finished call records written and flushed to disk (one per call).",
             )?,
             cdr_write_seconds: histogram(
                 "cdr_write_seconds",

@@ -130,6 +130,11 @@ fn run(store: &Store, metrics: &Metrics, rx: &Receiver<Job>) {
             }
         }
         metrics.cdr_records_written.inc_by(group.len() as u64);
+        let finished = group
+            .iter()
+            .filter(|(_, r)| r.outcome != super::record::Outcome::Open)
+            .count();
+        metrics.cdr_records_finished.inc_by(finished as u64);
         for (id, queued, ack) in acks.drain(..) {
             metrics
                 .cdr_write_seconds

@@ -14,6 +14,8 @@ pub struct Gateway {
     pub sip: SocketAddr,
     pub admin: SocketAddr,
     pub dir: PathBuf,
+    /// Leave the directory when dropped (a later gateway reuses it).
+    pub keep_dir: bool,
 }
 
 /// Ports for one test's gateway: SIP on `base`, admin on `base + 1`,
@@ -130,6 +132,7 @@ impl Gateway {
             sip: SocketAddr::from(([127, 0, 0, 1], sip)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             dir,
+            keep_dir: false,
         };
         // Wait for /healthz (bounded: 20 s).
         let until = Instant::now() + Duration::from_secs(20);
@@ -263,7 +266,9 @@ impl Drop for Gateway {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
