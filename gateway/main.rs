@@ -57,7 +57,7 @@ struct StateArgs {
     /// The master key that seals secrets at rest [default: the systemd
     /// credential `master-key`, else $TOLLGATE_MASTER_KEY, else a
     /// development key beside the data directory, made on first use].
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", global = true, alias = "master-key-file")]
     master_key: Option<PathBuf>,
 }
 
@@ -72,7 +72,7 @@ impl StateArgs {
         if dev && !path.exists() {
             tracing::warn!(
                 path = %path.display(),
-                "no master key given: making a development key (use a systemd credential or --master-key in production)"
+                "no master key given: made a DEVELOPMENT key beside the data directory, for trying Tollgate out only; in production give the systemd credential master-key or --master-key-file"
             );
         }
         tollgate::keys::Sealer::load(&path, dev).map_err(|e| e.to_string())
@@ -731,6 +731,7 @@ async fn serve(
         metrics.clone(),
         agent_tx,
         core.ban_list(),
+        Some(audit.clone()),
     )
     .map_err(|e| format!("agents: {e}"))?;
     info!(

@@ -147,4 +147,31 @@ async fn two_factors_revocation_and_lockout() {
         "a TOTP code in the log"
     );
     assert!(!log.contains("panicked"), "{log}");
+
+    // The audit trail has the enrolments, the failed logins and the
+    // revocation, and no code.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "list", "--json"])
+        .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
+        .output()
+        .expect("tollgate audit list");
+    let trail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has = |action: &str, target: &str| {
+        trail.lines().any(|l| {
+            l.contains(&format!("\"action\":\"{action}\""))
+                && l.contains(&format!("\"target\":\"{target}\""))
+        })
+    };
+    assert!(has("agent enrolled", "bob"), "{trail}");
+    assert!(has("agent revoked", "alice"), "{trail}");
+    assert!(has("agent login", "127.0.0.4"), "{trail}");
+    assert!(
+        !trail.contains(&code_at(&alice_otp, now)),
+        "a TOTP code in the audit trail"
+    );
 }

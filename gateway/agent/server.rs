@@ -113,6 +113,8 @@ struct Shared {
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
     /// Sources the IDS banned.
     bans: crate::guard::BanList,
+    /// Where enrolments and revocations seen in the registry are recorded.
+    audit: Option<crate::admin::audit::Audit>,
 }
 
 /// The TLS verifier: the CA's signature (webpki), then the registry.
@@ -228,6 +230,7 @@ impl AgentServer {
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
         bans: crate::guard::BanList,
+        audit: Option<crate::admin::audit::Audit>,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
         let ca = Ca::open_or_create(store.dir(), &sealer).map_err(|e| e.to_string())?;
@@ -247,6 +250,7 @@ impl AgentServer {
             steps: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             bans,
+            audit,
         });
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -392,6 +396,22 @@ impl Shared {
             Err(_) => Vec::new(),
         };
         if let Ok(mut a) = self.agents.write() {
+            if let Some(audit) = &self.audit {
+                // What changed in the registry (the command wrote it).
+                let active = |m: &HashMap<String, Agent>| -> std::collections::BTreeSet<String> {
+                    m.values()
+                        .filter(|x| x.active())
+                        .map(|x| x.name.clone())
+                        .collect()
+                };
+                let (before, after) = (active(&a), active(&agents));
+                for name in after.difference(&before) {
+                    audit.record("registry", "agent enrolled", name, "ok");
+                }
+                for name in before.difference(&after) {
+                    audit.record("registry", "agent revoked", name, "ok");
+                }
+            }
             *a = agents;
         }
         for c in revoked {
