@@ -185,3 +185,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = walk(dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_wrong_master_key_stops_the_gateway_and_touches_nothing() {
+    let mut gw = Gateway::start("cdr-wrong-key", 17420, 39200);
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "echo",
+        17430,
+        &["-key", "pcap", PCAP, "-m", "1"],
+    );
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_records_finished_total", 10, 1.0);
+    gw.stop();
+    let data = gw.dir.join("data");
+    let before = snapshot(&data);
+    let wrong = gw.dir.join("wrong.key");
+    std::fs::write(&wrong, [0x5a; 32]).expect("key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("run")
+        .arg("--config")
+        .arg(gw.dir.join("tollgate.toml"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(&wrong)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("tollgate run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not open this data directory's record keys"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        before == snapshot(&data),
+        "files in the data directory changed"
+    );
+}
