@@ -849,14 +849,18 @@ fn parse_time(s: &str) -> Result<u64, String> {
     ))
 }
 
-fn span(s: &Span) -> Result<(u64, u64), String> {
-    let from = s.from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
-    let to =
-        s.to.as_deref()
-            .map(parse_time)
-            .transpose()?
-            .unwrap_or(u64::MAX);
-    Ok((from, to))
+/// --from and --to as Unix ms (all time when absent); says what is wrong
+/// and gives None on a bad time.
+fn span(s: &Span) -> Option<(u64, u64)> {
+    let parse = |t: &Option<String>, default: u64| match t.as_deref().map(parse_time) {
+        None => Some(default),
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            None
+        }
+    };
+    Some((parse(&s.from, 0)?, parse(&s.to, u64::MAX)?))
 }
 
 fn cdr_command(c: CdrCommand) -> ExitCode {
@@ -868,12 +872,8 @@ fn cdr_command(c: CdrCommand) -> ExitCode {
             json,
             state,
         } => {
-            let (from_ms, to_ms) = match span(&sp) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
             };
             operator(
                 &state,
@@ -942,12 +942,8 @@ fn cdr_command(c: CdrCommand) -> ExitCode {
             span: sp,
             state,
         } => {
-            let (from_ms, to_ms) = match span(&sp) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
             };
             let format = if format == "csv" {
                 Format::Csv
@@ -1001,12 +997,8 @@ fn audit_command(c: AuditCommand) -> ExitCode {
             json,
             state,
         } => {
-            let (from_ms, to_ms) = match span(&sp) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
             };
             operator(
                 &state,

@@ -150,17 +150,9 @@ async fn two_factors_revocation_and_lockout() {
 
     // The audit trail has the enrolments, the failed logins and the
     // revocation, and no code.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["audit", "list", "--json"])
-        .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
-        .output()
-        .expect("tollgate audit list");
-    let trail = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, trail, err) =
+        common::gateway::operator_cli(&gw.dir.join("data"), "audit", &["list", "--json"]);
+    assert!(ok, "{err}");
     let has = |action: &str, target: &str| {
         trail.lines().any(|l| {
             l.contains(&format!("\"action\":\"{action}\""))

@@ -61,17 +61,9 @@ fn records_acknowledged_before_a_sigkill_survive_it() {
         dir = Some(gw.dir.clone());
         // The audit chain verifies after the restart (a line cut by the
         // last kill is dropped on reopening).
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["audit", "verify"])
-            .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
-            .output()
-            .expect("tollgate audit verify");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && said.contains("intact"),
-            "round {round}: {said}"
-        );
+        let (ok, out, err) =
+            common::gateway::operator_cli(&gw.dir.join("data"), "audit", &["verify"]);
+        assert!(ok && out.contains("intact"), "round {round}: {out}{err}");
 
         let mut load = Command::new("sipp")
             .arg(gw.sip.to_string())

@@ -117,22 +117,7 @@ impl NsGateway {
     }
 
     fn firewall(&self, args: &[&str]) -> (bool, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("firewall")
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .env(
-                "TOLLGATE_ADMIN_SOCKET",
-                self.dir.join("data").join("admin.sock"),
-            )
-            .output()
-            .expect("tollgate firewall runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        common::gateway::operator_cli(&self.dir.join("data"), "firewall", args)
     }
 
     /// The gateway's bans: (source, reason, until in Unix ms).

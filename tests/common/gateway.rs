@@ -224,19 +224,7 @@ impl Gateway {
     /// Runs `tollgate firewall ARGS --data-dir <this gateway's>`:
     /// (success, stdout, stderr).
     pub fn firewall(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("firewall")
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .env("TOLLGATE_ADMIN_SOCKET", self.admin_socket())
-            .output()
-            .expect("tollgate firewall runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        operator_cli(&self.dir.join("data"), "firewall", args)
     }
 
     /// This gateway's admin socket.
@@ -270,6 +258,28 @@ impl Drop for Gateway {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs `tollgate COMMAND ARGS` against the gateway whose data directory
+/// is `data` (its admin socket there): (success, stdout, stderr).
+pub fn operator_cli(
+    data: &std::path::Path,
+    command: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg(command)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("TOLLGATE_ADMIN_SOCKET", data.join("admin.sock"))
+        .output()
+        .expect("tollgate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The result of a sipp run.
