@@ -782,9 +782,7 @@ fn spawn_retention(store: std::sync::Arc<tollgate::cdr::store::Store>, days: u32
         loop {
             tick.tick().await;
             let store = store.clone();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = tollgate::now_ms();
             match tokio::task::spawn_blocking(move || store.expire(days, now)).await {
                 Ok(Ok(e)) if e.days > 0 => {
                     info!(

@@ -292,9 +292,7 @@ fn run(mut tail: Tail, key: &[u8; 32], rx: &Receiver<Job>, metrics: &Metrics, pa
                 Job::Append(actor, action, target, outcome) => {
                     let mut e = Entry {
                         seq: tail.seq + 1,
-                        time_ms: std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
+                        time_ms: crate::now_ms(),
                         actor,
                         action,
                         target,

@@ -6,7 +6,7 @@
 //! waits for disk.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -19,12 +19,7 @@ use crate::cdr::writer::Writer;
 /// How long a finished record waits for its media task's report.
 const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(1);
 
-/// Unix milliseconds now.
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(super) use crate::now_ms as unix_ms;
 
 /// A call's record while the call lasts.
 pub(super) struct CallRecord {
@@ -134,15 +129,9 @@ impl Records {
 
     /// Records whose report did not come in time are written without it.
     pub(super) fn due(&mut self, now: Instant) {
-        let late: Vec<RecordId> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some((r, _)) = self.pending.remove(&id) {
-                self.write(id, r);
+        for (id, (r, _)) in self.pending.extract_if(|_, (_, at)| *at <= now) {
+            if let Some(w) = &self.writer {
+                w.put(id, r, None);
             }
         }
     }
@@ -153,10 +142,9 @@ impl Records {
 
     /// Writes every pending record now (the gateway is stopping).
     pub(super) fn flush_pending(&mut self) {
-        let all: Vec<RecordId> = self.pending.keys().copied().collect();
-        for id in all {
-            if let Some((r, _)) = self.pending.remove(&id) {
-                self.write(id, r);
+        if let Some(w) = &self.writer {
+            for (id, (r, _)) in self.pending.drain() {
+                w.put(id, r, None);
             }
         }
     }

@@ -62,11 +62,6 @@ pub struct BanInfo {
     pub until_unix_ms: u64,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The class a SIP method is limited under.
 fn class(m: &Message<'_>) -> Class {
     match m.method() {
@@ -85,6 +80,8 @@ pub struct Guard {
     pass: IntCounter,
     drops: Vec<IntCounter>,
     bans: Vec<IntCounter>,
+    /// Per trunk (by index), its over-limit counter if it is trusted.
+    carrier_over: Vec<Option<IntCounter>>,
     shared: BanList,
     firewall: Option<nft::Handle>,
     audit: Option<crate::admin::audit::Audit>,
@@ -98,10 +95,16 @@ impl Guard {
             now,
         );
         // Each trusted trunk's series exists from the start, at 0, so the
-        // first drop is an increase an alert sees.
-        for t in config.trunks.iter().filter(|t| t.trusted) {
-            metrics.ids_carrier_over_limit.with_label_values(&[&t.name]);
-        }
+        // first drop is an increase an alert sees; resolved once, so a
+        // carrier's flood of drops costs an atomic add each.
+        let carrier_over = config
+            .trunks
+            .iter()
+            .map(|t| {
+                t.trusted
+                    .then(|| metrics.ids_carrier_over_limit.with_label_values(&[&t.name]))
+            })
+            .collect();
         let counters = |verdict: &str| {
             Reason::ALL
                 .iter()
@@ -116,6 +119,7 @@ impl Guard {
             pass: metrics.ids_verdicts.with_label_values(&["pass", "none"]),
             drops: counters("drop"),
             bans: counters("ban"),
+            carrier_over,
             ids,
             config,
             metrics,
@@ -151,15 +155,15 @@ impl Guard {
             Verdict::Drop(r) => {
                 self.drops[r as usize].inc();
                 if r == Reason::CarrierLimit {
-                    let trunk = self
+                    // Only a trusted trunk's peers get this verdict.
+                    if let Some(c) = self
                         .config
                         .trunk_for(ip)
-                        .and_then(|i| self.config.trunks.get(i))
-                        .map_or("unknown", |t| t.name.as_str());
-                    self.metrics
-                        .ids_carrier_over_limit
-                        .with_label_values(&[trunk])
-                        .inc();
+                        .and_then(|i| self.carrier_over.get(i))
+                        .and_then(Option::as_ref)
+                    {
+                        c.inc();
+                    }
                 }
                 false
             }
@@ -251,7 +255,7 @@ impl Guard {
                     source,
                     reason: reason.label().to_string(),
                     remaining_s: left.as_secs(),
-                    until_unix_ms: unix_ms(wall + left),
+                    until_unix_ms: crate::unix_ms(wall + left),
                 }
             })
             .collect();
