@@ -1,0 +1,309 @@
+//! The operator commands of `tollgate`: call records, the audit trail and
+//! firewall bans, asked of the running daemon over its admin socket and
+//! printed for a person (or as JSON lines for scripts).
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use tollgate::admin::control::{Request, Response};
+
+use super::StateArgs;
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct Span {
+    /// From this time: 2026-11-28, 2026-11-28T09:00:00Z or Unix ms.
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to (not including) this time.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CdrCommand {
+    /// List records, oldest first.
+    List {
+        #[command(flatten)]
+        span: Span,
+        /// Only this agent's calls.
+        #[arg(long)]
+        agent: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// One record, whole.
+    Show {
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Stream records for billing (auditor role).
+    Export {
+        #[arg(long, value_parser = ["csv", "jsonl"])]
+        format: String,
+        #[command(flatten)]
+        span: Span,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// List entries (auditor role).
+    List {
+        #[command(flatten)]
+        span: Span,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Check the whole chain; names the first entry changed, removed or
+    /// reordered.
+    Verify {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// Sends `req` to the running gateway; `done` handles a successful answer
+/// and the data lines after it, and says whether the command succeeded.
+pub(crate) fn operator(
+    state: &StateArgs,
+    req: &Request,
+    done: impl FnOnce(Response, &mut dyn Iterator<Item = String>) -> bool,
+) -> ExitCode {
+    let socket = tollgate::admin::control::client_path(&state.data_dir());
+    match tollgate::admin::control::request(&socket, req) {
+        Ok((r, mut lines)) if r.ok => {
+            if done(r, &mut lines) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok((r, _)) => {
+            eprintln!("{}", r.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A time for --from/--to as Unix ms: a date (midnight UTC), an RFC 3339
+/// time, or Unix ms.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return u64::try_from(t.as_millisecond()).map_err(|e| e.to_string());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return u64::try_from(z.timestamp().as_millisecond()).map_err(|e| e.to_string());
+        }
+    }
+    Err(format!(
+        "{s:?} is not a time (2026-11-28, 2026-11-28T09:00:00Z or Unix ms)"
+    ))
+}
+
+/// --from and --to as Unix ms (all time when absent); says what is wrong
+/// and gives None on a bad time.
+fn span(s: &Span) -> Option<(u64, u64)> {
+    let parse = |t: &Option<String>, default: u64| match t.as_deref().map(parse_time) {
+        None => Some(default),
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            None
+        }
+    };
+    Some((parse(&s.from, 0)?, parse(&s.to, u64::MAX)?))
+}
+
+pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
+    use tollgate::admin::control::{Format, Listed};
+    match c {
+        CdrCommand::List {
+            span: sp,
+            agent,
+            json,
+            state,
+        } => {
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
+            };
+            operator(
+                &state,
+                &Request::CdrList {
+                    from_ms,
+                    to_ms,
+                    agent,
+                },
+                |_, lines| {
+                    if !json {
+                        println!(
+                            "{:<24} {:<19} {:<8} {:<16} {:<16} {:<10} {:>7} {:<11} status",
+                            "id",
+                            "start (UTC)",
+                            "dir",
+                            "caller",
+                            "callee",
+                            "agent",
+                            "secs",
+                            "outcome"
+                        );
+                    }
+                    let mut clean = true;
+                    for l in lines {
+                        if let Some(d) = damaged(&l) {
+                            eprintln!("{d}");
+                            clean = false;
+                            continue;
+                        }
+                        if json {
+                            println!("{l}");
+                            continue;
+                        }
+                        let Ok(x) = serde_json::from_str::<Listed>(&l) else {
+                            continue;
+                        };
+                        let r = x.record;
+                        println!(
+                            "{:<24} {:<19} {:<8} {:<16} {:<16} {:<10} {:>7} {:<11} {}",
+                            x.id,
+                            utc(r.start_ms),
+                            format!("{:?}", r.direction).to_lowercase(),
+                            r.caller,
+                            r.callee,
+                            r.agent.as_deref().unwrap_or("-"),
+                            r.duration_ms / 1000,
+                            r.outcome.label(),
+                            r.sip_status
+                        );
+                    }
+                    clean
+                },
+            )
+        }
+        CdrCommand::Show { id, state } => operator(&state, &Request::CdrShow { id }, |_, lines| {
+            for l in lines {
+                match serde_json::from_str::<serde_json::Value>(&l) {
+                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(l)),
+                    Err(_) => println!("{l}"),
+                }
+            }
+            true
+        }),
+        CdrCommand::Export {
+            format,
+            span: sp,
+            state,
+        } => {
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
+            };
+            let format = if format == "csv" {
+                Format::Csv
+            } else {
+                Format::Jsonl
+            };
+            operator(
+                &state,
+                &Request::CdrExport {
+                    from_ms,
+                    to_ms,
+                    format,
+                },
+                |_, lines| {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let mut clean = true;
+                    for l in lines {
+                        if let Some(d) = damaged(&l) {
+                            eprintln!("{d}");
+                            clean = false;
+                            continue;
+                        }
+                        if writeln!(out, "{l}").is_err() {
+                            return false;
+                        }
+                    }
+                    out.flush().is_ok() && clean
+                },
+            )
+        }
+    }
+}
+
+/// A data line that reports a damaged record: the message to print.
+fn damaged(line: &str) -> Option<String> {
+    if !line.starts_with("{\"damaged\"") {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("damaged")?
+        .as_str()
+        .map(str::to_string)
+}
+
+pub(crate) fn audit_command(c: AuditCommand) -> ExitCode {
+    match c {
+        AuditCommand::List {
+            span: sp,
+            json,
+            state,
+        } => {
+            let Some((from_ms, to_ms)) = span(&sp) else {
+                return ExitCode::FAILURE;
+            };
+            operator(
+                &state,
+                &Request::AuditList { from_ms, to_ms },
+                |_, lines| {
+                    for l in lines {
+                        if json {
+                            println!("{l}");
+                            continue;
+                        }
+                        let Ok(e) = serde_json::from_str::<tollgate::admin::audit::Entry>(&l)
+                        else {
+                            continue;
+                        };
+                        println!(
+                            "{:>6} {} {:<28} {:<20} {:<24} {}",
+                            e.seq,
+                            utc(e.time_ms),
+                            e.actor,
+                            e.action,
+                            e.target,
+                            e.outcome
+                        );
+                    }
+                    true
+                },
+            )
+        }
+        AuditCommand::Verify { state } => operator(&state, &Request::AuditVerify, |r, _| {
+            println!("audit trail {}", r.verified.unwrap_or_default());
+            true
+        }),
+    }
+}
+
+/// "2026-11-28 12:00:00" for Unix milliseconds.
+pub(crate) fn utc(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
