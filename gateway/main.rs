@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 #[path = "cli/operator.rs"]
 mod operator;
-use operator::{audit_command, cdr_command, operator, utc, AuditCommand, CdrCommand};
+use operator::{
+    audit_command, cdr_command, keys_command, operator, utc, AuditCommand, CdrCommand, KeysCommand,
+};
 use tollgate::admin::control::Request;
 use tollgate::config::Config;
 use tracing::{error, info, warn};
@@ -41,6 +43,9 @@ enum Command {
     /// The audit trail: who did what, tamper-evident.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The master key that seals secrets at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Start a gateway on loopback with a built-in carrier and agents,
     /// place calls each way, and print what happened.
     Demo {
@@ -71,9 +76,13 @@ impl StateArgs {
         tollgate::config::data_dir(self.data_dir.clone())
     }
 
+    /// The master key's file, and whether it is the development key.
+    fn key_path(&self) -> (PathBuf, bool) {
+        tollgate::keys::master_key_path(self.master_key.as_deref(), &self.data_dir())
+    }
+
     fn sealer(&self) -> Result<tollgate::keys::Sealer, String> {
-        let dir = self.data_dir();
-        let (path, dev) = tollgate::keys::master_key_path(self.master_key.as_deref(), &dir);
+        let (path, dev) = self.key_path();
         if dev && !path.exists() {
             tracing::warn!(
                 path = %path.display(),
@@ -337,6 +346,7 @@ fn main() -> ExitCode {
         }
         Command::Cdr(c) => cdr_command(c),
         Command::Audit(c) => audit_command(c),
+        Command::Keys(c) => keys_command(c),
         Command::Agent(args) => match agent_command(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -501,6 +511,18 @@ fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // A master-key rotation a crash interrupted is finished (or undone)
+    // before the key is read: the development key file may be part of it.
+    let (key_path, dev) = args.state.key_path();
+    let dev_key = dev.then_some(key_path);
+    match tollgate::keys::rotate::recover(&data_dir, dev_key.as_deref()) {
+        Ok(tollgate::keys::rotate::Recovered::Nothing) => {}
+        Ok(r) => warn!("an interrupted master-key rotation was completed: {r:?}"),
+        Err(e) => {
+            error!("master-key rotation: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let sealer = match args.state.sealer() {
         Ok(s) => s,
         Err(e) => {
@@ -560,7 +582,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config, data_dir, sealer, store)) {
+    match rt.block_on(serve(config, data_dir, sealer, dev_key, store)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -577,6 +599,7 @@ async fn serve(
     config: Config,
     data_dir: PathBuf,
     sealer: tollgate::keys::Sealer,
+    dev_key: Option<PathBuf>,
     store: std::sync::Arc<tollgate::cdr::store::Store>,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering;
@@ -658,6 +681,7 @@ async fn serve(
         .map_err(|e| format!("call record writer: {e}"))?;
     core.set_records(writer.clone());
     let audit_key = tollgate::admin::audit::key(&data_dir, &sealer).map_err(|e| e.to_string())?;
+    let master = Arc::new(tollgate::keys::Master::new(sealer));
     let audit = tollgate::admin::audit::Audit::open(&data_dir, audit_key.clone(), metrics.clone())
         .map_err(|e| e.to_string())?;
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
@@ -671,7 +695,7 @@ async fn serve(
     let agents = tollgate::agent::server::AgentServer::bind(
         &config.agents,
         data_dir.clone(),
-        sealer,
+        master.clone(),
         metrics.clone(),
         agent_tx,
         core.ban_list(),
@@ -697,12 +721,15 @@ async fn serve(
             ),
             audit: audit.clone(),
             audit_key,
+            data_dir: data_dir.clone(),
+            master,
+            dev_key,
         },
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     let core = tokio::spawn(core.run(inbound_rx, agent_rx, guard_rx, stop_rx));
     admin.ready.store(true, Ordering::Release);
-    info!(control = %control.display(), "ready");
+    info!(admin_socket = %control.display(), "ready");
     wait_for_stop(&guard_tx).await;
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);

@@ -213,17 +213,7 @@ fn a_wrong_master_key_stops_the_gateway_and_touches_nothing() {
     let before = snapshot(&data);
     let wrong = gw.dir.join("wrong.key");
     std::fs::write(&wrong, [0x5a; 32]).expect("key");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("run")
-        .arg("--config")
-        .arg(gw.dir.join("tollgate.toml"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--master-key-file")
-        .arg(&wrong)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("tollgate run");
+    let out = common::gateway::run_with_key(&gw.dir, &wrong);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

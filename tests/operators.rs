@@ -140,6 +140,21 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     let (ok, _, _) = as_user(&gw, 5003, &[ADMIN], &["cdr", "export", "--format", "csv"]);
     assert!(!ok);
 
+    // Rotating the master key is the admin's; the key file is the
+    // operator's own (read here, made by root for the test).
+    let new_key = gw.dir.join("rotated.key");
+    std::fs::write(&new_key, "5a".repeat(32)).expect("key");
+    let key_arg = [
+        "keys",
+        "rotate-master",
+        "--new-key",
+        new_key.to_str().expect("utf8"),
+    ];
+    let (ok, _, err) = as_user(&gw, 5002, &[AUDITOR], &key_arg);
+    assert!(!ok && err.contains("admin role"), "{err}");
+    let (ok, out, err) = as_user(&gw, 5003, &[ADMIN], &key_arg);
+    assert!(ok && out.contains("master key rotated"), "{out}{err}");
+
     // No role at all: nothing.
     let (ok, _, err) = as_user(&gw, 5004, &[], &["cdr", "list"]);
     assert!(!ok && err.contains("has no role"), "{err}");
@@ -158,6 +173,14 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     assert!(denied(5001, "firewall bans"), "{out}");
     assert!(denied(5003, "cdr export"), "{out}");
     assert!(denied(5004, "cdr list"), "{out}");
+    assert!(denied(5002, "keys rotate-master"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("(uid 5003)")
+            && l.contains("\"action\":\"keys rotate-master\"")
+            && l.contains("\"outcome\":\"ok: key ")),
+        "{out}"
+    );
+    assert!(!out.contains(&"5a".repeat(32)), "no key in the audit trail");
     assert!(
         out.contains("\"action\":\"cdr export\"") && out.contains("\"outcome\":\"ok: 1 records\""),
         "{out}"

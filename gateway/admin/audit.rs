@@ -118,12 +118,18 @@ pub fn key(data_dir: &Path, master: &Sealer) -> Result<Zeroizing<[u8; 32]>, Audi
     Ok(key)
 }
 
-/// Re-seals the audit key under `new` (master-key rotation).
-pub fn rewrap_key(data_dir: &Path, old: &Sealer, new: &Sealer) -> Result<(), AuditError> {
+/// The audit key file's path and its content re-sealed under `new`, for a
+/// master-key rotation ([`crate::keys::rotate`] puts it in place). The
+/// key itself does not change, so the chain goes on unbroken.
+pub fn resealed_key(
+    data_dir: &Path,
+    old: &Sealer,
+    new: &Sealer,
+) -> Result<(PathBuf, Vec<u8>), AuditError> {
     let k = key(data_dir, old)?;
     let path = data_dir.join("audit.key");
     let sealed = new.seal(KEY_PURPOSE, &k[..]).map_err(|e| io(&path, e))?;
-    write_private(&path, &sealed, true).map_err(|e| io(&path, e))
+    Ok((path, sealed))
 }
 
 /// Checks the whole trail at `path` with `key`.
@@ -393,10 +399,14 @@ mod tests {
         a.sync();
         assert_eq!(verify(&path, &k).expect("verify"), Verdict::Intact(6));
         // The key is sealed: another master key cannot open it.
-        assert!(matches!(
-            key(&d, &Sealer::from_key(&[7; 32])),
-            Err(AuditError::Key)
-        ));
+        let other = Sealer::from_key(&[7; 32]);
+        assert!(matches!(key(&d, &other), Err(AuditError::Key)));
+        // Re-sealed under another master key, it is the same key.
+        let (p, sealed) = resealed_key(&d, &master, &other).expect("reseal");
+        assert_eq!(p, d.join("audit.key"));
+        write_private(&p, &sealed, true).expect("write");
+        assert_eq!(*key(&d, &other).expect("new master"), *k);
+        assert!(matches!(key(&d, &master), Err(AuditError::Key)));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -73,6 +73,35 @@ pub enum Request {
         to_ms: u64,
     },
     AuditVerify,
+    /// Re-seal everything under a new master key (`keys rotate-master`).
+    RotateMaster {
+        key: NewKey,
+    },
+}
+
+/// A new master key on its way to the daemon: 64 hex digits, wiped when
+/// dropped and never printed.
+#[derive(Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct NewKey(Zeroizing<String>);
+
+impl NewKey {
+    pub fn new(key: &[u8; crate::keys::KEY_LEN]) -> Self {
+        Self(Zeroizing::new(data_encoding::HEXLOWER.encode(key)))
+    }
+
+    fn key(&self) -> Option<Zeroizing<[u8; crate::keys::KEY_LEN]>> {
+        if self.0.len() != 2 * crate::keys::KEY_LEN {
+            return None;
+        }
+        crate::keys::parse_key(self.0.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewKey(..)")
+    }
 }
 
 impl Request {
@@ -81,7 +110,10 @@ impl Request {
     fn needs(&self) -> Option<Role> {
         match self {
             Request::Whoami => None,
-            Request::Bans | Request::Unban { .. } | Request::Reload => Some(Role::Admin),
+            Request::Bans
+            | Request::Unban { .. }
+            | Request::Reload
+            | Request::RotateMaster { .. } => Some(Role::Admin),
             Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
             Request::CdrExport { .. } | Request::AuditList { .. } | Request::AuditVerify => {
                 Some(Role::Auditor)
@@ -115,6 +147,13 @@ impl Request {
             } => ("cdr export", format!("{from_ms}..{to_ms} {format:?}")),
             Request::AuditList { from_ms, to_ms } => ("audit list", format!("{from_ms}..{to_ms}")),
             Request::AuditVerify => ("audit verify", String::new()),
+            Request::RotateMaster { key } => (
+                "keys rotate-master",
+                key.key().map_or_else(
+                    || "an unreadable key".to_string(),
+                    |k| format!("to key {}", crate::keys::key_id(&k)),
+                ),
+            ),
         }
     }
 }
@@ -137,6 +176,9 @@ pub struct Response {
     /// For audit verify: entries checked, or the first broken one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<String>,
+    /// For keys rotate-master: what was re-sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated: Option<crate::keys::rotate::Rotated>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,
@@ -194,6 +236,11 @@ pub struct Admin {
     pub roles: Roles,
     pub audit: Audit,
     pub audit_key: Zeroizing<[u8; 32]>,
+    /// For master-key rotation: the data directory, the running key, and
+    /// the development key file when that is the key in use.
+    pub data_dir: PathBuf,
+    pub master: Arc<crate::keys::Master>,
+    pub dev_key: Option<PathBuf>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -229,7 +276,8 @@ fn operator_of(stream: &tokio::net::UnixStream, roles: &Roles) -> Option<Operato
 async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
     let op = operator_of(&stream, &admin.roles);
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    // Wiped when dropped: a rotation's request carries a key.
+    let mut line = Zeroizing::new(String::new());
     let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE));
     match tokio::time::timeout(TIMEOUT, reader.read_line(&mut line)).await {
         Ok(Ok(_)) => {}
@@ -355,6 +403,34 @@ async fn run(
                 Err(e) => Response::error(e.to_string()),
             }
         }
+        Request::RotateMaster { key } => {
+            let (store, master) = (admin.store.clone(), admin.master.clone());
+            let (dir, dev) = (admin.data_dir.clone(), admin.dev_key.clone());
+            match key.key() {
+                None => Response::error("the new key must be 64 hex digits"),
+                Some(key) => {
+                    let rotated = tokio::task::spawn_blocking(move || {
+                        crate::keys::rotate::rotate(
+                            &dir,
+                            &store,
+                            &master,
+                            dev.as_deref(),
+                            &key,
+                            crate::now_ms(),
+                        )
+                    })
+                    .await;
+                    match rotated {
+                        Ok(Ok(r)) => Response {
+                            rotated: Some(r),
+                            ..Response::ok()
+                        },
+                        Ok(Err(e)) => Response::error(e.to_string()),
+                        Err(e) => Response::error(e.to_string()),
+                    }
+                }
+            }
+        }
         Request::CdrShow { id } => match id.parse::<RecordId>() {
             Err(e) => Response::error(e),
             Ok(rid) => {
@@ -448,7 +524,12 @@ async fn run(
             }
         }
     };
-    let outcome = if response.ok {
+    let outcome = if let Some(r) = &response.rotated {
+        format!(
+            "ok: key {} replaced key {} ({} record days, {} agents re-sealed)",
+            r.new_key, r.old_key, r.record_days, r.agents
+        )
+    } else if response.ok {
         "ok".to_string()
     } else {
         format!("error: {}", response.error.as_deref().unwrap_or(""))

@@ -120,6 +120,28 @@ impl Ca {
         })
     }
 
+    /// The sealed key file's path and its content re-sealed under `new`,
+    /// for a master-key rotation; `None` when there is no CA yet.
+    pub fn resealed_key(
+        dir: &Path,
+        old: &Sealer,
+        new: &Sealer,
+    ) -> Result<Option<(PathBuf, Vec<u8>)>, PkiError> {
+        let key_path = dir.join("ca.key.sealed");
+        let sealed = match std::fs::read(&key_path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(PkiError::Io {
+                    path: key_path,
+                    source,
+                })
+            }
+        };
+        let pem = old.open(SEAL_PURPOSE, &sealed)?;
+        Ok(Some((key_path, new.seal(SEAL_PURPOSE, &pem)?)))
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

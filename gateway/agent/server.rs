@@ -34,7 +34,7 @@ use super::store::{Agent, Watch};
 use super::totp;
 use crate::admin::metrics::Metrics;
 use crate::config::Agents as AgentsConfig;
-use crate::keys::Sealer;
+use crate::keys::Master;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,7 +103,8 @@ struct Shared {
     /// Enrolments by certificate fingerprint.
     agents: RwLock<HashMap<String, Agent>>,
     watch: Mutex<Watch>,
-    sealer: Sealer,
+    /// Opens TOTP secrets at login; replaced when the master key rotates.
+    master: Arc<Master>,
     metrics: Arc<Metrics>,
     sources: Mutex<Lockout<IpAddr>>,
     names: Mutex<Lockout<String>>,
@@ -226,14 +227,14 @@ impl AgentServer {
     pub fn bind(
         cfg: &AgentsConfig,
         data_dir: PathBuf,
-        sealer: Sealer,
+        master: Arc<Master>,
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
         bans: crate::guard::BanList,
         audit: Option<crate::admin::audit::Audit>,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
-        let ca = Ca::open_or_create(store.dir(), &sealer).map_err(|e| e.to_string())?;
+        let ca = Ca::open_or_create(store.dir(), &master.current()).map_err(|e| e.to_string())?;
         let mut watch = Watch::new(&data_dir);
         let initial = match watch.poll() {
             Some(Ok(a)) => a,
@@ -243,7 +244,7 @@ impl AgentServer {
         let shared = Arc::new(Shared {
             agents: RwLock::new(by_fingerprint(initial)),
             watch: Mutex::new(watch),
-            sealer,
+            master,
             metrics,
             sources: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
             names: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
@@ -372,6 +373,19 @@ fn handshake_failure(e: &quinn::ConnectionError) -> &'static str {
 }
 
 impl Shared {
+    /// The agent's TOTP secret. Right after a master-key rotation the
+    /// registry in memory may still hold secrets sealed under the old key
+    /// (the file was re-sealed, the next poll has not read it): then the
+    /// registry is re-read at once and the secret tried again.
+    fn totp_secret(&self, agent: &Agent) -> Option<super::totp::Secret> {
+        let open = |a: &Agent| a.totp_secret(&self.master.current()).ok();
+        open(agent).or_else(|| {
+            self.refresh();
+            let again = self.agents.read().ok()?.get(&agent.fingerprint).cloned()?;
+            open(&again)
+        })
+    }
+
     /// Reloads the registry if its file changed, and ends the sessions of
     /// agents no longer enrolled or now revoked.
     fn refresh(&self) {
@@ -522,9 +536,8 @@ async fn run_session(
     };
     let step = {
         let last = shared.steps.lock().ok().and_then(|s| s.get(&name).copied());
-        agent
-            .totp_secret(&shared.sealer)
-            .ok()
+        shared
+            .totp_secret(&agent)
             .and_then(|secret| totp::verify(&secret, &otp.0, unix_now(), last))
     };
     let Some(step) = step else {

@@ -185,11 +185,8 @@ impl Store {
         Ok(r.agents)
     }
 
-    /// Loads under the lock, applies `f`, writes the result back.
-    fn update<R>(
-        &self,
-        f: impl FnOnce(&mut Vec<Agent>) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    /// Takes the writers' lock (released when the file is dropped).
+    fn lock(&self) -> Result<std::fs::File, StoreError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let lock_path = self.dir.join("agents.lock");
         let lock = std::fs::OpenOptions::new()
@@ -199,19 +196,59 @@ impl Store {
             .open(&lock_path)
             .map_err(self.io(&lock_path))?;
         lock.lock().map_err(self.io(&lock_path))?;
-        let mut agents = self.load()?;
-        let r = f(&mut agents)?;
-        let text = serde_json::to_vec_pretty(&Registry {
+        Ok(lock)
+    }
+
+    fn render(&self, agents: Vec<Agent>) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec_pretty(&Registry {
             format: FORMAT,
             agents,
         })
         .map_err(|e| StoreError::Damaged {
             path: self.path(),
             what: e.to_string(),
-        })?;
+        })
+    }
+
+    /// Loads under the lock, applies `f`, writes the result back.
+    fn update<R>(
+        &self,
+        f: impl FnOnce(&mut Vec<Agent>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let _lock = self.lock()?;
+        let mut agents = self.load()?;
+        let r = f(&mut agents)?;
+        let text = self.render(agents)?;
         let path = self.path();
         write_private(&path, &text, true).map_err(self.io(&path))?;
         Ok(r)
+    }
+
+    /// For a master-key rotation: the registry (every TOTP secret) and the
+    /// CA's key re-sealed under `new`, with the writers' lock held until
+    /// the stage is dropped, so no enrolment slips in under the old key.
+    pub fn stage_master(&self, old: &Sealer, new: &Sealer) -> Result<StagedAgents, StoreError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let lock = self.lock()?;
+        let mut files = Vec::new();
+        if let Some(ca) = Ca::resealed_key(&self.dir, old, new)? {
+            files.push(ca);
+        }
+        let mut agents = self.load()?;
+        let count = agents.len();
+        if self.path().exists() {
+            for a in &mut agents {
+                let secret = a.totp_secret(old)?;
+                a.totp = b64.encode(new.seal(TOTP_PURPOSE, secret.bytes())?);
+            }
+            files.push((self.path(), self.render(agents)?));
+        }
+        Ok(StagedAgents {
+            _lock: lock,
+            files,
+            agents: count,
+        })
     }
 
     /// Enrols `name`: issues its certificate, makes its TOTP secret, and
@@ -230,28 +267,30 @@ impl Store {
         if profile.is_some_and(|p| !valid_name(p, b"")) {
             return Err(StoreError::BadProfile);
         }
-        let ca = Ca::open_or_create(&self.dir, sealer)?;
-        let secret = Secret::random()?;
-        let sealed = sealer.seal(TOTP_PURPOSE, secret.bytes())?;
-        let issued = ca.issue_agent(name)?;
-        let agent = Agent {
-            name: name.to_string(),
-            profile: profile.map(str::to_string),
-            fingerprint: issued.fingerprint.clone(),
-            totp: base64::engine::general_purpose::STANDARD.encode(sealed),
-            enrolled: unix_now(),
-            revoked: None,
-        };
-        let record = agent.clone();
-        self.update(move |agents| {
-            if agents.iter().any(|a| a.name == record.name && a.active()) {
-                return Err(StoreError::Exists(record.name));
+        // Everything under the lock: a master-key rotation takes it too,
+        // so the CA key is opened, and the secret sealed, under the key
+        // the registry is sealed under.
+        let (ca, issued, secret, agent) = self.update(|agents| {
+            if agents.iter().any(|a| a.name == name && a.active()) {
+                return Err(StoreError::Exists(name.to_string()));
             }
             if agents.len() >= MAX_AGENTS {
                 return Err(StoreError::Full);
             }
-            agents.push(record);
-            Ok(())
+            let ca = Ca::open_or_create(&self.dir, sealer)?;
+            let secret = Secret::random()?;
+            let sealed = sealer.seal(TOTP_PURPOSE, secret.bytes())?;
+            let issued = ca.issue_agent(name)?;
+            let agent = Agent {
+                name: name.to_string(),
+                profile: profile.map(str::to_string),
+                fingerprint: issued.fingerprint.clone(),
+                totp: base64::engine::general_purpose::STANDARD.encode(sealed),
+                enrolled: unix_now(),
+                revoked: None,
+            };
+            agents.push(agent.clone());
+            Ok((ca, issued, secret, agent))
         })?;
         let bundle = Bundle {
             name: name.to_string(),
@@ -288,6 +327,16 @@ impl Store {
             }
         })
     }
+}
+
+/// A rotation's re-sealed agent files, not yet in place; the writers' lock
+/// is held until it is dropped.
+pub struct StagedAgents {
+    _lock: std::fs::File,
+    /// Each file's path and new content.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Enrolments re-sealed (revoked ones included).
+    pub agents: usize,
 }
 
 /// Notices when the registry file is replaced, for a running gateway.

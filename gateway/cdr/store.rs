@@ -42,8 +42,8 @@ const CHECK_PLAIN: &[u8] = b"tollgate day keys";
 /// or key material.
 #[derive(Debug, thiserror::Error)]
 pub enum CdrError {
-    #[error("the master key does not open this data directory's record keys (a wrong key?); nothing was changed")]
-    WrongMasterKey,
+    #[error("the master key given (id {given}) does not open this data directory's record keys{under}; nothing was changed")]
+    WrongMasterKey { given: String, under: String },
     #[error("record database: {0}")]
     Db(String),
     #[error("record key file {path}: {why}")]
@@ -120,6 +120,44 @@ struct KeyFile {
     check: String,
     /// Day number to its sealed data key (base64).
     days: BTreeMap<u32, String>,
+    /// The id of the master key they are sealed under ([`crate::keys::key_id`]),
+    /// for the message when another key is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    master: String,
+    /// When the master key last rotated (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotated_ms: Option<u64>,
+}
+
+impl KeyFile {
+    fn new(master: &Sealer, rotated_ms: Option<u64>) -> Result<Self, CdrError> {
+        Ok(Self {
+            format: 1,
+            check: b64(&master
+                .seal(CHECK_PURPOSE, CHECK_PLAIN)
+                .map_err(|_| CdrError::Random)?),
+            days: BTreeMap::new(),
+            master: master.id().to_string(),
+            rotated_ms,
+        })
+    }
+
+    /// The error for a master key that does not open this file.
+    fn wrong_key(&self, given: &Sealer) -> CdrError {
+        let mut under = String::new();
+        if !self.master.is_empty() {
+            under = format!(", which are sealed under key {}", self.master);
+            if let Some(t) = self.rotated_ms {
+                let when = jiff::Timestamp::from_millisecond(t as i64)
+                    .map_or_else(|_| format!("{t} ms"), |t| t.to_string());
+                under += &format!(" since {when} (tollgate keys rotate-master)");
+            }
+        }
+        CdrError::WrongMasterKey {
+            given: given.id().to_string(),
+            under,
+        }
+    }
 }
 
 struct DayKeys {
@@ -208,6 +246,27 @@ pub struct Store {
     keys: Mutex<DayKeys>,
 }
 
+/// A master-key rotation's new day-key file, not yet in place.
+pub struct StagedKeys<'a> {
+    /// Where it goes, and what.
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    file: KeyFile,
+    new: Arc<Sealer>,
+    keys: std::sync::MutexGuard<'a, DayKeys>,
+}
+
+impl StagedKeys<'_> {
+    /// The file is in place: the store uses the new master key from now
+    /// on. Returns how many days were re-wrapped.
+    pub fn apply(mut self) -> usize {
+        let days = self.file.days.len();
+        self.keys.file = self.file;
+        self.keys.master = self.new;
+        days
+    }
+}
+
 /// What a retention run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expired {
@@ -239,22 +298,15 @@ impl Store {
         match std::fs::read(&path) {
             Ok(text) => {
                 keys.file = serde_json::from_slice(&text).map_err(|e| keys.keys_err(e))?;
-                let check = unb64(&keys.file.check).ok_or(CdrError::WrongMasterKey)?;
-                match keys.master.open(CHECK_PURPOSE, &check) {
-                    Ok(p) if p.as_slice() == CHECK_PLAIN => {}
-                    _ => return Err(CdrError::WrongMasterKey),
+                let opens = unb64(&keys.file.check)
+                    .and_then(|check| keys.master.open(CHECK_PURPOSE, &check).ok())
+                    .is_some_and(|p| p.as_slice() == CHECK_PLAIN);
+                if !opens {
+                    return Err(keys.file.wrong_key(&keys.master));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let check = keys
-                    .master
-                    .seal(CHECK_PURPOSE, CHECK_PLAIN)
-                    .map_err(|_| CdrError::Random)?;
-                keys.file = KeyFile {
-                    format: 1,
-                    check: b64(&check),
-                    days: BTreeMap::new(),
-                };
+                keys.file = KeyFile::new(&keys.master, None)?;
                 keys.save()?;
             }
             Err(e) => return Err(keys.keys_err(e)),
@@ -433,21 +485,16 @@ impl Store {
         })
     }
 
-    /// Re-wraps every day key (and the check value) under `new`; from then
-    /// on the store uses it. The old master key opens nothing new.
-    pub fn rotate_master(&self, new: Arc<Sealer>) -> Result<usize, CdrError> {
-        let mut k = self.day_keys();
-        let days: Vec<u32> = k.file.days.keys().copied().collect();
-        let mut file = KeyFile {
-            format: 1,
-            check: b64(&new
-                .seal(CHECK_PURPOSE, CHECK_PLAIN)
-                .map_err(|_| CdrError::Random)?),
-            days: BTreeMap::new(),
-        };
-        for d in &days {
+    /// Re-wraps every day key (and the check value) under `new`, for a
+    /// master-key rotation ([`crate::keys::rotate`]): the returned stage
+    /// holds the key file's new content and blocks new day keys until it
+    /// is applied (after the new file is in place) or dropped.
+    pub fn stage_master(&self, new: Arc<Sealer>, now_ms: u64) -> Result<StagedKeys<'_>, CdrError> {
+        let k = self.day_keys();
+        let mut file = KeyFile::new(&new, Some(now_ms))?;
+        for (d, wrapped) in &k.file.days {
             let sealed =
-                unb64(&k.file.days[d]).ok_or_else(|| k.keys_err(format!("day {d}: not base64")))?;
+                unb64(wrapped).ok_or_else(|| k.keys_err(format!("day {d}: not base64")))?;
             let key = k
                 .master
                 .open(&day_purpose(*d), &sealed)
@@ -457,10 +504,14 @@ impl Store {
                 .map_err(|_| CdrError::Random)?;
             file.days.insert(*d, b64(&again));
         }
-        k.file = file;
-        k.master = new;
-        k.save()?;
-        Ok(days.len())
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| k.keys_err(e))?;
+        Ok(StagedKeys {
+            path: k.path.clone(),
+            bytes,
+            file,
+            new,
+            keys: k,
+        })
     }
 
     /// Records stored (all days).
@@ -541,7 +592,7 @@ mod tests {
         let e = Store::open(&d, Arc::new(Sealer::from_key(&[2; 32])))
             .err()
             .expect("refused");
-        assert!(matches!(e, CdrError::WrongMasterKey), "{e}");
+        assert!(matches!(e, CdrError::WrongMasterKey { .. }), "{e}");
         let text = std::fs::read_to_string(Store::dir(&d).join("day-keys")).expect("keys");
         assert!(!text.contains("7700900001"));
         let _ = std::fs::remove_dir_all(&d);
@@ -615,18 +666,38 @@ mod tests {
             .expect("put");
         s.flush().expect("flush");
         let new = Arc::new(Sealer::from_key(&[5; 32]));
-        assert_eq!(s.rotate_master(new.clone()).expect("rotate"), 1);
+        let before = std::fs::read(Store::dir(&d).join("day-keys")).expect("read");
+        let staged = s.stage_master(new.clone(), DAY0 + 10).expect("stage");
+        // Nothing changes on disk until the caller puts the file in place.
+        assert_eq!(staged.path, Store::dir(&d).join("day-keys"));
+        assert_eq!(std::fs::read(&staged.path).expect("read"), before);
+        write_private(&staged.path, &staged.bytes, true).expect("write");
+        assert_eq!(staged.apply(), 1);
         assert!(s.get(id).expect("get").is_some());
+        // A new day's key is sealed under the new master key.
+        let later = RecordId {
+            start_ms: DAY0 + DAY_MS + 3,
+            seq: 10,
+        };
+        s.put_all(&[(later, record(later.start_ms, "+447700900006"))])
+            .expect("put");
         drop(s);
-        assert!(matches!(
-            Store::open(&d, old).err(),
-            Some(CdrError::WrongMasterKey)
-        ));
+        let e = Store::open(&d, old.clone())
+            .err()
+            .expect("the old key is refused");
+        let msg = e.to_string();
+        assert!(matches!(e, CdrError::WrongMasterKey { .. }), "{msg}");
+        assert!(msg.contains(old.id()) && msg.contains(new.id()), "{msg}");
+        assert!(
+            msg.contains("2024-10-04T") && msg.contains("rotate-master"),
+            "{msg}"
+        );
         let s = Store::open(&d, new).expect("the new key opens it");
         assert_eq!(
             s.get(id).expect("get").expect("some").caller,
             "+447700900005"
         );
+        assert!(s.get(later).expect("get").is_some());
         let _ = std::fs::remove_dir_all(&d);
     }
 

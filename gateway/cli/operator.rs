@@ -2,6 +2,7 @@
 //! firewall bans, asked of the running daemon over its admin socket and
 //! printed for a person (or as JSON lines for scripts).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -68,6 +69,105 @@ pub(crate) enum AuditCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Re-seal everything kept under the master key (call records' day
+    /// keys, the audit key, the agent CA's key, agents' TOTP secrets)
+    /// under a new one, while the gateway runs (admin role).
+    RotateMaster {
+        /// The new key: read from FILE if it exists (32 bytes, or 64 hex
+        /// digits), else made and written there (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Print a key file's id: which key is which, as the gateway names
+    /// them in its messages and the audit trail.
+    Id {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+pub(crate) fn keys_command(c: KeysCommand) -> ExitCode {
+    match c {
+        KeysCommand::Id { file } => match tollgate::keys::Sealer::load(&file, false) {
+            Ok(s) => {
+                println!("{}", s.id());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        KeysCommand::RotateMaster { new_key, state } => {
+            let key = match read_or_make_key(&new_key) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("tollgate keys rotate-master: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let req = Request::RotateMaster {
+                key: tollgate::admin::control::NewKey::new(&key),
+            };
+            operator(&state, &req, |r, _| {
+                let Some(r) = r.rotated else {
+                    return false;
+                };
+                println!(
+                    "master key rotated: key {} replaced key {}",
+                    r.new_key, r.old_key
+                );
+                println!(
+                    "re-sealed: the record keys of {} day(s), the audit key, the agent CA's key and {} agent enrolment(s)",
+                    r.record_days, r.agents
+                );
+                if let Some(why) = &r.unfinished {
+                    eprintln!("warning: the gateway uses the new key, but a file switch stopped ({why}); its next start finishes it");
+                }
+                if r.dev_key_replaced {
+                    println!("the development key file now holds the new key");
+                } else {
+                    println!(
+                        "the gateway runs on the new key from {}. Before it next starts, install that key where it reads its master key (the systemd credential master-key, or --master-key-file), then destroy the old key and this file.",
+                        new_key.display()
+                    );
+                }
+                true
+            })
+        }
+    }
+}
+
+/// The new key for a rotation: the file's if it exists, else a new random
+/// one written there, readable by its owner only.
+fn read_or_make_key(
+    path: &std::path::Path,
+) -> Result<zeroize::Zeroizing<[u8; tollgate::keys::KEY_LEN]>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            tollgate::keys::parse_key(&bytes).ok_or_else(|| {
+                format!(
+                    "{}: must hold 32 bytes, raw or as 64 hex digits",
+                    path.display()
+                )
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = tollgate::keys::new_key().map_err(|e| e.to_string())?;
+            let hex = zeroize::Zeroizing::new(data_encoding::HEXLOWER.encode(&key[..]) + "\n");
+            tollgate::keys::write_private(path, hex.as_bytes(), false)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Sends `req` to the running gateway; `done` handles a successful answer

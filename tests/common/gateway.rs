@@ -260,6 +260,22 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `tollgate run` on a stopped test gateway's directory `dir` with
+/// the master key in `key`, for starts expected to be refused.
+pub fn run_with_key(dir: &std::path::Path, key: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("tollgate.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--master-key-file")
+        .arg(key)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tollgate run")
+}
+
 /// Runs `tollgate COMMAND ARGS` against the gateway whose data directory
 /// is `data` (its admin socket there): (success, stdout, stderr).
 pub fn operator_cli(

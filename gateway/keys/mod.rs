@@ -10,6 +10,10 @@
 //!
 //! Each sealed blob names what it is for (the associated data), so a blob
 //! moved from one purpose to another fails to open.
+//!
+//! [`rotate`] re-seals all of it under a new master key.
+
+pub mod rotate;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use crate::media::srtp::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN};
 
 /// Sealed blobs start with this (format version 1).
 const MAGIC: &[u8; 4] = b"TGS1";
-const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 
 /// Why a key could not be had or a blob not opened. Never carries key
 /// material.
@@ -69,16 +73,58 @@ pub fn random(buf: &mut [u8]) -> Result<(), KeyError> {
     SystemRandom::new().fill(buf).map_err(|_| KeyError::Random)
 }
 
+/// A key's public name: 16 hex digits of a domain-separated SHA-256 of
+/// it. It tells keys apart in messages and the audit trail (which key the
+/// data is sealed under, which one was given) and reveals nothing usable
+/// about a 256-bit random key.
+pub fn key_id(key: &[u8; KEY_LEN]) -> String {
+    let mut input = Zeroizing::new(Vec::with_capacity(32 + KEY_LEN));
+    input.extend_from_slice(b"tollgate master key id\0");
+    input.extend_from_slice(key);
+    let d = ring::digest::digest(&ring::digest::SHA256, &input);
+    data_encoding::HEXLOWER.encode(&d.as_ref()[..8])
+}
+
+/// Reads a key file: 32 raw bytes, or 64 hex digits (whitespace around
+/// them ignored).
+pub fn parse_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    let text = std::str::from_utf8(bytes).map(str::trim).unwrap_or("");
+    if bytes.len() == KEY_LEN {
+        key.copy_from_slice(bytes);
+    } else if text.len() == 2 * KEY_LEN
+        && data_encoding::HEXLOWER_PERMISSIVE
+            .decode_mut(text.as_bytes(), &mut key[..])
+            .is_ok()
+    {
+    } else {
+        return None;
+    }
+    Some(key)
+}
+
+/// Makes a new random master key.
+pub fn new_key() -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    random(&mut key[..])?;
+    Ok(key)
+}
+
 /// Seals and opens blobs under the master key. No `Debug`, no `Clone`; the
 /// key schedule is wiped on drop.
-pub struct Sealer(AesGcm);
+pub struct Sealer(AesGcm, String);
 
 impl Sealer {
     /// A sealer from 32 key bytes.
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
         // A 32-byte key always makes an AES-256 cipher.
         #[allow(clippy::expect_used)]
-        Self(AesGcm::new(key).expect("32-byte key"))
+        Self(AesGcm::new(key).expect("32-byte key"), key_id(key))
+    }
+
+    /// The key's id ([`key_id`]).
+    pub fn id(&self) -> &str {
+        &self.1
     }
 
     /// Reads the master key at `path`; with `create`, makes a new random one
@@ -91,8 +137,7 @@ impl Sealer {
         let bytes = match std::fs::read(path) {
             Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let mut key = Zeroizing::new([0u8; KEY_LEN]);
-                random(&mut key[..])?;
+                let key = new_key()?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
@@ -107,18 +152,7 @@ impl Sealer {
             }
             Err(e) => return Err(io(e)),
         };
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
-        if bytes.len() == KEY_LEN {
-            key.copy_from_slice(&bytes);
-        } else if text.len() == 2 * KEY_LEN
-            && data_encoding::HEXLOWER_PERMISSIVE
-                .decode_mut(text.as_bytes(), &mut key[..])
-                .is_ok()
-        {
-        } else {
-            return Err(KeyError::BadLength(path.to_path_buf()));
-        }
+        let key = parse_key(&bytes).ok_or_else(|| KeyError::BadLength(path.to_path_buf()))?;
         Ok(Self::from_key(&key))
     }
 
@@ -152,6 +186,29 @@ impl Sealer {
             .open(&nonce, purpose.as_bytes(), &mut plain, &tag)
             .map_err(|_| KeyError::Unseal)?;
         Ok(plain)
+    }
+}
+
+/// The master key of a running gateway, shared by whatever seals or opens
+/// under it after start (agents' TOTP secrets at login) and replaced whole
+/// when it rotates. Taken once per login, never per packet.
+pub struct Master(std::sync::RwLock<std::sync::Arc<Sealer>>);
+
+impl Master {
+    pub fn new(sealer: Sealer) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(sealer)))
+    }
+
+    /// The key now.
+    pub fn current(&self) -> std::sync::Arc<Sealer> {
+        // The value is replaced whole, so a poisoned lock still holds a
+        // usable key.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Switches to `new` (after the data on disk was re-sealed under it).
+    pub fn replace(&self, new: std::sync::Arc<Sealer>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = new;
     }
 }
 
