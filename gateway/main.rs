@@ -730,7 +730,10 @@ async fn serve(
     let core = tokio::spawn(core.run(inbound_rx, agent_rx, guard_rx, stop_rx));
     admin.ready.store(true, Ordering::Release);
     info!(admin_socket = %control.display(), "ready");
+    tollgate::admin::systemd::ready("serving");
+    tollgate::admin::systemd::spawn_watchdog(guard_tx.clone());
     wait_for_stop(&guard_tx).await;
+    tollgate::admin::systemd::stopping();
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);
     let _ = core.await;
@@ -784,10 +787,18 @@ async fn wait_for_stop(guard: &tokio::sync::mpsc::Sender<tollgate::calls::core::
             () = &mut stop => return,
             _ = hup.recv() => {
                 info!("SIGHUP: re-reading the IDS rules");
+                tollgate::admin::systemd::reloading();
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                if guard.send(tollgate::calls::core::GuardRequest::Reload(tx)).await.is_ok() {
-                    let _ = rx.await;
-                }
+                let status = if guard.send(tollgate::calls::core::GuardRequest::Reload(tx)).await.is_ok() {
+                    match rx.await {
+                        Ok(Ok(())) => "serving; IDS rules reloaded".to_string(),
+                        Ok(Err(e)) => format!("serving; IDS rules NOT reloaded: {e}"),
+                        Err(_) => "stopping".to_string(),
+                    }
+                } else {
+                    "stopping".to_string()
+                };
+                tollgate::admin::systemd::ready(&status);
             }
         }
     }

@@ -6,3 +6,4 @@ pub mod control;
 pub mod http;
 pub mod metrics;
 pub mod roles;
+pub mod systemd;

@@ -156,6 +156,8 @@ pub enum GuardRequest {
     Unban(IpAddr, oneshot::Sender<bool>),
     /// Re-read the IDS rules (SIGHUP).
     Reload(oneshot::Sender<Result<(), String>>),
+    /// Answered at once: the core's loop is turning (the systemd watchdog).
+    Alive(oneshot::Sender<()>),
 }
 
 impl Core {
@@ -264,6 +266,9 @@ impl Core {
                     Err(e) => warn!("IDS rules not reloaded, the previous ones stay: {e}"),
                 }
                 let _ = tx.send(r);
+            }
+            GuardRequest::Alive(tx) => {
+                let _ = tx.send(());
             }
         }
     }
