@@ -413,8 +413,17 @@ impl Config {
             ));
         }
         let public_address = match &f.sip.public_address {
+            Some(a) if a == "auto" => default_route_address().ok_or_else(|| {
+                invalid(
+                    "sip.public_address",
+                    "\"auto\": this machine has no default route now; give the address",
+                )
+            })?,
             Some(a) => a.parse().map_err(|_| {
-                invalid("sip.public_address", format!("{a:?} is not an IP address"))
+                invalid(
+                    "sip.public_address",
+                    format!("{a:?} is not an IP address (or \"auto\")"),
+                )
             })?,
             None => sip_udp
                 .iter()
@@ -845,6 +854,18 @@ pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("tollgate-data"))
 }
 
+/// The local address the kernel would send from towards the internet
+/// (the interface holding the default route), for `public_address =
+/// "auto"`. A UDP connect picks the route and sends nothing; the target is
+/// a documentation address (RFC 5737), reached through the default route
+/// like any other.
+pub(crate) fn default_route_address() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:5060").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,6 +895,23 @@ mod tests {
         let e = Config::from_toml("").expect("empty file");
         assert_eq!(e.sip_udp, c.sip_udp);
         assert!(e.trunks.is_empty() && e.routes.is_empty());
+    }
+
+    /// The appliance image's configuration (image/overlay) is valid, and
+    /// "auto" addresses resolve to the default route's source address.
+    #[test]
+    fn the_appliance_config_loads_with_auto_addresses() {
+        let toml = include_str!("../image/overlay/etc/tollgate/tollgate.toml");
+        match (Config::from_toml(toml), default_route_address()) {
+            (Ok(c), Some(ip)) => {
+                assert_eq!(c.public_address, ip);
+                assert_eq!(c.agents.address, format!("{ip}:4433"));
+                assert_eq!(c.sip_tls.len(), 1);
+                assert_eq!(c.trunks.len(), 1);
+            }
+            (Err(e), None) => assert!(e.to_string().contains("no default route"), "{e}"),
+            (r, ip) => panic!("config {:?} with default route {ip:?}", r.err()),
+        }
     }
 
     fn err(toml: &str) -> String {

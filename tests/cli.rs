@@ -217,3 +217,42 @@ fn firewall_check_validates_ids_rules() {
     assert!(err.contains("line 2"), "{err}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn tls_self_signed_writes_a_private_key_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = std::env::temp_dir().join(format!("tollgate-cli-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    let (cert, key) = (d.join("sip.crt"), d.join("sip.key"));
+    let path = |p: &std::path::Path| p.to_str().expect("utf8").to_string();
+    let args = |k: &std::path::Path| {
+        vec![
+            "tls".to_string(),
+            "self-signed".into(),
+            "--cert".into(),
+            path(&cert),
+            "--key".into(),
+            path(k),
+            "--name".into(),
+            "gw.example.net".into(),
+        ]
+    };
+    let run = |a: Vec<String>| tollgate(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, out, err) = run(args(&key));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("gw.example.net"), "{out}");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    let pem = std::fs::read_to_string(&cert).expect("cert");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    // A second run refuses, and leaves no stray key behind.
+    let other = d.join("other.key");
+    let (code, _, err) = run(args(&other));
+    assert_ne!(code, 0);
+    assert!(err.contains("sip.crt") && err.contains("exists"), "{err}");
+    assert!(!other.exists());
+    assert_eq!(std::fs::read_to_string(&cert).expect("cert"), pem);
+    let _ = std::fs::remove_dir_all(&d);
+}

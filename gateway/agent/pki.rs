@@ -194,9 +194,53 @@ impl Ca {
     }
 }
 
+/// A self-signed certificate and key (PEM) for a server known by `names`
+/// (DNS names or IP addresses): the SIP TLS certificate the appliance
+/// makes on first boot, until the operator installs one carriers trust.
+pub fn self_signed_server(
+    names: &[String],
+    days: i64,
+) -> Result<(String, Zeroizing<String>), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(names.to_vec())?;
+    if let Some(first) = names.first() {
+        p.distinguished_name
+            .push(DnType::CommonName, first.as_str());
+    }
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Tollgate (self-signed)");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.serial_number = Some(random_serial()?);
+    validity(&mut p, days);
+    let cert = p.self_signed(&key)?;
+    Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_self_signed_server_certificate_serves_tls() {
+        let (cert, key) = self_signed_server(&["gw.example.net".into(), "192.0.2.10".into()], 30)
+            .expect("certificate");
+        let d = std::env::temp_dir().join(format!("tollgate-selfsigned-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("c.pem"), &cert).expect("cert");
+        std::fs::write(d.join("k.pem"), key.as_bytes()).expect("key");
+        // The SIP listener's own loader takes the pair.
+        crate::sip::transport::tls_server_config(&d.join("c.pem"), &d.join("k.pem"))
+            .expect("a usable server certificate");
+        let der = rustls_pemfile::certs(&mut cert.as_bytes())
+            .next()
+            .expect("one")
+            .expect("pem");
+        let has = |b: &[u8]| der.windows(b.len()).any(|w| w == b);
+        assert!(has(b"gw.example.net"), "the DNS name is in it");
+        assert!(has(&[192, 0, 2, 10]), "so is the address");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn ca_is_made_once_sealed_and_issues_verifiable_certs() {

@@ -252,6 +252,15 @@ pub(super) fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {
         )
     })?;
     let address = match &a.address {
+        Some(s) if s == "auto" => match super::default_route_address() {
+            Some(ip) => SocketAddr::new(ip, listen.port()).to_string(),
+            None => {
+                return Err(invalid(
+                    "agents.address",
+                    "\"auto\": this machine has no default route now; give host:port",
+                ))
+            }
+        },
         Some(s) => {
             let ok = s
                 .rsplit_once(':')
