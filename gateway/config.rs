@@ -416,7 +416,7 @@ impl Config {
             Some(a) if a == "auto" => default_route_address().ok_or_else(|| {
                 invalid(
                     "sip.public_address",
-                    "\"auto\": this machine has no default route now; give the address",
+                    "\"auto\": this machine has no address now; give the address",
                 )
             })?,
             Some(a) => a.parse().map_err(|_| {
@@ -854,16 +854,34 @@ pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("tollgate-data"))
 }
 
-/// The local address the kernel would send from towards the internet
-/// (the interface holding the default route), for `public_address =
-/// "auto"`. A UDP connect picks the route and sends nothing; the target is
-/// a documentation address (RFC 5737), reached through the default route
-/// like any other.
+/// The address `"auto"` stands for: the one the kernel would send from
+/// towards the internet (the interface holding the default route), else,
+/// on a network with no default route (an isolated trunk network), the
+/// first global IPv4 address of any interface (`if-addrs`, which reads
+/// getifaddrs). A UDP connect picks the route and sends nothing; its
+/// target is a documentation address (RFC 5737), reached through the
+/// default route like any other.
 pub(crate) fn default_route_address() -> Option<IpAddr> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:5060").ok()?;
-    let ip = s.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:5060")?;
+            s.local_addr()
+        })
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    routed.or_else(|| {
+        let mut v4: Vec<std::net::Ipv4Addr> = if_addrs::get_if_addrs()
+            .ok()?
+            .into_iter()
+            .filter_map(|i| match i.ip() {
+                IpAddr::V4(a) if !a.is_loopback() && !a.is_link_local() => Some(a),
+                _ => None,
+            })
+            .collect();
+        v4.sort();
+        v4.first().copied().map(IpAddr::V4)
+    })
 }
 
 #[cfg(test)]
@@ -909,7 +927,7 @@ mod tests {
                 assert_eq!(c.sip_tls.len(), 1);
                 assert_eq!(c.trunks.len(), 1);
             }
-            (Err(e), None) => assert!(e.to_string().contains("no default route"), "{e}"),
+            (Err(e), None) => assert!(e.to_string().contains("no address"), "{e}"),
             (r, ip) => panic!("config {:?} with default route {ip:?}", r.err()),
         }
     }

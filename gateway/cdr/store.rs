@@ -35,6 +35,8 @@ use super::record::{Outcome, Record, FORMAT};
 use crate::keys::{random, write_private, Sealer};
 
 const DAY_MS: u64 = 86_400_000;
+/// sled's page cache.
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 const CHECK_PURPOSE: &str = "tollgate-cdr-keys-check";
 const CHECK_PLAIN: &[u8] = b"tollgate day keys";
 
@@ -313,6 +315,9 @@ impl Store {
         }
         let db = sled::Config::new()
             .path(dir.join("db"))
+            // Bounded, and below any cgroup memory limit (sled logs an
+            // error at start when its default 1 GiB is above one).
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let records = db.open_tree("records")?;

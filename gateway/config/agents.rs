@@ -257,7 +257,7 @@ pub(super) fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {
             None => {
                 return Err(invalid(
                     "agents.address",
-                    "\"auto\": this machine has no default route now; give host:port",
+                    "\"auto\": this machine has no address now; give host:port",
                 ))
             }
         },
