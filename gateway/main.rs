@@ -750,6 +750,7 @@ async fn serve(
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
     spawn_retention(store.clone(), config.retention_days);
+    spawn_storage_gauges(store.clone(), data_dir.clone(), metrics.clone());
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
         core.set_firewall(f.clone());
@@ -832,6 +833,36 @@ fn spawn_retention(store: std::sync::Arc<tollgate::cdr::store::Store>, days: u32
                 Ok(Err(e)) => error!("call record retention: {e}"),
                 Err(e) => error!("call record retention: {e}"),
             }
+        }
+    });
+}
+
+/// Keeps the storage gauges current (every 30 s): free and total bytes of
+/// the data directory's filesystem (`fs2`, statvfs) and the record
+/// database's size, for the disk-full alert.
+fn spawn_storage_gauges(
+    store: std::sync::Arc<tollgate::cdr::store::Store>,
+    data_dir: PathBuf,
+    metrics: std::sync::Arc<tollgate::admin::metrics::Metrics>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let (store, dir, m) = (store.clone(), data_dir.clone(), metrics.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                if let Ok(free) = fs2::available_space(&dir) {
+                    m.data_free_bytes.set(gauge(free));
+                }
+                if let Ok(total) = fs2::total_space(&dir) {
+                    m.data_total_bytes.set(gauge(total));
+                }
+                if let Ok(size) = store.size_on_disk() {
+                    m.cdr_store_bytes.set(gauge(size));
+                }
+            })
+            .await;
         }
     });
 }

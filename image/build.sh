@@ -141,14 +141,14 @@ rm -f "$ROOT/var/lib/dbus/machine-id"
 
 cp -a "$OVERLAY/." "$ROOT/"
 install -m 0755 "$WORK/tollgate" "$ROOT/usr/bin/tollgate"
-install -d "$ROOT/usr/lib/tollgate" "$ROOT/usr/share/tollgate/rulesets/prometheus" \
+install -d "$ROOT/usr/lib/tollgate" "$ROOT/usr/share/tollgate/rulesets" "$ROOT/usr/share/tollgate/monitoring" \
   "$ROOT/usr/share/doc/tollgate"
 install -m 0644 "$REPO"/systemd/*.service "$HERE"/units/*.service "$ROOT/usr/lib/systemd/system/"
 install -m 0644 "$REPO/systemd/sysusers.d/tollgate.conf" "$ROOT/usr/lib/sysusers.d/tollgate.conf"
 install -m 0644 "$REPO/systemd/tmpfiles.d/tollgate.conf" "$ROOT/usr/lib/tmpfiles.d/tollgate.conf"
 install -m 0755 "$REPO/systemd/firstboot" "$HERE/units/boot-report" "$ROOT/usr/lib/tollgate/"
 install -m 0644 "$REPO"/rulesets/*.nft "$REPO"/rulesets/*.toml "$ROOT/usr/share/tollgate/rulesets/"
-install -m 0644 "$REPO"/rulesets/prometheus/*.yml "$ROOT/usr/share/tollgate/rulesets/prometheus/"
+install -m 0644 "$HERE"/monitoring/*.yml "$HERE"/monitoring/*.json "$ROOT/usr/share/tollgate/monitoring/"
 install -m 0644 "$REPO/README.md" "$ROOT/usr/share/doc/tollgate/README.md"
 chmod 0644 "$ROOT/etc/tollgate/tollgate.toml"
 # The service user and the operators' groups exist from the start (the

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub rtp_jitter_seconds: Histogram,
     /// Fraction of packets lost per call leg at its end.
     pub rtp_loss_ratio: Histogram,
+    pub rtp_mos: Histogram,
+    pub data_free_bytes: IntGauge,
+    pub data_total_bytes: IntGauge,
+    pub cdr_store_bytes: IntGauge,
     /// Agents logged in now.
     pub agents_connected: IntGauge,
     /// Agents logged in, available and not on a call.
@@ -256,6 +260,23 @@ impl Metrics {
                 "Fraction of packets lost on each received stream at its end.",
                 vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
             )?,
+            rtp_mos: histogram(
+                "rtp_mos",
+                "E-model MOS estimate (G.711) of each received stream at its end.",
+                vec![1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4],
+            )?,
+            data_free_bytes: gauge(
+                "data_free_bytes",
+                "Bytes free to the gateway on the data directory's filesystem.",
+            )?,
+            data_total_bytes: gauge(
+                "data_total_bytes",
+                "Size of the data directory's filesystem, in bytes.",
+            )?,
+            cdr_store_bytes: gauge(
+                "cdr_store_bytes",
+                "Bytes the call record database takes on disk.",
+            )?,
             agents_connected: gauge("agents_connected", "Agents logged in over QUIC.")?,
             agents_available: gauge(
                 "agents_available",
@@ -313,6 +334,14 @@ impl Metrics {
         }
         for r in ["too_large", "congestion", "unknown_flow"] {
             self.agent_datagrams_dropped.with_label_values(&[r]);
+        }
+        for r in crate::media::leg::Dropped::REASONS {
+            self.rtp_dropped.with_label_values(&[r]);
+        }
+        // The kernel's drop rules, at 0 whether or not the table loads (so
+        // dashboards and alerts see the same series on every box).
+        for rule in crate::guard::nft::drop_rules() {
+            self.firewall_dropped_packets.with_label_values(&[rule]);
         }
         self.ids_verdicts.with_label_values(&["pass", "none"]);
         for r in crate::guard::ids::Reason::ALL {

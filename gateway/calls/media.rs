@@ -140,7 +140,11 @@ impl RtpCounters {
             received.packets = snap.packets;
             received.lost = snap.lost;
             received.jitter_ms = (snap.jitter_ms * 100.0).round() / 100.0;
-            received.mos = (st.mos(None) * 100.0).round() / 100.0;
+            let mos = st.mos(None);
+            if snap.packets > 0 {
+                self.metrics.rtp_mos.observe(mos);
+            }
+            received.mos = (mos * 100.0).round() / 100.0;
         }
         self.legs.push(received);
         self.legs.push(crate::cdr::record::MediaStats {

@@ -519,6 +519,11 @@ impl Store {
         })
     }
 
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, CdrError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Records stored (all days).
     pub fn len(&self) -> usize {
         self.records.len()
