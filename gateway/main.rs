@@ -433,33 +433,36 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
     let store = Store::new(&args.state.data_dir());
     match args.command {
         AgentCommand::Enroll { name, profile, out } => {
-            let config = load_config(args.config.as_deref())?;
             if out.exists() {
                 return Err(format!("{}: exists; not overwriting", out.display()));
             }
+            // A running gateway enrols (it holds the master key and owns
+            // the data directory: an appliance's is not root's to write).
+            let socket = tollgate::admin::control::client_path(&args.state.data_dir());
+            if socket.exists() {
+                return enroll_via_daemon(&socket, &name, profile, &out);
+            }
+            let config = load_config(args.config.as_deref())?;
             let sealer = args.state.sealer()?;
             let e = store
                 .enroll(&sealer, &name, profile.as_deref(), &config.agents.address)
                 .map_err(|e| e.to_string())?;
-            if let Err(err) = tollgate::keys::write_private(&out, e.bundle.as_bytes(), false) {
-                // Without its bundle the enrolment is useless: undo it.
+            hand_over(&name, profile, &out, &e.bundle, &e.otp_uri, "", || {
                 let _ = store.revoke(&name);
-                return Err(format!("{}: {err}", out.display()));
-            }
-            eprintln!(
-                "enrolled {name:?}{}; bundle written to {} (give it to the agent only)",
-                profile
-                    .map(|p| format!(" with profile {p:?}"))
-                    .unwrap_or_default(),
-                out.display()
-            );
-            eprintln!("TOTP provisioning URI (shown once; scan it into an authenticator app):");
-            println!("{}", e.otp_uri.as_str());
-            Ok(())
+            })
         }
         AgentCommand::Connect(c) => connect(c),
         AgentCommand::Revoke { name } => {
-            store.revoke(&name).map_err(|e| e.to_string())?;
+            let socket = tollgate::admin::control::client_path(&args.state.data_dir());
+            if socket.exists() {
+                let req = Request::AgentRevoke { name: name.clone() };
+                let (r, _) = tollgate::admin::control::request(&socket, &req)?;
+                if !r.ok {
+                    return Err(r.error.unwrap_or_default());
+                }
+            } else {
+                store.revoke(&name).map_err(|e| e.to_string())?;
+            }
             eprintln!("revoked {name:?}");
             Ok(())
         }
@@ -489,6 +492,69 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `agent enroll` through the running gateway's admin socket (admin
+/// role): the bundle comes back once and is written to `out`.
+fn enroll_via_daemon(
+    socket: &std::path::Path,
+    name: &str,
+    profile: Option<String>,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let req = Request::AgentEnroll {
+        name: name.to_string(),
+        profile: profile.clone(),
+    };
+    let (r, _) = tollgate::admin::control::request(socket, &req)?;
+    if !r.ok {
+        return Err(r.error.unwrap_or_default());
+    }
+    let e = r.enrolled.ok_or("the gateway answered without a bundle")?;
+    hand_over(
+        name,
+        profile,
+        out,
+        e.bundle.as_str(),
+        e.otp_uri.as_str(),
+        " by the running gateway",
+        || {
+            let _ = tollgate::admin::control::request(
+                socket,
+                &Request::AgentRevoke {
+                    name: name.to_string(),
+                },
+            );
+        },
+    )
+}
+
+/// Writes an enrolment's bundle to `out` (undoing the enrolment with
+/// `undo` if it cannot) and prints its TOTP URI, once.
+fn hand_over(
+    name: &str,
+    profile: Option<String>,
+    out: &std::path::Path,
+    bundle: &str,
+    otp_uri: &str,
+    by: &str,
+    undo: impl FnOnce(),
+) -> Result<(), String> {
+    if let Err(err) = tollgate::keys::write_private(out, bundle.as_bytes(), false) {
+        // Without its bundle the enrolment is useless.
+        undo();
+        return Err(format!("{}: {err}", out.display()));
+    }
+    eprintln!(
+        "enrolled {name:?}{}{by}; bundle written to {} (give it to the agent only)",
+        profile
+            .map(|p| format!(" with profile {p:?}"))
+            .unwrap_or_default(),
+        out.display()
+    );
+    eprintln!("TOTP provisioning URI (shown once; scan it into an authenticator app):");
+    println!("{otp_uri}");
+    Ok(())
 }
 
 fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
@@ -788,6 +854,7 @@ async fn serve(
             data_dir: data_dir.clone(),
             master,
             dev_key,
+            agents_address: config.agents.address.clone(),
         },
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;

@@ -155,6 +155,30 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     let (ok, out, err) = as_user(&gw, 5003, &[ADMIN], &key_arg);
     assert!(ok && out.contains("master key rotated"), "{out}{err}");
 
+    // Enrolling agents is the admin's, through the gateway (which owns
+    // the data directory and holds the master key).
+    let bundle = std::env::temp_dir().join(format!("tollgate-op-{}.toml", std::process::id()));
+    let _ = std::fs::remove_file(&bundle);
+    let enrol = [
+        "agent",
+        "enroll",
+        "dora",
+        "--out",
+        bundle.to_str().expect("utf8"),
+    ];
+    let (ok, _, err) = as_user(&gw, 5001, &[VIEWER], &enrol);
+    assert!(
+        !ok && err.contains("admin role") && !bundle.exists(),
+        "{err}"
+    );
+    let (ok, uri, err) = as_user(&gw, 5003, &[ADMIN], &enrol);
+    assert!(ok && uri.starts_with("otpauth://totp/"), "{uri}{err}");
+    let b = tollgate::agent::store::Bundle::load(&bundle).expect("bundle");
+    assert_eq!(b.name, "dora");
+    let _ = std::fs::remove_file(&bundle);
+    let (ok, _, err) = as_user(&gw, 5003, &[ADMIN], &["agent", "revoke", "dora"]);
+    assert!(ok, "{err}");
+
     // No role at all: nothing.
     let (ok, _, err) = as_user(&gw, 5004, &[], &["cdr", "list"]);
     assert!(!ok && err.contains("has no role"), "{err}");
@@ -174,6 +198,16 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     assert!(denied(5003, "cdr export"), "{out}");
     assert!(denied(5004, "cdr list"), "{out}");
     assert!(denied(5002, "keys rotate-master"), "{out}");
+    assert!(denied(5001, "agent enroll"), "{out}");
+    assert!(
+        out.contains("\"action\":\"agent enroll\",\"target\":\"dora\"")
+            && out.contains("\"action\":\"agent revoke\""),
+        "{out}"
+    );
+    assert!(
+        !out.contains("otpauth"),
+        "no TOTP secret in the audit trail"
+    );
     assert!(
         out.lines().any(|l| l.contains("(uid 5003)")
             && l.contains("\"action\":\"keys rotate-master\"")

@@ -77,6 +77,44 @@ pub enum Request {
     RotateMaster {
         key: NewKey,
     },
+    /// Enrol an agent (the daemon holds the master key and owns the data
+    /// directory): its bundle and TOTP URI come back, once.
+    AgentEnroll {
+        name: String,
+        profile: Option<String>,
+    },
+    AgentRevoke {
+        name: String,
+    },
+}
+
+/// Secret text on its way back to an operator (an agent's bundle, its
+/// TOTP URI): wiped when dropped and never printed by `Debug`.
+#[derive(Serialize, Deserialize, PartialEq, Default)]
+#[serde(transparent)]
+pub struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    pub fn new(s: &str) -> Self {
+        Self(Zeroizing::new(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
+}
+
+/// An enrolment as the daemon returns it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Enrolled {
+    pub bundle: SecretText,
+    pub otp_uri: SecretText,
 }
 
 /// A new master key on its way to the daemon: 64 hex digits, wiped when
@@ -113,7 +151,9 @@ impl Request {
             Request::Bans
             | Request::Unban { .. }
             | Request::Reload
-            | Request::RotateMaster { .. } => Some(Role::Admin),
+            | Request::RotateMaster { .. }
+            | Request::AgentEnroll { .. }
+            | Request::AgentRevoke { .. } => Some(Role::Admin),
             Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
             Request::CdrExport { .. } | Request::AuditList { .. } | Request::AuditVerify => {
                 Some(Role::Auditor)
@@ -147,6 +187,14 @@ impl Request {
             } => ("cdr export", format!("{from_ms}..{to_ms} {format:?}")),
             Request::AuditList { from_ms, to_ms } => ("audit list", format!("{from_ms}..{to_ms}")),
             Request::AuditVerify => ("audit verify", String::new()),
+            Request::AgentEnroll { name, profile } => (
+                "agent enroll",
+                match profile {
+                    Some(p) => format!("{name} profile={p}"),
+                    None => name.clone(),
+                },
+            ),
+            Request::AgentRevoke { name } => ("agent revoke", name.clone()),
             Request::RotateMaster { key } => (
                 "keys rotate-master",
                 key.key().map_or_else(
@@ -179,6 +227,9 @@ pub struct Response {
     /// For keys rotate-master: what was re-sealed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated: Option<crate::keys::rotate::Rotated>,
+    /// For agent enroll: the bundle and TOTP URI, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<Enrolled>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,
@@ -241,6 +292,8 @@ pub struct Admin {
     pub data_dir: PathBuf,
     pub master: Arc<crate::keys::Master>,
     pub dev_key: Option<PathBuf>,
+    /// The address written into agents' bundles.
+    pub agents_address: String,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -429,6 +482,42 @@ async fn run(
                         Err(e) => Response::error(e.to_string()),
                     }
                 }
+            }
+        }
+        Request::AgentEnroll { name, profile } => {
+            let (dir, master) = (admin.data_dir.clone(), admin.master.clone());
+            let address = admin.agents_address.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                crate::agent::store::Store::new(&dir).enroll(
+                    &master.current(),
+                    &name,
+                    profile.as_deref(),
+                    &address,
+                )
+            })
+            .await;
+            match done {
+                Ok(Ok(e)) => Response {
+                    enrolled: Some(Enrolled {
+                        bundle: SecretText::new(&e.bundle),
+                        otp_uri: SecretText::new(&e.otp_uri),
+                    }),
+                    ..Response::ok()
+                },
+                Ok(Err(e)) => Response::error(e.to_string()),
+                Err(e) => Response::error(e.to_string()),
+            }
+        }
+        Request::AgentRevoke { name } => {
+            let dir = admin.data_dir.clone();
+            match tokio::task::spawn_blocking(move || {
+                crate::agent::store::Store::new(&dir).revoke(&name)
+            })
+            .await
+            {
+                Ok(Ok(())) => Response::ok(),
+                Ok(Err(e)) => Response::error(e.to_string()),
+                Err(e) => Response::error(e.to_string()),
             }
         }
         Request::CdrShow { id } => match id.parse::<RecordId>() {
