@@ -73,9 +73,10 @@ pub enum Request {
         to_ms: u64,
     },
     AuditVerify,
-    /// Re-seal everything under a new master key (`keys rotate-master`).
+    /// Re-seal everything under a new master key (`keys rotate-master`),
+    /// given as 64 hex digits.
     RotateMaster {
-        key: NewKey,
+        key: SecretText,
     },
     /// Enrol an agent (the daemon holds the master key and owns the data
     /// directory): its bundle and TOTP URI come back, once.
@@ -88,8 +89,9 @@ pub enum Request {
     },
 }
 
-/// Secret text on its way back to an operator (an agent's bundle, its
-/// TOTP URI): wiped when dropped and never printed by `Debug`.
+/// Secret text between an operator and the daemon (a new master key; an
+/// agent's bundle, its TOTP URI): wiped when dropped and never printed by
+/// `Debug`.
 #[derive(Serialize, Deserialize, PartialEq, Default)]
 #[serde(transparent)]
 pub struct SecretText(Zeroizing<String>);
@@ -117,29 +119,13 @@ pub struct Enrolled {
     pub otp_uri: SecretText,
 }
 
-/// A new master key on its way to the daemon: 64 hex digits, wiped when
-/// dropped and never printed.
-#[derive(Serialize, Deserialize, PartialEq)]
-#[serde(transparent)]
-pub struct NewKey(Zeroizing<String>);
-
-impl NewKey {
-    pub fn new(key: &[u8; crate::keys::KEY_LEN]) -> Self {
-        Self(Zeroizing::new(data_encoding::HEXLOWER.encode(key)))
+/// The key a `RotateMaster` request carries (64 hex digits), if it is
+/// one.
+fn rotation_key(hex: &SecretText) -> Option<Zeroizing<[u8; crate::keys::KEY_LEN]>> {
+    if hex.as_str().len() != 2 * crate::keys::KEY_LEN {
+        return None;
     }
-
-    fn key(&self) -> Option<Zeroizing<[u8; crate::keys::KEY_LEN]>> {
-        if self.0.len() != 2 * crate::keys::KEY_LEN {
-            return None;
-        }
-        crate::keys::parse_key(self.0.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for NewKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NewKey(..)")
-    }
+    crate::keys::parse_key(hex.as_str().as_bytes())
 }
 
 impl Request {
@@ -197,7 +183,7 @@ impl Request {
             Request::AgentRevoke { name } => ("agent revoke", name.clone()),
             Request::RotateMaster { key } => (
                 "keys rotate-master",
-                key.key().map_or_else(
+                rotation_key(key).map_or_else(
                     || "an unreadable key".to_string(),
                     |k| format!("to key {}", crate::keys::key_id(&k)),
                 ),
@@ -459,7 +445,7 @@ async fn run(
         Request::RotateMaster { key } => {
             let (store, master) = (admin.store.clone(), admin.master.clone());
             let (dir, dev) = (admin.data_dir.clone(), admin.dev_key.clone());
-            match key.key() {
+            match rotation_key(&key) {
                 None => Response::error("the new key must be 64 hex digits"),
                 Some(key) => {
                     let rotated = tokio::task::spawn_blocking(move || {

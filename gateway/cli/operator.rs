@@ -113,7 +113,9 @@ pub(crate) fn keys_command(c: KeysCommand) -> ExitCode {
                 }
             };
             let req = Request::RotateMaster {
-                key: tollgate::admin::control::NewKey::new(&key),
+                key: tollgate::admin::control::SecretText::new(&zeroize::Zeroizing::new(
+                    data_encoding::HEXLOWER.encode(&key[..]),
+                )),
             };
             operator(&state, &req, |r, _| {
                 let Some(r) = r.rotated else {

@@ -238,10 +238,16 @@ pub fn write_private(path: &Path, bytes: &[u8], replace: bool) -> std::io::Resul
         std::fs::rename(&target, path)?;
     }
     // The rename (or the new name) is durable only once its directory is.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
+    sync_parent(path)
+}
+
+/// Syncs the directory holding `path`, so a new name or a rename in it
+/// survives a crash.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

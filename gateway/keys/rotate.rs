@@ -94,12 +94,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotateError {
 }
 
 fn sync_dir(path: &Path) -> Result<(), RotateError> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir)),
-        None => Ok(()),
-    }
+    super::sync_parent(path).map_err(io(path))
 }
 
 /// A set of files switched together (the steps in the module doc). Staged
