@@ -18,12 +18,14 @@ use crate::sip::sdp::{Codec, SrtpMode};
 
 mod agents;
 mod firewall;
+mod reload;
 use agents::{validate_agents, validate_profile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
 };
 use firewall::validate_firewall;
 pub use firewall::{load_rules, Firewall, FirewallFile, Nftables};
+pub use reload::Reloaded;
 
 /// The embedded defaults, as a TOML document (also what
 /// `tollgate config default` prints, commented).
@@ -293,7 +295,7 @@ pub enum Target {
 }
 
 /// A validated trunk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Trunk {
     pub name: String,
     pub peers: Vec<IpNet>,
@@ -312,7 +314,7 @@ pub struct Trunk {
 }
 
 /// Validated registration credentials.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Register {
     pub username: String,
     pub password: zeroize::Zeroizing<String>,

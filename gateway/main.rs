@@ -713,7 +713,8 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config, data_dir, sealer, dev_key, store)) {
+    let path = args.config.clone();
+    match rt.block_on(serve(config, path, data_dir, sealer, dev_key, store)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -728,6 +729,7 @@ fn run(args: RunArgs) -> ExitCode {
 /// Binds every listener, says what is served, and runs until a signal.
 async fn serve(
     config: Config,
+    config_path: Option<PathBuf>,
     data_dir: PathBuf,
     sealer: tollgate::keys::Sealer,
     dev_key: Option<PathBuf>,
@@ -761,16 +763,7 @@ async fn serve(
         )),
         _ => None,
     };
-    let mut tls_peers = std::collections::HashMap::new();
-    for t in &config.trunks {
-        if let (Some((ca, name)), Some(addr)) = (&t.tls, t.address) {
-            let client = tollgate::sip::transport::tls_client_config(ca)
-                .map_err(|e| format!("trunk {:?}: {e}", t.name))?;
-            let name = rustls::pki_types::ServerName::try_from(name.clone())
-                .map_err(|e| format!("trunk {:?}: {e}", t.name))?;
-            tls_peers.insert(addr, (Arc::new(client), name));
-        }
-    }
+    let tls_peers = tollgate::calls::reload::tls_peers(&config)?;
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     let transport = Transport::bind(
         TransportConfig {
@@ -817,7 +810,8 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
-    spawn_retention(store.clone(), config.retention_days);
+    let (retention, retention_rx) = tokio::sync::watch::channel(config.retention_days);
+    spawn_retention(store.clone(), retention_rx);
     spawn_storage_gauges(store.clone(), data_dir.clone(), metrics.clone());
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
@@ -865,7 +859,16 @@ async fn serve(
     info!(admin_socket = %control.display(), "ready");
     tollgate::admin::systemd::ready("serving");
     tollgate::admin::systemd::spawn_watchdog(guard_tx.clone());
-    wait_for_stop(&guard_tx).await;
+    let mut reloader = tollgate::admin::reload::Reloader {
+        path: config_path,
+        running: config.clone(),
+        core: guard_tx.clone(),
+        firewall: firewall.clone(),
+        retention,
+        audit: audit.clone(),
+        metrics: metrics.clone(),
+    };
+    wait_for_stop(&mut reloader).await;
     tollgate::admin::systemd::stopping();
     info!("stopping: ending calls");
     let _ = stop_tx.send(true);
@@ -882,12 +885,20 @@ async fn serve(
     Ok(())
 }
 
-/// Crypto-shreds call records past retention now and every hour.
-fn spawn_retention(store: std::sync::Arc<tollgate::cdr::store::Store>, days: u32) {
+/// Crypto-shreds call records past retention now, every hour, and when a
+/// reload changes the period.
+fn spawn_retention(
+    store: std::sync::Arc<tollgate::cdr::store::Store>,
+    mut period: tokio::sync::watch::Receiver<u32>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = period.changed() => if changed.is_err() { return },
+            }
+            let days = *period.borrow_and_update();
             let store = store.clone();
             let now = tollgate::now_ms();
             match tokio::task::spawn_blocking(move || store.expire(days, now)).await {
@@ -936,8 +947,9 @@ fn spawn_storage_gauges(
     });
 }
 
-/// Waits for Ctrl-C or SIGTERM; SIGHUP re-reads the IDS rules meanwhile.
-async fn wait_for_stop(guard: &tokio::sync::mpsc::Sender<tollgate::calls::core::GuardRequest>) {
+/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the configuration (and so
+/// the IDS rules) meanwhile.
+async fn wait_for_stop(reloader: &mut tollgate::admin::reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         shutdown_signal().await;
@@ -949,17 +961,11 @@ async fn wait_for_stop(guard: &tokio::sync::mpsc::Sender<tollgate::calls::core::
         tokio::select! {
             () = &mut stop => return,
             _ = hup.recv() => {
-                info!("SIGHUP: re-reading the IDS rules");
+                info!("SIGHUP: reloading the configuration");
                 tollgate::admin::systemd::reloading();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let status = if guard.send(tollgate::calls::core::GuardRequest::Reload(tx)).await.is_ok() {
-                    match rx.await {
-                        Ok(Ok(())) => "serving; IDS rules reloaded".to_string(),
-                        Ok(Err(e)) => format!("serving; IDS rules NOT reloaded: {e}"),
-                        Err(_) => "stopping".to_string(),
-                    }
-                } else {
-                    "stopping".to_string()
+                let status = match reloader.reload().await {
+                    Ok(summary) => format!("serving; configuration reloaded: {summary}"),
+                    Err(e) => format!("serving; configuration NOT reloaded: {e}"),
                 };
                 tollgate::admin::systemd::ready(&status);
             }

@@ -14,6 +14,8 @@
 //! - The ban expires on its timeout, in the kernel and in the gateway.
 //! - One message with a scanner's User-Agent bans its source again
 //!   (longer: a repeat); `tollgate firewall unban` lifts it at once.
+//! - A reload (SIGHUP) with a trunk replaced refills the kernel's trunk
+//!   set in place.
 
 mod common;
 
@@ -373,6 +375,46 @@ fn floods_and_scanners_are_banned_in_the_kernel_and_carriers_never_are() {
         "unban left the kernel's element"
     );
     assert!(gw.bans().is_empty());
+
+    // A reload (SIGHUP) refills the kernel's trunk set in place: a carrier
+    // network added, the open trunk's removed, the table kept.
+    let cfg = dir.join("tollgate.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let open = "name = \"open\"\npeers = [\"10.77.2.0/24\"]";
+    assert!(text.contains(open));
+    std::fs::write(
+        &cfg,
+        text.replace(open, "name = \"added\"\npeers = [\"198.51.100.0/24\"]"),
+    )
+    .expect("config");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let trunk_set = || {
+        gw_ns
+            .nft(&["list", "set", "inet", "tollgate", "trunk_v4"])
+            .1
+    };
+    assert!(
+        wait_for(10, || {
+            let set = trunk_set();
+            set.contains("198.51.100.0/24") && !set.contains("10.77.2.0/24")
+        })
+        .is_some(),
+        "the trunk set after the reload: {}\n{}",
+        trunk_set(),
+        gw.log()
+    );
+    assert!(trunk_set().contains(CARRIER), "the carrier stays");
+    assert_eq!(
+        metric(
+            &gw_ns,
+            r#"tollgate_config_reloads_total{outcome="applied"}"#
+        ),
+        1.0
+    );
 
     // Stopping removes the table, and only it.
     gw.stop();

@@ -80,7 +80,7 @@ fn ready_watchdog_reload_and_stop_are_told_to_systemd() {
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     let (again, _) = until(&sock, |m| m.contains("READY=1"));
     assert!(
-        again.contains("STATUS=serving; IDS rules reloaded"),
+        again.contains("STATUS=serving; configuration reloaded: no change"),
         "{again}"
     );
 

@@ -91,6 +91,14 @@ pub struct Metrics {
     pub cdr_write_errors: IntCounter,
     /// Entries appended to the audit trail.
     pub audit_entries: IntCounter,
+    /// Configuration reloads (SIGHUP), by outcome (`applied`, `refused`).
+    pub config_reloads: IntCounterVec,
+    /// 1 unless the last reload was refused (the file on disk is then not
+    /// what runs).
+    pub config_last_reload_successful: IntGauge,
+    /// Settings changed on disk that wait for a restart (0: what runs is
+    /// what the file says).
+    pub config_restart_pending: IntGauge,
 }
 
 /// Every reason [`Metrics::agent_auth_failures`] counts.
@@ -302,6 +310,19 @@ impl Metrics {
                 "Media datagrams to or from agents dropped, by reason.",
                 &["reason"],
             )?,
+            config_reloads: counter_vec(
+                "config_reloads_total",
+                "Configuration reloads (SIGHUP), by outcome.",
+                &["outcome"],
+            )?,
+            config_last_reload_successful: gauge(
+                "config_last_reload_successful",
+                "1 unless the last configuration reload was refused.",
+            )?,
+            config_restart_pending: gauge(
+                "config_restart_pending",
+                "Changed settings that take effect only at the next restart.",
+            )?,
             registry,
         })
     }
@@ -335,6 +356,10 @@ impl Metrics {
         for r in ["too_large", "congestion", "unknown_flow"] {
             self.agent_datagrams_dropped.with_label_values(&[r]);
         }
+        for o in ["applied", "refused"] {
+            self.config_reloads.with_label_values(&[o]);
+        }
+        self.config_last_reload_successful.set(1);
         for r in crate::media::leg::Dropped::REASONS {
             self.rtp_dropped.with_label_values(&[r]);
         }

@@ -1,9 +1,11 @@
-//! The admin side: metrics and the HTTP listener that serves them, and
-//! the local control socket `tollgate firewall bans|unban` talk to.
+//! The admin side: metrics and the HTTP listener that serves them, the
+//! local control socket the operator commands talk to, the audit trail,
+//! systemd's protocol and configuration reloads.
 
 pub mod audit;
 pub mod control;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod roles;
 pub mod systemd;

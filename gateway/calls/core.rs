@@ -28,7 +28,7 @@ use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::sdp::{self, Local, Sdp};
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
-use crate::sip::transport::{Inbound, Transport};
+use crate::sip::transport::{Inbound, TlsPeers, Transport};
 
 const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
 /// Most transactions held at once (each holds a message or two).
@@ -158,6 +158,9 @@ pub enum GuardRequest {
     Reload(oneshot::Sender<Result<(), String>>),
     /// Answered at once: the core's loop is turning (the systemd watchdog).
     Alive(oneshot::Sender<()>),
+    /// A reloaded configuration (SIGHUP) and its trunks' TLS peers;
+    /// answered once applied.
+    Configure(Box<(Arc<Config>, TlsPeers)>, oneshot::Sender<()>),
 }
 
 impl Core {
@@ -180,28 +183,12 @@ impl Core {
         let trunks = config
             .trunks
             .iter()
-            .map(|t| {
-                metrics.trunk_up.with_label_values(&[&t.name]).set(1);
-                TrunkState {
-                    up: true,
-                    failures: 0,
-                    next_probe: t.keepalive.map(|_| now),
-                    pending: None,
-                }
-            })
+            .map(|t| super::reload::fresh_trunk(t, &metrics, now))
             .collect();
         let registrations = config
             .trunks
             .iter()
-            .map(|t| {
-                t.register.as_ref().map(|_| {
-                    metrics
-                        .trunk_registered
-                        .with_label_values(&[&t.name])
-                        .set(0);
-                    super::register::Registration::new(now)
-                })
-            })
+            .map(|t| super::reload::fresh_registration(t, &metrics, now))
             .collect();
         let guard = Guard::new(config.clone(), metrics.clone(), now);
         Self {
@@ -268,6 +255,11 @@ impl Core {
                 let _ = tx.send(r);
             }
             GuardRequest::Alive(tx) => {
+                let _ = tx.send(());
+            }
+            GuardRequest::Configure(new, tx) => {
+                let (config, tls) = *new;
+                self.reconfigure(config, tls, now);
                 let _ = tx.send(());
             }
         }

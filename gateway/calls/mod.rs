@@ -5,6 +5,7 @@
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
 //! - `keepalive`, `register`: OPTIONS keepalives and registration trunks;
+//! - [`reload`]: a reloaded configuration applied to the running core;
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
 //! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports.
 
@@ -22,4 +23,5 @@ mod ports;
 mod records;
 mod register;
 pub mod relay;
+pub mod reload;
 pub mod tone;

@@ -60,7 +60,7 @@ pub struct Queue {
 }
 
 /// What agents of a profile may dial and see.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub name: String,
     /// Allowed E.164 prefixes (empty: all).
@@ -132,7 +132,7 @@ impl Default for AgentsFile {
 }
 
 /// The validated `[agents]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agents {
     pub listen: SocketAddr,
     /// host:port written into bundles.

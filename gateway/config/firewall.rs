@@ -41,7 +41,7 @@ pub enum Nftables {
 }
 
 /// The validated `[firewall]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Firewall {
     pub nftables: Nftables,
     pub admin_networks: Vec<IpNet>,

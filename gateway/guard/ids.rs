@@ -320,13 +320,21 @@ impl Ids {
         }
     }
 
-    /// New rules (SIGHUP): tracked sources and bans are kept.
+    /// New rules (SIGHUP): tracked sources and bans are kept; their rate
+    /// limits are the new ones from now (buckets refill at the rate in
+    /// force when taken).
     pub fn set_rules(&mut self, rules: Rules) {
         let cap = NonZeroUsize::new(rules.max_sources).unwrap_or(NonZeroUsize::MIN);
         self.sources.resize(cap);
         self.prefixes.resize(cap);
         (self.patterns, self.kinds) = matcher(&rules);
         self.rules = rules;
+    }
+
+    /// New trunk peer networks (a reload), in configuration order (buckets
+    /// refill at the rate and trust in force when taken).
+    pub fn set_peers(&mut self, peers: Vec<(IpNet, bool)>) {
+        self.peers = peers;
     }
 
     pub fn rules(&self) -> &Rules {

@@ -72,6 +72,21 @@ fn class(m: &Message<'_>) -> Class {
     }
 }
 
+/// Per trunk (by index), its over-limit counter if it is trusted. Each
+/// trusted trunk's series exists from the start, at 0, so the first drop
+/// is an increase an alert sees; resolved once, so a carrier's flood of
+/// drops costs an atomic add each.
+fn carrier_counters(config: &Config, metrics: &Metrics) -> Vec<Option<IntCounter>> {
+    config
+        .trunks
+        .iter()
+        .map(|t| {
+            t.trusted
+                .then(|| metrics.ids_carrier_over_limit.with_label_values(&[&t.name]))
+        })
+        .collect()
+}
+
 /// The IDS, its metrics and where its bans go.
 pub struct Guard {
     ids: Ids,
@@ -94,17 +109,7 @@ impl Guard {
             config.peer_networks(),
             now,
         );
-        // Each trusted trunk's series exists from the start, at 0, so the
-        // first drop is an increase an alert sees; resolved once, so a
-        // carrier's flood of drops costs an atomic add each.
-        let carrier_over = config
-            .trunks
-            .iter()
-            .map(|t| {
-                t.trusted
-                    .then(|| metrics.ids_carrier_over_limit.with_label_values(&[&t.name]))
-            })
-            .collect();
+        let carrier_over = carrier_counters(&config, &metrics);
         let counters = |verdict: &str| {
             Reason::ALL
                 .iter()
@@ -277,6 +282,37 @@ impl Guard {
             info!(source = %ip, "IDS: ban lifted by an administrator");
         }
         was
+    }
+
+    /// A reloaded configuration: the trunks' peer networks and the rules
+    /// it carries. Tracked sources and bans are kept, except that a source
+    /// now inside a trusted trunk's networks is no longer banned (a
+    /// trusted carrier is never banned).
+    pub fn reconfigure(&mut self, config: Arc<Config>, now: Instant) {
+        for t in &self.config.trunks {
+            if t.trusted && !config.trunks.iter().any(|n| n.trusted && n.name == t.name) {
+                let _ = self
+                    .metrics
+                    .ids_carrier_over_limit
+                    .remove_label_values(&[&t.name]);
+            }
+        }
+        self.carrier_over = carrier_counters(&config, &self.metrics);
+        self.ids.set_peers(config.peer_networks());
+        if config.firewall.ids_rules != *self.ids.rules() {
+            self.ids.set_rules(config.firewall.ids_rules.clone());
+        }
+        self.config = config;
+        let trusted: Vec<IpAddr> = self
+            .ids
+            .bans(now)
+            .into_iter()
+            .map(|(ip, _, _)| ip)
+            .filter(|&ip| self.ids.is_trusted(ip))
+            .collect();
+        for ip in trusted {
+            self.unban(ip, now);
+        }
     }
 
     /// Re-reads the rules file (SIGHUP); the old rules stay on an error.

@@ -248,6 +248,8 @@ pub fn drop_rules() -> Vec<&'static str> {
 enum Cmd {
     Ban(IpAddr, u32),
     Unban(IpAddr),
+    /// A batch that refills the trunk and admin sets (a reload).
+    Refill(Box<Nftables<'static>>, oneshot::Sender<Result<(), String>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -275,6 +277,18 @@ impl Handle {
     /// Removes `ip` from the banned set.
     pub fn unban(&self, ip: IpAddr) {
         let _ = self.tx.try_send(Cmd::Unban(ip));
+    }
+
+    /// Refills the trunk and admin sets from `config` (a reload), in one
+    /// nft transaction: on an error the sets keep what they held.
+    pub async fn refill(&self, config: &Config) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Refill(Box::new(fill_sets(config)), tx))
+            .await
+            .map_err(|_| "the firewall task has ended".to_string())?;
+        rx.await
+            .map_err(|_| "the firewall task has ended".to_string())?
     }
 
     /// Deletes the table and ends the task.
@@ -380,6 +394,9 @@ async fn run(mut rx: mpsc::Receiver<Cmd>, metrics: Arc<Metrics>) {
                             if let Err(e) = apply(&unban_batch(ip)).await {
                                 debug!("firewall unban: {e}");
                             }
+                        }
+                        Cmd::Refill(batch, ack) => {
+                            let _ = ack.send(apply(&batch).await);
                         }
                         Cmd::Stop(ack) => {
                             flush_bans(&bans).await;

@@ -96,7 +96,7 @@ struct RulesFile {
 pub const MAX_DISTINCT_USERS: u32 = 16;
 
 /// Validated rules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     /// By [`super::ids::Class`] index: INVITE, REGISTER, OPTIONS, other.
     pub limits: [Rate; 4],

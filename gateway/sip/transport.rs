@@ -34,6 +34,16 @@ pub struct Inbound {
     pub peer: Peer,
 }
 
+/// Peers the gateway dials over TLS: per address, the client
+/// configuration and the name the peer's certificate must carry.
+pub type TlsPeers = HashMap<
+    SocketAddr,
+    (
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    ),
+>;
+
 /// Settings for the listeners.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -44,13 +54,7 @@ pub struct TransportConfig {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Peers the gateway dials over TLS: their client configuration and
     /// the name their certificate must carry.
-    pub tls_peers: HashMap<
-        SocketAddr,
-        (
-            Arc<rustls::ClientConfig>,
-            rustls::pki_types::ServerName<'static>,
-        ),
-    >,
+    pub tls_peers: TlsPeers,
     pub limits: Limits,
     pub partial_message_timeout: Duration,
     /// A TCP connection with no traffic for this long is closed.
@@ -227,6 +231,12 @@ impl Transport {
             local_tcp,
             local_tls,
         })
+    }
+
+    /// New TLS peers (a reload): connections opened from now on verify
+    /// by them; open ones keep the peer they verified.
+    pub fn set_tls_peers(&mut self, peers: TlsPeers) {
+        self.cfg.tls_peers = peers;
     }
 
     /// Sends without waiting: over UDP from the first socket, over TCP on

@@ -1,0 +1,101 @@
+//! Reloading the configuration in a running gateway (SIGHUP, so
+//! `systemctl reload tollgate`).
+//!
+//! The file is read and validated whole first: a file with an error, or a
+//! TLS trunk whose CA cannot be read, is refused and nothing changes (the
+//! log, systemd's status line, the audit trail and
+//! `tollgate_config_last_reload_successful` say so). Otherwise the
+//! kernel's trunk and admin sets are refilled in one nft transaction, then
+//! the call core takes the new trunks, dial plan and IDS rules, then
+//! record retention its new period. Calls in progress are not touched.
+//! What only a restart can change is named, and counted in
+//! `tollgate_config_restart_pending`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::audit::Audit;
+use super::metrics::Metrics;
+use crate::calls::core::GuardRequest;
+use crate::config::Config;
+use crate::guard::nft;
+
+/// What a reload needs to reach.
+pub struct Reloader {
+    /// The file, or `None` for the embedded defaults.
+    pub path: Option<PathBuf>,
+    pub running: Arc<Config>,
+    pub core: mpsc::Sender<GuardRequest>,
+    pub firewall: Option<nft::Handle>,
+    pub retention: watch::Sender<u32>,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Reads the file again and applies what can be applied live. `Ok`
+    /// carries the summary of what changed; `Err` why nothing did.
+    pub async fn reload(&mut self) -> Result<String, String> {
+        let r = self.apply().await;
+        let (outcome, detail) = match &r {
+            Ok(summary) => ("applied", summary.clone()),
+            Err(e) => ("refused", e.clone()),
+        };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+        self.metrics
+            .config_last_reload_successful
+            .set(i64::from(r.is_ok()));
+        self.audit.record("gateway", "reload", &detail, outcome);
+        match &r {
+            Ok(s) => info!(changes = %s, "configuration reloaded"),
+            Err(e) => warn!("configuration NOT reloaded, the running one stays: {e}"),
+        }
+        r
+    }
+
+    async fn apply(&mut self) -> Result<String, String> {
+        let new = match &self.path {
+            Some(p) => Config::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => Config::embedded().map_err(|e| format!("embedded defaults: {e}"))?,
+        };
+        let tls = crate::calls::reload::tls_peers(&new)?;
+        let reloaded = self.running.reload_from(new);
+        let summary = reloaded.summary();
+        let pending = reloaded.pending;
+        let config = Arc::new(reloaded.config);
+        if let Some(f) = &self.firewall {
+            f.refill(&config)
+                .await
+                .map_err(|e| format!("nftables trunk and admin sets: {e}"))?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(GuardRequest::Configure(Box::new((config.clone(), tls)), tx))
+            .await
+            .map_err(|_| "the call core is stopping".to_string())?;
+        rx.await
+            .map_err(|_| "the call core is stopping".to_string())?;
+        self.retention.send_if_modified(|days| {
+            let changed = *days != config.retention_days;
+            *days = config.retention_days;
+            changed
+        });
+        self.metrics
+            .config_restart_pending
+            .set(pending.len() as i64);
+        if !pending.is_empty() {
+            warn!(
+                keys = %pending.join(", "),
+                "changed settings take effect at the next restart (systemctl restart tollgate)"
+            );
+        }
+        self.running = config;
+        Ok(summary)
+    }
+}
