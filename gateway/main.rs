@@ -756,13 +756,18 @@ async fn serve(
             error!("admin listener: {e}");
         }
     });
-    let tls_config = match (&config.tls_certificate, &config.tls_private_key) {
-        (Some(c), Some(k)) if !config.sip_tls.is_empty() => Some(Arc::new(
-            tollgate::sip::transport::tls_server_config(c, k)
+    let server_cert = match (&config.tls_certificate, &config.tls_private_key) {
+        (Some(c), Some(k)) if !config.sip_tls.is_empty() => Some(
+            tollgate::sip::transport::ServerCert::load(c, k)
                 .map_err(|e| format!("SIP TLS: {e}"))?,
-        )),
+        ),
         _ => None,
     };
+    let tls_config = server_cert
+        .as_ref()
+        .map(|c| c.server_config().map(Arc::new))
+        .transpose()
+        .map_err(|e| format!("SIP TLS: {e}"))?;
     let tls_peers = tollgate::calls::reload::tls_peers(&config)?;
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     let transport = Transport::bind(
@@ -864,6 +869,7 @@ async fn serve(
         running: config.clone(),
         core: guard_tx.clone(),
         firewall: firewall.clone(),
+        server_cert,
         retention,
         audit: audit.clone(),
         metrics: metrics.clone(),

@@ -1,7 +1,9 @@
 //! SIP over TLS (rustls) with the certificate and key from the config: a
 //! TLS client completes a handshake, sends OPTIONS and gets 200 OK over the
 //! encrypted connection; a client that never finishes its handshake is cut
-//! off.
+//! off. A renewed certificate written over the files is served from the
+//! next handshake after a reload (SIGHUP); a key that is not the
+//! certificate's is refused and the running pair stays.
 
 mod common;
 
@@ -97,4 +99,130 @@ Content-Length: 0\r\n\r\n",
         .expect("closed by the gateway, not our timeout");
     assert_eq!(n, 0);
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// OPTIONS over a TLS connection that trusts only `root`: the answer's
+/// status line, or the handshake's error.
+fn options_trusting(
+    gw: std::net::SocketAddr,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    n: u32,
+) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).expect("trust the test certificate");
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().expect("name"))
+            .expect("client");
+    let sock = TcpStream::connect(gw).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(
+        format!(
+            "OPTIONS sip:echo@{gw};transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKrenew{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sips:carrier@127.0.0.1>;tag=t\r\n\
+To: <sips:echo@127.0.0.1>\r\nCall-ID: tls-renew-{n}\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = tls.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_a_reload() {
+    let name = "tls-renew";
+    let dir = Gateway::dir_for(name);
+    let make = || {
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate")
+    };
+    let (old, new) = (make(), make());
+    std::fs::write(dir.join("sip.crt"), old.cert.pem()).expect("write");
+    std::fs::write(dir.join("sip.key"), old.key_pair.serialize_pem()).expect("write");
+    let toml = format!(
+        r#"
+[sip]
+udp = []
+tcp = []
+tls = ["127.0.0.1:15610"]
+tls_certificate = "{0}/sip.crt"
+tls_private_key = "{0}/sip.key"
+[media]
+rtp_ports = "54500-54999"
+[admin]
+listen = "127.0.0.1:15611"
+[agents]
+listen = "127.0.0.1:15612"
+[[trunk]]
+name = "loopback"
+peers = ["127.0.0.0/8"]
+"#,
+        dir.display()
+    );
+    let gw = Gateway::start_toml(name, 15610, 15611, &toml);
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &gw.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    assert_eq!(
+        options_trusting(gw.sip, old.cert.der(), 1).as_deref(),
+        Ok("SIP/2.0 200 OK")
+    );
+    assert!(options_trusting(gw.sip, new.cert.der(), 2).is_err());
+
+    // The new certificate with the old key: refused, the old pair stays.
+    std::fs::write(dir.join("sip.crt"), new.cert.pem()).expect("write");
+    hup();
+    gw.expect_metric(
+        r#"tollgate_config_reloads_total{outcome="refused"}"#,
+        10,
+        1.0,
+    );
+    assert!(
+        gw.log().contains("certificate and key do not match"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        options_trusting(gw.sip, old.cert.der(), 3).as_deref(),
+        Ok("SIP/2.0 200 OK")
+    );
+
+    // With its key: served from the next handshake.
+    std::fs::write(dir.join("sip.key"), new.key_pair.serialize_pem()).expect("write");
+    hup();
+    gw.expect_metric(
+        r#"tollgate_config_reloads_total{outcome="applied"}"#,
+        10,
+        1.0,
+    );
+    assert!(gw.log().contains("SIP TLS certificate"), "{}", gw.log());
+    assert_eq!(
+        options_trusting(gw.sip, new.cert.der(), 4).as_deref(),
+        Ok("SIP/2.0 200 OK")
+    );
+    assert!(options_trusting(gw.sip, old.cert.der(), 5).is_err());
 }

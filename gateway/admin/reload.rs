@@ -6,7 +6,8 @@
 //! log, systemd's status line, the audit trail and
 //! `tollgate_config_last_reload_successful` say so). Otherwise the
 //! kernel's trunk and admin sets are refilled in one nft transaction, then
-//! the call core takes the new trunks, dial plan and IDS rules, then
+//! the call core takes the new trunks, dial plan and IDS rules, the SIP
+//! TLS listeners a renewed certificate (from the next handshake), and
 //! record retention its new period. Calls in progress are not touched.
 //! What only a restart can change is named, and counted in
 //! `tollgate_config_restart_pending`.
@@ -30,6 +31,8 @@ pub struct Reloader {
     pub running: Arc<Config>,
     pub core: mpsc::Sender<GuardRequest>,
     pub firewall: Option<nft::Handle>,
+    /// The SIP TLS listeners' certificate, when they run.
+    pub server_cert: Option<Arc<crate::sip::transport::ServerCert>>,
     pub retention: watch::Sender<u32>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
@@ -65,7 +68,20 @@ impl Reloader {
             None => Config::embedded().map_err(|e| format!("embedded defaults: {e}"))?,
         };
         let tls = crate::calls::reload::tls_peers(&new)?;
-        let reloaded = self.running.reload_from(new);
+        let renewed = match (
+            &self.server_cert,
+            &new.tls_certificate,
+            &new.tls_private_key,
+        ) {
+            (Some(served), Some(c), Some(k)) => served
+                .read_again(c, k)
+                .map_err(|e| format!("SIP TLS: {e}"))?,
+            _ => None,
+        };
+        let mut reloaded = self.running.reload_from(new);
+        if renewed.is_some() {
+            reloaded.applied.push("SIP TLS certificate".into());
+        }
         let summary = reloaded.summary();
         let pending = reloaded.pending;
         let config = Arc::new(reloaded.config);
@@ -81,6 +97,9 @@ impl Reloader {
             .map_err(|_| "the call core is stopping".to_string())?;
         rx.await
             .map_err(|_| "the call core is stopping".to_string())?;
+        if let (Some(served), Some(new)) = (&self.server_cert, renewed) {
+            served.install(new);
+        }
         self.retention.send_if_modified(|days| {
             let changed = *days != config.retention_days;
             *days = config.retention_days;

@@ -3,9 +3,9 @@
 //! The dial plan and everything decided per call or per packet source is
 //! applied at once: trunks (peers, addresses, codecs, SRTP, registration,
 //! keepalive, TLS), routes, queues, profiles, the agents' dial plan, the
-//! admin networks, the IDS rules, the trunk RTP timeout and record
-//! retention. What is bound or handed out at start (listeners, the RTP
-//! port range, the SIP TLS certificate, the `[agents]` section, operator
+//! admin networks, the IDS rules, the trunk RTP timeout, record retention
+//! and the SIP TLS certificate files. What is bound or handed out at
+//! start (listeners, the RTP port range, the `[agents]` section, operator
 //! groups, the nftables mode, SIP limits and timers) keeps its running
 //! value until the next restart; a reload names each such key, so an
 //! admin knows a restart is still owed.
@@ -153,11 +153,6 @@ impl Config {
         owed(self.sip_tcp != new.sip_tcp, "sip.tcp");
         owed(self.sip_tls != new.sip_tls, "sip.tls");
         owed(
-            (&self.tls_certificate, &self.tls_private_key)
-                != (&new.tls_certificate, &new.tls_private_key),
-            "sip.tls_certificate",
-        );
-        owed(
             self.public_address != new.public_address,
             "sip.public_address",
         );
@@ -191,6 +186,10 @@ impl Config {
         config.firewall.ids_rules = new.firewall.ids_rules;
         config.rtp_timeout = new.rtp_timeout;
         config.retention_days = new.retention_days;
+        // The certificate itself is re-read by the reload (the listeners'
+        // resolver swaps it); the paths follow.
+        config.tls_certificate = new.tls_certificate;
+        config.tls_private_key = new.tls_private_key;
         Reloaded {
             config,
             applied,

@@ -125,11 +125,79 @@ pub fn tls_client_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, S
     .with_no_client_auth())
 }
 
-/// A rustls server configuration from PEM certificate chain and key files.
-pub fn tls_server_config(
+/// The SIP TLS listeners' certificate and key, swapped in place by a
+/// reload: a renewed certificate serves the next handshake, and
+/// connections already open keep the one they were made with.
+pub struct ServerCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerCert")
+    }
+}
+
+impl ServerCert {
+    /// Reads a PEM certificate chain and its key; refuses a key that is
+    /// not the certificate's.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<Self>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = std::sync::RwLock::new(Arc::new(certified(cert, key, &provider)?));
+        Ok(Arc::new(Self { current, provider }))
+    }
+
+    /// Reads the files again (a reload): the pair to [`ServerCert::install`]
+    /// if it differs from the one served, `None` if it is the same. Nothing
+    /// changes until it is installed.
+    pub fn read_again(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Option<rustls::sign::CertifiedKey>, String> {
+        let new = certified(cert, key, &self.provider)?;
+        let served = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Ok((served.cert != new.cert).then_some(new))
+    }
+
+    /// Serves `new` from the next handshake on.
+    pub fn install(&self, new: rustls::sign::CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
+    /// A rustls server configuration that serves this certificate, TLS 1.2
+    /// and 1.3.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, String> {
+        Ok(
+            rustls::ServerConfig::builder_with_provider(self.provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone()),
+        )
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn certified(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<rustls::ServerConfig, String> {
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, String> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -137,15 +205,19 @@ pub fn tls_server_config(
     if certs.is_empty() {
         return Err(format!("{}: no certificate in it", cert.display()));
     }
-    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
         .map_err(|e| format!("{}: {e}", key.display()))?
         .ok_or_else(|| format!("{}: no private key in it", key.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    rustls::sign::CertifiedKey::from_der(certs, key_der, provider)
         .map_err(|e| format!("certificate and key do not match: {e}"))
+}
+
+/// A rustls server configuration from PEM certificate chain and key files.
+pub fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    ServerCert::load(cert, key)?.server_config()
 }
 
 type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
