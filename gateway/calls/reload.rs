@@ -9,6 +9,8 @@
 //! keepalive or TLS changed starts afresh (up, probed at once), as does a
 //! registration whose credentials changed. A removed trunk's series
 //! leave `/metrics`, so no alert fires for a carrier no longer there.
+//! Calls waiting in a queue follow the queue by name (queues are kept by
+//! index); a call whose queue was removed is offered to no more agents.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use super::core::Core;
 use super::keepalive::TrunkState;
 use super::register::Registration;
 use crate::admin::metrics::Metrics;
-use crate::config::{Config, Trunk};
+use crate::config::{Config, Target, Trunk};
 use crate::sip::transport::TlsPeers;
 
 /// The client TLS configuration of every TLS trunk with an address.
@@ -61,6 +63,20 @@ pub(super) fn fresh_registration(
     })
 }
 
+/// `t` (a target under `old`) under `new`: a queue by its name, and one
+/// that is gone as no queue at all.
+fn retarget(old: &Config, new: &Config, t: &Target) -> Target {
+    match t {
+        Target::Queue(i) => Target::Queue(
+            old.queues
+                .get(*i)
+                .and_then(|q| new.queues.iter().position(|n| n.name == q.name))
+                .unwrap_or(usize::MAX),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Whether a trunk's keepalive state still describes `new`.
 fn same_peer(old: &Trunk, new: &Trunk) -> bool {
     (old.address, old.transport, old.keepalive, &old.tls)
@@ -102,8 +118,44 @@ impl Core {
                     .remove_label_values(&[&o.name]);
             }
         }
+        for leg in self.calls.values_mut().filter_map(|c| c.agent.as_mut()) {
+            leg.target = retarget(&old, &config, &leg.target);
+        }
         self.transport.set_tls_peers(tls);
         self.guard.reconfigure(config.clone(), now);
         self.config = config;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(queues: &[&str]) -> Config {
+        let mut toml = String::new();
+        for q in queues {
+            toml += &format!(
+                "[[profile]]\nname = \"{q}\"\n[[queue]]\nname = \"{q}\"\nprofiles = [\"{q}\"]\n"
+            );
+        }
+        Config::from_toml(&toml).expect("config")
+    }
+
+    #[test]
+    fn a_waiting_call_follows_its_queue_by_name() {
+        let old = config(&["sales", "support"]);
+        let new = config(&["support", "billing", "sales"]);
+        let at =
+            |c: &Config, name: &str| c.queues.iter().position(|q| q.name == name).expect("queue");
+        let sales = Target::Queue(at(&old, "sales"));
+        assert_eq!(
+            retarget(&old, &new, &sales),
+            Target::Queue(at(&new, "sales"))
+        );
+        // A removed queue is no queue; other targets are untouched.
+        let gone = config(&["support"]);
+        assert_eq!(retarget(&old, &gone, &sales), Target::Queue(usize::MAX));
+        let agent = Target::Agent("alice".into());
+        assert_eq!(retarget(&old, &new, &agent), agent);
     }
 }
