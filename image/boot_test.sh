@@ -6,13 +6,18 @@
 # if, through ports forwarded from loopback, /healthz answers and a SIP
 # OPTIONS gets 200, and the console's boot report says tollgate.service is
 # active, no unit failed, the nftables table inet tollgate is loaded, the
-# master key was sealed by the machine and the root filesystem grew.
+# master key was sealed by the machine and the root filesystem grew. Every
+# boot starts from the pristine image: no two may share a machine-id, TLS
+# certificate, agent CA or sealed master key (nothing baked in).
 #
 # Built from ../shared/reference/image/boot_test.sh.
 #
 # Usage: sudo image/boot_test.sh [IMAGE]   (default /tmp/tollgate-image/out/tollgate.raw)
 # Environment (all optional):
 #   FIRMWARE="uefi bios"   which firmware(s) to boot with (OVMF / SeaBIOS)
+#   BOOTS=1                first boots per firmware (each from the pristine
+#                          image); with more, the median boot-to-service
+#                          time per firmware is printed
 #   BOOT_TIMEOUT=300       seconds allowed per boot for the service to answer
 #   DISK_SIZE=4G           virtual disk size the guest sees (> image: tests the
 #                          first-boot growth of the root partition + filesystem)
@@ -33,6 +38,8 @@ fi
 
 IMAGE=${1:-/tmp/tollgate-image/out/tollgate.raw}
 : "${FIRMWARE:=uefi bios}"
+: "${BOOTS:=1}"
+[[ $BOOTS =~ ^[1-9][0-9]?$ ]] || { echo "boot_test: BOOTS must be 1 to 99" >&2; exit 2; }
 : "${BOOT_TIMEOUT:=300}"
 : "${DISK_SIZE:=4G}"
 : "${LOG_DIR:=/tmp/tollgate-image/boot-logs}"
@@ -155,6 +162,8 @@ parts = json.load(sys.stdin)["partitiontable"]["partitions"]
 print(sum(p["size"] // 2 for p in parts if p["type"].upper() == "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"))')
 fi
 passed=0 failed=0
+declare -A TIMES=()
+IDENTITIES=()
 
 boot_one() {
   local fw=$1
@@ -183,7 +192,7 @@ boot_one() {
     if ! kill -0 "$QEMU_PID" 2>/dev/null; then echo "[$fw] qemu exited early:"; cat "$TMP/qemu.out"; break; fi
     reply=$(curl -s -m 3 "http://127.0.0.1:$port/healthz" 2>/dev/null || true)
     # "starting" until every listener is bound, then "ok".
-    if [[ $reply == ok* ]]; then up=$(secs "$t0" "$(now)"); break; fi
+    if [[ $reply == ok* ]]; then up=$(secs "$t0" "$(now)"); TIMES[$fw]+="$up "; break; fi
     sleep 1
   done
 
@@ -205,6 +214,9 @@ boot_one() {
   if grep -aq "BOOTCHECK tollgate=active" <<<"$log"; then msg+=("tollgate.service active"); else ok=0; msg+=("tollgate.service NOT active"); fi
   if grep -aq "BOOTCHECK nft_tables=.*table inet tollgate" <<<"$log"; then msg+=("table inet tollgate loaded"); else ok=0; msg+=("table inet tollgate NOT loaded"); fi
   if grep -aq "BOOTCHECK master_key=sealed" <<<"$log"; then msg+=("master key sealed by the machine"); else ok=0; msg+=("master key NOT sealed: $(grep -ao 'BOOTCHECK master_key=[a-z]*' <<<"$log" | tail -1)"); fi
+  local identity; identity=$(grep -ao "BOOTCHECK identity=[^ ]*" <<<"$log" | tail -1 | cut -d= -f2 || true)
+  if [[ -n $identity && $identity != *none* ]]; then msg+=("made its own identity"); IDENTITIES+=("$identity")
+  else ok=0; msg+=("identity incomplete: ${identity:-no report}"); fi
   local failed_units; failed_units=$(grep -ao "BOOTCHECK failed_units=[0-9]*.*" <<<"$log" | tail -1 | cut -d= -f2 || true)
   if [[ ${failed_units:-x} == 0* ]]; then msg+=("no failed units"); else ok=0; msg+=("failed units: ${failed_units:-unknown}"); fi
   local root_kb; root_kb=$(grep -ao "BOOTCHECK root_kb=[0-9]*" <<<"$log" | tail -1 | cut -d= -f2 || true)
@@ -224,6 +236,33 @@ boot_one() {
   fi
 }
 
-for fw in $FIRMWARE; do boot_one "$fw"; done
+for fw in $FIRMWARE; do
+  for _ in $(seq 1 "$BOOTS"); do boot_one "$fw"; done
+  if (( BOOTS > 1 )) && [[ -n ${TIMES[$fw]:-} ]]; then
+    # QEMU's start to /healthz "ok", first boots, TCG.
+    python3 - "$fw" ${TIMES[$fw]} <<'PY'
+import statistics, sys
+fw, t = sys.argv[1], sorted(float(x) for x in sys.argv[2:])
+print(f"boot_test: [{fw}] boot to service: median {statistics.median(t):.1f} s over {len(t)} boots "
+      f"(min {t[0]:.1f}, max {t[-1]:.1f}): {' '.join(f'{x:.1f}' for x in t)}")
+PY
+  fi
+done
+# Nothing the first boot makes may repeat between boots of one image.
+if (( ${#IDENTITIES[@]} > 1 )); then
+  if ! python3 - "${IDENTITIES[@]}" <<'PY'
+import sys
+seen = {}
+for boot, ident in enumerate(sys.argv[1:]):
+    for part in ident.split(","):
+        kind, _, h = part.partition(":")
+        if (kind, h) in seen:
+            print(f"boot_test: boots {seen[(kind, h)] + 1} and {boot + 1} share a {kind}: baked into the image")
+            sys.exit(1)
+        seen[(kind, h)] = boot
+print(f"boot_test: {len(sys.argv) - 1} boots, each with its own machine-id, TLS certificate, agent CA and master key")
+PY
+  then failed=$((failed + 1)); fi
+fi
 echo "boot_test: $passed passed, $failed failed"
 (( failed == 0 ))
