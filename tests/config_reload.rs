@@ -9,7 +9,9 @@
 //!   `tollgate_config_restart_pending`) and the old one keeps serving;
 //! - a file with an error is refused whole: the running configuration
 //!   stays, `tollgate_config_last_reload_successful` drops to 0 and the
-//!   audit trail records the refusal; the next good reload restores it.
+//!   audit trail records the refusal; the next good reload restores it;
+//! - a source banned while its trunk was untrusted is unbanned when a
+//!   reload marks the trunk trusted (a carrier is never banned).
 //!
 //! The kernel's trunk set refilled on reload is checked in
 //! tests/guard_netns.rs (root, in namespaces).
@@ -77,11 +79,15 @@ target = "tone"
 "#;
 
 fn options(s: &UdpSocket, gw: SocketAddr, n: u32) -> Vec<u8> {
+    options_from(s, gw, n, "probe/1.0")
+}
+
+fn options_from(s: &UdpSocket, gw: SocketAddr, n: u32, ua: &str) -> Vec<u8> {
     let me = s.local_addr().expect("addr");
     format!(
         "OPTIONS sip:probe@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreload{n}\r\n\
 Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=r{n}\r\nTo: <sip:probe@{gw}>\r\n\
-Call-ID: reload-{n}-{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+Call-ID: reload-{n}-{me}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
 }
@@ -202,13 +208,40 @@ fn sighup_applies_trunks_and_routes_live_and_refuses_a_broken_file_whole() {
     assert_eq!(gw.metric(SUCCESSFUL), 1.0);
     assert_eq!(gw.metric(PENDING), 0.0);
 
-    // The audit trail has all three, outcomes included.
+    // Untrusted, the newcomer's network is banned for a scanner's
+    // User-Agent; marked trusted by a reload, it is a carrier again.
+    let untrusted = SECOND.replace("srtp = \"off\"", "srtp = \"off\"\ntrusted = false");
+    std::fs::write(&file, toml(SIP, &untrusted)).expect("write config");
+    hup(&gw);
+    gw.expect_metric(APPLIED, 10, 3.0);
+    newcomer
+        .send_to(
+            &options_from(&newcomer, gw.sip, 4, "friendly-scanner"),
+            gw.sip,
+        )
+        .expect("send");
+    gw.expect_metric(
+        r#"tollgate_ids_verdicts_total{reason="scanner",verdict="ban"}"#,
+        5,
+        1.0,
+    );
+    assert_eq!(gw.metric("tollgate_ids_bans_active"), 1.0);
+    std::fs::write(&file, toml(SIP, SECOND)).expect("write config");
+    hup(&gw);
+    gw.expect_metric(APPLIED, 10, 4.0);
+    assert_eq!(gw.metric("tollgate_ids_bans_active"), 0.0);
+    assert!(gw.log().contains("now a trusted carrier"), "{}", gw.log());
+    let reply = transact(&newcomer, gw.sip, &options(&newcomer, gw.sip, 5));
+    assert!(reply.starts_with(b"SIP/2.0 200"), "the carrier is served");
+
+    // The audit trail has every reload, outcomes included, and the unban.
     let (ok, out, err) =
         common::gateway::operator_cli(&gw.dir.join("data"), "audit", &["list", "--json"]);
     assert!(ok, "{err}");
     let reloads: Vec<&str> = out.lines().filter(|l| l.contains("\"reload\"")).collect();
-    assert_eq!(reloads.len(), 3, "{out}");
+    assert_eq!(reloads.len(), 5, "{out}");
     assert!(reloads[0].contains("\"applied\"") && reloads[0].contains("second"));
     assert!(reloads[1].contains("\"refused\"") && reloads[1].contains("peers"));
     assert!(reloads[2].contains("\"applied\""));
+    assert!(out.contains("trusted carrier (reload)"), "{out}");
 }

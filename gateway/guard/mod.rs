@@ -270,6 +270,15 @@ impl Guard {
 
     /// Lifts a ban, in the process and in the kernel.
     pub fn unban(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let was = self.lift(ip, now);
+        if was {
+            info!(source = %ip, "IDS: ban lifted by an administrator");
+        }
+        was
+    }
+
+    /// Lifts a ban in the process and the kernel; whether there was one.
+    fn lift(&mut self, ip: IpAddr, now: Instant) -> bool {
         let was = self.ids.unban(ip, now);
         self.shared.set(ip, None);
         if let Some(f) = &self.firewall {
@@ -278,9 +287,6 @@ impl Guard {
         self.metrics
             .ids_bans_active
             .set(self.ids.bans_active() as i64);
-        if was {
-            info!(source = %ip, "IDS: ban lifted by an administrator");
-        }
         was
     }
 
@@ -311,7 +317,11 @@ impl Guard {
             .filter(|&ip| self.ids.is_trusted(ip))
             .collect();
         for ip in trusted {
-            self.unban(ip, now);
+            self.lift(ip, now);
+            info!(source = %ip, "IDS: ban lifted, the source is now a trusted carrier's");
+            if let Some(a) = &self.audit {
+                a.record("ids", "unban", &ip.to_string(), "trusted carrier (reload)");
+            }
         }
     }
 
