@@ -45,23 +45,7 @@ peers = ["127.0.0.0/8"]
     );
     let gw = Gateway::start_toml(name, 15600, 15601, &toml);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(cert.cert.der().clone())
-        .expect("trust the test certificate");
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let server_name = "localhost".try_into().expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(client), server_name).expect("client");
-    let sock = TcpStream::connect(gw.sip).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut tls = connect_trusting(gw.sip, cert.cert.der());
     tls.write_all(
         b"OPTIONS sip:echo@127.0.0.1:15600;transport=tls SIP/2.0\r\n\
 Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\n\
@@ -101,13 +85,12 @@ Content-Length: 0\r\n\r\n",
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// OPTIONS over a TLS connection that trusts only `root`: the answer's
-/// status line, or the handshake's error.
-fn options_trusting(
+/// A TLS client connection to `gw` (as "localhost") that trusts only
+/// `root`; the handshake happens on first use.
+fn connect_trusting(
     gw: std::net::SocketAddr,
     root: &rustls::pki_types::CertificateDer<'static>,
-    n: u32,
-) -> Result<String, String> {
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("trust the test certificate");
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -123,7 +106,17 @@ fn options_trusting(
     let sock = TcpStream::connect(gw).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// OPTIONS over a TLS connection that trusts only `root`: the answer's
+/// status line, or the handshake's error.
+fn options_trusting(
+    gw: std::net::SocketAddr,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    n: u32,
+) -> Result<String, String> {
+    let mut tls = connect_trusting(gw, root);
     tls.write_all(
         format!(
             "OPTIONS sip:echo@{gw};transport=tls SIP/2.0\r\n\
