@@ -457,11 +457,10 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
         AgentCommand::Revoke { name } => {
             let socket = tollgate::admin::control::client_path(&args.state.data_dir());
             if socket.exists() {
-                let req = Request::AgentRevoke { name: name.clone() };
-                let (r, _) = tollgate::admin::control::request(&socket, &req)?;
-                if !r.ok {
-                    return Err(r.error.unwrap_or_default());
-                }
+                tollgate::admin::control::ask(
+                    &socket,
+                    &Request::AgentRevoke { name: name.clone() },
+                )?;
             } else {
                 store.revoke(&name).map_err(|e| e.to_string())?;
             }
@@ -508,11 +507,9 @@ fn enroll_via_daemon(
         name: name.to_string(),
         profile: profile.clone(),
     };
-    let (r, _) = tollgate::admin::control::request(socket, &req)?;
-    if !r.ok {
-        return Err(r.error.unwrap_or_default());
-    }
-    let e = r.enrolled.ok_or("the gateway answered without a bundle")?;
+    let e = tollgate::admin::control::ask(socket, &req)?
+        .enrolled
+        .ok_or("the gateway answered without a bundle")?;
     hand_over(
         name,
         profile,

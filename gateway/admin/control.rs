@@ -106,6 +106,12 @@ impl SecretText {
     }
 }
 
+impl From<Zeroizing<String>> for SecretText {
+    fn from(s: Zeroizing<String>) -> Self {
+        Self(s)
+    }
+}
+
 impl std::fmt::Debug for SecretText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretText(..)")
@@ -448,7 +454,7 @@ async fn run(
             match rotation_key(&key) {
                 None => Response::error("the new key must be 64 hex digits"),
                 Some(key) => {
-                    let rotated = tokio::task::spawn_blocking(move || {
+                    let rotated = blocking(move || {
                         crate::keys::rotate::rotate(
                             &dir,
                             &store,
@@ -460,12 +466,11 @@ async fn run(
                     })
                     .await;
                     match rotated {
-                        Ok(Ok(r)) => Response {
+                        Ok(r) => Response {
                             rotated: Some(r),
                             ..Response::ok()
                         },
-                        Ok(Err(e)) => Response::error(e.to_string()),
-                        Err(e) => Response::error(e.to_string()),
+                        Err(e) => Response::error(e),
                     }
                 }
             }
@@ -473,7 +478,7 @@ async fn run(
         Request::AgentEnroll { name, profile } => {
             let (dir, master) = (admin.data_dir.clone(), admin.master.clone());
             let address = admin.agents_address.clone();
-            let done = tokio::task::spawn_blocking(move || {
+            let done = blocking(move || {
                 crate::agent::store::Store::new(&dir).enroll(
                     &master.current(),
                     &name,
@@ -483,27 +488,21 @@ async fn run(
             })
             .await;
             match done {
-                Ok(Ok(e)) => Response {
+                Ok(e) => Response {
                     enrolled: Some(Enrolled {
                         bundle: SecretText::new(&e.bundle),
                         otp_uri: SecretText::new(&e.otp_uri),
                     }),
                     ..Response::ok()
                 },
-                Ok(Err(e)) => Response::error(e.to_string()),
-                Err(e) => Response::error(e.to_string()),
+                Err(e) => Response::error(e),
             }
         }
         Request::AgentRevoke { name } => {
             let dir = admin.data_dir.clone();
-            match tokio::task::spawn_blocking(move || {
-                crate::agent::store::Store::new(&dir).revoke(&name)
-            })
-            .await
-            {
-                Ok(Ok(())) => Response::ok(),
-                Ok(Err(e)) => Response::error(e.to_string()),
-                Err(e) => Response::error(e.to_string()),
+            match blocking(move || crate::agent::store::Store::new(&dir).revoke(&name)).await {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::error(e),
             }
         }
         Request::CdrShow { id } => match id.parse::<RecordId>() {
@@ -511,8 +510,8 @@ async fn run(
             Ok(rid) => {
                 let store = admin.store.clone();
                 let full = op.has(Role::Auditor);
-                match tokio::task::spawn_blocking(move || store.get(rid)).await {
-                    Ok(Ok(Some(r))) => {
+                match blocking(move || store.get(rid)).await {
+                    Ok(Some(r)) => {
                         let r = if full { r } else { r.masked() };
                         let _ = send(
                             w,
@@ -527,9 +526,8 @@ async fn run(
                         let _ = w.write_all(format!("{line}\n").as_bytes()).await;
                         return "ok".into();
                     }
-                    Ok(Ok(None)) => Response::error(format!("no record {id}")),
-                    Ok(Err(e)) => Response::error(e.to_string()),
-                    Err(e) => Response::error(e.to_string()),
+                    Ok(None) => Response::error(format!("no record {id}")),
+                    Err(e) => Response::error(e),
                 }
             }
         },
@@ -708,4 +706,28 @@ pub fn request(
     let resp: Response = serde_json::from_str(answer.trim())
         .map_err(|e| format!("bad answer from the gateway: {e}"))?;
     Ok((resp, reader.lines().map_while(Result::ok)))
+}
+
+/// [`request`] for a request answered in one line: the response if the
+/// daemon carried it out, else its error.
+pub fn ask(socket: &Path, r: &Request) -> Result<Response, String> {
+    let (resp, _) = request(socket, r)?;
+    if resp.ok {
+        Ok(resp)
+    } else {
+        Err(resp.error.unwrap_or_default())
+    }
+}
+
+/// Runs blocking work (disk, sealing) off the runtime: its result, with
+/// its error or the task's as text.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }

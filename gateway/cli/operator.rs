@@ -113,9 +113,7 @@ pub(crate) fn keys_command(c: KeysCommand) -> ExitCode {
                 }
             };
             let req = Request::RotateMaster {
-                key: tollgate::admin::control::SecretText::new(&zeroize::Zeroizing::new(
-                    data_encoding::HEXLOWER.encode(&key[..]),
-                )),
+                key: zeroize::Zeroizing::new(data_encoding::HEXLOWER.encode(&key[..])).into(),
             };
             operator(&state, &req, |r, _| {
                 let Some(r) = r.rotated else {
