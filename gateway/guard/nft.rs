@@ -129,8 +129,34 @@ fn net(n: &IpNet) -> Expression<'static> {
     }
 }
 
+/// The union of `nets`: overlapping, nested, identical and adjacent
+/// networks merged, IPv4-mapped IPv6 networks taken as IPv4.
+///
+/// The kernel's interval sets refuse overlapping elements ("conflicting
+/// intervals specified"), and a trunk open to the internet
+/// (`0.0.0.0/0`) beside a carrier's /32 is a documented configuration,
+/// so the gateway hands nft the union: the load never depends on how a
+/// given nft release merges. (The sets are also `auto-merge`, so an
+/// element an operator adds by hand merges rather than fails.)
+pub fn union(nets: &[IpNet]) -> Vec<IpNet> {
+    let plain: Vec<IpNet> = nets
+        .iter()
+        .map(|n| match n {
+            IpNet::V6(v6) if n.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+                    .map(IpNet::V4)
+                    .unwrap_or(*n),
+                None => *n,
+            },
+            _ => *n,
+        })
+        .collect();
+    IpNet::aggregate(&plain)
+}
+
 /// The batch that fills the trunk and admin sets from `config`,
-/// replacing what they held.
+/// replacing what they held. Each set gets the union of its networks,
+/// so any set of networks the configuration accepts loads.
 pub fn fill_sets(config: &Config) -> Nftables<'static> {
     let mut b = Batch::new();
     let trunks: Vec<IpNet> = config
@@ -139,8 +165,11 @@ pub fn fill_sets(config: &Config) -> Nftables<'static> {
         .flat_map(|t| t.peers.iter().copied())
         .collect();
     for (sets, nets) in [
-        (("trunk_v4", "trunk_v6"), &trunks),
-        (("admin_v4", "admin_v6"), &config.firewall.admin_networks),
+        (("trunk_v4", "trunk_v6"), union(&trunks)),
+        (
+            ("admin_v4", "admin_v6"),
+            union(&config.firewall.admin_networks),
+        ),
     ] {
         for (name, v4) in [(sets.0, true), (sets.1, false)] {
             b.add_cmd(NfCmd::Flush(FlushObject::Set(Box::new(set(name)))));
@@ -523,6 +552,39 @@ mod tests {
             json.contains(r#""val":"198.51.100.8","timeout":60"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn union_merges_overlapping_nested_identical_and_adjacent_networks() {
+        let nets: Vec<IpNet> = [
+            "203.0.113.7/32",
+            "203.0.113.0/24",
+            "203.0.113.0/24",
+            "192.0.2.0/25",
+            "192.0.2.128/25",
+            "::ffff:198.51.100.9/128",
+            "2001:db8:1::/48",
+            "2001:db8::/32",
+        ]
+        .iter()
+        .map(|n| n.parse().expect("net"))
+        .collect();
+        let got: Vec<String> = union(&nets).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "192.0.2.0/24",
+                "198.51.100.9/32",
+                "203.0.113.0/24",
+                "2001:db8::/32"
+            ]
+        );
+        let all: Vec<IpNet> = ["0.0.0.0/0", "10.0.0.1/32", "::/0", "::1/128"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
+        let got: Vec<String> = union(&all).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["0.0.0.0/0", "::/0"]);
     }
 
     #[test]
