@@ -19,7 +19,7 @@ use crate::sip::sdp::{Codec, SrtpMode};
 mod agents;
 mod firewall;
 mod reload;
-use agents::{validate_agents, validate_profile};
+use agents::{validate_agents, validate_dialing, validate_profile, DialingFile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
 };
@@ -75,6 +75,8 @@ pub struct File {
     pub profile: Vec<ProfileFile>,
     #[serde(default)]
     pub dial: Vec<DialFile>,
+    #[serde(default)]
+    pub dialing: DialingFile,
     #[serde(default)]
     pub firewall: FirewallFile,
     #[serde(default)]
@@ -362,6 +364,9 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// Agents' dial plan: (E.164 prefix, trunk index), first match wins.
     pub dial: Vec<(String, usize)>,
+    /// `[dialing] default = "deny"`: numbers no dial-plan prefix covers,
+    /// and dials by agents without a profile, are refused.
+    pub dial_default_deny: bool,
 }
 
 impl Config {
@@ -694,6 +699,7 @@ impl Config {
             }
             dial.push((d.prefix.clone(), t));
         }
+        let dial_default_deny = validate_dialing(&f.dialing)?;
 
         let mut routes = Vec::new();
         for (i, r) in f.route.iter().enumerate() {
@@ -787,6 +793,7 @@ impl Config {
             queues,
             profiles,
             dial,
+            dial_default_deny,
         })
     }
 

@@ -445,9 +445,14 @@ fn agent_command(args: AgentArgs) -> Result<(), String> {
                 return enroll_via_daemon(&socket, &name, profile, &out);
             }
             let config = load_config(args.config.as_deref())?;
+            let known = profile
+                .as_deref()
+                .map(|p| tollgate::agent::store::KnownProfile::check(p, &config))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             let sealer = args.state.sealer()?;
             let e = store
-                .enroll(&sealer, &name, profile.as_deref(), &config.agents.address)
+                .enroll(&sealer, &name, known, &config.agents.address)
                 .map_err(|e| e.to_string())?;
             hand_over(&name, profile, &out, &e.bundle, &e.otp_uri, "", || {
                 let _ = store.revoke(&name);
@@ -835,9 +840,19 @@ async fn serve(
         bundles = %config.agents.address,
         "serving agents (QUIC, client certificate + TOTP)"
     );
+    if let Ok(enrolled) = tollgate::agent::store::Store::new(&data_dir).load() {
+        let orphans = tollgate::agent::store::orphans(&enrolled, &config);
+        if !orphans.is_empty() {
+            warn!(
+                agents = %orphans.join(", "),
+                "agents enrolled with a profile the configuration lacks cannot dial until it is added"
+            );
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (guard_tx, guard_rx) = tokio::sync::mpsc::channel(64);
     let socket = tollgate::admin::control::path(&data_dir);
+    let (running_tx, running_rx) = tokio::sync::watch::channel(config.clone());
     let control = tollgate::admin::control::serve(
         &socket,
         tollgate::admin::control::Admin {
@@ -853,6 +868,7 @@ async fn serve(
             master,
             dev_key,
             agents_address: config.agents.address.clone(),
+            config: running_rx,
         },
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
@@ -863,7 +879,8 @@ async fn serve(
     tollgate::admin::systemd::spawn_watchdog(guard_tx.clone());
     let mut reloader = tollgate::admin::reload::Reloader {
         path: config_path,
-        running: config.clone(),
+        running: running_tx,
+        data_dir: data_dir.clone(),
         core: guard_tx.clone(),
         firewall: firewall.clone(),
         server_cert,

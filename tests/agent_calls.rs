@@ -566,3 +566,125 @@ fn hold_stops_the_audio_both_ways() {
         "{received} packets came back: {out}"
     );
 }
+
+/// `[dialing] default = "deny"` and profiles that fail closed.
+fn deny_config(base: u16, with_sales: bool) -> String {
+    let sales = if with_sales {
+        "[[profile]]\nname = \"sales\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[[trunk]]
+name = "carrier"
+peers = ["192.0.2.0/24"]
+address = "127.0.0.1:{far}"
+codecs = ["PCMA"]
+srtp = "off"
+keepalive_s = 0
+
+{sales}
+[[dial]]
+prefix = "+44"
+trunk = "carrier"
+
+[dialing]
+default = "deny"
+"#,
+        far = base + 50
+    )
+}
+
+/// Dials `number` as `who`; the softphone's stderr once it has exited.
+fn dial_refusal(gw: &Gateway, who: &common::agent::Enrolled, tag: &str, number: &str) -> String {
+    let mut phone = softphone(gw, who, tag, &["--dial", number]);
+    let status = wait_exit(&mut phone, 30);
+    let (out, err) = softphone_output(gw, tag);
+    assert!(!status.success(), "{tag}: the dial went through: {out}");
+    err
+}
+
+#[test]
+fn dial_restrictions_fail_closed() {
+    let (base, rtp) = (18100, 36000);
+    let invites_out = "tollgate_sip_requests_total{direction=\"out\",method=\"INVITE\"}";
+    let mut gw = Gateway::start_with("dial-deny", base, rtp, 100, &deny_config(base, true));
+    gw.keep_dir = true;
+
+    // Enrolment refuses a profile the configuration does not hold.
+    let out = gw.dir.join("typo.toml");
+    let (ok, _, err) = common::agent::agent_cli(
+        &gw,
+        &[
+            "enroll",
+            "typo",
+            "--profile",
+            "sale",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+    );
+    assert!(!ok && err.contains("no profile named \"sale\""), "{err}");
+    assert!(
+        !out.exists(),
+        "a bundle was written for a refused enrolment"
+    );
+
+    let olga = enroll(&gw, "olga", Some("sales"));
+    let pia = enroll(&gw, "pia", Some("sales"));
+    let quinn = enroll(&gw, "quinn", Some("sales"));
+    let nora = enroll(&gw, "nora", None);
+
+    // Default-deny: a number no [[dial]] prefix covers, and any dial by an
+    // agent without a profile.
+    let err = dial_refusal(&gw, &olga, "olga-abroad", "+33142685300");
+    assert!(err.contains("not in the dial plan"), "{err}");
+    let err = dial_refusal(&gw, &nora, "nora", "+442079460000");
+    assert!(err.contains("no dialling profile"), "{err}");
+    assert_eq!(gw.metric(invites_out), 0.0, "an INVITE left for a refusal");
+    // A covered number by an agent whose profile allows it passes the
+    // checks and leaves for the carrier (nobody answers there).
+    let _ = dial_refusal(&gw, &quinn, "quinn", "+442079460000");
+    assert!(gw.metric(invites_out) >= 1.0, "{}", gw.log());
+
+    // A reload that drops the profile agents use is refused.
+    std::fs::write(
+        gw.dir.join("tollgate.toml"),
+        common::gateway::config(base, rtp, 100, &deny_config(base, false))
+            + "\n[firewall]\nnftables = \"off\"\n",
+    )
+    .expect("config");
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    gw.expect_metric("tollgate_config_last_reload_successful", 10, 0.0);
+    assert!(
+        gw.log()
+            .contains("profiles used by enrolled agents are missing: olga (\"sales\")"),
+        "{}",
+        gw.log()
+    );
+
+    // Started on that file anyway (edited while stopped): the agents of
+    // the missing profile are named, and cannot dial at all.
+    gw.stop();
+    drop(gw);
+    let gw = Gateway::start_toml(
+        "dial-deny",
+        base,
+        base + 1,
+        &std::fs::read_to_string(Gateway::dir_for("dial-deny").join("tollgate.toml"))
+            .expect("config"),
+    );
+    let err = dial_refusal(&gw, &pia, "pia", "+442079460000");
+    assert!(err.contains("profile is not configured"), "{err}");
+    assert!(
+        gw.log().contains("cannot dial until it is added"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(gw.metric(invites_out), 0.0);
+}

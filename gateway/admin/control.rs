@@ -286,6 +286,8 @@ pub struct Admin {
     pub dev_key: Option<PathBuf>,
     /// The address written into agents' bundles.
     pub agents_address: String,
+    /// The running configuration (enrolment checks profiles against it).
+    pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -478,11 +480,18 @@ async fn run(
         Request::AgentEnroll { name, profile } => {
             let (dir, master) = (admin.data_dir.clone(), admin.master.clone());
             let address = admin.agents_address.clone();
+            // Checked against the configuration running now (a reload
+            // publishes its new one).
+            let config = admin.config.borrow().clone();
             let done = blocking(move || {
+                let known = profile
+                    .as_deref()
+                    .map(|p| crate::agent::store::KnownProfile::check(p, &config))
+                    .transpose()?;
                 crate::agent::store::Store::new(&dir).enroll(
                     &master.current(),
                     &name,
-                    profile.as_deref(),
+                    known,
                     &address,
                 )
             })

@@ -1,8 +1,9 @@
 //! Reloading the configuration in a running gateway (SIGHUP, so
 //! `systemctl reload tollgate`).
 //!
-//! The file is read and validated whole first: a file with an error, or a
-//! TLS trunk whose CA cannot be read, is refused and nothing changes (the
+//! The file is read and validated whole first: a file with an error, a
+//! TLS trunk whose CA cannot be read, or one that drops a profile enrolled
+//! agents use, is refused and nothing changes (the
 //! log, systemd's status line, the audit trail and
 //! `tollgate_config_last_reload_successful` say so). Otherwise the
 //! kernel's trunk and admin sets are refilled in one nft transaction, then
@@ -28,7 +29,10 @@ use crate::guard::nft;
 pub struct Reloader {
     /// The file, or `None` for the embedded defaults.
     pub path: Option<PathBuf>,
-    pub running: Arc<Config>,
+    /// The running configuration, published to the admin socket.
+    pub running: watch::Sender<Arc<Config>>,
+    /// The data directory (the agent registry, checked against profiles).
+    pub data_dir: PathBuf,
     pub core: mpsc::Sender<GuardRequest>,
     pub firewall: Option<nft::Handle>,
     /// The SIP TLS listeners' certificate, when they run.
@@ -78,7 +82,19 @@ impl Reloader {
                 .map_err(|e| format!("SIP TLS: {e}"))?,
             _ => None,
         };
-        let mut reloaded = self.running.reload_from(new);
+        // Profiles that enrolled agents use stay: removing one would leave
+        // those agents unable to dial without anyone being told.
+        let agents = crate::agent::store::Store::new(&self.data_dir)
+            .load()
+            .map_err(|e| format!("the agent registry: {e}"))?;
+        let orphans = crate::agent::store::orphans(&agents, &new);
+        if !orphans.is_empty() {
+            return Err(format!(
+                "profiles used by enrolled agents are missing: {} (revoke or re-enrol them first)",
+                orphans.join(", ")
+            ));
+        }
+        let mut reloaded = self.running.borrow().reload_from(new);
         if renewed.is_some() {
             reloaded.applied.push("SIP TLS certificate".into());
         }
@@ -114,7 +130,7 @@ impl Reloader {
                 "changed settings take effect at the next restart (systemctl restart tollgate)"
             );
         }
-        self.running = config;
+        self.running.send_replace(config);
         Ok(summary)
     }
 }

@@ -34,6 +34,8 @@ pub enum StoreError {
     BadName,
     #[error("profile names are 1 to 64 letters, digits, '-' or '_'")]
     BadProfile,
+    #[error("no profile named {0:?} in the configuration (add its [[profile]] first)")]
+    UnknownProfile(String),
     #[error("an agent named {0:?} is enrolled already (revoke it first)")]
     Exists(String),
     #[error("no enrolled agent named {0:?}")]
@@ -44,6 +46,46 @@ pub enum StoreError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// A profile name the configuration holds. Enrolment takes only this, so
+/// no agent is ever enrolled with a profile that does not exist (such an
+/// agent could not dial: the dial check fails closed).
+#[derive(Clone, Copy, Debug)]
+pub struct KnownProfile<'a>(&'a str);
+
+impl<'a> KnownProfile<'a> {
+    /// `name` if `config` has a `[[profile]]` of that name.
+    pub fn check(name: &'a str, config: &crate::config::Config) -> Result<Self, StoreError> {
+        if !valid_name(name, b"") {
+            return Err(StoreError::BadProfile);
+        }
+        if config.profile(name).is_none() {
+            return Err(StoreError::UnknownProfile(name.to_string()));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn name(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// The active agents of `agents` whose profile `config` does not hold,
+/// as "agent (profile)" for a message. A reload that would leave any is
+/// refused; at start they are named in the log (they cannot dial).
+pub fn orphans(agents: &[Agent], config: &crate::config::Config) -> Vec<String> {
+    agents
+        .iter()
+        .filter(|a| a.active())
+        .filter_map(|a| {
+            let p = a.profile.as_deref()?;
+            config
+                .profile(p)
+                .is_none()
+                .then(|| format!("{} ({p:?})", a.name))
+        })
+        .collect()
 }
 
 /// One enrolment. An agent re-enrolled after a revocation has a second
@@ -257,16 +299,14 @@ impl Store {
         &self,
         sealer: &Sealer,
         name: &str,
-        profile: Option<&str>,
+        profile: Option<KnownProfile<'_>>,
         gateway: &str,
     ) -> Result<Enrolment, StoreError> {
         use base64::Engine;
         if !valid_name(name, b".") {
             return Err(StoreError::BadName);
         }
-        if profile.is_some_and(|p| !valid_name(p, b"")) {
-            return Err(StoreError::BadProfile);
-        }
+        let profile = profile.map(|p| p.name());
         // Everything under the lock: a master-key rotation takes it too,
         // so the CA key is opened, and the secret sealed, under the key
         // the registry is sealed under.
@@ -387,8 +427,19 @@ mod tests {
         assert_eq!(watch.poll().expect("first").expect("empty").len(), 0);
         assert!(watch.poll().is_none());
 
+        let config =
+            crate::config::Config::from_toml("[[profile]]\nname = \"sales\"\n").expect("config");
+        assert!(matches!(
+            KnownProfile::check("sale", &config),
+            Err(StoreError::UnknownProfile(p)) if p == "sale"
+        ));
+        assert!(matches!(
+            KnownProfile::check("a b", &config),
+            Err(StoreError::BadProfile)
+        ));
+        let sales = KnownProfile::check("sales", &config).expect("sales");
         let e = store
-            .enroll(&sealer, "alice", Some("sales"), "127.0.0.1:4433")
+            .enroll(&sealer, "alice", Some(sales), "127.0.0.1:4433")
             .expect("enroll");
         assert!(e
             .otp_uri
@@ -420,6 +471,10 @@ mod tests {
         let seen = watch.poll().expect("changed").expect("load");
         assert_eq!(seen.len(), 1);
         assert!(seen[0].active());
+        // A configuration without "sales" orphans alice; with it, nobody.
+        assert!(orphans(&seen, &config).is_empty());
+        let without = crate::config::Config::from_toml("").expect("config");
+        assert_eq!(orphans(&seen, &without), ["alice (\"sales\")"]);
 
         store.revoke("alice").expect("revoke");
         let seen = watch.poll().expect("changed").expect("load");

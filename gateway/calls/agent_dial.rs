@@ -1,6 +1,9 @@
 //! Calls agents place. The dial is checked against the agent's profile
 //! (allowed and denied prefixes, calling hours in its time zone) before
-//! anything is sent; the dial plan then picks a live trunk, and the
+//! anything is sent. Checks fail closed: an agent whose profile is not in
+//! the configuration cannot dial, and `[dialing] default = "deny"` also
+//! refuses agents without a profile and numbers the dial plan does not
+//! cover; the dial plan then picks a live trunk, and the
 //! gateway places the call as a dialog of its own ([`Bridge`]), offering
 //! the trunk's first G.711 codec. 180 and 183 reach the agent as
 //! `ringing` and `early_media` (with the early audio), 200 as `answered`;
@@ -9,7 +12,7 @@
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::agent_media::{self, AgentMedia};
 use super::agents::media_for;
@@ -77,7 +80,38 @@ impl Core {
             self.dial_error(session, "bad_number", "not a dialable number");
             return;
         }
-        if let Some(p) = profile.as_deref().and_then(|p| self.config.profile(p)) {
+        // Fail closed: a profile the configuration does not hold (a typo
+        // at enrolment, or removed since) refuses every dial, and so does
+        // no profile at all under `[dialing] default = "deny"`.
+        let checked = match profile.as_deref() {
+            Some(name) => match self.config.profile(name) {
+                Some(p) => Some(p),
+                None => {
+                    warn!(
+                        session,
+                        "dial refused: the agent's profile is not in the configuration"
+                    );
+                    self.count_out("refused");
+                    self.dial_error(
+                        session,
+                        "not_allowed",
+                        "your profile is not configured; ask an administrator",
+                    );
+                    return;
+                }
+            },
+            None if self.config.dial_default_deny => {
+                info!(
+                    session,
+                    "dial refused: no profile, and dialling is default-deny"
+                );
+                self.count_out("refused");
+                self.dial_error(session, "not_allowed", "you have no dialling profile");
+                return;
+            }
+            None => None,
+        };
+        if let Some(p) = checked {
             if let Err(why) = p.check(&e164, jiff::Timestamp::now()) {
                 let (code, message) = match why {
                     DialRefused::NotAllowed => {
@@ -99,6 +133,19 @@ impl Core {
         }
         let trunk = match self.config.dial_trunk(&e164) {
             Some(t) => Some(t).filter(|&t| self.trunk_is_up(t)),
+            None if self.config.dial_default_deny => {
+                info!(
+                    session,
+                    "dial refused: no dial-plan prefix covers the number"
+                );
+                self.count_out("refused");
+                self.dial_error(
+                    session,
+                    "not_allowed",
+                    "that number is not in the dial plan",
+                );
+                return;
+            }
             None => (0..self.config.trunks.len())
                 .find(|&t| self.config.trunks[t].address.is_some() && self.trunk_is_up(t)),
         };
@@ -117,9 +164,7 @@ impl Core {
             self.dial_error(session, "no_route", "the trunk takes no G.711 codec");
             return;
         };
-        let caller = profile
-            .as_deref()
-            .and_then(|p| self.config.profile(p))
+        let caller = checked
             .and_then(|p| p.caller_id.clone())
             .unwrap_or_else(|| "anonymous".into());
         let pt = codec.static_pt().unwrap_or(0);

@@ -49,6 +49,39 @@ pub struct DialFile {
     pub trunk: String,
 }
 
+/// `[dialing]`: what an agent's dial does where neither a profile nor the
+/// dial plan says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialingFile {
+    /// `"allow"` (the default): a number no `[[dial]]` prefix covers leaves
+    /// by the first trunk that places calls, and an agent enrolled without
+    /// a profile may dial any number. `"deny"`: both are refused, so only
+    /// numbers a `[[dial]]` entry covers, by agents whose profile allows
+    /// them, are ever dialled.
+    pub default: String,
+}
+
+impl Default for DialingFile {
+    fn default() -> Self {
+        Self {
+            default: "allow".into(),
+        }
+    }
+}
+
+/// Whether `[dialing] default` is "deny".
+pub(super) fn validate_dialing(d: &DialingFile) -> Result<bool, ConfigError> {
+    match d.default.as_str() {
+        "allow" => Ok(false),
+        "deny" => Ok(true),
+        o => Err(invalid(
+            "dialing.default",
+            format!("{o:?}: use \"allow\" or \"deny\""),
+        )),
+    }
+}
+
 /// A queue of agents: those enrolled with one of `profiles` (the default
 /// queue: those without a profile).
 #[derive(Debug, Clone, PartialEq, Eq)]

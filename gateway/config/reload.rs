@@ -2,7 +2,7 @@
 //!
 //! The dial plan and everything decided per call or per packet source is
 //! applied at once: trunks (peers, addresses, codecs, SRTP, registration,
-//! keepalive, TLS), routes, queues, profiles, the agents' dial plan, the
+//! keepalive, TLS), routes, queues, profiles, the agents' dial plan and `[dialing]`, the
 //! admin networks, the IDS rules, the trunk RTP timeout, record retention
 //! and the SIP TLS certificate files. What is bound or handed out at
 //! start (listeners, the RTP port range, the `[agents]` section, operator
@@ -125,6 +125,16 @@ impl Config {
                 new.dial.len()
             ));
         }
+        if self.dial_default_deny != new.dial_default_deny {
+            applied.push(format!(
+                "dialing.default: {}",
+                if new.dial_default_deny {
+                    "deny"
+                } else {
+                    "allow"
+                }
+            ));
+        }
         if self.firewall.admin_networks != new.firewall.admin_networks {
             applied.push("firewall.admin_networks".into());
         }
@@ -181,6 +191,7 @@ impl Config {
         config.queues = new.queues;
         config.profiles = new.profiles;
         config.dial = new.dial;
+        config.dial_default_deny = new.dial_default_deny;
         config.firewall.admin_networks = new.firewall.admin_networks;
         config.firewall.ids_rules_path = new.firewall.ids_rules_path;
         config.firewall.ids_rules = new.firewall.ids_rules;
