@@ -82,11 +82,27 @@ fn agent_enroll_list_revoke_without_a_gateway() {
         tollgate(&args)
     };
     let bundle = dir.join("alice.toml");
+    // The embedded defaults have no profile "sales": refused, nothing made.
+    let (code, _, err) = run(&[
+        "enroll",
+        "alice",
+        "--profile",
+        "sales",
+        "--out",
+        &s(&bundle),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no profile named \"sales\""), "{err}");
+    assert!(!bundle.exists());
+    let config = dir.join("tollgate.toml");
+    std::fs::write(&config, "[[profile]]\nname = \"sales\"\n").expect("config");
     let (code, out, err) = run(&[
         "enroll",
         "alice",
         "--profile",
         "sales",
+        "--config",
+        &s(&config),
         "--out",
         &s(&bundle),
     ]);
