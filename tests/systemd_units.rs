@@ -45,6 +45,9 @@ fn the_service_is_sandboxed_to_an_ok_rating_or_better() {
         "RuntimeDirectory=tollgate",
         "StateDirectory=tollgate",
         "LoadCredentialEncrypted=master-key:",
+        "LimitCORE=0\n",
+        "MemoryMax=",
+        "TasksMax=",
     ] {
         assert!(unit.contains(must), "tollgate.service lacks {must}");
     }
