@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::sip::sdp::{Codec, SrtpMode};
+use crate::sip::sdp::{AddrScope, Codec, SrtpMode};
 
 mod agents;
 mod firewall;
 mod reload;
+mod scope;
 use agents::{validate_agents, validate_dialing, validate_profile, DialingFile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
@@ -140,7 +141,13 @@ impl Default for SipFile {
 #[serde(deny_unknown_fields, default)]
 pub struct MediaFile {
     pub rtp_ports: String,
+    /// Seconds without valid RTP after which a call ends (every media
+    /// path: agents, test services, bridges). 0: never.
     pub rtp_timeout_s: u64,
+    /// Longest a call may last from its answer, in seconds; then the
+    /// gateway hangs up both ends. Defaults to 14400 (4 hours); 0: no
+    /// limit.
+    pub max_call_s: u64,
 }
 
 impl Default for MediaFile {
@@ -148,6 +155,7 @@ impl Default for MediaFile {
         Self {
             rtp_ports: "20000-39999".into(),
             rtp_timeout_s: 30,
+            max_call_s: 14_400,
         }
     }
 }
@@ -205,6 +213,17 @@ pub struct TrunkFile {
     /// whose sources the IDS bans like any other.
     #[serde(default = "default_trusted")]
     pub trusted: bool,
+    /// Address scopes the trunk's SDP may name for media: any of
+    /// "public", "private" and "loopback". Defaults to "public" plus the
+    /// scopes of the trunk's own peer networks (a carrier peering over a
+    /// private interconnect sends private media addresses).
+    #[serde(default)]
+    pub media_addresses: Option<Vec<String>>,
+    /// Calls at once on this trunk, in and out (so one trunk cannot take
+    /// every slot). Defaults to 4000 for a trusted trunk and 500 for an
+    /// untrusted one; at most 5000, the gateway's own limit.
+    #[serde(default)]
+    pub max_calls: Option<u32>,
 }
 
 fn default_trusted() -> bool {
@@ -262,6 +281,12 @@ pub struct RouteFile {
     /// default, never.
     #[serde(default)]
     pub hangup_ms: u64,
+    /// For the `echo` and `tone` test services only: the networks whose
+    /// SIP sources the service answers (others get 404, as if the number
+    /// did not exist). Defaults to loopback: a test number that answers
+    /// the internet turns the gateway into a media reflector.
+    #[serde(default)]
+    pub test_peers: Option<Vec<String>>,
 }
 
 /// A validated route.
@@ -271,6 +296,21 @@ pub struct Route {
     pub target: Target,
     pub ring: std::time::Duration,
     pub hangup: Option<std::time::Duration>,
+    /// Who a test service answers (empty for other targets: everyone the
+    /// trunks admit).
+    pub test_peers: Vec<IpNet>,
+}
+
+impl Route {
+    /// Whether a call from `ip` may take this route.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        !matches!(self.target, Target::Echo | Target::Tone)
+            || self.test_peers.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// SIP transport of a trunk.
@@ -313,6 +353,24 @@ pub struct Trunk {
     pub tls: Option<(PathBuf, String)>,
     /// Never banned by the IDS (see [`TrunkFile::trusted`]).
     pub trusted: bool,
+    /// Address scopes its SDP may name for media (see
+    /// [`TrunkFile::media_addresses`]).
+    pub media_scopes: Vec<AddrScope>,
+    /// Calls at once on this trunk (see [`TrunkFile::max_calls`]).
+    pub max_calls: u32,
+}
+
+impl Trunk {
+    /// Whether this trunk's SDP may send media to `ip`; the refused
+    /// address's scope if not.
+    pub fn media_allowed(&self, ip: IpAddr) -> Result<(), AddrScope> {
+        let scope = AddrScope::of(ip);
+        if self.media_scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(scope)
+        }
+    }
 }
 
 /// Validated registration credentials.
@@ -346,8 +404,10 @@ pub struct Config {
     pub max_connections_per_peer: usize,
     /// Inclusive, first even.
     pub rtp_ports: (u16, u16),
-    /// Trunk RTP silence that ends an agent call (`None`: never).
+    /// RTP silence that ends a call (`None`: never).
     pub rtp_timeout: Option<std::time::Duration>,
+    /// Longest a call lasts from its answer (`None`: no limit).
+    pub max_call: Option<std::time::Duration>,
     pub admin_listen: SocketAddr,
     /// Unix groups (names, or numeric gids) of the operator roles:
     /// viewer, auditor, admin.
@@ -469,6 +529,12 @@ impl Config {
         if f.media.rtp_timeout_s > 3600 {
             return Err(invalid("media.rtp_timeout_s", "0 (off) to 3600 seconds"));
         }
+        if f.media.max_call_s > 172_800 {
+            return Err(invalid(
+                "media.max_call_s",
+                "0 (no limit) to 172800 seconds (two days)",
+            ));
+        }
         let admin_listen = f.admin.listen.parse().map_err(|_| {
             invalid(
                 "admin.listen",
@@ -498,7 +564,7 @@ impl Config {
             if t.peers.is_empty() {
                 return Err(invalid(at, "peers: at least one network"));
             }
-            let peers = t
+            let peers: Vec<IpNet> = t
                 .peers
                 .iter()
                 .enumerate()
@@ -618,7 +684,14 @@ impl Config {
                     })
                 }
             };
+            let media_scopes = scope::media_scopes(&at, t.media_addresses.as_deref(), &peers)?;
+            let max_calls = t.max_calls.unwrap_or(if t.trusted { 4000 } else { 500 });
+            if !(1..=5000).contains(&max_calls) {
+                return Err(invalid(format!("{at}: max_calls"), "1 to 5000 calls"));
+            }
             trunks.push(Trunk {
+                media_scopes,
+                max_calls,
                 name: t.name,
                 peers,
                 address,
@@ -750,11 +823,39 @@ impl Config {
                     "at most 86400000 (a day)",
                 ));
             }
+            let test_peers = match (&target, &r.test_peers) {
+                (Target::Echo | Target::Tone, None) => vec![
+                    IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
+                    IpNet::V6(ipnet::Ipv6Net::new_assert(
+                        std::net::Ipv6Addr::LOCALHOST,
+                        128,
+                    )),
+                ],
+                (Target::Echo | Target::Tone, Some(list)) => list
+                    .iter()
+                    .map(|n| {
+                        parse_net(n).ok_or_else(|| {
+                            invalid(
+                                format!("{at}: test_peers"),
+                                format!("{n:?} is not a CIDR or address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (_, None) => Vec::new(),
+                (_, Some(_)) => {
+                    return Err(invalid(
+                        format!("{at}: test_peers"),
+                        "only the echo and tone test services take test_peers",
+                    ))
+                }
+            };
             routes.push(Route {
                 number: r.number.clone(),
                 target,
                 ring: std::time::Duration::from_millis(r.ring_ms),
                 hangup: (r.hangup_ms > 0).then(|| std::time::Duration::from_millis(r.hangup_ms)),
+                test_peers,
             });
         }
 
@@ -779,6 +880,8 @@ impl Config {
             rtp_ports,
             rtp_timeout: (f.media.rtp_timeout_s > 0)
                 .then(|| std::time::Duration::from_secs(f.media.rtp_timeout_s)),
+            max_call: (f.media.max_call_s > 0)
+                .then(|| std::time::Duration::from_secs(f.media.max_call_s)),
             admin_listen,
             role_groups: [
                 f.admin.viewer_group,

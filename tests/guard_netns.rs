@@ -70,6 +70,7 @@ trusted = false
 [[route]]
 number = "echo"
 target = "echo"
+test_peers = ["{CARRIER}/32", "10.77.2.0/24"]
 [firewall]
 nftables = "required"
 ids_rules = "{}"

@@ -2,6 +2,9 @@
 //! from another address is dropped and counted), the per-leg packet-rate
 //! cap (a flood from the carrier's own address), a re-INVITE that moves
 //! the carrier's media to a new port, and RTCP reports from the gateway.
+//! No reflection: a forged INVITE to a test number sends nothing to the
+//! address in its SDP until media came from there (or its ACK did), and
+//! media addresses of scopes the trunk does not allow are refused.
 
 mod common;
 
@@ -9,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::gateway::Gateway;
-use common::uac::{request, transact};
+use common::uac::{recv_sip, request, request_to, transact};
 use tollgate::sip::message::{Framing, Limits, Message};
 use tollgate::sip::sdp::Sdp;
 
@@ -200,4 +203,326 @@ fn strict_source_media_moves_on_reinvite_and_rtcp_reports() {
         &request("BYE", "path1", 3, tag.as_deref(), me, gw.sip, None),
     );
     assert!(bye.starts_with(b"SIP/2.0 200"));
+}
+
+/// The gateway's 200 OK on `sip`, seen `copies` times (it resends until
+/// an ACK; provisionals are skipped): its To tag and media address.
+fn ok_seen(sip: &UdpSocket, copies: usize) -> (String, SocketAddr) {
+    let mut seen = 0;
+    loop {
+        let m = recv_sip(sip);
+        if !m.starts_with(b"SIP/2.0 200") {
+            continue;
+        }
+        seen += 1;
+        if seen < copies {
+            continue;
+        }
+        let (m, _) = Message::parse(&m, Framing::Datagram, &Limits::default()).expect("200");
+        let tag = m
+            .to()
+            .expect("to")
+            .expect("ok")
+            .tag()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .expect("our tag");
+        let answer = Sdp::parse(m.body).expect("sdp");
+        let media = SocketAddr::new(
+            answer.connection.expect("c="),
+            answer.audio().expect("audio").port,
+        );
+        return (tag, media);
+    }
+}
+
+/// Packets waiting on `s` now, drained.
+fn waiting(s: &UdpSocket) -> usize {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while s.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    s.set_nonblocking(false).expect("blocking");
+    n
+}
+
+#[test]
+fn a_forged_invite_reflects_nothing_until_media_or_its_ack_arrives() {
+    // T1 = 200 ms: the 200 OK is resent at 0.2, 0.6 and 1.4 s, and the
+    // unacknowledged calls last 64 T1 = 12.8 s.
+    let gw = Gateway::start_with("reflect", 18200, 37000, 200, "");
+    let offer_at = |port: u16, ip: &str| {
+        format!(
+            "v=0\r\no=x 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+    };
+    // The victim's address in each INVITE: a socket of the test's, which
+    // must hear nothing. Never acknowledged, as a spoofer cannot.
+    let invite = |number: &str, call: &str| {
+        let (sip, victim) = (socket(), socket());
+        // "ringing" answers after 5 s.
+        sip.set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        let me = sip.local_addr().expect("addr");
+        let port = victim.local_addr().expect("addr").port();
+        sip.send_to(
+            &request_to(
+                number,
+                "INVITE",
+                call,
+                1,
+                None,
+                me,
+                gw.sip,
+                Some(&offer_at(port, "127.0.0.1")),
+            ),
+            gw.sip,
+        )
+        .expect("send");
+        (sip, victim)
+    };
+    for (number, answers) in [("tone", "tone"), ("echo", "echo"), ("ringing", "echo")] {
+        let (sip, victim) = invite(number, &format!("reflect-{number}"));
+        // Four copies of the 200 OK: at least 1.4 s of a tone's 50
+        // packets a second, had it started.
+        let (_, media) = ok_seen(&sip, 4);
+        assert_eq!(
+            waiting(&victim),
+            0,
+            "{number}: media reached the SDP address before any came from it"
+        );
+        // Media from the signalled address proves it: now it flows.
+        victim.send_to(&rtp(1), media).expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, _) = victim
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{number}: no {answers} after our media: {e}"));
+        assert_eq!(n, 172, "{number}");
+        if answers == "echo" {
+            assert_eq!(buf[12..172], rtp(1)[12..], "{number}: the echo");
+        }
+    }
+    assert!(gw.metric("tollgate_rtp_unproven_peer_total") >= 20.0);
+
+    // The ACK proves the address too, but only with our To tag.
+    let (sip, victim) = invite("tone", "reflect-ack");
+    let me = sip.local_addr().expect("addr");
+    let (tag, _) = ok_seen(&sip, 1);
+    sip.send_to(
+        &request_to(
+            "tone",
+            "ACK",
+            "reflect-ack",
+            1,
+            Some("forged"),
+            me,
+            gw.sip,
+            None,
+        ),
+        gw.sip,
+    )
+    .expect("ack");
+    let _ = ok_seen(&sip, 2); // still resent: the forged ACK did not count
+    assert_eq!(waiting(&victim), 0, "a forged ACK started the tone");
+    sip.send_to(
+        &request_to(
+            "tone",
+            "ACK",
+            "reflect-ack",
+            1,
+            Some(&tag),
+            me,
+            gw.sip,
+            None,
+        ),
+        gw.sip,
+    )
+    .expect("ack");
+    let mut buf = [0u8; 2048];
+    let (n, _) = victim
+        .recv_from(&mut buf)
+        .expect("the tone after the ACK with our tag");
+    assert_eq!(n, 172);
+
+    // Media addresses the loopback trunk does not allow: 488, counted.
+    for (ip, scope) in [
+        ("10.1.2.3", "private"),
+        ("224.0.0.7", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("169.254.9.9", "link_local"),
+    ] {
+        let sip = socket();
+        let me = sip.local_addr().expect("addr");
+        let call = format!("scope-{scope}");
+        let r = transact(
+            &sip,
+            gw.sip,
+            &request_to(
+                "echo",
+                "INVITE",
+                &call,
+                1,
+                None,
+                me,
+                gw.sip,
+                Some(&offer_at(40000, ip)),
+            ),
+        );
+        assert!(
+            r.starts_with(b"SIP/2.0 488"),
+            "{ip}: {}",
+            String::from_utf8_lossy(&r)
+        );
+        assert_eq!(
+            gw.metric(&format!(
+                "tollgate_sdp_address_refused_total{{scope=\"{scope}\"}}"
+            )),
+            1.0
+        );
+    }
+}
+
+/// Reads SIP messages on `sip` until a BYE (bounded by the socket's
+/// timeout), answers it 200 and returns it.
+fn bye_from_gateway(sip: &UdpSocket, gw: SocketAddr) -> String {
+    loop {
+        let m = recv_sip(sip);
+        if !m.starts_with(b"BYE ") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&m).into_owned();
+        let (msg, _) = Message::parse(&m, Framing::Datagram, &Limits::default()).expect("BYE");
+        let ok = tollgate::sip::build::response(&msg, 200, "OK", None, &[], None).expect("200");
+        sip.send_to(&ok, gw).expect("send");
+        return text;
+    }
+}
+
+#[test]
+fn calls_end_on_silence_and_at_their_limit_and_a_trunk_has_only_its_slots() {
+    let (base, rtp_lo) = (18300u16, 35000u16);
+    let toml = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:{base}"]
+tcp = []
+t1_ms = 100
+[media]
+rtp_ports = "{rtp_lo}-{rtp_hi}"
+rtp_timeout_s = 1
+max_call_s = 3
+[admin]
+listen = "127.0.0.1:{admin}"
+[agents]
+listen = "127.0.0.1:{agents}"
+[[trunk]]
+name = "loopback"
+peers = ["127.0.0.0/8"]
+srtp = "off"
+keepalive_s = 0
+max_calls = 2
+[[route]]
+number = "echo"
+target = "echo"
+"#,
+        rtp_hi = rtp_lo + 999,
+        admin = base + 1,
+        agents = base + 2,
+    );
+    let gw = Gateway::start_toml("limits", base, base + 1, &toml);
+    let call = |name: &str, media_port: u16| -> (UdpSocket, Option<(String, SocketAddr)>) {
+        let sip = socket();
+        sip.set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let me = sip.local_addr().expect("addr");
+        let r = transact(
+            &sip,
+            gw.sip,
+            &request(
+                "INVITE",
+                name,
+                1,
+                None,
+                me,
+                gw.sip,
+                Some(&offer(media_port, 1)),
+            ),
+        );
+        if !r.starts_with(b"SIP/2.0 200") {
+            assert!(
+                r.starts_with(b"SIP/2.0 503"),
+                "{}",
+                String::from_utf8_lossy(&r)
+            );
+            return (sip, None);
+        }
+        let (m, _) = Message::parse(&r, Framing::Datagram, &Limits::default()).expect("200");
+        let tag = m
+            .to()
+            .expect("to")
+            .expect("ok")
+            .tag()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .expect("tag");
+        let answer = Sdp::parse(m.body).expect("sdp");
+        let media = SocketAddr::new(
+            answer.connection.expect("c="),
+            answer.audio().expect("audio").port,
+        );
+        sip.send_to(
+            &request("ACK", name, 1, Some(&tag), me, gw.sip, None),
+            gw.sip,
+        )
+        .expect("ack");
+        (sip, Some((tag, media)))
+    };
+    // The trunk's two slots, then a 503 for the third call.
+    let (a_media, b_media) = (socket(), socket());
+    let (a, first) = call("slot-a", a_media.local_addr().expect("addr").port());
+    let (b, second) = call("slot-b", b_media.local_addr().expect("addr").port());
+    assert!(first.is_some() && second.is_some(), "two slots");
+    let (_, third) = call("slot-c", 40000);
+    assert!(third.is_none(), "a third call on a trunk of max_calls = 2");
+    assert_eq!(gw.metric("tollgate_calls_over_trunk_limit_total"), 1.0);
+
+    // Neither caller sends media: each call ends on 1 s of silence, with
+    // a BYE to the caller, and frees its slot.
+    let bye = bye_from_gateway(&a, gw.sip);
+    assert!(bye.contains("Call-ID: slot-a"), "{bye}");
+    let bye = bye_from_gateway(&b, gw.sip);
+    assert!(bye.contains("Call-ID: slot-b"), "{bye}");
+    gw.expect_metric("tollgate_calls_active", 5, 0.0);
+
+    // A call whose media flows still ends at max_call_s (3 s).
+    let media_sock = socket();
+    media_sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let (sip, live) = call("slot-d", media_sock.local_addr().expect("addr").port());
+    let (_, media) = live.expect("a slot again once the silent calls ended");
+    sip.set_nonblocking(true).expect("nonblocking");
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    let mut ended = None;
+    for seq in 0..100u16 {
+        media_sock.send_to(&rtp(seq), media).expect("send");
+        if media_sock.recv_from(&mut buf).is_ok() {
+            echoed += 1;
+        }
+        if let Ok((n, _)) = sip.recv_from(&mut buf) {
+            if buf.starts_with(b"BYE ") {
+                ended = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bye = ended.expect("a BYE at max_call_s");
+    assert!(bye.contains("Call-ID: slot-d"), "{bye}");
+    // Media flowed past the 1 s silence limit: the limit, not silence,
+    // ended it.
+    assert!(echoed >= 20, "only {echoed} echoes before the BYE");
+    assert!(gw.log().contains("the call's time is up"), "{}", gw.log());
 }

@@ -86,7 +86,12 @@ fn calls_out_a_second_trunk_carry_audio_both_ways() {
     // 1.5 s of 30 ms packets is 50 a direction a call: audio from both
     // carriers crossed the bridge, every packet re-originated.
     assert!(rin >= 10.0 * 2.0 * 40.0, "rtp in {rin}");
-    assert_eq!(rin, rout);
+    // Every packet in went out, but for the far end's first few, which
+    // arrive before the caller proved its address (its ACK or its own
+    // RTP): those are held back, never sent to an unproven address.
+    let unproven = gw.metric("tollgate_rtp_unproven_peer_total");
+    assert_eq!(rin, rout + unproven);
+    assert!(unproven < 10.0 * 5.0, "{unproven} packets held back");
     assert_eq!(gw.metric("tollgate_calls_active"), 0.0);
 }
 

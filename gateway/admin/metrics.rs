@@ -42,6 +42,20 @@ pub struct Metrics {
     pub rtp_bytes: IntCounterVec,
     /// RTP packets dropped, by reason (`wrong_source`, `malformed`, ...).
     pub rtp_dropped: IntCounterVec,
+    /// RTP packets not sent because the peer's address was not proven yet
+    /// (no valid media from it, no ACK): reflection refused.
+    pub rtp_unproven: IntCounter,
+    /// SDP offers refused (488) for a media address the trunk does not
+    /// allow, by the address's scope (`loopback`, `private`, ...).
+    pub sdp_address_refused: IntCounterVec,
+    /// Calls refused (503) because a trunk had all its `max_calls` slots
+    /// taken.
+    pub calls_over_trunk_limit: IntCounter,
+    /// `/metrics` requests refused: not from `firewall.admin_networks`.
+    pub admin_refused: IntCounter,
+    /// 1 while record retention holds a shred it judged unsafe (a clock
+    /// jump, or many days at once) for an operator's confirmation.
+    pub cdr_retention_held: IntGauge,
     /// Interarrival jitter per call leg at its end, in seconds (Prometheus
     /// base units).
     pub rtp_jitter_seconds: Histogram,
@@ -258,6 +272,27 @@ impl Metrics {
                 "RTP packets dropped, by reason.",
                 &["reason"],
             )?,
+            rtp_unproven: counter(
+                "rtp_unproven_peer_total",
+                "RTP packets not sent: the peer's address was not yet proven by its media or an ACK.",
+            )?,
+            cdr_retention_held: gauge(
+                "cdr_retention_held",
+                "1 while call record retention holds a shred (clock jump or many days at once) for tollgate records shred --confirm.",
+            )?,
+            admin_refused: counter(
+                "admin_http_refused_total",
+                "Requests for /metrics refused because they came from outside firewall.admin_networks.",
+            )?,
+            calls_over_trunk_limit: counter(
+                "calls_over_trunk_limit_total",
+                "Calls refused because their trunk had every one of its max_calls slots taken.",
+            )?,
+            sdp_address_refused: counter_vec(
+                "sdp_address_refused_total",
+                "SDP media addresses refused for their scope (loopback, private, multicast, ...), by scope.",
+                &["scope"],
+            )?,
             rtp_jitter_seconds: histogram(
                 "rtp_jitter_seconds",
                 "Interarrival jitter of each received stream at its end.",
@@ -362,6 +397,11 @@ impl Metrics {
         self.config_last_reload_successful.set(1);
         for r in crate::media::leg::Dropped::REASONS {
             self.rtp_dropped.with_label_values(&[r]);
+        }
+        for s in crate::sip::sdp::AddrScope::ALL {
+            if s != crate::sip::sdp::AddrScope::Public {
+                self.sdp_address_refused.with_label_values(&[s.name()]);
+            }
         }
         // The kernel's drop rules, at 0 whether or not the table loads (so
         // dashboards and alerts see the same series on every box).

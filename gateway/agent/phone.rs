@@ -109,11 +109,7 @@ struct Call {
     pub heard_dtmf: String,
 }
 
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = crate::keys::random(&mut b);
-    u32::from_be_bytes(b)
-}
+use crate::keys::random_u32;
 
 impl Call {
     fn new(call: u64, outbound: bool, peer: String, m: &Media) -> Result<Self, ClientError> {

@@ -41,6 +41,10 @@ pub(super) struct AgentOut {
     pub(super) media: Option<mpsc::Sender<Control>>,
     /// Its call record (when records are kept).
     pub(super) record: Option<super::records::CallRecord>,
+    /// The trunk whose call slot it holds.
+    pub(super) trunk: Option<String>,
+    /// When it must end (`media.max_call_s` after the far end's answer).
+    pub(super) deadline: Option<Instant>,
 }
 
 impl Core {
@@ -154,6 +158,11 @@ impl Core {
             self.dial_error(session, "no_route", "no trunk is available for that number");
             return;
         };
+        if self.trunk_full(trunk) {
+            self.count_out("failed");
+            self.dial_error(session, "unavailable", "the trunk has no free call slot");
+            return;
+        }
         let t = &self.config.trunks[trunk];
         let Some(codec) = t
             .codecs
@@ -215,6 +224,7 @@ impl Core {
         a.link.send(ServerMsg::Dialing { call, media });
         info!(call = self.calls_started, agent = %a.name, "agent dialling out");
         self.metrics.calls_active.inc();
+        let slot = self.take_trunk_slot(trunk);
         self.agent_out.insert(
             call,
             AgentOut {
@@ -225,6 +235,8 @@ impl Core {
                 key: Some(key),
                 media: None,
                 record,
+                trunk: slot,
+                deadline: None,
             },
         );
     }
@@ -251,8 +263,7 @@ impl Core {
     /// Starts the media of an agent's call from the far end's SDP.
     fn start_out_media(&mut self, call: u64, m: &Message<'_>) -> bool {
         let metrics = self.metrics.clone();
-        let rtp_timeout = self.config.rtp_timeout;
-        let ended_tx = self.media_ended.0.clone();
+        let timeout = self.media_timeout(agent_media::MediaEnded::Agent(call));
         let record = self
             .agent_out
             .get(&call)
@@ -268,7 +279,7 @@ impl Core {
         let Some(link) = self.agents.sessions.get(&o.session).map(|a| a.link.clone()) else {
             return false;
         };
-        let Some((leg, remote_rtcp, send)) = o.dialog.answer_leg(m) else {
+        let Some((leg, remote_rtcp, send)) = o.dialog.answer_leg(m, &self.config) else {
             return false;
         };
         let (Some((rtp, rtcp)), Some(key)) = (o.sockets.take(), o.key.take()) else {
@@ -308,7 +319,7 @@ impl Core {
                 call,
                 datagrams: rx,
                 send,
-                timeout: rtp_timeout.map(|t| (t, ended_tx)),
+                timeout,
             },
             ctl_rx,
             metrics,
@@ -364,7 +375,11 @@ impl Core {
                     self.start_out_media(call, &m);
                 }
                 let sip_addr = self.sip_addr;
+                let max_call = self.config.max_call;
                 if let Some(o) = self.agent_out.get_mut(&call) {
+                    if o.deadline.is_none() {
+                        o.deadline = max_call.map(|d| now + d);
+                    }
                     let ack = o.dialog.answered_by(&m, sip_addr);
                     let peer = o.dialog.peer;
                     self.transport.send(&Transmit { peer, bytes: ack });
@@ -472,6 +487,20 @@ impl Core {
         self.end_agent_out(call, reason, outcome);
     }
 
+    /// Agents' calls past `media.max_call_s` hang up.
+    pub(super) fn agent_out_due(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .agent_out
+            .iter()
+            .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in due {
+            info!(call, "the agent's call reached media.max_call_s: BYE");
+            self.hang_up_out(call, "max_duration", Some("answered"), now);
+        }
+    }
+
     /// Every agent call hangs up (the gateway is stopping).
     pub(super) fn hang_up_agent_out(&mut self, now: Instant) {
         let calls: Vec<u64> = self.agent_out.keys().copied().collect();
@@ -491,6 +520,9 @@ impl Core {
         let Some(mut o) = self.agent_out.remove(&call) else {
             return;
         };
+        if let Some(t) = o.trunk.take() {
+            self.free_trunk_slot(&t);
+        }
         if let Some(r) = o.record.take() {
             use crate::cdr::record::Party;
             // The agent is the caller on its own calls.

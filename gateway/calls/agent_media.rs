@@ -43,14 +43,17 @@ pub struct AgentMedia {
     /// Whether we may send to the trunk (its direction).
     pub send: bool,
     /// Trunk silence that ends the call, and where to say so.
-    pub timeout: Option<(Duration, mpsc::Sender<MediaEnded>)>,
+    pub timeout: Option<super::media::Timeout>,
 }
 
-/// A media task ended the call itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MediaEnded {
-    /// The call as the agent knows it.
-    pub call: u64,
+/// A media task ended the call itself: no valid RTP came for the
+/// configured `media.rtp_timeout_s`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEnded {
+    /// An agent's call, as the agent knows it.
+    Agent(u64),
+    /// A test service's or a bridged call, by its inbound Call-ID.
+    Call(Vec<u8>),
 }
 
 /// Runs until `control` closes (the call ended) or the agent's
@@ -72,7 +75,7 @@ pub async fn run(
     let mut counters = RtpCounters::new(metrics.clone(), report);
     let mut held = false;
     let mut last_trunk = Instant::now();
-    let mut watchdog = tokio::time::interval(Duration::from_millis(250));
+    let mut watchdog = tokio::time::interval(super::media::Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let too_large = metrics
         .agent_datagrams_dropped
@@ -98,14 +101,15 @@ pub async fn run(
                     if built.is_err() {
                         tracing::debug!(call = m.call, "DTMF not sent: no telephone-event on the trunk leg");
                     }
-                    if built.is_ok() && m.send {
+                    if let (true, true, Some(to)) = (built.is_ok(), m.send, m.relay.trunk.remote()) {
                         for (n, p) in &events[..k.min(4)] {
-                            if m.rtp.send_to(&p[..*n], m.relay.trunk.remote()).await.is_ok() {
+                            if m.rtp.send_to(&p[..*n], to).await.is_ok() {
                                 counters.sent(*n);
                             }
                         }
                     }
                 }
+                Some(Control::Confirmed) => m.relay.trunk.confirm(),
                 Some(Control::Update { remote, rtcp, send }) => {
                     m.relay.trunk.set_signalled(remote);
                     m.remote_rtcp = rtcp;
@@ -181,8 +185,14 @@ pub async fn run(
                 match m.relay.agent_to_trunk(&mut pkt[..n], Instant::now(), &mut out) {
                     Ok(len) => {
                         counters.received(n);
-                        if m.send && !held && m.rtp.send_to(&out[..len], m.relay.trunk.remote()).await.is_ok() {
-                            counters.sent(len);
+                        match m.relay.trunk.remote() {
+                            Some(to) if m.send && !held => {
+                                if m.rtp.send_to(&out[..len], to).await.is_ok() {
+                                    counters.sent(len);
+                                }
+                            }
+                            None => counters.unproven(),
+                            Some(_) => {}
                         }
                     }
                     Err(RelayError::Dropped(d)) => counters.dropped(d),
@@ -195,21 +205,20 @@ pub async fn run(
                 }
             },
             _ = rtcp_tick.tick() => {
-                if let Ok(len) = m.relay.trunk.build_rtcp(&mut out, ntp_now(), b"tollgate") {
-                    let (sock, to) = match &m.rtcp {
-                        Some(s) => (s, m.remote_rtcp),
-                        None => (&m.rtp, m.relay.trunk.remote()),
-                    };
-                    let _ = sock.send_to(&out[..len], to).await;
+                if let Some(rtp_to) = m.relay.trunk.remote() {
+                    if let Ok(len) = m.relay.trunk.build_rtcp(&mut out, ntp_now(), b"tollgate") {
+                        let (sock, to) = match &m.rtcp {
+                            Some(s) => (s, m.remote_rtcp),
+                            None => (&m.rtp, rtp_to),
+                        };
+                        let _ = sock.send_to(&out[..len], to).await;
+                    }
                 }
             },
             _ = conn.closed() => break,
             _ = watchdog.tick(), if m.timeout.is_some() => {
-                if let Some((limit, tell)) = &m.timeout {
-                    if last_trunk.elapsed() >= *limit {
-                        let _ = tell.try_send(MediaEnded { call: m.call });
-                        break;
-                    }
+                if m.timeout.as_ref().is_some_and(|t| t.expired(last_trunk)) {
+                    break;
                 }
             },
         }

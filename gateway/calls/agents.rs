@@ -353,6 +353,7 @@ impl Core {
         };
         let link = a.link.clone();
         let agent_name = a.name.clone();
+        let timeout = self.media_timeout(super::agent_media::MediaEnded::Agent(call));
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
@@ -386,10 +387,7 @@ impl Core {
                 call,
                 datagrams: rx,
                 send: p.send,
-                timeout: self
-                    .config
-                    .rtp_timeout
-                    .map(|t| (t, self.media_ended.0.clone())),
+                timeout,
             },
             p.control,
             metrics,

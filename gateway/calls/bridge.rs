@@ -29,12 +29,19 @@ const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Relays media between `a` (the caller's leg) and `b` until `control`
 /// closes. `Control::Update` moves leg `a`'s peer (a re-INVITE from it).
+///
+/// With `timeout`, a bridge on which no valid packet has come from either
+/// side for its limit ends (the core sends BYE both ways). Either side
+/// alone may rightly fall silent (a hold with `sendonly`), so, as
+/// rtpengine's `--timeout`, only silence on both counts; a caller that
+/// keeps streaming into a dead far end is bounded by `media.max_call_s`.
 pub async fn run(
     mut a: Side,
     mut b: Side,
     mut control: mpsc::Receiver<Control>,
     metrics: Arc<Metrics>,
     report: super::media::Reporter,
+    timeout: Option<super::media::Timeout>,
 ) {
     // One receive buffer per socket (select! polls them all at once).
     let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
@@ -46,11 +53,24 @@ pub async fn run(
     let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counters = RtpCounters::new(metrics, report);
+    let mut last_valid = Instant::now();
+    let mut watchdog = tokio::time::interval(super::media::Timeout::CHECK);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Which side a packet came in on: true for `a`.
         let (from_a, n, from) = tokio::select! {
+            _ = watchdog.tick(), if timeout.is_some() => {
+                if timeout.as_ref().is_some_and(|t| t.expired(last_valid)) {
+                    break;
+                }
+                continue;
+            },
             ctl = control.recv() => match ctl {
                 Some(Control::Hold(_) | Control::Dtmf { .. }) => continue,
+                Some(Control::Confirmed) => {
+                    a.leg.confirm();
+                    continue;
+                }
                 Some(Control::Update { remote, rtcp, send }) => {
                     a.leg.set_signalled(remote);
                     a.remote_rtcp = rtcp;
@@ -75,10 +95,11 @@ pub async fn run(
             },
             _ = rtcp_tick.tick() => {
                 for side in [&mut a, &mut b] {
+                    let Some(rtp_to) = side.leg.remote() else { continue };
                     if let Ok(m) = side.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
                         let (sock, to) = match &side.rtcp {
                             Some(s) => (s, side.remote_rtcp),
-                            None => (&side.rtp, side.leg.remote()),
+                            None => (&side.rtp, rtp_to),
                         };
                         let _ = sock.send_to(&out[..m], to).await;
                     }
@@ -95,8 +116,12 @@ pub async fn run(
             counters.rtcp(&mut src.leg, from, &mut buf[..n]);
             continue;
         }
-        let p = match src.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
-            Ok(p) => p,
+        let now = Instant::now();
+        let p = match src.leg.recv_rtp(from, &mut buf[..n], now) {
+            Ok(p) => {
+                last_valid = now;
+                p
+            }
             Err(d) => {
                 counters.dropped(d);
                 continue;
@@ -106,6 +131,10 @@ pub async fn run(
         if !dst.send {
             continue;
         }
+        let Some(to) = dst.leg.remote() else {
+            counters.unproven();
+            continue;
+        };
         let off = *offset.get_or_insert(base.wrapping_sub(p.timestamp));
         let payload = &buf[p.payload_offset..p.payload_offset + p.payload_len];
         if let Ok(m) = dst.leg.build_rtp(
@@ -115,7 +144,7 @@ pub async fn run(
             p.timestamp.wrapping_add(off),
             payload,
         ) {
-            if dst.rtp.send_to(&out[..m], dst.leg.remote()).await.is_ok() {
+            if dst.rtp.send_to(&out[..m], to).await.is_ok() {
                 counters.sent(m);
             }
         }

@@ -80,6 +80,9 @@ pub(super) struct Call {
     pub(super) record: Option<super::records::CallRecord>,
     /// Who ended it, when known before `end_call`.
     pub(super) hung_up_by: Option<crate::cdr::record::Party>,
+    /// The trunks whose call slots it holds (by name): the caller's, and
+    /// the far end's for a bridge.
+    pub(super) on_trunks: Vec<String>,
 }
 
 /// A response the core sends on a server transaction.
@@ -148,6 +151,8 @@ pub struct Core {
     pub(super) guard: Guard,
     /// Call records.
     pub(super) records: super::records::Records,
+    /// Calls holding a slot on each trunk, by trunk name.
+    pub(super) trunk_calls: HashMap<String, u32>,
 }
 
 /// Administrators' requests to the guard (from the control socket).
@@ -215,6 +220,7 @@ impl Core {
             },
             guard,
             records: super::records::Records::default(),
+            trunk_calls: HashMap::new(),
         }
     }
 
@@ -297,7 +303,10 @@ impl Core {
                     Some(e) => self.on_agent_event(e, Instant::now()),
                     None => break,
                 },
-                Some(e) = media_ended.recv() => self.media_timed_out(e.call, Instant::now()),
+                Some(e) = media_ended.recv() => match e {
+                    super::agent_media::MediaEnded::Agent(call) => self.media_timed_out(call, Instant::now()),
+                    super::agent_media::MediaEnded::Call(id) => self.call_media_timed_out(&id, Instant::now()),
+                },
                 Some(r) = guard_requests.recv() => self.on_guard_request(r, Instant::now()),
                 Some(r) = reports.recv() => self.records.on_report(r),
                 _ = guard_tick.tick() => self.guard.tick(Instant::now()),
@@ -552,10 +561,18 @@ impl Core {
             }
             Method::Invite => self.reinvite(key, &m, &head, &bytes, now),
             Method::Ack => {
-                if let Some(c) = self.calls.get_mut(&call_id) {
+                // Only an ACK carrying our To tag counts: its sender saw our
+                // 2xx, which proves the caller's address (a blind spoofer
+                // cannot), so media may now go to the signalled address.
+                if let Some(c) = self
+                    .calls
+                    .get_mut(&call_id)
+                    .filter(|c| head.to.tag() == Some(c.local_tag.as_bytes()))
+                {
                     if c.state == State::Answered {
                         c.state = State::Confirmed;
                         c.ok = None;
+                        let _ = c.media.try_send(Control::Confirmed);
                     }
                 }
             }
@@ -621,6 +638,7 @@ impl Core {
     /// Sends the 200 OK with our SDP and starts retransmitting it.
     pub(super) fn answer(&mut self, call_id: &[u8], now: Instant) {
         let limits = self.config.limits;
+        let max_call = self.config.max_call;
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -646,7 +664,12 @@ impl Core {
         c.state = State::Answered;
         c.answer_at = None;
         if c.hangup_at.is_none() {
-            c.hangup_at = c.hangup_after.map(|d| now + d);
+            // The route's own hangup, or the longest a call may last.
+            c.hangup_at = [c.hangup_after, max_call]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| now + d);
         }
         let t1 = self.timers.t1;
         c.ok = Some((ok.clone(), now + t1, t1, now + 64 * t1));
@@ -700,6 +723,28 @@ impl Core {
             self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
             return;
         };
+        // A new media address must be of a scope the trunk allows; an
+        // unspecified one is the old form of hold (nothing is sent there).
+        let ip = neg.remote.ip();
+        if !ip.is_unspecified() {
+            let trunk = self
+                .config
+                .trunk_for(c.peer.addr.ip())
+                .and_then(|t| self.config.trunks.get(t));
+            if let Some(Err(scope)) = trunk.map(|t| t.media_allowed(ip)) {
+                info!(
+                    call = c.n,
+                    scope = scope.name(),
+                    "re-INVITE's media address refused: 488"
+                );
+                self.metrics
+                    .sdp_address_refused
+                    .with_label_values(&[scope.name()])
+                    .inc();
+                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+                return;
+            }
+        }
         let remote_rtcp = if neg.rtcp_mux {
             neg.remote
         } else {
@@ -740,9 +785,14 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         for id in hang_up {
+            if let Some(c) = self.calls.get(&id) {
+                info!(call = c.n, "the call's time is up (the route's hangup_ms or media.max_call_s): BYE both ways");
+            }
             self.send_bye(&id, now);
+            self.hang_up_far_end(&id, now);
             self.end_call(&id, "answered");
         }
+        self.agent_out_due(now);
         let expired: Vec<Vec<u8>> = self
             .calls
             .iter()
@@ -788,6 +838,61 @@ impl Core {
         }
     }
 
+    /// Whether trunk `t` has no call slot free (its `max_calls` reached);
+    /// counted when so.
+    pub(super) fn trunk_full(&self, t: usize) -> bool {
+        let Some(trunk) = self.config.trunks.get(t) else {
+            return false;
+        };
+        let full = self.trunk_calls.get(&trunk.name).copied().unwrap_or(0) >= trunk.max_calls;
+        if full {
+            self.metrics.calls_over_trunk_limit.inc();
+        }
+        full
+    }
+
+    /// Takes a call slot on trunk `t` (checked free with
+    /// [`Core::trunk_full`] just before); its name, to free it by.
+    pub(super) fn take_trunk_slot(&mut self, t: usize) -> Option<String> {
+        let name = self.config.trunks.get(t)?.name.clone();
+        *self.trunk_calls.entry(name.clone()).or_default() += 1;
+        Some(name)
+    }
+
+    pub(super) fn free_trunk_slot(&mut self, name: &str) {
+        if let Some(n) = self.trunk_calls.get_mut(name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.trunk_calls.remove(name);
+            }
+        }
+    }
+
+    /// The inactivity limit for a media task that reports `ended`
+    /// (`None` with `media.rtp_timeout_s = 0`).
+    pub(super) fn media_timeout(
+        &self,
+        ended: super::agent_media::MediaEnded,
+    ) -> Option<super::media::Timeout> {
+        self.config.rtp_timeout.map(|after| super::media::Timeout {
+            after,
+            tell: self.media_ended.0.clone(),
+            ended,
+        })
+    }
+
+    /// A test service's or bridged call's media stopped: BYE to both
+    /// ends, and the slot, ports and task are freed.
+    fn call_media_timed_out(&mut self, call_id: &[u8], now: Instant) {
+        let Some(n) = self.calls.get(call_id).map(|c| c.n) else {
+            return;
+        };
+        info!(call = n, "no RTP for media.rtp_timeout_s: ending the call");
+        self.send_bye(call_id, now);
+        self.hang_up_far_end(call_id, now);
+        self.end_call(call_id, "failed");
+    }
+
     pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
@@ -826,6 +931,9 @@ impl Core {
                     _ => c.hung_up_by,
                 };
                 self.records.finish(r, o, status, by, Instant::now());
+            }
+            for t in &c.on_trunks {
+                self.free_trunk_slot(t);
             }
             // Dropping the control sender ends the media task.
             drop(c.media);

@@ -60,10 +60,13 @@ impl Core {
                 c.record.trunk = trunk.as_ref().map(|t| t.name.clone());
                 c
             });
+        // A test service answers only its test peers: to anyone else the
+        // number does not exist.
         let route = self
             .config
             .exact_route(&user)
             .or_else(|| self.config.route(&normalized))
+            .filter(|r| r.admits(peer.addr.ip()))
             .cloned();
         self.calls_started += 1;
         let n = self.calls_started;
@@ -120,7 +123,14 @@ impl Core {
                 (None, None, Some(target.clone()))
             }
         };
-        if self.calls.len() >= MAX_CALLS {
+        if self.calls.len() >= MAX_CALLS
+            || self.trunk_full(trunk_ix)
+            || out_trunk.is_some_and(|t| self.trunk_full(t))
+        {
+            info!(
+                call = n,
+                "no call slot (the gateway's or a trunk's max_calls): 503"
+            );
             self.reject_call(&key, m, 503, "Service Unavailable", now);
             return;
         }
@@ -194,6 +204,42 @@ impl Core {
                 return;
             }
         };
+        // The offer's media address must be of a scope the trunk allows:
+        // never our own loopback, a multicast group or (unless the trunk
+        // is on a private network) a private host.
+        let scope_ok = match trunk.as_ref() {
+            Some(t) => t.media_allowed(neg.remote.ip()),
+            None => match crate::sip::sdp::AddrScope::of(neg.remote.ip()) {
+                crate::sip::sdp::AddrScope::Public => Ok(()),
+                other => Err(other),
+            },
+        };
+        if let Err(scope) = scope_ok {
+            info!(
+                call = n,
+                scope = scope.name(),
+                "offer's media address refused: 488"
+            );
+            self.metrics
+                .sdp_address_refused
+                .with_label_values(&[scope.name()])
+                .inc();
+            self.ports.release(port);
+            let tag = build::token();
+            self.respond(
+                &key,
+                m,
+                Reply::new(488, "Not Acceptable Here")
+                    .tag(tag.as_bytes())
+                    .extra(&[("Warning", b"305 tollgate \"media address not allowed\"")]),
+                now,
+            );
+            self.metrics
+                .calls_total
+                .with_label_values(&["rejected"])
+                .inc();
+            return;
+        }
         let srtp = match &neg.srtp {
             Some((theirs, ours)) => {
                 let cfg = SrtpConfig::default();
@@ -280,6 +326,9 @@ impl Core {
                             pt: neg.pt,
                             ptime: neg.ptime,
                             send: neg.direction.sends(),
+                            timeout: self.media_timeout(super::agent_media::MediaEnded::Call(
+                                head.call_id.to_vec(),
+                            )),
                         },
                         ctl_rx,
                         self.metrics.clone(),
@@ -374,7 +423,14 @@ impl Core {
                 c
             }),
             hung_up_by: None,
+            on_trunks: Vec::new(),
         };
+        let mut call = call;
+        call.on_trunks = [Some(trunk_ix), out_trunk]
+            .into_iter()
+            .flatten()
+            .filter_map(|t| self.take_trunk_slot(t))
+            .collect();
         let call_id = head.call_id.to_vec();
         if let Some(b) = &call.bridge {
             self.outbound.insert(b.call_id.clone(), call_id.clone());

@@ -38,6 +38,9 @@ pub enum Control {
     Hold(bool),
     /// An agent's DTMF digit, for RFC 4733 events on the trunk.
     Dtmf { digit: char, duration_ms: u16 },
+    /// The signalling proved the trunk peer (the ACK with our To tag):
+    /// media may go to the signalled address before any came from it.
+    Confirmed,
 }
 
 /// What a media task needs to start.
@@ -52,6 +55,30 @@ pub struct MediaSetup {
     pub pt: u8,
     pub ptime: u16,
     pub send: bool,
+    /// RTP silence that ends the call, and where to say so.
+    pub timeout: Option<Timeout>,
+}
+
+/// A media task's inactivity limit: after `after` without a valid packet
+/// it sends `ended` to the core and stops.
+pub struct Timeout {
+    pub after: Duration,
+    pub tell: mpsc::Sender<super::agent_media::MediaEnded>,
+    pub ended: super::agent_media::MediaEnded,
+}
+
+impl Timeout {
+    /// How often a task checks (the limit is in whole seconds).
+    pub const CHECK: Duration = Duration::from_millis(250);
+
+    /// True (and the core told) once `last` valid packet is `after` old.
+    pub fn expired(&self, last: Instant) -> bool {
+        if last.elapsed() < self.after {
+            return false;
+        }
+        let _ = self.tell.try_send(self.ended.clone());
+        true
+    }
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,6 +91,7 @@ pub(super) struct RtpCounters {
     bytes_in: IntCounter,
     packets_out: IntCounter,
     bytes_out: IntCounter,
+    unproven: IntCounter,
     dropped: [IntCounter; 6],
     /// This call's drops by reason, for its record's guard flags.
     call_drops: [std::sync::atomic::AtomicU32; 6],
@@ -91,6 +119,7 @@ impl RtpCounters {
             bytes_in: metrics.rtp_bytes.with_label_values(&["in"]),
             packets_out: metrics.rtp_packets.with_label_values(&["out"]),
             bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
+            unproven: metrics.rtp_unproven.clone(),
             dropped: Dropped::REASONS.map(|r| metrics.rtp_dropped.with_label_values(&[r])),
             call_drops: Default::default(),
             metrics,
@@ -107,6 +136,11 @@ impl RtpCounters {
     pub(super) fn sent(&self, len: usize) {
         self.packets_out.inc();
         self.bytes_out.inc_by(len as u64);
+    }
+
+    /// A packet not sent: the peer's address is not proven yet.
+    pub(super) fn unproven(&self) {
+        self.unproven.inc();
     }
 
     pub(super) fn dropped(&self, d: Dropped) {
@@ -221,10 +255,19 @@ pub async fn run(
     let mut remote_rtcp = s.remote_rtcp;
     let mux = s.rtcp.is_none();
     let mut counters = RtpCounters::new(metrics, report);
+    let mut last_valid = Instant::now();
+    let mut watchdog = tokio::time::interval(Timeout::CHECK);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = watchdog.tick(), if s.timeout.is_some() => {
+                if s.timeout.as_ref().is_some_and(|t| t.expired(last_valid)) {
+                    break;
+                }
+            },
             ctl = control.recv() => match ctl {
                 Some(Control::Hold(_) | Control::Dtmf { .. }) => {}
+                Some(Control::Confirmed) => s.leg.confirm(),
                 Some(Control::Update { remote, rtcp, send }) => {
                     s.leg.set_signalled(remote);
                     remote_rtcp = rtcp;
@@ -238,15 +281,19 @@ pub async fn run(
                     counters.rtcp(&mut s.leg, from, &mut buf[..n]);
                     continue;
                 }
-                match s.leg.recv_rtp(from, &mut buf[..n], Instant::now()) {
+                let now = Instant::now();
+                match s.leg.recv_rtp(from, &mut buf[..n], now) {
                     Ok(p) => {
+                        last_valid = now;
                         counters.received(p.len);
                         if s.service == Service::Echo && s.send {
                             let offset = *echo_ts_offset.get_or_insert(ts.wrapping_sub(p.timestamp));
                             let payload = &buf[p.payload_offset..p.payload_offset + p.payload_len];
-                            if let Ok(m) = s.leg.build_rtp(&mut out, p.payload_type, p.marker, p.timestamp.wrapping_add(offset), payload) {
-                                if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
-                                    counters.sent(m);
+                            if let Some(to) = s.leg.remote() {
+                                if let Ok(m) = s.leg.build_rtp(&mut out, p.payload_type, p.marker, p.timestamp.wrapping_add(offset), payload) {
+                                    if s.rtp.send_to(&out[..m], to).await.is_ok() {
+                                        counters.sent(m);
+                                    }
                                 }
                             }
                         }
@@ -261,16 +308,22 @@ pub async fn run(
             },
             _ = tick.tick(), if s.service == Service::Tone && s.send => {
                 ts = ts.wrapping_add(samples as u32);
+                let Some(to) = s.leg.remote() else {
+                    counters.unproven();
+                    continue;
+                };
                 if let Ok(m) = s.leg.build_rtp(&mut out, s.pt, false, ts, &tone) {
-                    if s.rtp.send_to(&out[..m], s.leg.remote()).await.is_ok() {
+                    if s.rtp.send_to(&out[..m], to).await.is_ok() {
                         counters.sent(m);
                     }
                 }
             },
             _ = rtcp_tick.tick() => {
-                if let Ok(m) = s.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
-                    let sock = s.rtcp.as_ref().unwrap_or(&s.rtp);
-                    let _ = sock.send_to(&out[..m], if mux { s.leg.remote() } else { remote_rtcp }).await;
+                if let Some(to) = s.leg.remote() {
+                    if let Ok(m) = s.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
+                        let sock = s.rtcp.as_ref().unwrap_or(&s.rtp);
+                        let _ = sock.send_to(&out[..m], if mux { to } else { remote_rtcp }).await;
+                    }
                 }
             },
         }
@@ -289,10 +342,9 @@ pub(super) async fn recv_opt(
     }
 }
 
-/// A random 32-bit value (SSRCs, initial sequence numbers, timestamps).
+/// A random 32-bit value (SSRCs, initial sequence numbers, timestamps):
+/// [`crate::keys::random_u32`], which never falls back to a guessable
+/// value.
 pub fn rand_u32() -> u32 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    u32::from_be_bytes(b)
+    crate::keys::random_u32()
 }

@@ -72,8 +72,15 @@ pub(super) fn to_tokio(
 impl Bridge {
     /// This leg's media from the far end's SDP answer (in a 183 or 200):
     /// the leg (SDES SRTP keyed when we offered it), where its RTCP goes,
-    /// and whether we may send.
-    pub(super) fn answer_leg(&self, m: &Message<'_>) -> Option<(Leg, std::net::SocketAddr, bool)> {
+    /// and whether we may send. The answer to our own INVITE (matched by
+    /// our branch) proves the trunk's address, so the leg may send at once
+    /// if `config`'s trunk for this peer allows the answer's address scope;
+    /// if not, it sends only once valid media came from that address.
+    pub(super) fn answer_leg(
+        &self,
+        m: &Message<'_>,
+        config: &crate::config::Config,
+    ) -> Option<(Leg, std::net::SocketAddr, bool)> {
         let answer = Sdp::parse(m.body).ok()?;
         let audio = answer.audio()?;
         let ip = audio.connection.or(answer.connection)?;
@@ -92,8 +99,21 @@ impl Bridge {
             _ => None,
         };
         let dir = answer.direction(audio);
+        let mut leg = Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp);
+        let allowed = config
+            .trunk_for(self.peer.addr.ip())
+            .and_then(|t| config.trunks.get(t))
+            .map(|t| t.media_allowed(ip));
+        match allowed {
+            Some(Ok(())) => leg.confirm(),
+            Some(Err(scope)) => tracing::info!(
+                scope = scope.name(),
+                "the far end's answer names a media address of a scope its trunk does not allow: sending only after media comes from it"
+            ),
+            None => {}
+        }
         Some((
-            Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp),
+            leg,
             std::net::SocketAddr::new(ip, audio.port.wrapping_add(1)),
             dir.receives() || dir == Direction::SendRecv,
         ))
@@ -425,7 +445,7 @@ impl Core {
         if b.pending.is_none() {
             return true; // already flowing
         }
-        let Some((leg, remote_rtcp, send)) = b.answer_leg(m) else {
+        let Some((leg, remote_rtcp, send)) = b.answer_leg(m, &self.config) else {
             return false;
         };
         let Some((side_a, rtp, rtcp, control)) = b.pending.take() else {
@@ -444,7 +464,10 @@ impl Core {
         if let Some(r) = c.record.as_mut() {
             r.record.srtp.push(("far_end".into(), "none".into()));
         }
-        tokio::spawn(bridge::run(side_a, side_b, control, metrics, report));
+        let timeout = self.media_timeout(super::agent_media::MediaEnded::Call(a_id.to_vec()));
+        tokio::spawn(bridge::run(
+            side_a, side_b, control, metrics, report, timeout,
+        ));
         true
     }
 

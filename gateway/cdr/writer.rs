@@ -47,11 +47,9 @@ impl Writer {
             .name("cdr-writer".into())
             .spawn(move || run(&store, &metrics, &rx))?;
         // A random start, so two runs' ids never meet within a millisecond.
-        let mut b = [0u8; 4];
-        let _ = crate::keys::random(&mut b);
         Ok(Self {
             tx,
-            seq: Arc::new(AtomicU32::new(u32::from_le_bytes(b))),
+            seq: Arc::new(AtomicU32::new(crate::keys::random_u32())),
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }

@@ -100,11 +100,9 @@ impl Config {
                 .collect()
         };
         if route_key(self) != route_key(&new)
-            || self
-                .routes
-                .iter()
-                .zip(&new.routes)
-                .any(|(a, b)| (a.ring, a.hangup) != (b.ring, b.hangup))
+            || self.routes.iter().zip(&new.routes).any(|(a, b)| {
+                (a.ring, a.hangup, &a.test_peers) != (b.ring, b.hangup, &b.test_peers)
+            })
         {
             applied.push(format!(
                 "routes: {} → {}",
@@ -145,6 +143,9 @@ impl Config {
         }
         if self.rtp_timeout != new.rtp_timeout {
             applied.push("media.rtp_timeout_s".into());
+        }
+        if self.max_call != new.max_call {
+            applied.push("media.max_call_s".into());
         }
         if self.retention_days != new.retention_days {
             applied.push(format!(
@@ -196,6 +197,7 @@ impl Config {
         config.firewall.ids_rules_path = new.firewall.ids_rules_path;
         config.firewall.ids_rules = new.firewall.ids_rules;
         config.rtp_timeout = new.rtp_timeout;
+        config.max_call = new.max_call;
         config.retention_days = new.retention_days;
         // The certificate itself is re-read by the reload (the listeners'
         // resolver swaps it); the paths follow.

@@ -4,9 +4,24 @@
 //! caller.
 //!
 //! Strict source: packets are accepted only from the signalled address's
-//! IP; the first such packet latches its exact address and port (NATs
-//! rewrite ports), after which only that address is accepted until the
-//! signalling changes it. Anything else is dropped with a reason.
+//! IP. The first packet from that IP that passes every check (the rate
+//! cap, SRTP authentication where keyed, RTP syntax) latches its exact
+//! address and port (NATs rewrite ports); a forged packet that fails them
+//! latches nothing. After the latch only that address is accepted, until
+//! the signalling moves the peer or the latched source has been silent
+//! for [`RELATCH_AFTER`]: then the next valid packet from the signalled IP
+//! latches afresh (as RFC 3550 section 8.2 and rtpengine allow a source to
+//! move), so a spoofed packet can never pin a leg away from a live peer.
+//!
+//! Proven peers only (no reflection): SDP addresses are the caller's
+//! claim, and over UDP a forged INVITE can name any victim. A leg sends
+//! nothing until the peer is proven, either by a valid packet from the
+//! signalled IP (then to the latched address), or by the signalling
+//! ([`Leg::confirm`]: the ACK carrying our To tag, which only someone who
+//! saw our 2xx can send, or the answer to an INVITE we sent to a
+//! configured trunk). Until then [`Leg::remote`] is `None` and callers
+//! send nothing, so one forged INVITE costs the gateway a port, never a
+//! stream of packets at a third party.
 //!
 //! Rate cap: a leg takes at most [`MAX_PACKET_RATE`] packets a second
 //! (RTP and RTCP together, the same as a burst), checked before any
@@ -80,6 +95,12 @@ pub struct Received {
 /// usual rate leaves room for a peer's jitter buffer catching up.
 pub const MAX_PACKET_RATE: f32 = 250.0;
 
+/// Silence from the latched source after which another source at the
+/// signalled IP may latch (rtpengine's delayed endpoint learning waits
+/// 3 s too). A live peer sends every 20 to 60 ms, so a spoofer cannot
+/// take over a stream that is flowing.
+pub const RELATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A token bucket on packets received.
 #[derive(Clone, Copy, Debug)]
 struct RateCap {
@@ -116,6 +137,10 @@ pub struct LegCounters {
 pub struct Leg {
     signalled: SocketAddr,
     latched: Option<SocketAddr>,
+    /// When the latched source last sent a valid packet.
+    latched_seen: Option<Instant>,
+    /// The signalling proved the peer at `signalled` (see the module doc).
+    confirmed: bool,
     srtp: Option<(SrtpReceiver, SrtpSender)>,
     stats: Option<StreamStats>,
     clock_rate: u32,
@@ -144,6 +169,8 @@ impl Leg {
         Self {
             signalled,
             latched: None,
+            latched_seen: None,
+            confirmed: false,
             srtp,
             stats: None,
             clock_rate,
@@ -160,16 +187,30 @@ impl Leg {
         }
     }
 
-    /// Where we send: the latched address, else the signalled one.
-    pub fn remote(&self) -> SocketAddr {
-        self.latched.unwrap_or(self.signalled)
+    /// Where we may send: the latched address, else the signalled one
+    /// once the signalling confirmed it; `None` while the peer is unproven
+    /// (send nothing then).
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.latched.or_else(|| {
+            (self.confirmed && !self.signalled.ip().is_unspecified()).then_some(self.signalled)
+        })
     }
 
-    /// The signalling moved the peer (a re-INVITE with a new address).
+    /// The signalling proved the peer at the signalled address: the ACK
+    /// with our To tag arrived, or this leg answers an INVITE we sent.
+    pub fn confirm(&mut self) {
+        self.confirmed = true;
+    }
+
+    /// The signalling moved the peer (a re-INVITE with a new address): the
+    /// latch is released and the new address is unproven until its own
+    /// ACK or a valid packet from it.
     pub fn set_signalled(&mut self, addr: SocketAddr) {
         if addr != self.signalled {
             self.signalled = addr;
             self.latched = None;
+            self.latched_seen = None;
+            self.confirmed = false;
         }
     }
 
@@ -182,26 +223,36 @@ impl Leg {
         self.stats.as_ref()
     }
 
-    fn check_source(&mut self, from: SocketAddr) -> Result<(), Dropped> {
+    /// Whether `from` may be heard: the latched source, or (none latched,
+    /// or the latched one silent for [`RELATCH_AFTER`]) any port at the
+    /// signalled IP. Latching waits for the packet to pass every check.
+    fn check_source(&self, from: SocketAddr, now: Instant) -> Result<(), Dropped> {
         match self.latched {
             Some(l) if l == from => Ok(()),
-            None if from.ip() == self.signalled.ip() => {
-                self.latched = Some(from);
-                Ok(())
+            _ if from.ip() != self.signalled.ip() => Err(Dropped::WrongSource),
+            None => Ok(()),
+            Some(_) => {
+                let silent = self
+                    .latched_seen
+                    .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_AFTER);
+                if silent {
+                    Ok(())
+                } else {
+                    Err(Dropped::WrongSource)
+                }
             }
-            _ => Err(Dropped::WrongSource),
         }
     }
 
     /// Takes an RTP datagram from `from` in `buf`; on success the plain
-    /// packet is `buf[..len]`.
+    /// packet is `buf[..len]`, and `from` is the latched source.
     pub fn recv_rtp(
         &mut self,
         from: SocketAddr,
         buf: &mut [u8],
         now: Instant,
     ) -> Result<Received, Dropped> {
-        self.check_source(from)?;
+        self.check_source(from, now)?;
         if !self.cap.take(now) {
             return Err(Dropped::RateLimit);
         }
@@ -226,6 +277,10 @@ impl Leg {
             other => other.insert(StreamStats::new(ssrc, self.clock_rate)),
         };
         stats.on_packet(r.sequence, r.timestamp, len, now);
+        // Valid: this source is the peer (latched, or re-latched after
+        // the old one fell silent).
+        self.latched = Some(from);
+        self.latched_seen = Some(now);
         self.counters.packets_in += 1;
         self.counters.bytes_in += len as u64;
         Ok(r)
@@ -391,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn strict_source_latches_the_first_packet_from_the_signalled_ip() {
+    fn strict_source_latches_the_first_valid_packet_from_the_signalled_ip() {
         let mut leg = Leg::new(addr("192.0.2.7:4000"), 8000, 1, 100, None);
         let mut peer = Leg::new(addr("192.0.2.1:20000"), 8000, 99, 5, None);
         let mut pkt = [0u8; 200];
@@ -399,26 +454,83 @@ mod tests {
             .build_rtp(&mut pkt, 0, false, 160, &[0xff; 160])
             .expect("builds");
         let now = Instant::now();
+        // Nothing is sent to an unproven peer.
+        assert_eq!(leg.remote(), None);
         // Another host: dropped.
         assert_eq!(
             leg.recv_rtp(addr("198.51.100.9:4000"), &mut pkt[..n].to_vec(), now),
             Err(Dropped::WrongSource)
         );
+        // A forged, malformed packet from the signalled IP latches nothing.
+        assert!(matches!(
+            leg.recv_rtp(addr("192.0.2.7:6666"), &mut [0x80, 0, 1], now),
+            Err(Dropped::Malformed(_))
+        ));
+        assert_eq!(leg.remote(), None);
         // The signalled IP from a NAT-rewritten port: latched.
         let r = leg
             .recv_rtp(addr("192.0.2.7:4100"), &mut pkt[..n].to_vec(), now)
             .expect("accepted");
         assert_eq!((r.sequence, r.payload_len), (5, 160));
-        assert_eq!(leg.remote(), addr("192.0.2.7:4100"));
-        // After the latch, the signalled port itself is a wrong source.
+        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4100")));
+        // While it talks, another port at the same IP is a wrong source.
+        let later = now + Duration::from_millis(20);
         assert_eq!(
-            leg.recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), now),
+            leg.recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), later),
             Err(Dropped::WrongSource)
         );
-        // A re-INVITE moves the peer: the latch is released.
+        // Silent for RELATCH_AFTER: the next valid packet re-latches.
+        let silent = now + RELATCH_AFTER;
+        assert!(leg
+            .recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), silent)
+            .is_ok());
+        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4000")));
+        // A re-INVITE moves the peer: the latch is released and the new
+        // address waits for proof (its ACK, or its media).
         leg.set_signalled(addr("203.0.113.5:6000"));
-        assert_eq!(leg.remote(), addr("203.0.113.5:6000"));
-        assert_eq!(leg.counters.packets_in, 1);
+        assert_eq!(leg.remote(), None);
+        leg.confirm();
+        assert_eq!(leg.remote(), Some(addr("203.0.113.5:6000")));
+        assert_eq!(leg.counters.packets_in, 2);
+    }
+
+    #[test]
+    fn a_forged_srtp_packet_cannot_latch_or_hold_the_leg() {
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let cfg = SrtpConfig::default();
+        let mut carrier = SrtpSender::new(&key, cfg).expect("tx");
+        let mut leg = Leg::new(
+            addr("192.0.2.7:4000"),
+            8000,
+            0xb,
+            1,
+            Some((
+                SrtpReceiver::new(&key, cfg).expect("rx"),
+                SrtpSender::new(&key, cfg).expect("tx"),
+            )),
+        );
+        let now = Instant::now();
+        let mut seal = |seq: u16| {
+            let mut buf = [0u8; 64];
+            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            let n = carrier.seal_rtp(&mut buf, 20).expect("seal");
+            buf[..n].to_vec()
+        };
+        // The attacker spoofs the carrier's IP with its own port, but has
+        // no key: its packet fails authentication and latches nothing.
+        let mut forged = seal(1);
+        forged[14] ^= 1;
+        assert!(matches!(
+            leg.recv_rtp(addr("192.0.2.7:9999"), &mut forged, now),
+            Err(Dropped::Srtp(_))
+        ));
+        assert_eq!(leg.remote(), None);
+        // The carrier's own packet latches.
+        assert!(leg
+            .recv_rtp(addr("192.0.2.7:4000"), &mut seal(2), now)
+            .is_ok());
+        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4000")));
     }
 
     #[test]

@@ -128,16 +128,10 @@ pub fn request(spec: &RequestSpec<'_>) -> Vec<u8> {
 /// operating system's random source (unguessable, so an off-path attacker
 /// cannot forge in-dialog requests).
 pub fn token() -> String {
-    use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
-    // If the OS random source fails, fall back to the clock: tags must
-    // still be unique, and the failure is not the peer's doing.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b = n.to_be_bytes();
-    }
+    // Never a clock reading or zeros: guessable tags would let an
+    // off-path attacker forge in-dialog requests.
+    crate::keys::random_or_stop(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -432,6 +432,88 @@ pub enum SrtpMode {
     Required,
 }
 
+/// What kind of address an SDP connection line names: a trunk's media
+/// policy allows some (see `config::Trunk::media_scopes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AddrScope {
+    Public,
+    /// RFC 1918, shared address space (RFC 6598, carrier-grade NAT) and
+    /// IPv6 unique local addresses.
+    Private,
+    Loopback,
+    LinkLocal,
+    /// Multicast, broadcast and the reserved 240.0.0.0/4.
+    Multicast,
+    /// 0.0.0.0 or `::`: no destination (the old way to signal hold).
+    Unspecified,
+}
+
+impl AddrScope {
+    /// The scope of `ip` (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn of(ip: IpAddr) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                if v4.is_unspecified() {
+                    Self::Unspecified
+                } else if v4.is_loopback() {
+                    Self::Loopback
+                } else if v4.is_link_local() {
+                    Self::LinkLocal
+                } else if v4.is_multicast() || v4.is_broadcast() || o[0] >= 240 {
+                    Self::Multicast
+                } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+                    Self::Private
+                } else {
+                    Self::Public
+                }
+            }
+            IpAddr::V6(v6) => {
+                let first = v6.segments()[0];
+                if v6.is_unspecified() {
+                    Self::Unspecified
+                } else if v6.is_loopback() {
+                    Self::Loopback
+                } else if (first & 0xffc0) == 0xfe80 {
+                    Self::LinkLocal
+                } else if v6.is_multicast() {
+                    Self::Multicast
+                } else if (first & 0xfe00) == 0xfc00 {
+                    Self::Private
+                } else {
+                    Self::Public
+                }
+            }
+        }
+    }
+
+    /// The name in configuration files, logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::Loopback => "loopback",
+            Self::LinkLocal => "link_local",
+            Self::Multicast => "multicast",
+            Self::Unspecified => "unspecified",
+        }
+    }
+
+    /// Every scope, in [`AddrScope::name`] order of declaration.
+    pub const ALL: [Self; 6] = [
+        Self::Public,
+        Self::Private,
+        Self::Loopback,
+        Self::LinkLocal,
+        Self::Multicast,
+        Self::Unspecified,
+    ];
+}
+
 /// What the local side brings to an answer.
 #[derive(Clone, Debug)]
 pub struct Local {

@@ -23,9 +23,24 @@ pub fn request(
     gw: SocketAddr,
     body: Option<&str>,
 ) -> Vec<u8> {
+    request_to("echo", method, call, cseq, to_tag, me, gw, body)
+}
+
+/// As [`request`], to `number`.
+#[allow(clippy::too_many_arguments)]
+pub fn request_to(
+    number: &str,
+    method: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    me: SocketAddr,
+    gw: SocketAddr,
+    body: Option<&str>,
+) -> Vec<u8> {
     let to = match to_tag {
-        Some(t) => format!("<sip:echo@{gw}>;tag={t}"),
-        None => format!("<sip:echo@{gw}>"),
+        Some(t) => format!("<sip:{number}@{gw}>;tag={t}"),
+        None => format!("<sip:{number}@{gw}>"),
     };
     let body = body.unwrap_or("");
     let ct = if body.is_empty() {
@@ -34,7 +49,7 @@ pub fn request(
         "Content-Type: application/sdp\r\n"
     };
     format!(
-        "{method} sip:echo@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}{method}\r\n\
+        "{method} sip:{number}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}{method}\r\n\
 Max-Forwards: 70\r\nFrom: <sip:+447700900123@{me}>;tag=carrier{call}\r\nTo: {to}\r\nCall-ID: {call}\r\n\
 CSeq: {cseq} {method}\r\nContact: <sip:carrier@{me}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
         body.len()
