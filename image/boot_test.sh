@@ -213,6 +213,7 @@ boot_one() {
   local log; log=$(clean_log "$serial" | tr -d '\000')
   if grep -aq "BOOTCHECK tollgate=active" <<<"$log"; then msg+=("tollgate.service active"); else ok=0; msg+=("tollgate.service NOT active"); fi
   if grep -aq "BOOTCHECK nft_tables=.*table inet tollgate" <<<"$log"; then msg+=("table inet tollgate loaded"); else ok=0; msg+=("table inet tollgate NOT loaded"); fi
+  if grep -aq "BOOTCHECK timesync=active ntp=yes" <<<"$log"; then msg+=("time synchronisation on"); else ok=0; msg+=("time synchronisation NOT on: $(grep -ao 'BOOTCHECK timesync=[a-z]* ntp=[a-z]*' <<<"$log" | tail -1)"); fi
   if grep -aq "BOOTCHECK master_key=sealed" <<<"$log"; then msg+=("master key sealed by the machine"); else ok=0; msg+=("master key NOT sealed: $(grep -ao 'BOOTCHECK master_key=[a-z]*' <<<"$log" | tail -1)"); fi
   local identity; identity=$(grep -ao "BOOTCHECK identity=[^ ]*" <<<"$log" | tail -1 | cut -d= -f2 || true)
   if [[ -n $identity && $identity != *none* ]]; then msg+=("made its own identity"); IDENTITIES+=("$identity")

@@ -51,7 +51,7 @@ REPO=$(cd "$HERE/.." && pwd)
 ENABLE_UNITS="tollgate-firstboot.service tollgate.service tollgate-boot-report.service"
 # netbase: /etc/protocols and /etc/services (nft cannot resolve "icmp" without it)
 # (systemd's own systemd-creds seals the master key; no other tool needed)
-PACKAGES="systemd-sysv,udev,dbus,netbase,nftables,iproute2,linux-image-amd64,zstd${EXTRA_PACKAGES:+,$EXTRA_PACKAGES}"
+PACKAGES="systemd-sysv,systemd-timesyncd,udev,dbus,netbase,nftables,iproute2,linux-image-amd64,zstd${EXTRA_PACKAGES:+,$EXTRA_PACKAGES}"
 
 ROOT="$WORK/rootfs"
 T0=$(date +%s)
@@ -157,7 +157,9 @@ systemd-sysusers --root="$ROOT" >/dev/null 2>&1
 "$ROOT/usr/bin/tollgate" config check "$ROOT/etc/tollgate/tollgate.toml" >/dev/null 2>"$WORK/config.err" ||
   grep -q "has no address now" "$WORK/config.err" || { cat "$WORK/config.err" >&2; exit 1; }
 
-systemctl --quiet --root="$ROOT" enable systemd-networkd.service nftables.service $ENABLE_UNITS
+# Time synchronisation: records, retention, TLS and TOTP all trust the
+# clock (servers from DHCP, else Debian's pool; see timesyncd.conf.d).
+systemctl --quiet --root="$ROOT" enable systemd-networkd.service systemd-timesyncd.service nftables.service $ENABLE_UNITS
 systemctl --quiet --root="$ROOT" set-default multi-user.target
 # First boot (empty machine-id) would otherwise start the interactive
 # systemd-firstboot wizard on the console and wait forever for input.

@@ -55,6 +55,20 @@ fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
     assert_eq!(refused.successful, 0);
     // Answered calls are written open, then finished: 3 x 2 + 2.
     gw.expect_metric("tollgate_cdr_records_written_total", 10, 8.0);
+    // Retention, asked through the daemon: today's records are not due,
+    // so a preview and even a confirmed shred take nothing.
+    let data = gw.dir.join("data");
+    let (ok, out, err) = common::gateway::operator_cli(&data, "records", &["shred"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("retention: 365 days; days past it: 0 (none)")
+            && out.contains("not holding anything"),
+        "{out}"
+    );
+    let (ok, out, err) = common::gateway::operator_cli(&data, "records", &["shred", "--confirm"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("shredded 0 days (0 records)"), "{out}");
+    assert_eq!(gw.metric("tollgate_cdr_retention_held"), 0.0);
     gw.stop();
 
     // Nothing in clear: not the caller, not the dialled number, in any

@@ -87,6 +87,11 @@ pub enum Request {
     AgentRevoke {
         name: String,
     },
+    /// Retention's shred: what it would do (`confirm: false`), or do it
+    /// although a run held it (`confirm: true`).
+    CdrShred {
+        confirm: bool,
+    },
 }
 
 /// Secret text between an operator and the daemon (a new master key; an
@@ -118,6 +123,19 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
+/// What `records shred` found or did.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Shred {
+    pub retention_days: u32,
+    /// Days past retention (Unix day numbers) still held.
+    pub due_days: Vec<u32>,
+    /// Why the hourly run holds them, if it does.
+    pub held: Option<String>,
+    /// With `--confirm`: days and records shredded.
+    pub shredded_days: usize,
+    pub shredded_records: usize,
+}
+
 /// An enrolment as the daemon returns it.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct Enrolled {
@@ -145,7 +163,8 @@ impl Request {
             | Request::Reload
             | Request::RotateMaster { .. }
             | Request::AgentEnroll { .. }
-            | Request::AgentRevoke { .. } => Some(Role::Admin),
+            | Request::AgentRevoke { .. }
+            | Request::CdrShred { .. } => Some(Role::Admin),
             Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
             Request::CdrExport { .. } | Request::AuditList { .. } | Request::AuditVerify => {
                 Some(Role::Auditor)
@@ -187,6 +206,10 @@ impl Request {
                 },
             ),
             Request::AgentRevoke { name } => ("agent revoke", name.clone()),
+            Request::CdrShred { confirm } => (
+                "records shred",
+                if *confirm { "confirmed" } else { "preview" }.to_string(),
+            ),
             Request::RotateMaster { key } => (
                 "keys rotate-master",
                 rotation_key(key).map_or_else(
@@ -222,6 +245,9 @@ pub struct Response {
     /// For agent enroll: the bundle and TOTP URI, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrolled: Option<Enrolled>,
+    /// For records shred: what retention would or did shred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shred: Option<Shred>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,
@@ -288,6 +314,8 @@ pub struct Admin {
     pub agents_address: String,
     /// The running configuration (enrolment checks profiles against it).
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    /// `tollgate_cdr_retention_held`, cleared by a confirmed shred.
+    pub retention_held: prometheus::IntGauge,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -504,6 +532,39 @@ async fn run(
                     }),
                     ..Response::ok()
                 },
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::CdrShred { confirm } => {
+            let store = admin.store.clone();
+            let days = admin.config.borrow().retention_days;
+            let now = crate::now_ms();
+            let done = blocking(move || {
+                let (due, held) = store.retention_plan(days, now);
+                let mut out = Shred {
+                    retention_days: days,
+                    due_days: due,
+                    held: held.map(|h| h.to_string()),
+                    ..Shred::default()
+                };
+                if confirm {
+                    let e = store.shred_confirmed(days, now)?;
+                    out.shredded_days = e.days;
+                    out.shredded_records = e.records;
+                }
+                Ok::<_, crate::cdr::store::CdrError>(out)
+            })
+            .await;
+            match done {
+                Ok(shred) => {
+                    if confirm {
+                        admin.retention_held.set(0);
+                    }
+                    Response {
+                        shred: Some(shred),
+                        ..Response::ok()
+                    }
+                }
                 Err(e) => Response::error(e),
             }
         }

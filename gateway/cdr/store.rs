@@ -129,6 +129,10 @@ struct KeyFile {
     /// When the master key last rotated (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_ms: Option<u64>,
+    /// The latest day a retention run saw and acted on: the clock's
+    /// high-water mark, so a clock that leaps ahead is noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    high_water_day: Option<u32>,
 }
 
 impl KeyFile {
@@ -141,6 +145,7 @@ impl KeyFile {
             days: BTreeMap::new(),
             master: master.id().to_string(),
             rotated_ms,
+            high_water_day: None,
         })
     }
 
@@ -274,6 +279,66 @@ impl StagedKeys<'_> {
 pub struct Expired {
     pub days: usize,
     pub records: usize,
+    /// Set when the run shredded nothing because the shred looked like a
+    /// wrong clock or a mistake (see [`Held`]).
+    pub held: Option<Held>,
+}
+
+/// Most days one retention run shreds on its own. Runs are hourly, so in
+/// steady state each shreds one day; more at once means the clock jumped,
+/// the gateway was off for days, or the retention period was cut, and an
+/// operator confirms (`tollgate records shred --confirm`).
+pub const MAX_SHRED_DAYS: usize = 2;
+
+/// Why a retention run shredded nothing and waits for an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Held {
+    /// The run would shred more than [`MAX_SHRED_DAYS`] days.
+    TooManyDays { days: usize },
+    /// Today (by the clock) is more than a day past the latest day a run
+    /// saw (before any run, the newest record's): the clock leapt ahead,
+    /// or the gateway was off for days.
+    ClockAhead { today: u32, last_seen: u32 },
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooManyDays { days } => write!(
+                f,
+                "retention would shred {days} days of call records at once (more than {MAX_SHRED_DAYS})"
+            ),
+            Self::ClockAhead { today, last_seen } => write!(
+                f,
+                "the clock says day {today}, {} days past the last retention run (day {last_seen}): a clock jump, or days switched off?",
+                today.saturating_sub(*last_seen)
+            ),
+        }
+    }
+}
+
+/// The days a retention run would shred from `file`, and whether it must
+/// hold instead (see [`Store::expire`]).
+fn plan(file: &KeyFile, retention_days: u32, now_ms: u64) -> (Vec<u32>, Option<Held>) {
+    let today = (now_ms / DAY_MS) as u32;
+    let first_kept = (now_ms / DAY_MS).saturating_sub(u64::from(retention_days)) as u32;
+    let gone: Vec<u32> = file.days.range(..first_kept).map(|(d, _)| *d).collect();
+    if gone.is_empty() {
+        return (gone, None);
+    }
+    if gone.len() > MAX_SHRED_DAYS {
+        let days = gone.len();
+        return (gone, Some(Held::TooManyDays { days }));
+    }
+    // The high-water mark of earlier runs, not the newest record: records
+    // made after a jump carry the jumped clock's day.
+    let newest = file.days.keys().next_back().copied();
+    let last_seen = file.high_water_day.or(newest).unwrap_or(today);
+    if today > last_seen.saturating_add(1) {
+        return (gone, Some(Held::ClockAhead { today, last_seen }));
+    }
+    (gone, None)
 }
 
 impl Store {
@@ -448,16 +513,60 @@ impl Store {
 
     /// Crypto-shreds days before `now_ms - retention_days`: the day keys
     /// go first (durably), then the records.
+    ///
+    /// Shredding cannot be undone and the wall clock can be wrong, so a
+    /// run shreds nothing, and says why in [`Expired::held`], when it
+    /// would take more than [`MAX_SHRED_DAYS`] days or when today is more
+    /// than a day past both the newest record and the high-water mark of
+    /// earlier runs (a clock set years ahead would otherwise shred
+    /// everything within the hour). [`Store::shred_confirmed`] is the
+    /// operator's override.
     pub fn expire(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
+        self.shred(retention_days, now_ms, false)
+    }
+
+    /// [`Store::expire`] without the holds, once an operator confirmed
+    /// (`tollgate records shred --confirm`); the high-water mark moves to
+    /// today.
+    pub fn shred_confirmed(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
+        self.shred(retention_days, now_ms, true)
+    }
+
+    /// What [`Store::expire`] would do now: the days it would shred and
+    /// whether it would hold.
+    pub fn retention_plan(&self, retention_days: u32, now_ms: u64) -> (Vec<u32>, Option<Held>) {
+        let k = self.day_keys();
+        plan(&k.file, retention_days, now_ms)
+    }
+
+    fn shred(
+        &self,
+        retention_days: u32,
+        now_ms: u64,
+        confirmed: bool,
+    ) -> Result<Expired, CdrError> {
+        let today = (now_ms / DAY_MS) as u32;
         let first_kept = (now_ms / DAY_MS).saturating_sub(u64::from(retention_days)) as u32;
         let gone: Vec<u32> = {
             let mut k = self.day_keys();
-            let gone: Vec<u32> = k.file.days.range(..first_kept).map(|(d, _)| *d).collect();
+            let (gone, held) = plan(&k.file, retention_days, now_ms);
+            if let (Some(held), false) = (held, confirmed) {
+                return Ok(Expired {
+                    held: Some(held),
+                    ..Expired::default()
+                });
+            }
+            let advanced = k.file.high_water_day.is_none_or(|h| today > h);
+            if advanced {
+                k.file.high_water_day = Some(today);
+            }
             if !gone.is_empty() {
                 for d in &gone {
                     k.file.days.remove(d);
                     k.cache.remove(d);
                 }
+            }
+            if !gone.is_empty() || advanced {
                 k.save()?;
             }
             gone
@@ -487,6 +596,7 @@ impl Store {
         Ok(Expired {
             days: gone.len(),
             records,
+            held: None,
         })
     }
 
@@ -509,6 +619,7 @@ impl Store {
                 .map_err(|_| CdrError::Random)?;
             file.days.insert(*d, b64(&again));
         }
+        file.high_water_day = k.file.high_water_day;
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| k.keys_err(e))?;
         Ok(StagedKeys {
             path: k.path.clone(),
@@ -609,6 +720,57 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_years_ahead_shreds_nothing_until_an_operator_confirms() {
+        let d = dir("clock-jump");
+        let master = Arc::new(Sealer::from_key(&[4; 32]));
+        let s = Store::open(&d, master).expect("open");
+        // Ten days of records, then an hourly run on the tenth day.
+        let ids: Vec<RecordId> = (0..10u64)
+            .map(|k| RecordId {
+                start_ms: DAY0 + k * DAY_MS + 5,
+                seq: k as u32,
+            })
+            .collect();
+        let recs: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, record(id.start_ms, "+447700900005")))
+            .collect();
+        s.put_all(&recs).expect("put");
+        let day9 = DAY0 + 9 * DAY_MS + 1;
+        assert_eq!(s.expire(365, day9).expect("run"), Expired::default());
+        // The clock leaps three years: every day is past retention, and
+        // nothing goes.
+        let later = day9 + 3 * 365 * DAY_MS;
+        let e = s.expire(365, later).expect("run");
+        assert_eq!(e.held, Some(Held::TooManyDays { days: 10 }));
+        assert_eq!((e.days, e.records), (0, 0));
+        assert!(s.get(ids[0]).expect("get").is_some());
+        // With retention cut so one day would go: the jump still holds it,
+        // even after a call made under the wrong clock.
+        let jumped = RecordId {
+            start_ms: later,
+            seq: 99,
+        };
+        s.put_all(&[(jumped, record(later, "+447700900006"))])
+            .expect("put");
+        let (plan, held) = s.retention_plan(1103, later);
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(
+            matches!(held, Some(Held::ClockAhead { last_seen, .. }) if u64::from(last_seen) == day9 / DAY_MS),
+            "{held:?}"
+        );
+        assert_eq!(s.expire(1103, later).expect("run").days, 0);
+        assert!(held.expect("held").to_string().contains("clock jump"));
+        // The operator's confirmation shreds, and the mark moves on.
+        let e = s.shred_confirmed(365, later).expect("confirmed");
+        assert_eq!((e.days, e.records), (10, 10));
+        assert!(s.get(ids[9]).expect("get").is_none());
+        assert!(s.get(jumped).expect("get").is_some());
+        assert_eq!(s.expire(365, later + DAY_MS).expect("next day").held, None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn open_records_become_interrupted_and_retention_shreds_keys_first() {
         let d = dir("retention");
         let master = Arc::new(Sealer::from_key(&[3; 32]));
@@ -644,7 +806,8 @@ mod tests {
             e,
             Expired {
                 days: 1,
-                records: 1
+                records: 1,
+                held: None,
             }
         );
         assert!(s.get(old).expect("get").is_none());

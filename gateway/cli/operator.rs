@@ -41,6 +41,16 @@ pub(crate) enum CdrCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// What retention would shred now and whether its hourly run holds
+    /// it (a clock jump, or many days at once); with --confirm, shred it
+    /// (admin role). Cannot be undone.
+    Shred {
+        /// Shred what is past retention, held or not.
+        #[arg(long)]
+        confirm: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Stream records for billing (auditor role).
     Export {
         #[arg(long, value_parser = ["csv", "jsonl"])]
@@ -294,6 +304,41 @@ pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
                     clean
                 },
             )
+        }
+        CdrCommand::Shred { confirm, state } => {
+            operator(&state, &Request::CdrShred { confirm }, |r, _| {
+                let Some(s) = r.shred else {
+                    return false;
+                };
+                let day = |d: u32| {
+                    let t = utc(u64::from(d) * 86_400_000);
+                    t.get(..10).map_or_else(|| t.clone(), str::to_string)
+                };
+                let span = match (s.due_days.first(), s.due_days.last()) {
+                    (Some(a), Some(b)) => format!("{} to {}", day(*a), day(*b)),
+                    _ => "none".into(),
+                };
+                println!(
+                    "retention: {} days; days past it: {} ({span})",
+                    s.retention_days,
+                    s.due_days.len()
+                );
+                match &s.held {
+                    Some(why) => println!("the hourly run holds them: {why}"),
+                    None => println!("the hourly run is not holding anything"),
+                }
+                if confirm {
+                    println!(
+                        "shredded {} days ({} records): their keys are gone, the records unreadable",
+                        s.shredded_days, s.shredded_records
+                    );
+                } else if !s.due_days.is_empty() {
+                    println!(
+                        "nothing shredded; check the clock, then: tollgate records shred --confirm"
+                    );
+                }
+                true
+            })
         }
         CdrCommand::Show { id, state } => operator(&state, &Request::CdrShow { id }, |_, lines| {
             for l in lines {
