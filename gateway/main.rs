@@ -38,7 +38,7 @@ enum Command {
     Firewall(FirewallCommand),
     /// Call records, through the running gateway (numbers masked unless
     /// you hold the auditor role).
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "records")]
     Cdr(CdrCommand),
     /// The audit trail: who did what, tamper-evident.
     #[command(subcommand)]
@@ -89,7 +89,7 @@ impl StateArgs {
         if dev && !path.exists() {
             tracing::warn!(
                 path = %path.display(),
-                "no master key given: made a DEVELOPMENT key beside the data directory, for trying Tollgate out only; in production give the systemd credential master-key or --master-key-file"
+                "no master key given: made a DEVELOPMENT key beside the data directory, for trying Tollgate out only; in production give the systemd credential master-key or --master-key FILE"
             );
         }
         tollgate::keys::Sealer::load(&path, dev).map_err(|e| e.to_string())
@@ -749,6 +749,7 @@ async fn serve(
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
         ready: false.into(),
+        admin_networks: std::sync::RwLock::new(config.firewall.admin_networks.clone()),
     });
     let (admin_addr, admin_server) = http::bind(config.admin_listen, admin.clone())
         .await
@@ -781,7 +782,12 @@ async fn serve(
             tls_peers,
             limits: config.limits,
             partial_message_timeout: config.partial_message_timeout,
-            idle_timeout: std::time::Duration::from_secs(600),
+            // Carriers keep TCP and TLS connections up with CRLF pings
+            // (RFC 5626) every 30 to 120 s.
+            idle_timeout: std::time::Duration::from_secs(180),
+            peers: std::sync::Arc::new(std::sync::RwLock::new(
+                config.peer_networks().into_iter().map(|(n, _)| n).collect(),
+            )),
             max_connections: config.max_connections,
             max_connections_per_peer: config.max_connections_per_peer,
         },
@@ -818,7 +824,7 @@ async fn serve(
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
     let (retention, retention_rx) = tokio::sync::watch::channel(config.retention_days);
-    spawn_retention(store.clone(), retention_rx);
+    spawn_retention(store.clone(), retention_rx, metrics.clone());
     spawn_storage_gauges(store.clone(), data_dir.clone(), metrics.clone());
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
@@ -869,6 +875,7 @@ async fn serve(
             dev_key,
             agents_address: config.agents.address.clone(),
             config: running_rx,
+            retention_held: metrics.cdr_retention_held.clone(),
         },
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
@@ -880,6 +887,7 @@ async fn serve(
     let mut reloader = tollgate::admin::reload::Reloader {
         path: config_path,
         running: running_tx,
+        http: admin.clone(),
         data_dir: data_dir.clone(),
         core: guard_tx.clone(),
         firewall: firewall.clone(),
@@ -906,10 +914,13 @@ async fn serve(
 }
 
 /// Crypto-shreds call records past retention now, every hour, and when a
-/// reload changes the period.
+/// reload changes the period; a run the store holds (a clock jump, many
+/// days at once) is logged, shown in `tollgate_cdr_retention_held` and
+/// waits for `tollgate records shred --confirm`.
 fn spawn_retention(
     store: std::sync::Arc<tollgate::cdr::store::Store>,
     mut period: tokio::sync::watch::Receiver<u32>,
+    metrics: std::sync::Arc<tollgate::admin::metrics::Metrics>,
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -922,14 +933,21 @@ fn spawn_retention(
             let store = store.clone();
             let now = tollgate::now_ms();
             match tokio::task::spawn_blocking(move || store.expire(days, now)).await {
+                Ok(Ok(tollgate::cdr::store::Expired { held: Some(h), .. })) => {
+                    metrics.cdr_retention_held.set(1);
+                    error!(
+                        "call record retention HELD, nothing shredded: {h}. Check the clock (timedatectl), then run: tollgate records shred (to see what would go) and tollgate records shred --confirm"
+                    );
+                }
                 Ok(Ok(e)) if e.days > 0 => {
+                    metrics.cdr_retention_held.set(0);
                     info!(
                         days = e.days,
                         records = e.records,
                         "call records past retention shredded"
                     )
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => metrics.cdr_retention_held.set(0),
                 Ok(Err(e)) => error!("call record retention: {e}"),
                 Err(e) => error!("call record retention: {e}"),
             }

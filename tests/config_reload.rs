@@ -245,3 +245,55 @@ fn sighup_applies_trunks_and_routes_live_and_refuses_a_broken_file_whole() {
     assert!(reloads[2].contains("\"applied\""));
     assert!(out.contains("trusted carrier (reload)"), "{out}");
 }
+
+/// `/metrics` answers only the admin networks, in the process too (not
+/// only in nftables), and a reload moves them.
+#[test]
+fn metrics_answer_only_admin_networks_and_a_reload_moves_them() {
+    let (sip, admin) = (18400u16, 18401u16);
+    let file = |nets: &str| {
+        format!(
+            r#"
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+[media]
+rtp_ports = "34000-34999"
+[admin]
+listen = "127.0.0.1:{admin}"
+[agents]
+listen = "127.0.0.1:{agents}"
+[firewall]
+nftables = "off"
+admin_networks = [{nets}]
+"#,
+            agents = sip + 2
+        )
+    };
+    let gw = Gateway::start_toml("admin-nets", sip, admin, &file("\"10.0.0.0/8\""));
+    // Loopback is not an admin network here: refused, health still open.
+    let r = gw.get("/metrics").expect("an answer");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(!r.contains("tollgate_calls_active"), "{r}");
+    assert!(gw
+        .get("/healthz")
+        .expect("health")
+        .starts_with("HTTP/1.1 200"));
+    std::fs::write(
+        gw.dir.join("tollgate.toml"),
+        file("\"10.0.0.0/8\", \"127.0.0.0/8\""),
+    )
+    .expect("config");
+    hup(&gw);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = gw.get("/metrics").unwrap_or_default();
+        if r.starts_with("HTTP/1.1 200") || std::time::Instant::now() > until {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", gw.log());
+    // The refusals were counted (the first, and any while the reload ran).
+    assert!(gw.metric("tollgate_admin_http_refused_total") >= 1.0);
+}

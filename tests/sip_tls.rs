@@ -91,6 +91,15 @@ fn connect_trusting(
     gw: std::net::SocketAddr,
     root: &rustls::pki_types::CertificateDer<'static>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    connect_trusting_from(gw, root, None)
+}
+
+/// As [`connect_trusting`], from the source address `from` when given.
+fn connect_trusting_from(
+    gw: std::net::SocketAddr,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    from: Option<std::net::IpAddr>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("trust the test certificate");
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -103,7 +112,17 @@ fn connect_trusting(
     let conn =
         rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().expect("name"))
             .expect("client");
-    let sock = TcpStream::connect(gw).expect("connect");
+    let sock = match from {
+        None => TcpStream::connect(gw).expect("connect"),
+        Some(ip) => {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            s.bind(&std::net::SocketAddr::new(ip, 0).into())
+                .expect("bind the source");
+            s.connect(&gw.into()).expect("connect");
+            s.into()
+        }
+    };
     sock.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     rustls::StreamOwned::new(conn, sock)
@@ -116,7 +135,17 @@ fn options_trusting(
     root: &rustls::pki_types::CertificateDer<'static>,
     n: u32,
 ) -> Result<String, String> {
-    let mut tls = connect_trusting(gw, root);
+    options_trusting_from(gw, root, n, None)
+}
+
+/// As [`options_trusting`], from the source address `from` when given.
+fn options_trusting_from(
+    gw: std::net::SocketAddr,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    n: u32,
+    from: Option<std::net::IpAddr>,
+) -> Result<String, String> {
+    let mut tls = connect_trusting_from(gw, root, from);
     tls.write_all(
         format!(
             "OPTIONS sip:echo@{gw};transport=tls SIP/2.0\r\n\
@@ -218,4 +247,51 @@ peers = ["127.0.0.0/8"]
         Ok("SIP/2.0 200 OK")
     );
     assert!(options_trusting(gw.sip, old.cert.der(), 5).is_err());
+}
+
+/// A connection from outside every trunk's peers is closed at accept,
+/// before any TLS handshake: no handshake work for strangers.
+#[test]
+fn only_trunk_peers_get_a_tls_handshake() {
+    let name = "tls-peers";
+    let dir = Gateway::dir_for(name);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    std::fs::write(dir.join("sip.crt"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.join("sip.key"), cert.key_pair.serialize_pem()).expect("write");
+    let toml = format!(
+        r#"
+[sip]
+udp = []
+tcp = []
+tls = ["127.0.0.1:18500"]
+tls_certificate = "{0}/sip.crt"
+tls_private_key = "{0}/sip.key"
+[media]
+rtp_ports = "33000-33999"
+[admin]
+listen = "127.0.0.1:18501"
+[agents]
+listen = "127.0.0.1:18502"
+[[trunk]]
+name = "carrier"
+peers = ["127.0.0.2/32"]
+"#,
+        dir.display()
+    );
+    let gw = Gateway::start_toml(name, 18500, 18501, &toml);
+    let stranger = options_trusting_from(gw.sip, cert.cert.der(), 1, Some([127, 0, 0, 1].into()));
+    assert!(stranger.is_err(), "a stranger was answered: {stranger:?}");
+    gw.expect_metric(
+        "tollgate_sip_transport_events_total{event=\"connection_not_a_peer\"}",
+        5,
+        1.0,
+    );
+    assert_eq!(
+        gw.metric("tollgate_sip_transport_events_total{event=\"tls_handshake_failed\"}"),
+        0.0,
+        "the stranger got as far as a handshake"
+    );
+    let carrier = options_trusting_from(gw.sip, cert.cert.der(), 2, Some([127, 0, 0, 2].into()));
+    assert_eq!(carrier.as_deref(), Ok("SIP/2.0 200 OK"));
 }

@@ -1,11 +1,17 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text format) and
 //! `GET /healthz` (200 once the gateway is serving, 503 before).
+//!
+//! `/metrics` answers only `firewall.admin_networks` (403 otherwise), in
+//! the process as well as in nftables: with `nftables = "auto"` on a host
+//! that cannot load the table, or with the table flushed by hand, the
+//! metrics (trunk names, call counts) still do not leak. `/healthz` says
+//! only "ok" and stays open to load balancers and HA probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -18,9 +24,34 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once every listener is bound.
     pub ready: AtomicBool,
+    /// Who may read `/metrics` (`firewall.admin_networks`; a reload
+    /// replaces it).
+    pub admin_networks: std::sync::RwLock<Vec<ipnet::IpNet>>,
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+impl AdminState {
+    /// Whether `ip` is in the admin networks (IPv4-mapped as IPv4).
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.admin_networks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(&ip))
+    }
+}
+
+async fn metrics(
+    State(s): State<Arc<AdminState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+) -> axum::response::Response {
+    if !s.admits(from.ip()) {
+        s.metrics.admin_refused.inc();
+        return (StatusCode::FORBIDDEN, "not from an admin network\n").into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -28,6 +59,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
+        .into_response()
 }
 
 async fn healthz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -52,5 +84,11 @@ pub async fn bind(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(state);
-    Ok((local, async move { axum::serve(listener, app).await }))
+    Ok((local, async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    }))
 }

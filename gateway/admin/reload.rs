@@ -31,6 +31,8 @@ pub struct Reloader {
     pub path: Option<PathBuf>,
     /// The running configuration, published to the admin socket.
     pub running: watch::Sender<Arc<Config>>,
+    /// The admin HTTP listener's state (its admin networks).
+    pub http: Arc<super::http::AdminState>,
     /// The data directory (the agent registry, checked against profiles).
     pub data_dir: PathBuf,
     pub core: mpsc::Sender<GuardRequest>,
@@ -116,6 +118,11 @@ impl Reloader {
         if let (Some(served), Some(new)) = (&self.server_cert, renewed) {
             served.install(new);
         }
+        *self
+            .http
+            .admin_networks
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config.firewall.admin_networks.clone();
         self.retention.send_if_modified(|days| {
             let changed = *days != config.retention_days;
             *days = config.retention_days;

@@ -122,6 +122,8 @@ impl Core {
             leg.target = retarget(&old, &config, &leg.target);
         }
         self.transport.set_tls_peers(tls);
+        self.transport
+            .set_peers(config.peer_networks().into_iter().map(|(n, _)| n).collect());
         self.guard.reconfigure(config.clone(), now);
         self.config = config;
     }

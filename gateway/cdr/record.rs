@@ -174,11 +174,24 @@ pub fn mask(number: &str) -> String {
 /// The CSV header for [`Record::csv_row`].
 pub const CSV_HEADER: &str = "id,call_id,direction,trunk,agent,caller,callee,start_ms,ringing_ms,answer_ms,end_ms,duration_ms,outcome,sip_status,hung_up_by,codec";
 
+/// One CSV cell. A cell a spreadsheet would run as a formula (starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`
+/// (OWASP's advice), except a plain E.164 number (`+` and digits), which a
+/// spreadsheet can only read as a number: billing keeps its numbers as
+/// they are.
 fn csv_field(s: &str) -> String {
+    let e164 = s
+        .strip_prefix('+')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !e164 {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s.into_owned()
     }
 }
 
@@ -243,5 +256,21 @@ mod tests {
         let mut odd = r.clone();
         odd.agent = Some("o\"neil, pat".into());
         assert!(odd.csv_row("x").contains("\"o\"\"neil, pat\""));
+        // Formula injection: an attacker-chosen Call-ID or name is never
+        // a live formula; E.164 numbers stay as they are.
+        let mut evil = r.clone();
+        evil.call_id = "=HYPERLINK(\"http://x\",\"y\")".into();
+        evil.agent = Some("@SUM(1+1)".into());
+        evil.trunk = Some("-2+3".into());
+        evil.codec = Some("\tx".into());
+        let row = evil.csv_row("x");
+        assert!(
+            row.contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","),
+            "{row}"
+        );
+        assert!(row.contains(",'@SUM(1+1),"), "{row}");
+        assert!(row.contains(",'-2+3,"), "{row}");
+        assert!(row.ends_with(",'\tx"), "{row}");
+        assert!(row.contains(",+447700900123,+442079460000,"), "{row}");
     }
 }

@@ -61,8 +61,10 @@ pub struct StreamStats {
     expected_prior: u64,
     received_prior: u64,
     last_transit: Option<u32>,
-    /// Jitter in timestamp units, times 16 (A.8).
-    jitter16: u32,
+    /// Jitter in timestamp units, times 16 (A.8). 64 bits: a peer's
+    /// timestamps can make |D| up to 2^31, and 16 times that does not
+    /// fit 32.
+    jitter16: u64,
 }
 
 /// A read-out of a stream's statistics.
@@ -193,12 +195,10 @@ impl StreamStats {
             as u32;
         let transit = arrival.wrapping_sub(rtp_ts);
         if let Some(last) = self.last_transit {
-            let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
-            // J += (|D| - J) / 16, kept as 16 * J in integers.
-            self.jitter16 = self
-                .jitter16
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter16 + 8) >> 4);
+            let d = u64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
+            // J += (|D| - J) / 16, kept as 16 * J in integers. Bounded by
+            // 16 * 2^31, so neither step can overflow.
+            self.jitter16 = (self.jitter16 + d).saturating_sub((self.jitter16 + 8) >> 4);
         }
         self.last_transit = Some(transit);
     }
@@ -211,7 +211,7 @@ impl StreamStats {
     pub fn snapshot(&self) -> Snapshot {
         let expected = self.expected();
         let lost = expected.saturating_sub(self.received);
-        let jitter = self.jitter16 >> 4;
+        let jitter = u32::try_from(self.jitter16 >> 4).unwrap_or(u32::MAX);
         Snapshot {
             ssrc: self.ssrc,
             packets: self.packets,
@@ -252,7 +252,7 @@ impl StreamStats {
             cumulative_lost: i32::try_from(expected.saturating_sub(self.received))
                 .unwrap_or(i32::MAX),
             highest_seq: self.seen.top().unwrap_or(0) as u32,
-            jitter: self.jitter16 >> 4,
+            jitter: u32::try_from(self.jitter16 >> 4).unwrap_or(u32::MAX),
             last_sr,
             delay_since_last_sr,
         }
@@ -311,6 +311,22 @@ mod tests {
                 s.on_packet(q, ts, 172, t0 + MS20 * i as u32)
             })
             .collect()
+    }
+
+    #[test]
+    fn hostile_timestamps_saturate_the_jitter_instead_of_wrapping() {
+        // Timestamps that swing by 2^31 every packet: |D| is about 2^31
+        // each time, and 16 J tends to 2^35, past 32 bits.
+        let mut s = StreamStats::new(1, 8000);
+        let t0 = Instant::now();
+        for i in 0..400u16 {
+            let ts = if i % 2 == 0 { 0 } else { 1 << 31 };
+            s.on_packet(i, ts, 172, t0 + MS20 * u32::from(i));
+        }
+        let snap = s.snapshot();
+        assert!(snap.jitter >= 1 << 30, "jitter wrapped to {}", snap.jitter);
+        assert!(snap.jitter_ms.is_finite());
+        assert_eq!(s.report_block(0, 0).jitter, snap.jitter);
     }
 
     #[test]

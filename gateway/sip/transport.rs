@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::message::{Framing, Limits, Message, ParseError};
+use super::framer::Frame;
+use super::message::Limits;
 use super::transaction::{Peer, Transmit};
 
 /// A message received, with where it came from.
@@ -59,6 +60,10 @@ pub struct TransportConfig {
     pub partial_message_timeout: Duration,
     /// A TCP connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Who may connect: a connection from elsewhere is closed at accept,
+    /// before any TLS handshake or read (the core would drop its messages
+    /// anyway; this spares the handshake and the connection slot).
+    pub peers: PeerNetworks,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
 }
@@ -75,22 +80,25 @@ pub struct TransportStats {
     pub connections_timed_out: IntCounter,
     pub stream_parse_failures: IntCounter,
     pub tls_handshake_failures: IntCounter,
+    /// Connections closed at accept: the source is not a trunk peer.
+    pub connections_not_peers: IntCounter,
 }
 
 impl TransportStats {
     /// The event names, in field order.
-    pub const EVENTS: [&'static str; 6] = [
+    pub const EVENTS: [&'static str; 7] = [
         "inbound_dropped",
         "outbound_dropped",
         "connection_refused",
         "connection_timed_out",
         "stream_framing_lost",
         "tls_handshake_failed",
+        "connection_not_a_peer",
     ];
 
     /// Counters from `counter(event name)`.
     pub fn new(counter: impl Fn(&str) -> IntCounter) -> Self {
-        let [a, b, c, d, e, f] = Self::EVENTS.map(counter);
+        let [a, b, c, d, e, f, g] = Self::EVENTS.map(counter);
         Self {
             inbound_dropped: a,
             outbound_dropped: b,
@@ -98,8 +106,25 @@ impl TransportStats {
             connections_timed_out: d,
             stream_parse_failures: e,
             tls_handshake_failures: f,
+            connections_not_peers: g,
         }
     }
+}
+
+/// The networks that may open SIP connections (every trunk's peers),
+/// shared with the accept loops and replaced by a reload.
+pub type PeerNetworks = Arc<std::sync::RwLock<Vec<ipnet::IpNet>>>;
+
+fn is_peer(peers: &PeerNetworks, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    peers
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|n| n.contains(&ip))
 }
 
 /// A rustls client configuration that trusts the CA certificates in a PEM
@@ -311,6 +336,11 @@ impl Transport {
         self.cfg.tls_peers = peers;
     }
 
+    /// New trunk peer networks (a reload): who may connect from now on.
+    pub fn set_peers(&self, networks: Vec<ipnet::IpNet>) {
+        *self.cfg.peers.write().unwrap_or_else(|p| p.into_inner()) = networks;
+    }
+
     /// Sends without waiting: over UDP from the first socket, over TCP on
     /// the peer's open connection. What cannot go now is dropped and
     /// counted (SIP retransmits over UDP; a TCP peer whose queue is full is
@@ -406,6 +436,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        if !is_peer(&cfg.peers, from.ip()) {
+            stats.connections_not_peers.inc();
+            drop(stream);
+            continue;
+        }
         let admitted = {
             let mut pp = per_peer.lock().unwrap_or_else(|p| p.into_inner());
             let n = pp.entry(from.ip()).or_insert(0);
@@ -546,7 +581,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     });
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut framer = super::framer::Framer::new(cfg.limits);
     let mut chunk = vec![0u8; 16 * 1024];
     // When the bytes of an incomplete message started to arrive.
     let mut partial_since: Option<tokio::time::Instant> = None;
@@ -570,26 +605,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
+        framer.push(&chunk[..n]);
         loop {
-            // RFC 5626 keepalive: CRLFCRLF ping, CRLF pong.
-            let crlfs = buf
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            if crlfs > 0 {
-                if buf[..crlfs].windows(4).any(|w| w == b"\r\n\r\n") {
+            match framer.next_frame() {
+                Ok(Some(Frame::Ping)) => {
+                    // RFC 5626 keepalive: CRLFCRLF ping, CRLF pong.
                     let _ = tx.try_send(b"\r\n".to_vec());
                 }
-                buf.drain(..crlfs);
-            }
-            if buf.is_empty() {
-                partial_since = None;
-                break;
-            }
-            match Message::parse(&buf, Framing::Stream, &cfg.limits) {
-                Ok((_, used)) => {
-                    let bytes: Vec<u8> = buf.drain(..used).collect();
+                Ok(Some(Frame::Message(bytes))) => {
                     let msg = Inbound {
                         bytes,
                         peer: Peer {
@@ -602,8 +625,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
                     }
                     partial_since = None;
                 }
-                Err(ParseError::Incomplete) => {
-                    partial_since.get_or_insert_with(tokio::time::Instant::now);
+                Ok(None) => {
+                    if framer.is_partial() {
+                        partial_since.get_or_insert_with(tokio::time::Instant::now);
+                    } else {
+                        partial_since = None;
+                    }
                     break;
                 }
                 Err(_) => {

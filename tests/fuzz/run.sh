@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS (default 60) each; fails on any crash.
+# Built with debug assertions (-a), so an arithmetic overflow is a crash too.
 # Installs cargo-fuzz when missing. libFuzzer needs nightly features, which
 # the stable toolchain allows with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
@@ -12,7 +13,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 targets=$(cargo fuzz list --fuzz-dir $fz)
-cargo fuzz build --fuzz-dir $fz -O </dev/null
+cargo fuzz build --fuzz-dir $fz -O -a </dev/null
 for t in $targets; do
     mkdir -p "$fz/corpus/$t" "$fz/target"
     # Committed seeds (e.g. the SIP torture messages) start the corpus.
@@ -20,7 +21,7 @@ for t in $targets; do
     rm -rf "$fz/artifacts/$t"
     log="$fz/target/$t.log"
     echo "tests/fuzz: $t for ${seconds}s"
-    if ! cargo fuzz run --fuzz-dir $fz -O "$t" "$fz/corpus/$t" -- -max_total_time="$seconds" \
+    if ! cargo fuzz run --fuzz-dir $fz -O -a "$t" "$fz/corpus/$t" -- -max_total_time="$seconds" \
         -rss_limit_mb=2048 -print_final_stats=1 </dev/null >"$log" 2>&1; then
         echo "tests/fuzz: $t failed; the end of its log:" >&2
         tail -n 40 "$log" >&2
