@@ -89,6 +89,7 @@ fn a_whole_call_with_loss_and_reordering_on_a_virtual_clock() {
     let peer = Peer {
         addr: CARRIER,
         reliable: false,
+        tls: false,
     };
     let mut txn = Transactions::new(TimerConfig::default(), 100);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

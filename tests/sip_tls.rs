@@ -98,7 +98,7 @@ fn connect_trusting(
 fn connect_trusting_from(
     gw: std::net::SocketAddr,
     root: &rustls::pki_types::CertificateDer<'static>,
-    from: Option<std::net::IpAddr>,
+    from: Option<std::net::SocketAddr>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("trust the test certificate");
@@ -114,11 +114,11 @@ fn connect_trusting_from(
             .expect("client");
     let sock = match from {
         None => TcpStream::connect(gw).expect("connect"),
-        Some(ip) => {
+        Some(addr) => {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
                 .expect("socket");
-            s.bind(&std::net::SocketAddr::new(ip, 0).into())
-                .expect("bind the source");
+            s.set_reuse_address(true).expect("reuse");
+            s.bind(&addr.into()).expect("bind the source");
             s.connect(&gw.into()).expect("connect");
             s.into()
         }
@@ -143,7 +143,7 @@ fn options_trusting_from(
     gw: std::net::SocketAddr,
     root: &rustls::pki_types::CertificateDer<'static>,
     n: u32,
-    from: Option<std::net::IpAddr>,
+    from: Option<std::net::SocketAddr>,
 ) -> Result<String, String> {
     let mut tls = connect_trusting_from(gw, root, from);
     tls.write_all(
@@ -280,7 +280,8 @@ peers = ["127.0.0.2/32"]
         dir.display()
     );
     let gw = Gateway::start_toml(name, 18500, 18501, &toml);
-    let stranger = options_trusting_from(gw.sip, cert.cert.der(), 1, Some([127, 0, 0, 1].into()));
+    let stranger =
+        options_trusting_from(gw.sip, cert.cert.der(), 1, Some(([127, 0, 0, 1], 0).into()));
     assert!(stranger.is_err(), "a stranger was answered: {stranger:?}");
     gw.expect_metric(
         "tollgate_sip_transport_events_total{event=\"connection_not_a_peer\"}",
@@ -292,6 +293,114 @@ peers = ["127.0.0.2/32"]
         0.0,
         "the stranger got as far as a handshake"
     );
-    let carrier = options_trusting_from(gw.sip, cert.cert.der(), 2, Some([127, 0, 0, 2].into()));
+    let carrier =
+        options_trusting_from(gw.sip, cert.cert.der(), 2, Some(([127, 0, 0, 2], 0).into()));
     assert_eq!(carrier.as_deref(), Ok("SIP/2.0 200 OK"));
+}
+
+/// A plain TCP listener on 127.0.0.1:`port` (address reuse on, for a port
+/// a closed connection just used), non-blocking.
+fn plain_listener(port: u16) -> std::net::TcpListener {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).expect("reuse");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("bind");
+    s.listen(8).expect("listen");
+    let l: std::net::TcpListener = s.into();
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+/// A response for a TLS peer whose connection closed never goes out in
+/// clear: no plain TCP connection to its old port or to its Via's, and
+/// no TLS one either (it is no configured TLS trunk): dropped, counted.
+#[test]
+fn a_tls_peer_is_never_answered_over_plain_tcp() {
+    let name = "tls-downgrade";
+    let dir = Gateway::dir_for(name);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    std::fs::write(dir.join("sip.crt"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.join("sip.key"), cert.key_pair.serialize_pem()).expect("write");
+    let toml = format!(
+        r#"
+[sip]
+udp = []
+tcp = ["127.0.0.1:18600"]
+tls = ["127.0.0.1:18603"]
+tls_certificate = "{0}/sip.crt"
+tls_private_key = "{0}/sip.key"
+t1_ms = 100
+[media]
+rtp_ports = "32000-32999"
+[admin]
+listen = "127.0.0.1:18601"
+[agents]
+listen = "127.0.0.1:18602"
+[[trunk]]
+name = "loopback"
+peers = ["127.0.0.0/8"]
+srtp = "off"
+[[route]]
+number = "ringing"
+target = "echo"
+ring_ms = 1000
+"#,
+        dir.display()
+    );
+    let gw = Gateway::start_toml(name, 18600, 18601, &toml);
+    let tls_addr: std::net::SocketAddr = ([127, 0, 0, 1], 18603).into();
+    // Two free ports: the client's source, and its Via sent-by.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (source, via) = (free(), free());
+    let mut tls = connect_trusting_from(
+        tls_addr,
+        cert.cert.der(),
+        Some(([127, 0, 0, 1], source).into()),
+    );
+    let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    tls.write_all(
+        format!(
+            "INVITE sip:ringing@{tls_addr};transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS 127.0.0.1:{via};branch=z9hG4bKdowngrade1\r\n\
+Max-Forwards: 70\r\nFrom: <sips:carrier@127.0.0.1>;tag=d1\r\nTo: <sips:ringing@127.0.0.1>\r\n\
+Call-ID: downgrade-1\r\nCSeq: 1 INVITE\r\nContact: <sips:carrier@127.0.0.1:{via}>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .as_bytes(),
+    )
+    .expect("INVITE over TLS");
+    // The 180 says the gateway has the call; then the carrier's side of
+    // the connection goes away before the 200 OK.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("SIP/2.0 180") {
+        let n = tls.read(&mut buf).expect("read over TLS");
+        assert!(n > 0, "closed before ringing");
+        got.extend_from_slice(&buf[..n]);
+    }
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    drop(tls);
+    let old_port = plain_listener(source);
+    let via_port = plain_listener(via);
+    // The 200 OK (after 1 s of ringing) finds no connection: dropped.
+    gw.expect_metric(
+        "tollgate_sip_transport_events_total{event=\"outbound_dropped\"}",
+        10,
+        1.0,
+    );
+    for (what, l) in [("its old port", &old_port), ("its Via port", &via_port)] {
+        assert!(
+            matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the gateway opened a plain TCP connection to {what}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ const UDP: Peer = Peer {
         5070,
     )),
     reliable: false,
+    tls: false,
 };
 const TCP: Peer = Peer {
     reliable: true,

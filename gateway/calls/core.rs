@@ -838,6 +838,27 @@ impl Core {
         }
     }
 
+    /// Our Contact for a dialog with `peer`: over TLS our TLS listener's
+    /// port with `transport=tls`, so in-dialog requests come back secured.
+    pub(super) fn contact_for(&self, peer: Peer) -> Vec<u8> {
+        match (peer.reliable, peer.tls) {
+            (_, true) => {
+                let port = self
+                    .transport
+                    .local_tls
+                    .first()
+                    .map_or(self.sip_addr.port(), |a| a.port());
+                format!(
+                    "<sip:tollgate@{};transport=tls>",
+                    SocketAddr::new(self.sip_addr.ip(), port)
+                )
+            }
+            (true, false) => format!("<sip:tollgate@{};transport=tcp>", self.sip_addr),
+            (false, false) => format!("<sip:tollgate@{}>", self.sip_addr),
+        }
+        .into_bytes()
+    }
+
     /// Whether trunk `t` has no call slot free (its `max_calls` reached);
     /// counted when so.
     pub(super) fn trunk_full(&self, t: usize) -> bool {
@@ -903,7 +924,11 @@ impl Core {
             method: "BYE",
             uri: &c.remote_target,
             via: self.sip_addr,
-            transport: if c.peer.reliable { "TCP" } else { "UDP" },
+            transport: match (c.peer.reliable, c.peer.tls) {
+                (_, true) => "TLS",
+                (true, false) => "TCP",
+                (false, false) => "UDP",
+            },
             branch: branch.as_bytes(),
             from: &c.our_identity,
             to: &c.their_from,

@@ -378,12 +378,7 @@ impl Core {
             .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
             .map(|c| c.uri_bytes.to_vec())
             .unwrap_or_else(|| head.from.uri_bytes.to_vec());
-        let contact = if peer.reliable {
-            format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
-        } else {
-            format!("<sip:tollgate@{}>", self.sip_addr)
-        }
-        .into_bytes();
+        let contact = self.contact_for(peer);
         info!(call = n, number = %redact(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
         self.metrics.calls_active.inc();
         let call = Call {

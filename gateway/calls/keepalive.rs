@@ -116,6 +116,7 @@ impl Core {
             Peer {
                 addr: t.address?,
                 reliable,
+                tls: t.transport == crate::config::Transport::Tls,
             },
             name,
         ))

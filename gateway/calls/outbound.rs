@@ -283,12 +283,7 @@ impl Core {
         )
         .into_bytes();
         let to = format!("<sip:{}@{addr}>", d.number).into_bytes();
-        let contact = if peer.reliable {
-            format!("<sip:tollgate@{};transport=tcp>", self.sip_addr)
-        } else {
-            format!("<sip:tollgate@{}>", self.sip_addr)
-        }
-        .into_bytes();
+        let contact = self.contact_for(peer);
         let max_forwards = d.max_forwards.to_string();
         let branch = build::branch();
         let invite = build::request(&RequestSpec {

@@ -49,12 +49,14 @@ impl Default for TimerConfig {
     }
 }
 
-/// Where a message goes (or came from), and whether the transport is
-/// reliable (TCP, TLS) or not (UDP).
+/// Where a message goes (or came from), whether the transport is
+/// reliable (TCP, TLS) or not (UDP), and whether it is TLS: a TLS peer is
+/// only ever reached over TLS, never over a new plain connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub reliable: bool,
+    pub tls: bool,
 }
 
 /// Bytes to send to a peer. Its `Debug` shows the length, not the bytes

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::framer::Frame;
-use super::message::Limits;
+use super::message::{Framing, HeaderName, Limits, Message};
 use super::transaction::{Peer, Transmit};
 
 /// A message received, with where it came from.
@@ -245,12 +245,20 @@ pub fn tls_server_config(
     ServerCert::load(cert, key)?.server_config()
 }
 
-type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+/// Open connections by (peer address, TLS or not): a TLS peer's
+/// messages only ever take a TLS connection.
+type Connections = Arc<Mutex<HashMap<(SocketAddr, bool), mpsc::Sender<Vec<u8>>>>>;
+
+/// Connections being dialled at once, at most: a flood of responses to
+/// peers whose connections closed cannot make the gateway open thousands.
+const MAX_DIALS: usize = 64;
 
 /// The bound listeners and the way back to each peer.
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
     conns: Connections,
+    /// Connections being dialled now (at most [`MAX_DIALS`]).
+    dials: Arc<AtomicUsize>,
     /// For connections the gateway opens (to TCP trunks).
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
@@ -321,6 +329,7 @@ impl Transport {
         Ok(Self {
             udp,
             conns,
+            dials: Arc::default(),
             cfg,
             inbound,
             stats,
@@ -341,24 +350,54 @@ impl Transport {
         *self.cfg.peers.write().unwrap_or_else(|p| p.into_inner()) = networks;
     }
 
-    /// Sends without waiting: over UDP from the first socket, over TCP on
-    /// the peer's open connection. What cannot go now is dropped and
-    /// counted (SIP retransmits over UDP; a TCP peer whose queue is full is
-    /// not keeping up).
+    /// Sends without waiting: over UDP from the first socket, over TCP or
+    /// TLS on the peer's open connection of that kind. What cannot go now
+    /// is dropped and counted (SIP retransmits over UDP; a TCP peer whose
+    /// queue is full is not keeping up).
+    ///
+    /// With no open connection, one is opened as RFC 3261 section 18.2.2
+    /// says: a response goes to the source IP at the port of its top
+    /// Via's sent-by (5060, or 5061 for TLS, when absent), a request to
+    /// the peer's address. A TLS peer gets a TLS connection only, and only
+    /// to a configured TLS trunk whose CA verifies it; otherwise the
+    /// message is dropped and counted, never sent in clear.
     pub fn send(&self, t: &Transmit) {
         let sent = if t.peer.reliable {
+            let key = (t.peer.addr, t.peer.tls);
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            match conns.get(&t.peer.addr) {
+            match conns.get(&key) {
                 Some(tx) => tx.try_send(t.bytes.clone()).is_ok(),
                 None => {
-                    // No connection to this peer (a TCP trunk): open one.
+                    let to = reconnect_to(t);
+                    let tls = if t.peer.tls {
+                        match self.cfg.tls_peers.get(&to) {
+                            Some(c) => Some(c.clone()),
+                            None => {
+                                debug!("no TLS connection to that peer and none can be opened: dropped");
+                                self.stats.outbound_dropped.inc();
+                                return;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    if self.dials.load(Ordering::Relaxed) >= MAX_DIALS {
+                        self.stats.outbound_dropped.inc();
+                        return;
+                    }
                     // Its queue exists at once, so what is sent while it
                     // connects waits in order.
                     let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
                     let queued = tx.try_send(t.bytes.clone()).is_ok();
-                    conns.insert(t.peer.addr, tx.clone());
+                    conns.insert(key, tx.clone());
+                    self.dials.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(dial(
-                        t.peer.addr,
+                        Dial {
+                            key,
+                            to,
+                            tls,
+                            dials: self.dials.clone(),
+                        },
                         (tx, rx),
                         self.cfg.clone(),
                         self.inbound.clone(),
@@ -408,6 +447,7 @@ async fn udp_loop(
             peer: Peer {
                 addr: from,
                 reliable: false,
+                tls: false,
             },
         };
         if inbound.try_send(msg).is_err() {
@@ -468,16 +508,17 @@ async fn accept_loop(
             open.clone(),
             per_peer.clone(),
         );
+        let tls_kind = tls.is_some();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
-                None => connection(stream, from, &cfg, inbound, &conns, &stats).await,
+                None => connection(stream, from, false, &cfg, inbound, &conns, &stats).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(cfg.partial_message_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            connection(tls_stream, from, &cfg, inbound, &conns, &stats).await
+                            connection(tls_stream, from, true, &cfg, inbound, &conns, &stats).await
                         }
                         _ => {
                             stats.tls_handshake_failures.inc();
@@ -488,7 +529,7 @@ async fn accept_loop(
             conns
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&from);
+                .remove(&(from, tls_kind));
             open.fetch_sub(1, Ordering::Relaxed);
             let mut pp = per_peer.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = pp.get_mut(&from.ip()) {
@@ -501,45 +542,84 @@ async fn accept_loop(
     }
 }
 
-/// Opens a TCP connection to `to` and serves it like an accepted one.
-async fn dial(
+/// Where a new connection for `t` goes (RFC 3261 section 18.2.2): a
+/// response to the source IP at its top Via's sent-by port (the default
+/// port of the transport when it has none), a request to the peer.
+fn reconnect_to(t: &Transmit) -> SocketAddr {
+    if !t.bytes.starts_with(b"SIP/2.0 ") {
+        return t.peer.addr;
+    }
+    let default = if t.peer.tls { 5061 } else { 5060 };
+    let port = Message::parse(&t.bytes, Framing::Datagram, &Limits::default())
+        .ok()
+        .and_then(|(m, _)| {
+            let v = m.values(HeaderName::Via).next()?;
+            Some(super::header::Via::parse(v).ok()?.port.unwrap_or(default))
+        })
+        .unwrap_or(default);
+    SocketAddr::new(t.peer.addr.ip(), port)
+}
+
+/// A connection to open: the key its queue is known by, where it goes,
+/// its TLS client configuration when it is TLS, and the dial count to
+/// give back.
+struct Dial {
+    key: (SocketAddr, bool),
     to: SocketAddr,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    dials: Arc<AtomicUsize>,
+}
+
+/// Opens a TCP (or TLS) connection to `d.to` and serves it like an
+/// accepted one, under `d.key`.
+async fn dial(
+    d: Dial,
     queue: (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: Connections,
     stats: Arc<TransportStats>,
 ) {
-    let connected = tokio::time::timeout(
-        cfg.partial_message_timeout.max(Duration::from_secs(2)),
-        tokio::net::TcpStream::connect(to),
-    )
-    .await;
-    match connected {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            match cfg.tls_peers.get(&to).cloned() {
-                None => serve(stream, to, &cfg, inbound, &conns, &stats, queue).await,
-                Some((client, name)) => {
-                    let connector = tokio_rustls::TlsConnector::from(client);
-                    let limit = cfg.partial_message_timeout.max(Duration::from_secs(2));
-                    match tokio::time::timeout(limit, connector.connect(name, stream)).await {
-                        Ok(Ok(tls)) => serve(tls, to, &cfg, inbound, &conns, &stats, queue).await,
-                        _ => {
-                            warn!(
-                                "TLS handshake with a trunk peer failed (certificate or protocol)"
-                            );
-                            stats.tls_handshake_failures.inc();
-                            conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
-                        }
-                    }
+    let limit = cfg.partial_message_timeout.max(Duration::from_secs(2));
+    let connected = tokio::time::timeout(limit, tokio::net::TcpStream::connect(d.to)).await;
+    let from = d.key.0;
+    let stream = match connected {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            debug!("sip tcp connect to a peer failed");
+            stats.outbound_dropped.inc();
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&d.key);
+            d.dials.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    match d.tls {
+        None => {
+            d.dials.fetch_sub(1, Ordering::Relaxed);
+            serve(stream, from, false, &cfg, inbound, &conns, &stats, queue).await
+        }
+        Some((client, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(client);
+            let handshake = tokio::time::timeout(limit, connector.connect(name, stream)).await;
+            d.dials.fetch_sub(1, Ordering::Relaxed);
+            match handshake {
+                Ok(Ok(tls)) => serve(tls, from, true, &cfg, inbound, &conns, &stats, queue).await,
+                _ => {
+                    warn!("TLS handshake with a trunk peer failed (certificate or protocol)");
+                    stats.tls_handshake_failures.inc();
+                    conns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&d.key);
                 }
             }
-        }
-        _ => {
-            debug!("sip tcp connect to a trunk failed");
-            stats.outbound_dropped.inc();
-            conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&to);
         }
     }
 }
@@ -549,6 +629,7 @@ async fn dial(
 async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     from: SocketAddr,
+    tls: bool,
     cfg: &TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: &Connections,
@@ -558,15 +639,17 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(from, tx.clone());
-    serve(stream, from, cfg, inbound, conns, stats, (tx, rx)).await;
+        .insert((from, tls), tx.clone());
+    serve(stream, from, tls, cfg, inbound, conns, stats, (tx, rx)).await;
 }
 
 /// Reads, frames and hands on messages from one connection, and writes
 /// what its queue holds, until it closes, errs or times out.
+#[allow(clippy::too_many_arguments)]
 async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     from: SocketAddr,
+    tls: bool,
     cfg: &TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: &Connections,
@@ -618,6 +701,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
                         peer: Peer {
                             addr: from,
                             reliable: true,
+                            tls,
                         },
                     };
                     if inbound.try_send(msg).is_err() {
@@ -648,7 +732,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&from);
+        .remove(&(from, tls));
     drop(tx);
     writer.abort();
 }
