@@ -190,8 +190,11 @@ pub struct TrunkFile {
     pub transport: String,
     #[serde(default = "default_codecs")]
     pub codecs: Vec<String>,
-    #[serde(default = "default_srtp")]
-    pub srtp: String,
+    /// SDES SRTP: "off", "offered" or "required". Defaults to "offered"
+    /// where SDES is safe (a TLS trunk, or an inbound-only one, where it
+    /// applies to offers that arrive over TLS), else "off".
+    #[serde(default)]
+    pub srtp: Option<String>,
     #[serde(default)]
     pub country_code: Option<String>,
     #[serde(default)]
@@ -224,6 +227,10 @@ pub struct TrunkFile {
     /// untrusted one; at most 5000, the gateway's own limit.
     #[serde(default)]
     pub max_calls: Option<u32>,
+    /// SDES (`srtp` offered or required) over UDP or TCP, where anyone on
+    /// the path reads the key. Off by default: SDES is used only over TLS.
+    #[serde(default)]
+    pub insecure_sdes_over_cleartext: bool,
 }
 
 fn default_trusted() -> bool {
@@ -240,10 +247,6 @@ fn default_transport() -> String {
 fn default_codecs() -> Vec<String> {
     vec!["PCMU".into(), "PCMA".into(), "G722".into()]
 }
-fn default_srtp() -> String {
-    "offered".into()
-}
-
 /// Digest credentials for a registration trunk. The password is never
 /// printed (no `Debug` of its value).
 #[derive(Deserialize)]
@@ -358,9 +361,23 @@ pub struct Trunk {
     pub media_scopes: Vec<AddrScope>,
     /// Calls at once on this trunk (see [`TrunkFile::max_calls`]).
     pub max_calls: u32,
+    /// SDES allowed over UDP and TCP (see
+    /// [`TrunkFile::insecure_sdes_over_cleartext`]).
+    pub sdes_in_clear: bool,
 }
 
 impl Trunk {
+    /// The SRTP mode for a message that came `over_tls` or not: SDES only
+    /// where the key cannot be read on the way (TLS), unless the operator
+    /// accepted keys in clear.
+    pub fn srtp_over(&self, over_tls: bool) -> SrtpMode {
+        if over_tls || self.sdes_in_clear {
+            self.srtp
+        } else {
+            SrtpMode::Off
+        }
+    }
+
     /// Whether this trunk's SDP may send media to `ip`; the refused
     /// address's scope if not.
     pub fn media_allowed(&self, ip: IpAddr) -> Result<(), AddrScope> {
@@ -637,7 +654,12 @@ impl Config {
             if codecs.is_empty() {
                 return Err(invalid(format!("{at}: codecs"), "at least one codec"));
             }
-            let srtp = match t.srtp.as_str() {
+            let srtp_default = if transport == Transport::Tls || address.is_none() {
+                "offered"
+            } else {
+                "off"
+            };
+            let srtp = match t.srtp.as_deref().unwrap_or(srtp_default) {
                 "off" => SrtpMode::Off,
                 "offered" => SrtpMode::Offered,
                 "required" => SrtpMode::Required,
@@ -685,6 +707,16 @@ impl Config {
                 }
             };
             let media_scopes = scope::media_scopes(&at, t.media_addresses.as_deref(), &peers)?;
+            if srtp != SrtpMode::Off
+                && transport != Transport::Tls
+                && address.is_some()
+                && !t.insecure_sdes_over_cleartext
+            {
+                return Err(invalid(
+                    format!("{at}: srtp"),
+                    "SDES puts the SRTP key inside the SIP message, so over UDP or TCP anyone on the path reads it (RFC 4568 section 8.3 requires TLS): use transport = \"tls\", or srtp = \"off\", or accept keys in clear with insecure_sdes_over_cleartext = true",
+                ));
+            }
             let max_calls = t.max_calls.unwrap_or(if t.trusted { 4000 } else { 500 });
             if !(1..=5000).contains(&max_calls) {
                 return Err(invalid(format!("{at}: max_calls"), "1 to 5000 calls"));
@@ -692,6 +724,7 @@ impl Config {
             trunks.push(Trunk {
                 media_scopes,
                 max_calls,
+                sdes_in_clear: t.insecure_sdes_over_cleartext,
                 name: t.name,
                 peers,
                 address,
@@ -999,6 +1032,30 @@ pub(crate) fn default_route_address() -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdes_needs_tls_or_a_loudly_named_override() {
+        let trunk = |extra: &str| {
+            Config::from_toml(&format!(
+                "[[trunk]]\nname = \"c\"\npeers = [\"192.0.2.1\"]\naddress = \"192.0.2.1:5060\"\nsrtp = \"offered\"\n{extra}"
+            ))
+        };
+        let e = trunk("").expect_err("SDES over UDP refused").to_string();
+        assert!(
+            e.contains("RFC 4568") && e.contains("insecure_sdes_over_cleartext"),
+            "{e}"
+        );
+        assert!(trunk("transport = \"tcp\"\n").is_err());
+        let c = trunk("insecure_sdes_over_cleartext = true\n").expect("overridden");
+        assert_eq!(c.trunks[0].srtp_over(false), SrtpMode::Offered);
+        // An inbound-only trunk: SDES only for offers that came over TLS.
+        let c = Config::from_toml(
+            "[[trunk]]\nname = \"in\"\npeers = [\"192.0.2.0/24\"]\nsrtp = \"required\"\n",
+        )
+        .expect("no address: decided per message");
+        assert_eq!(c.trunks[0].srtp_over(true), SrtpMode::Required);
+        assert_eq!(c.trunks[0].srtp_over(false), SrtpMode::Off);
+    }
 
     #[test]
     fn embedded_defaults_are_loopback_with_test_numbers() {

@@ -3,6 +3,8 @@
 //! answers with its own key, and 100 packets protected by libsrtp2 come
 //! back from the echo number re-protected by the gateway and open with
 //! libsrtp2 to the same audio. Both SDES suites the trunk side takes.
+//! Without the operator's explicit override, an SDES offer over UDP is
+//! refused: the key would travel in clear signalling.
 
 mod common;
 
@@ -32,6 +34,9 @@ name = "secure"
 peers = ["127.0.0.0/8"]
 codecs = ["PCMU"]
 srtp = "required"
+# The carrier here is on loopback, over UDP: the test accepts keys in
+# clear signalling (the record says so).
+insecure_sdes_over_cleartext = true
 [[route]]
 number = "echo"
 target = "echo"
@@ -145,5 +150,37 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
     assert_eq!(
         gw.metric("tollgate_rtp_dropped_total{reason=\"srtp\"}"),
         0.0
+    );
+}
+
+#[test]
+fn sdes_over_udp_is_refused_without_the_override() {
+    let toml = TRUNK
+        .replace("16000", "18700")
+        .replace("16001", "18701")
+        .replace("16002", "18702")
+        .replace("57000-57999", "31000-31999")
+        .replace("insecure_sdes_over_cleartext = true\n", "");
+    let gw = Gateway::start_toml("sdes-clear", 18700, 18701, &toml);
+    let sip = UdpSocket::bind("127.0.0.1:0").expect("sip socket");
+    sip.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let me = sip.local_addr().expect("addr");
+    let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&*key.to_concatenated());
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AEAD_AES_128_GCM inline:{b64}\r\n"
+    );
+    let r = common::uac::transact(
+        &sip,
+        gw.sip,
+        &request("INVITE", "sdes-clear-1", 1, None, me, gw.sip, Some(&sdp)),
+    );
+    let text = String::from_utf8_lossy(&r);
+    assert!(text.starts_with("SIP/2.0 488"), "{text}");
+    assert!(
+        !text.contains("a=crypto"),
+        "a key in clear signalling: {text}"
     );
 }

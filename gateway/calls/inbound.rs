@@ -190,7 +190,11 @@ impl Core {
             } else {
                 codecs
             },
-            srtp: trunk.as_ref().map_or(sdp::SrtpMode::Offered, |t| t.srtp),
+            // SDES only over TLS (or where the operator accepted keys in
+            // clear): an offer over UDP or TCP is answered without it.
+            srtp: trunk
+                .as_ref()
+                .map_or(sdp::SrtpMode::Off, |t| t.srtp_over(peer.tls)),
             suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
             session_id: u64::from(media::rand_u32()),
             session_version: 1,
@@ -409,11 +413,18 @@ impl Core {
             session_timer,
             record: self.records.new.take().map(|mut c| {
                 c.record.codec = Some(neg.codec.name().to_string());
+                // What the leg really had: a key sent in clear signalling
+                // is said so.
                 c.record.srtp.push((
                     "trunk".into(),
-                    neg.srtp
-                        .as_ref()
-                        .map_or("none".into(), |s| s.0.suite().sdes_name().to_string()),
+                    neg.srtp.as_ref().map_or("none".into(), |s| {
+                        let suite = s.0.suite().sdes_name();
+                        if peer.tls {
+                            suite.to_string()
+                        } else {
+                            format!("{suite} (key in clear signalling)")
+                        }
+                    }),
                 ));
                 c
             }),

@@ -43,7 +43,7 @@ name = "loopback"
 peers = ["127.0.0.0/8"]
 address = "127.0.0.1:5080"
 codecs = ["PCMA", "PCMU", "G722"]
-srtp = "offered"
+srtp = "off"
 country_code = "44"
 
 [[route]]
