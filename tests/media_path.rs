@@ -218,21 +218,26 @@ fn ok_seen(sip: &UdpSocket, copies: usize) -> (String, SocketAddr) {
         if seen < copies {
             continue;
         }
-        let (m, _) = Message::parse(&m, Framing::Datagram, &Limits::default()).expect("200");
-        let tag = m
-            .to()
-            .expect("to")
-            .expect("ok")
-            .tag()
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .expect("our tag");
-        let answer = Sdp::parse(m.body).expect("sdp");
-        let media = SocketAddr::new(
-            answer.connection.expect("c="),
-            answer.audio().expect("audio").port,
-        );
-        return (tag, media);
+        return tag_and_media(&m);
     }
+}
+
+/// The To tag and the media address of the gateway's 200 OK.
+fn tag_and_media(ok: &[u8]) -> (String, SocketAddr) {
+    let (m, _) = Message::parse(ok, Framing::Datagram, &Limits::default()).expect("200");
+    let tag = m
+        .to()
+        .expect("to")
+        .expect("ok")
+        .tag()
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .expect("our tag");
+    let answer = Sdp::parse(m.body).expect("sdp");
+    let media = SocketAddr::new(
+        answer.connection.expect("c="),
+        answer.audio().expect("audio").port,
+    );
+    (tag, media)
 }
 
 /// Packets waiting on `s` now, drained.
@@ -458,19 +463,7 @@ target = "echo"
             );
             return (sip, None);
         }
-        let (m, _) = Message::parse(&r, Framing::Datagram, &Limits::default()).expect("200");
-        let tag = m
-            .to()
-            .expect("to")
-            .expect("ok")
-            .tag()
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .expect("tag");
-        let answer = Sdp::parse(m.body).expect("sdp");
-        let media = SocketAddr::new(
-            answer.connection.expect("c="),
-            answer.audio().expect("audio").port,
-        );
+        let (tag, media) = tag_and_media(&r);
         sip.send_to(
             &request("ACK", name, 1, Some(&tag), me, gw.sip, None),
             gw.sip,
