@@ -307,12 +307,8 @@ pub struct Route {
 impl Route {
     /// Whether a call from `ip` may take this route.
     pub fn admits(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
         !matches!(self.target, Target::Echo | Target::Tone)
-            || self.test_peers.iter().any(|n| n.contains(&ip))
+            || crate::in_networks(&self.test_peers, ip)
     }
 }
 
@@ -933,15 +929,25 @@ impl Config {
         })
     }
 
+    /// The scope of `media`, an SDP address from the SIP peer `peer`, if
+    /// that peer's trunk may not have media sent there (see
+    /// [`Trunk::media_allowed`]); a peer of no trunk gets public only.
+    pub fn media_refused(&self, peer: IpAddr, media: IpAddr) -> Option<AddrScope> {
+        let allowed = match self.trunk_for(peer).and_then(|t| self.trunks.get(t)) {
+            Some(t) => t.media_allowed(media),
+            None => match AddrScope::of(media) {
+                AddrScope::Public => Ok(()),
+                other => Err(other),
+            },
+        };
+        allowed.err()
+    }
+
     /// The trunk whose peer networks hold `ip` (the first, in file order).
     pub fn trunk_for(&self, ip: IpAddr) -> Option<usize> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
         self.trunks
             .iter()
-            .position(|t| t.peers.iter().any(|n| n.contains(&ip)))
+            .position(|t| crate::in_networks(&t.peers, ip))
     }
 
     /// Every trunk's peer networks in file order, each with whether its

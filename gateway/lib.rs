@@ -17,6 +17,22 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `ip` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
+/// dual-stack socket reports IPv4 peers) taken as the IPv4 address, so
+/// networks written as IPv4 match it.
+pub fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` (IPv4-mapped taken as IPv4) is in any of `nets`.
+pub fn in_networks(nets: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
+    let ip = unmapped(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     unix_ms(std::time::SystemTime::now())

@@ -32,15 +32,13 @@ pub struct AdminState {
 impl AdminState {
     /// Whether `ip` is in the admin networks (IPv4-mapped as IPv4).
     pub fn admits(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        self.admin_networks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|n| n.contains(&ip))
+        crate::in_networks(
+            &self
+                .admin_networks
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+            ip,
+        )
     }
 }
 

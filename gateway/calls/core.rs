@@ -727,11 +727,7 @@ impl Core {
         // unspecified one is the old form of hold (nothing is sent there).
         let ip = neg.remote.ip();
         if !ip.is_unspecified() {
-            let trunk = self
-                .config
-                .trunk_for(c.peer.addr.ip())
-                .and_then(|t| self.config.trunks.get(t));
-            if let Some(Err(scope)) = trunk.map(|t| t.media_allowed(ip)) {
+            if let Some(scope) = self.config.media_refused(c.peer.addr.ip(), ip) {
                 info!(
                     call = c.n,
                     scope = scope.name(),

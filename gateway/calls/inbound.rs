@@ -211,14 +211,7 @@ impl Core {
         // The offer's media address must be of a scope the trunk allows:
         // never our own loopback, a multicast group or (unless the trunk
         // is on a private network) a private host.
-        let scope_ok = match trunk.as_ref() {
-            Some(t) => t.media_allowed(neg.remote.ip()),
-            None => match crate::sip::sdp::AddrScope::of(neg.remote.ip()) {
-                crate::sip::sdp::AddrScope::Public => Ok(()),
-                other => Err(other),
-            },
-        };
-        if let Err(scope) = scope_ok {
+        if let Some(scope) = self.config.media_refused(peer.addr.ip(), neg.remote.ip()) {
             info!(
                 call = n,
                 scope = scope.name(),
@@ -229,19 +222,13 @@ impl Core {
                 .with_label_values(&[scope.name()])
                 .inc();
             self.ports.release(port);
-            let tag = build::token();
-            self.respond(
+            self.reject_call_with(
                 &key,
                 m,
-                Reply::new(488, "Not Acceptable Here")
-                    .tag(tag.as_bytes())
-                    .extra(&[("Warning", b"305 tollgate \"media address not allowed\"")]),
+                (488, "Not Acceptable Here"),
+                &[("Warning", b"305 tollgate \"media address not allowed\"")],
                 now,
             );
-            self.metrics
-                .calls_total
-                .with_label_values(&["rejected"])
-                .inc();
             return;
         }
         let srtp = match &neg.srtp {
@@ -483,8 +470,25 @@ impl Core {
         reason: &str,
         now: Instant,
     ) {
+        self.reject_call_with(key, m, (code, reason), &[], now);
+    }
+
+    /// [`Core::reject_call`] with `extra` headers.
+    pub(super) fn reject_call_with(
+        &mut self,
+        key: &Key,
+        m: &Message<'_>,
+        (code, reason): (u16, &str),
+        extra: &[(&str, &[u8])],
+        now: Instant,
+    ) {
         let tag = build::token();
-        self.respond(key, m, Reply::new(code, reason).tag(tag.as_bytes()), now);
+        self.respond(
+            key,
+            m,
+            Reply::new(code, reason).tag(tag.as_bytes()).extra(extra),
+            now,
+        );
         self.metrics
             .calls_total
             .with_label_values(&["rejected"])

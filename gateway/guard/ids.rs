@@ -347,10 +347,7 @@ impl Ids {
 
     /// Whether `ip` is in a trunk peer's network.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::unmapped(ip);
         self.peers
             .iter()
             .find(|(n, _)| n.contains(&ip))

@@ -194,18 +194,11 @@ fn banned_set(ip: IpAddr) -> &'static str {
     }
 }
 
-fn plain(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The batch that adds `bans` (source, seconds) to the banned sets.
 pub fn ban_batch(bans: &[(IpAddr, u32)]) -> Nftables<'static> {
     let mut b = Batch::new();
     for &(ip, secs) in bans {
-        let ip = plain(ip);
+        let ip = crate::unmapped(ip);
         b.add(element(
             banned_set(ip),
             vec![Expression::Named(NamedExpression::Elem(Elem {
@@ -221,7 +214,7 @@ pub fn ban_batch(bans: &[(IpAddr, u32)]) -> Nftables<'static> {
 }
 
 fn unban_batch(ip: IpAddr) -> Nftables<'static> {
-    let ip = plain(ip);
+    let ip = crate::unmapped(ip);
     let mut b = Batch::new();
     b.delete(element(
         banned_set(ip),

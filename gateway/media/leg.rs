@@ -390,30 +390,41 @@ mod tests {
         s.parse().expect("addr")
     }
 
-    #[test]
-    fn a_flood_on_a_leg_is_capped_before_any_crypto() {
-        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+    /// A leg to 192.0.2.7:4000 keyed with `key` both ways.
+    fn srtp_leg(key: &MasterKey) -> Leg {
         let cfg = SrtpConfig::default();
-        let mut tx = SrtpSender::new(&key, cfg).expect("tx");
-        let mut leg = Leg::new(
+        Leg::new(
             addr("192.0.2.7:4000"),
             8000,
             0xb,
             1,
             Some((
-                SrtpReceiver::new(&key, cfg).expect("rx"),
-                SrtpSender::new(&key, cfg).expect("tx"),
+                SrtpReceiver::new(key, cfg).expect("rx"),
+                SrtpSender::new(key, cfg).expect("tx"),
             )),
-        );
+        )
+    }
+
+    /// An 8-byte-payload RTP packet with sequence `seq`, sealed by `tx`.
+    fn sealed(tx: &mut SrtpSender, seq: u16) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        let n = tx.seal_rtp(&mut buf, 20).expect("seal");
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_flood_on_a_leg_is_capped_before_any_crypto() {
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let cfg = SrtpConfig::default();
+        let mut tx = SrtpSender::new(&key, cfg).expect("tx");
+        let mut leg = srtp_leg(&key);
         let t0 = Instant::now();
         let mut seq = 0u16;
         let mut packet = |tx: &mut SrtpSender| {
-            let mut buf = [0u8; 64];
             seq += 1;
-            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
-            buf[2..4].copy_from_slice(&seq.to_be_bytes());
-            let n = tx.seal_rtp(&mut buf, 20).expect("seal");
-            buf[..n].to_vec()
+            sealed(tx, seq)
         };
         // A thousand at one instant: the burst passes, the rest is capped.
         let mut taken = 0;
@@ -499,24 +510,9 @@ mod tests {
         let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
         let cfg = SrtpConfig::default();
         let mut carrier = SrtpSender::new(&key, cfg).expect("tx");
-        let mut leg = Leg::new(
-            addr("192.0.2.7:4000"),
-            8000,
-            0xb,
-            1,
-            Some((
-                SrtpReceiver::new(&key, cfg).expect("rx"),
-                SrtpSender::new(&key, cfg).expect("tx"),
-            )),
-        );
+        let mut leg = srtp_leg(&key);
         let now = Instant::now();
-        let mut seal = |seq: u16| {
-            let mut buf = [0u8; 64];
-            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
-            buf[2..4].copy_from_slice(&seq.to_be_bytes());
-            let n = carrier.seal_rtp(&mut buf, 20).expect("seal");
-            buf[..n].to_vec()
-        };
+        let mut seal = |seq: u16| sealed(&mut carrier, seq);
         // The attacker spoofs the carrier's IP with its own port, but has
         // no key: its packet fails authentication and latches nothing.
         let mut forged = seal(1);

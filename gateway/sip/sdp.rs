@@ -451,11 +451,7 @@ pub enum AddrScope {
 impl AddrScope {
     /// The scope of `ip` (an IPv4-mapped IPv6 address as its IPv4).
     pub fn of(ip: IpAddr) -> Self {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match ip {
+        match crate::unmapped(ip) {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
                 if v4.is_unspecified() {

@@ -116,15 +116,7 @@ impl TransportStats {
 pub type PeerNetworks = Arc<std::sync::RwLock<Vec<ipnet::IpNet>>>;
 
 fn is_peer(peers: &PeerNetworks, ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    peers
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .any(|n| n.contains(&ip))
+    crate::in_networks(&peers.read().unwrap_or_else(|p| p.into_inner()), ip)
 }
 
 /// A rustls client configuration that trusts the CA certificates in a PEM
