@@ -365,12 +365,13 @@ pub struct Trunk {
 impl Trunk {
     /// The SRTP mode for a message that came `over_tls` or not: SDES only
     /// where the key cannot be read on the way (TLS), unless the operator
-    /// accepted keys in clear.
-    pub fn srtp_over(&self, over_tls: bool) -> SrtpMode {
-        if over_tls || self.sdes_in_clear {
-            self.srtp
-        } else {
-            SrtpMode::Off
+    /// accepted keys in clear. `None`: SRTP is required but could only be
+    /// keyed in clear, so the call is refused rather than taken plain.
+    pub fn srtp_over(&self, over_tls: bool) -> Option<SrtpMode> {
+        match (self.srtp, over_tls || self.sdes_in_clear) {
+            (mode, true) => Some(mode),
+            (SrtpMode::Required, false) => None,
+            (_, false) => Some(SrtpMode::Off),
         }
     }
 
@@ -1053,14 +1054,15 @@ mod tests {
         );
         assert!(trunk("transport = \"tcp\"\n").is_err());
         let c = trunk("insecure_sdes_over_cleartext = true\n").expect("overridden");
-        assert_eq!(c.trunks[0].srtp_over(false), SrtpMode::Offered);
+        assert_eq!(c.trunks[0].srtp_over(false), Some(SrtpMode::Offered));
         // An inbound-only trunk: SDES only for offers that came over TLS.
         let c = Config::from_toml(
             "[[trunk]]\nname = \"in\"\npeers = [\"192.0.2.0/24\"]\nsrtp = \"required\"\n",
         )
         .expect("no address: decided per message");
-        assert_eq!(c.trunks[0].srtp_over(true), SrtpMode::Required);
-        assert_eq!(c.trunks[0].srtp_over(false), SrtpMode::Off);
+        assert_eq!(c.trunks[0].srtp_over(true), Some(SrtpMode::Required));
+        // Required but not over TLS: refused, never answered in clear.
+        assert_eq!(c.trunks[0].srtp_over(false), None);
     }
 
     #[test]

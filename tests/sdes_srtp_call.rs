@@ -183,4 +183,15 @@ m=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AEAD_AES_128_GCM 
         !text.contains("a=crypto"),
         "a key in clear signalling: {text}"
     );
+    // The trunk requires SRTP: a plain offer over UDP is refused too, never
+    // taken in clear.
+    let plain = "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let r = common::uac::transact(
+        &sip,
+        gw.sip,
+        &request("INVITE", "sdes-clear-2", 1, None, me, gw.sip, Some(plain)),
+    );
+    let text = String::from_utf8_lossy(&r);
+    assert!(text.starts_with("SIP/2.0 488"), "{text}");
 }

@@ -355,6 +355,7 @@ impl Core {
             .chain(probes)
             .chain(self.next_offer_deadline())
             .chain(self.records.next_deadline())
+            .chain(self.agent_out.values().filter_map(|o| o.deadline))
             .min()
     }
 

@@ -182,6 +182,21 @@ impl Core {
             (Some(Service::Echo), Some(t)) => t.codecs.clone(),
             (Some(Service::Echo), None) => vec![Codec::Pcmu, Codec::Pcma, Codec::G722],
         };
+        // SDES only over TLS (or where the operator accepted keys in
+        // clear): an offer over UDP or TCP is answered without it, and a
+        // trunk that requires SRTP refuses it.
+        let Some(srtp_mode) = trunk
+            .as_ref()
+            .map_or(Some(sdp::SrtpMode::Off), |t| t.srtp_over(peer.tls))
+        else {
+            info!(
+                call = n,
+                "SRTP required but the key would cross in clear: 488"
+            );
+            self.ports.release(port);
+            self.reject_call(&key, m, 488, "Not Acceptable Here", now);
+            return;
+        };
         let local = Local {
             address: self.config.public_address,
             port,
@@ -190,11 +205,7 @@ impl Core {
             } else {
                 codecs
             },
-            // SDES only over TLS (or where the operator accepted keys in
-            // clear): an offer over UDP or TCP is answered without it.
-            srtp: trunk
-                .as_ref()
-                .map_or(sdp::SrtpMode::Off, |t| t.srtp_over(peer.tls)),
+            srtp: srtp_mode,
             suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
             session_id: u64::from(media::rand_u32()),
             session_version: 1,

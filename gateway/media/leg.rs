@@ -23,8 +23,8 @@
 //! send nothing, so one forged INVITE costs the gateway a port, never a
 //! stream of packets at a third party.
 //!
-//! Rate cap: a leg takes at most [`MAX_PACKET_RATE`] packets a second
-//! (RTP and RTCP together, the same as a burst), checked before any
+//! Rate cap: a leg takes at most [`MAX_PACKET_RATE`] RTP packets a second
+//! (the same as a burst) and [`MAX_RTCP_RATE`] RTCP ones, checked before any
 //! cryptography, so a flood at a media port costs a compare, not an
 //! AES-GCM open, and is counted as `rate_limit`.
 
@@ -101,19 +101,34 @@ pub const MAX_PACKET_RATE: f32 = 250.0;
 /// take over a stream that is flowing.
 pub const RELATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// RTCP packets a second a leg takes: a peer sends one every few seconds.
+/// RTCP has its own bucket, so RTCP-typed packets from a spoofed port at
+/// the peer's IP cannot spend the RTP budget and starve the stream.
+pub const MAX_RTCP_RATE: f32 = 10.0;
+
 /// A token bucket on packets received.
 #[derive(Clone, Copy, Debug)]
 struct RateCap {
     tokens: f32,
     last: Option<Instant>,
+    /// Packets a second, and the burst.
+    rate: f32,
 }
 
 impl RateCap {
+    fn new(rate: f32) -> Self {
+        Self {
+            tokens: rate,
+            last: None,
+            rate,
+        }
+    }
+
     fn take(&mut self, now: Instant) -> bool {
         let elapsed = self
             .last
             .map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f32());
-        self.tokens = (self.tokens + elapsed * MAX_PACKET_RATE).min(MAX_PACKET_RATE);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.last = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -150,6 +165,7 @@ pub struct Leg {
     octets_sent: u32,
     last_ts: u32,
     cap: RateCap,
+    rtcp_cap: RateCap,
     pub counters: LegCounters,
 }
 
@@ -179,10 +195,8 @@ impl Leg {
             packets_sent: 0,
             octets_sent: 0,
             last_ts: 0,
-            cap: RateCap {
-                tokens: MAX_PACKET_RATE,
-                last: None,
-            },
+            cap: RateCap::new(MAX_PACKET_RATE),
+            rtcp_cap: RateCap::new(MAX_RTCP_RATE),
             counters: LegCounters::default(),
         }
     }
@@ -229,6 +243,10 @@ impl Leg {
     fn check_source(&self, from: SocketAddr, now: Instant) -> Result<(), Dropped> {
         match self.latched {
             Some(l) if l == from => Ok(()),
+            // The address the signalling gave is always heard (and, once
+            // valid, re-latched): a spoofer holding the latch with a trickle
+            // from another port cannot lock the real peer out.
+            _ if from == self.signalled => Ok(()),
             _ if from.ip() != self.signalled.ip() => Err(Dropped::WrongSource),
             None => Ok(()),
             Some(_) => {
@@ -297,7 +315,7 @@ impl Leg {
         if from.ip() != self.signalled.ip() {
             return Err(Dropped::WrongSource);
         }
-        if !self.cap.take(now) {
+        if !self.rtcp_cap.take(now) {
             return Err(Dropped::RateLimit);
         }
         let len = match &mut self.srtp {
@@ -487,13 +505,20 @@ mod tests {
         // While it talks, another port at the same IP is a wrong source.
         let later = now + Duration::from_millis(20);
         assert_eq!(
-            leg.recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), later),
+            leg.recv_rtp(addr("192.0.2.7:4200"), &mut pkt[..n].to_vec(), later),
             Err(Dropped::WrongSource)
         );
         // Silent for RELATCH_AFTER: the next valid packet re-latches.
         let silent = now + RELATCH_AFTER;
         assert!(leg
-            .recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), silent)
+            .recv_rtp(addr("192.0.2.7:4200"), &mut pkt[..n].to_vec(), silent)
+            .is_ok());
+        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4200")));
+        // A spoofer holding that latch with a trickle cannot lock out the
+        // signalled address itself: its valid packet takes the latch back.
+        let back = silent + Duration::from_millis(20);
+        assert!(leg
+            .recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), back)
             .is_ok());
         assert_eq!(leg.remote(), Some(addr("192.0.2.7:4000")));
         // A re-INVITE moves the peer: the latch is released and the new
@@ -502,7 +527,30 @@ mod tests {
         assert_eq!(leg.remote(), None);
         leg.confirm();
         assert_eq!(leg.remote(), Some(addr("203.0.113.5:6000")));
-        assert_eq!(leg.counters.packets_in, 2);
+        assert_eq!(leg.counters.packets_in, 3);
+    }
+
+    #[test]
+    fn an_rtcp_flood_does_not_spend_the_rtp_budget() {
+        let mut leg = Leg::new(addr("192.0.2.7:4000"), 8000, 1, 100, None);
+        let mut peer = Leg::new(addr("192.0.2.1:20000"), 8000, 99, 5, None);
+        let mut rr = [0u8; 200];
+        let n = peer.build_rtcp(&mut rr, 0, b"x").expect("rtcp");
+        let now = Instant::now();
+        let taken = (0..1000)
+            .filter(|_| {
+                leg.recv_rtcp(addr("192.0.2.7:9"), &mut rr[..n].to_vec(), now)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(taken, MAX_RTCP_RATE as usize);
+        let mut pkt = [0u8; 200];
+        let m = peer
+            .build_rtp(&mut pkt, 0, false, 160, &[0xff; 160])
+            .expect("builds");
+        assert!(leg
+            .recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..m], now)
+            .is_ok());
     }
 
     #[test]
