@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tollgate::admin::metrics::Metrics;
 use tollgate::cdr::record::{Direction, MediaStats, Outcome, Party, Record};
 use tollgate::cdr::store::{RecordId, Store};
-use tollgate::cdr::writer::Writer;
+use tollgate::cdr::writer::{Target, Writer};
 use tollgate::keys::Sealer;
 
 const DAY_MS: u64 = 86_400_000;
@@ -58,7 +58,15 @@ fn writes(c: &mut Criterion) {
     let dir = temp("writes");
     let store = Arc::new(Store::open(&dir, Arc::new(Sealer::from_key(&[9; 32]))).expect("store"));
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let writer = Writer::start(store.clone(), metrics).expect("writer");
+    let writer = Writer::start(
+        Target {
+            store: Some(store.clone()),
+            dir: dir.clone(),
+            min_free: 0,
+        },
+        metrics,
+    )
+    .expect("writer");
     let day = 20_500 * DAY_MS;
     let mut n = 0u64;
     let mut g = c.benchmark_group("cdr");
@@ -71,7 +79,7 @@ fn writes(c: &mut Criterion) {
                 n += 1;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let id = writer.next_id(day + n);
-                writer.put(id, record(day + n, n), Some(tx));
+                writer.put_waiting(id, record(day + n, n), Some(tx));
                 last = Some(rx);
             }
             // Groups are acknowledged in order: the last ack means all.

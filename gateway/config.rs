@@ -89,12 +89,16 @@ pub struct File {
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsFile {
     pub retention_days: u32,
+    /// Free space (MiB) the record store leaves on its filesystem; below
+    /// it records are shed (counted), never calls.
+    pub min_free_mb: u64,
 }
 
 impl Default for RecordsFile {
     fn default() -> Self {
         Self {
             retention_days: 365,
+            min_free_mb: 256,
         }
     }
 }
@@ -430,6 +434,8 @@ pub struct Config {
     pub firewall: Firewall,
     /// Days call records are kept (then crypto-shredded).
     pub retention_days: u32,
+    /// Free bytes the record store leaves on its filesystem.
+    pub records_min_free: u64,
     pub trunks: Vec<Trunk>,
     /// Routes in file order; an exact number first, then `*`.
     pub routes: Vec<Route>,
@@ -921,6 +927,7 @@ impl Config {
             agents,
             firewall,
             retention_days: f.records.retention_days,
+            records_min_free: f.records.min_free_mb.saturating_mul(1 << 20),
             trunks,
             routes,
             queues,

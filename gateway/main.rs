@@ -664,28 +664,41 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     // The record store first: a wrong master key stops here, before
-    // anything in the data directory is touched.
-    let store = match args
-        .state
-        .sealer()
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            tollgate::cdr::store::Store::open(&data_dir, std::sync::Arc::new(s))
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(s) => std::sync::Arc::new(s),
+    // anything in the data directory is touched. A disk with no room
+    // does not: the gateway serves calls without records and says so
+    // (tollgate_cdr_storage_ok 0), rather than fail in a restart loop.
+    use tollgate::cdr::store::{CdrError, Store};
+    let opened = match args.state.sealer() {
+        Ok(s) => Store::open(&data_dir, std::sync::Arc::new(s)),
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match opened {
+        Ok(s) => Some(std::sync::Arc::new(s)),
+        Err(CdrError::NoSpace(why)) => {
+            error!(
+                "call records are NOT being kept: the record store cannot open ({why}); serving calls without records. Free space in {} and restart",
+                data_dir.display()
+            );
+            None
+        }
         Err(e) => {
             error!("call records: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match store.recover_open() {
-        Ok(0) => {}
-        Ok(n) => warn!(
+    match store.as_deref().map(Store::recover_open) {
+        None | Some(Ok(0)) => {}
+        Some(Ok(n)) => warn!(
             records = n,
             "call records left open by an earlier run marked interrupted"
         ),
-        Err(e) => {
+        Some(Err(CdrError::NoSpace(why))) => warn!(
+            "call records left open by an earlier run stay open until the disk has room ({why})"
+        ),
+        Some(Err(e)) => {
             error!("call records: {e}");
             return ExitCode::FAILURE;
         }
@@ -735,7 +748,7 @@ async fn serve(
     data_dir: PathBuf,
     sealer: tollgate::keys::Sealer,
     dev_key: Option<PathBuf>,
-    store: std::sync::Arc<tollgate::cdr::store::Store>,
+    store: Option<std::sync::Arc<tollgate::cdr::store::Store>>,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
@@ -814,8 +827,15 @@ async fn serve(
         "serving SIP trunks"
     );
     let mut core = tollgate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
-    let writer = tollgate::cdr::writer::Writer::start(store.clone(), metrics.clone())
-        .map_err(|e| format!("call record writer: {e}"))?;
+    let writer = tollgate::cdr::writer::Writer::start(
+        tollgate::cdr::writer::Target {
+            store: store.clone(),
+            dir: tollgate::cdr::store::Store::dir(&data_dir),
+            min_free: config.records_min_free,
+        },
+        metrics.clone(),
+    )
+    .map_err(|e| format!("call record writer: {e}"))?;
     core.set_records(writer.clone());
     let audit_key = tollgate::admin::audit::key(&data_dir, &sealer).map_err(|e| e.to_string())?;
     let master = Arc::new(tollgate::keys::Master::new(sealer));
@@ -824,7 +844,9 @@ async fn serve(
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
     let (retention, retention_rx) = tokio::sync::watch::channel(config.retention_days);
-    spawn_retention(store.clone(), retention_rx, metrics.clone());
+    if let Some(store) = &store {
+        spawn_retention(store.clone(), retention_rx, metrics.clone());
+    }
     spawn_storage_gauges(store.clone(), data_dir.clone(), metrics.clone());
     let firewall = tollgate::guard::nft::start(&config, metrics.clone()).await?;
     if let Some(f) = &firewall {
@@ -959,7 +981,7 @@ fn spawn_retention(
 /// the data directory's filesystem (`fs2`, statvfs) and the record
 /// database's size, for the disk-full alert.
 fn spawn_storage_gauges(
-    store: std::sync::Arc<tollgate::cdr::store::Store>,
+    store: Option<std::sync::Arc<tollgate::cdr::store::Store>>,
     data_dir: PathBuf,
     metrics: std::sync::Arc<tollgate::admin::metrics::Metrics>,
 ) {
@@ -976,7 +998,7 @@ fn spawn_storage_gauges(
                 if let Ok(total) = fs2::total_space(&dir) {
                     m.data_total_bytes.set(gauge(total));
                 }
-                if let Ok(size) = store.size_on_disk() {
+                if let Some(Ok(size)) = store.as_deref().map(|s| s.size_on_disk()) {
                     m.cdr_store_bytes.set(gauge(size));
                 }
             })

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::gateway::{config, sipp, Gateway, PCAP};
+use common::gateway::{config, sipp, Gateway, TmpfsNamespace, PCAP};
 use tollgate::cdr::record::{Outcome, Party};
 use tollgate::cdr::store::Store;
 
@@ -239,4 +239,85 @@ fn a_wrong_master_key_stops_the_gateway_and_touches_nothing() {
         before == snapshot(&data),
         "files in the data directory changed"
     );
+}
+
+/// Issue 14, item 3: a full disk sheds records, never calls. The data
+/// directory is a 24 MiB tmpfs in a mount namespace of the test's own;
+/// records are kept until the disk is filled past `records.min_free_mb`,
+/// then every call still completes while its records are shed and
+/// counted; a restart on the full disk serves calls and says records are
+/// not kept; once the disk has room records are kept again.
+#[test]
+fn a_full_disk_sheds_records_and_never_calls() {
+    if !common::pcap::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let name = "cdr-full-disk";
+    let data = Gateway::dir_for(name).join("data");
+    let disk = TmpfsNamespace::new(&data, "24m");
+    let toml = config(18800, 29000, 500, "[records]\nmin_free_mb = 8\n");
+    let start = || Gateway::start_wrapped(name, 18800, 18801, &toml, &[], &disk.enter());
+    let call = |gw: &Gateway, port: u16, n: &str| {
+        sipp(
+            gw,
+            "uac_echo.xml",
+            "echo",
+            port,
+            &["-key", "pcap", PCAP, "-d", "200", "-m", n, "-l", n],
+        )
+    };
+    let mut gw = start();
+    gw.keep_dir = true;
+    gw.expect_metric("tollgate_cdr_storage_ok", 10, 1.0);
+    let run = call(&gw, 18810, "1");
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_records_finished_total", 10, 1.0);
+
+    // The disk fills (a log, a backup, anything): under the floor.
+    let filled = disk.fill("fill", 64);
+    assert!((8..=24).contains(&filled), "filled {filled} MiB");
+    let run = call(&gw, 18820, "3");
+    assert_eq!(run.successful, 3, "calls go on: {}", run.output);
+    let shed = gw.wait_metric(
+        "tollgate_cdr_records_shed_total{reason=\"disk_floor\"}",
+        10,
+        |v| v >= 6.0,
+    );
+    assert!(shed >= 6.0, "3 answered calls, open and finished: {shed}");
+    assert_eq!(gw.metric("tollgate_cdr_storage_ok"), 0.0);
+    assert_eq!(gw.metric("tollgate_cdr_records_finished_total"), 1.0);
+    assert!(
+        gw.log().contains("call records are NOT being kept"),
+        "{}",
+        gw.log()
+    );
+
+    // A restart on the full disk serves calls (it used to fail at start,
+    // so systemd's restarts looped): the store cannot open, the gateway
+    // says so and sheds every record.
+    gw.stop();
+    drop(gw);
+    let mut gw = start();
+    gw.keep_dir = true;
+    let run = call(&gw, 18830, "1");
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_storage_ok", 10, 0.0);
+    let unavailable = "tollgate_cdr_records_shed_total{reason=\"store_unavailable\"}";
+    assert!(gw.wait_metric(unavailable, 10, |v| v >= 2.0) >= 2.0);
+    assert!(
+        gw.log().contains("the record store cannot open"),
+        "{}",
+        gw.log()
+    );
+
+    // Room again, and a restart: records are kept.
+    std::fs::remove_file(disk.inside("fill")).expect("free the disk");
+    gw.stop();
+    drop(gw);
+    let gw = start();
+    let run = call(&gw, 18840, "1");
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_storage_ok", 10, 1.0);
+    gw.expect_metric("tollgate_cdr_records_finished_total", 10, 1.0);
 }

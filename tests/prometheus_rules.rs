@@ -46,7 +46,7 @@ fn metric_names(text: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
 #[test]
 fn alert_rules_check_and_fire_when_they_should() {
     let (ok, out) = promtool(&["check", "rules", "tollgate-alerts.yml"]);
-    assert!(ok && out.contains("17 rules found"), "{out}");
+    assert!(ok && out.contains("18 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", "tollgate-alerts.test.yml"]);
     assert!(ok, "{out}");
     let (ok, out) = promtool(&["check", "config", "prometheus.yml"]);
@@ -99,6 +99,8 @@ fn every_metric_the_rules_and_dashboard_use_is_served() {
         "tollgate_ids_carrier_over_limit_total{trunk=\"loopback\"} 0",
         "tollgate_rtp_dropped_total{reason=\"srtp\"} 0",
         "tollgate_cdr_write_errors_total 0",
+        "tollgate_cdr_records_shed_total{reason=\"disk_floor\"} 0",
+        "tollgate_cdr_storage_ok 1",
         "tollgate_trunk_up{trunk=\"loopback\"}",
         "tollgate_firewall_dropped_packets_total{rule=\"banned\"} 0",
     ] {

@@ -301,7 +301,9 @@ pub fn client_path(data_dir: &Path) -> PathBuf {
 /// What the socket serves from.
 pub struct Admin {
     pub core: mpsc::Sender<GuardRequest>,
-    pub store: Arc<Store>,
+    /// `None` when the record store could not open at start (a full
+    /// disk): record commands then say so.
+    pub store: Option<Arc<Store>>,
     pub roles: Roles,
     pub audit: Audit,
     pub audit_key: Zeroizing<[u8; 32]>,
@@ -479,7 +481,10 @@ async fn run(
             }
         }
         Request::RotateMaster { key } => {
-            let (store, master) = (admin.store.clone(), admin.master.clone());
+            let Some(store) = admin.store.clone() else {
+                return without_records(w).await;
+            };
+            let master = admin.master.clone();
             let (dir, dev) = (admin.data_dir.clone(), admin.dev_key.clone());
             match rotation_key(&key) {
                 None => Response::error("the new key must be 64 hex digits"),
@@ -536,7 +541,9 @@ async fn run(
             }
         }
         Request::CdrShred { confirm } => {
-            let store = admin.store.clone();
+            let Some(store) = admin.store.clone() else {
+                return without_records(w).await;
+            };
             let days = admin.config.borrow().retention_days;
             let now = crate::now_ms();
             let done = blocking(move || {
@@ -578,7 +585,9 @@ async fn run(
         Request::CdrShow { id } => match id.parse::<RecordId>() {
             Err(e) => Response::error(e),
             Ok(rid) => {
-                let store = admin.store.clone();
+                let Some(store) = admin.store.clone() else {
+                    return without_records(w).await;
+                };
                 let full = op.has(Role::Auditor);
                 match blocking(move || store.get(rid)).await {
                     Ok(Some(r)) => {
@@ -681,6 +690,13 @@ async fn run(
     outcome
 }
 
+/// The answer to a record command while the store is not open.
+async fn without_records(w: &mut tokio::net::unix::OwnedWriteHalf) -> String {
+    const WHY: &str = "call records are not being kept: the record store did not open at start (the data directory's disk had no room); free space and restart the gateway";
+    let _ = send(w, &Response::error(WHY)).await;
+    format!("error: {WHY}")
+}
+
 /// Streams records of `[from_ms, to_ms)` through `line` (None skips) as
 /// data lines after an ok response. The store is read on a blocking
 /// thread; a bounded channel carries the lines, so memory stays flat.
@@ -693,7 +709,9 @@ async fn stream_records(
     mut line: impl FnMut(RecordId, crate::cdr::record::Record) -> Option<String> + Send + 'static,
 ) -> String {
     let (tx, mut rx) = mpsc::channel::<Result<String, String>>(256);
-    let store = admin.store.clone();
+    let Some(store) = admin.store.clone() else {
+        return without_records(w).await;
+    };
     tokio::task::spawn_blocking(move || {
         for item in store.range(from_ms, to_ms) {
             let sent = match item {

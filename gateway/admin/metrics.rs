@@ -101,8 +101,16 @@ pub struct Metrics {
     pub cdr_records_finished: IntCounter,
     /// From a record handed to the writer to its group's fsync.
     pub cdr_write_seconds: Histogram,
-    /// Record groups that failed to write (they are retried).
+    /// Record groups that failed to write (tried again, then shed).
     pub cdr_write_errors: IntCounter,
+    /// Records not kept, by reason (`queue_full`, `disk_floor`,
+    /// `write_failed`, `store_unavailable`): calls went on without them.
+    pub cdr_records_shed: IntCounterVec,
+    /// 1 while call records are being kept; 0 while they are shed.
+    pub cdr_storage_ok: IntGauge,
+    /// Refused calls over one source's record budget: counted here
+    /// instead of one record each.
+    pub cdr_refusals_aggregated: IntCounter,
     /// Entries appended to the audit trail.
     pub audit_entries: IntCounter,
     /// Configuration reloads (SIGHUP), by outcome (`applied`, `refused`).
@@ -170,7 +178,20 @@ impl Metrics {
             )?,
             cdr_write_errors: counter(
                 "cdr_write_errors_total",
-                "Call record groups that failed to write (retried, never dropped).",
+                "Call record group writes that failed (tried again, then shed).",
+            )?,
+            cdr_records_shed: counter_vec(
+                "cdr_records_shed_total",
+                "Call records not kept, by reason; the calls themselves went on.",
+                &["reason"],
+            )?,
+            cdr_storage_ok: gauge(
+                "cdr_storage_ok",
+                "1 while call records are being kept; 0 while they are being shed (full disk, failing store).",
+            )?,
+            cdr_refusals_aggregated: counter(
+                "cdr_refusals_aggregated_total",
+                "Refused calls over one source's per-minute record budget, counted instead of recorded.",
             )?,
             audit_entries: counter(
                 "audit_entries_total",
@@ -390,6 +411,9 @@ impl Metrics {
         }
         for r in ["too_large", "congestion", "unknown_flow"] {
             self.agent_datagrams_dropped.with_label_values(&[r]);
+        }
+        for r in crate::cdr::writer::Shed::ALL {
+            self.cdr_records_shed.with_label_values(&[r.label()]);
         }
         for o in ["applied", "refused"] {
             self.config_reloads.with_label_values(&[o]);

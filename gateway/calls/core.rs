@@ -557,7 +557,7 @@ impl Core {
                     self.respond(&key, &m, Reply::new(482, "Loop Detected"), now);
                 } else {
                     self.new_call(key, peer, &m, &head, &bytes, now);
-                    self.record_refused(now);
+                    self.record_refused(peer.addr.ip(), now);
                 }
             }
             Method::Invite => self.reinvite(key, &m, &head, &bytes, now),

@@ -6,6 +6,7 @@
 //! waits for disk.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -18,6 +19,42 @@ use crate::cdr::writer::Writer;
 
 /// How long a finished record waits for its media task's report.
 const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(1);
+
+/// Refused calls recorded per source a minute (sources outside trusted
+/// trunks); more are counted in `tollgate_cdr_refusals_aggregated_total`.
+/// A scanner's thousands of INVITEs are then a counter, not thousands of
+/// durable records; a trusted carrier's refused calls (busy, no agent)
+/// are all recorded, as billing and abandoned-call reports need them.
+pub(super) const REFUSED_RECORDS_PER_MINUTE: u32 = 20;
+/// Sources tracked in one minute; a source beyond them is counted only.
+const REFUSAL_SOURCES: usize = 4096;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Each source's refused-call records in the current minute.
+#[derive(Default)]
+pub(super) struct RefusalBudget {
+    window: Option<Instant>,
+    seen: HashMap<IpAddr, u32>,
+}
+
+impl RefusalBudget {
+    /// Whether a refused call from `source` gets its own record.
+    pub(super) fn admit(&mut self, source: IpAddr, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now.saturating_duration_since(w) >= REFUSAL_WINDOW)
+        {
+            self.seen.clear();
+            self.window = Some(now);
+        }
+        if self.seen.len() >= REFUSAL_SOURCES && !self.seen.contains_key(&source) {
+            return false;
+        }
+        let n = self.seen.entry(source).or_insert(0);
+        *n = n.saturating_add(1);
+        *n <= REFUSED_RECORDS_PER_MINUTE
+    }
+}
 
 pub(super) use crate::now_ms as unix_ms;
 
@@ -33,6 +70,8 @@ pub(super) struct Records {
     /// The record of the INVITE being handled, until it becomes a call or
     /// is refused.
     pub(super) new: Option<CallRecord>,
+    /// Refused calls' records per untrusted source.
+    refusals: RefusalBudget,
     /// Finished records waiting for their media report.
     pending: HashMap<RecordId, (Record, Instant)>,
     reports: mpsc::Sender<MediaReport>,
@@ -45,6 +84,7 @@ impl Default for Records {
         Self {
             writer: None,
             new: None,
+            refusals: RefusalBudget::default(),
             pending: HashMap::new(),
             reports: tx,
             reports_rx: Some(rx),
@@ -166,7 +206,12 @@ impl Core {
     /// status go into the call's record.
     pub(super) fn record_response(&mut self, call_id: &[u8], code: u16) {
         let rec = match self.records.new.as_mut() {
-            Some(n) if n.record.call_id.as_bytes() == call_id => Some(&mut n.record),
+            Some(n)
+                if n.record.call_id
+                    == crate::cdr::record::bounded_call_id(&String::from_utf8_lossy(call_id)) =>
+            {
+                Some(&mut n.record)
+            }
             _ => self
                 .calls
                 .get_mut(call_id)
@@ -184,9 +229,19 @@ impl Core {
     }
 
     /// The INVITE just handled did not become a call: its record is
-    /// written as rejected, with the status it got.
-    pub(super) fn record_refused(&mut self, now: Instant) {
+    /// written as rejected, with the status it got, within the source's
+    /// budget unless the source is a trusted trunk's peer.
+    pub(super) fn record_refused(&mut self, source: IpAddr, now: Instant) {
         if let Some(c) = self.records.new.take() {
+            let trusted = self
+                .config
+                .trunks
+                .iter()
+                .any(|t| t.trusted && crate::in_networks(&t.peers, source));
+            if !trusted && !self.records.refusals.admit(source, now) {
+                self.metrics.cdr_refusals_aggregated.inc();
+                return;
+            }
             let status = c.record.sip_status;
             self.records.finish(c, Outcome::Rejected, status, None, now);
         }
@@ -201,5 +256,30 @@ impl Core {
                 self.records.write_open(c);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_records_are_bounded_per_source_and_per_minute() {
+        let mut b = RefusalBudget::default();
+        let t0 = Instant::now();
+        let (a, c): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let admitted = (0..100).filter(|_| b.admit(a, t0)).count();
+        assert_eq!(admitted, REFUSED_RECORDS_PER_MINUTE as usize);
+        // Another source keeps its own budget.
+        assert!(b.admit(c, t0));
+        // A minute later the budget is back.
+        assert!(!b.admit(a, t0 + Duration::from_secs(59)));
+        assert!(b.admit(a, t0 + REFUSAL_WINDOW));
+        // Past the tracked sources, a new one is only counted.
+        let mut b = RefusalBudget::default();
+        for i in 0..REFUSAL_SOURCES as u32 {
+            assert!(b.admit(IpAddr::from(i.to_be_bytes()), t0));
+        }
+        assert!(!b.admit(a, t0));
     }
 }

@@ -101,9 +101,38 @@ pub struct Record {
     pub guard: Vec<String>,
 }
 
+/// The longest Call-ID kept whole; a longer one (the sender chooses it,
+/// up to the SIP size limit) is kept as its head and a hash.
+pub const MAX_CALL_ID: usize = 128;
+/// The longest caller or callee kept (E.164 is at most 16 characters;
+/// a SIP user part can be anything the sender likes).
+pub const MAX_PARTY: usize = 64;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A Call-ID as recorded: whole up to [`MAX_CALL_ID`] bytes; longer, its
+/// first 64 bytes and a SHA-256 prefix of the whole, so a record stays
+/// small and still matches the carrier's logs.
+pub fn bounded_call_id(call_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if call_id.len() <= MAX_CALL_ID {
+        return call_id.to_string();
+    }
+    let digest = Sha256::digest(call_id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}...sha256:{hex}", head(call_id, 64))
+}
+
 impl Record {
     /// A record with the call's identity and start; the rest filled in as
-    /// the call goes.
+    /// the call goes. Fields from the network are bounded.
     pub fn new(
         call_id: &str,
         direction: Direction,
@@ -112,12 +141,12 @@ impl Record {
         start_ms: u64,
     ) -> Self {
         Self {
-            call_id: call_id.to_string(),
+            call_id: bounded_call_id(call_id),
             direction,
             trunk: None,
             agent: None,
-            caller: caller.to_string(),
-            callee: callee.to_string(),
+            caller: head(caller, MAX_PARTY).to_string(),
+            callee: head(callee, MAX_PARTY).to_string(),
             start_ms,
             ringing_ms: None,
             answer_ms: None,
@@ -232,6 +261,25 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_from_the_network_are_bounded() {
+        // A short Call-ID is kept whole.
+        assert_eq!(
+            bounded_call_id("a84b4c76e66710@pc33"),
+            "a84b4c76e66710@pc33"
+        );
+        // An 8 KiB one becomes its head and a hash: two long ids that
+        // share the head still differ.
+        let long = "é".repeat(4096);
+        let other = format!("{}x", "é".repeat(4095));
+        let r = Record::new(&long, Direction::Inbound, &"9".repeat(500), "1", 0);
+        assert!(r.call_id.len() <= 64 + 11 + 16, "{}", r.call_id.len());
+        assert!(r.call_id.starts_with(&"é".repeat(32)), "{}", r.call_id);
+        assert_ne!(r.call_id, bounded_call_id(&other));
+        assert_eq!(r.call_id, bounded_call_id(&long));
+        assert_eq!(r.caller.len(), MAX_PARTY);
+    }
 
     #[test]
     fn masks_all_but_the_last_four_and_finishes_with_a_duration() {

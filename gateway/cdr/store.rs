@@ -56,11 +56,25 @@ pub enum CdrError {
     Shredded(String),
     #[error("the system random generator failed")]
     Random,
+    /// The filesystem is full or read-only: the gateway runs on without
+    /// records rather than refusing calls.
+    #[error("the data directory has no room ({0})")]
+    NoSpace(String),
+}
+
+/// Whether an I/O error means the disk cannot take writes (full, over
+/// quota or read-only), as opposed to damage or a wrong key.
+fn no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    matches!(e.kind(), StorageFull | QuotaExceeded | ReadOnlyFilesystem)
 }
 
 impl From<sled::Error> for CdrError {
     fn from(e: sled::Error) -> Self {
-        Self::Db(e.to_string())
+        match e {
+            sled::Error::Io(io) if no_space(&io) => Self::NoSpace(io.to_string()),
+            e => Self::Db(e.to_string()),
+        }
     }
 }
 
@@ -198,7 +212,13 @@ impl DayKeys {
 
     fn save(&self) -> Result<(), CdrError> {
         let text = serde_json::to_vec_pretty(&self.file).map_err(|e| self.keys_err(e))?;
-        write_private(&self.path, &text, true).map_err(|e| self.keys_err(e))
+        write_private(&self.path, &text, true).map_err(|e| {
+            if no_space(&e) {
+                CdrError::NoSpace(e.to_string())
+            } else {
+                self.keys_err(e)
+            }
+        })
     }
 
     /// The day's sealer, if the day has a key.
@@ -351,9 +371,15 @@ impl Store {
     /// key file before the database is touched.
     pub fn open(data_dir: &Path, master: Arc<Sealer>) -> Result<Self, CdrError> {
         let dir = Self::dir(data_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| CdrError::Keys {
-            path: dir.clone(),
-            why: e.to_string(),
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            if no_space(&e) {
+                CdrError::NoSpace(e.to_string())
+            } else {
+                CdrError::Keys {
+                    path: dir.clone(),
+                    why: e.to_string(),
+                }
+            }
         })?;
         let path = dir.join("day-keys");
         let mut keys = DayKeys {

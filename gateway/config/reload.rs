@@ -178,6 +178,10 @@ impl Config {
             "sip.max_connections",
         );
         owed(self.rtp_ports != new.rtp_ports, "media.rtp_ports");
+        owed(
+            self.records_min_free != new.records_min_free,
+            "records.min_free_mb",
+        );
         owed(self.admin_listen != new.admin_listen, "admin.listen");
         owed(self.role_groups != new.role_groups, "admin groups");
         owed(self.agents != new.agents, "[agents]");

@@ -103,6 +103,20 @@ impl Gateway {
         toml: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_wrapped(name, sip, admin, toml, env, &[])
+    }
+
+    /// As [`Gateway::start_toml_env`], run through `wrapper` (a command
+    /// that execs the rest, such as `nsenter -t PID -m --`), so the
+    /// process id is still the gateway's.
+    pub fn start_wrapped(
+        name: &str,
+        sip: u16,
+        admin: u16,
+        toml: &str,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Self {
         let dir = Self::dir_for(name);
         let cfg = dir.join("tollgate.toml");
         // Tests run as root in CI: a gateway in the host's namespace must
@@ -115,7 +129,13 @@ impl Gateway {
         };
         std::fs::write(&cfg, toml).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        let bin = env!("CARGO_BIN_EXE_tollgate").to_string();
+        let (program, before) = match wrapper.split_first() {
+            Some((w, rest)) => (w.clone(), [rest, &[bin]].concat()),
+            None => (bin, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(before)
             .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
@@ -411,4 +431,70 @@ pub fn far_end_with(
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp runs")
+}
+
+/// A small tmpfs mounted on `at` in a mount namespace of its own, held by
+/// a `sleep` process: only processes entered into it (see
+/// [`TmpfsNamespace::enter`]) see it. Dropping it ends the holder, and
+/// with the last process the namespace and the tmpfs go.
+pub struct TmpfsNamespace {
+    holder: Child,
+    at: PathBuf,
+}
+
+impl TmpfsNamespace {
+    /// Mounts a tmpfs of `size` (such as `24m`) on `at`. Needs root.
+    pub fn new(at: &std::path::Path, size: &str) -> Self {
+        let script = format!(
+            "mkdir -p '{at}' && mount -t tmpfs -o size={size},mode=0755 tollgate-test '{at}' && echo mounted && exec sleep 600",
+            at = at.display()
+        );
+        let mut holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut line = [0u8; 8];
+        let mounted = holder
+            .stdout
+            .take()
+            .is_some_and(|mut o| o.read_exact(&mut line).is_ok() && &line == b"mounted\n");
+        assert!(mounted, "the tmpfs mounts in its own namespace");
+        Self {
+            holder,
+            at: at.to_path_buf(),
+        }
+    }
+
+    /// The command prefix that runs a program inside the namespace.
+    pub fn enter(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.holder.id().to_string(), "-m", "--"]
+            .map(str::to_string)
+            .to_vec()
+    }
+
+    /// `path` under the mount point, as the test (outside) reaches it.
+    pub fn inside(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.holder.id()))
+            .join(self.at.strip_prefix("/").unwrap_or(&self.at))
+            .join(path)
+    }
+
+    /// Fills the tmpfs up with a file `name` until the disk says no
+    /// (at most `max_mib` MiB); returns the MiB written.
+    pub fn fill(&self, name: &str, max_mib: usize) -> usize {
+        let mut f = std::fs::File::create(self.inside(name)).expect("fill file");
+        let chunk = vec![0u8; 1 << 20];
+        (0..max_mib)
+            .take_while(|_| f.write_all(&chunk).is_ok())
+            .count()
+    }
+}
+
+impl Drop for TmpfsNamespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
