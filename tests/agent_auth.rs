@@ -49,7 +49,7 @@ async fn two_factors_revocation_and_lockout() {
         "[agents]\n",
         "[agents]\nmax_failures = 3\nlockout_s = 120\n",
     );
-    let gw = Gateway::start_toml("agent-auth", BASE, BASE + 1, &toml);
+    let mut gw = Gateway::start_toml("agent-auth", BASE, BASE + 1, &toml);
     let (alice, alice_otp) = enroll(&gw, "alice");
     let (bob, bob_otp) = enroll(&gw, "bob");
     assert_eq!(alice.gateway, format!("127.0.0.1:{}", BASE + 2));
@@ -92,7 +92,22 @@ async fn two_factors_revocation_and_lockout() {
         .is_err());
     gw.expect_metric(&failures("unknown_ca"), 5, 1.0);
 
-    // Three wrong codes lock bob out, and their source address too.
+    // Forged Initials from one office address (a spoofer never sees the
+    // Retry): an Initial captured from a real client, replayed from 20
+    // ports of 127.0.0.4. Each gets a Retry and no handshake state, so
+    // none can count against the address or its agents.
+    let initial = capture_initial(&alice).await;
+    let retries = gw.metric("tollgate_agent_quic_retries_total");
+    for _ in 0..20 {
+        let s = std::net::UdpSocket::bind("127.0.0.4:0").expect("bind");
+        s.send_to(&initial, ("127.0.0.1", BASE + 2)).expect("send");
+    }
+    gw.wait_metric("tollgate_agent_quic_retries_total", 5, |v| {
+        v >= retries + 20.0
+    });
+    assert_eq!(gw.metric(&failures("handshake")), 0.0);
+
+    // Three wrong codes lock bob out, and only bob.
     let wrong = format!(
         "{:06}",
         (code_at(&bob_otp, now).parse::<u32>().expect("digits") + 1) % 1_000_000
@@ -111,13 +126,24 @@ async fn two_factors_revocation_and_lockout() {
         .err()
         .expect("bob is locked out");
     assert!(e.to_string().contains("locked out"), "{e}");
-    // Alice from bob's address: that source is locked out.
-    assert!(
-        login(&alice, &code_at(&alice_otp, now + 30), from([127, 0, 0, 4]))
-            .await
-            .is_err()
-    );
-    gw.expect_metric(&failures("locked_out"), 5, 2.0);
+    // Alice from bob's address, after the forged Initials and bob's
+    // failures there: she logs in, and keeps her session. No failed
+    // login became an IDS ban.
+    let mut a4 = login(&alice, &code_at(&alice_otp, now + 30), from([127, 0, 0, 4]))
+        .await
+        .expect("alice logs in from the address bob failed from");
+    a4.send(&ClientMsg::Ping { id: 8 }).await.expect("send");
+    assert_eq!(a4.recv().await.expect("pong"), ServerMsg::Pong { id: 8 });
+    // (It replaced her first session: one session per agent.)
+    a = a4;
+    gw.expect_metric(&failures("locked_out"), 5, 1.0);
+    gw.expect_metric("tollgate_agent_lockouts_total", 5, 1.0);
+    assert_eq!(gw.metric("tollgate_ids_bans_active"), 0.0);
+    // Carol logs in once, for the restart below.
+    let (carol, carol_otp) = enroll(&gw, "carol");
+    login(&carol, &code_at(&carol_otp, now), from([127, 0, 0, 7]))
+        .await
+        .expect("carol logs in");
 
     // Revoking alice ends her live session within a second.
     let (ok, _, err) = agent_cli(&gw, &["revoke", "alice"]);
@@ -162,8 +188,62 @@ async fn two_factors_revocation_and_lockout() {
     assert!(has("agent enrolled", "bob"), "{trail}");
     assert!(has("agent revoked", "alice"), "{trail}");
     assert!(has("agent login", "127.0.0.4"), "{trail}");
+    assert!(has("agent locked out", "bob"), "{trail}");
+    // Bob's wrong codes from 127.0.0.4 are one entry so far (the rest are
+    // summed each minute), not one each.
+    let from4 = trail
+        .lines()
+        .filter(|l| l.contains("\"target\":\"127.0.0.4\""))
+        .count();
+    assert_eq!(from4, 1, "{trail}");
     assert!(
         !trail.contains(&code_at(&alice_otp, now)),
         "a TOTP code in the audit trail"
     );
+
+    // A restart forgets neither: bob is still locked out, and carol's
+    // code, used once, is still refused.
+    gw.keep_dir = true;
+    gw.stop();
+    drop(gw);
+    let gw = Gateway::start_toml("agent-auth", BASE, BASE + 1, &toml);
+    let e = login(&bob, &code_at(&bob_otp, now + 30), from([127, 0, 0, 5]))
+        .await
+        .err()
+        .expect("bob is still locked out");
+    assert!(e.to_string().contains("locked out"), "{e}");
+    gw.expect_metric(&failures("locked_out"), 5, 1.0);
+    let e = login(&carol, &code_at(&carol_otp, now), from([127, 0, 0, 7]))
+        .await
+        .err()
+        .expect("carol's used code is refused");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    login(&carol, &code_at(&carol_otp, now + 30), from([127, 0, 0, 7]))
+        .await
+        .expect("carol's next code works");
+}
+
+/// A client Initial as a real agent sends it, captured by pointing the
+/// client at a socket of the test's own.
+async fn capture_initial(b: &Bundle) -> Vec<u8> {
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut to_trap: Bundle =
+        serde_json::from_str(&serde_json::to_string(b).expect("json")).expect("bundle");
+    to_trap.gateway = trap.local_addr().expect("addr").to_string();
+    let client = tokio::spawn(async move {
+        let _ = Client::connect_with(&to_trap, "000000", Options::default()).await;
+    });
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), trap.recv_from(&mut buf))
+        .await
+        .expect("the client sends its Initial")
+        .expect("recv");
+    client.abort();
+    buf.truncate(n);
+    // A long header (bit 7) of type Initial (bits 5-4 zero), QUIC v1.
+    assert_eq!(buf[0] & 0xb0, 0x80, "{:02x}", buf[0]);
+    assert_eq!(&buf[1..5], &[0, 0, 0, 1]);
+    buf
 }

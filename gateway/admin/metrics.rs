@@ -72,6 +72,10 @@ pub struct Metrics {
     /// Failed agent logins by reason (`no_certificate`, `unknown_ca`,
     /// `revoked`, `bad_otp`, `locked_out`, `protocol`, `handshake`, ...).
     pub agent_auth_failures: IntCounterVec,
+    /// Agent connections asked to prove their address (QUIC Retry).
+    pub agent_quic_retries: IntCounter,
+    /// Agents locked out after repeated wrong codes.
+    pub agent_lockouts: IntCounter,
     /// Agent sessions ended by the gateway for a protocol error, by reason.
     pub agent_protocol_errors: IntCounterVec,
     /// Calls to and from agents that ended, by direction (`inbound`,
@@ -124,8 +128,9 @@ pub struct Metrics {
 }
 
 /// Every reason [`Metrics::agent_auth_failures`] counts.
-pub const AUTH_FAILURES: [&str; 10] = [
+pub const AUTH_FAILURES: [&str; 11] = [
     "banned",
+    "busy",
     "no_certificate",
     "unknown_ca",
     "revoked",
@@ -350,6 +355,14 @@ impl Metrics {
                 "agent_auth_failures_total",
                 "Failed agent logins, by reason.",
                 &["reason"],
+            )?,
+            agent_quic_retries: counter(
+                "agent_quic_retries_total",
+                "Agent connections sent a QUIC Retry to prove their address before any handshake work.",
+            )?,
+            agent_lockouts: counter(
+                "agent_lockouts_total",
+                "Agents locked out after repeated wrong codes (each lockout in a row twice as long).",
             )?,
             agent_protocol_errors: counter_vec(
                 "agent_protocol_errors_total",

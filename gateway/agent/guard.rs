@@ -1,119 +1,288 @@
-//! Lockouts after failed logins, per agent and per source address,
-//! sans-IO (the caller passes `now`). Each table is bounded: when full,
-//! entries whose lockout has passed are dropped first, and a source that
-//! still finds no room is treated as locked (refusing is the safe side
-//! under a flood of sources).
+//! The agents' login guard: per agent, the last TOTP step used and the
+//! lockout, changed under one lock and kept on disk.
+//!
+//! Policy, as a careful SBC would choose it:
+//!
+//! - Only an agent's own failures count against it, and only once its
+//!   certificate has proved which agent it is. Call centres put hundreds
+//!   of agents behind one NAT address, so nothing here is keyed by source
+//!   address: failures of others (or forged handshakes) from the same
+//!   address never lock an enrolled agent out. Handshakes that fail before
+//!   a certificate names an agent are counted and audited in aggregate by
+//!   the listener; they are never a lockout, and never an IDS ban.
+//! - `max_failures` wrong codes in a row lock the agent out for
+//!   `lockout_s`; each lockout in a row doubles the next (capped at a
+//!   day), and a successful login clears both. Every lockout is counted in
+//!   `tollgate_agent_lockouts_total` (alert TollgateAgentLockedOut).
+//! - A code works once (RFC 6238 section 5.2): the last step is read,
+//!   checked and advanced under the same lock as the failure count, and
+//!   written to disk (fsynced, replaced atomically) before the login is
+//!   accepted, so neither two parallel logins nor a restart can replay it.
+//!   Lockouts in force are kept there too: a restart does not lift them.
+//!
+//! Times are Unix seconds passed in by the caller (a lockout must survive a
+//! restart, which `Instant` cannot).
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
-/// Most entries per table.
-pub const MAX_ENTRIES: usize = 65_536;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
-#[derive(Clone, Copy, Debug)]
-struct Strikes {
-    count: u32,
-    until: Option<Instant>,
+/// The longest lockout, however often it repeats.
+pub const MAX_LOCKOUT_S: u64 = 24 * 3600;
+
+/// One agent's login state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct AgentLogin {
+    /// The last TOTP step a login used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_step: Option<u64>,
+    /// Lockouts in a row (each doubles the next).
+    #[serde(default)]
+    lockouts: u32,
+    /// Locked out until this Unix second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    locked_until: Option<u64>,
+    /// Wrong codes since the last lockout or success (memory only).
+    #[serde(skip)]
+    failures: u32,
 }
 
-/// Failed attempts by key.
-#[derive(Debug)]
-pub struct Lockout<K> {
+/// Why a login was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Locked out for this many more seconds; the code was not checked.
+    Locked { secs_left: u64 },
+    /// The code was wrong (or used already); `locked_for` is the lockout
+    /// this failure started, if it started one.
+    BadCode { locked_for: Option<u64> },
+}
+
+/// Every agent's login state, and where it is kept.
+pub struct Logins {
+    path: Option<PathBuf>,
     max_failures: u32,
-    lockout: Duration,
-    table: HashMap<K, Strikes>,
+    lockout_s: u64,
+    agents: Mutex<HashMap<String, AgentLogin>>,
 }
 
-impl<K: Hash + Eq + Clone> Lockout<K> {
-    pub fn new(max_failures: u32, lockout: Duration) -> Self {
+impl Logins {
+    /// The state kept in `path` (read now; a missing file is a fresh
+    /// start, an unreadable one is logged and replaced at the next change).
+    pub fn open(path: PathBuf, max_failures: u32, lockout_s: u64) -> Self {
+        let agents = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                warn!(path = %path.display(), "agent login state unreadable ({e}); starting afresh");
+                HashMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                warn!(path = %path.display(), "agent login state unreadable ({e}); starting afresh");
+                HashMap::new()
+            }
+        };
         Self {
+            path: Some(path),
             max_failures: max_failures.max(1),
-            lockout,
-            table: HashMap::new(),
+            lockout_s,
+            agents: Mutex::new(agents),
         }
     }
 
-    /// Whether `key` is locked out at `now`.
-    pub fn locked(&mut self, key: &K, now: Instant) -> bool {
-        match self.table.get(key).and_then(|s| s.until) {
-            Some(until) if until > now => true,
-            Some(_) => {
-                // The lockout passed: start again from zero.
-                self.table.remove(key);
-                false
+    /// State in memory only (tests).
+    pub fn in_memory(max_failures: u32, lockout_s: u64) -> Self {
+        Self {
+            path: None,
+            max_failures: max_failures.max(1),
+            lockout_s,
+            agents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentLogin>> {
+        // Every change is whole before the guard drops, so a poisoned lock
+        // still holds consistent state.
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seconds `agent` stays locked out at `now`, if it is.
+    pub fn locked(&self, agent: &str, now: u64) -> Option<u64> {
+        self.lock()
+            .get(agent)
+            .and_then(|a| a.locked_until)
+            .filter(|&until| until > now)
+            .map(|until| until - now)
+    }
+
+    /// Checks a login of `agent` at `now`: `verify` gets the last step
+    /// used and returns the step the code matched (after it), or `None`.
+    /// All under one lock; a success is on disk before it is returned.
+    pub fn check(
+        &self,
+        agent: &str,
+        now: u64,
+        verify: impl FnOnce(Option<u64>) -> Option<u64>,
+    ) -> Result<u64, Refused> {
+        let mut agents = self.lock();
+        let a = agents.entry(agent.to_string()).or_default();
+        if let Some(until) = a.locked_until {
+            if until > now {
+                return Err(Refused::Locked {
+                    secs_left: until - now,
+                });
             }
-            None => false,
         }
-    }
-
-    /// Records a failure; returns true if `key` is now locked out.
-    pub fn fail(&mut self, key: &K, now: Instant) -> bool {
-        if !self.table.contains_key(key) && self.table.len() >= MAX_ENTRIES {
-            self.table.retain(|_, s| s.until.is_none_or(|u| u > now));
-            if self.table.len() >= MAX_ENTRIES {
-                return true;
+        match verify(a.last_step) {
+            Some(step) if a.last_step.is_none_or(|l| step > l) => {
+                a.last_step = Some(step);
+                a.failures = 0;
+                a.lockouts = 0;
+                a.locked_until = None;
+                self.save(&agents);
+                Ok(step)
+            }
+            _ => {
+                a.failures += 1;
+                if a.failures < self.max_failures {
+                    return Err(Refused::BadCode { locked_for: None });
+                }
+                a.failures = 0;
+                a.lockouts = a.lockouts.saturating_add(1);
+                let secs = self
+                    .lockout_s
+                    .saturating_mul(1u64 << (a.lockouts - 1).min(32))
+                    .min(MAX_LOCKOUT_S);
+                a.locked_until = Some(now.saturating_add(secs));
+                self.save(&agents);
+                Err(Refused::BadCode {
+                    locked_for: Some(secs),
+                })
             }
         }
-        let s = self.table.entry(key.clone()).or_insert(Strikes {
-            count: 0,
-            until: None,
-        });
-        s.count += 1;
-        if s.count >= self.max_failures {
-            s.until = Some(now + self.lockout);
+    }
+
+    /// Writes the state (only what must survive: steps and lockouts).
+    fn save(&self, agents: &HashMap<String, AgentLogin>) {
+        let Some(path) = &self.path else { return };
+        let bytes = serde_json::to_vec(agents).unwrap_or_default();
+        if let Err(e) = crate::keys::write_private(path, &bytes, true) {
+            // A login is not refused for it: the state in memory still
+            // refuses a reused code and keeps the lockout until a restart.
+            warn!(path = %path.display(), "agent login state not saved: {e}");
         }
-        s.until.is_some()
-    }
-
-    /// A success clears the count.
-    pub fn succeed(&mut self, key: &K) {
-        self.table.remove(key);
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
-    fn locks_after_max_failures_for_the_lockout_then_forgives() {
-        let t0 = Instant::now();
-        let mut l = Lockout::new(3, Duration::from_secs(60));
-        assert!(!l.fail(&"a", t0));
-        assert!(!l.fail(&"a", t0));
-        assert!(!l.locked(&"a", t0));
-        assert!(l.fail(&"a", t0));
-        assert!(l.locked(&"a", t0 + Duration::from_secs(59)));
-        assert!(!l.locked(&"b", t0));
-        assert!(!l.locked(&"a", t0 + Duration::from_secs(60)));
-        // Forgiven: a fresh count.
-        assert!(!l.fail(&"a", t0 + Duration::from_secs(61)));
-        l.succeed(&"a");
-        assert!(l.is_empty());
+    fn lockouts_are_per_agent_and_double_with_each_repeat() {
+        let l = Logins::in_memory(3, 60);
+        let bad = |_| None;
+        let t = 1_000_000;
+        assert_eq!(
+            l.check("bob", t, bad),
+            Err(Refused::BadCode { locked_for: None })
+        );
+        assert_eq!(
+            l.check("bob", t, bad),
+            Err(Refused::BadCode { locked_for: None })
+        );
+        assert_eq!(
+            l.check("bob", t, bad),
+            Err(Refused::BadCode {
+                locked_for: Some(60)
+            })
+        );
+        // Locked: even the right code is not looked at.
+        assert_eq!(
+            l.check("bob", t + 10, |_| Some(99)),
+            Err(Refused::Locked { secs_left: 50 })
+        );
+        assert_eq!(l.locked("bob", t + 10), Some(50));
+        // Another agent is untouched.
+        assert_eq!(l.locked("alice", t), None);
+        assert_eq!(l.check("alice", t, |_| Some(5)), Ok(5));
+        // The second lockout in a row is twice as long, the third four times.
+        for (n, want) in [(1u64, 120u64), (2, 240)] {
+            let at = t + 60 * 1000 * n;
+            assert!(l.check("bob", at, bad).is_err());
+            assert!(l.check("bob", at, bad).is_err());
+            assert_eq!(
+                l.check("bob", at, bad),
+                Err(Refused::BadCode {
+                    locked_for: Some(want)
+                })
+            );
+        }
+        // Capped at a day.
+        let l = Logins::in_memory(1, 3600);
+        let mut last = 0;
+        for i in 0..10 {
+            if let Err(Refused::BadCode {
+                locked_for: Some(s),
+            }) = l.check("c", i * 100_000, bad)
+            {
+                last = s;
+            }
+        }
+        assert_eq!(last, MAX_LOCKOUT_S);
+        // A success clears the run.
+        assert_eq!(l.check("c", 2_000_000, |_| Some(7)), Ok(7));
+        assert_eq!(
+            l.check("c", 2_000_000, bad),
+            Err(Refused::BadCode {
+                locked_for: Some(3600)
+            })
+        );
     }
 
     #[test]
-    fn table_is_bounded() {
-        let t0 = Instant::now();
-        let mut l = Lockout::new(1, Duration::from_secs(1));
-        for i in 0..MAX_ENTRIES as u32 {
-            l.fail(&i, t0);
+    fn a_code_works_once_even_in_parallel_and_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("tollgate-logins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("logins.json");
+        let _ = std::fs::remove_file(&path);
+        let l = Arc::new(Logins::open(path.clone(), 10, 60));
+        // Eight logins at once with the code of step 42: exactly one in.
+        let wins: usize = (0..8)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    l.check("alice", 1000, |last| {
+                        // A verifier as totp::verify: refuses steps at or
+                        // before the last used.
+                        std::thread::yield_now();
+                        last.is_none_or(|s| 42 > s).then_some(42)
+                    })
+                    .is_ok()
+                })
+            })
+            .map(|h| usize::from(h.join().expect("thread")))
+            .sum();
+        assert_eq!(wins, 1);
+        // The step and a lockout survive a restart.
+        let bad = |_| None;
+        for _ in 0..10 {
+            let _ = l.check("bob", 1000, bad);
         }
-        assert_eq!(l.len(), MAX_ENTRIES);
-        // Full of live lockouts: a new key is refused, the table stays put.
-        assert!(l.fail(&u32::MAX, t0));
-        assert_eq!(l.len(), MAX_ENTRIES);
-        // Once they expire, room is made.
-        assert!(l.fail(&u32::MAX, t0 + Duration::from_secs(2)));
-        assert_eq!(l.len(), 1);
+        drop(l);
+        let again = Logins::open(path.clone(), 10, 60);
+        assert_eq!(again.locked("bob", 1010), Some(50));
+        assert_eq!(
+            again.check("alice", 1001, |last| last
+                .is_none_or(|s| 42 > s)
+                .then_some(42)),
+            Err(Refused::BadCode { locked_for: None })
+        );
+        assert_eq!(again.check("alice", 1030, |_| Some(43)), Ok(43));
+        let text = std::fs::read_to_string(&path).expect("state file");
+        assert!(!text.contains("failures"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,11 +4,20 @@
 //! - The TLS verifier accepts only certificates of enrolled, unrevoked
 //!   agents, read from the registry that [`super::store::Watch`] reloads
 //!   every 250 ms; a revocation also closes that agent's live session.
+//! - A source whose address QUIC has not validated gets a Retry before
+//!   any handshake work (RFC 9000 section 8.1), so a forged Initial costs
+//!   one small packet and no state, and every failure counted below came
+//!   from an address that answered. At most [`MAX_HANDSHAKES`] handshakes
+//!   run at once.
 //! - A handshake failure is counted by the TLS alert it caused (no
-//!   certificate, unknown CA, revoked, unknown agent) and as a strike
-//!   against the source address; a wrong TOTP is a strike against both the
-//!   agent and the source. Locked-out sources are refused before any
-//!   cryptography.
+//!   certificate, unknown CA, revoked, unknown agent) and audited in
+//!   aggregate (one entry per source a minute, [`FailureDigest`]). It is
+//!   never held against the address: hundreds of agents share one office
+//!   NAT address, and an enrolled agent is never refused for what others
+//!   behind it did. Nor does it reach the IDS: no failed login becomes a
+//!   kernel ban on every port.
+//! - A wrong TOTP is a strike against that agent only; lockouts grow with
+//!   repeats and persist ([`super::guard`]).
 //! - Each session has one control stream. Pings are answered here; every
 //!   other message goes to the call core as an [`AgentEvent`], and the core
 //!   answers through the session's [`Link`].
@@ -27,7 +36,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::guard::Lockout;
+use super::guard::{Logins, Refused};
 use super::pki::{fingerprint, Ca};
 use super::protocol::{self, close, ClientMsg, Decoder, ServerMsg};
 use super::store::{Agent, Watch};
@@ -35,6 +44,13 @@ use super::totp;
 use crate::admin::metrics::Metrics;
 use crate::config::Agents as AgentsConfig;
 use crate::keys::Master;
+
+/// Handshakes in progress at once; more are refused until some finish.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Sources whose failures one audit digest names; the rest are summed.
+const DIGEST_SOURCES: usize = 1024;
+/// How often failed logins are written to the audit trail.
+const DIGEST_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,10 +75,65 @@ pub enum AgentEvent {
     Down {
         session: u64,
     },
-    /// A login from `source` failed (for the IDS: brute force).
-    LoginFailed {
-        source: IpAddr,
-    },
+}
+
+/// Failed logins by source and reason: a source's first failure in a
+/// minute is audited at once, the rest in one entry per source a minute,
+/// not one entry (and one fsync) per forged packet.
+#[derive(Default)]
+struct FailureDigest {
+    by_source: HashMap<IpAddr, HashMap<&'static str, u64>>,
+    /// Failures from sources past [`DIGEST_SOURCES`].
+    others: u64,
+}
+
+impl FailureDigest {
+    /// Notes a failure; true if it is the source's first this minute (to
+    /// be audited now).
+    fn note(&mut self, source: IpAddr, reason: &'static str) -> bool {
+        if let Some(reasons) = self.by_source.get_mut(&source) {
+            *reasons.entry(reason).or_default() += 1;
+            return false;
+        }
+        if self.by_source.len() >= DIGEST_SOURCES {
+            self.others += 1;
+            return false;
+        }
+        self.by_source.insert(source, HashMap::new());
+        true
+    }
+
+    /// The audit entries (target, outcome) for failures after each
+    /// source's first, emptied for the next minute.
+    fn take(&mut self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .by_source
+            .drain()
+            .filter(|(_, reasons)| !reasons.is_empty())
+            .map(|(ip, reasons)| {
+                let total: u64 = reasons.values().sum();
+                let mut r: Vec<_> = reasons.into_iter().collect();
+                r.sort();
+                let detail = r
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    ip.to_string(),
+                    format!("failed {total} more times: {detail}"),
+                )
+            })
+            .collect();
+        out.sort();
+        if self.others > 0 {
+            out.push((
+                "other sources".into(),
+                format!("failed {} times", std::mem::take(&mut self.others)),
+            ));
+        }
+        out
+    }
 }
 
 /// The core's handle on a session: control messages and media datagrams.
@@ -106,10 +177,12 @@ struct Shared {
     /// Opens TOTP secrets at login; replaced when the master key rotates.
     master: Arc<Master>,
     metrics: Arc<Metrics>,
-    sources: Mutex<Lockout<IpAddr>>,
-    names: Mutex<Lockout<String>>,
-    /// The last TOTP step each agent used (a code works once).
-    steps: Mutex<HashMap<String, u64>>,
+    /// Per agent: the last TOTP step used, lockouts (kept on disk).
+    logins: Logins,
+    /// Failed logins waiting for their audit entry.
+    digest: Mutex<FailureDigest>,
+    /// Handshakes in progress.
+    handshakes: std::sync::atomic::AtomicUsize,
     /// Live sessions: id to (agent name, fingerprint, connection).
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
     /// Sources the IDS banned.
@@ -246,9 +319,13 @@ impl AgentServer {
             watch: Mutex::new(watch),
             master,
             metrics,
-            sources: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
-            names: Mutex::new(Lockout::new(cfg.max_failures, cfg.lockout)),
-            steps: Mutex::new(HashMap::new()),
+            logins: Logins::open(
+                store.dir().join("logins.json"),
+                cfg.max_failures,
+                cfg.lockout.as_secs(),
+            ),
+            digest: Mutex::new(FailureDigest::default()),
+            handshakes: 0.into(),
             sessions: Mutex::new(HashMap::new()),
             bans,
             audit,
@@ -281,6 +358,7 @@ impl AgentServer {
             .map_err(|e| format!("agents listener {}: {e}", cfg.listen))?;
         let local_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
         tokio::spawn(watch_registry(shared.clone()));
+        tokio::spawn(audit_failures(shared.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), shared, events));
         Ok(Self {
             local_addr,
@@ -300,6 +378,24 @@ fn by_fingerprint(agents: Vec<Agent>) -> HashMap<String, Agent> {
         .into_iter()
         .map(|a| (a.fingerprint.clone(), a))
         .collect()
+}
+
+/// Writes failed logins to the audit trail once a minute, per source.
+async fn audit_failures(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(DIGEST_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let entries = match shared.digest.lock() {
+            Ok(mut d) => d.take(),
+            Err(_) => continue,
+        };
+        if let Some(audit) = &shared.audit {
+            for (source, outcome) in entries {
+                audit.record("agents", "agent login", &source, &outcome);
+            }
+        }
+    }
 }
 
 /// Polls the registry for changes.
@@ -327,13 +423,15 @@ async fn accept_loop(
             incoming.ignore();
             continue;
         }
-        let locked = shared
-            .sources
-            .lock()
-            .map(|mut l| l.locked(&source, Instant::now()))
-            .unwrap_or(true);
-        if locked {
-            shared.fail_count("locked_out");
+        // Address validation first: a forged source never sees the Retry,
+        // so it never gets a handshake (or a failure counted against it).
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            shared.metrics.agent_quic_retries.inc();
+            let _ = incoming.retry();
+            continue;
+        }
+        if shared.handshakes.load(std::sync::atomic::Ordering::Relaxed) >= MAX_HANDSHAKES {
+            shared.fail_count("busy");
             incoming.refuse();
             continue;
         }
@@ -341,14 +439,21 @@ async fn accept_loop(
         let session = next_session;
         let shared = shared.clone();
         let events = events.clone();
+        shared
+            .handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
-            let conn = match incoming.await {
+            let handshake = incoming.await;
+            shared
+                .handshakes
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let conn = match handshake {
                 Ok(c) => c,
                 Err(e) => {
                     let reason = handshake_failure(&e);
                     debug!(%source, reason, "agent handshake failed");
                     shared.fail_count(reason);
-                    shared.strike_source(source, &events);
+                    shared.note_failure(source, reason);
                     return;
                 }
             };
@@ -441,19 +546,24 @@ impl Shared {
             .inc();
     }
 
-    fn strike_source(&self, source: IpAddr, events: &mpsc::Sender<AgentEvent>) {
-        let _ = events.try_send(AgentEvent::LoginFailed { source });
-        if let Ok(mut l) = self.sources.lock() {
-            if l.fail(&source, Instant::now()) {
-                warn!(%source, "agent logins from this address locked out");
-            }
+    /// A failed login from `source`, for the audit digest.
+    fn note_failure(&self, source: IpAddr, reason: &'static str) {
+        let first = self.digest.lock().is_ok_and(|mut d| d.note(source, reason));
+        if let (true, Some(audit)) = (first, &self.audit) {
+            audit.record(
+                "agents",
+                "agent login",
+                &source.to_string(),
+                &format!("failed: {reason} (more from here are summed each minute)"),
+            );
         }
     }
 }
 
 /// Ends a session that failed before login.
-fn refuse(conn: &quinn::Connection, shared: &Shared, reason: &str, code: u32, why: &str) {
+fn refuse(conn: &quinn::Connection, shared: &Shared, reason: &'static str, code: u32, why: &str) {
     shared.fail_count(reason);
+    shared.note_failure(conn.remote_address().ip(), reason);
     conn.close(code.into(), why.as_bytes());
 }
 
@@ -480,12 +590,7 @@ async fn run_session(
         return;
     };
     let name = agent.name.clone();
-    let agent_locked = shared
-        .names
-        .lock()
-        .map(|mut l| l.locked(&name, Instant::now()))
-        .unwrap_or(true);
-    if agent_locked {
+    if shared.logins.locked(&name, unix_now()).is_some() {
         refuse(&conn, shared, "locked_out", close::LOCKED_OUT, "locked out");
         return;
     }
@@ -534,48 +639,39 @@ async fn run_session(
             return;
         }
     };
-    let step = {
-        let last = shared.steps.lock().ok().and_then(|s| s.get(&name).copied());
-        shared
-            .totp_secret(&agent)
-            .and_then(|secret| totp::verify(&secret, &otp.0, unix_now(), last))
-    };
-    let Some(step) = step else {
-        shared.strike_source(source, events);
-        let locked = shared
-            .names
-            .lock()
-            .map(|mut l| l.fail(&name, Instant::now()))
-            .unwrap_or(true);
-        if locked {
-            warn!(agent = %name, "agent locked out after repeated failed logins");
-        }
+    // The code is checked and its step taken under one lock, and kept on
+    // disk before the login is accepted.
+    let secret = shared.totp_secret(&agent);
+    let checked = shared.logins.check(&name, unix_now(), |last| {
+        secret
+            .as_ref()
+            .and_then(|secret| totp::verify(secret, &otp.0, unix_now(), last))
+    });
+    if let Err(why) = checked {
+        let (reason, code, text) = match why {
+            Refused::Locked { .. } => ("locked_out", close::LOCKED_OUT, "locked out"),
+            Refused::BadCode { locked_for } => {
+                if let Some(secs) = locked_for {
+                    shared.metrics.agent_lockouts.inc();
+                    warn!(agent = %name, %source, lockout_s = secs, "agent locked out after repeated failed logins");
+                    if let Some(audit) = &shared.audit {
+                        audit.record("agents", "agent locked out", &name, &format!("{secs} s"));
+                    }
+                }
+                ("bad_otp", close::AUTH, "authentication failed")
+            }
+        };
         let _ = write_msg(
             &mut send,
             &ServerMsg::Error {
                 code: "auth".into(),
-                message: "authentication failed".into(),
+                message: text.into(),
                 call: None,
             },
         )
         .await;
-        refuse(
-            &conn,
-            shared,
-            "bad_otp",
-            close::AUTH,
-            "authentication failed",
-        );
+        refuse(&conn, shared, reason, code, text);
         return;
-    };
-    if let Ok(mut s) = shared.steps.lock() {
-        s.insert(name.clone(), step);
-    }
-    if let Ok(mut l) = shared.names.lock() {
-        l.succeed(&name);
-    }
-    if let Ok(mut l) = shared.sources.lock() {
-        l.succeed(&source);
     }
     // One session per agent: a new login replaces the old.
     let replaced: Vec<quinn::Connection> = match shared.sessions.lock() {
@@ -787,4 +883,40 @@ async fn protocol_error(
     )
     .await;
     Some((close::PROTOCOL, why.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_are_audited_once_then_summed_per_source() {
+        let mut d = FailureDigest::default();
+        let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        assert!(d.note(a, "bad_otp"));
+        for _ in 0..500 {
+            assert!(!d.note(a, "handshake"));
+        }
+        assert!(!d.note(a, "bad_otp"));
+        assert!(d.note(b, "unknown_ca"));
+        assert_eq!(
+            d.take(),
+            vec![(
+                "192.0.2.1".to_string(),
+                "failed 501 more times: bad_otp 1, handshake 500".to_string()
+            )]
+        );
+        // A new minute: the first failure is audited at once again.
+        assert!(d.note(a, "bad_otp"));
+        assert!(d.take().is_empty());
+        // Bounded: sources past the limit are only summed.
+        for i in 0..DIGEST_SOURCES as u32 + 10 {
+            d.note(IpAddr::from(i.to_be_bytes()), "handshake");
+        }
+        assert_eq!(d.by_source.len(), DIGEST_SOURCES);
+        assert_eq!(
+            d.take().last(),
+            Some(&("other sources".to_string(), "failed 10 times".to_string()))
+        );
+    }
 }

@@ -188,7 +188,6 @@ impl Core {
                 }
             }
             AgentEvent::Message { session, msg } => self.on_agent_message(session, msg, now),
-            AgentEvent::LoginFailed { source } => self.guard.auth_failure(source, now),
         }
     }
 

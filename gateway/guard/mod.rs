@@ -218,15 +218,6 @@ impl Guard {
         self.act(ip, v, now);
     }
 
-    /// A failed agent login from `ip`.
-    pub fn auth_failure(&mut self, ip: IpAddr, now: Instant) {
-        if let Some(a) = &self.audit {
-            a.record("agents", "agent login", &ip.to_string(), "failed");
-        }
-        let v = self.ids.auth_failure(ip, now);
-        self.act(ip, v, now);
-    }
-
     /// The gateway answered `ip` 404 or 403 for `user`.
     pub fn refused_user(&mut self, ip: IpAddr, user: &[u8], now: Instant) {
         let v = self.ids.refused_user(ip, user, now);
