@@ -82,6 +82,23 @@ pub struct File {
     pub firewall: FirewallFile,
     #[serde(default)]
     pub records: RecordsFile,
+    #[serde(default)]
+    pub privacy: PrivacyFile,
+}
+
+/// `[privacy]`: what staff may see of customers' numbers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyFile {
+    /// Trailing digits of a number viewers, agents (unless their profile
+    /// shows callers) and logs see: 0 to 4.
+    pub visible_digits: u8,
+}
+
+impl Default for PrivacyFile {
+    fn default() -> Self {
+        Self { visible_digits: 4 }
+    }
 }
 
 /// `[records]`: call detail records.
@@ -436,6 +453,8 @@ pub struct Config {
     pub retention_days: u32,
     /// Free bytes the record store leaves on its filesystem.
     pub records_min_free: u64,
+    /// The one masking policy for numbers staff see.
+    pub mask: crate::number::Mask,
     pub trunks: Vec<Trunk>,
     /// Routes in file order; an exact number first, then `*`.
     pub routes: Vec<Route>,
@@ -566,6 +585,12 @@ impl Config {
         if !(1..=36_500).contains(&f.records.retention_days) {
             return Err(invalid("records.retention_days", "1 to 36500 days"));
         }
+        let mask = crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {
+            invalid(
+                "privacy.visible_digits",
+                "0 to 4 (more would let staff see enough of a number to find the customer)",
+            )
+        })?;
 
         let mut trunks = Vec::new();
         for (i, t) in f.trunk.into_iter().enumerate() {
@@ -928,6 +953,7 @@ impl Config {
             firewall,
             retention_days: f.records.retention_days,
             records_min_free: f.records.min_free_mb.saturating_mul(1 << 20),
+            mask,
             trunks,
             routes,
             queues,

@@ -19,7 +19,6 @@ use crate::agent::client::Client;
 use crate::agent::phone::{self, Report};
 use crate::agent::store::Store;
 use crate::agent::totp;
-use crate::calls::agents::mask;
 use crate::keys::Sealer;
 use crate::media::g711;
 use crate::sip::build::{self, RequestSpec};
@@ -432,7 +431,7 @@ pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), St
         for (r, c) in reports.iter().zip(&carrier) {
             out(&format!(
                 "inbound call: {} -> {} answered by agent-1 ({}); agent saw caller {}",
-                mask(CALLER),
+                crate::number::Mask::default().apply(CALLER),
                 CALLED,
                 r.reason,
                 r.peer
@@ -455,7 +454,7 @@ pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), St
         for (r, c) in reports.iter().zip(&far) {
             out(&format!(
                 "outbound call: agent-2 -> {} ({})",
-                mask(CALLED),
+                crate::number::Mask::default().apply(CALLED),
                 r.reason
             ));
             out(&describe(r, *c));

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod guard;
 pub mod keys;
 pub mod media;
+pub mod number;
 pub mod sip;
 
 /// Unix milliseconds of `t` (0 before 1970): the wall-clock times call

@@ -93,8 +93,8 @@ fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
         records.iter().partition(|r| r.outcome == Outcome::Answered);
     assert_eq!((ok.len(), refused.len()), (3, 2), "{records:#?}");
     for r in &ok {
-        assert_eq!(r.caller, "+447700900123");
-        assert_eq!(r.callee, "echo");
+        assert_eq!(r.caller.reveal(), "+447700900123");
+        assert_eq!(r.callee.reveal(), "echo");
         assert_eq!(r.trunk.as_deref(), Some("loopback"));
         assert_eq!(r.sip_status, 200);
         assert_eq!(r.hung_up_by, Some(Party::Caller));
@@ -112,7 +112,7 @@ fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
     }
     for r in &refused {
         assert_eq!(r.outcome, Outcome::Rejected);
-        assert_eq!(r.callee, "+442079460999");
+        assert_eq!(r.callee.reveal(), "+442079460999");
         assert_eq!(r.sip_status, 404);
         assert!(r.media.is_empty());
     }

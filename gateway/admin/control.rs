@@ -589,9 +589,10 @@ async fn run(
                     return without_records(w).await;
                 };
                 let full = op.has(Role::Auditor);
+                let mask = admin.config.borrow().mask;
                 match blocking(move || store.get(rid)).await {
                     Ok(Some(r)) => {
-                        let r = if full { r } else { r.masked() };
+                        let r = if full { r } else { r.masked(mask) };
                         let _ = send(
                             w,
                             &Response {
@@ -616,11 +617,12 @@ async fn run(
             agent,
         } => {
             let full = op.has(Role::Auditor);
+            let mask = admin.config.borrow().mask;
             return stream_records(admin, w, from_ms, to_ms, None, move |id, r| {
                 if agent.as_ref().is_some_and(|a| r.agent.as_ref() != Some(a)) {
                     return None;
                 }
-                let r = if full { r } else { r.masked() };
+                let r = if full { r } else { r.masked(mask) };
                 serde_json::to_string(&Listed {
                     id: id.to_string(),
                     record: r,

@@ -11,6 +11,7 @@
 //! Numbers reach agents masked (last four digits) unless their profile
 //! shows them; logs name calls by counter only.
 
+use crate::number::PhoneNumber;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -68,31 +69,15 @@ pub(super) struct AgentLeg {
     pub(super) answered: bool,
     /// Why the agent's side ends, when the agent ended it.
     pub(super) agent_reason: Option<&'static str>,
-    pub(super) caller: String,
-    pub(super) callee: String,
+    pub(super) caller: PhoneNumber,
+    /// The number the caller dialled: the call centre's own.
+    pub(super) callee: PhoneNumber,
     pub(super) codec: Codec,
     pub(super) pt: u8,
     pub(super) ptime: u16,
     pub(super) dtmf_pt: Option<u8>,
     pub(super) key: Option<MasterKey>,
     pub(super) pending: Option<PendingMedia>,
-}
-
-/// Shows the last four digits only.
-pub fn mask(number: &str) -> String {
-    let digits = number.chars().filter(char::is_ascii_digit).count();
-    let mut left = digits.saturating_sub(4);
-    number
-        .chars()
-        .map(|c| {
-            if c.is_ascii_digit() && left > 0 {
-                left -= 1;
-                '*'
-            } else {
-                c
-            }
-        })
-        .collect()
 }
 
 /// The agents a target may go to, in order: available, free, not yet
@@ -325,11 +310,12 @@ impl Core {
         a.link.send(ServerMsg::Offer {
             call: leg.call,
             caller: if show {
-                leg.caller.clone()
+                leg.caller.reveal().to_string()
             } else {
-                mask(&leg.caller)
+                leg.caller.masked(self.config.mask)
             },
-            callee: leg.callee.clone(),
+            // The call centre's own number: which line rang.
+            callee: leg.callee.reveal().to_string(),
             media,
         });
     }
@@ -551,17 +537,5 @@ impl Core {
                 });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask;
-
-    #[test]
-    fn masks_all_but_the_last_four_digits() {
-        assert_eq!(mask("+447700900123"), "+********0123");
-        assert_eq!(mask("0123"), "0123");
-        assert_eq!(mask("anonymous"), "anonymous");
     }
 }

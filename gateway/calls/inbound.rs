@@ -2,6 +2,7 @@
 //! answered on a port of ours, and the call handed to a test service's
 //! media or to an outbound leg ([`super::outbound`]).
 
+use crate::number::PhoneNumber;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS};
 use super::media::{self, MediaSetup, Service};
-use super::number::{normalize, redact};
+use super::number::normalize;
 use crate::config::Target;
 use crate::media::leg::Leg;
 use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
@@ -92,7 +93,7 @@ impl Core {
             crate::sip::timer::Asked::None => None,
         };
         let Some(route) = route else {
-            info!(call = n, number = %redact(&normalized), "no route: 404");
+            info!(call = n, number = %self.config.mask.apply(&normalized), "no route: 404");
             self.guard
                 .refused_user(peer.addr.ip(), normalized.as_bytes(), now);
             self.reject_call(&key, m, 404, "Not Found", now);
@@ -297,8 +298,8 @@ impl Core {
                 offer_until: None,
                 answered: false,
                 agent_reason: None,
-                caller: caller.clone(),
-                callee: normalized.clone(),
+                caller: PhoneNumber::new(caller.clone()),
+                callee: PhoneNumber::new(normalized.clone()),
                 codec: neg.codec,
                 pt: neg.pt,
                 ptime: neg.ptime,
@@ -381,7 +382,7 @@ impl Core {
             .map(|c| c.uri_bytes.to_vec())
             .unwrap_or_else(|| head.from.uri_bytes.to_vec());
         let contact = self.contact_for(peer);
-        info!(call = n, number = %redact(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
+        info!(call = n, number = %self.config.mask.apply(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
         self.metrics.calls_active.inc();
         let call = Call {
             n,

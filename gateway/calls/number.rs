@@ -1,5 +1,6 @@
 //! Dialled numbers: normalization to E.164 (ITU-T E.164, as carriers send
-//! them in many national forms) and redaction for logs.
+//! them in many national forms). How numbers are shown is
+//! [`crate::number`]'s one policy.
 
 /// Normalizes a dialled number: visual separators (`-`, `.`, `(`, `)`,
 /// space) removed; `00` international prefix and national `0` trunk
@@ -31,17 +32,6 @@ pub fn normalize(user: &str, country_code: Option<&str>) -> String {
     }
 }
 
-/// A number for logs: the last two digits only (`+44…50`), enough to tell
-/// test calls apart, too little to identify a customer.
-pub fn redact(number: &str) -> String {
-    let n = number.chars().count();
-    if n <= 4 {
-        return "…".into();
-    }
-    let tail: String = number.chars().skip(n - 2).collect();
-    format!("…{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,11 +44,5 @@ mod tests {
         assert_eq!(normalize("(020) 7183.8750", None), "02071838750");
         assert_eq!(normalize("echo", Some("44")), "echo");
         assert_eq!(normalize("2071838750", Some("44")), "2071838750");
-    }
-
-    #[test]
-    fn redaction_keeps_two_digits() {
-        assert_eq!(redact("+442071838750"), "…50");
-        assert_eq!(redact("echo"), "…");
     }
 }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::number::{Mask, PhoneNumber};
+
 /// The format version byte written before each sealed record.
 pub const FORMAT: u8 = 1;
 
@@ -80,8 +82,8 @@ pub struct Record {
     pub trunk: Option<String>,
     pub agent: Option<String>,
     /// E.164 where known.
-    pub caller: String,
-    pub callee: String,
+    pub caller: PhoneNumber,
+    pub callee: PhoneNumber,
     pub start_ms: u64,
     pub ringing_ms: Option<u64>,
     pub answer_ms: Option<u64>,
@@ -145,8 +147,8 @@ impl Record {
             direction,
             trunk: None,
             agent: None,
-            caller: head(caller, MAX_PARTY).to_string(),
-            callee: head(callee, MAX_PARTY).to_string(),
+            caller: PhoneNumber::new(head(caller, MAX_PARTY)),
+            callee: PhoneNumber::new(head(callee, MAX_PARTY)),
             start_ms,
             ringing_ms: None,
             answer_ms: None,
@@ -173,31 +175,16 @@ impl Record {
         self.duration_ms = self.answer_ms.map_or(0, |a| end_ms.saturating_sub(a));
     }
 
-    /// The record as a viewer sees it: numbers masked (all but the last
-    /// four digits).
-    pub fn masked(&self) -> Self {
+    /// The record as a viewer sees it: numbers under the one masking
+    /// policy, no Call-ID.
+    pub fn masked(&self, mask: Mask) -> Self {
         Self {
-            caller: mask(&self.caller),
-            callee: mask(&self.callee),
+            caller: PhoneNumber::new(self.caller.masked(mask)),
+            callee: PhoneNumber::new(self.callee.masked(mask)),
             call_id: "-".into(),
             ..self.clone()
         }
     }
-}
-
-/// `+44207946****` style: keeps a leading `+` and the first digits, hides
-/// the last four (or all of a short number).
-pub fn mask(number: &str) -> String {
-    let n = number.chars().count();
-    if n <= 4 {
-        return "*".repeat(n);
-    }
-    let keep = n - 4;
-    number
-        .chars()
-        .enumerate()
-        .map(|(i, c)| if i < keep { c } else { '*' })
-        .collect()
 }
 
 /// The CSV header for [`Record::csv_row`].
@@ -242,8 +229,8 @@ impl Record {
             },
             csv_field(self.trunk.as_deref().unwrap_or("")),
             csv_field(self.agent.as_deref().unwrap_or("")),
-            csv_field(&self.caller),
-            csv_field(&self.callee),
+            csv_field(self.caller.reveal()),
+            csv_field(self.callee.reveal()),
             self.start_ms.to_string(),
             opt(self.ringing_ms),
             opt(self.answer_ms),
@@ -278,13 +265,66 @@ mod tests {
         assert!(r.call_id.starts_with(&"é".repeat(32)), "{}", r.call_id);
         assert_ne!(r.call_id, bounded_call_id(&other));
         assert_eq!(r.call_id, bounded_call_id(&long));
-        assert_eq!(r.caller.len(), MAX_PARTY);
+        assert_eq!(r.caller.reveal().len(), MAX_PARTY);
+    }
+
+    /// Issue 14 item 6: viewers used to see a number's head and agents
+    /// its tail. Every staff view now goes through one policy, so no two
+    /// of them together show more digits than the policy allows.
+    #[test]
+    fn no_two_staff_views_together_reveal_more_than_the_policy() {
+        let numbers = [
+            "+447700900123",
+            "02079460000",
+            "+1 (555) 010-9999",
+            "123",
+            "anonymous",
+        ];
+        for visible in 0..=Mask::MAX_VISIBLE {
+            let m = Mask::new(visible).expect("policy");
+            for number in numbers {
+                let r = Record::new("c", Direction::Inbound, number, number, 0);
+                let views = [
+                    // A viewer's cdr list and cdr show.
+                    r.masked(m).caller.reveal().to_string(),
+                    r.masked(m).callee.reveal().to_string(),
+                    // An agent's offer (profile without show_caller).
+                    PhoneNumber::new(number).masked(m),
+                    // The gateway's log lines.
+                    m.apply(number),
+                    // Any Display of the number (errors, formatting).
+                    r.caller.to_string(),
+                ];
+                let shown = |v: &str| -> std::collections::BTreeSet<usize> {
+                    assert_eq!(v.chars().count(), number.chars().count(), "{v}");
+                    number
+                        .chars()
+                        .zip(v.chars())
+                        .enumerate()
+                        .filter(|(_, (a, b))| a.is_ascii_digit() && a == b)
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                let digits = number.chars().filter(char::is_ascii_digit).count();
+                let allowed = digits.min(usize::from(visible));
+                for a in &views {
+                    for b in &views {
+                        let both = shown(a).union(&shown(b)).count();
+                        assert!(both <= allowed, "{a} + {b}: {both} digits of {number}");
+                    }
+                }
+                // The record's Debug (panics, logs) shows no digit of it.
+                if digits > 4 {
+                    let tail: String = number.chars().filter(char::is_ascii_digit).collect();
+                    let debug = format!("{r:?}");
+                    assert!(!debug.contains(&tail[tail.len() - 4..]), "{debug}");
+                }
+            }
+        }
     }
 
     #[test]
-    fn masks_all_but_the_last_four_and_finishes_with_a_duration() {
-        assert_eq!(mask("+442079460123"), "+44207946****");
-        assert_eq!(mask("123"), "***");
+    fn masks_under_the_policy_and_finishes_with_a_duration() {
         let mut r = Record::new(
             "c1",
             Direction::Inbound,
@@ -295,8 +335,9 @@ mod tests {
         r.answer_ms = Some(3000);
         r.finish(63_000, Outcome::Answered, 200, Some(Party::Caller));
         assert_eq!(r.duration_ms, 60_000);
-        let m = r.masked();
-        assert_eq!(m.caller, "+44770090****");
+        let m = r.masked(Mask::default());
+        assert_eq!(m.caller.reveal(), "+********0123");
+        assert_eq!(m.callee.reveal(), "+********0000");
         assert_eq!(m.call_id, "-");
         let row = r.csv_row("1-2");
         assert!(row.starts_with("1-2,c1,inbound,,,+447700900123,"), "{row}");

@@ -711,7 +711,7 @@ mod tests {
         .expect("put");
         s.flush().expect("flush");
         assert_eq!(
-            s.get(a).expect("get").expect("some").caller,
+            s.get(a).expect("get").expect("some").caller.reveal(),
             "+447700900001"
         );
         let listed: Vec<_> = s
@@ -893,7 +893,7 @@ mod tests {
         );
         let s = Store::open(&d, new).expect("the new key opens it");
         assert_eq!(
-            s.get(id).expect("get").expect("some").caller,
+            s.get(id).expect("get").expect("some").caller.reveal(),
             "+447700900005"
         );
         assert!(s.get(later).expect("get").is_some());

@@ -293,8 +293,10 @@ pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
                             x.id,
                             utc(r.start_ms),
                             format!("{:?}", r.direction).to_lowercase(),
-                            r.caller,
-                            r.callee,
+                            // As the gateway sent them: masked unless
+                            // the operator is an auditor.
+                            r.caller.reveal(),
+                            r.callee.reveal(),
                             r.agent.as_deref().unwrap_or("-"),
                             r.duration_ms / 1000,
                             r.outcome.label(),

@@ -154,6 +154,14 @@ impl Config {
             ));
         }
 
+        if self.mask != new.mask {
+            applied.push(format!(
+                "privacy.visible_digits: {} → {}",
+                self.mask.visible(),
+                new.mask.visible()
+            ));
+        }
+
         let mut pending = Vec::new();
         let mut owed = |changed: bool, key: &'static str| {
             if changed {
@@ -203,6 +211,7 @@ impl Config {
         config.rtp_timeout = new.rtp_timeout;
         config.max_call = new.max_call;
         config.retention_days = new.retention_days;
+        config.mask = new.mask;
         // The certificate itself is re-read by the reload (the listeners'
         // resolver swaps it); the paths follow.
         config.tls_certificate = new.tls_certificate;

@@ -380,7 +380,7 @@ mod tests {
         };
         let rec = store.get(ID).ok().flatten().map(|r| r.caller);
         let agents = Agents::new(data).load().expect("registry");
-        rec.as_deref() == Some("+447700900111")
+        rec.as_ref().map(|n| n.reveal()) == Some("+447700900111")
             && crate::admin::audit::key(data, &key(k)).is_ok()
             && crate::agent::pki::Ca::open_or_create(Agents::new(data).dir(), &key(k)).is_ok()
             && agents.len() == 1
