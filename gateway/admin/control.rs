@@ -469,8 +469,16 @@ async fn run(
         Request::AuditVerify => {
             admin.audit.sync();
             match audit::verify(admin.audit.path(), &admin.audit_key) {
-                Ok(audit::Verdict::Intact(n)) => Response {
-                    verified: Some(format!("intact: {n} entries")),
+                Ok(audit::Verdict::Intact { entries, gaps }) => Response {
+                    verified: Some(if gaps.is_empty() {
+                        format!("intact: {entries} entries")
+                    } else {
+                        format!(
+                            "intact: {entries} entries, with {} gap(s) the gateway recorded: {}",
+                            gaps.len(),
+                            gaps.join("; ")
+                        )
+                    }),
                     ..Response::ok()
                 },
                 Ok(audit::Verdict::Broken { line, why }) => Response {

@@ -117,6 +117,9 @@ pub struct Metrics {
     pub cdr_refusals_aggregated: IntCounter,
     /// Entries appended to the audit trail.
     pub audit_entries: IntCounter,
+    /// Audit entries lost (a full queue, a failed write); the trail
+    /// records each loss as a gap entry.
+    pub audit_lost: IntCounter,
     /// Configuration reloads (SIGHUP), by outcome (`applied`, `refused`).
     pub config_reloads: IntCounterVec,
     /// 1 unless the last reload was refused (the file on disk is then not
@@ -197,6 +200,10 @@ impl Metrics {
             cdr_refusals_aggregated: counter(
                 "cdr_refusals_aggregated_total",
                 "Refused calls over one source's per-minute record budget, counted instead of recorded.",
+            )?,
+            audit_lost: counter(
+                "audit_entries_lost_total",
+                "Audit entries lost to a full queue or a failed write; the trail says so in a gap entry.",
             )?,
             audit_entries: counter(
                 "audit_entries_total",
