@@ -20,6 +20,7 @@ mod agents;
 mod firewall;
 mod reload;
 mod scope;
+pub mod strict;
 use agents::{validate_agents, validate_dialing, validate_profile, DialingFile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
@@ -274,7 +275,13 @@ fn default_codecs() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct RegisterFile {
     pub username: String,
-    pub password: String,
+    /// The password written here; better, `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding only the password (mode 0600 or 0640), such as a
+    /// systemd credential: `$CREDENTIALS_DIRECTORY/carrier-password`.
+    #[serde(default)]
+    pub password_file: Option<String>,
     #[serde(default = "default_expires")]
     pub expires: u32,
 }
@@ -408,11 +415,53 @@ impl Trunk {
     }
 }
 
+/// A registration password from the configuration or from its file
+/// (`$CREDENTIALS_DIRECTORY/` at the start is systemd's credentials
+/// directory). Exactly one of the two.
+fn register_password(
+    at: &str,
+    inline: Option<String>,
+    file: Option<&str>,
+) -> Result<(zeroize::Zeroizing<String>, Option<PathBuf>), ConfigError> {
+    match (inline, file) {
+        (Some(p), None) => Ok((zeroize::Zeroizing::new(p), None)),
+        (None, Some(f)) => {
+            let path = match f.strip_prefix("$CREDENTIALS_DIRECTORY/") {
+                Some(name) => {
+                    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                        invalid(
+                            format!("{at}: register.password_file"),
+                            "$CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=)",
+                        )
+                    })?;
+                    PathBuf::from(dir).join(name)
+                }
+                None => PathBuf::from(f),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    format!("{at}: register.password_file"),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            let text = zeroize::Zeroizing::new(text);
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            Ok((zeroize::Zeroizing::new(password), Some(path)))
+        }
+        _ => Err(invalid(
+            format!("{at}: register"),
+            "give password_file (a file only the gateway reads) or password, not both",
+        )),
+    }
+}
+
 /// Validated registration credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Register {
     pub username: String,
     pub password: zeroize::Zeroizing<String>,
+    /// Where the password came from, if not the configuration itself.
+    pub password_file: Option<PathBuf>,
     pub expires: u32,
 }
 
@@ -715,7 +764,9 @@ impl Config {
                             "needs the trunk's address",
                         ));
                     }
-                    if r.username.is_empty() || r.password.is_empty() {
+                    let (password, password_file) =
+                        register_password(&at, r.password, r.password_file.as_deref())?;
+                    if r.username.is_empty() || password.is_empty() {
                         return Err(invalid(
                             format!("{at}: register"),
                             "username and password must not be empty",
@@ -729,7 +780,8 @@ impl Config {
                     }
                     Some(Register {
                         username: r.username,
-                        password: zeroize::Zeroizing::new(r.password),
+                        password,
+                        password_file,
                         expires: r.expires,
                     })
                 }

@@ -274,6 +274,11 @@ enum ConfigCommand {
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Also refuse what is valid but unsafe to ship: test numbers
+        /// open to all, SDES over cleartext, secrets other users can read,
+        /// /metrics open beyond the admin networks.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the embedded default configuration, commented.
     Default,
@@ -292,8 +297,24 @@ fn main() -> ExitCode {
         .init();
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::Run(args) => run(args),
-        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
+        Command::Config(ConfigCommand::Check { file, strict }) => match Config::load(&file) {
             Ok(c) => {
+                let findings = if strict {
+                    tollgate::config::strict::findings(&file, &c)
+                } else {
+                    Vec::new()
+                };
+                if !findings.is_empty() {
+                    for f in &findings {
+                        eprintln!("{}: {f}", file.display());
+                    }
+                    eprintln!(
+                        "{}: valid, but {} finding(s) under --strict",
+                        file.display(),
+                        findings.len()
+                    );
+                    return ExitCode::FAILURE;
+                }
                 println!(
                     "{}: valid ({} trunk(s), {} route(s))",
                     file.display(),

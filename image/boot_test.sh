@@ -120,7 +120,12 @@ grep -q '^peers = \["192.0.2.0/24"\]' "$TMP/tollgate.toml" ||
 sed -i 's|^peers = \["192.0.2.0/24"\]|peers = ["192.0.2.0/24", "10.0.2.2/32"]|' "$TMP/tollgate.toml"
 debugfs -w -R "rm /etc/tollgate/tollgate.toml" "$TMP/root.img" >/dev/null 2>&1
 debugfs -w -R "write $TMP/tollgate.toml /etc/tollgate/tollgate.toml" "$TMP/root.img" >/dev/null 2>&1
-debugfs -w -R "sif /etc/tollgate/tollgate.toml mode 0100644" "$TMP/root.img" >/dev/null 2>&1
+# As the image ships it: root's, readable by the service's group only.
+TOLLGATE_GID=$(debugfs -R "cat /etc/group" "$TMP/root.img" 2>/dev/null | awk -F: '$1 == "tollgate" { print $3 }')
+[ -n "$TOLLGATE_GID" ] || { echo "boot_test: the image has no group tollgate" >&2; exit 1; }
+debugfs -w -R "sif /etc/tollgate/tollgate.toml mode 0100640" "$TMP/root.img" >/dev/null 2>&1
+debugfs -w -R "sif /etc/tollgate/tollgate.toml uid 0" "$TMP/root.img" >/dev/null 2>&1
+debugfs -w -R "sif /etc/tollgate/tollgate.toml gid $TOLLGATE_GID" "$TMP/root.img" >/dev/null 2>&1
 debugfs -R "cat /etc/tollgate/tollgate.toml" "$TMP/root.img" 2>/dev/null | grep -q '10.0.2.2/32' ||
   { echo "boot_test: could not write the test config into the image copy" >&2; exit 1; }
 dd if="$TMP/root.img" of="$TEST_IMAGE" bs=512 seek="$ROOT_START" conv=notrunc,sparse status=none

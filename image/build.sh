@@ -150,11 +150,18 @@ install -m 0755 "$REPO/systemd/firstboot" "$HERE/units/boot-report" "$ROOT/usr/l
 install -m 0644 "$REPO"/rulesets/*.nft "$REPO"/rulesets/*.toml "$ROOT/usr/share/tollgate/rulesets/"
 install -m 0644 "$HERE"/monitoring/*.yml "$HERE"/monitoring/*.json "$ROOT/usr/share/tollgate/monitoring/"
 install -m 0644 "$REPO/README.md" "$ROOT/usr/share/doc/tollgate/README.md"
-chmod 0644 "$ROOT/etc/tollgate/tollgate.toml"
 # The service user and the operators' groups exist from the start (the
 # first boot's chgrp needs them; sysusers at boot finds them made).
 systemd-sysusers --root="$ROOT" >/dev/null 2>&1
-"$ROOT/usr/bin/tollgate" config check "$ROOT/etc/tollgate/tollgate.toml" >/dev/null 2>"$WORK/config.err" ||
+# The configuration names the carriers' networks and may hold a
+# registration password: root writes it, the service's group reads it.
+TOLLGATE_GID=$(awk -F: '$1 == "tollgate" { print $3 }' "$ROOT/etc/group")
+[ -n "$TOLLGATE_GID" ] || { echo "build.sh: sysusers made no group tollgate" >&2; exit 1; }
+chown "0:$TOLLGATE_GID" "$ROOT/etc/tollgate/tollgate.toml"
+chmod 0640 "$ROOT/etc/tollgate/tollgate.toml"
+# Valid, and safe to ship (--strict: no test number open to all, no SDES
+# in clear, no secret others can read, /metrics only to admin networks).
+"$ROOT/usr/bin/tollgate" config check --strict "$ROOT/etc/tollgate/tollgate.toml" >/dev/null 2>"$WORK/config.err" ||
   grep -q "has no address now" "$WORK/config.err" || { cat "$WORK/config.err" >&2; exit 1; }
 
 # Time synchronisation: records, retention, TLS and TOTP all trust the

@@ -60,6 +60,47 @@ fn config_check_says_what_is_wrong_and_where() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// The appliance's shipped configuration passes `config check --strict`
+/// as the image installs it (mode 0640), and fails it readable by all.
+#[test]
+fn the_shipped_appliance_config_passes_strict() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/image/overlay/etc/tollgate/tollgate.toml"
+    ))
+    .expect("the image's config");
+    // "auto" needs a default route, which a test machine may lack: the
+    // addresses it would find are given instead.
+    assert!(shipped.contains("public_address = \"auto\""));
+    let toml = shipped
+        .replace(
+            "public_address = \"auto\"",
+            "public_address = \"192.0.2.10\"",
+        )
+        .replace("address = \"auto\"", "address = \"192.0.2.10:4433\"");
+    let file = dir.join("tollgate.toml");
+    std::fs::write(&file, toml).expect("write");
+    let path = file.to_str().expect("utf8");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let (code, out, err) = tollgate(&["config", "check", "--strict", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("valid"), "{out}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, _, err) = tollgate(&["config", "check", "--strict", path]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("readable by every user (mode 0644)") && err.contains("1 finding(s)"),
+        "{err}"
+    );
+    // Without --strict it is still valid.
+    let (code, _, _) = tollgate(&["config", "check", path]);
+    assert_eq!(code, 0);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 #[test]
 fn agent_enroll_list_revoke_without_a_gateway() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-agent-{}", std::process::id()));
