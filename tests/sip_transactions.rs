@@ -333,6 +333,43 @@ fn a_full_table_answers_503_and_remembers_nothing() {
     assert_eq!(t.stats().overloaded, 1);
 }
 
+/// Issue 14 item 12: the table is bounded in bytes, not only in count.
+/// Requests with long Via paths (every response copies them) fill the
+/// byte budget long before the count cap; then new requests get 503, and
+/// the bytes held return to zero as the transactions end.
+#[test]
+fn stored_sip_is_bounded_in_bytes() {
+    let mut t = Transactions::new(TimerConfig::default(), 1000).with_max_bytes(64 * 1024);
+    let t0 = Instant::now();
+    let pad: String = (0..10)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/UDP proxy{i}.example.net;branch=z9hG4bK{}\r\n",
+                "p".repeat(1000)
+            )
+        })
+        .collect();
+    let mut admitted = 0;
+    for i in 0..40 {
+        let r = request("INVITE", &format!("z9hG4bKbig{i}"));
+        let r = String::from_utf8(r)
+            .expect("utf8")
+            .replace("Max-Forwards", &format!("{pad}Max-Forwards"))
+            .into_bytes();
+        let before = t.len();
+        t.handle_request(&parse(&r), &r, UDP, t0);
+        admitted += t.len() - before;
+    }
+    assert!(t.held_bytes() <= 64 * 1024, "{}", t.held_bytes());
+    assert!((2..40).contains(&admitted), "{admitted}");
+    assert_eq!(t.stats().overloaded, 40 - admitted as u64);
+    // Each answered, then past every timer: nothing held.
+    let _ = drain(&mut t);
+    let (_, events) = run(&mut t, t0, t0 + Duration::from_secs(400));
+    assert!(events.iter().any(|e| matches!(e, Event::Terminated { .. })));
+    assert_eq!((t.len(), t.held_bytes()), (0, 0));
+}
+
 #[test]
 fn stray_responses_are_counted_and_time_backwards_is_ignored() {
     let mut t = Transactions::new(TimerConfig::default(), 10);

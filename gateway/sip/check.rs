@@ -28,6 +28,16 @@ const fn bad(reason: &'static str) -> Reject {
     }
 }
 
+/// Most Via entries a request may carry, and most bytes of them. A
+/// request that passed more proxies than Max-Forwards' usual 70 has
+/// looped (RFC 3261 section 16.6), and real paths through carriers'
+/// proxies have a handful (RFC 4475's long request has 30). Every
+/// response copies them, and the gateway keeps responses and INVITEs
+/// while a transaction or call lasts, so a request with a thousand would
+/// cost that memory many times over.
+pub const MAX_VIA: usize = 70;
+pub const MAX_VIA_BYTES: usize = 8192;
+
 /// The parts of a request every later layer needs, already validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestHead<'a> {
@@ -77,10 +87,16 @@ pub fn check_request<'a>(m: &Message<'a>) -> Result<RequestHead<'a>, Reject> {
         _ => return Err(bad("duplicate header")),
     };
     let mut vias = m.values(HeaderName::Via);
-    let via =
-        Via::parse(vias.next().ok_or(bad("missing Via"))?).map_err(|_| bad("malformed Via"))?;
-    if vias.any(|v| Via::parse(v).is_err()) {
-        return Err(bad("malformed Via"));
+    let first = vias.next().ok_or(bad("missing Via"))?;
+    let via = Via::parse(first).map_err(|_| bad("malformed Via"))?;
+    let (mut count, mut bytes) = (1usize, first.len());
+    for v in vias {
+        Via::parse(v).map_err(|_| bad("malformed Via"))?;
+        count += 1;
+        bytes += v.len();
+    }
+    if count > MAX_VIA || bytes > MAX_VIA_BYTES {
+        return Err(bad("too many Via headers"));
     }
     if via.branch() == Some(b"z9hG4bK") {
         return Err(bad("empty branch"));
@@ -236,4 +252,43 @@ pub fn check_response(m: &Message<'_>) -> Result<(), Reject> {
         super::header::number(v, u64::from(u32::MAX)).map_err(|_| bad("malformed Retry-After"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{Framing, Limits};
+
+    fn with_vias(vias: &[String]) -> Vec<u8> {
+        let mut m = String::from("OPTIONS sip:echo@192.0.2.1 SIP/2.0\r\n");
+        for v in vias {
+            m.push_str(&format!("Via: {v}\r\n"));
+        }
+        m.push_str("From: <sip:a@192.0.2.2>;tag=1\r\nTo: <sip:echo@192.0.2.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        m.into_bytes()
+    }
+
+    fn check(b: &[u8]) -> Result<(), Reject> {
+        let (m, _) = Message::parse(b, Framing::Datagram, &Limits::default()).expect("parses");
+        check_request(&m).map(|_| ())
+    }
+
+    #[test]
+    fn via_paths_are_capped_in_count_and_bytes() {
+        let via = |i: usize, pad: usize| {
+            format!(
+                "SIP/2.0/UDP p{i}.example.net;branch=z9hG4bK{i}{}",
+                "x".repeat(pad)
+            )
+        };
+        let ok: Vec<String> = (0..MAX_VIA).map(|i| via(i, 0)).collect();
+        assert_eq!(check(&with_vias(&ok)), Ok(()));
+        let many: Vec<String> = (0..=MAX_VIA).map(|i| via(i, 0)).collect();
+        assert_eq!(check(&with_vias(&many)), Err(bad("too many Via headers")));
+        let long: Vec<String> = (0..3).map(|i| via(i, 3000)).collect();
+        assert_eq!(check(&with_vias(&long)), Err(bad("too many Via headers")));
+        // Comma-joined values count one by one.
+        let joined = vec![ok.join(", "), via(99, 0)];
+        assert_eq!(check(&with_vias(&joined)), Err(bad("too many Via headers")));
+    }
 }

@@ -151,6 +151,13 @@ struct Transaction {
     deadline: Option<Instant>,
 }
 
+impl Transaction {
+    /// The bytes it holds for resending.
+    fn stored(&self) -> usize {
+        self.last.len() + self.ack.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Counters for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -173,7 +180,16 @@ pub struct Transactions {
     /// Most transactions held at once; a new request beyond it is answered
     /// 503 statelessly and not remembered.
     max: usize,
+    /// Bytes of SIP the table holds (requests and responses kept for
+    /// resending, ACKs), and the most it may: a count cap alone lets a
+    /// sender of 64 KiB messages make the table hold gigabytes.
+    held: usize,
+    max_bytes: usize,
 }
+
+/// The default byte budget for stored SIP: 20,000 transactions of a
+/// typical 2 KiB, with room.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 fn key_of(m: &Message<'_>, server: bool) -> Option<Key> {
     let via = m.top_via()?.ok()?;
@@ -199,7 +215,20 @@ impl Transactions {
             events: VecDeque::new(),
             stats: Stats::default(),
             max,
+            held: 0,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// The same layer with another byte budget for stored SIP.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Bytes of SIP held for resending now.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     pub fn stats(&self) -> Stats {
@@ -288,7 +317,7 @@ impl Transactions {
             });
             return;
         }
-        if self.table.len() >= self.max {
+        if self.table.len() >= self.max || self.held + raw.len() > self.max_bytes {
             self.stats.overloaded += 1;
             if let Some(busy) = build_response(m, 503, "Service Unavailable", None) {
                 self.send(peer, busy);
@@ -370,6 +399,7 @@ impl Transactions {
                 t.deadline = Some(now + wait(peer, 64 * timers.t1));
             }
         }
+        self.held = self.held - t.last.len() + bytes.len();
         t.last.clone_from(&bytes);
         self.send(peer, bytes);
     }
@@ -381,7 +411,8 @@ impl Transactions {
         let key = key_of(&m, false)?;
         let invite = m.method() == Some(Method::Invite);
         let timers = self.timers;
-        self.table.insert(
+        self.held += request.len();
+        let old = self.table.insert(
             key.clone(),
             Transaction {
                 invite,
@@ -399,6 +430,9 @@ impl Transactions {
                 deadline: Some(now + 64 * timers.t1), // Timer B / F
             },
         );
+        if let Some(old) = old {
+            self.held -= old.stored();
+        }
         self.send(peer, request);
         Some(key)
     }
@@ -438,7 +472,10 @@ impl Transactions {
                 t.state = State::Completed;
                 t.retransmit_at = None;
                 t.deadline = Some(now + wait(t.peer, Duration::from_secs(32))); // Timer D
-                t.ack = ack_for(&t.last, m);
+                let ack = ack_for(&t.last, m);
+                self.held = self.held - t.ack.as_ref().map_or(0, Vec::len)
+                    + ack.as_ref().map_or(0, Vec::len);
+                t.ack = ack;
                 if let Some(ack) = t.ack.clone() {
                     let peer = t.peer;
                     self.send(peer, ack);
@@ -513,7 +550,9 @@ impl Transactions {
             }
         }
         for key in done {
-            self.table.remove(&key);
+            if let Some(t) = self.table.remove(&key) {
+                self.held -= t.stored();
+            }
             self.events.push_back(Event::Terminated { key });
         }
     }
