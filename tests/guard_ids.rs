@@ -137,7 +137,22 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     let dir = Gateway::dir_for("guard-rules-file");
     std::fs::create_dir_all(&dir).expect("dir");
     let rules = dir.join("ids.toml");
-    std::fs::write(&rules, tollgate::guard::rules::DEFAULT_IDS_TOML).expect("rules");
+    // This test is about enumeration and density: the shipped limits on
+    // untrusted INVITEs and the strikes for going over a limit (tested in
+    // guard::ids and below) would ban these sources first.
+    let shipped = tollgate::guard::rules::DEFAULT_IDS_TOML;
+    assert!(shipped.contains("untrusted_invite = { rate = 2, burst = 8 }"));
+    assert!(shipped.contains("over_limit = 10"));
+    std::fs::write(
+        &rules,
+        shipped
+            .replace(
+                "untrusted_invite = { rate = 2, burst = 8 }",
+                "untrusted_invite = { rate = 20, burst = 40 }",
+            )
+            .replace("over_limit = 10", "over_limit = 0"),
+    )
+    .expect("rules");
     let extra = format!(
         "[firewall]\nnftables = \"off\"\nids_rules = \"{}\"\n",
         rules.display()

@@ -474,7 +474,11 @@ impl Ids {
             }
         }
         let class = f.class as usize;
-        let rate = self.rules.limits[class];
+        let rate = if !trusted && matches!(f.class, Class::Invite) {
+            self.rules.untrusted_invite
+        } else {
+            self.rules.limits[class]
+        };
         let (window, max) = (
             self.rules.flood_window.as_millis() as Ms,
             self.rules.flood_max,
@@ -514,7 +518,14 @@ impl Ids {
             return self.ban(ip, Reason::Flood, t);
         }
         if !s.buckets[class].take(rate, 1.0, t) {
-            return Verdict::Drop(Reason::Rate);
+            // Over its own limit: a strike, so a flooding source is banned
+            // after a few drops rather than leaking a trickle for ever.
+            // (Not over its prefix's limit, which its neighbours share.)
+            let points = self.rules.score_over_limit;
+            return match self.score(ip, points, Reason::Rate, t) {
+                Verdict::Pass => Verdict::Drop(Reason::Rate),
+                v => v,
+            };
         }
         let factor = self.rules.prefix_factor;
         let limits = self.rules.limits;
@@ -664,31 +675,82 @@ mod tests {
         let t0 = Instant::now();
         let mut ids = ids(t0);
         let f = invite(b"carrier-sbc");
-        // Burst 40, then drops; at 20/s, 50 ms buys one more.
-        let passed = (0..60)
+        // An untrusted source's INVITEs: burst 8, then drops; at 2/s,
+        // 500 ms buys one more.
+        let passed = (0..9)
             .filter(|_| ids.message(ATTACKER, &f, t0) == Verdict::Pass)
             .count();
-        assert_eq!(passed, 40);
+        assert_eq!(passed, 8);
         assert_eq!(ids.message(ATTACKER, &f, t0), Verdict::Drop(Reason::Rate));
         assert_eq!(
-            ids.message(ATTACKER, &f, t0 + Duration::from_millis(50)),
+            ids.message(ATTACKER, &f, t0 + Duration::from_millis(500)),
             Verdict::Pass
         );
-        // Another class has its own bucket.
+        // Another class has its own bucket (OPTIONS: burst 30).
         let o = Facts {
             class: Class::Options,
             ..f
         };
-        assert_eq!(
-            ids.message(ATTACKER, &o, t0 + Duration::from_millis(50)),
-            Verdict::Pass
+        let passed = (0..31)
+            .filter(|_| ids.message(ATTACKER, &o, t0 + Duration::from_millis(500)) == Verdict::Pass)
+            .count();
+        assert_eq!(passed, 30);
+    }
+
+    /// Issue 14 item 15: a distributed INVITE flood on an untrusted trunk
+    /// let about 11 INVITEs per source through before each ban. Now each
+    /// source gets at most its burst (8) and what refills before its
+    /// over-limit strikes ban it; a trusted carrier sending hard at the
+    /// same time loses nothing.
+    #[test]
+    fn a_distributed_flood_gets_at_most_ten_invites_per_source_through() {
+        let t0 = Instant::now();
+        let mut ids = Ids::new(
+            Rules::shipped().expect("rules"),
+            vec![
+                ("203.0.113.0/24".parse().expect("net"), true),
+                ("0.0.0.0/0".parse().expect("net"), false),
+            ],
+            t0,
         );
+        let f = invite(b"x");
+        let bots: Vec<IpAddr> = (0..200u32)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + (i << 8))))
+            .collect();
+        let mut passed = vec![0u32; bots.len()];
+        let mut banned = vec![false; bots.len()];
+        let mut carrier = 0;
+        // 200 bots at 100 INVITEs a second each for 3 s, with the carrier
+        // at 400 calls a second among them.
+        for tick in 0..300u64 {
+            let t = t0 + Duration::from_millis(tick * 10);
+            for (i, &b) in bots.iter().enumerate() {
+                match ids.message(b, &f, t) {
+                    Verdict::Pass => passed[i] += 1,
+                    Verdict::Ban { .. } => banned[i] = true,
+                    Verdict::Drop(_) => {}
+                }
+            }
+            for _ in 0..4 {
+                carrier += usize::from(ids.message(CARRIER, &f, t) == Verdict::Pass);
+            }
+        }
+        let most = passed.iter().copied().max().unwrap_or(0);
+        assert!(most <= 10, "a bot got {most} INVITEs through");
+        assert!(banned.iter().all(|&b| b), "every bot is banned");
+        assert_eq!(carrier, 1200, "the carrier lost calls");
     }
 
     #[test]
     fn a_flood_is_banned_on_density_and_repeat_bans_grow() {
         let t0 = Instant::now();
-        let mut ids = ids(t0);
+        // Limits above the density, so the density is what bans.
+        let mut rules = Rules::shipped().expect("rules");
+        rules.untrusted_invite = crate::guard::rules::Rate {
+            rate: 1000.0,
+            burst: 1000.0,
+        };
+        let mut ids = Ids::new(rules, vec![], t0);
         let f = invite(b"x");
         // 201 requests inside one 2 s window: banned on the 201st.
         let mut verdict = Verdict::Pass;
@@ -721,8 +783,8 @@ mod tests {
         );
         assert!(ids.unban(ATTACKER, t2 + Duration::from_secs(2)));
         assert!(!ids.unban(ATTACKER, t2 + Duration::from_secs(2)));
-        // A steady 90 requests a second over many windows is not a flood
-        // (density stays under 200 per 2 s), only rate-limited.
+        // A steady 40 requests a second over many windows, within the
+        // rate, is neither a flood nor over a limit.
         let mut ids2 = super::Ids::new(Rules::shipped().expect("rules"), vec![], t0);
         let o = Facts {
             class: Class::Other,
@@ -731,7 +793,7 @@ mod tests {
         let bans = (0..900u64)
             .filter(|i| {
                 matches!(
-                    ids2.message(ATTACKER, &o, t0 + Duration::from_millis(i * 11)),
+                    ids2.message(ATTACKER, &o, t0 + Duration::from_millis(i * 25)),
                     Verdict::Ban { .. }
                 )
             })
@@ -862,7 +924,7 @@ mod tests {
             from: Some(b"\"O'Brien, Pat\" <sip:+447700900123@192.0.2.1>;tag=1"),
             ..invite(b"ok")
         };
-        for _ in 0..10 {
+        for _ in 0..8 {
             assert_eq!(ids.message(d, &normal, t0), Verdict::Pass);
         }
     }
@@ -905,17 +967,18 @@ mod tests {
         rules.max_sources = 1000;
         let mut ids = Ids::new(rules, vec![], t0);
         let f = invite(b"x");
-        // 10 addresses of one /24, 40 each: 400 > 160 (4 x 40) for the prefix.
+        // 10 addresses of one /24, 8 INVITEs each (an untrusted source's
+        // burst): 80 > 32 (4 x 8) for the prefix.
         let mut prefix_drops = 0;
         for host in 1..=10u8 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, host));
-            for _ in 0..40 {
+            for _ in 0..8 {
                 if ids.message(ip, &f, t0) == Verdict::Drop(Reason::PrefixRate) {
                     prefix_drops += 1;
                 }
             }
         }
-        assert_eq!(prefix_drops, 400 - 160);
+        assert_eq!(prefix_drops, 80 - 32);
         for i in 0..5000u32 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             ids.message(ip, &f, t0);

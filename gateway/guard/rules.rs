@@ -25,6 +25,9 @@ struct LimitsFile {
     options: Rate,
     other: Rate,
     prefix_factor: f64,
+    /// INVITEs from a source outside trusted trunks (else `invite`).
+    #[serde(default)]
+    untrusted_invite: Option<Rate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +64,9 @@ struct ScoreFile {
     malformed: u32,
     injection: u32,
     auth_failure: u32,
+    /// An untrusted source's message over its own limit (default 10).
+    #[serde(default)]
+    over_limit: Option<u32>,
     threshold: u32,
     decay_per_s: f64,
 }
@@ -100,6 +106,8 @@ pub const MAX_DISTINCT_USERS: u32 = 16;
 pub struct Rules {
     /// By [`super::ids::Class`] index: INVITE, REGISTER, OPTIONS, other.
     pub limits: [Rate; 4],
+    /// INVITEs from sources outside trusted trunks.
+    pub untrusted_invite: Rate,
     pub prefix_factor: f64,
     /// Trusted trunk peers' limits are `limits` times this.
     pub carrier_factor: f64,
@@ -114,6 +122,7 @@ pub struct Rules {
     pub score_malformed: f64,
     pub score_injection: f64,
     pub score_auth: f64,
+    pub score_over_limit: f64,
     pub score_threshold: f64,
     pub score_decay: f64,
     pub ban_first: Duration,
@@ -192,8 +201,16 @@ impl Rules {
         if !(1_000..=10_000_000).contains(&f.memory.max_sources) {
             return Err(bad("memory.max_sources", "1000 to 10000000"));
         }
+        let untrusted_invite = match f.limits.untrusted_invite {
+            Some(r) => rate(r, "limits.untrusted_invite")?,
+            None => Rate {
+                rate: 2.0,
+                burst: 8.0,
+            },
+        };
         Ok(Self {
             limits,
+            untrusted_invite,
             prefix_factor: f.limits.prefix_factor,
             carrier_factor: f.carriers.limit_factor,
             flood_window: Duration::from_millis(f.flood.window_ms),
@@ -206,6 +223,7 @@ impl Rules {
             score_malformed: f64::from(f.score.malformed),
             score_injection: f64::from(f.score.injection),
             score_auth: f64::from(f.score.auth_failure),
+            score_over_limit: f64::from(f.score.over_limit.unwrap_or(10)),
             score_threshold: f64::from(f.score.threshold),
             score_decay: f.score.decay_per_s,
             ban_first: Duration::from_secs(f.ban.first_s),
@@ -230,6 +248,14 @@ mod tests {
                 burst: 40.0
             }
         );
+        assert_eq!(
+            r.untrusted_invite,
+            Rate {
+                rate: 2.0,
+                burst: 8.0
+            }
+        );
+        assert_eq!(r.score_over_limit, 10.0);
         assert!(r.scan_user_agent.contains(&b"friendly-scanner".to_vec()));
         let broken = DEFAULT_IDS_TOML.replace("prefix_factor = 4", "prefix_factor = 0");
         assert_eq!(
