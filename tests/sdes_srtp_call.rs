@@ -106,41 +106,54 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
 
         let mut tx = libsrtp::session(&ours, true);
         let mut rx = libsrtp::session(&theirs, false);
-        let mut sent = Vec::new();
-        let mut back = Vec::new();
-        let mut buf = [0u8; 2048];
-        for n in 0..100u16 {
-            let payload: Vec<u8> = (0..160).map(|k| (n as usize * 7 + k) as u8).collect();
-            let mut p = vec![0x80, 0];
-            p.extend_from_slice(&n.to_be_bytes());
-            p.extend_from_slice(&(u32::from(n) * 160).to_be_bytes());
-            p.extend_from_slice(&0x0c0f_fee0u32.to_be_bytes());
-            p.extend_from_slice(&payload);
-            tx.protect(&mut p).expect("libsrtp protects");
-            rtp.send_to(&p, gw_media).expect("send rtp");
-            sent.push(payload);
-            if let Ok((len, _)) = rtp.recv_from(&mut buf) {
-                let mut got = buf[..len].to_vec();
-                assert_ne!(
-                    &got[12..172],
-                    &sent[sent.len() - 1][..],
-                    "encrypted on the wire"
-                );
-                rx.unprotect(&mut got)
-                    .expect("libsrtp opens the gateway's SRTP");
-                back.push(got[12..].to_vec());
-            }
-        }
-        assert!(
-            back.len() >= 95,
-            "{suite:?}: {} of 100 came back",
-            back.len()
+        let back = echo_batch(&rtp, gw_media, &mut tx, &mut rx, 0, 100);
+        assert!(back >= 95, "{suite:?}: {back} of 100 came back");
+
+        // A session refresh (a re-INVITE with the same offer, as carriers
+        // send under RFC 4028): the answer keeps the gateway's key, the
+        // one its media seals with, and audio goes on.
+        let again = reinvite(
+            &sip,
+            &call,
+            2,
+            tag.as_deref(),
+            sip_addr,
+            gw.sip,
+            &sdp,
+            suite,
         );
-        for (i, b) in back.iter().enumerate() {
-            assert_eq!(b, &sent[i], "{suite:?}: packet {i}");
-        }
+        assert!(
+            again.same_as(&theirs),
+            "{suite:?}: the re-INVITE's answer keeps the key"
+        );
+        let back = echo_batch(&rtp, gw_media, &mut tx, &mut rx, 100, 30);
+        assert!(back >= 28, "{suite:?}: {back} of 30 after the refresh");
+
+        // The carrier re-keys in a re-INVITE: its packets under the new
+        // key open, and the gateway's key stays.
+        let renewed = MasterKey::random(suite).expect("key");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&*renewed.to_concatenated());
+        let rekeyed = format!(
+            "v=0\r\no=carrier 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b64}\r\n",
+            suite.sdes_name()
+        );
+        let again = reinvite(
+            &sip,
+            &call,
+            3,
+            tag.as_deref(),
+            sip_addr,
+            gw.sip,
+            &rekeyed,
+            suite,
+        );
+        assert!(again.same_as(&theirs), "{suite:?}: the gateway's key stays");
+        let mut tx = libsrtp::session(&renewed, true);
+        let back = echo_batch(&rtp, gw_media, &mut tx, &mut rx, 130, 30);
+        assert!(back >= 28, "{suite:?}: {back} of 30 after the re-key");
         sip.send_to(
-            &request("BYE", &call, 2, tag.as_deref(), sip_addr, gw.sip, None),
+            &request("BYE", &call, 4, tag.as_deref(), sip_addr, gw.sip, None),
             gw.sip,
         )
         .expect("bye");
@@ -151,6 +164,80 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
         gw.metric("tollgate_rtp_dropped_total{reason=\"srtp\"}"),
         0.0
     );
+}
+
+/// Sends `count` packets from sequence number `first`, protected with
+/// `tx`; returns how many came back from the echo opening with `rx` to
+/// the same audio (and not in clear on the wire).
+fn echo_batch(
+    rtp: &UdpSocket,
+    gw_media: SocketAddr,
+    tx: &mut srtp::Session,
+    rx: &mut srtp::Session,
+    first: u16,
+    count: u16,
+) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut matched = 0;
+    for n in first..first + count {
+        let payload: Vec<u8> = (0..160).map(|k| (n as usize * 7 + k) as u8).collect();
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&n.to_be_bytes());
+        p.extend_from_slice(&(u32::from(n) * 160).to_be_bytes());
+        p.extend_from_slice(&0x0c0f_fee0u32.to_be_bytes());
+        p.extend_from_slice(&payload);
+        tx.protect(&mut p).expect("libsrtp protects");
+        rtp.send_to(&p, gw_media).expect("send rtp");
+        if let Ok((len, _)) = rtp.recv_from(&mut buf) {
+            let mut got = buf[..len].to_vec();
+            assert_ne!(&got[12..172], &payload[..], "encrypted on the wire");
+            rx.unprotect(&mut got)
+                .expect("libsrtp opens the gateway's SRTP");
+            assert_eq!(&got[12..], &payload[..], "packet {n}");
+            matched += 1;
+        }
+    }
+    matched
+}
+
+/// A re-INVITE in the dialog with `sdp`, answered 200 and ACKed: the key
+/// in the gateway's answer.
+#[allow(clippy::too_many_arguments)]
+fn reinvite(
+    sip: &UdpSocket,
+    call: &str,
+    cseq: u32,
+    tag: Option<&str>,
+    me: SocketAddr,
+    gw: SocketAddr,
+    sdp: &str,
+    suite: Suite,
+) -> MasterKey {
+    sip.send_to(&request("INVITE", call, cseq, tag, me, gw, Some(sdp)), gw)
+        .expect("send");
+    let ok = loop {
+        let m = recv_sip(sip);
+        if !m.starts_with(b"SIP/2.0 1") {
+            break m;
+        }
+    };
+    assert!(
+        ok.starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&ok)
+    );
+    let (resp, _) = Message::parse(&ok, Framing::Datagram, &Limits::default()).expect("parses");
+    let answer = Sdp::parse(resp.body).expect("answer parses");
+    let audio = answer.audio().expect("audio");
+    let key = audio
+        .cryptos()
+        .next()
+        .expect("a crypto line")
+        .master_key(&[suite])
+        .expect("key decodes");
+    sip.send_to(&request("ACK", call, cseq, tag, me, gw, None), gw)
+        .expect("ack");
+    key
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub async fn run(
                     }
                 }
                 Some(Control::Confirmed) => m.relay.trunk.confirm(),
+                Some(Control::Rekey(rx)) => m.relay.trunk.rekey(*rx),
                 Some(Control::Update { remote, rtcp, send }) => {
                     m.relay.trunk.set_signalled(remote);
                     m.remote_rtcp = rtcp;

@@ -71,6 +71,10 @@ pub async fn run(
                     a.leg.confirm();
                     continue;
                 }
+                Some(Control::Rekey(rx)) => {
+                    a.leg.rekey(*rx);
+                    continue;
+                }
                 Some(Control::Update { remote, rtcp, send }) => {
                     a.leg.set_signalled(remote);
                     a.remote_rtcp = rtcp;

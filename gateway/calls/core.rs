@@ -22,11 +22,12 @@ use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::config::Config;
 use crate::guard::{BanInfo, BanList, Guard};
+use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
-use crate::sip::sdp::{self, Local, Sdp};
+use crate::sip::sdp::{self, Local, Sdp, SrtpMode};
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, TlsPeers, Transport};
 
@@ -68,6 +69,8 @@ pub(super) struct Call {
     pub(super) ok: Option<(Vec<u8>, Instant, Duration, Instant)>,
     pub(super) local: Local,
     pub(super) answer_sdp: Vec<u8>,
+    /// SDES keys in use on the trunk leg: (the peer's, ours).
+    pub(super) sdes: Option<(MasterKey, MasterKey)>,
     pub(super) media: mpsc::Sender<Control>,
     pub(super) port: u16,
     /// The outbound leg, for calls routed out another trunk.
@@ -716,14 +719,51 @@ impl Core {
         if let Some(t) = c.session_timer.as_mut() {
             t.refreshed(now);
         }
+        // Our SDES key stays the one the media seals with; a call without
+        // SRTP stays without (its media task has no keys to change).
+        let local = if c.sdes.is_some() {
+            c.local.clone()
+        } else {
+            Local {
+                srtp: SrtpMode::Off,
+                ..c.local.clone()
+            }
+        };
         let answer = Sdp::parse(m.body).ok().and_then(|offer| {
             c.local.session_version += 1;
-            sdp::answer(&offer, &c.local).ok()
+            let local = Local {
+                session_version: c.local.session_version,
+                ..local
+            };
+            sdp::answer_keeping(&offer, &local, c.sdes.as_ref().map(|(_, ours)| ours)).ok()
         });
-        let Some(neg) = answer else {
+        let Some(mut neg) = answer else {
             self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
             return;
         };
+        match (&c.sdes, neg.srtp.take()) {
+            (Some(_), None) => {
+                // An SRTP call cannot fall back to plain RTP mid-call.
+                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+                return;
+            }
+            (Some((old, _)), Some((theirs, ours))) => {
+                if !theirs.same_as(old) {
+                    match SrtpReceiver::new(&theirs, SrtpConfig::default()) {
+                        Ok(rx) => {
+                            let _ = c.media.try_send(Control::Rekey(Box::new(rx)));
+                            info!(call = c.n, "re-INVITE: the peer's SRTP key changed");
+                        }
+                        Err(_) => {
+                            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+                            return;
+                        }
+                    }
+                }
+                c.sdes = Some((theirs, ours));
+            }
+            _ => {}
+        }
         // A new media address must be of a scope the trunk allows; an
         // unspecified one is the old form of hold (nothing is sent there).
         let ip = neg.remote.ip();

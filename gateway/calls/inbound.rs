@@ -405,6 +405,7 @@ impl Core {
             ok: None,
             local,
             answer_sdp: neg.answer,
+            sdes: None,
             media: ctl_tx,
             port,
             bridge,
@@ -431,6 +432,7 @@ impl Core {
             on_trunks: Vec::new(),
         };
         let mut call = call;
+        call.sdes = neg.srtp;
         call.on_trunks = [Some(trunk_ix), out_trunk]
             .into_iter()
             .flatten()

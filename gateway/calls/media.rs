@@ -25,7 +25,7 @@ pub enum Service {
 }
 
 /// Changes the signalling makes to a running call's media.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub enum Control {
     /// A re-INVITE: the peer's address and whether we may send.
     Update {
@@ -41,6 +41,9 @@ pub enum Control {
     /// The signalling proved the trunk peer (the ACK with our To tag):
     /// media may go to the signalled address before any came from it.
     Confirmed,
+    /// The trunk peer's re-INVITE brought a new SDES key: its packets
+    /// open with this from now on (ours stays as answered).
+    Rekey(Box<crate::media::srtp::SrtpReceiver>),
 }
 
 /// What a media task needs to start.
@@ -268,6 +271,7 @@ pub async fn run(
             ctl = control.recv() => match ctl {
                 Some(Control::Hold(_) | Control::Dtmf { .. }) => {}
                 Some(Control::Confirmed) => s.leg.confirm(),
+                Some(Control::Rekey(rx)) => s.leg.rekey(*rx),
                 Some(Control::Update { remote, rtcp, send }) => {
                     s.leg.set_signalled(remote);
                     remote_rtcp = rtcp;

@@ -245,6 +245,27 @@ impl MasterKey {
         self.suite
     }
 
+    /// A second copy of the same key (for an answer that keeps its key).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            suite: self.suite,
+            key: self.key.clone(),
+            salt: self.salt.clone(),
+        }
+    }
+
+    /// Whether `other` is the same suite, key and salt (compared without
+    /// stopping at the first difference).
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        let diff = self
+            .key
+            .iter()
+            .chain(self.salt.iter())
+            .zip(other.key.iter().chain(other.salt.iter()))
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        self.suite == other.suite && diff == 0
+    }
+
     /// Key and salt concatenated, for SDES `inline:`. Handle with care.
     pub fn to_concatenated(&self) -> Zeroizing<Vec<u8>> {
         let mut v = Zeroizing::new(Vec::with_capacity(46));
@@ -591,6 +612,13 @@ fn replay_to_error(check: ReplayCheck, dup: SrtpError) -> Result<(), SrtpError> 
 pub struct Srtp<D> {
     ctx: Context,
     direction: PhantomData<D>,
+}
+
+/// Names the suite only: never key material.
+impl<D> std::fmt::Debug for Srtp<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Srtp({:?})", self.ctx.suite)
+    }
 }
 
 /// Marks a context that seals (see [`SrtpSender`]).

@@ -546,6 +546,19 @@ pub struct Negotiated {
 
 /// Answers `offer` (RFC 3264 section 6) as `local`.
 pub fn answer(offer: &Sdp<'_>, local: &Local) -> Result<Negotiated, SdpError> {
+    answer_keeping(offer, local, None)
+}
+
+/// As [`answer`], keeping `ours` as our SDES key (a re-INVITE on a call
+/// whose media already seals with it: a fresh key in the answer would be
+/// one the media never uses). A different suite from the one in use is
+/// refused.
+pub fn answer_keeping(
+    offer: &Sdp<'_>,
+    local: &Local,
+    ours: Option<&MasterKey>,
+) -> Result<Negotiated, SdpError> {
+    let keep = ours;
     let m = offer.audio().ok_or(SdpError::NoCommonCodec)?;
     let ip = m
         .connection
@@ -592,12 +605,16 @@ pub fn answer(offer: &Sdp<'_>, local: &Local) -> Result<Negotiated, SdpError> {
     let rtcp_mux = m.rtcp_mux();
 
     let mut out = Vec::with_capacity(512);
-    let ours = match &srtp {
-        Some((tag, theirs)) => {
+    let ours = match (&srtp, keep) {
+        (Some((tag, theirs)), Some(k)) if k.suite() == theirs.suite() => {
+            Some((*tag, k.duplicate()))
+        }
+        (Some(_), Some(_)) => return Err(SdpError::BadCrypto),
+        (Some((tag, theirs)), None) => {
             let mine = MasterKey::random(theirs.suite()).map_err(|_| SdpError::BadCrypto)?;
             Some((*tag, mine))
         }
-        None => None,
+        (None, _) => None,
     };
     write_sdp(
         &mut out,
