@@ -246,3 +246,45 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     );
     drop(again);
 }
+
+/// Issue 14 item 16: the admin socket serves a bounded number of
+/// connections. A local user holding many open cannot take them all; the
+/// one over the cap is told the socket is busy, and a place comes back
+/// when a connection closes.
+#[test]
+fn the_admin_socket_caps_connections() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let gw = Gateway::start_toml(
+        "operators-cap",
+        17520,
+        17521,
+        &config(17520, 39600, 500, ""),
+    );
+    let socket = gw.admin_socket();
+    let held: Vec<UnixStream> = (0..tollgate::admin::control::MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    // The gateway admits in order; one more is over the total.
+    let extra = UnixStream::connect(&socket).expect("connect");
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut line = String::new();
+    BufReader::new(&extra)
+        .read_line(&mut line)
+        .expect("an answer");
+    assert!(line.contains("the admin socket is busy"), "{line}");
+    drop(held);
+    // Places come back as connections close (the gateway sees the close
+    // a moment later).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let served = loop {
+        let (ok, out, err) = gw.firewall(&["bans"]);
+        if ok || std::time::Instant::now() >= until {
+            break (ok, out, err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(served.0, "{}{}", served.1, served.2);
+}

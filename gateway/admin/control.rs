@@ -11,6 +11,7 @@
 //! HTTP endpoint: file permissions and kernel-checked credentials say
 //! who is asking, with nothing listening on the network.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,54 @@ pub const SOCKET: &str = "admin.sock";
 const MAX_LINE: u64 = 4096;
 /// A request must arrive within this; a listing may take longer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once, and per local user (root and the
+/// gateway's own user are held only to the total): a local user looping
+/// on `connect` cannot starve the admin on call, and each connection
+/// lasts at most [`TIMEOUT`] without a request.
+pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS_PER_USER: usize = 8;
+
+/// Connections open now, in all and by uid.
+#[derive(Default)]
+struct Admission {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// One admitted connection; its place is given back when dropped.
+struct Admitted {
+    table: Arc<std::sync::Mutex<Admission>>,
+    uid: u32,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A place for a connection from `uid`, if there is one.
+fn admit(table: &Arc<std::sync::Mutex<Admission>>, uid: u32, own: u32) -> Option<Admitted> {
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = t.by_uid.get(&uid).copied().unwrap_or(0);
+    let exempt = uid == 0 || uid == own;
+    if t.total >= MAX_CONNECTIONS || (!exempt && mine >= MAX_CONNECTIONS_PER_USER) {
+        return None;
+    }
+    t.total += 1;
+    *t.by_uid.entry(uid).or_default() += 1;
+    Some(Admitted {
+        table: table.clone(),
+        uid,
+    })
+}
 
 /// Export formats.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]
@@ -332,13 +381,31 @@ pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
     let admin = Arc::new(admin);
+    let table = Arc::new(std::sync::Mutex::new(Admission::default()));
+    let own = super::roles::current_uid();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+            let Some(place) = admit(&table, uid, own) else {
+                // Said without waiting on the caller (a bounded write to
+                // a fresh socket buffer), then closed.
+                let (_, mut w) = stream.into_split();
+                tokio::spawn(async move {
+                    let busy = Response::error(format!(
+                        "the admin socket is busy ({MAX_CONNECTIONS} connections, {MAX_CONNECTIONS_PER_USER} per user); try again"
+                    ));
+                    let _ = tokio::time::timeout(TIMEOUT, send(&mut w, &busy)).await;
+                });
+                continue;
+            };
             let admin = admin.clone();
-            tokio::spawn(async move { handle(stream, &admin).await });
+            tokio::spawn(async move {
+                handle(stream, &admin).await;
+                drop(place);
+            });
         }
     });
     Ok(socket.to_path_buf())
@@ -827,5 +894,32 @@ where
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_user_and_in_all() {
+        let t = Arc::new(std::sync::Mutex::new(Admission::default()));
+        let own = 999;
+        let mallory: Vec<_> = (0..MAX_CONNECTIONS_PER_USER)
+            .map(|_| admit(&t, 1001, own).expect("within the user's cap"))
+            .collect();
+        assert!(admit(&t, 1001, own).is_none(), "over the user's cap");
+        // Another user, root and the gateway's own user still get in.
+        let alice = admit(&t, 1002, own).expect("another user");
+        let root: Vec<_> = (0..20).map(|_| admit(&t, 0, own).expect("root")).collect();
+        let _me = admit(&t, own, own).expect("the gateway's user");
+        drop(mallory);
+        assert!(admit(&t, 1001, own).is_some(), "places come back");
+        // The total holds for everyone, root included.
+        let rest: Vec<_> = std::iter::from_fn(|| admit(&t, 0, own)).take(100).collect();
+        assert_eq!(1 + root.len() + 1 + rest.len(), MAX_CONNECTIONS);
+        assert!(admit(&t, 0, own).is_none());
+        drop(alice);
+        assert!(admit(&t, 0, own).is_some());
     }
 }
