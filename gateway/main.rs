@@ -873,6 +873,7 @@ async fn serve(
     if let Some(f) = &firewall {
         core.set_firewall(f.clone());
     }
+    core.keep_bans(data_dir.join("bans.json"));
     let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
     let agents = tollgate::agent::server::AgentServer::bind(
         &config.agents,

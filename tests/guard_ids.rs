@@ -69,7 +69,7 @@ const BANNED_DROPS: &str = r#"tollgate_ids_verdicts_total{reason="banned",verdic
 
 #[test]
 fn a_scanner_is_banned_and_unbanned_a_carrier_never_is() {
-    let gw = Gateway::start_toml("guard-scan", 17300, 17301, &toml(17300, 38000, ""));
+    let mut gw = Gateway::start_toml("guard-scan", 17300, 17301, &toml(17300, 38000, ""));
     let a = socket("127.0.1.10");
     let reply = transact(&a, gw.sip, &options(&a, gw.sip, "Asterisk PBX 20", 1));
     assert!(
@@ -119,6 +119,29 @@ fn a_scanner_is_banned_and_unbanned_a_carrier_never_is() {
     let reply = transact(&c, gw.sip, &options(&c, gw.sip, "Carrier SBC", 5));
     assert!(status(&reply).starts_with("SIP/2.0 200"));
     assert_eq!(gw.metric(SCANNER_BANS), 1.0);
+
+    // A restart does not free it: bans in force are kept on disk.
+    let kept = gw.dir.join("data").join("bans.json");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&kept).is_ok_and(|t| t.contains("127.0.1.10"))
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gw.keep_dir = true;
+    gw.stop();
+    drop(gw);
+    let gw = Gateway::start_toml("guard-scan", 17300, 17301, &toml(17300, 38000, ""));
+    let (ok, out, err) = gw.firewall(&["bans", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"127.0.1.10\"") && out.contains("scanner"),
+        "kept across the restart: {out}"
+    );
+    gw.expect_metric("tollgate_ids_bans_active", 5, 1.0);
+    a.send_to(&options(&a, gw.sip, "Asterisk PBX 20", 30), gw.sip)
+        .expect("send");
+    assert!(silent(&a), "a banned source got an answer after a restart");
 
     // Unban lifts it at once.
     let (ok, out, err) = gw.firewall(&["unban", "127.0.1.10"]);

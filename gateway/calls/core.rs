@@ -238,6 +238,12 @@ impl Core {
     }
 
     /// Where security events are recorded.
+    /// Keeps IDS bans in `path` across restarts (after the firewall is
+    /// set: bans kept from before go back into it too).
+    pub fn keep_bans(&mut self, path: std::path::PathBuf) -> usize {
+        self.guard.keep_bans(path, Instant::now())
+    }
+
     pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
         self.guard.set_audit(a);
     }

@@ -622,6 +622,36 @@ impl Ids {
         Verdict::Pass
     }
 
+    /// Puts back a ban kept across a restart: `ip` banned for `left` more
+    /// (at most the longest ban, in case the clock jumped), as its
+    /// `offences`-th offence so a repeat grows from there. A source now
+    /// in a trusted trunk is not banned; returns whether it was.
+    pub fn restore(
+        &mut self,
+        ip: IpAddr,
+        left: Duration,
+        reason: Reason,
+        offences: u8,
+        now: Instant,
+    ) -> bool {
+        if self.is_trusted(ip) || left.is_zero() || self.banned.len() >= self.rules.max_sources {
+            return false;
+        }
+        let t = self.ms(now);
+        let until = t + left.min(self.rules.ban_max).as_millis() as Ms;
+        let s = self.source(ip, t);
+        s.banned_until = until;
+        s.ban_reason = Some(reason);
+        s.offences = offences.max(1);
+        self.banned.insert(ip, (until, reason));
+        true
+    }
+
+    /// How many times `ip` has been banned (while it is remembered).
+    pub fn offences(&mut self, ip: IpAddr) -> u8 {
+        self.sources.peek(&ip).map_or(1, |s| s.offences.max(1))
+    }
+
     /// Lifts a ban; false if `ip` was not banned.
     pub fn unban(&mut self, ip: IpAddr, now: Instant) -> bool {
         let t = self.ms(now);

@@ -62,6 +62,43 @@ pub struct BanInfo {
     pub until_unix_ms: u64,
 }
 
+/// A ban as kept on disk (`bans.json` in the data directory), so a
+/// restart does not free every banned source.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct SavedBan {
+    source: IpAddr,
+    reason: String,
+    until_unix_ms: u64,
+    offences: u8,
+}
+
+/// Where bans are kept: a thread writes the latest list handed to it
+/// (the call core never waits for the disk; a list not yet written is
+/// replaced by a newer one).
+struct BanFile {
+    tx: std::sync::mpsc::SyncSender<Vec<SavedBan>>,
+    /// Bans changed since the list was last handed over.
+    dirty: bool,
+}
+
+impl BanFile {
+    fn start(path: std::path::PathBuf) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SavedBan>>(1);
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("bans".into())
+            .spawn(move || {
+                while let Ok(list) = rx.recv() {
+                    let bytes = serde_json::to_vec(&list).unwrap_or_default();
+                    if let Err(e) = crate::keys::write_private(&p, &bytes, true) {
+                        warn!(path = %p.display(), "bans not saved: {e}");
+                    }
+                }
+            })?;
+        Ok(Self { tx, dirty: false })
+    }
+}
+
 /// The class a SIP method is limited under.
 fn class(m: &Message<'_>) -> Class {
     match m.method() {
@@ -100,6 +137,7 @@ pub struct Guard {
     shared: BanList,
     firewall: Option<nft::Handle>,
     audit: Option<crate::admin::audit::Audit>,
+    saved: Option<BanFile>,
 }
 
 impl Guard {
@@ -131,6 +169,86 @@ impl Guard {
             shared: BanList::default(),
             firewall: None,
             audit: None,
+            saved: None,
+        }
+    }
+
+    /// Keeps bans in `path` from now on, after putting back the ones it
+    /// holds that have not run out (in the process, the [`BanList`] and
+    /// the firewall; so set the firewall first). Returns how many.
+    pub fn keep_bans(&mut self, path: std::path::PathBuf, now: Instant) -> usize {
+        let saved: Vec<SavedBan> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                warn!(path = %path.display(), "bans file unreadable ({e}); starting without");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let wall = crate::now_ms();
+        let mut restored = 0;
+        for b in saved {
+            let left = Duration::from_millis(b.until_unix_ms.saturating_sub(wall));
+            let Some(reason) = Reason::from_label(&b.reason) else {
+                continue;
+            };
+            if self.ids.restore(b.source, left, reason, b.offences, now) {
+                let until = self.ids.banned_until(b.source, now).unwrap_or(now);
+                let left = until.saturating_duration_since(now);
+                self.shared.set(b.source, Some(until));
+                if let Some(f) = &self.firewall {
+                    f.ban(b.source, left);
+                }
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            info!(
+                bans = restored,
+                "IDS: bans in force before the restart put back"
+            );
+        }
+        self.metrics
+            .ids_bans_active
+            .set(self.ids.bans_active() as i64);
+        match BanFile::start(path) {
+            Ok(mut f) => {
+                f.dirty = true;
+                self.saved = Some(f);
+            }
+            Err(e) => warn!("bans will not be kept across restarts: {e}"),
+        }
+        restored
+    }
+
+    /// Bans changed: the list goes to disk at the next tick.
+    fn bans_changed(&mut self) {
+        if let Some(f) = &mut self.saved {
+            f.dirty = true;
+        }
+    }
+
+    /// Hands the current bans to the writer, if they changed.
+    fn save_bans(&mut self, now: Instant) {
+        let Some(f) = &self.saved else { return };
+        if !f.dirty {
+            return;
+        }
+        let wall = crate::now_ms();
+        let mut list = Vec::new();
+        for (source, until, reason) in self.ids.bans(now) {
+            let offences = self.ids.offences(source);
+            list.push(SavedBan {
+                source,
+                reason: reason.label().to_string(),
+                until_unix_ms: wall + until.saturating_duration_since(now).as_millis() as u64,
+                offences,
+            });
+        }
+        if let Some(f) = &mut self.saved {
+            // Full: the writer is busy; the next tick hands a newer list.
+            if f.tx.try_send(list).is_ok() {
+                f.dirty = false;
+            }
         }
     }
 
@@ -190,6 +308,7 @@ impl Guard {
                 self.metrics
                     .ids_bans_active
                     .set(self.ids.bans_active() as i64);
+                self.bans_changed();
                 false
             }
         }
@@ -229,7 +348,9 @@ impl Guard {
         for ip in self.ids.expire(now) {
             info!(source = %ip, "IDS: ban expired");
             self.shared.set(ip, None);
+            self.bans_changed();
         }
+        self.save_bans(now);
         self.metrics
             .ids_bans_active
             .set(self.ids.bans_active() as i64);
@@ -272,6 +393,7 @@ impl Guard {
     fn lift(&mut self, ip: IpAddr, now: Instant) -> bool {
         let was = self.ids.unban(ip, now);
         self.shared.set(ip, None);
+        self.bans_changed();
         if let Some(f) = &self.firewall {
             f.unban(ip);
         }
