@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::calls::relay::Relay;
 use tollgate::media::leg::Leg;
-use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpSender, Suite};
+use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpSender, Suite, Way};
 
 fn relay(c: &mut Criterion) {
     let carrier: SocketAddr = "192.0.2.7:30000".parse().expect("addr");
@@ -41,7 +41,11 @@ fn relay(c: &mut Criterion) {
     // The agent's packets are sealed in chunks outside the timed part
     // (each sequence number once, as the replay window requires), then
     // opened and relayed in the timed part.
-    let mut agent_tx = SrtpSender::new(&agent_key, SrtpConfig::default()).expect("tx");
+    let mut agent_tx = SrtpSender::new(
+        &agent_key.for_way(Way::FromAgent).expect("key"),
+        SrtpConfig::default(),
+    )
+    .expect("tx");
     const CHUNK: u64 = 4096;
     let mut chunk = vec![[0u8; 188]; CHUNK as usize];
     let mut seq = 0u32;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tollgate::agent::protocol::{self, ClientMsg, Decoder, Media, Secret, ServerMsg};
 use tollgate::calls::relay::{Relay, Relayed};
 use tollgate::media::leg::Leg;
-use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite, Way};
 use tollgate::media::stats::StreamStats;
 use tollgate::sip::message::{Framing, Limits, Message};
 use tollgate::sip::sdp::{self, Codec, Local, Sdp, SrtpMode};
@@ -176,8 +176,11 @@ Content-Length: {}\r\n\r\n{}",
         MasterKey::from_concatenated(Suite::AeadAes128Gcm, &raw).expect("key")
     };
     let cfg = SrtpConfig::default();
-    let mut agent_rx = SrtpReceiver::new(&agent_key, cfg).expect("rx");
-    let mut agent_tx = SrtpSender::new(&agent_key, cfg).expect("tx");
+    // Each direction's key, derived as PROTOCOL.md says.
+    let mut agent_rx =
+        SrtpReceiver::new(&agent_key.for_way(Way::ToAgent).expect("key"), cfg).expect("rx");
+    let mut agent_tx =
+        SrtpSender::new(&agent_key.for_way(Way::FromAgent).expect("key"), cfg).expect("tx");
 
     // The agent answers; the gateway answers the carrier.
     let mut gw_dec = Decoder::default();

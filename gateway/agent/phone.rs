@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::client::{Client, ClientError};
 use super::protocol::{put_varint, split_datagram, ClientMsg, Media, ServerMsg};
 use crate::media::g711;
-use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
+use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite, Way};
 use crate::media::stats::{mos_g711, StreamStats};
 
 /// What the softphone does.
@@ -126,8 +126,9 @@ impl Call {
         let cfg = SrtpConfig::default();
         let master =
             || MasterKey::from_concatenated(suite, &key).map_err(|_| bad("bad key length"));
-        let tx = SrtpSender::new(&master()?, cfg).map_err(|_| bad("bad key"))?;
-        let rx = SrtpReceiver::new(&master()?, cfg).map_err(|_| bad("bad key"))?;
+        let way = |w| master()?.for_way(w).map_err(|_| bad("bad key"));
+        let tx = SrtpSender::new(&way(Way::FromAgent)?, cfg).map_err(|_| bad("bad key"))?;
+        let rx = SrtpReceiver::new(&way(Way::ToAgent)?, cfg).map_err(|_| bad("bad key"))?;
         let mut prefix = [0u8; 8];
         let n = put_varint(m.flow, &mut prefix).ok_or_else(|| bad("bad flow"))?;
         let alaw = match m.codec.as_str() {

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The TLS ALPN identifier.
 pub const ALPN: &[u8] = b"tollgate-agent/1";
 /// Largest control message body, in bytes.
@@ -62,9 +62,9 @@ pub struct Media {
     pub flow: u64,
     /// `AEAD_AES_128_GCM` or `AEAD_AES_256_GCM`.
     pub suite: String,
-    /// The SRTP master key then master salt, base64. The gateway seals
-    /// with it towards the agent, and opens the agent's packets with it
-    /// (each side under its own SSRC).
+    /// The call's SRTP key then salt, base64. Each direction derives its
+    /// own master key and salt from it (PROTOCOL.md, "Keys"; see
+    /// [`crate::media::srtp::MasterKey::for_way`]).
     pub key: Secret,
     /// `PCMU`, `PCMA` or `G722`, and its RTP payload type.
     pub codec: String,
@@ -376,7 +376,7 @@ mod tests {
         }
         let json = String::from_utf8_lossy(&wire[2..]).into_owned();
         assert!(
-            json.starts_with(r#"{"type":"hello","version":1,"otp":"123456""#),
+            json.starts_with(r#"{"type":"hello","version":2,"otp":"123456""#),
             "{json}"
         );
         assert!(!format!("{:?}", msgs[0]).contains("123456"));

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::agent::protocol::put_varint;
 use crate::media::leg::{Dropped, Leg};
-use crate::media::srtp::{MasterKey, SrtpConfig, SrtpError, SrtpReceiver, SrtpSender};
+use crate::media::srtp::{MasterKey, SrtpConfig, SrtpError, SrtpReceiver, SrtpSender, Way};
 
 /// The agent leg has no UDP address: its packets arrive on the agent's
 /// authenticated QUIC connection. This stands for it in the leg's source
@@ -82,8 +82,8 @@ pub enum RelayError {
 }
 
 impl Relay {
-    /// A relay for `flow`, with the agent leg keyed by `key` (the one sent
-    /// to the agent in the offer). `ssrc`, `seq` and the timestamp bases
+    /// A relay for `flow`, with the agent leg keyed from `key` (the one
+    /// sent to the agent in the offer; each direction derives its own). `ssrc`, `seq` and the timestamp bases
     /// are the gateway's, random per call.
     pub fn new(
         trunk: Leg,
@@ -94,7 +94,10 @@ impl Relay {
         bases: (u32, u32),
     ) -> Result<Self, SrtpError> {
         let cfg = SrtpConfig::default();
-        let srtp = (SrtpReceiver::new(key, cfg)?, SrtpSender::new(key, cfg)?);
+        let srtp = (
+            SrtpReceiver::new(&key.for_way(Way::FromAgent)?, cfg)?,
+            SrtpSender::new(&key.for_way(Way::ToAgent)?, cfg)?,
+        );
         let mut prefix = [0u8; 8];
         let prefix_len = put_varint(flow, &mut prefix).ok_or(SrtpError::KeyLength)?;
         Ok(Self {
@@ -301,6 +304,43 @@ mod tests {
         }
     }
 
+    /// Issue 14 item 16: one key both ways let an agent with the
+    /// gateway's SSRC reuse AES-GCM nonces. Each way now has its own key:
+    /// the same header sealed each way gives different bytes, and the
+    /// gateway's own packet reflected back to it does not open.
+    #[test]
+    fn each_direction_has_its_own_key() {
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let cfg = SrtpConfig::default();
+        let (to, from) = (
+            key.for_way(Way::ToAgent).expect("key"),
+            key.for_way(Way::FromAgent).expect("key"),
+        );
+        assert!(!to.same_as(&from) && !to.same_as(&key));
+        // Deterministic: the agent derives the same keys.
+        assert!(to.same_as(&key.for_way(Way::ToAgent).expect("key")));
+        let seal = |k: &MasterKey| {
+            let mut tx = SrtpSender::new(k, cfg).expect("tx");
+            let mut p = rtp(7, 160, 0x2222, &[0x55; 160]);
+            p.resize(p.len() + 16, 0);
+            let n = tx.seal_rtp(&mut p, 172).expect("sealed");
+            p.truncate(n);
+            p
+        };
+        let (a, b) = (seal(&to), seal(&from));
+        assert_ne!(a[12..], b[12..], "same SSRC and sequence, different keys");
+        let carrier: SocketAddr = "192.0.2.7:30000".parse().expect("addr");
+        let trunk = Leg::new(carrier, 8000, 0x1111, 100, None);
+        let mut r = Relay::new(trunk, &key, 300, 0x2222, 7, (5000, 9000)).expect("relay");
+        let mut reflected = a.clone();
+        let mut out = [0u8; 1500];
+        assert!(
+            r.agent_to_trunk(&mut reflected, Instant::now(), &mut out)
+                .is_err(),
+            "the gateway's own packet reflected back is refused"
+        );
+    }
+
     /// Both directions through the relay, with the agent's side played by
     /// a second SRTP context keyed as the offer would key it.
     #[test]
@@ -313,8 +353,10 @@ mod tests {
         let mut r = Relay::new(trunk, &key, 300, 0x2222, 7, (5000, 9000)).expect("relay");
         assert_eq!(r.prefix(), &[0x41, 0x2c]);
         let cfg = SrtpConfig::default();
-        let mut agent_rx = SrtpReceiver::new(&agent_key, cfg).expect("rx");
-        let mut agent_tx = SrtpSender::new(&agent_key, cfg).expect("tx");
+        let mut agent_rx =
+            SrtpReceiver::new(&agent_key.for_way(Way::ToAgent).expect("key"), cfg).expect("rx");
+        let mut agent_tx =
+            SrtpSender::new(&agent_key.for_way(Way::FromAgent).expect("key"), cfg).expect("tx");
         let now = Instant::now();
         let mut out = [0u8; 1500];
         for i in 0..50u16 {

@@ -196,6 +196,13 @@ impl SrtpError {
     }
 }
 
+/// Which way an agent leg's packets go (see [`MasterKey::for_way`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    ToAgent,
+    FromAgent,
+}
+
 /// A master key and salt for one suite. No `Debug`, no `Clone`; zeroized on
 /// drop.
 pub struct MasterKey {
@@ -243,6 +250,34 @@ impl MasterKey {
 
     pub fn suite(&self) -> Suite {
         self.suite
+    }
+
+    /// The key one direction of an agent leg uses, derived from the key
+    /// the offer carries (HKDF-SHA256, RFC 5869, with the direction as
+    /// its info). Each way has its own key, so no choice of SSRCs can make
+    /// the two directions reuse an AEAD nonce, and a packet reflected back
+    /// to its sender does not open.
+    pub fn for_way(&self, way: Way) -> Result<Self, SrtpError> {
+        struct Len(usize);
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                self.0
+            }
+        }
+        let n = self.suite.key_len() + self.suite.salt_len();
+        let info: &[u8] = match way {
+            Way::ToAgent => b"tollgate agent media: gateway to agent",
+            Way::FromAgent => b"tollgate agent media: agent to gateway",
+        };
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tollgate-agent-srtp-v2")
+            .extract(&self.to_concatenated());
+        let infos = [info];
+        let okm = prk
+            .expand(&infos, Len(n))
+            .map_err(|_| SrtpError::KeyLength)?;
+        let mut out = Zeroizing::new([0u8; 46]);
+        okm.fill(&mut out[..n]).map_err(|_| SrtpError::KeyLength)?;
+        Self::from_concatenated(self.suite, &out[..n])
     }
 
     /// A second copy of the same key (for an answer that keeps its key).
