@@ -25,7 +25,6 @@ pub enum Service {
 }
 
 /// Changes the signalling makes to a running call's media.
-#[derive(Debug)]
 pub enum Control {
     /// A re-INVITE: the peer's address and whether we may send.
     Update {
@@ -44,6 +43,24 @@ pub enum Control {
     /// The trunk peer's re-INVITE brought a new SDES key: its packets
     /// open with this from now on (ours stays as answered).
     Rekey(Box<crate::media::srtp::SrtpReceiver>),
+}
+
+/// Keys have no `Debug`: a re-key shows as such, nothing more.
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Update { remote, rtcp, send } => f
+                .debug_struct("Update")
+                .field("remote", remote)
+                .field("rtcp", rtcp)
+                .field("send", send)
+                .finish(),
+            Self::Hold(h) => write!(f, "Hold({h})"),
+            Self::Dtmf { digit, duration_ms } => write!(f, "Dtmf({digit}, {duration_ms} ms)"),
+            Self::Confirmed => f.write_str("Confirmed"),
+            Self::Rekey(_) => f.write_str("Rekey"),
+        }
+    }
 }
 
 /// What a media task needs to start.

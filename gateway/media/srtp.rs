@@ -649,13 +649,6 @@ pub struct Srtp<D> {
     direction: PhantomData<D>,
 }
 
-/// Names the suite only: never key material.
-impl<D> std::fmt::Debug for Srtp<D> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Srtp({:?})", self.ctx.suite)
-    }
-}
-
 /// Marks a context that seals (see [`SrtpSender`]).
 pub enum Outbound {}
 /// Marks a context that opens (see [`SrtpReceiver`]).
