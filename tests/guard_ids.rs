@@ -254,6 +254,9 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
         .spawn()
         .expect("sipp runs (scripts/deps installs sip-tester)");
     gw.expect_metric("tollgate_calls_active", 5, 1.0);
+    // The call's INVITE and answer count against the calls' byte budget.
+    let held = r#"tollgate_sip_held_bytes{holder="calls"}"#;
+    assert!(gw.wait_metric(held, 5, |v| v > 300.0) > 300.0);
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
         .status()
@@ -276,6 +279,7 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     let out = call.wait_with_output().expect("sipp");
     let (ok, failed) = common::gateway::sipp_counts(&String::from_utf8_lossy(&out.stdout));
     assert_eq!((ok, failed), (1, 0), "the call across the reload");
+    gw.expect_metric(held, 5, 0.0);
 
     // Invalid rules are refused, naming the key; the previous ones stay.
     std::fs::write(

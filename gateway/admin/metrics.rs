@@ -17,6 +17,9 @@ pub struct Metrics {
     /// SIP responses by status class (`1xx` ... `6xx`) and direction.
     pub sip_responses: IntCounterVec,
     pub sip_transactions_active: IntGauge,
+    /// Bytes of SIP held for resending and answering, by holder
+    /// (`transactions`, `calls`), each against its budget.
+    pub sip_held_bytes: IntGaugeVec,
     pub sip_retransmissions: IntCounter,
     /// Messages that failed to parse, by reason.
     pub sip_parse_failures: IntCounterVec,
@@ -247,6 +250,17 @@ impl Metrics {
                 "sip_transactions_active",
                 "SIP transactions in progress.",
             )?,
+            sip_held_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "sip_held_bytes",
+                        "Bytes of SIP messages held (transactions for resending, calls for answering), each against a 64 MiB budget.",
+                    ),
+                    &["holder"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             sip_retransmissions: counter(
                 "sip_retransmissions_total",
                 "SIP messages retransmitted by the gateway.",

@@ -36,6 +36,10 @@ const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
 const MAX_TRANSACTIONS: usize = 20_000;
 /// Most calls at once.
 pub(super) const MAX_CALLS: usize = 5_000;
+/// Bytes of SIP the calls keep (each call's INVITE, for building its
+/// responses, and its SDP answer) before new calls get 503: the count cap
+/// alone would let 5,000 calls of 64 KiB INVITEs hold 320 MiB.
+pub(super) const MAX_CALL_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -88,6 +92,13 @@ pub(super) struct Call {
     pub(super) on_trunks: Vec<String>,
 }
 
+impl Call {
+    /// The bytes of SIP it keeps.
+    pub(super) fn held(&self) -> usize {
+        self.invite.len() + self.answer_sdp.len()
+    }
+}
+
 /// A response the core sends on a server transaction.
 pub(super) struct Reply<'a> {
     code: u16,
@@ -124,6 +135,8 @@ pub struct Core {
     pub(super) txn: Transactions,
     pub(super) transport: Transport,
     pub(super) calls: HashMap<Vec<u8>, Call>,
+    /// Bytes the calls keep ([`Call::held`]), against [`MAX_CALL_BYTES`].
+    pub(super) call_bytes: usize,
     pub(super) ports: PortPool,
     /// Our SIP address for Via and Contact.
     pub(super) sip_addr: SocketAddr,
@@ -211,6 +224,7 @@ impl Core {
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
             transport,
             calls: HashMap::new(),
+            call_bytes: 0,
             outbound: HashMap::new(),
             calls_started: 0,
             ok_retransmissions: 0,
@@ -410,6 +424,15 @@ impl Core {
         self.metrics
             .sip_transactions_active
             .set(self.txn.len() as i64);
+        let held = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.metrics
+            .sip_held_bytes
+            .with_label_values(&["transactions"])
+            .set(held(self.txn.held_bytes()));
+        self.metrics
+            .sip_held_bytes
+            .with_label_values(&["calls"])
+            .set(held(self.call_bytes));
         catch_up(
             &self.metrics.sip_retransmissions,
             s.retransmissions + self.ok_retransmissions,
@@ -799,8 +822,11 @@ impl Core {
             send: neg.direction.sends(),
         });
         info!(call = c.n, direction = neg.direction.as_str(), "re-INVITE");
+        let before = c.held();
         c.answer_sdp = neg.answer;
         c.invite = bytes.to_vec();
+        let after = c.held();
+        self.call_bytes = self.call_bytes.saturating_sub(before) + after;
         c.invite_key = key;
         c.state = State::Ringing; // answered just below
         self.answer(&call_id, now);
@@ -986,6 +1012,7 @@ impl Core {
 
     pub(super) fn end_call(&mut self, call_id: &[u8], outcome: &str) {
         if let Some(mut c) = self.calls.remove(call_id) {
+            self.call_bytes = self.call_bytes.saturating_sub(c.held());
             if let Some(r) = c.record.take() {
                 use crate::cdr::record::{Outcome, Party};
                 let o = super::records::outcome(outcome);

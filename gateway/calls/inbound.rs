@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS};
+use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
 use super::media::{self, MediaSetup, Service};
 use super::number::normalize;
 use crate::config::Target;
@@ -125,6 +125,7 @@ impl Core {
             }
         };
         if self.calls.len() >= MAX_CALLS
+            || self.call_bytes + bytes.len() > MAX_CALL_BYTES
             || self.trunk_full(trunk_ix)
             || out_trunk.is_some_and(|t| self.trunk_full(t))
         {
@@ -444,6 +445,7 @@ impl Core {
         }
         let bridged = call.bridge.is_some();
         let to_agent = call.agent.is_some();
+        self.call_bytes += call.held();
         self.calls.insert(call_id.clone(), call);
         if bridged {
             // The far end's answer answers the caller.
