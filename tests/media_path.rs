@@ -519,3 +519,60 @@ target = "echo"
     assert!(echoed >= 20, "only {echoed} echoes before the BYE");
     assert!(gw.log().contains("the call's time is up"), "{}", gw.log());
 }
+
+/// On a trunk open to anyone (untrusted), an ACK proves only the address
+/// it came from: an INVITE whose SDP names another address, ACKed with our
+/// tag, still sends nothing there until media comes from it. (A trusted
+/// carrier's media gateways may differ from its signalling; its ACK
+/// counts, as the test above shows.)
+#[test]
+fn an_ack_proves_only_its_own_address_on_an_untrusted_trunk() {
+    let toml = common::gateway::config(18900, 28000, 200, "").replacen(
+        "name = \"loopback\"\n",
+        "name = \"loopback\"\ntrusted = false\n",
+        1,
+    );
+    let gw = Gateway::start_toml("ack-scope", 18900, 18901, &toml);
+    let call = |victim_ip: &str, id: &str| {
+        let sip = socket();
+        let victim = UdpSocket::bind((victim_ip, 0)).expect("bind");
+        victim
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let me = sip.local_addr().expect("addr");
+        let port = victim.local_addr().expect("addr").port();
+        let sdp = format!(
+            "v=0\r\no=x 1 1 IN IP4 {victim_ip}\r\ns=-\r\nc=IN IP4 {victim_ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        );
+        sip.send_to(
+            &request_to("tone", "INVITE", id, 1, None, me, gw.sip, Some(&sdp)),
+            gw.sip,
+        )
+        .expect("send");
+        let (tag, media) = ok_seen(&sip, 1);
+        sip.send_to(
+            &request_to("tone", "ACK", id, 1, Some(&tag), me, gw.sip, None),
+            gw.sip,
+        )
+        .expect("ack");
+        (victim, media)
+    };
+    let mut buf = [0u8; 2048];
+    // The SDP names 127.0.0.2, the SIP came from 127.0.0.1: the ACK does
+    // not prove it; 2 s of a 50 packet/s tone would have arrived.
+    let (victim, media) = call("127.0.0.2", "ack-other");
+    assert!(
+        victim.recv_from(&mut buf).is_err(),
+        "the tone went to an address only the SDP named"
+    );
+    // Media from there proves it.
+    victim.send_to(&rtp(1), media).expect("send");
+    assert!(
+        victim.recv_from(&mut buf).is_ok(),
+        "the tone after our media"
+    );
+    // The SDP names the address the SIP came from: the ACK proves it.
+    let (own, _) = call("127.0.0.1", "ack-own");
+    assert!(own.recv_from(&mut buf).is_ok(), "the tone after the ACK");
+}

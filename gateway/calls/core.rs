@@ -75,6 +75,8 @@ pub(super) struct Call {
     pub(super) answer_sdp: Vec<u8>,
     /// SDES keys in use on the trunk leg: (the peer's, ours).
     pub(super) sdes: Option<(MasterKey, MasterKey)>,
+    /// The address the peer's SDP asks media to go to.
+    pub(super) media_ip: IpAddr,
     pub(super) media: mpsc::Sender<Control>,
     pub(super) port: u16,
     /// The outbound leg, for calls routed out another trunk.
@@ -605,7 +607,20 @@ impl Core {
                     if c.state == State::Answered {
                         c.state = State::Confirmed;
                         c.ok = None;
-                        let _ = c.media.try_send(Control::Confirmed);
+                        // The ACK proves the address it came from. On a
+                        // trunk open to anyone, that is all it proves: an
+                        // SDP naming another address still waits for media
+                        // from there (else one ACKed INVITE could aim a
+                        // tone at a third party).
+                        let trusted =
+                            self.config.trunks.iter().any(|t| {
+                                t.trusted && crate::in_networks(&t.peers, c.peer.addr.ip())
+                            });
+                        if trusted
+                            || crate::unmapped(c.media_ip) == crate::unmapped(c.peer.addr.ip())
+                        {
+                            let _ = c.media.try_send(Control::Confirmed);
+                        }
                     }
                 }
             }
@@ -816,6 +831,9 @@ impl Core {
         } else {
             SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
         };
+        if !ip.is_unspecified() {
+            c.media_ip = ip;
+        }
         let _ = c.media.try_send(Control::Update {
             remote: neg.remote,
             rtcp: remote_rtcp,

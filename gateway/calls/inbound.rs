@@ -407,6 +407,7 @@ impl Core {
             local,
             answer_sdp: neg.answer,
             sdes: None,
+            media_ip: neg.remote.ip(),
             media: ctl_tx,
             port,
             bridge,
