@@ -160,10 +160,13 @@ pub struct Core {
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
     /// Media tasks that end calls themselves (trunk RTP stopped) say so
-    /// here.
+    /// here. Unbounded on purpose: each task says it once and tasks are
+    /// bounded by the calls, while a bounded queue lost the news when a
+    /// carrier's outage silenced more calls at once than it held (those
+    /// calls then held their slots until media.max_call_s).
     pub(super) media_ended: (
-        mpsc::Sender<super::agent_media::MediaEnded>,
-        Option<mpsc::Receiver<super::agent_media::MediaEnded>>,
+        mpsc::UnboundedSender<super::agent_media::MediaEnded>,
+        Option<mpsc::UnboundedReceiver<super::agent_media::MediaEnded>>,
     ),
     /// The IDS, before the transaction layer.
     pub(super) guard: Guard,
@@ -234,7 +237,7 @@ impl Core {
             agent_out: HashMap::new(),
             agent_calls_started: 0,
             media_ended: {
-                let (tx, rx) = mpsc::channel(256);
+                let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
             },
             guard,

@@ -83,7 +83,7 @@ pub struct MediaSetup {
 /// it sends `ended` to the core and stops.
 pub struct Timeout {
     pub after: Duration,
-    pub tell: mpsc::Sender<super::agent_media::MediaEnded>,
+    pub tell: mpsc::UnboundedSender<super::agent_media::MediaEnded>,
     pub ended: super::agent_media::MediaEnded,
 }
 
@@ -96,7 +96,7 @@ impl Timeout {
         if last.elapsed() < self.after {
             return false;
         }
-        let _ = self.tell.try_send(self.ended.clone());
+        let _ = self.tell.send(self.ended.clone());
         true
     }
 }
@@ -368,4 +368,34 @@ pub(super) async fn recv_opt(
 /// value.
 pub fn rand_u32() -> u32 {
     crate::keys::random_u32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::agent_media::MediaEnded;
+
+    /// A carrier's outage silences many calls at once: every media task's
+    /// news reaches the core (the queue used to hold 256 and drop the
+    /// rest, leaving those calls holding their slots for hours).
+    #[test]
+    fn every_silenced_call_is_reported() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let long_ago = Instant::now();
+        let n = 2 * 256 + 7;
+        for i in 0..n {
+            let t = Timeout {
+                after: Duration::ZERO,
+                tell: tx.clone(),
+                ended: MediaEnded::Agent(i),
+            };
+            assert!(t.expired(long_ago));
+        }
+        let mut got = 0;
+        while let Ok(MediaEnded::Agent(i)) = rx.try_recv() {
+            assert_eq!(i, got);
+            got += 1;
+        }
+        assert_eq!(got, n);
+    }
 }
