@@ -59,13 +59,17 @@ fn sdes_srtp_echo_call_with_libsrtp_on_the_carrier_side() {
             sip.local_addr().expect("addr"),
             rtp.local_addr().expect("addr").port(),
         );
-        let ours = MasterKey::random(suite).expect("key");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&*ours.to_concatenated());
-        let sdp = format!(
-            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        // The carrier's offer with its key, at SDP version `version`.
+        let offer = |key: &MasterKey, version: u32| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&*key.to_concatenated());
+            format!(
+                "v=0\r\no=carrier 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b64}\r\n",
-            suite.sdes_name()
-        );
+                suite.sdes_name()
+            )
+        };
+        let ours = MasterKey::random(suite).expect("key");
+        let sdp = offer(&ours, 1);
         let call = format!("sdes-call-{i}");
         sip.send_to(
             &request("INVITE", &call, 1, None, sip_addr, gw.sip, Some(&sdp)),
@@ -112,16 +116,19 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
         // A session refresh (a re-INVITE with the same offer, as carriers
         // send under RFC 4028): the answer keeps the gateway's key, the
         // one its media seals with, and audio goes on.
-        let again = reinvite(
-            &sip,
-            &call,
-            2,
-            tag.as_deref(),
-            sip_addr,
-            gw.sip,
-            &sdp,
-            suite,
-        );
+        let reinvite_with = |cseq, sdp: &str| {
+            reinvite(
+                &sip,
+                &call,
+                cseq,
+                tag.as_deref(),
+                sip_addr,
+                gw.sip,
+                sdp,
+                suite,
+            )
+        };
+        let again = reinvite_with(2, &sdp);
         assert!(
             again.same_as(&theirs),
             "{suite:?}: the re-INVITE's answer keeps the key"
@@ -132,22 +139,8 @@ m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b
         // The carrier re-keys in a re-INVITE: its packets under the new
         // key open, and the gateway's key stays.
         let renewed = MasterKey::random(suite).expect("key");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&*renewed.to_concatenated());
-        let rekeyed = format!(
-            "v=0\r\no=carrier 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-m=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 {} inline:{b64}\r\n",
-            suite.sdes_name()
-        );
-        let again = reinvite(
-            &sip,
-            &call,
-            3,
-            tag.as_deref(),
-            sip_addr,
-            gw.sip,
-            &rekeyed,
-            suite,
-        );
+        let rekeyed = offer(&renewed, 2);
+        let again = reinvite_with(3, &rekeyed);
         assert!(again.same_as(&theirs), "{suite:?}: the gateway's key stays");
         let mut tx = libsrtp::session(&renewed, true);
         let back = echo_batch(&rtp, gw_media, &mut tx, &mut rx, 130, 30);
