@@ -1036,6 +1036,14 @@ impl Config {
             .position(|t| crate::in_networks(&t.peers, ip))
     }
 
+    /// Whether `ip` belongs to a trusted trunk: the first trunk whose
+    /// peers hold it decides, as for the IDS.
+    pub fn trusted_peer(&self, ip: IpAddr) -> bool {
+        self.trunk_for(ip)
+            .and_then(|t| self.trunks.get(t))
+            .is_some_and(|t| t.trusted)
+    }
+
     /// Every trunk's peer networks in file order, each with whether its
     /// trunk is trusted (what the IDS needs).
     pub fn peer_networks(&self) -> Vec<(IpNet, bool)> {

@@ -615,11 +615,7 @@ impl Core {
                         // SDP naming another address still waits for media
                         // from there (else one ACKed INVITE could aim a
                         // tone at a third party).
-                        let trusted =
-                            self.config.trunks.iter().any(|t| {
-                                t.trusted && crate::in_networks(&t.peers, c.peer.addr.ip())
-                            });
-                        if trusted
+                        if self.config.trusted_peer(c.peer.addr.ip())
                             || crate::unmapped(c.media_ip) == crate::unmapped(c.peer.addr.ip())
                         {
                             let _ = c.media.try_send(Control::Confirmed);
@@ -768,20 +764,12 @@ impl Core {
         }
         // Our SDES key stays the one the media seals with; a call without
         // SRTP stays without (its media task has no keys to change).
-        let local = if c.sdes.is_some() {
-            c.local.clone()
-        } else {
-            Local {
-                srtp: SrtpMode::Off,
-                ..c.local.clone()
-            }
-        };
         let answer = Sdp::parse(m.body).ok().and_then(|offer| {
             c.local.session_version += 1;
-            let local = Local {
-                session_version: c.local.session_version,
-                ..local
-            };
+            let mut local = c.local.clone();
+            if c.sdes.is_none() {
+                local.srtp = SrtpMode::Off;
+            }
             sdp::answer_keeping(&offer, &local, c.sdes.as_ref().map(|(_, ours)| ours)).ok()
         });
         let Some(mut neg) = answer else {

@@ -233,12 +233,7 @@ impl Core {
     /// budget unless the source is a trusted trunk's peer.
     pub(super) fn record_refused(&mut self, source: IpAddr, now: Instant) {
         if let Some(c) = self.records.new.take() {
-            let trusted = self
-                .config
-                .trunks
-                .iter()
-                .any(|t| t.trusted && crate::in_networks(&t.peers, source));
-            if !trusted && !self.records.refusals.admit(source, now) {
+            if !self.config.trusted_peer(source) && !self.records.refusals.admit(source, now) {
                 self.metrics.cdr_refusals_aggregated.inc();
                 return;
             }

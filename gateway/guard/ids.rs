@@ -648,7 +648,7 @@ impl Ids {
     }
 
     /// How many times `ip` has been banned (while it is remembered).
-    pub fn offences(&mut self, ip: IpAddr) -> u8 {
+    pub fn offences(&self, ip: IpAddr) -> u8 {
         self.sources.peek(&ip).map_or(1, |s| s.offences.max(1))
     }
 

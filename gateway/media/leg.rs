@@ -431,6 +431,13 @@ mod tests {
         )
     }
 
+    /// A carrier's sender and the SRTP leg that opens its packets.
+    fn keyed_pair() -> (SrtpSender, Leg) {
+        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
+        let tx = SrtpSender::new(&key, SrtpConfig::default()).expect("tx");
+        (tx, srtp_leg(&key))
+    }
+
     /// An 8-byte-payload RTP packet with sequence `seq`, sealed by `tx`.
     fn sealed(tx: &mut SrtpSender, seq: u16) -> Vec<u8> {
         let mut buf = [0u8; 64];
@@ -442,10 +449,7 @@ mod tests {
 
     #[test]
     fn a_flood_on_a_leg_is_capped_before_any_crypto() {
-        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
-        let cfg = SrtpConfig::default();
-        let mut tx = SrtpSender::new(&key, cfg).expect("tx");
-        let mut leg = srtp_leg(&key);
+        let (mut tx, mut leg) = keyed_pair();
         let t0 = Instant::now();
         let mut seq = 0u16;
         let mut packet = |tx: &mut SrtpSender| {
@@ -563,10 +567,7 @@ mod tests {
 
     #[test]
     fn a_forged_srtp_packet_cannot_latch_or_hold_the_leg() {
-        let key = MasterKey::random(Suite::AeadAes128Gcm).expect("key");
-        let cfg = SrtpConfig::default();
-        let mut carrier = SrtpSender::new(&key, cfg).expect("tx");
-        let mut leg = srtp_leg(&key);
+        let (mut carrier, mut leg) = keyed_pair();
         let now = Instant::now();
         let mut seal = |seq: u16| sealed(&mut carrier, seq);
         // The attacker spoofs the carrier's IP with its own port, but has
