@@ -881,7 +881,6 @@ async fn serve(
         master.clone(),
         metrics.clone(),
         agent_tx,
-        core.ban_list(),
         Some(audit.clone()),
     )
     .map_err(|e| format!("agents: {e}"))?;

@@ -122,7 +122,7 @@ fn a_scanner_is_banned_and_unbanned_a_carrier_never_is() {
 
     // A restart does not free it: bans in force are kept on disk.
     let kept = gw.dir.join("data").join("bans.json");
-    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&kept).is_ok_and(|t| t.contains("127.0.1.10"))
         && std::time::Instant::now() < until
     {

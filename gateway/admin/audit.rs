@@ -407,15 +407,18 @@ impl Audit {
         // was cut or replaced while the gateway was stopped: that goes
         // into the chain before anything else, so the next anchor cannot
         // hide it.
-        match Anchor::load(&path) {
-            Ok(None) if w.tail.seq > 0 => w.anchor(true),
-            Ok(Some(a)) => {
-                if let Some(why) = short_of(&path, &w.tail, &a, &w.key) {
-                    error!(path = %path.display(), "audit trail: {why}");
-                    w.write(vec![["gateway".into(), CUT.into(), String::new(), why]]);
-                }
-            }
-            _ => {}
+        let why = match Anchor::load(&path) {
+            Ok(None) if w.tail.seq > 0 => Some(format!(
+                "a trail of {} entries has no anchor: the anchor was deleted (or this is the first start of a version that keeps one)",
+                w.tail.seq
+            )),
+            Ok(None) => None,
+            Ok(Some(a)) => short_of(&path, &w.tail, &a, &w.key),
+            Err(e) => Some(format!("the anchor is unreadable ({e})")),
+        };
+        if let Some(why) = why {
+            error!(path = %path.display(), "audit trail: {why}");
+            w.write(vec![["gateway".into(), CUT.into(), String::new(), why]]);
         }
         std::thread::Builder::new()
             .name("audit".into())
@@ -479,11 +482,20 @@ fn short_of(path: &Path, tail: &Tail, anchor: &Anchor, key: &[u8; 32]) -> Option
     if anchor.seq == 0 {
         return None;
     }
-    let text = std::fs::read(path).ok()?;
-    let line = text
-        .split(|&b| b == b'\n')
-        .nth(usize::try_from(anchor.seq - 1).ok()?)?;
-    (hash(line) != anchor.hash).then(|| {
+    let at = if anchor.seq == tail.seq {
+        // The usual case: the anchor is the trail's last entry.
+        tail.prev.clone()
+    } else {
+        // The trail went on after its anchor (a crash between the two
+        // writes): that entry's line, read a line at a time.
+        let f = std::fs::File::open(path).ok()?;
+        let line = BufReader::new(f)
+            .split(b'\n')
+            .nth(usize::try_from(anchor.seq - 1).ok()?)?
+            .ok()?;
+        hash(&line)
+    };
+    (at != anchor.hash).then(|| {
         format!(
             "entry {} is not the one its anchor recorded: the trail was replaced while the gateway was stopped",
             anchor.seq

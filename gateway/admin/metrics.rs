@@ -446,9 +446,6 @@ impl Metrics {
         for r in ["too_large", "congestion", "unknown_flow"] {
             self.agent_datagrams_dropped.with_label_values(&[r]);
         }
-        for r in crate::cdr::writer::Shed::ALL {
-            self.cdr_records_shed.with_label_values(&[r.label()]);
-        }
         for o in ["applied", "refused"] {
             self.config_reloads.with_label_values(&[o]);
         }

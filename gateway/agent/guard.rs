@@ -30,8 +30,16 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::totp;
+
 /// The longest lockout, however often it repeats.
 pub const MAX_LOCKOUT_S: u64 = 24 * 3600;
+
+/// Seconds from `now` to `until`, at most [`MAX_LOCKOUT_S`] (a clock set
+/// back cannot make a lockout longer).
+fn left(until: u64, now: u64) -> u64 {
+    until.saturating_sub(now).min(MAX_LOCKOUT_S)
+}
 
 /// One agent's login state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,7 +121,7 @@ impl Logins {
             .get(agent)
             .and_then(|a| a.locked_until)
             .filter(|&until| until > now)
-            .map(|until| until - now)
+            .map(|until| left(until, now))
     }
 
     /// Checks a login of `agent` at `now`: `verify` gets the last step
@@ -130,9 +138,20 @@ impl Logins {
         if let Some(until) = a.locked_until {
             if until > now {
                 return Err(Refused::Locked {
-                    secs_left: until - now,
+                    secs_left: left(until, now),
                 });
             }
+        }
+        // A step from the future means the clock was set back after
+        // running ahead: every code now would look used. It is forgotten
+        // (the codes of those future steps only work at their own time).
+        let current = now / totp::STEP;
+        if a.last_step.is_some_and(|l| l > current + totp::SKEW) {
+            warn!(
+                agent,
+                "the last code used is from a later time: the clock was set back; forgetting it"
+            );
+            a.last_step = None;
         }
         match verify(a.last_step) {
             Some(step) if a.last_step.is_none_or(|l| step > l) => {
@@ -242,6 +261,23 @@ mod tests {
         );
     }
 
+    /// A clock that ran ahead and was set back neither refuses every code
+    /// (a used step from the future is forgotten) nor stretches a lockout
+    /// past a day.
+    #[test]
+    fn a_clock_set_back_locks_nobody_out_for_longer() {
+        let l = Logins::in_memory(1, 60);
+        let ahead = 10_000 * totp::STEP;
+        assert_eq!(l.check("a", ahead, |_| Some(10_000)), Ok(10_000));
+        let now = 100 * totp::STEP;
+        assert_eq!(
+            l.check("a", now, |last| last.is_none_or(|s| 100 > s).then_some(100)),
+            Ok(100)
+        );
+        assert!(l.check("b", ahead, |_| None).is_err());
+        assert_eq!(l.locked("b", now), Some(MAX_LOCKOUT_S));
+    }
+
     #[test]
     fn a_code_works_once_even_in_parallel_and_after_a_restart() {
         let dir = std::env::temp_dir().join(format!("tollgate-logins-{}", std::process::id()));
@@ -249,12 +285,13 @@ mod tests {
         let path = dir.join("logins.json");
         let _ = std::fs::remove_file(&path);
         let l = Arc::new(Logins::open(path.clone(), 10, 60));
-        // Eight logins at once with the code of step 42: exactly one in.
+        // Eight logins at once with the code of step 42 (at 1260 s): exactly
+        // one in.
         let wins: usize = (0..8)
             .map(|_| {
                 let l = l.clone();
                 std::thread::spawn(move || {
-                    l.check("alice", 1000, |last| {
+                    l.check("alice", 1260, |last| {
                         // A verifier as totp::verify: refuses steps at or
                         // before the last used.
                         std::thread::yield_now();
@@ -269,18 +306,18 @@ mod tests {
         // The step and a lockout survive a restart.
         let bad = |_| None;
         for _ in 0..10 {
-            let _ = l.check("bob", 1000, bad);
+            let _ = l.check("bob", 1260, bad);
         }
         drop(l);
         let again = Logins::open(path.clone(), 10, 60);
-        assert_eq!(again.locked("bob", 1010), Some(50));
+        assert_eq!(again.locked("bob", 1270), Some(50));
         assert_eq!(
-            again.check("alice", 1001, |last| last
+            again.check("alice", 1261, |last| last
                 .is_none_or(|s| 42 > s)
                 .then_some(42)),
             Err(Refused::BadCode { locked_for: None })
         );
-        assert_eq!(again.check("alice", 1030, |_| Some(43)), Ok(43));
+        assert_eq!(again.check("alice", 1290, |_| Some(43)), Ok(43));
         let text = std::fs::read_to_string(&path).expect("state file");
         assert!(!text.contains("failures"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);

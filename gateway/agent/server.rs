@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -185,8 +185,6 @@ struct Shared {
     handshakes: std::sync::atomic::AtomicUsize,
     /// Live sessions: id to (agent name, fingerprint, connection).
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
-    /// Sources the IDS banned.
-    bans: crate::guard::BanList,
     /// Where enrolments and revocations seen in the registry are recorded.
     audit: Option<crate::admin::audit::Audit>,
 }
@@ -303,7 +301,6 @@ impl AgentServer {
         master: Arc<Master>,
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
-        bans: crate::guard::BanList,
         audit: Option<crate::admin::audit::Audit>,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
@@ -327,7 +324,6 @@ impl AgentServer {
             digest: Mutex::new(FailureDigest::default()),
             handshakes: 0.into(),
             sessions: Mutex::new(HashMap::new()),
-            bans,
             audit,
         });
         let mut roots = rustls::RootCertStore::empty();
@@ -416,13 +412,6 @@ async fn accept_loop(
     let mut next_session = 0u64;
     while let Some(incoming) = endpoint.accept().await {
         let source = incoming.remote_address().ip();
-        if shared.bans.is_banned(source, Instant::now()) {
-            // Banned by the IDS (the kernel drops it first when nftables
-            // is loaded).
-            shared.fail_count("banned");
-            incoming.ignore();
-            continue;
-        }
         // Address validation first: a forged source never sees the Retry,
         // so it never gets a handshake (or a failure counted against it).
         if !incoming.remote_address_validated() && incoming.may_retry() {
@@ -641,12 +630,21 @@ async fn run_session(
     };
     // The code is checked and its step taken under one lock, and kept on
     // disk before the login is accepted.
+    // On a blocking thread: a success is fsynced under the logins lock.
     let secret = shared.totp_secret(&agent);
-    let checked = shared.logins.check(&name, unix_now(), |last| {
-        secret
-            .as_ref()
-            .and_then(|secret| totp::verify(secret, &otp.0, unix_now(), last))
-    });
+    let checked = tokio::task::spawn_blocking({
+        let (shared, name) = (shared.clone(), name.clone());
+        move || {
+            let now = unix_now();
+            shared.logins.check(&name, now, |last| {
+                secret
+                    .as_ref()
+                    .and_then(|secret| totp::verify(secret, &otp.0, now, last))
+            })
+        }
+    })
+    .await
+    .unwrap_or(Err(Refused::BadCode { locked_for: None }));
     if let Err(why) = checked {
         let (reason, code, text) = match why {
             Refused::Locked { .. } => ("locked_out", close::LOCKED_OUT, "locked out"),

@@ -21,7 +21,7 @@ use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::config::Config;
-use crate::guard::{BanInfo, BanList, Guard};
+use crate::guard::{BanInfo, Guard};
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
@@ -265,11 +265,6 @@ impl Core {
 
     pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
         self.guard.set_audit(a);
-    }
-
-    /// The bans, for listeners outside the core.
-    pub fn ban_list(&self) -> BanList {
-        self.guard.ban_list()
     }
 
     fn on_guard_request(&mut self, r: GuardRequest, now: Instant) {
@@ -597,7 +592,7 @@ impl Core {
                     self.record_refused(peer.addr.ip(), now);
                 }
             }
-            Method::Invite => self.reinvite(key, &m, &head, &bytes, now),
+            Method::Invite => self.reinvite(key, peer, &m, &head, &bytes, now),
             Method::Ack => {
                 // Only an ACK carrying our To tag counts: its sender saw our
                 // 2xx, which proves the caller's address (a blind spoofer
@@ -728,6 +723,7 @@ impl Core {
     fn reinvite(
         &mut self,
         key: Key,
+        peer: Peer,
         m: &Message<'_>,
         head: &RequestHead<'_>,
         bytes: &[u8],
@@ -758,9 +754,26 @@ impl Core {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
+        // The new INVITE replaces the kept one: within the calls' budget.
+        let grows = bytes.len().saturating_sub(c.invite.len());
+        if self.call_bytes + grows > MAX_CALL_BYTES {
+            self.respond(&key, m, Reply::new(503, "Service Unavailable"), now);
+            return;
+        }
         // A re-INVITE refreshes the session timer.
         if let Some(t) = c.session_timer.as_mut() {
             t.refreshed(now);
+        }
+        // Our SDES key goes back in the answer: only over TLS (or where the
+        // trunk accepts keys in clear), whatever the call started on.
+        let clear_ok = self
+            .config
+            .trunk_for(peer.addr.ip())
+            .and_then(|t| self.config.trunks.get(t))
+            .is_some_and(|t| t.sdes_in_clear);
+        if c.sdes.is_some() && !peer.tls && !clear_ok {
+            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+            return;
         }
         // Our SDES key stays the one the media seals with; a call without
         // SRTP stays without (its media task has no keys to change).
@@ -776,29 +789,6 @@ impl Core {
             self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
             return;
         };
-        match (&c.sdes, neg.srtp.take()) {
-            (Some(_), None) => {
-                // An SRTP call cannot fall back to plain RTP mid-call.
-                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                return;
-            }
-            (Some((old, _)), Some((theirs, ours))) => {
-                if !theirs.same_as(old) {
-                    match SrtpReceiver::new(&theirs, SrtpConfig::default()) {
-                        Ok(rx) => {
-                            let _ = c.media.try_send(Control::Rekey(Box::new(rx)));
-                            info!(call = c.n, "re-INVITE: the peer's SRTP key changed");
-                        }
-                        Err(_) => {
-                            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                            return;
-                        }
-                    }
-                }
-                c.sdes = Some((theirs, ours));
-            }
-            _ => {}
-        }
         // A new media address must be of a scope the trunk allows; an
         // unspecified one is the old form of hold (nothing is sent there).
         let ip = neg.remote.ip();
@@ -816,6 +806,39 @@ impl Core {
                 self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
                 return;
             }
+        }
+        match (&c.sdes, neg.srtp.take()) {
+            (Some(_), None) => {
+                // An SRTP call cannot fall back to plain RTP mid-call.
+                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+                return;
+            }
+            (Some((old, _)), Some((theirs, ours))) => {
+                if !theirs.same_as(old) {
+                    match SrtpReceiver::new(&theirs, SrtpConfig::default()) {
+                        Ok(rx) => {
+                            // The media must take the key, or the call
+                            // would go one-way: else the peer tries again.
+                            if c.media.try_send(Control::Rekey(Box::new(rx))).is_err() {
+                                self.respond(
+                                    &key,
+                                    m,
+                                    Reply::new(500, "Server Internal Error"),
+                                    now,
+                                );
+                                return;
+                            }
+                            info!(call = c.n, "re-INVITE: the peer's SRTP key changed");
+                        }
+                        Err(_) => {
+                            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
+                            return;
+                        }
+                    }
+                }
+                c.sdes = Some((theirs, ours));
+            }
+            _ => {}
         }
         let remote_rtcp = if neg.rtcp_mux {
             neg.remote

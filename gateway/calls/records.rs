@@ -183,8 +183,10 @@ impl Records {
     /// Writes every pending record now (the gateway is stopping).
     pub(super) fn flush_pending(&mut self) {
         if let Some(w) = &self.writer {
+            // Stopping: no call waits any more, so these wait for room
+            // rather than being shed.
             for (id, (r, _)) in self.pending.drain() {
-                w.put(id, r, None);
+                w.put_waiting(id, r, None);
             }
         }
     }

@@ -104,6 +104,10 @@ impl Writer {
         metrics
             .cdr_storage_ok
             .set(i64::from(target.store.is_some()));
+        // Every reason's series exists from the start, at 0.
+        for r in Shed::ALL {
+            metrics.cdr_records_shed.with_label_values(&[r.label()]);
+        }
         let thread = std::thread::Builder::new()
             .name("cdr-writer".into())
             .spawn(move || run(&target, &m, &rx))?;

@@ -3,9 +3,10 @@
 //!
 //! - [`rules`]: the IDS rules (`rulesets/ids.toml`), validated;
 //! - [`ids`]: the IDS core, sans-IO: facts of a message in, a verdict out;
-//! - [`Guard`]: the IDS as the call core uses it: every SIP message and
-//!   agent login through it, verdicts counted, bans pushed to the firewall
-//!   and to the [`BanList`] other listeners consult;
+//! - [`Guard`]: the IDS as the call core uses it: every SIP message
+//!   through it, verdicts counted, bans pushed to the firewall (whose table
+//!   lets the agents' QUIC port through before the bans: a forged SIP flood
+//!   must not cut off an office's agents) and kept across restarts;
 //! - [`nft`]: the kernel side, Tollgate's nftables table.
 //!
 //! The firewall table itself is `rulesets/tollgate.nft`.
@@ -14,9 +15,8 @@ pub mod ids;
 pub mod nft;
 pub mod rules;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntCounter;
@@ -27,29 +27,6 @@ use crate::config::Config;
 use crate::sip::header::Method;
 use crate::sip::message::{HeaderName, Message, StartLine};
 use ids::{Class, Facts, Ids, Reason, Verdict};
-
-/// Banned sources and until when, shared read-mostly with listeners that
-/// do not go through the call core (the agents' QUIC endpoint).
-#[derive(Clone, Debug, Default)]
-pub struct BanList(Arc<RwLock<HashMap<IpAddr, Instant>>>);
-
-impl BanList {
-    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
-        self.0
-            .read()
-            .map(|m| m.get(&ip).is_some_and(|&until| until > now))
-            .unwrap_or(false)
-    }
-
-    fn set(&self, ip: IpAddr, until: Option<Instant>) {
-        if let Ok(mut m) = self.0.write() {
-            match until {
-                Some(u) => m.insert(ip, u),
-                None => m.remove(&ip),
-            };
-        }
-    }
-}
 
 /// One ban, as `tollgate firewall bans` shows it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -72,10 +49,18 @@ struct SavedBan {
     offences: u8,
 }
 
+/// How often changed bans are written at most.
+const BAN_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Most bans kept across a restart (the kernel set holds the rest until
+/// they expire or the table is reloaded).
+const MAX_SAVED_BANS: usize = 65_536;
+
 /// Where bans are kept: a thread writes the latest list handed to it
 /// (the call core never waits for the disk; a list not yet written is
 /// replaced by a newer one).
 struct BanFile {
+    /// When a list was last handed over.
+    saved_at: Option<Instant>,
     tx: std::sync::mpsc::SyncSender<Vec<SavedBan>>,
     /// Bans changed since the list was last handed over.
     dirty: bool,
@@ -95,7 +80,11 @@ impl BanFile {
                     }
                 }
             })?;
-        Ok(Self { tx, dirty: false })
+        Ok(Self {
+            saved_at: None,
+            tx,
+            dirty: false,
+        })
     }
 }
 
@@ -134,7 +123,6 @@ pub struct Guard {
     bans: Vec<IntCounter>,
     /// Per trunk (by index), its over-limit counter if it is trusted.
     carrier_over: Vec<Option<IntCounter>>,
-    shared: BanList,
     firewall: Option<nft::Handle>,
     audit: Option<crate::admin::audit::Audit>,
     saved: Option<BanFile>,
@@ -166,7 +154,6 @@ impl Guard {
             ids,
             config,
             metrics,
-            shared: BanList::default(),
             firewall: None,
             audit: None,
             saved: None,
@@ -174,8 +161,8 @@ impl Guard {
     }
 
     /// Keeps bans in `path` from now on, after putting back the ones it
-    /// holds that have not run out (in the process, the [`BanList`] and
-    /// the firewall; so set the firewall first). Returns how many.
+    /// holds that have not run out (in the process and the firewall; so
+    /// set the firewall first). Returns how many.
     pub fn keep_bans(&mut self, path: std::path::PathBuf, now: Instant) -> usize {
         let saved: Vec<SavedBan> = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -194,7 +181,6 @@ impl Guard {
             if self.ids.restore(b.source, left, reason, b.offences, now) {
                 let until = self.ids.banned_until(b.source, now).unwrap_or(now);
                 let left = until.saturating_duration_since(now);
-                self.shared.set(b.source, Some(until));
                 if let Some(f) = &self.firewall {
                     f.ban(b.source, left);
                 }
@@ -227,15 +213,20 @@ impl Guard {
         }
     }
 
-    /// Hands the current bans to the writer, if they changed.
+    /// Hands the current bans to the writer, if they changed, at most
+    /// every [`BAN_SAVE_EVERY`] and at most [`MAX_SAVED_BANS`] of them: a
+    /// flood of bans costs the call core one bounded list now and then.
     fn save_bans(&mut self, now: Instant) {
         let Some(f) = &self.saved else { return };
-        if !f.dirty {
+        if !f.dirty
+            || f.saved_at
+                .is_some_and(|t| now.saturating_duration_since(t) < BAN_SAVE_EVERY)
+        {
             return;
         }
         let wall = crate::now_ms();
         let mut list = Vec::new();
-        for (source, until, reason) in self.ids.bans(now) {
+        for (source, until, reason) in self.ids.bans(now).into_iter().take(MAX_SAVED_BANS) {
             let offences = self.ids.offences(source);
             list.push(SavedBan {
                 source,
@@ -248,13 +239,9 @@ impl Guard {
             // Full: the writer is busy; the next tick hands a newer list.
             if f.tx.try_send(list).is_ok() {
                 f.dirty = false;
+                f.saved_at = Some(now);
             }
         }
-    }
-
-    /// The list other listeners check.
-    pub fn ban_list(&self) -> BanList {
-        self.shared.clone()
     }
 
     /// Where bans go besides the process: the nftables table.
@@ -269,7 +256,7 @@ impl Guard {
 
     /// Counts a verdict and carries out a ban; true when the message may
     /// go on.
-    fn act(&mut self, ip: IpAddr, v: Verdict, now: Instant) -> bool {
+    fn act(&mut self, ip: IpAddr, v: Verdict) -> bool {
         match v {
             Verdict::Pass => {
                 self.pass.inc();
@@ -293,7 +280,6 @@ impl Guard {
             Verdict::Ban { reason, duration } => {
                 self.bans[reason as usize].inc();
                 warn!(source = %ip, reason = reason.label(), seconds = duration.as_secs(), "IDS: source banned");
-                self.shared.set(ip, Some(now + duration));
                 if let Some(a) = &self.audit {
                     a.record(
                         "ids",
@@ -328,26 +314,25 @@ impl Guard {
             to: header(HeaderName::To),
         };
         let v = self.ids.message(ip, &facts, now);
-        self.act(ip, v, now)
+        self.act(ip, v)
     }
 
     /// A SIP message from `ip` that did not parse.
     pub fn malformed(&mut self, ip: IpAddr, now: Instant) {
         let v = self.ids.malformed(ip, now);
-        self.act(ip, v, now);
+        self.act(ip, v);
     }
 
     /// The gateway answered `ip` 404 or 403 for `user`.
     pub fn refused_user(&mut self, ip: IpAddr, user: &[u8], now: Instant) {
         let v = self.ids.refused_user(ip, user, now);
-        self.act(ip, v, now);
+        self.act(ip, v);
     }
 
     /// Housekeeping, about once a second: bans that ran out, gauges.
     pub fn tick(&mut self, now: Instant) {
         for ip in self.ids.expire(now) {
             info!(source = %ip, "IDS: ban expired");
-            self.shared.set(ip, None);
             self.bans_changed();
         }
         self.save_bans(now);
@@ -392,7 +377,6 @@ impl Guard {
     /// Lifts a ban in the process and the kernel; whether there was one.
     fn lift(&mut self, ip: IpAddr, now: Instant) -> bool {
         let was = self.ids.unban(ip, now);
-        self.shared.set(ip, None);
         self.bans_changed();
         if let Some(f) = &self.firewall {
             f.unban(ip);

@@ -593,11 +593,11 @@ mod tests {
         assert_eq!(
             drop_rules(),
             [
+                "quic new-flow flood",
                 "banned",
                 "invalid",
                 "icmp over rate",
                 "sip from elsewhere",
-                "quic new-flow flood",
                 "admin from elsewhere"
             ]
         );

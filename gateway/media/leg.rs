@@ -216,9 +216,6 @@ impl Leg {
         self.confirmed = true;
     }
 
-    /// The signalling moved the peer (a re-INVITE with a new address): the
-    /// latch is released and the new address is unproven until its own
-    /// ACK or a valid packet from it.
     /// The peer re-keyed (SDES in a re-INVITE): its packets open with
     /// `rx` from now on. A leg without SRTP stays without.
     pub fn rekey(&mut self, rx: SrtpReceiver) {
@@ -227,6 +224,9 @@ impl Leg {
         }
     }
 
+    /// The signalling moved the peer (a re-INVITE with a new address): the
+    /// latch is released and the new address is unproven until its own
+    /// ACK or a valid packet from it.
     pub fn set_signalled(&mut self, addr: SocketAddr) {
         if addr != self.signalled {
             self.signalled = addr;
