@@ -306,6 +306,10 @@ pub struct Config {
     pub dial_default_deny: bool,
 }
 
+/// The `sdp_address_refused_total` label for an untrusted peer's SDP that
+/// names another host than the peer (see [`Config::media_refused`]).
+pub const NOT_SIGNALLING_SOURCE: &str = "not_signalling_source";
+
 impl Config {
     /// The embedded defaults. They are checked by a unit test, so an error
     /// here is a build defect; it is still reported, not panicked on.
@@ -631,18 +635,33 @@ impl Config {
         })
     }
 
-    /// The scope of `media`, an SDP address from the SIP peer `peer`, if
-    /// that peer's trunk may not have media sent there (see
-    /// [`Trunk::media_allowed`]); a peer of no trunk gets public only.
-    pub fn media_refused(&self, peer: IpAddr, media: IpAddr) -> Option<AddrScope> {
-        let allowed = match self.trunk_for(peer).and_then(|t| self.trunks.get(t)) {
+    /// Why `media`, an SDP address from the SIP peer `peer`, may not have
+    /// media sent to it (the `sdp_address_refused_total` label), if so:
+    /// its scope is not one the peer's trunk allows (see
+    /// [`Trunk::media_allowed`]; a peer of no trunk gets public only), or,
+    /// from a peer that is not a trusted trunk's, it is not the peer's own
+    /// address.
+    ///
+    /// Restricted latching: a carrier on a trusted trunk may keep its
+    /// media on other hosts than its signalling, but an untrusted peer
+    /// could name a victim and then forge one packet from it to start a
+    /// stream there. So, as SBCs restrict latching to the signalling
+    /// peer's IP on access trunks, an untrusted peer's media must come
+    /// from the address that signals.
+    pub fn media_refused(&self, peer: IpAddr, media: IpAddr) -> Option<&'static str> {
+        let trunk = self.trunk_for(peer).and_then(|t| self.trunks.get(t));
+        let allowed = match trunk {
             Some(t) => t.media_allowed(media),
             None => match AddrScope::of(media) {
                 AddrScope::Public => Ok(()),
                 other => Err(other),
             },
         };
-        allowed.err()
+        if let Err(scope) = allowed {
+            return Some(scope.name());
+        }
+        let trusted = trunk.is_some_and(|t| t.trusted);
+        (!trusted && media.to_canonical() != peer.to_canonical()).then_some(NOT_SIGNALLING_SOURCE)
     }
 
     /// The trunk whose peer networks hold `ip` (the first, in file order).

@@ -252,17 +252,19 @@ fn waiting(s: &UdpSocket) -> usize {
     n
 }
 
+/// A PCMU offer with media at `ip`:`port`.
+fn offer_at(port: u16, ip: &str) -> String {
+    format!(
+        "v=0\r\no=x 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+}
+
 #[test]
 fn a_forged_invite_reflects_nothing_until_media_or_its_ack_arrives() {
     // T1 = 200 ms: the 200 OK is resent at 0.2, 0.6 and 1.4 s, and the
     // unacknowledged calls last 64 T1 = 12.8 s.
     let gw = Gateway::start_with("reflect", 18200, 37000, 200, "");
-    let offer_at = |port: u16, ip: &str| {
-        format!(
-            "v=0\r\no=x 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-        )
-    };
     // The victim's address in each INVITE: a socket of the test's, which
     // must hear nothing. Never acknowledged, as a spoofer cannot.
     let invite = |number: &str, call: &str| {
@@ -526,53 +528,61 @@ target = "echo"
 /// carrier's media gateways may differ from its signalling; its ACK
 /// counts, as the test above shows.)
 #[test]
-fn an_ack_proves_only_its_own_address_on_an_untrusted_trunk() {
+fn an_untrusted_peer_may_only_name_its_own_media_address() {
     let toml = common::gateway::config(18900, 28000, 200, "").replacen(
         "name = \"loopback\"\n",
         "name = \"loopback\"\ntrusted = false\n",
         1,
     );
     let gw = Gateway::start_toml("ack-scope", 18900, 18901, &toml);
-    let call = |victim_ip: &str, id: &str| {
-        let sip = socket();
-        let victim = UdpSocket::bind((victim_ip, 0)).expect("bind");
-        victim
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let me = sip.local_addr().expect("addr");
-        let port = victim.local_addr().expect("addr").port();
-        let sdp = format!(
-            "v=0\r\no=x 1 1 IN IP4 {victim_ip}\r\ns=-\r\nc=IN IP4 {victim_ip}\r\nt=0 0\r\n\
-m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-        );
-        sip.send_to(
-            &request_to("tone", "INVITE", id, 1, None, me, gw.sip, Some(&sdp)),
-            gw.sip,
-        )
-        .expect("send");
-        let (tag, media) = ok_seen(&sip, 1);
-        sip.send_to(
-            &request_to("tone", "ACK", id, 1, Some(&tag), me, gw.sip, None),
-            gw.sip,
-        )
-        .expect("ack");
-        (victim, media)
-    };
     let mut buf = [0u8; 2048];
-    // The SDP names 127.0.0.2, the SIP came from 127.0.0.1: the ACK does
-    // not prove it; 2 s of a 50 packet/s tone would have arrived.
-    let (victim, media) = call("127.0.0.2", "ack-other");
+    let offer = |victim: &UdpSocket, id: &str| {
+        let sip = socket();
+        let me = sip.local_addr().expect("addr");
+        let at = victim.local_addr().expect("addr");
+        let invite = request_to(
+            "tone",
+            "INVITE",
+            id,
+            1,
+            None,
+            me,
+            gw.sip,
+            Some(&offer_at(at.port(), &at.ip().to_string())),
+        );
+        (sip, me, invite)
+    };
+    let victim = |ip: &str| {
+        let v = UdpSocket::bind((ip, 0)).expect("bind");
+        v.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        v
+    };
+    // The SDP names 127.0.0.2, the SIP came from 127.0.0.1: refused
+    // before any port is taken, so a packet forged from 127.0.0.2 has
+    // nothing to start.
+    let other = victim("127.0.0.2");
+    let (sip, _, invite) = offer(&other, "ack-other");
+    let r = transact(&sip, gw.sip, &invite);
     assert!(
-        victim.recv_from(&mut buf).is_err(),
-        "the tone went to an address only the SDP named"
+        r.starts_with(b"SIP/2.0 488"),
+        "{}",
+        String::from_utf8_lossy(&r)
     );
-    // Media from there proves it.
-    victim.send_to(&rtp(1), media).expect("send");
-    assert!(
-        victim.recv_from(&mut buf).is_ok(),
-        "the tone after our media"
+    assert_eq!(
+        gw.metric("tollgate_sdp_address_refused_total{scope=\"not_signalling_source\"}"),
+        1.0
     );
+    assert_eq!(gw.metric("tollgate_calls_active"), 0.0);
     // The SDP names the address the SIP came from: the ACK proves it.
-    let (own, _) = call("127.0.0.1", "ack-own");
+    let own = victim("127.0.0.1");
+    let (sip, me, invite) = offer(&own, "ack-own");
+    sip.send_to(&invite, gw.sip).expect("send");
+    let (tag, _) = ok_seen(&sip, 1);
+    sip.send_to(
+        &request_to("tone", "ACK", "ack-own", 1, Some(&tag), me, gw.sip, None),
+        gw.sip,
+    )
+    .expect("ack");
     assert!(own.recv_from(&mut buf).is_ok(), "the tone after the ACK");
 }

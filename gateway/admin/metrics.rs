@@ -337,7 +337,7 @@ impl Metrics {
             )?,
             sdp_address_refused: counter_vec(
                 "sdp_address_refused_total",
-                "SDP media addresses refused for their scope (loopback, private, multicast, ...), by scope.",
+                "SDP media addresses refused for their scope (loopback, private, multicast, ...), or from an untrusted peer for naming another host than itself (not_signalling_source).",
                 &["scope"],
             )?,
             rtp_jitter_seconds: histogram(
@@ -458,6 +458,8 @@ impl Metrics {
                 self.sdp_address_refused.with_label_values(&[s.name()]);
             }
         }
+        self.sdp_address_refused
+            .with_label_values(&[crate::config::NOT_SIGNALLING_SOURCE]);
         // The kernel's drop rules, at 0 whether or not the table loads (so
         // dashboards and alerts see the same series on every box).
         for rule in crate::guard::nft::drop_rules() {

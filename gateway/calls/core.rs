@@ -22,12 +22,12 @@ use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::config::Config;
 use crate::guard::{BanInfo, Guard};
-use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
+use crate::media::srtp::MasterKey;
 use crate::sip::build::{self, RequestSpec};
-use crate::sip::check::{check_request, check_response, check_support, RequestHead, TRUNK};
+use crate::sip::check::{check_request, check_response, check_support, TRUNK};
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
-use crate::sip::sdp::{self, Local, Sdp, SrtpMode};
+use crate::sip::sdp::Local;
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, TlsPeers, Transport};
 
@@ -720,150 +720,6 @@ impl Core {
         self.record_answered(call_id);
     }
 
-    fn reinvite(
-        &mut self,
-        key: Key,
-        peer: Peer,
-        m: &Message<'_>,
-        head: &RequestHead<'_>,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        let call_id = head.call_id.to_vec();
-        let known = self
-            .calls
-            .get(&call_id)
-            .filter(|c| head.to.tag() == Some(c.local_tag.as_bytes()))
-            .map(|c| c.state);
-        match known {
-            None => {
-                self.respond(
-                    &key,
-                    m,
-                    Reply::new(481, "Call/Transaction Does Not Exist"),
-                    now,
-                );
-                return;
-            }
-            Some(State::Ringing | State::Answered) => {
-                self.respond(&key, m, Reply::new(491, "Request Pending"), now);
-                return;
-            }
-            Some(State::Confirmed) => {}
-        }
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        // The new INVITE replaces the kept one: within the calls' budget.
-        let grows = bytes.len().saturating_sub(c.invite.len());
-        if self.call_bytes + grows > MAX_CALL_BYTES {
-            self.respond(&key, m, Reply::new(503, "Service Unavailable"), now);
-            return;
-        }
-        // A re-INVITE refreshes the session timer.
-        if let Some(t) = c.session_timer.as_mut() {
-            t.refreshed(now);
-        }
-        // Our SDES key goes back in the answer: only over TLS (or where the
-        // trunk accepts keys in clear), whatever the call started on.
-        let clear_ok = self
-            .config
-            .trunk_for(peer.addr.ip())
-            .and_then(|t| self.config.trunks.get(t))
-            .is_some_and(|t| t.sdes_in_clear);
-        if c.sdes.is_some() && !peer.tls && !clear_ok {
-            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-            return;
-        }
-        // Our SDES key stays the one the media seals with; a call without
-        // SRTP stays without (its media task has no keys to change).
-        let answer = Sdp::parse(m.body).ok().and_then(|offer| {
-            c.local.session_version += 1;
-            let mut local = c.local.clone();
-            if c.sdes.is_none() {
-                local.srtp = SrtpMode::Off;
-            }
-            sdp::answer_keeping(&offer, &local, c.sdes.as_ref().map(|(_, ours)| ours)).ok()
-        });
-        let Some(mut neg) = answer else {
-            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-            return;
-        };
-        // A new media address must be of a scope the trunk allows; an
-        // unspecified one is the old form of hold (nothing is sent there).
-        let ip = neg.remote.ip();
-        if !ip.is_unspecified() {
-            if let Some(scope) = self.config.media_refused(c.peer.addr.ip(), ip) {
-                info!(
-                    call = c.n,
-                    scope = scope.name(),
-                    "re-INVITE's media address refused: 488"
-                );
-                self.metrics
-                    .sdp_address_refused
-                    .with_label_values(&[scope.name()])
-                    .inc();
-                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                return;
-            }
-        }
-        match (&c.sdes, neg.srtp.take()) {
-            (Some(_), None) => {
-                // An SRTP call cannot fall back to plain RTP mid-call.
-                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                return;
-            }
-            (Some((old, _)), Some((theirs, ours))) => {
-                if !theirs.same_as(old) {
-                    match SrtpReceiver::new(&theirs, SrtpConfig::default()) {
-                        Ok(rx) => {
-                            // The media must take the key, or the call
-                            // would go one-way: else the peer tries again.
-                            if c.media.try_send(Control::Rekey(Box::new(rx))).is_err() {
-                                self.respond(
-                                    &key,
-                                    m,
-                                    Reply::new(500, "Server Internal Error"),
-                                    now,
-                                );
-                                return;
-                            }
-                            info!(call = c.n, "re-INVITE: the peer's SRTP key changed");
-                        }
-                        Err(_) => {
-                            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                            return;
-                        }
-                    }
-                }
-                c.sdes = Some((theirs, ours));
-            }
-            _ => {}
-        }
-        let remote_rtcp = if neg.rtcp_mux {
-            neg.remote
-        } else {
-            SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
-        };
-        if !ip.is_unspecified() {
-            c.media_ip = ip;
-        }
-        let _ = c.media.try_send(Control::Update {
-            remote: neg.remote,
-            rtcp: remote_rtcp,
-            send: neg.direction.sends(),
-        });
-        info!(call = c.n, direction = neg.direction.as_str(), "re-INVITE");
-        let before = c.held();
-        c.answer_sdp = neg.answer;
-        c.invite = bytes.to_vec();
-        let after = c.held();
-        self.call_bytes = self.call_bytes.saturating_sub(before) + after;
-        c.invite_key = key;
-        c.state = State::Ringing; // answered just below
-        self.answer(&call_id, now);
-    }
-
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
         self.records.due(now);
@@ -958,36 +814,6 @@ impl Core {
             (false, false) => format!("<sip:tollgate@{}>", self.sip_addr),
         }
         .into_bytes()
-    }
-
-    /// Whether trunk `t` has no call slot free (its `max_calls` reached);
-    /// counted when so.
-    pub(super) fn trunk_full(&self, t: usize) -> bool {
-        let Some(trunk) = self.config.trunks.get(t) else {
-            return false;
-        };
-        let full = self.trunk_calls.get(&trunk.name).copied().unwrap_or(0) >= trunk.max_calls;
-        if full {
-            self.metrics.calls_over_trunk_limit.inc();
-        }
-        full
-    }
-
-    /// Takes a call slot on trunk `t` (checked free with
-    /// [`Core::trunk_full`] just before); its name, to free it by.
-    pub(super) fn take_trunk_slot(&mut self, t: usize) -> Option<String> {
-        let name = self.config.trunks.get(t)?.name.clone();
-        *self.trunk_calls.entry(name.clone()).or_default() += 1;
-        Some(name)
-    }
-
-    pub(super) fn free_trunk_slot(&mut self, name: &str) {
-        if let Some(n) = self.trunk_calls.get_mut(name) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.trunk_calls.remove(name);
-            }
-        }
     }
 
     /// The inactivity limit for a media task that reports `ended`

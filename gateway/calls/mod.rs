@@ -25,3 +25,4 @@ mod register;
 pub mod relay;
 pub mod reload;
 pub mod tone;
+mod trunk_slots;

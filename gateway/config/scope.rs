@@ -115,4 +115,37 @@ media_addresses = ["public"]
         .expect_err("refused");
         assert!(e.to_string().contains("never media destinations"), "{e}");
     }
+
+    #[test]
+    fn an_untrusted_peer_names_only_itself_and_a_carrier_anyone_public() {
+        let c = Config::from_toml(
+            r#"
+[[trunk]]
+name = "carrier"
+peers = ["192.0.2.0/24"]
+[[trunk]]
+name = "internet"
+peers = ["0.0.0.0/0", "::/0"]
+trusted = false
+"#,
+        )
+        .expect("config");
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+        // A trusted carrier may keep its media on another public host.
+        assert_eq!(c.media_refused(ip("192.0.2.9"), ip("198.51.100.7")), None);
+        // An untrusted peer may name only its own address (IPv4-mapped
+        // taken as IPv4), and its scope rules still come first.
+        let other = Some(crate::config::NOT_SIGNALLING_SOURCE);
+        assert_eq!(c.media_refused(ip("203.0.113.5"), ip("198.51.100.7")), other);
+        assert_eq!(c.media_refused(ip("203.0.113.5"), ip("203.0.113.5")), None);
+        assert_eq!(
+            c.media_refused(ip("::ffff:203.0.113.5"), ip("203.0.113.5")),
+            None
+        );
+        assert_eq!(c.media_refused(ip("2001:db8::1"), ip("2001:db8::2")), other);
+        assert_eq!(
+            c.media_refused(ip("203.0.113.5"), ip("127.0.0.1")),
+            Some("loopback")
+        );
+    }
 }

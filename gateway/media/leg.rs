@@ -251,10 +251,13 @@ impl Leg {
     fn check_source(&self, from: SocketAddr, now: Instant) -> Result<(), Dropped> {
         match self.latched {
             Some(l) if l == from => Ok(()),
-            // The address the signalling gave is always heard (and, once
-            // valid, re-latched): a spoofer holding the latch with a trickle
-            // from another port cannot lock the real peer out.
-            _ if from == self.signalled => Ok(()),
+            // On a keyed leg the address the signalling gave is always
+            // heard (and re-latched once its packet authenticates): only the
+            // key holder ever latches, so this only lets the peer move. A
+            // plain leg gives it no precedence: a NAT'd peer talks from
+            // another port, and one spoofed packet at the signalled port
+            // would take the latch from it.
+            _ if from == self.signalled && self.srtp.is_some() => Ok(()),
             _ if from.ip() != self.signalled.ip() => Err(Dropped::WrongSource),
             None => Ok(()),
             Some(_) => {
@@ -526,20 +529,45 @@ mod tests {
             .recv_rtp(addr("192.0.2.7:4200"), &mut pkt[..n].to_vec(), silent)
             .is_ok());
         assert_eq!(leg.remote(), Some(addr("192.0.2.7:4200")));
-        // A spoofer holding that latch with a trickle cannot lock out the
-        // signalled address itself: its valid packet takes the latch back.
+        // Plain RTP: a packet at the signalled port itself (a spoofer's,
+        // while a NAT'd peer talks from another port) takes nothing.
         let back = silent + Duration::from_millis(20);
-        assert!(leg
-            .recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), back)
-            .is_ok());
-        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4000")));
+        assert_eq!(
+            leg.recv_rtp(addr("192.0.2.7:4000"), &mut pkt[..n].to_vec(), back),
+            Err(Dropped::WrongSource)
+        );
+        assert_eq!(leg.remote(), Some(addr("192.0.2.7:4200")));
         // A re-INVITE moves the peer: the latch is released and the new
         // address waits for proof (its ACK, or its media).
         leg.set_signalled(addr("203.0.113.5:6000"));
         assert_eq!(leg.remote(), None);
         leg.confirm();
         assert_eq!(leg.remote(), Some(addr("203.0.113.5:6000")));
-        assert_eq!(leg.counters.packets_in, 3);
+        assert_eq!(leg.counters.packets_in, 2);
+    }
+
+    #[test]
+    fn a_keyed_peer_moves_back_to_its_signalled_port_and_a_forger_cannot() {
+        let (mut tx, mut leg) = keyed_pair();
+        let now = Instant::now();
+        let signalled = leg.signalled;
+        let nat = SocketAddr::new(signalled.ip(), signalled.port() + 100);
+        assert!(leg.recv_rtp(nat, &mut sealed(&mut tx, 1), now).is_ok());
+        assert_eq!(leg.remote(), Some(nat));
+        // A forged packet at the signalled port fails authentication and
+        // leaves the latch where it was.
+        let mut forged = sealed(&mut tx, 2);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let soon = now + Duration::from_millis(20);
+        assert!(matches!(
+            leg.recv_rtp(signalled, &mut forged, soon),
+            Err(Dropped::Srtp(_))
+        ));
+        assert_eq!(leg.remote(), Some(nat));
+        // The key holder itself moving there is followed at once.
+        assert!(leg.recv_rtp(signalled, &mut sealed(&mut tx, 3), soon).is_ok());
+        assert_eq!(leg.remote(), Some(signalled));
     }
 
     #[test]
