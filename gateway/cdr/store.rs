@@ -27,6 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -143,8 +144,9 @@ struct KeyFile {
     /// When the master key last rotated (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_ms: Option<u64>,
-    /// The latest day a retention run saw and acted on: the clock's
-    /// high-water mark, so a clock that leaps ahead is noticed.
+    /// The latest day a retention run could vouch for (see
+    /// `DayKeys::vouched_ms`): the clock's high-water mark, so a clock that
+    /// leaps ahead, at once or a day at a time, is noticed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     high_water_day: Option<u32>,
 }
@@ -186,6 +188,31 @@ struct DayKeys {
     file: KeyFile,
     master: Arc<Sealer>,
     cache: HashMap<u32, Arc<Sealer>>,
+    /// The wall clock (Unix ms) at this process's last retention run, and
+    /// the monotonic instant it was read: what [`DayKeys::vouched_ms`]
+    /// reckons from.
+    clock: Option<(Instant, u64)>,
+}
+
+impl DayKeys {
+    /// The wall clock as far as this process can vouch for it: the last
+    /// run's reading plus the monotonic time since, never more than the
+    /// wall clock says now (before the first run, the wall clock).
+    ///
+    /// The high-water mark moves only this far, so a clock stepped ahead a
+    /// day at a time (each step within the one day of slack a run allows)
+    /// cannot walk the mark, and retention, through a year of records: the
+    /// second step is a jump of two days past the mark, and holds. A
+    /// restart trusts the wall clock once more, within that same slack.
+    fn vouched_ms(&self, now_ms: u64, mono: Instant) -> u64 {
+        match self.clock {
+            Some((at, ms)) => {
+                let elapsed = mono.saturating_duration_since(at).as_millis();
+                now_ms.min(ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)))
+            }
+            None => now_ms,
+        }
+    }
 }
 
 fn b64(b: &[u8]) -> String {
@@ -387,6 +414,7 @@ impl Store {
             file: KeyFile::default(),
             master,
             cache: HashMap::new(),
+            clock: None,
         };
         match std::fs::read(&path) {
             Ok(text) => {
@@ -548,14 +576,25 @@ impl Store {
     /// everything within the hour). [`Store::shred_confirmed`] is the
     /// operator's override.
     pub fn expire(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
-        self.shred(retention_days, now_ms, false)
+        self.shred(retention_days, now_ms, Instant::now(), false)
+    }
+
+    /// [`Store::expire`] at the monotonic instant `mono` (tests).
+    #[cfg(test)]
+    fn expire_at(
+        &self,
+        retention_days: u32,
+        now_ms: u64,
+        mono: Instant,
+    ) -> Result<Expired, CdrError> {
+        self.shred(retention_days, now_ms, mono, false)
     }
 
     /// [`Store::expire`] without the holds, once an operator confirmed
     /// (`tollgate records shred --confirm`); the high-water mark moves to
     /// today.
     pub fn shred_confirmed(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
-        self.shred(retention_days, now_ms, true)
+        self.shred(retention_days, now_ms, Instant::now(), true)
     }
 
     /// What [`Store::expire`] would do now: the days it would shred and
@@ -569,22 +608,47 @@ impl Store {
         &self,
         retention_days: u32,
         now_ms: u64,
+        mono: Instant,
         confirmed: bool,
     ) -> Result<Expired, CdrError> {
         let today = (now_ms / DAY_MS) as u32;
         let first_kept = (now_ms / DAY_MS).saturating_sub(u64::from(retention_days)) as u32;
         let gone: Vec<u32> = {
             let mut k = self.day_keys();
+            // What this process can vouch for moves the mark before the
+            // plan (see `vouched_ms`): the operator's confirmation, or the
+            // last run's reading plus real time since. A first run has only
+            // the wall clock, checked against the mark an earlier run left.
+            let vouched = if confirmed {
+                Some(now_ms)
+            } else {
+                k.clock.map(|_| k.vouched_ms(now_ms, mono))
+            };
+            let mut advanced = false;
+            let mut move_mark = |k: &mut DayKeys, day: u32| {
+                if k.file.high_water_day.is_none_or(|h| day > h) {
+                    k.file.high_water_day = Some(day);
+                    advanced = true;
+                }
+            };
+            if let Some(v) = vouched {
+                k.clock = Some((mono, v));
+                move_mark(&mut k, (v / DAY_MS) as u32);
+            }
             let (gone, held) = plan(&k.file, retention_days, now_ms);
             if let (Some(held), false) = (held, confirmed) {
+                if advanced {
+                    k.save()?;
+                }
                 return Ok(Expired {
                     held: Some(held),
                     ..Expired::default()
                 });
             }
-            let advanced = k.file.high_water_day.is_none_or(|h| today > h);
-            if advanced {
-                k.file.high_water_day = Some(today);
+            if vouched.is_none() {
+                // Believed within the plan's one day of slack.
+                k.clock = Some((mono, now_ms));
+                move_mark(&mut k, today);
             }
             if !gone.is_empty() {
                 for d in &gone {
@@ -793,6 +857,46 @@ mod tests {
         assert!(s.get(ids[9]).expect("get").is_none());
         assert!(s.get(jumped).expect("get").is_some());
         assert_eq!(s.expire(365, later + DAY_MS).expect("next day").held, None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_clock_stepped_ahead_a_day_at_a_time_cannot_walk_retention_forward() {
+        let d = dir("clock-steps");
+        let s = Store::open(&d, Arc::new(Sealer::from_key(&[5; 32]))).expect("open");
+        let ids: Vec<RecordId> = (0..10u64)
+            .map(|k| RecordId {
+                start_ms: DAY0 + k * DAY_MS + 5,
+                seq: k as u32,
+            })
+            .collect();
+        let recs: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, record(id.start_ms, "+447700900005")))
+            .collect();
+        s.put_all(&recs).expect("put");
+        // Hourly runs with 5 days kept, on day 9: days 0 to 3 are due,
+        // more than a run may take, so it holds (as the operator set it).
+        let (t0, day9) = (Instant::now(), DAY0 + 9 * DAY_MS + 1);
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(s.expire_at(5, day9, t0).expect("run").held.is_some());
+        // With 8 kept, day 0 goes; then each hour the clock steps a day.
+        assert_eq!(s.expire_at(8, day9, t0).expect("run").days, 1);
+        let stepped = s.expire_at(8, day9 + DAY_MS, t0 + hour).expect("run");
+        assert_eq!((stepped.days, stepped.held), (1, None), "one day of slack");
+        let again = s.expire_at(8, day9 + 2 * DAY_MS, t0 + 2 * hour).expect("run");
+        assert!(
+            matches!(again.held, Some(Held::ClockAhead { .. })),
+            "{again:?}"
+        );
+        assert_eq!(again.days, 0);
+        assert!(s.get(ids[2]).expect("get").is_some());
+        // Real time passing moves the mark: a day later (monotonic), the
+        // clock is believed again.
+        let real = s
+            .expire_at(8, day9 + 2 * DAY_MS, t0 + hour + 24 * hour)
+            .expect("run");
+        assert_eq!((real.days, real.held), (1, None));
         let _ = std::fs::remove_dir_all(&d);
     }
 
