@@ -433,52 +433,58 @@ max_calls = 2
 [[route]]
 number = "echo"
 target = "echo"
+[[route]]
+number = "slow"
+target = "echo"
+ring_ms = 2000
 "#,
         rtp_hi = rtp_lo + 999,
         admin = base + 1,
         agents = base + 2,
     );
     let gw = Gateway::start_toml("limits", base, base + 1, &toml);
-    let call = |name: &str, media_port: u16| -> (UdpSocket, Option<(String, SocketAddr)>) {
-        let sip = socket();
-        sip.set_read_timeout(Some(Duration::from_secs(6)))
-            .expect("timeout");
-        let me = sip.local_addr().expect("addr");
-        let r = transact(
-            &sip,
-            gw.sip,
-            &request(
-                "INVITE",
-                name,
-                1,
-                None,
-                me,
+    let call =
+        |number: &str, name: &str, media_port: u16| -> (UdpSocket, Option<(String, SocketAddr)>) {
+            let sip = socket();
+            sip.set_read_timeout(Some(Duration::from_secs(6)))
+                .expect("timeout");
+            let me = sip.local_addr().expect("addr");
+            let r = transact(
+                &sip,
                 gw.sip,
-                Some(&offer(media_port, 1)),
-            ),
-        );
-        if !r.starts_with(b"SIP/2.0 200") {
-            assert!(
-                r.starts_with(b"SIP/2.0 503"),
-                "{}",
-                String::from_utf8_lossy(&r)
+                &request_to(
+                    number,
+                    "INVITE",
+                    name,
+                    1,
+                    None,
+                    me,
+                    gw.sip,
+                    Some(&offer(media_port, 1)),
+                ),
             );
-            return (sip, None);
-        }
-        let (tag, media) = tag_and_media(&r);
-        sip.send_to(
-            &request("ACK", name, 1, Some(&tag), me, gw.sip, None),
-            gw.sip,
-        )
-        .expect("ack");
-        (sip, Some((tag, media)))
-    };
+            if !r.starts_with(b"SIP/2.0 200") {
+                assert!(
+                    r.starts_with(b"SIP/2.0 503"),
+                    "{}",
+                    String::from_utf8_lossy(&r)
+                );
+                return (sip, None);
+            }
+            let (tag, media) = tag_and_media(&r);
+            sip.send_to(
+                &request_to(number, "ACK", name, 1, Some(&tag), me, gw.sip, None),
+                gw.sip,
+            )
+            .expect("ack");
+            (sip, Some((tag, media)))
+        };
     // The trunk's two slots, then a 503 for the third call.
     let (a_media, b_media) = (socket(), socket());
-    let (a, first) = call("slot-a", a_media.local_addr().expect("addr").port());
-    let (b, second) = call("slot-b", b_media.local_addr().expect("addr").port());
+    let (a, first) = call("echo", "slot-a", a_media.local_addr().expect("addr").port());
+    let (b, second) = call("echo", "slot-b", b_media.local_addr().expect("addr").port());
     assert!(first.is_some() && second.is_some(), "two slots");
-    let (_, third) = call("slot-c", 40000);
+    let (_, third) = call("echo", "slot-c", 40000);
     assert!(third.is_none(), "a third call on a trunk of max_calls = 2");
     assert_eq!(gw.metric("tollgate_calls_over_trunk_limit_total"), 1.0);
 
@@ -495,7 +501,11 @@ target = "echo"
     media_sock
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let (sip, live) = call("slot-d", media_sock.local_addr().expect("addr").port());
+    let (sip, live) = call(
+        "echo",
+        "slot-d",
+        media_sock.local_addr().expect("addr").port(),
+    );
     let (_, media) = live.expect("a slot again once the silent calls ended");
     sip.set_nonblocking(true).expect("nonblocking");
     let mut echoed = 0;
@@ -520,13 +530,21 @@ target = "echo"
     // ended it.
     assert!(echoed >= 20, "only {echoed} echoes before the BYE");
     assert!(gw.log().contains("the call's time is up"), "{}", gw.log());
+
+    // A caller sends no media while it rings (2 s, twice the silence
+    // limit): the call is answered, then ends on its silence.
+    gw.expect_metric("tollgate_calls_active", 5, 0.0);
+    let (slow, answered) = call("slow", "slow", 40000);
+    assert!(answered.is_some(), "the ringing call was answered");
+    let bye = bye_from_gateway(&slow, gw.sip);
+    assert!(bye.contains("Call-ID: slow"), "{bye}");
 }
 
-/// On a trunk open to anyone (untrusted), an ACK proves only the address
-/// it came from: an INVITE whose SDP names another address, ACKed with our
-/// tag, still sends nothing there until media comes from it. (A trusted
-/// carrier's media gateways may differ from its signalling; its ACK
-/// counts, as the test above shows.)
+/// On a trunk open to anyone (untrusted), an offer may name only the
+/// address its SIP came from (restricted latching), so it cannot name a
+/// victim and forge one packet from there. (A trusted carrier's media
+/// gateways may differ from its signalling; its ACK counts, as the test
+/// above shows.)
 #[test]
 fn an_untrusted_peer_may_only_name_its_own_media_address() {
     let toml = common::gateway::config(18900, 28000, 200, "").replacen(

@@ -110,6 +110,8 @@ pub async fn run(
                     }
                 }
                 Some(Control::Confirmed) => m.relay.trunk.confirm(),
+                // Started at the agent's answer: nothing to arm.
+                Some(Control::Answered) => {}
                 Some(Control::Rekey(rx)) => m.relay.trunk.rekey(*rx),
                 Some(Control::Update { remote, rtcp, send }) => {
                     m.relay.trunk.set_signalled(remote);

@@ -66,7 +66,8 @@ pub async fn run(
                 continue;
             },
             ctl = control.recv() => match ctl {
-                Some(Control::Hold(_) | Control::Dtmf { .. }) => continue,
+                // Started at the answer: nothing to arm.
+                Some(Control::Hold(_) | Control::Dtmf { .. } | Control::Answered) => continue,
                 Some(Control::Confirmed) => {
                     a.leg.confirm();
                     continue;

@@ -43,6 +43,10 @@ pub enum Control {
     /// The trunk peer's re-INVITE brought a new SDES key: its packets
     /// open with this from now on (ours stays as answered).
     Rekey(Box<crate::media::srtp::SrtpReceiver>),
+    /// We answered the call (our 2xx went out): a test service's media
+    /// task, started at the INVITE, counts silence from here, not through
+    /// its ringing.
+    Answered,
 }
 
 /// Keys have no `Debug`: a re-key shows as such, nothing more.
@@ -59,6 +63,7 @@ impl std::fmt::Debug for Control {
             Self::Dtmf { digit, duration_ms } => write!(f, "Dtmf({digit}, {duration_ms} ms)"),
             Self::Confirmed => f.write_str("Confirmed"),
             Self::Rekey(_) => f.write_str("Rekey"),
+            Self::Answered => f.write_str("Answered"),
         }
     }
 }
@@ -276,11 +281,14 @@ pub async fn run(
     let mux = s.rtcp.is_none();
     let mut counters = RtpCounters::new(metrics, report);
     let mut last_valid = Instant::now();
+    let mut answered = false;
     let mut watchdog = tokio::time::interval(Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = watchdog.tick(), if s.timeout.is_some() => {
+            // Silence counts once answered: a caller need not send media
+            // while it rings (until then the INVITE's own timers govern).
+            _ = watchdog.tick(), if s.timeout.is_some() && answered => {
                 if s.timeout.as_ref().is_some_and(|t| t.expired(last_valid)) {
                     break;
                 }
@@ -289,6 +297,10 @@ pub async fn run(
                 Some(Control::Hold(_) | Control::Dtmf { .. }) => {}
                 Some(Control::Confirmed) => s.leg.confirm(),
                 Some(Control::Rekey(rx)) => s.leg.rekey(*rx),
+                Some(Control::Answered) => {
+                    answered = true;
+                    last_valid = Instant::now();
+                }
                 Some(Control::Update { remote, rtcp, send }) => {
                     s.leg.set_signalled(remote);
                     remote_rtcp = rtcp;

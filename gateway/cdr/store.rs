@@ -884,7 +884,9 @@ mod tests {
         assert_eq!(s.expire_at(8, day9, t0).expect("run").days, 1);
         let stepped = s.expire_at(8, day9 + DAY_MS, t0 + hour).expect("run");
         assert_eq!((stepped.days, stepped.held), (1, None), "one day of slack");
-        let again = s.expire_at(8, day9 + 2 * DAY_MS, t0 + 2 * hour).expect("run");
+        let again = s
+            .expire_at(8, day9 + 2 * DAY_MS, t0 + 2 * hour)
+            .expect("run");
         assert!(
             matches!(again.held, Some(Held::ClockAhead { .. })),
             "{again:?}"

@@ -136,7 +136,10 @@ trusted = false
         // An untrusted peer may name only its own address (IPv4-mapped
         // taken as IPv4), and its scope rules still come first.
         let other = Some(crate::config::NOT_SIGNALLING_SOURCE);
-        assert_eq!(c.media_refused(ip("203.0.113.5"), ip("198.51.100.7")), other);
+        assert_eq!(
+            c.media_refused(ip("203.0.113.5"), ip("198.51.100.7")),
+            other
+        );
         assert_eq!(c.media_refused(ip("203.0.113.5"), ip("203.0.113.5")), None);
         assert_eq!(
             c.media_refused(ip("::ffff:203.0.113.5"), ip("203.0.113.5")),

@@ -566,7 +566,9 @@ mod tests {
         ));
         assert_eq!(leg.remote(), Some(nat));
         // The key holder itself moving there is followed at once.
-        assert!(leg.recv_rtp(signalled, &mut sealed(&mut tx, 3), soon).is_ok());
+        assert!(leg
+            .recv_rtp(signalled, &mut sealed(&mut tx, 3), soon)
+            .is_ok());
         assert_eq!(leg.remote(), Some(signalled));
     }
 
