@@ -245,12 +245,62 @@ type Connections = Arc<Mutex<HashMap<(SocketAddr, bool), mpsc::Sender<Vec<u8>>>>
 /// peers whose connections closed cannot make the gateway open thousands.
 const MAX_DIALS: usize = 64;
 
+/// Connections being dialled to one IP at once, at most: a peer that
+/// makes the gateway dial it back (closing its connections from many
+/// ports, naming ports in its Via) cannot take the dials that carriers'
+/// reconnections need.
+const MAX_DIALS_PER_IP: usize = 4;
+
+/// The dials in flight, by destination IP.
+#[derive(Default)]
+struct DialSlots(Mutex<HashMap<IpAddr, usize>>);
+
+/// One dial's place in [`DialSlots`], given back when dropped (the
+/// connection is up, or the dial failed).
+struct DialSlot {
+    slots: Arc<DialSlots>,
+    ip: IpAddr,
+}
+
+impl DialSlots {
+    /// A place for a dial to `ip`, if neither cap is reached.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<DialSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = m.values().sum();
+        let mine = m.entry(ip).or_default();
+        if total >= MAX_DIALS || *mine >= MAX_DIALS_PER_IP {
+            if *mine == 0 {
+                m.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(DialSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for DialSlot {
+    fn drop(&mut self) {
+        let mut m = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// The bound listeners and the way back to each peer.
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
     conns: Connections,
-    /// Connections being dialled now (at most [`MAX_DIALS`]).
-    dials: Arc<AtomicUsize>,
+    /// Connections being dialled now (at most [`MAX_DIALS`], and
+    /// [`MAX_DIALS_PER_IP`] to one IP).
+    dials: Arc<DialSlots>,
     /// For connections the gateway opens (to TCP trunks).
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
@@ -373,23 +423,17 @@ impl Transport {
                     } else {
                         None
                     };
-                    if self.dials.load(Ordering::Relaxed) >= MAX_DIALS {
+                    let Some(slot) = self.dials.take(to.ip()) else {
                         self.stats.outbound_dropped.inc();
                         return;
-                    }
+                    };
                     // Its queue exists at once, so what is sent while it
                     // connects waits in order.
                     let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
                     let queued = tx.try_send(t.bytes.clone()).is_ok();
                     conns.insert(key, tx.clone());
-                    self.dials.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(dial(
-                        Dial {
-                            key,
-                            to,
-                            tls,
-                            dials: self.dials.clone(),
-                        },
+                        Dial { key, to, tls, slot },
                         (tx, rx),
                         self.cfg.clone(),
                         self.inbound.clone(),
@@ -553,8 +597,8 @@ fn reconnect_to(t: &Transmit) -> SocketAddr {
 }
 
 /// A connection to open: the key its queue is known by, where it goes,
-/// its TLS client configuration when it is TLS, and the dial count to
-/// give back.
+/// its TLS client configuration when it is TLS, and its dial slot (held
+/// until connected).
 struct Dial {
     key: (SocketAddr, bool),
     to: SocketAddr,
@@ -562,7 +606,7 @@ struct Dial {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-    dials: Arc<AtomicUsize>,
+    slot: DialSlot,
 }
 
 /// Opens a TCP (or TLS) connection to `d.to` and serves it like an
@@ -587,20 +631,19 @@ async fn dial(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&d.key);
-            d.dials.fetch_sub(1, Ordering::Relaxed);
             return;
         }
     };
     let _ = stream.set_nodelay(true);
     match d.tls {
         None => {
-            d.dials.fetch_sub(1, Ordering::Relaxed);
+            drop(d.slot);
             serve(stream, from, false, &cfg, inbound, &conns, &stats, queue).await
         }
         Some((client, name)) => {
             let connector = tokio_rustls::TlsConnector::from(client);
             let handshake = tokio::time::timeout(limit, connector.connect(name, stream)).await;
-            d.dials.fetch_sub(1, Ordering::Relaxed);
+            drop(d.slot);
             match handshake {
                 Ok(Ok(tls)) => serve(tls, from, true, &cfg, inbound, &conns, &stats, queue).await,
                 _ => {
@@ -749,4 +792,26 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ip_cannot_take_every_dial_and_slots_come_back() {
+        let slots = Arc::new(DialSlots::default());
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        let mine: Vec<_> = (0..10).filter_map(|_| slots.take(ip(1))).collect();
+        assert_eq!(mine.len(), MAX_DIALS_PER_IP);
+        // Others still dial, up to the total.
+        let others: Vec<_> = (2..=255).filter_map(|n| slots.take(ip(n))).collect();
+        assert_eq!(others.len(), MAX_DIALS - MAX_DIALS_PER_IP);
+        assert!(slots.take(ip(2)).is_none(), "the total is reached");
+        // A finished dial gives its place back, to anyone.
+        drop(mine);
+        assert!(slots.take(ip(2)).is_some());
+        drop(others);
+        assert!(slots.0.lock().expect("lock").is_empty(), "nothing left");
+    }
 }
