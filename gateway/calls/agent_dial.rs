@@ -382,7 +382,10 @@ impl Core {
                     }
                     let ack = o.dialog.answered_by(&m, sip_addr);
                     let peer = o.dialog.peer;
-                    self.transport.send(&Transmit { peer, bytes: ack });
+                    self.transport.send(&Transmit {
+                        peer,
+                        bytes: ack.into(),
+                    });
                 }
                 if first {
                     info!("agent's call answered");

@@ -30,6 +30,7 @@ use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::sdp::Local;
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, TlsPeers, Transport};
+use crate::sip::WipedBytes;
 
 const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
 /// Most transactions held at once (each holds a message or two).
@@ -55,7 +56,7 @@ pub(super) struct Call {
     pub(super) peer: Peer,
     pub(super) invite_key: Key,
     /// The INVITE (or latest re-INVITE), to build its final response.
-    pub(super) invite: Vec<u8>,
+    pub(super) invite: WipedBytes,
     pub(super) local_tag: String,
     /// Their From (our To when we send BYE) and their To with our tag.
     pub(super) their_from: Vec<u8>,
@@ -70,9 +71,9 @@ pub(super) struct Call {
     pub(super) hangup_at: Option<Instant>,
     /// The 2xx being retransmitted until the ACK: (bytes, next, interval,
     /// give up at).
-    pub(super) ok: Option<(Vec<u8>, Instant, Duration, Instant)>,
+    pub(super) ok: Option<(WipedBytes, Instant, Duration, Instant)>,
     pub(super) local: Local,
-    pub(super) answer_sdp: Vec<u8>,
+    pub(super) answer_sdp: WipedBytes,
     /// SDES keys in use on the trunk leg: (the peer's, ours).
     pub(super) sdes: Option<(MasterKey, MasterKey)>,
     /// The address the peer's SDP asks media to go to.
@@ -517,7 +518,7 @@ impl Core {
                         ) {
                             self.send(&Transmit {
                                 peer: inb.peer,
-                                bytes: resp,
+                                bytes: resp.into(),
                             });
                         }
                     }
@@ -562,7 +563,7 @@ impl Core {
         }
     }
 
-    fn on_request(&mut self, key: Key, peer: Peer, bytes: Vec<u8>, now: Instant) {
+    fn on_request(&mut self, key: Key, peer: Peer, bytes: WipedBytes, now: Instant) {
         let Ok((m, _)) = Message::parse(&bytes, Framing::Stream, &self.config.limits) else {
             return;
         };
@@ -717,7 +718,7 @@ impl Core {
                 .map(|d| now + d);
         }
         let t1 = self.timers.t1;
-        c.ok = Some((ok.clone(), now + t1, t1, now + 64 * t1));
+        c.ok = Some((ok.clone().into(), now + t1, t1, now + 64 * t1));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
         self.record_answered(call_id);

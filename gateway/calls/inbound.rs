@@ -389,7 +389,7 @@ impl Core {
             n,
             peer,
             invite_key: key.clone(),
-            invite: bytes.to_vec(),
+            invite: bytes.to_vec().into(),
             local_tag: local_tag.clone(),
             their_from: m
                 .header(HeaderName::From)
@@ -405,7 +405,7 @@ impl Core {
             hangup_at: None,
             ok: None,
             local,
-            answer_sdp: neg.answer,
+            answer_sdp: neg.answer.into(),
             sdes: None,
             media_ip: neg.remote.ip(),
             media: ctl_tx,
@@ -649,8 +649,8 @@ impl Core {
         });
         info!(call = c.n, direction = neg.direction.as_str(), "re-INVITE");
         let before = c.held();
-        c.answer_sdp = neg.answer;
-        c.invite = bytes.to_vec();
+        c.answer_sdp = neg.answer.into();
+        c.invite = bytes.to_vec().into();
         let after = c.held();
         self.call_bytes = self.call_bytes.saturating_sub(before) + after;
         c.invite_key = key;

@@ -482,7 +482,10 @@ impl Core {
         let Some(b) = c.bridge.as_mut() else { return };
         let ack = b.answered_by(m, sip_addr);
         let peer = b.peer;
-        self.transport.send(&Transmit { peer, bytes: ack });
+        self.transport.send(&Transmit {
+            peer,
+            bytes: ack.into(),
+        });
         if first && c.state == State::Ringing {
             self.answer(a_id, now);
         }

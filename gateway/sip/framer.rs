@@ -27,16 +27,29 @@ pub struct Lost(pub ParseError);
 /// A stream's framing state.
 #[derive(Debug)]
 pub struct Framer {
-    buf: Vec<u8>,
+    /// Wiped when dropped, and where a message leaves it (messages carry
+    /// SDES keys; see [`super::WipedBytes`]).
+    buf: zeroize::Zeroizing<Vec<u8>>,
     limits: Limits,
 }
 
 impl Framer {
     pub fn new(limits: Limits) -> Self {
         Self {
-            buf: Vec::with_capacity(4096),
+            buf: Vec::with_capacity(4096).into(),
             limits,
         }
+    }
+
+    /// The first `n` bytes, taken out; the bytes left move to the front
+    /// and the places they leave are zeroed.
+    fn take_front(&mut self, n: usize) -> Vec<u8> {
+        let old = self.buf.len();
+        let front = self.buf.drain(..n).collect();
+        let left = self.buf.len();
+        self.buf.resize(old, 0);
+        self.buf.truncate(left);
+        front
     }
 
     /// Bytes read from the stream.
@@ -60,22 +73,22 @@ impl Framer {
         if crlfs > 0 {
             let ping = self.buf[..crlfs].windows(4).any(|w| w == b"\r\n\r\n");
             if ping {
-                self.buf.drain(..crlfs);
+                self.take_front(crlfs);
                 return Ok(Some(Frame::Ping));
             }
             if crlfs == self.buf.len() {
                 // A ping may be split across reads: keep its last three
                 // bytes until the next ones say.
-                self.buf.drain(..crlfs.saturating_sub(3));
+                self.take_front(crlfs.saturating_sub(3));
                 return Ok(None);
             }
-            self.buf.drain(..crlfs);
+            self.take_front(crlfs);
         }
         if self.buf.is_empty() {
             return Ok(None);
         }
         match Message::parse(&self.buf, Framing::Stream, &self.limits) {
-            Ok((_, used)) => Ok(Some(Frame::Message(self.buf.drain(..used).collect()))),
+            Ok((_, used)) => Ok(Some(Frame::Message(self.take_front(used)))),
             Err(ParseError::Incomplete) => Ok(None),
             Err(e) => Err(Lost(e)),
         }
@@ -94,6 +107,38 @@ mod tests {
             out.push(x);
         }
         Ok(out)
+    }
+
+    /// The bytes the framer's buffer holds past its length: where taken
+    /// messages used to be.
+    ///
+    /// `unsafe` (test only): safe Rust cannot read a `Vec`'s spare
+    /// capacity. Sound here because every byte read was written before
+    /// (by a push, or by the wipe), and truncation does not de-initialise.
+    #[allow(unsafe_code)]
+    fn left_behind(f: &mut Framer, upto: usize) -> Vec<u8> {
+        let spare = f.buf.spare_capacity_mut();
+        spare[..upto]
+            .iter()
+            // SAFETY: see above; `upto` is at most what was ever written.
+            .map(|b| unsafe { b.assume_init() })
+            .collect()
+    }
+
+    #[test]
+    fn a_taken_message_leaves_no_copy_in_the_buffer() {
+        let mut f = Framer::new(Limits::default());
+        let mut stream = OPTIONS.to_vec();
+        stream.extend_from_slice(b"OPT"); // the start of the next one
+        f.push(&stream);
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Message(OPTIONS.to_vec()))));
+        assert_eq!(&f.buf[..], b"OPT");
+        let stale = left_behind(&mut f, OPTIONS.len());
+        assert!(
+            stale.iter().all(|&b| b == 0),
+            "{}",
+            String::from_utf8_lossy(&stale)
+        );
     }
 
     #[test]

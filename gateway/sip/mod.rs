@@ -18,3 +18,10 @@ pub mod timer;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
+
+/// SIP bytes the gateway keeps or queues that may carry an SDES key (an
+/// RFC 4568 `a=crypto` line in an offer or answer): wiped, whole
+/// capacity, when dropped or replaced, so a key does not outlive its
+/// message in freed memory. Received datagrams land in reused buffers
+/// that the next message overwrites.
+pub type WipedBytes = zeroize::Zeroizing<Vec<u8>>;

@@ -64,7 +64,7 @@ pub struct Peer {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub peer: Peer,
-    pub bytes: Vec<u8>,
+    pub bytes: super::WipedBytes,
 }
 
 /// Identifies a transaction: the top Via branch and the method (ACK and
@@ -91,10 +91,14 @@ pub enum Event {
     Request {
         key: Key,
         peer: Peer,
-        bytes: Vec<u8>,
+        bytes: super::WipedBytes,
     },
     /// A response to a client transaction.
-    Response { key: Key, code: u16, bytes: Vec<u8> },
+    Response {
+        key: Key,
+        code: u16,
+        bytes: super::WipedBytes,
+    },
     /// The ACK for a non-2xx final arrived (server INVITE).
     Acked { key: Key },
     /// No final response within 64*T1 (client), or no ACK (server INVITE).
@@ -141,9 +145,9 @@ struct Transaction {
     state: State,
     peer: Peer,
     /// The request (client) or the last response (server), for resending.
-    last: Vec<u8>,
+    last: super::WipedBytes,
     /// The ACK sent for a non-2xx final (client INVITE).
-    ack: Option<Vec<u8>>,
+    ack: Option<super::WipedBytes>,
     /// Next retransmission (A, E, G) and its current interval.
     retransmit_at: Option<Instant>,
     interval: Duration,
@@ -154,7 +158,7 @@ struct Transaction {
 impl Transaction {
     /// The bytes it holds for resending.
     fn stored(&self) -> usize {
-        self.last.len() + self.ack.as_ref().map_or(0, Vec::len)
+        self.last.len() + self.ack.as_ref().map_or(0, |a| a.len())
     }
 }
 
@@ -266,7 +270,7 @@ impl Transactions {
             .min()
     }
 
-    fn send(&mut self, peer: Peer, bytes: Vec<u8>) {
+    fn send(&mut self, peer: Peer, bytes: super::WipedBytes) {
         self.transmits.push_back(Transmit { peer, bytes });
     }
 
@@ -294,7 +298,7 @@ impl Transactions {
                     self.events.push_back(Event::Request {
                         key,
                         peer,
-                        bytes: raw.to_vec(),
+                        bytes: raw.to_vec().into(),
                     });
                     return;
                 }
@@ -313,14 +317,14 @@ impl Transactions {
             self.events.push_back(Event::Request {
                 key,
                 peer,
-                bytes: raw.to_vec(),
+                bytes: raw.to_vec().into(),
             });
             return;
         }
         if self.table.len() >= self.max || self.held + raw.len() > self.max_bytes {
             self.stats.overloaded += 1;
             if let Some(busy) = build_response(m, 503, "Service Unavailable", None) {
-                self.send(peer, busy);
+                self.send(peer, busy.into());
             }
             return;
         }
@@ -344,7 +348,7 @@ impl Transactions {
                     State::ServerTrying
                 },
                 peer,
-                last: Vec::new(),
+                last: super::WipedBytes::default(),
                 ack: None,
                 retransmit_at: None,
                 interval: self.timers.t1,
@@ -360,12 +364,13 @@ impl Transactions {
         self.events.push_back(Event::Request {
             key,
             peer,
-            bytes: raw.to_vec(),
+            bytes: raw.to_vec().into(),
         });
     }
 
     /// The user's response on server transaction `key`.
     pub fn respond(&mut self, key: &Key, bytes: Vec<u8>, now: Instant) {
+        let bytes = super::WipedBytes::from(bytes);
         let Some(code) = status_of(&bytes) else {
             return;
         };
@@ -407,6 +412,7 @@ impl Transactions {
     /// Starts a client transaction for `request` (which must carry a unique
     /// branch) and sends it. Returns its key.
     pub fn start_client(&mut self, request: Vec<u8>, peer: Peer, now: Instant) -> Option<Key> {
+        let request = super::WipedBytes::from(request);
         let (m, _) = Message::parse(&request, Framing::Stream, &Limits::default()).ok()?;
         let key = key_of(&m, false)?;
         let invite = m.method() == Some(Method::Invite);
@@ -472,9 +478,9 @@ impl Transactions {
                 t.state = State::Completed;
                 t.retransmit_at = None;
                 t.deadline = Some(now + wait(t.peer, Duration::from_secs(32))); // Timer D
-                let ack = ack_for(&t.last, m);
-                self.held = self.held - t.ack.as_ref().map_or(0, Vec::len)
-                    + ack.as_ref().map_or(0, Vec::len);
+                let ack = ack_for(&t.last, m).map(super::WipedBytes::from);
+                self.held = self.held - t.ack.as_ref().map_or(0, |a| a.len())
+                    + ack.as_ref().map_or(0, |a| a.len());
                 t.ack = ack;
                 if let Some(ack) = t.ack.clone() {
                     let peer = t.peer;
@@ -506,7 +512,7 @@ impl Transactions {
             self.events.push_back(Event::Response {
                 key,
                 code,
-                bytes: raw.to_vec(),
+                bytes: raw.to_vec().into(),
             });
         }
     }

@@ -31,7 +31,7 @@ use super::transaction::{Peer, Transmit};
 
 /// A message received, with where it came from.
 pub struct Inbound {
-    pub bytes: Vec<u8>,
+    pub bytes: super::WipedBytes,
     pub peer: Peer,
 }
 
@@ -239,7 +239,7 @@ pub fn tls_server_config(
 
 /// Open connections by (peer address, TLS or not): a TLS peer's
 /// messages only ever take a TLS connection.
-type Connections = Arc<Mutex<HashMap<(SocketAddr, bool), mpsc::Sender<Vec<u8>>>>>;
+type Connections = Arc<Mutex<HashMap<(SocketAddr, bool), mpsc::Sender<super::WipedBytes>>>>;
 
 /// Connections being dialled at once, at most: a flood of responses to
 /// peers whose connections closed cannot make the gateway open thousands.
@@ -429,7 +429,7 @@ impl Transport {
                     };
                     // Its queue exists at once, so what is sent while it
                     // connects waits in order.
-                    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+                    let (tx, rx) = mpsc::channel::<super::WipedBytes>(64);
                     let queued = tx.try_send(t.bytes.clone()).is_ok();
                     conns.insert(key, tx.clone());
                     tokio::spawn(dial(
@@ -476,16 +476,19 @@ async fn udp_loop(
         }
         if n > limits.max_size {
             stats.inbound_dropped.inc();
+            zeroize::Zeroize::zeroize(&mut buf[..n]);
             continue;
         }
         let msg = Inbound {
-            bytes: data.to_vec(),
+            bytes: data.to_vec().into(),
             peer: Peer {
                 addr: from,
                 reliable: false,
                 tls: false,
             },
         };
+        // The copy goes on; what stays in the reused buffer is wiped.
+        zeroize::Zeroize::zeroize(&mut buf[..n]);
         if inbound.try_send(msg).is_err() {
             stats.inbound_dropped.inc();
         }
@@ -613,7 +616,10 @@ struct Dial {
 /// accepted one, under `d.key`.
 async fn dial(
     d: Dial,
-    queue: (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
+    queue: (
+        mpsc::Sender<super::WipedBytes>,
+        mpsc::Receiver<super::WipedBytes>,
+    ),
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     conns: Connections,
@@ -670,7 +676,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     conns: &Connections,
     stats: &TransportStats,
 ) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+    let (tx, rx) = mpsc::channel::<super::WipedBytes>(64);
     conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -689,7 +695,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     inbound: mpsc::Sender<Inbound>,
     conns: &Connections,
     stats: &TransportStats,
-    (tx, mut rx): (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>),
+    (tx, mut rx): (
+        mpsc::Sender<super::WipedBytes>,
+        mpsc::Receiver<super::WipedBytes>,
+    ),
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
@@ -724,15 +733,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             Ok(Ok(n)) => n,
         };
         framer.push(&chunk[..n]);
+        zeroize::Zeroize::zeroize(&mut chunk[..n]);
         loop {
             match framer.next_frame() {
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 keepalive: CRLFCRLF ping, CRLF pong.
-                    let _ = tx.try_send(b"\r\n".to_vec());
+                    let _ = tx.try_send(b"\r\n".to_vec().into());
                 }
                 Ok(Some(Frame::Message(bytes))) => {
                     let msg = Inbound {
-                        bytes,
+                        bytes: bytes.into(),
                         peer: Peer {
                             addr: from,
                             reliable: true,
