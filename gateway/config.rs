@@ -192,6 +192,10 @@ pub struct AdminFile {
     pub viewer_group: String,
     pub auditor_group: String,
     pub admin_group: String,
+    /// The group the admin socket belongs to (mode 0660), so that only its
+    /// members can connect at all; unset, anyone local may connect (mode
+    /// 0666) and the role groups alone decide what they may do.
+    pub socket_group: Option<String>,
 }
 
 impl Default for AdminFile {
@@ -201,6 +205,7 @@ impl Default for AdminFile {
             viewer_group: "tollgate-viewer".into(),
             auditor_group: "tollgate-auditor".into(),
             admin_group: "tollgate-admin".into(),
+            socket_group: None,
         }
     }
 }
@@ -285,6 +290,8 @@ pub struct Config {
     /// Unix groups (names, or numeric gids) of the operator roles:
     /// viewer, auditor, admin.
     pub role_groups: [String; 3],
+    /// `[admin] socket_group`: who may connect to the admin socket.
+    pub socket_group: Option<String>,
     pub agents: Agents,
     pub firewall: Firewall,
     /// Days call records are kept (then crypto-shredded).
@@ -621,6 +628,7 @@ impl Config {
                 f.admin.auditor_group,
                 f.admin.admin_group,
             ],
+            socket_group: f.admin.socket_group,
             agents,
             firewall,
             retention_days: f.records.retention_days,

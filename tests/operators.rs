@@ -288,3 +288,34 @@ fn the_admin_socket_caps_connections() {
     };
     assert!(served.0, "{}{}", served.1, served.2);
 }
+
+/// `[admin] socket_group`: the socket is 0660 and that group's; a user
+/// outside it cannot connect at all, even with a role, and a member with a
+/// role is served (its groups as the kernel recorded them at connect).
+#[test]
+fn a_socket_group_lets_only_its_members_connect() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() {
+        eprintln!("skipped: running the command as other users needs root (CI runs as root)");
+        return;
+    }
+    const OPERATORS: u32 = 64_104;
+    let toml = toml(17530).replacen(
+        "[admin]\n",
+        &format!("[admin]\nsocket_group = \"{OPERATORS}\"\n"),
+        1,
+    );
+    let gw = Gateway::start_toml("operators-group", 17530, 17531, &toml);
+    let meta = std::fs::metadata(gw.admin_socket()).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), OPERATORS);
+    let (ok, _, err) = as_user(&gw, VIEWER, &[VIEWER], &["cdr", "list"]);
+    assert!(!ok, "a viewer outside the socket's group connected");
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    let (ok, out, err) = as_user(&gw, VIEWER, &[VIEWER, OPERATORS], &["cdr", "list"]);
+    assert!(ok, "{out}{err}");
+    // In the group but with no role: connected, and refused by role.
+    let (ok, _, err) = as_user(&gw, ADMIN + 10, &[OPERATORS], &["cdr", "list"]);
+    assert!(!ok);
+    assert!(err.contains("viewer"), "{err}");
+}

@@ -91,6 +91,20 @@ fn sysusers_and_tmpfiles_make_the_user_groups_and_private_credstores() {
         let g = config["admin"][role].as_str().expect(role);
         assert!(names.contains(&g), "{role} = {g} is made by sysusers");
     }
+    // The admin socket's group is made, with the service in it (it gives
+    // the socket to that group).
+    let socket_group = config["admin"]["socket_group"]
+        .as_str()
+        .expect("the appliance restricts its admin socket to a group");
+    assert!(
+        group
+            .lines()
+            .any(|l| l.starts_with(&format!("{socket_group}:"))
+                && l.rsplit(':')
+                    .next()
+                    .is_some_and(|m| m.split(',').any(|u| u == "tollgate"))),
+        "{socket_group} with tollgate as a member: {group}"
+    );
     let (ok, out) = run(Command::new("systemd-tmpfiles")
         .arg(format!("--root={}", root.display()))
         .arg("--create")

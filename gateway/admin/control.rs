@@ -26,7 +26,7 @@ use tracing::debug;
 use zeroize::Zeroizing;
 
 use super::audit::{self, Audit};
-use super::roles::{groups_of, Operator, Role, Roles};
+use super::roles::{Operator, Role, Roles};
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
@@ -370,16 +370,42 @@ pub struct Admin {
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
-/// process ends. Anyone local may connect; what they may do is decided by
-/// their credentials.
+/// process ends. With `[admin] socket_group` only that group's members
+/// may connect (mode 0660); without, anyone local may (0666). Either way,
+/// what they may do is decided by their credentials.
 pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    let group = admin.config.borrow().socket_group.clone();
+    let gid = match &group {
+        Some(name) => {
+            let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            Some(super::roles::gid_of(name, &groups).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("[admin] socket_group {name:?}: no such group"),
+                )
+            })?)
+        }
+        None => None,
+    };
     let _ = std::fs::remove_file(socket);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    let mode = match gid {
+        Some(gid) => {
+            std::os::unix::fs::chown(socket, None, Some(gid)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("[admin] socket_group: cannot give the admin socket to group {gid} ({e}); the service must be a member of it"),
+                )
+            })?;
+            0o660
+        }
+        None => 0o666,
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
     let admin = Arc::new(admin);
     let table = Arc::new(std::sync::Mutex::new(Admission::default()));
     let own = super::roles::current_uid();
@@ -413,7 +439,7 @@ pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
 
 fn operator_of(stream: &tokio::net::UnixStream, roles: &Roles) -> Option<Operator> {
     let cred = stream.peer_cred().ok()?;
-    let groups = cred.pid().map(groups_of).unwrap_or_default();
+    let groups = super::peer::groups(stream).ok()?;
     Some(roles.operator(cred.uid(), cred.gid(), &groups))
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod control;
 pub mod http;
 pub mod metrics;
+mod peer;
 pub mod reload;
 pub mod roles;
 pub mod systemd;

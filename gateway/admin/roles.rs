@@ -92,20 +92,6 @@ pub fn current_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The supplementary groups of process `pid`, from `/proc/<pid>/status`.
-pub fn groups_of(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                g.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 impl Roles {
     /// `names` are the viewer, auditor and admin groups of the config.
     pub fn new(names: &[String; 3], daemon_uid: u32) -> Self {
