@@ -10,6 +10,7 @@ pub mod keys;
 pub mod media;
 pub mod number;
 pub mod sip;
+pub mod slots;
 
 /// Unix milliseconds of `t` (0 before 1970): the wall-clock times call
 /// records, bans and the audit trail carry.

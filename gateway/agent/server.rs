@@ -8,7 +8,9 @@
 //!   any handshake work (RFC 9000 section 8.1), so a forged Initial costs
 //!   one small packet and no state, and every failure counted below came
 //!   from an address that answered. At most [`MAX_HANDSHAKES`] handshakes
-//!   run at once.
+//!   run at once, [`MAX_HANDSHAKES_PER_SOURCE`] from one address, so one
+//!   source (validated, but perhaps hostile) cannot hold every handshake
+//!   place while an office's agents wait.
 //! - A handshake failure is counted by the TLS alert it caused (no
 //!   certificate, unknown CA, revoked, unknown agent) and audited in
 //!   aggregate (one entry per source a minute, [`FailureDigest`]). It is
@@ -47,6 +49,9 @@ use crate::keys::Master;
 
 /// Handshakes in progress at once; more are refused until some finish.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes from one address at once: an office of agents logging in
+/// at the start of a shift fits; one source cannot take them all.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
 /// Sources whose failures one audit digest names; the rest are summed.
 const DIGEST_SOURCES: usize = 1024;
 /// How often failed logins are written to the audit trail.
@@ -181,8 +186,8 @@ struct Shared {
     logins: Logins,
     /// Failed logins waiting for their audit entry.
     digest: Mutex<FailureDigest>,
-    /// Handshakes in progress.
-    handshakes: std::sync::atomic::AtomicUsize,
+    /// Handshakes in progress, by source.
+    handshakes: Arc<crate::slots::Slots<IpAddr>>,
     /// Live sessions: id to (agent name, fingerprint, connection).
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
     /// Where enrolments and revocations seen in the registry are recorded.
@@ -322,7 +327,7 @@ impl AgentServer {
                 cfg.lockout.as_secs(),
             ),
             digest: Mutex::new(FailureDigest::default()),
-            handshakes: 0.into(),
+            handshakes: crate::slots::Slots::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE),
             sessions: Mutex::new(HashMap::new()),
             audit,
         });
@@ -419,23 +424,18 @@ async fn accept_loop(
             let _ = incoming.retry();
             continue;
         }
-        if shared.handshakes.load(std::sync::atomic::Ordering::Relaxed) >= MAX_HANDSHAKES {
+        let Some(place) = shared.handshakes.take(source) else {
             shared.fail_count("busy");
             incoming.refuse();
             continue;
-        }
+        };
         next_session += 1;
         let session = next_session;
         let shared = shared.clone();
         let events = events.clone();
-        shared
-            .handshakes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let handshake = incoming.await;
-            shared
-                .handshakes
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(place);
             let conn = match handshake {
                 Ok(c) => c,
                 Err(e) => {

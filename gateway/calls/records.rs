@@ -21,11 +21,16 @@ use crate::cdr::writer::Writer;
 const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(1);
 
 /// Refused calls recorded per source a minute (sources outside trusted
-/// trunks); more are counted in `tollgate_cdr_refusals_aggregated_total`.
+/// trunks), within [`REFUSED_RECORDS_PER_MINUTE_ALL`] for all of them;
+/// more are counted in `tollgate_cdr_refusals_aggregated_total`.
 /// A scanner's thousands of INVITEs are then a counter, not thousands of
 /// durable records; a trusted carrier's refused calls (busy, no agent)
 /// are all recorded, as billing and abandoned-call reports need them.
 pub(super) const REFUSED_RECORDS_PER_MINUTE: u32 = 20;
+/// Refused calls recorded a minute from all such sources together: a scan
+/// from thousands of addresses stays a counter too, and cannot fill the
+/// record writer's queue and push out real calls' records.
+pub(super) const REFUSED_RECORDS_PER_MINUTE_ALL: u32 = 600;
 /// Sources tracked in one minute; a source beyond them is counted only.
 const REFUSAL_SOURCES: usize = 4096;
 const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
@@ -35,6 +40,8 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 pub(super) struct RefusalBudget {
     window: Option<Instant>,
     seen: HashMap<IpAddr, u32>,
+    /// Records admitted this minute, all sources.
+    admitted: u32,
 }
 
 impl RefusalBudget {
@@ -46,13 +53,19 @@ impl RefusalBudget {
         {
             self.seen.clear();
             self.window = Some(now);
+            self.admitted = 0;
         }
         if self.seen.len() >= REFUSAL_SOURCES && !self.seen.contains_key(&source) {
             return false;
         }
         let n = self.seen.entry(source).or_insert(0);
         *n = n.saturating_add(1);
-        *n <= REFUSED_RECORDS_PER_MINUTE
+        let admit =
+            *n <= REFUSED_RECORDS_PER_MINUTE && self.admitted < REFUSED_RECORDS_PER_MINUTE_ALL;
+        if admit {
+            self.admitted += 1;
+        }
+        admit
     }
 }
 
@@ -272,11 +285,15 @@ mod tests {
         // A minute later the budget is back.
         assert!(!b.admit(a, t0 + Duration::from_secs(59)));
         assert!(b.admit(a, t0 + REFUSAL_WINDOW));
-        // Past the tracked sources, a new one is only counted.
+        // Many sources together get the minute's total, no more.
         let mut b = RefusalBudget::default();
-        for i in 0..REFUSAL_SOURCES as u32 {
-            assert!(b.admit(IpAddr::from(i.to_be_bytes()), t0));
-        }
+        let all = (0..REFUSAL_SOURCES as u32)
+            .filter(|i| b.admit(IpAddr::from(i.to_be_bytes()), t0))
+            .count();
+        assert_eq!(all, REFUSED_RECORDS_PER_MINUTE_ALL as usize);
+        // Past the total, a source with its own budget left is counted
+        // only, until the next minute.
         assert!(!b.admit(a, t0));
+        assert!(b.admit(a, t0 + REFUSAL_WINDOW));
     }
 }

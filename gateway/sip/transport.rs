@@ -251,56 +251,13 @@ const MAX_DIALS: usize = 64;
 /// reconnections need.
 const MAX_DIALS_PER_IP: usize = 4;
 
-/// The dials in flight, by destination IP.
-#[derive(Default)]
-struct DialSlots(Mutex<HashMap<IpAddr, usize>>);
-
-/// One dial's place in [`DialSlots`], given back when dropped (the
-/// connection is up, or the dial failed).
-struct DialSlot {
-    slots: Arc<DialSlots>,
-    ip: IpAddr,
-}
-
-impl DialSlots {
-    /// A place for a dial to `ip`, if neither cap is reached.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<DialSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = m.values().sum();
-        let mine = m.entry(ip).or_default();
-        if total >= MAX_DIALS || *mine >= MAX_DIALS_PER_IP {
-            if *mine == 0 {
-                m.remove(&ip);
-            }
-            return None;
-        }
-        *mine += 1;
-        Some(DialSlot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for DialSlot {
-    fn drop(&mut self) {
-        let mut m = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// The bound listeners and the way back to each peer.
 pub struct Transport {
     udp: Vec<Arc<UdpSocket>>,
     conns: Connections,
     /// Connections being dialled now (at most [`MAX_DIALS`], and
     /// [`MAX_DIALS_PER_IP`] to one IP).
-    dials: Arc<DialSlots>,
+    dials: Arc<crate::slots::Slots<IpAddr>>,
     /// For connections the gateway opens (to TCP trunks).
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
@@ -371,7 +328,7 @@ impl Transport {
         Ok(Self {
             udp,
             conns,
-            dials: Arc::default(),
+            dials: crate::slots::Slots::new(MAX_DIALS, MAX_DIALS_PER_IP),
             cfg,
             inbound,
             stats,
@@ -609,7 +566,7 @@ struct Dial {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-    slot: DialSlot,
+    slot: crate::slots::Slot<IpAddr>,
 }
 
 /// Opens a TCP (or TLS) connection to `d.to` and serves it like an
@@ -802,26 +759,4 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_ip_cannot_take_every_dial_and_slots_come_back() {
-        let slots = Arc::new(DialSlots::default());
-        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
-        let mine: Vec<_> = (0..10).filter_map(|_| slots.take(ip(1))).collect();
-        assert_eq!(mine.len(), MAX_DIALS_PER_IP);
-        // Others still dial, up to the total.
-        let others: Vec<_> = (2..=255).filter_map(|n| slots.take(ip(n))).collect();
-        assert_eq!(others.len(), MAX_DIALS - MAX_DIALS_PER_IP);
-        assert!(slots.take(ip(2)).is_none(), "the total is reached");
-        // A finished dial gives its place back, to anyone.
-        drop(mine);
-        assert!(slots.take(ip(2)).is_some());
-        drop(others);
-        assert!(slots.0.lock().expect("lock").is_empty(), "nothing left");
-    }
 }
