@@ -809,12 +809,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    #[test]
-    fn a_clock_years_ahead_shreds_nothing_until_an_operator_confirms() {
-        let d = dir("clock-jump");
-        let master = Arc::new(Sealer::from_key(&[4; 32]));
-        let s = Store::open(&d, master).expect("open");
-        // Ten days of records, then an hourly run on the tenth day.
+    /// One record a day on days 0 to 9 (from `DAY0`), stored; their ids.
+    fn ten_days_of_records(s: &Store) -> Vec<RecordId> {
         let ids: Vec<RecordId> = (0..10u64)
             .map(|k| RecordId {
                 start_ms: DAY0 + k * DAY_MS + 5,
@@ -826,6 +822,16 @@ mod tests {
             .map(|id| (*id, record(id.start_ms, "+447700900005")))
             .collect();
         s.put_all(&recs).expect("put");
+        ids
+    }
+
+    #[test]
+    fn a_clock_years_ahead_shreds_nothing_until_an_operator_confirms() {
+        let d = dir("clock-jump");
+        let master = Arc::new(Sealer::from_key(&[4; 32]));
+        let s = Store::open(&d, master).expect("open");
+        // Ten days of records, then an hourly run on the tenth day.
+        let ids = ten_days_of_records(&s);
         let day9 = DAY0 + 9 * DAY_MS + 1;
         assert_eq!(s.expire(365, day9).expect("run"), Expired::default());
         // The clock leaps three years: every day is past retention, and
@@ -864,17 +870,7 @@ mod tests {
     fn a_clock_stepped_ahead_a_day_at_a_time_cannot_walk_retention_forward() {
         let d = dir("clock-steps");
         let s = Store::open(&d, Arc::new(Sealer::from_key(&[5; 32]))).expect("open");
-        let ids: Vec<RecordId> = (0..10u64)
-            .map(|k| RecordId {
-                start_ms: DAY0 + k * DAY_MS + 5,
-                seq: k as u32,
-            })
-            .collect();
-        let recs: Vec<_> = ids
-            .iter()
-            .map(|id| (*id, record(id.start_ms, "+447700900005")))
-            .collect();
-        s.put_all(&recs).expect("put");
+        let ids = ten_days_of_records(&s);
         // Hourly runs with 5 days kept, on day 9: days 0 to 3 are due,
         // more than a run may take, so it holds (as the operator set it).
         let (t0, day9) = (Instant::now(), DAY0 + 9 * DAY_MS + 1);
