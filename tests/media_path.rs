@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::gateway::Gateway;
 use common::uac::{recv_sip, request, request_to, transact};
-use tollgate::sip::message::{Framing, Limits, Message};
+use tollgate::sip::message::{Framing, HeaderName, Limits, Message};
 use tollgate::sip::sdp::Sdp;
 
 fn offer(port: u16, version: u32) -> String {
@@ -603,4 +603,67 @@ fn an_untrusted_peer_may_only_name_its_own_media_address() {
     )
     .expect("ack");
     assert!(own.recv_from(&mut buf).is_ok(), "the tone after the ACK");
+}
+
+/// A carrier's edge proxy record-routes (as Kamailio and OpenSIPS do): the
+/// 200 OK carries its Record-Route in order, and the gateway's own BYE in
+/// that dialog carries the route set as Route headers (RFC 3261 12.1.1,
+/// 12.2.1.1), so the proxy stays on the path both ways.
+#[test]
+fn a_record_routed_dialog_keeps_its_route_set_both_ways() {
+    let gw = Gateway::start_with("record-route", 19100, 26000, 200, "");
+    let sip = socket();
+    let me = sip.local_addr().expect("addr");
+    let media = socket();
+    let port = media.local_addr().expect("addr").port();
+    let routes = [
+        format!("<sip:{me};lr;ftag=x>"),
+        "<sip:192.0.2.10;lr>".to_string(),
+    ];
+    let invite = String::from_utf8(request_to(
+        "short",
+        "INVITE",
+        "rr-call",
+        1,
+        None,
+        me,
+        gw.sip,
+        Some(&offer_at(port, "127.0.0.1")),
+    ))
+    .expect("text")
+    .replacen(
+        "\r\nFrom:",
+        &format!(
+            "\r\nRecord-Route: {}\r\nRecord-Route: {}\r\nFrom:",
+            routes[0], routes[1]
+        ),
+        1,
+    );
+    sip.send_to(invite.as_bytes(), gw.sip).expect("send");
+    let ok = loop {
+        let m = recv_sip(&sip);
+        if m.starts_with(b"SIP/2.0 200") {
+            break m;
+        }
+    };
+    let route_values = |m: &[u8], name: HeaderName| -> Vec<String> {
+        let (msg, _) = Message::parse(m, Framing::Datagram, &Limits::default()).expect("parses");
+        msg.values(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    assert_eq!(route_values(&ok, HeaderName::RecordRoute), routes);
+    let (tag, _) = tag_and_media(&ok);
+    sip.send_to(
+        &request_to("short", "ACK", "rr-call", 1, Some(&tag), me, gw.sip, None),
+        gw.sip,
+    )
+    .expect("ack");
+    // "short" hangs up after 700 ms: our BYE follows the route set.
+    let bye = bye_from_gateway(&sip, gw.sip);
+    assert_eq!(
+        route_values(bye.as_bytes(), HeaderName::Route),
+        routes,
+        "{bye}"
+    );
 }

@@ -93,12 +93,27 @@ pub(super) struct Call {
     /// The trunks whose call slots it holds (by name): the caller's, and
     /// the far end's for a bridge.
     pub(super) on_trunks: Vec<String>,
+    /// The dialog's route set: the INVITE's Record-Route values in order
+    /// (RFC 3261 12.1.1), sent as Route headers on our requests in it.
+    pub(super) route_set: Vec<Vec<u8>>,
 }
 
 impl Call {
     /// The bytes of SIP it keeps.
     pub(super) fn held(&self) -> usize {
-        self.invite.len() + self.answer_sdp.len()
+        self.invite.len()
+            + self.answer_sdp.len()
+            + self.route_set.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Its route set as `Route` headers (for [`RequestSpec::extra`]).
+    /// Requests go to the peer the INVITE came from: the first route, as
+    /// a record-routing edge proxy is (loose routing, RFC 3261 16.12).
+    pub(super) fn routes(&self) -> Vec<(&'static str, &[u8])> {
+        self.route_set
+            .iter()
+            .map(|r| ("Route", r.as_slice()))
+            .collect()
     }
 }
 
@@ -851,6 +866,7 @@ impl Core {
         };
         c.cseq += 1;
         let branch = build::branch();
+        let routes = c.routes();
         let bye = build::request(&RequestSpec {
             method: "BYE",
             uri: &c.remote_target,
@@ -865,7 +881,7 @@ impl Core {
             to: &c.their_from,
             call_id,
             cseq: c.cseq,
-            extra: &[],
+            extra: &routes,
             body: None,
         });
         let peer = c.peer;

@@ -432,6 +432,10 @@ impl Core {
             }),
             hung_up_by: None,
             on_trunks: Vec::new(),
+            route_set: m
+                .values(HeaderName::RecordRoute)
+                .map(<[u8]>::to_vec)
+                .collect(),
         };
         let mut call = call;
         call.sdes = neg.srtp;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use super::header::Method;
 use super::message::{push_u64, push_unfolded, HeaderName, Message};
 
 /// Appends `v` unfolded, then CRLF.
@@ -33,6 +34,11 @@ fn push_body(out: &mut Vec<u8>, body: Option<(&str, &[u8])>) {
 /// A response to `req`: its Vias, From, Call-ID and CSeq, its To with
 /// `to_tag` added when the request's To has none, then `extra` headers and
 /// the body. `None` if the request lacks a header a response must copy.
+///
+/// A response that makes a dialog (101 to 299 to an INVITE) also carries
+/// the request's Record-Route headers, in order (RFC 3261 12.1.1), so that
+/// the proxies that record-routed, a carrier's edge proxy above all, see
+/// the caller's ACK and BYE.
 pub fn response(
     req: &Message<'_>,
     code: u16,
@@ -73,6 +79,11 @@ pub fn response(
     }
     push_header(&mut out, "Call-ID", req.call_id()?);
     push_header(&mut out, "CSeq", req.header(HeaderName::CSeq)?.value);
+    if (101..=299).contains(&code) && req.method() == Some(Method::Invite) {
+        for h in req.headers_named(HeaderName::RecordRoute) {
+            push_header(&mut out, "Record-Route", h.value);
+        }
+    }
     for (name, value) in extra {
         push_header(&mut out, name, value);
     }
@@ -172,6 +183,32 @@ Call-ID: x\r\nCSeq: 7\r\n INVITE\r\nContent-Length: 0\r\n\r\n";
             Some(&b"<sip:gw>"[..])
         );
         assert!(crate::sip::check::check_response(&p).is_ok());
+    }
+
+    #[test]
+    fn a_dialog_making_response_keeps_the_record_route_in_order() {
+        let req = b"INVITE sip:echo@gw SIP/2.0\r\nVia: SIP/2.0/UDP p2;branch=z9hG4bK2\r\n\
+Via: SIP/2.0/UDP p1;branch=z9hG4bK1\r\nRecord-Route: <sip:p2;lr>\r\n\
+Record-Route: <sip:p1;lr;ftag=x>, <sip:p0;lr>\r\nFrom: <sip:c@d>;tag=f\r\n\
+To: <sip:echo@gw>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let (m, _) = Message::parse(req, Framing::Datagram, &Limits::default()).expect("parses");
+        let routes = |code: u16| -> Vec<Vec<u8>> {
+            let r = response(&m, code, "X", Some(b"t"), &[], None).expect("builds");
+            let (p, _) = Message::parse(&r, Framing::Stream, &Limits::default()).expect("parses");
+            p.values(HeaderName::RecordRoute)
+                .map(|v| v.to_vec())
+                .collect()
+        };
+        let want: Vec<Vec<u8>> = vec![
+            b"<sip:p2;lr>".to_vec(),
+            b"<sip:p1;lr;ftag=x>".to_vec(),
+            b"<sip:p0;lr>".to_vec(),
+        ];
+        assert_eq!(routes(200), want);
+        assert_eq!(routes(180), want);
+        // Neither a 100 nor a final refusal makes a dialog.
+        assert!(routes(100).is_empty());
+        assert!(routes(486).is_empty());
     }
 
     #[test]
