@@ -400,7 +400,7 @@ pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
                     e.kind(),
                     format!(
                         "[admin] socket_group: cannot give the admin socket to group {gid} ({e}); the service must be a member of it (its groups: {})",
-                        own_groups()
+                        super::roles::own_status("Groups:").unwrap_or_default()
                     ),
                 )
             })?;
@@ -438,19 +438,6 @@ pub fn serve(socket: &Path, admin: Admin) -> std::io::Result<PathBuf> {
         }
     });
     Ok(socket.to_path_buf())
-}
-
-/// This process's groups, as `/proc/self/status` lists them (for a
-/// message).
-fn own_groups() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.trim().to_string())
-        })
-        .unwrap_or_default()
 }
 
 fn operator_of(stream: &tokio::net::UnixStream, roles: &Roles) -> Option<Operator> {

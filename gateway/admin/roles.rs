@@ -80,15 +80,20 @@ fn user_name(uid: u32, passwd: &str) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// A field of this process's `/proc/self/status` (`"Uid:"`, `"Groups:"`),
+/// trimmed.
+pub(crate) fn own_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+}
+
 /// This process's uid, from `/proc/self/status` (no libc call).
 pub fn current_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().next()?.parse().ok())
-        })
+    own_status("Uid:")
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
         .unwrap_or(u32::MAX)
 }
 
