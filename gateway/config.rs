@@ -669,7 +669,8 @@ impl Config {
             return Some(scope.name());
         }
         let trusted = trunk.is_some_and(|t| t.trusted);
-        (!trusted && media.to_canonical() != peer.to_canonical()).then_some(NOT_SIGNALLING_SOURCE)
+        (!trusted && crate::unmapped(media) != crate::unmapped(peer))
+            .then_some(NOT_SIGNALLING_SOURCE)
     }
 
     /// The trunk whose peer networks hold `ip` (the first, in file order).

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 pub struct Slots<K: Eq + Hash + Copy> {
     total: usize,
     per_key: usize,
-    taken: Mutex<HashMap<K, usize>>,
+    /// Places taken: in all, and by key.
+    taken: Mutex<(usize, HashMap<K, usize>)>,
 }
 
 /// One place in [`Slots`], given back when dropped.
@@ -30,13 +31,14 @@ impl<K: Eq + Hash + Copy> Slots<K> {
 
     /// A place for `key`, if neither cap is reached.
     pub fn take(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
-        let mut m = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = m.values().sum();
+        let mut guard = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, m) = &mut *guard;
         let mine = m.get(&key).copied().unwrap_or(0);
-        if total >= self.total || mine >= self.per_key {
+        if *total >= self.total || mine >= self.per_key {
             return None;
         }
         m.insert(key, mine + 1);
+        *total += 1;
         Some(Slot {
             slots: self.clone(),
             key,
@@ -45,16 +47,17 @@ impl<K: Eq + Hash + Copy> Slots<K> {
 
     /// Places taken now.
     pub fn taken(&self) -> usize {
-        let m = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().sum()
+        self.taken.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 }
 
 impl<K: Eq + Hash + Copy> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut m = self.slots.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.slots.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, m) = &mut *guard;
         if let Some(n) = m.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
+            *n -= 1;
+            *total -= 1;
             if *n == 0 {
                 m.remove(&self.key);
             }
@@ -82,6 +85,6 @@ mod tests {
         assert!(slots.take(ip(2)).is_some());
         drop(others);
         assert_eq!(slots.taken(), 0, "nothing left");
-        assert!(slots.taken.lock().expect("lock").is_empty());
+        assert!(slots.taken.lock().expect("lock").1.is_empty());
     }
 }

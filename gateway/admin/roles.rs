@@ -90,7 +90,7 @@ pub(crate) fn own_status(field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// This process's uid, from `/proc/self/status` (no libc call).
+/// This process's uid, from `/proc/self/status` (no `unsafe` call).
 pub fn current_uid() -> u32 {
     own_status("Uid:")
         .and_then(|u| u.split_whitespace().next()?.parse().ok())

@@ -8,7 +8,8 @@
 //!   any handshake work (RFC 9000 section 8.1), so a forged Initial costs
 //!   one small packet and no state, and every failure counted below came
 //!   from an address that answered. At most [`MAX_HANDSHAKES`] handshakes
-//!   run at once, [`MAX_HANDSHAKES_PER_SOURCE`] from one address, so one
+//!   run at once, [`MAX_HANDSHAKES_PER_SOURCE`] from one address (an IPv6
+//!   /64), each for at most [`HANDSHAKE_TIMEOUT`], so one
 //!   source (validated, but perhaps hostile) cannot hold every handshake
 //!   place while an office's agents wait.
 //! - A handshake failure is counted by the TLS alert it caused (no
@@ -52,6 +53,21 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// Handshakes from one address at once: an office of agents logging in
 /// at the start of a shift fits; one source cannot take them all.
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 64;
+/// Longest a handshake may hold its place: an idle timer alone is reset
+/// by every packet, so a peer that trickles could keep one for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a handshake place is counted against: the address, or for IPv6 its
+/// /64 (one host usually holds a whole /64, and could otherwise take every
+/// place with a few of its addresses).
+fn handshake_source(ip: IpAddr) -> IpAddr {
+    match crate::unmapped(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
 /// Sources whose failures one audit digest names; the rest are summed.
 const DIGEST_SOURCES: usize = 1024;
 /// How often failed logins are written to the audit trail.
@@ -424,7 +440,7 @@ async fn accept_loop(
             let _ = incoming.retry();
             continue;
         }
-        let Some(place) = shared.handshakes.take(source) else {
+        let Some(place) = shared.handshakes.take(handshake_source(source)) else {
             shared.fail_count("busy");
             incoming.refuse();
             continue;
@@ -434,11 +450,17 @@ async fn accept_loop(
         let shared = shared.clone();
         let events = events.clone();
         tokio::spawn(async move {
-            let handshake = incoming.await;
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
             drop(place);
             let conn = match handshake {
-                Ok(c) => c,
-                Err(e) => {
+                Ok(Ok(c)) => c,
+                Err(_) => {
+                    debug!(%source, "agent handshake timed out");
+                    shared.fail_count("handshake");
+                    shared.note_failure(source, "handshake");
+                    return;
+                }
+                Ok(Err(e)) => {
                     let reason = handshake_failure(&e);
                     debug!(%source, reason, "agent handshake failed");
                     shared.fail_count(reason);
@@ -886,6 +908,20 @@ async fn protocol_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_places_count_an_ipv6_host_by_its_64() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        assert_eq!(
+            handshake_source(ip("2001:db8:1:2:aaaa::1")),
+            handshake_source(ip("2001:db8:1:2:bbbb::7"))
+        );
+        assert_ne!(
+            handshake_source(ip("2001:db8:1:2::1")),
+            handshake_source(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(handshake_source(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
 
     #[test]
     fn failed_logins_are_audited_once_then_summed_per_source() {

@@ -719,11 +719,13 @@ impl Core {
         ) else {
             return;
         };
+        if c.state != State::Answered {
+            // A test service's task counts silence from now (a full queue
+            // of four controls cannot happen before the first answer).
+            let _ = c.media.try_send(Control::Answered);
+        }
         c.state = State::Answered;
         c.answer_at = None;
-        // A test service's task counts silence from now (a full queue of
-        // four controls cannot happen this early in a call).
-        let _ = c.media.try_send(Control::Answered);
         if c.hangup_at.is_none() {
             // The route's own hangup, or the longest a call may last.
             c.hangup_at = [c.hangup_after, max_call]

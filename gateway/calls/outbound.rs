@@ -100,17 +100,14 @@ impl Bridge {
         };
         let dir = answer.direction(audio);
         let mut leg = Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp);
-        let allowed = config
-            .trunk_for(self.peer.addr.ip())
-            .and_then(|t| config.trunks.get(t))
-            .map(|t| t.media_allowed(ip));
-        match allowed {
-            Some(Ok(())) => leg.confirm(),
-            Some(Err(scope)) => tracing::info!(
-                scope = scope.name(),
-                "the far end's answer names a media address of a scope its trunk does not allow: sending only after media comes from it"
+        // The same rule as for offers (`Config::media_refused`); an
+        // answer is not refused, it waits for media from that address.
+        match config.media_refused(self.peer.addr.ip(), ip) {
+            None => leg.confirm(),
+            Some(why) => tracing::info!(
+                refused = why,
+                "the far end's answer names a media address its trunk may not send to: sending only after media comes from it"
             ),
-            None => {}
         }
         Some((
             leg,

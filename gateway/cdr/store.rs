@@ -188,22 +188,13 @@ struct DayKeys {
     file: KeyFile,
     master: Arc<Sealer>,
     cache: HashMap<u32, Arc<Sealer>>,
-    /// The wall clock (Unix ms) at this process's last retention run, and
-    /// the monotonic instant it was read: what [`DayKeys::vouched_ms`]
-    /// reckons from.
+    /// The wall clock (Unix ms) at this process's first retention run (or
+    /// the operator's confirmation), and the monotonic instant it was
+    /// read: what [`DayKeys::vouched_ms`] reckons from.
     clock: Option<(Instant, u64)>,
 }
 
 impl DayKeys {
-    /// The wall clock as far as this process can vouch for it: the last
-    /// run's reading plus the monotonic time since, never more than the
-    /// wall clock says now (before the first run, the wall clock).
-    ///
-    /// The high-water mark moves only this far, so a clock stepped ahead a
-    /// day at a time (each step within the one day of slack a run allows)
-    /// cannot walk the mark, and retention, through a year of records: the
-    /// second step is a jump of two days past the mark, and holds. A
-    /// restart trusts the wall clock once more, within that same slack.
     /// Moves the high-water mark up to `day` (never down); whether it
     /// moved.
     fn raise_mark(&mut self, day: u32) -> bool {
@@ -214,6 +205,15 @@ impl DayKeys {
         raised
     }
 
+    /// The wall clock as far as this process can vouch for it: the
+    /// anchor's reading plus the monotonic time since, never more than the
+    /// wall clock says now (before the first run, the wall clock).
+    ///
+    /// The high-water mark moves only this far, so a clock stepped ahead a
+    /// day at a time (each step within the one day of slack a run allows)
+    /// cannot walk the mark, and retention, through a year of records: the
+    /// second step is a jump of two days past the mark, and holds. A
+    /// restart trusts the wall clock once more, within that same slack.
     fn vouched_ms(&self, now_ms: u64, mono: Instant) -> u64 {
         match self.clock {
             Some((at, ms)) => {
@@ -636,7 +636,12 @@ impl Store {
             };
             let mut advanced = false;
             if let Some(v) = vouched {
-                k.clock = Some((mono, v));
+                // The anchor stays where it was set (first run, or the
+                // operator's word): re-anchored on a clock set back, the
+                // reckoning would stay behind after it was put right.
+                if confirmed {
+                    k.clock = Some((mono, v));
+                }
                 advanced = k.raise_mark((v / DAY_MS) as u32);
             }
             let (gone, held) = plan(&k.file, retention_days, now_ms);

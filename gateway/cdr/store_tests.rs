@@ -163,6 +163,28 @@ fn a_clock_stepped_ahead_a_day_at_a_time_cannot_walk_retention_forward() {
 }
 
 #[test]
+fn a_clock_set_back_and_put_right_does_not_hold_retention() {
+    let d = dir("clock-back");
+    let s = Store::open(&d, Arc::new(Sealer::from_key(&[6; 32]))).expect("open");
+    let ids = ten_days_of_records(&s);
+    let (t0, day9) = (Instant::now(), DAY0 + 9 * DAY_MS + 1);
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(s.expire_at(8, day9, t0).expect("run").days, 1);
+    // An hour later the clock reads three days back: nothing is due.
+    let back = s
+        .expire_at(8, day9 - 3 * DAY_MS + 3_600_000, t0 + hour)
+        .expect("run");
+    assert_eq!((back.days, back.held), (0, None));
+    // Put right, two real days on: day 11, and days 1 and 2 go.
+    let later = s
+        .expire_at(8, day9 + 2 * DAY_MS, t0 + 48 * hour)
+        .expect("run");
+    assert_eq!((later.days, later.held), (2, None));
+    assert!(s.get(ids[3]).expect("get").is_some());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn open_records_become_interrupted_and_retention_shreds_keys_first() {
     let d = dir("retention");
     let master = Arc::new(Sealer::from_key(&[3; 32]));

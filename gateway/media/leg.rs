@@ -245,9 +245,10 @@ impl Leg {
         self.stats.as_ref()
     }
 
-    /// Whether `from` may be heard: the latched source, or (none latched,
-    /// or the latched one silent for [`RELATCH_AFTER`]) any port at the
-    /// signalled IP. Latching waits for the packet to pass every check.
+    /// Whether `from` may be heard: the latched source; on a keyed leg the
+    /// signalled address itself; or (none latched, or the latched one
+    /// silent for [`RELATCH_AFTER`]) any port at the signalled IP.
+    /// Latching waits for the packet to pass every check.
     fn check_source(&self, from: SocketAddr, now: Instant) -> Result<(), Dropped> {
         match self.latched {
             Some(l) if l == from => Ok(()),

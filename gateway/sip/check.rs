@@ -34,7 +34,8 @@ const fn bad(reason: &'static str) -> Reject {
 /// proxies have a handful (RFC 4475's long request has 30). Every
 /// response copies them, and the gateway keeps responses and INVITEs
 /// while a transaction or call lasts, so a request with a thousand would
-/// cost that memory many times over.
+/// cost that memory many times over. Route and Record-Route (one entry
+/// per proxy at most, kept as a call's route set) have the same bounds.
 pub const MAX_VIA: usize = 70;
 pub const MAX_VIA_BYTES: usize = 8192;
 
@@ -107,8 +108,14 @@ pub fn check_request<'a>(m: &Message<'a>) -> Result<RequestHead<'a>, Reject> {
         }
     }
     for name in [HeaderName::Route, HeaderName::RecordRoute] {
+        let (mut count, mut bytes) = (0usize, 0usize);
         for r in m.values(name) {
             NameAddr::parse(r).map_err(|_| bad("malformed Route"))?;
+            count += 1;
+            bytes += r.len();
+        }
+        if count > MAX_VIA || bytes > MAX_VIA_BYTES {
+            return Err(bad("too many Route headers"));
         }
     }
     for h in m.headers_named(HeaderName::Expires) {
@@ -290,5 +297,31 @@ mod tests {
         // Comma-joined values count one by one.
         let joined = vec![ok.join(", "), via(99, 0)];
         assert_eq!(check(&with_vias(&joined)), Err(bad("too many Via headers")));
+    }
+
+    #[test]
+    fn route_sets_are_capped_like_via_paths() {
+        let with_routes = |n: usize, pad: usize| {
+            let one = format!("<sip:p{}@p.example.net;lr>", "y".repeat(pad));
+            let rr: String = (0..n).map(|_| format!("Record-Route: {one}\r\n")).collect();
+            let mut m = with_vias(&["SIP/2.0/UDP a;branch=z9hG4bK1".to_string()]);
+            let at = m.windows(6).position(|w| w == b"From: ").expect("From");
+            m.splice(at..at, rr.into_bytes());
+            m
+        };
+        assert_eq!(check(&with_routes(MAX_VIA, 0)), Ok(()));
+        assert_eq!(
+            check(&with_routes(MAX_VIA + 1, 0)),
+            Err(bad("too many Route headers"))
+        );
+        assert_eq!(
+            check(&with_routes(3, 3000)),
+            Err(bad("too many Route headers"))
+        );
+        // An empty entry is no route.
+        let mut empty = with_routes(2, 0);
+        let at = empty.windows(3).position(|w| w == b">\r\n").expect("end") + 1;
+        empty.splice(at..at, b", ".iter().copied());
+        assert_eq!(check(&empty), Err(bad("malformed Route")));
     }
 }
