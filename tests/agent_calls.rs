@@ -409,6 +409,35 @@ fn outbound_calls_follow_the_profile_and_carry_audio() {
     }
 }
 
+/// The far end of an agent's call answers through a record-routing
+/// proxy, then holds, refreshes the session by UPDATE and resumes: each
+/// is answered 200, the agent's audio follows (none while held, to the new
+/// address after), the call goes on to the agent's hang-up, and the
+/// gateway's ACK and BYE carry the route set.
+#[test]
+fn an_agents_call_survives_the_far_ends_hold_refresh_and_resume() {
+    let base = 14200;
+    let gw = Gateway::start_with("agent-session", base, 40000, 500, &outbound_config(base));
+    let fay = enroll(&gw, "fay", Some("sales"));
+    let far = common::gateway::FarEndSession::start(&gw, base + 50);
+    let mut phone = softphone(
+        &gw,
+        &fay,
+        "fay",
+        &["--dial", "02079460000", "--duration", "4"],
+    );
+    let status = wait_exit(&mut phone, 30);
+    let (out, err) = softphone_output(&gw, "fay");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("answered"), "{out}");
+    far.check(&gw);
+    gw.expect_metric(
+        "tollgate_agent_calls_total{direction=\"outbound\",outcome=\"answered\"}",
+        5,
+        1.0,
+    );
+}
+
 #[test]
 fn dtmf_from_the_carrier_reaches_the_agent_as_events() {
     let gw = Gateway::start_with("agent-dtmf", 16800, 58000, 500, QUEUE);

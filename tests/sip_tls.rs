@@ -351,19 +351,14 @@ ring_ms = 1000
     );
     let gw = Gateway::start_toml(name, 18600, 18601, &toml);
     let tls_addr: std::net::SocketAddr = ([127, 0, 0, 1], 18603).into();
-    // Two free ports: the client's source, and its Via sent-by.
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    };
-    let (source, via) = (free(), free());
-    let mut tls = connect_trusting_from(
-        tls_addr,
-        cert.cert.der(),
-        Some(([127, 0, 0, 1], source).into()),
-    );
+    // The Via sent-by is a port held open from the start, and the source
+    // the one the kernel gives the client: a port found free and let go
+    // could be taken by another test's connection before it is bound.
+    let via_port = plain_listener(0);
+    let via = via_port.local_addr().expect("via port").port();
+    let mut tls =
+        connect_trusting_from(tls_addr, cert.cert.der(), Some(([127, 0, 0, 1], 0).into()));
+    let source = tls.sock.local_addr().expect("source").port();
     let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     tls.write_all(
         format!(
@@ -390,7 +385,6 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     let _ = tls.flush();
     drop(tls);
     let old_port = plain_listener(source);
-    let via_port = plain_listener(via);
     // The 200 OK (after 1 s of ringing) finds no connection: dropped.
     gw.expect_metric(
         "tollgate_sip_transport_events_total{event=\"outbound_dropped\"}",

@@ -242,3 +242,31 @@ fn early_media_reaches_the_caller_before_the_answer() {
     // The far end's audio crossed during the second before its 200.
     assert!(gw.metric("tollgate_rtp_packets_total{direction=\"out\"}") >= 2.0 * 30.0);
 }
+
+/// The far end of a bridge answers through a record-routing proxy, then
+/// holds, refreshes the session by UPDATE and resumes: each is answered
+/// 200, media follows (none while held, to the new address after), the
+/// call goes on to the caller's BYE, and the gateway's ACK and BYE carry
+/// the route set.
+#[test]
+fn a_bridged_far_end_may_hold_refresh_and_resume() {
+    let trunks = TRUNKS.replace("15330", "14130");
+    let gw = Gateway::start_with("trunk-session", 14100, 35000, 500, &trunks);
+    let far = common::gateway::FarEndSession::start(&gw, 14130);
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "+442071838750",
+        14110,
+        &["-key", "pcap", PCAP, "-d", "4000", "-m", "1"],
+    );
+    far.check(&gw);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        gw.log()
+    );
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"answered\"}"), 1.0);
+}

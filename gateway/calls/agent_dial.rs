@@ -34,7 +34,7 @@ use crate::sip::transaction::{Key, Transmit};
 pub(super) struct AgentOut {
     pub(super) n: u64,
     pub(super) session: u64,
-    pub(super) dialog: Box<Bridge>,
+    pub(super) leg: Box<Bridge>,
     pub(super) sockets: Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)>,
     pub(super) key: Option<MasterKey>,
     /// The media task's control, once media flows.
@@ -189,7 +189,7 @@ impl Core {
             ptime: 20,
             max_forwards: 70,
         };
-        let Some((dialog, rtp, rtcp)) = self.invite_out(&dialled, now) else {
+        let Some((leg, rtp, rtcp)) = self.invite_out(&dialled, now) else {
             self.count_out("failed");
             self.dial_error(session, "unavailable", "no capacity to place the call");
             return;
@@ -200,7 +200,7 @@ impl Core {
         let media = media_for(call, &key, codec, pt, 20, Some(101));
         let record = self
             .records
-            .begin(&dialog.call_id, Direction::Outbound, &caller, &e164)
+            .begin(&leg.dialog.call_id, Direction::Outbound, &caller, &e164)
             .map(|mut c| {
                 c.record.trunk = self.config.trunks.get(trunk).map(|t| t.name.clone());
                 c.record.codec = Some(codec.name().to_string());
@@ -225,12 +225,13 @@ impl Core {
         info!(call = self.calls_started, agent = %a.name, "agent dialling out");
         self.metrics.calls_active.inc();
         let slot = self.take_trunk_slot(trunk);
+        self.agent_out_ids.insert(leg.dialog.call_id.clone(), call);
         self.agent_out.insert(
             call,
             AgentOut {
                 n: self.calls_started,
                 session,
-                dialog,
+                leg,
                 sockets: Some((rtp, rtcp)),
                 key: Some(key),
                 media: None,
@@ -248,7 +249,7 @@ impl Core {
     fn out_by_key(&self, key: &Key) -> Option<u64> {
         self.agent_out
             .iter()
-            .find(|(_, o)| &o.dialog.key == key)
+            .find(|(_, o)| &o.leg.key == key)
             .map(|(c, _)| *c)
     }
 
@@ -279,7 +280,7 @@ impl Core {
         let Some(link) = self.agents.sessions.get(&o.session).map(|a| a.link.clone()) else {
             return false;
         };
-        let Some((leg, remote_rtcp, send)) = o.dialog.answer_leg(m, &self.config) else {
+        let Some((leg, remote_rtcp, send)) = o.leg.answer_leg(m, &self.config) else {
             return false;
         };
         let (Some((rtp, rtcp)), Some(key)) = (o.sockets.take(), o.key.take()) else {
@@ -359,7 +360,7 @@ impl Core {
                 let first = self
                     .agent_out
                     .get_mut(&call)
-                    .is_some_and(|o| !std::mem::replace(&mut o.dialog.ringing, true));
+                    .is_some_and(|o| !std::mem::replace(&mut o.leg.ringing, true));
                 if early {
                     self.send_agent(call, ServerMsg::EarlyMedia { call });
                 } else if first {
@@ -367,10 +368,7 @@ impl Core {
                 }
             }
             200..=299 => {
-                let first = self
-                    .agent_out
-                    .get(&call)
-                    .is_some_and(|o| !o.dialog.answered);
+                let first = self.agent_out.get(&call).is_some_and(|o| !o.leg.answered);
                 if first {
                     self.start_out_media(call, &m);
                 }
@@ -380,8 +378,8 @@ impl Core {
                     if o.deadline.is_none() {
                         o.deadline = max_call.map(|d| now + d);
                     }
-                    let ack = o.dialog.answered_by(&m, sip_addr);
-                    let peer = o.dialog.peer;
+                    let ack = o.leg.answered_by(&m, sip_addr);
+                    let peer = o.leg.peer;
                     self.transport.send(&Transmit {
                         peer,
                         bytes: ack.into(),
@@ -429,11 +427,7 @@ impl Core {
         let Some(call) = self.out_by_key(key) else {
             return false;
         };
-        if self
-            .agent_out
-            .get(&call)
-            .is_some_and(|o| !o.dialog.answered)
-        {
+        if self.agent_out.get(&call).is_some_and(|o| !o.leg.answered) {
             self.end_agent_out(call, "no_answer", "failed");
         }
         true
@@ -448,12 +442,7 @@ impl Core {
         call_id: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(call) = self
-            .agent_out
-            .iter()
-            .find(|(_, o)| o.dialog.call_id == call_id)
-            .map(|(c, _)| *c)
-        else {
+        let Some(&call) = self.agent_out_ids.get(call_id) else {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);
@@ -474,15 +463,21 @@ impl Core {
     /// BYE (answered) or CANCEL towards the far end, then the call ends
     /// with `reason` for the agent; the outcome is `answered` or
     /// `cancelled` unless given.
-    fn hang_up_out(&mut self, call: u64, reason: &str, outcome: Option<&str>, now: Instant) {
+    pub(super) fn hang_up_out(
+        &mut self,
+        call: u64,
+        reason: &str,
+        outcome: Option<&str>,
+        now: Instant,
+    ) {
         let sip_addr = self.sip_addr;
         let Some(o) = self.agent_out.get_mut(&call) else {
             return;
         };
-        let req = o.dialog.hangup_request(sip_addr);
-        let peer = o.dialog.peer;
+        let req = o.leg.hangup_request(sip_addr);
+        let peer = o.leg.peer;
         self.txn.start_client(req, peer, now);
-        let outcome = outcome.unwrap_or(if o.dialog.answered {
+        let outcome = outcome.unwrap_or(if o.leg.answered {
             "answered"
         } else {
             "cancelled"
@@ -523,6 +518,7 @@ impl Core {
         let Some(mut o) = self.agent_out.remove(&call) else {
             return;
         };
+        self.agent_out_ids.remove(&o.leg.dialog.call_id);
         if let Some(t) = o.trunk.take() {
             self.free_trunk_slot(&t);
         }
@@ -543,7 +539,7 @@ impl Core {
                 Instant::now(),
             );
         }
-        self.ports.release(o.dialog.port);
+        self.ports.release(o.leg.port);
         if let Some(a) = self.agents.sessions.get_mut(&o.session) {
             if a.call == Some(call) {
                 a.call = None;

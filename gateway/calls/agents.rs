@@ -268,7 +268,11 @@ impl Core {
                 .agent_calls
                 .with_label_values(&["inbound", "no_answer"])
                 .inc();
-            let (key, invite, tag) = (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone());
+            let (key, invite, tag) = (
+                c.invite_key.clone(),
+                c.invite.clone(),
+                c.dialog.local_tag.clone(),
+            );
             if let Ok((inv, _)) = crate::sip::message::Message::parse(
                 &invite,
                 crate::sip::message::Framing::Stream,
@@ -277,7 +281,7 @@ impl Core {
                 self.respond(
                     &key,
                     &inv,
-                    super::core::Reply::new(480, "Temporarily Unavailable").tag(tag.as_bytes()),
+                    super::core::Reply::new(480, "Temporarily Unavailable").tag(&tag),
                     now,
                 );
             }

@@ -27,8 +27,27 @@ pub struct Side {
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Relays media between `a` (the caller's leg) and `b` until `control`
-/// closes. `Control::Update` moves leg `a`'s peer (a re-INVITE from it).
+/// A change the signalling makes to one side; `false` once its sender is
+/// gone (the call ended).
+fn steer(side: &mut Side, ctl: Option<Control>) -> bool {
+    match ctl {
+        Some(Control::Confirmed) => side.leg.confirm(),
+        Some(Control::Rekey(rx)) => side.leg.rekey(*rx),
+        Some(Control::Update { remote, rtcp, send }) => {
+            side.leg.set_signalled(remote);
+            side.remote_rtcp = rtcp;
+            side.send = send;
+        }
+        // Started at the answer: nothing to arm.
+        Some(Control::Hold(_) | Control::Dtmf { .. } | Control::Answered) => {}
+        None => return false,
+    }
+    true
+}
+
+/// Relays media between `a` (the caller's leg) and `b` (the far end's)
+/// until `control` closes. `control` steers leg `a` (a re-INVITE or UPDATE
+/// from the caller moves, holds or re-keys it), `control_b` leg `b`.
 ///
 /// With `timeout`, a bridge on which no valid packet has come from either
 /// side for its limit ends (the core sends BYE both ways). Either side
@@ -39,6 +58,7 @@ pub async fn run(
     mut a: Side,
     mut b: Side,
     mut control: mpsc::Receiver<Control>,
+    mut control_b: mpsc::Receiver<Control>,
     metrics: Arc<Metrics>,
     report: super::media::Reporter,
     timeout: Option<super::media::Timeout>,
@@ -65,25 +85,8 @@ pub async fn run(
                 }
                 continue;
             },
-            ctl = control.recv() => match ctl {
-                // Started at the answer: nothing to arm.
-                Some(Control::Hold(_) | Control::Dtmf { .. } | Control::Answered) => continue,
-                Some(Control::Confirmed) => {
-                    a.leg.confirm();
-                    continue;
-                }
-                Some(Control::Rekey(rx)) => {
-                    a.leg.rekey(*rx);
-                    continue;
-                }
-                Some(Control::Update { remote, rtcp, send }) => {
-                    a.leg.set_signalled(remote);
-                    a.remote_rtcp = rtcp;
-                    a.send = send;
-                    continue;
-                }
-                None => break,
-            },
+            ctl = control.recv() => if steer(&mut a, ctl) { continue } else { break },
+            ctl = control_b.recv() => if steer(&mut b, ctl) { continue } else { break },
             r = a.rtp.recv_from(&mut buf_a) => match r { Ok((n, f)) => (true, n, f), Err(_) => continue },
             r = b.rtp.recv_from(&mut buf_b) => match r { Ok((n, f)) => (false, n, f), Err(_) => continue },
             r = recv_opt(a.rtcp.as_ref(), &mut rtcp_a) => {

@@ -23,8 +23,9 @@ use crate::agent::server::AgentEvent;
 use crate::config::Config;
 use crate::guard::{BanInfo, Guard};
 use crate::media::srtp::MasterKey;
-use crate::sip::build::{self, RequestSpec};
+use crate::sip::build;
 use crate::sip::check::{check_request, check_response, check_support, TRUNK};
+use crate::sip::dialog::{self, Dialog};
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::sdp::Local;
@@ -32,7 +33,7 @@ use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Trans
 use crate::sip::transport::{Inbound, TlsPeers, Transport};
 use crate::sip::WipedBytes;
 
-const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub(super) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 /// Most transactions held at once (each holds a message or two).
 const MAX_TRANSACTIONS: usize = 20_000;
 /// Most calls at once.
@@ -57,21 +58,16 @@ pub(super) struct Call {
     pub(super) invite_key: Key,
     /// The INVITE (or latest re-INVITE), to build its final response.
     pub(super) invite: WipedBytes,
-    pub(super) local_tag: String,
-    /// Their From (our To when we send BYE) and their To with our tag.
-    pub(super) their_from: Vec<u8>,
-    pub(super) our_identity: Vec<u8>,
-    pub(super) remote_target: Vec<u8>,
+    /// The dialog the INVITE made: tags, target, route set, CSeqs.
+    pub(super) dialog: Dialog,
     pub(super) contact: Vec<u8>,
-    pub(super) cseq: u32,
     pub(super) state: State,
     pub(super) answer_at: Option<Instant>,
     /// How long after answering the gateway hangs up, and when.
     pub(super) hangup_after: Option<Duration>,
     pub(super) hangup_at: Option<Instant>,
-    /// The 2xx being retransmitted until the ACK: (bytes, next, interval,
-    /// give up at).
-    pub(super) ok: Option<(WipedBytes, Instant, Duration, Instant)>,
+    /// The 2xx being retransmitted until the ACK.
+    pub(super) ok: Option<dialog::Resend2xx>,
     pub(super) local: Local,
     pub(super) answer_sdp: WipedBytes,
     /// SDES keys in use on the trunk leg: (the peer's, ours).
@@ -93,27 +89,12 @@ pub(super) struct Call {
     /// The trunks whose call slots it holds (by name): the caller's, and
     /// the far end's for a bridge.
     pub(super) on_trunks: Vec<String>,
-    /// The dialog's route set: the INVITE's Record-Route values in order
-    /// (RFC 3261 12.1.1), sent as Route headers on our requests in it.
-    pub(super) route_set: Vec<Vec<u8>>,
 }
 
 impl Call {
     /// The bytes of SIP it keeps.
     pub(super) fn held(&self) -> usize {
-        self.invite.len()
-            + self.answer_sdp.len()
-            + self.route_set.iter().map(Vec::len).sum::<usize>()
-    }
-
-    /// Its route set as `Route` headers (for [`RequestSpec::extra`]).
-    /// Requests go to the peer the INVITE came from: the first route, as
-    /// a record-routing edge proxy is (loose routing, RFC 3261 16.12).
-    pub(super) fn routes(&self) -> Vec<(&'static str, &[u8])> {
-        self.route_set
-            .iter()
-            .map(|r| ("Route", r.as_slice()))
-            .collect()
+        self.invite.len() + self.answer_sdp.len() + self.dialog.held()
     }
 }
 
@@ -173,6 +154,8 @@ pub struct Core {
     pub(super) agents: super::agents::Agents,
     /// Calls agents placed, by agent call number.
     pub(super) agent_out: HashMap<u64, super::agent_dial::AgentOut>,
+    /// Agents' calls by their Call-ID.
+    pub(super) agent_out_ids: HashMap<Vec<u8>, u64>,
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
     /// Media tasks that end calls themselves (trunk RTP stopped) say so
@@ -251,6 +234,7 @@ impl Core {
             ok_retransmissions: 0,
             agents: super::agents::Agents::default(),
             agent_out: HashMap::new(),
+            agent_out_ids: HashMap::new(),
             agent_calls_started: 0,
             media_ended: {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -374,7 +358,7 @@ impl Core {
                 [
                     c.answer_at,
                     c.hangup_at,
-                    c.ok.as_ref().map(|o| o.1.min(o.3)),
+                    c.ok.as_ref().map(dialog::Resend2xx::deadline),
                     c.session_timer
                         .filter(|_| c.state != State::Ringing)
                         .map(|t| t.deadline()),
@@ -395,6 +379,7 @@ impl Core {
             .chain(self.next_offer_deadline())
             .chain(self.records.next_deadline())
             .chain(self.agent_out.values().filter_map(|o| o.deadline))
+            .chain(self.far_end_ok_deadline())
             .min()
     }
 
@@ -608,16 +593,12 @@ impl Core {
                     self.record_refused(peer.addr.ip(), now);
                 }
             }
-            Method::Invite => self.reinvite(key, peer, &m, &head, &bytes, now),
+            Method::Invite | Method::Update => self.session_request(key, &m, &head, &bytes, now),
             Method::Ack => {
                 // Only an ACK carrying our To tag counts: its sender saw our
                 // 2xx, which proves the caller's address (a blind spoofer
                 // cannot), so media may now go to the signalled address.
-                if let Some(c) = self
-                    .calls
-                    .get_mut(&call_id)
-                    .filter(|c| head.to.tag() == Some(c.local_tag.as_bytes()))
-                {
+                if let Some(c) = self.calls.get_mut(&call_id).filter(|c| c.dialog.owns(&m)) {
                     if c.state == State::Answered {
                         c.state = State::Confirmed;
                         c.ok = None;
@@ -632,13 +613,12 @@ impl Core {
                             let _ = c.media.try_send(Control::Confirmed);
                         }
                     }
+                } else {
+                    self.far_end_acked(&m, &call_id);
                 }
             }
             Method::Bye => {
-                let ours = self
-                    .calls
-                    .get(&call_id)
-                    .is_some_and(|c| head.to.tag() == Some(c.local_tag.as_bytes()));
+                let ours = self.calls.get(&call_id).is_some_and(|c| c.dialog.owns(&m));
                 if ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
                     if let Some(c) = self.calls.get_mut(&call_id) {
@@ -664,7 +644,13 @@ impl Core {
                     .calls
                     .get(&call_id)
                     .filter(|c| c.state == State::Ringing && c.invite_key.branch == key.branch)
-                    .map(|c| (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone()));
+                    .map(|c| {
+                        (
+                            c.invite_key.clone(),
+                            c.invite.clone(),
+                            c.dialog.local_tag.clone(),
+                        )
+                    });
                 match ringing {
                     Some((invite_key, invite, tag)) => {
                         self.respond(&key, &m, Reply::new(200, "OK"), now);
@@ -674,7 +660,7 @@ impl Core {
                             self.respond(
                                 &invite_key,
                                 &inv,
-                                Reply::new(487, "Request Terminated").tag(tag.as_bytes()),
+                                Reply::new(487, "Request Terminated").tag(&tag),
                                 now,
                             );
                         }
@@ -713,7 +699,7 @@ impl Core {
             &inv,
             200,
             "OK",
-            Some(c.local_tag.as_bytes()),
+            Some(&c.dialog.local_tag),
             &extra,
             Some(("application/sdp", &c.answer_sdp)),
         ) else {
@@ -735,7 +721,7 @@ impl Core {
                 .map(|d| now + d);
         }
         let t1 = self.timers.t1;
-        c.ok = Some((ok.clone().into(), now + t1, t1, now + 64 * t1));
+        c.ok = Some(dialog::Resend2xx::new(ok.clone().into(), now, t1));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
         self.record_answered(call_id);
@@ -771,6 +757,7 @@ impl Core {
             self.end_call(&id, "answered");
         }
         self.agent_out_due(now);
+        self.far_end_oks_due(now);
         let expired: Vec<Vec<u8>> = self
             .calls
             .iter()
@@ -790,23 +777,19 @@ impl Core {
         let mut give_up = Vec::new();
         let t2 = self.timers.t2;
         for (id, c) in &mut self.calls {
-            let Some((ok, next, interval, until)) = c.ok.as_mut() else {
+            let Some(ok) = c.ok.as_mut() else {
                 continue;
             };
-            if *until <= now {
-                give_up.push(id.clone());
-                continue;
-            }
-            if *next <= now {
-                if !c.peer.reliable {
+            match ok.due(now, t2) {
+                Err(dialog::NoAck) => give_up.push(id.clone()),
+                Ok(true) if !c.peer.reliable => {
                     self.transport.send(&Transmit {
                         peer: c.peer,
-                        bytes: ok.clone(),
+                        bytes: ok.bytes.clone(),
                     });
                     self.ok_retransmissions += 1;
                 }
-                *interval = (*interval * 2).min(t2);
-                *next = now + *interval;
+                Ok(_) => {}
             }
         }
         for id in give_up {
@@ -866,24 +849,15 @@ impl Core {
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
-        c.cseq += 1;
+        let cseq = c.dialog.next_cseq();
         let branch = build::branch();
-        let routes = c.routes();
-        let bye = build::request(&RequestSpec {
+        let bye = c.dialog.request(&dialog::Request {
             method: "BYE",
-            uri: &c.remote_target,
+            cseq,
             via: self.sip_addr,
-            transport: match (c.peer.reliable, c.peer.tls) {
-                (_, true) => "TLS",
-                (true, false) => "TCP",
-                (false, false) => "UDP",
-            },
+            transport: c.peer.transport_name(),
             branch: branch.as_bytes(),
-            from: &c.our_identity,
-            to: &c.their_from,
-            call_id,
-            cseq: c.cseq,
-            extra: &routes,
+            extra: &[],
             body: None,
         });
         let peer = c.peer;
@@ -914,7 +888,7 @@ impl Core {
             drop(c.media);
             self.ports.release(c.port);
             if let Some(b) = c.bridge {
-                self.outbound.remove(&b.call_id);
+                self.outbound.remove(&b.dialog.call_id);
                 self.ports.release(b.port);
             }
             self.metrics.calls_active.dec();
@@ -934,15 +908,18 @@ impl Core {
             match state {
                 Some(State::Ringing) => {
                     let c = &self.calls[&id];
-                    let (key, invite, tag) =
-                        (c.invite_key.clone(), c.invite.clone(), c.local_tag.clone());
+                    let (key, invite, tag) = (
+                        c.invite_key.clone(),
+                        c.invite.clone(),
+                        c.dialog.local_tag.clone(),
+                    );
                     if let Ok((inv, _)) =
                         Message::parse(&invite, Framing::Stream, &self.config.limits)
                     {
                         self.respond(
                             &key,
                             &inv,
-                            Reply::new(503, "Service Unavailable").tag(tag.as_bytes()),
+                            Reply::new(503, "Service Unavailable").tag(&tag),
                             now,
                         );
                     }

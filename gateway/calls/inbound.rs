@@ -10,15 +10,16 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
-use super::media::{self, Control, MediaSetup, Service};
+use super::media::{self, MediaSetup, Service};
 use super::number::normalize;
 use crate::config::Target;
 use crate::media::leg::Leg;
 use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
 use crate::sip::build;
 use crate::sip::check::RequestHead;
-use crate::sip::message::{HeaderName, Message};
-use crate::sip::sdp::{self, Codec, Local, Sdp, SrtpMode};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::Message;
+use crate::sip::sdp::{self, Codec, Local, Sdp};
 use crate::sip::transaction::{Key, Peer};
 use crate::sip::uri::Uri;
 
@@ -370,18 +371,7 @@ impl Core {
         };
 
         let local_tag = build::token();
-        let mut our_identity = m
-            .header(HeaderName::To)
-            .map(|h| h.value.to_vec())
-            .unwrap_or_default();
-        our_identity.extend_from_slice(b";tag=");
-        our_identity.extend_from_slice(local_tag.as_bytes());
-        let remote_target = m
-            .values(HeaderName::Contact)
-            .next()
-            .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
-            .map(|c| c.uri_bytes.to_vec())
-            .unwrap_or_else(|| head.from.uri_bytes.to_vec());
+        let dialog = Dialog::answering(m, local_tag.as_bytes());
         let contact = self.contact_for(peer);
         info!(call = n, number = %self.config.mask.apply(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
         self.metrics.calls_active.inc();
@@ -390,15 +380,8 @@ impl Core {
             peer,
             invite_key: key.clone(),
             invite: bytes.to_vec().into(),
-            local_tag: local_tag.clone(),
-            their_from: m
-                .header(HeaderName::From)
-                .map(|h| h.value.to_vec())
-                .unwrap_or_default(),
-            our_identity,
-            remote_target,
+            dialog,
             contact,
-            cseq: 1,
             state: State::Ringing,
             answer_at: None,
             hangup_after: route.hangup,
@@ -432,10 +415,6 @@ impl Core {
             }),
             hung_up_by: None,
             on_trunks: Vec::new(),
-            route_set: m
-                .values(HeaderName::RecordRoute)
-                .map(<[u8]>::to_vec)
-                .collect(),
         };
         let mut call = call;
         call.sdes = neg.srtp;
@@ -446,7 +425,8 @@ impl Core {
             .collect();
         let call_id = head.call_id.to_vec();
         if let Some(b) = &call.bridge {
-            self.outbound.insert(b.call_id.clone(), call_id.clone());
+            self.outbound
+                .insert(b.dialog.call_id.clone(), call_id.clone());
         }
         let bridged = call.bridge.is_some();
         let to_agent = call.agent.is_some();
@@ -514,151 +494,5 @@ impl Core {
             .calls_total
             .with_label_values(&["rejected"])
             .inc();
-    }
-
-    /// A re-INVITE in one of the calls the gateway answered: the media
-    /// moves, holds or re-keys, and the answer goes back.
-    pub(super) fn reinvite(
-        &mut self,
-        key: Key,
-        peer: Peer,
-        m: &Message<'_>,
-        head: &RequestHead<'_>,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        let call_id = head.call_id.to_vec();
-        let known = self
-            .calls
-            .get(&call_id)
-            .filter(|c| head.to.tag() == Some(c.local_tag.as_bytes()))
-            .map(|c| c.state);
-        match known {
-            None => {
-                self.respond(
-                    &key,
-                    m,
-                    Reply::new(481, "Call/Transaction Does Not Exist"),
-                    now,
-                );
-                return;
-            }
-            Some(State::Ringing | State::Answered) => {
-                self.respond(&key, m, Reply::new(491, "Request Pending"), now);
-                return;
-            }
-            Some(State::Confirmed) => {}
-        }
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        // The new INVITE replaces the kept one: within the calls' budget.
-        let grows = bytes.len().saturating_sub(c.invite.len());
-        if self.call_bytes + grows > MAX_CALL_BYTES {
-            self.respond(&key, m, Reply::new(503, "Service Unavailable"), now);
-            return;
-        }
-        // A re-INVITE refreshes the session timer.
-        if let Some(t) = c.session_timer.as_mut() {
-            t.refreshed(now);
-        }
-        // Our SDES key goes back in the answer: only over TLS (or where the
-        // trunk accepts keys in clear), whatever the call started on.
-        let clear_ok = self
-            .config
-            .trunk_for(peer.addr.ip())
-            .and_then(|t| self.config.trunks.get(t))
-            .is_some_and(|t| t.sdes_in_clear);
-        if c.sdes.is_some() && !peer.tls && !clear_ok {
-            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-            return;
-        }
-        // Our SDES key stays the one the media seals with; a call without
-        // SRTP stays without (its media task has no keys to change).
-        let answer = Sdp::parse(m.body).ok().and_then(|offer| {
-            c.local.session_version += 1;
-            let mut local = c.local.clone();
-            if c.sdes.is_none() {
-                local.srtp = SrtpMode::Off;
-            }
-            sdp::answer_keeping(&offer, &local, c.sdes.as_ref().map(|(_, ours)| ours)).ok()
-        });
-        let Some(mut neg) = answer else {
-            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-            return;
-        };
-        // A new media address must be of a scope the trunk allows; an
-        // unspecified one is the old form of hold (nothing is sent there).
-        let ip = neg.remote.ip();
-        if !ip.is_unspecified() {
-            if let Some(why) = self.config.media_refused(c.peer.addr.ip(), ip) {
-                info!(
-                    call = c.n,
-                    refused = why,
-                    "re-INVITE's media address refused: 488"
-                );
-                self.metrics
-                    .sdp_address_refused
-                    .with_label_values(&[why])
-                    .inc();
-                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                return;
-            }
-        }
-        match (&c.sdes, neg.srtp.take()) {
-            (Some(_), None) => {
-                // An SRTP call cannot fall back to plain RTP mid-call.
-                self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                return;
-            }
-            (Some((old, _)), Some((theirs, ours))) => {
-                if !theirs.same_as(old) {
-                    match SrtpReceiver::new(&theirs, SrtpConfig::default()) {
-                        Ok(rx) => {
-                            // The media must take the key, or the call
-                            // would go one-way: else the peer tries again.
-                            if c.media.try_send(Control::Rekey(Box::new(rx))).is_err() {
-                                self.respond(
-                                    &key,
-                                    m,
-                                    Reply::new(500, "Server Internal Error"),
-                                    now,
-                                );
-                                return;
-                            }
-                            info!(call = c.n, "re-INVITE: the peer's SRTP key changed");
-                        }
-                        Err(_) => {
-                            self.respond(&key, m, Reply::new(488, "Not Acceptable Here"), now);
-                            return;
-                        }
-                    }
-                }
-                c.sdes = Some((theirs, ours));
-            }
-            _ => {}
-        }
-        let remote_rtcp = if neg.rtcp_mux {
-            neg.remote
-        } else {
-            SocketAddr::new(neg.remote.ip(), neg.remote.port().wrapping_add(1))
-        };
-        if !ip.is_unspecified() {
-            c.media_ip = ip;
-        }
-        let _ = c.media.try_send(Control::Update {
-            remote: neg.remote,
-            rtcp: remote_rtcp,
-            send: neg.direction.sends(),
-        });
-        info!(call = c.n, direction = neg.direction.as_str(), "re-INVITE");
-        let before = c.held();
-        c.answer_sdp = neg.answer.into();
-        c.invite = bytes.to_vec().into();
-        let after = c.held();
-        self.call_bytes = self.call_bytes.saturating_sub(before) + after;
-        c.invite_key = key;
-        c.state = State::Ringing; // answered just below
-        self.answer(&call_id, now);
     }
 }

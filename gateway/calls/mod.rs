@@ -4,6 +4,7 @@
 //! - [`core`]: the loop, dialogs (ACK, BYE, CANCEL, re-INVITE), answering;
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
+//! - `in_dialog`: re-INVITE and UPDATE from either end of any dialog;
 //! - `keepalive`, `register`: OPTIONS keepalives and registration trunks;
 //! - [`reload`]: a reloaded configuration applied to the running core;
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
@@ -14,6 +15,7 @@ mod agent_media;
 pub mod agents;
 mod bridge;
 pub mod core;
+mod in_dialog;
 mod inbound;
 mod keepalive;
 pub mod media;

@@ -9,6 +9,7 @@
 //! end's 200 is ACKed and answers the caller; a failure is relayed with its
 //! status; BYE and CANCEL cross from either side.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -20,24 +21,23 @@ use super::media::{rand_u32, Control};
 use crate::media::leg::Leg;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
 use crate::sip::build::{self, RequestSpec};
-use crate::sip::header::NameAddr;
-use crate::sip::message::{Framing, HeaderName, Message};
+use crate::sip::dialog::{self, Dialog, Resend2xx};
+use crate::sip::message::{Framing, Message};
 use crate::sip::sdp::{self, Direction, Local, Negotiated, Sdp, SrtpMode};
 use crate::sip::transaction::{Key, Peer, Transmit};
+use crate::sip::WipedBytes;
 
 /// The outbound leg of a bridged call.
 pub(super) struct Bridge {
-    pub(super) call_id: Vec<u8>,
+    /// The dialog: its target, tags and route set once the far end answers.
+    pub(super) dialog: Dialog,
+    /// Our INVITE's Request-URI and To (for a CANCEL).
     pub(super) uri: Vec<u8>,
-    pub(super) from: Vec<u8>,
-    /// Our To, with the far end's tag once it answers.
     pub(super) to: Vec<u8>,
-    pub(super) remote_target: Option<Vec<u8>>,
     pub(super) key: Key,
     pub(super) peer: Peer,
     /// The Via transport name for this leg's requests.
     pub(super) transport: &'static str,
-    pub(super) cseq: u32,
     /// The ACK sent for the far end's 2xx (resent if the 2xx is).
     pub(super) ack: Option<Vec<u8>>,
     pub(super) port: u16,
@@ -53,6 +53,17 @@ pub(super) struct Bridge {
     pub(super) answered: bool,
     /// Whether a 180/183 was relayed to the caller.
     pub(super) ringing: bool,
+    /// Our SDP on this leg (the offer, then our latest answer), the
+    /// session it describes, and the far end's SDES key with ours.
+    pub(super) sdp: WipedBytes,
+    pub(super) local: Local,
+    pub(super) sdes: Option<(MasterKey, MasterKey)>,
+    /// Where the far end's SDP asks media to go.
+    pub(super) media_ip: IpAddr,
+    /// Steers this leg's side of the bridge's media, once it runs.
+    pub(super) far_media: Option<mpsc::Sender<Control>>,
+    /// Our 2xx to the far end's re-INVITE, resent until its ACK.
+    pub(super) ok: Option<Resend2xx>,
 }
 
 /// Sockets for a tokio task.
@@ -77,7 +88,7 @@ impl Bridge {
     /// if `config`'s trunk for this peer allows the answer's address scope;
     /// if not, it sends only once valid media came from that address.
     pub(super) fn answer_leg(
-        &self,
+        &mut self,
         m: &Message<'_>,
         config: &crate::config::Config,
     ) -> Option<(Leg, std::net::SocketAddr, bool)> {
@@ -90,7 +101,10 @@ impl Bridge {
                 let cfg = SrtpConfig::default();
                 match theirs.master_key(&[ours.suite()]) {
                     Ok(k) => match (SrtpReceiver::new(&k, cfg), SrtpSender::new(ours, cfg)) {
-                        (Ok(rx), Ok(tx)) => Some((rx, tx)),
+                        (Ok(rx), Ok(tx)) => {
+                            self.sdes = Some((k, ours.duplicate()));
+                            Some((rx, tx))
+                        }
                         _ => None,
                     },
                     Err(_) => None,
@@ -98,6 +112,7 @@ impl Bridge {
             }
             _ => None,
         };
+        self.media_ip = ip;
         let dir = answer.direction(audio);
         let mut leg = Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp);
         // The same rule as for offers (`Config::media_refused`); an
@@ -116,71 +131,58 @@ impl Bridge {
         ))
     }
 
-    /// The far end's 2xx: its tag and Contact complete the dialog (the
-    /// first time); returns the ACK to send (again, for a resent 2xx).
+    /// The far end's 2xx: its tag, Contact and Record-Route (reversed)
+    /// complete the dialog (the first time); returns the ACK to send
+    /// (again, for a resent 2xx), routed as the dialog's requests are.
     pub(super) fn answered_by(&mut self, m: &Message<'_>, via: std::net::SocketAddr) -> Vec<u8> {
         if !self.answered {
             self.answered = true;
-            if let Some(to) = m.header(HeaderName::To) {
-                self.to = to.value.to_vec();
-            }
-            self.remote_target = m
-                .values(HeaderName::Contact)
-                .next()
-                .and_then(|v| NameAddr::parse(v).ok())
-                .map(|n| n.uri_bytes.to_vec());
+            self.dialog.answered_by(m);
             let branch = build::branch();
-            self.ack = Some(self.request(via, "ACK", self.cseq, branch.as_bytes(), self.target()));
+            // The ACK takes the INVITE's CSeq number (RFC 3261 13.2.2.4).
+            self.ack = Some(self.dialog.request(&dialog::Request {
+                method: "ACK",
+                cseq: 1,
+                via,
+                transport: self.transport,
+                branch: branch.as_bytes(),
+                extra: &[],
+                body: None,
+            }));
         }
         self.ack.clone().unwrap_or_default()
     }
 
-    /// BYE if answered, else CANCEL (RFC 3261 9.1: the INVITE's
-    /// Request-URI, branch, From, To, Call-ID and CSeq number).
+    /// BYE if answered (in the dialog, with its route set), else CANCEL
+    /// (RFC 3261 9.1: the INVITE's Request-URI, branch, From, To, Call-ID
+    /// and CSeq number).
     pub(super) fn hangup_request(&mut self, via: std::net::SocketAddr) -> Vec<u8> {
         if self.answered {
-            self.cseq += 1;
-            self.request(
+            let cseq = self.dialog.next_cseq();
+            self.dialog.request(&dialog::Request {
+                method: "BYE",
+                cseq,
                 via,
-                "BYE",
-                self.cseq,
-                build::branch().as_bytes(),
-                self.target(),
-            )
+                transport: self.transport,
+                branch: build::branch().as_bytes(),
+                extra: &[],
+                body: None,
+            })
         } else {
-            self.request(via, "CANCEL", 1, &self.key.branch, &self.uri)
+            build::request(&RequestSpec {
+                method: "CANCEL",
+                uri: &self.uri,
+                via,
+                transport: self.transport,
+                branch: &self.key.branch,
+                from: &self.dialog.local,
+                to: &self.to,
+                call_id: &self.dialog.call_id,
+                cseq: 1,
+                extra: &[],
+                body: None,
+            })
         }
-    }
-
-    /// Where in-dialog requests go: the far end's Contact, else the
-    /// Request-URI of our INVITE.
-    fn target(&self) -> &[u8] {
-        self.remote_target.as_deref().unwrap_or(&self.uri)
-    }
-
-    /// A request on this leg (ACK, BYE or CANCEL) from the gateway at
-    /// `via`.
-    fn request(
-        &self,
-        via: std::net::SocketAddr,
-        method: &str,
-        cseq: u32,
-        branch: &[u8],
-        uri: &[u8],
-    ) -> Vec<u8> {
-        build::request(&RequestSpec {
-            method,
-            uri,
-            via,
-            transport: self.transport,
-            branch,
-            from: &self.from,
-            to: &self.to,
-            call_id: &self.call_id,
-            cseq,
-            extra: &[],
-            body: None,
-        })
     }
 }
 
@@ -272,13 +274,8 @@ impl Core {
         );
         let call_id = format!("{}@tollgate", build::token()).into_bytes();
         let uri = format!("sip:{}@{addr}", d.number).into_bytes();
-        let from = format!(
-            "<sip:{}@{}>;tag={}",
-            d.caller,
-            self.sip_addr,
-            build::token()
-        )
-        .into_bytes();
+        let local_tag = build::token();
+        let from = format!("<sip:{}@{}>;tag={local_tag}", d.caller, self.sip_addr).into_bytes();
         let to = format!("<sip:{}@{addr}>", d.number).into_bytes();
         let contact = self.contact_for(peer);
         let max_forwards = d.max_forwards.to_string();
@@ -295,7 +292,7 @@ impl Core {
             cseq: 1,
             extra: &[
                 ("Contact", &contact),
-                ("Allow", b"INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                ("Allow", super::core::ALLOW),
                 ("Max-Forwards", max_forwards.as_bytes()),
             ],
             body: Some(("application/sdp", &offer)),
@@ -306,21 +303,30 @@ impl Core {
         };
         Some((
             Box::new(Bridge {
-                call_id,
+                dialog: Dialog::calling(
+                    call_id,
+                    from,
+                    local_tag.into_bytes(),
+                    to.clone(),
+                    uri.clone(),
+                ),
                 uri,
-                from,
                 to,
-                remote_target: None,
                 key,
                 peer,
                 transport,
-                cseq: 1,
                 ack: None,
                 port,
                 our_key,
                 pending: None,
                 answered: false,
                 ringing: false,
+                sdp: offer.into(),
+                local,
+                sdes: None,
+                media_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                far_media: None,
+                ok: None,
             }),
             rtp,
             rtcp,
@@ -408,7 +414,7 @@ impl Core {
             &inv,
             code,
             reason,
-            Some(c.local_tag.as_bytes()),
+            Some(&c.dialog.local_tag),
             &[("Contact", &c.contact)],
             body,
         ) {
@@ -456,9 +462,11 @@ impl Core {
         if let Some(r) = c.record.as_mut() {
             r.record.srtp.push(("far_end".into(), "none".into()));
         }
+        let (steer_b, control_b) = mpsc::channel(4);
+        b.far_media = Some(steer_b);
         let timeout = self.media_timeout(super::agent_media::MediaEnded::Call(a_id.to_vec()));
         tokio::spawn(bridge::run(
-            side_a, side_b, control, metrics, report, timeout,
+            side_a, side_b, control, control_b, metrics, report, timeout,
         ));
         true
     }
@@ -494,7 +502,7 @@ impl Core {
         if let Some(c) = self.calls.get(a_id) {
             if let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) {
                 if let Some(r) =
-                    build::response(&inv, code, reason, Some(c.local_tag.as_bytes()), &[], None)
+                    build::response(&inv, code, reason, Some(&c.dialog.local_tag), &[], None)
                 {
                     let key = c.invite_key.clone();
                     self.txn.respond(&key, r, now);

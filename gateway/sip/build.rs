@@ -107,7 +107,8 @@ pub struct RequestSpec<'a> {
     pub body: Option<(&'a str, &'a [u8])>,
 }
 
-/// A request from `spec`, with Max-Forwards 70.
+/// A request from `spec`, with Max-Forwards 70 unless `spec.extra` gives
+/// one (a bridged call's outbound INVITE carries the caller's, less one).
 pub fn request(spec: &RequestSpec<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(spec.method.as_bytes());
@@ -119,7 +120,14 @@ pub fn request(spec: &RequestSpec<'_>) -> Vec<u8> {
     out.extend_from_slice(spec.via.to_string().as_bytes());
     out.extend_from_slice(b";branch=");
     out.extend_from_slice(spec.branch);
-    out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\n");
+    out.extend_from_slice(b";rport\r\n");
+    if !spec
+        .extra
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("Max-Forwards"))
+    {
+        out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    }
     push_header(&mut out, "From", spec.from);
     push_header(&mut out, "To", spec.to);
     push_header(&mut out, "Call-ID", spec.call_id);
@@ -183,6 +191,36 @@ Call-ID: x\r\nCSeq: 7\r\n INVITE\r\nContent-Length: 0\r\n\r\n";
             Some(&b"<sip:gw>"[..])
         );
         assert!(crate::sip::check::check_response(&p).is_ok());
+    }
+
+    #[test]
+    fn a_request_carries_one_max_forwards_the_given_one_if_any() {
+        let spec = |extra: &[(&str, &[u8])]| {
+            request(&RequestSpec {
+                method: "INVITE",
+                uri: b"sip:1@b",
+                via: "192.0.2.1:5060".parse().expect("addr"),
+                transport: "UDP",
+                branch: b"z9hG4bK1",
+                from: b"<sip:a@b>;tag=1",
+                to: b"<sip:1@b>",
+                call_id: b"c",
+                cseq: 1,
+                extra,
+                body: None,
+            })
+        };
+        let given: [(&str, &[u8]); 1] = [("Max-Forwards", b"12")];
+        for (extra, want) in [(&[][..], &b"70"[..]), (&given[..], &b"12"[..])] {
+            let bytes = spec(extra);
+            let (m, _) =
+                Message::parse(&bytes, Framing::Stream, &Limits::default()).expect("parses");
+            assert_eq!(m.count(HeaderName::MaxForwards), 1);
+            assert_eq!(
+                m.header(HeaderName::MaxForwards).map(|h| h.value),
+                Some(want)
+            );
+        }
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub const TRUNK: Capabilities<'static> = Capabilities {
         Method::Bye,
         Method::Cancel,
         Method::Options,
+        Method::Update,
     ],
     // Session timers (RFC 4028), as the answering side.
     extensions: &[b"timer"],

@@ -3,11 +3,13 @@
 //! - [`message`]: framing, parsing and serialization of SIP messages;
 //! - [`framer`]: messages and keepalives cut from a TCP or TLS stream;
 //! - [`header`]: typed header values; [`uri`]: SIP URIs;
+//! - [`dialog`]: one dialog's identities, target, route set and CSeqs;
 //! - [`check`]: the checks a request or response must pass before the
 //!   transaction layer sees it, each mapped to the response it earns.
 
 pub mod build;
 pub mod check;
+pub mod dialog;
 pub mod digest;
 pub mod framer;
 pub mod header;

@@ -59,6 +59,17 @@ pub struct Peer {
     pub tls: bool,
 }
 
+impl Peer {
+    /// The Via transport name for requests to it.
+    pub fn transport_name(&self) -> &'static str {
+        match (self.reliable, self.tls) {
+            (_, true) => "TLS",
+            (true, false) => "TCP",
+            (false, false) => "UDP",
+        }
+    }
+}
+
 /// Bytes to send to a peer. Its `Debug` shows the length, not the bytes
 /// (SIP messages carry phone numbers).
 #[derive(Clone, PartialEq, Eq)]

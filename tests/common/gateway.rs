@@ -498,3 +498,91 @@ impl Drop for TmpfsNamespace {
         let _ = self.holder.wait();
     }
 }
+
+/// sipp as a far end on a dialog the gateway started, with
+/// `uas_far_end_session.xml`: it answers with a two-entry Record-Route,
+/// then holds (media to one port of ours), refreshes by UPDATE and resumes
+/// (media to another). The ports are the test's own sockets, so what
+/// reaches each is the gateway's media only.
+pub struct FarEndSession {
+    pub sipp: Child,
+    pub messages: PathBuf,
+    held: std::net::UdpSocket,
+    resumed: std::net::UdpSocket,
+}
+
+impl FarEndSession {
+    pub fn start(gw: &Gateway, port: u16) -> Self {
+        let bind = || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        };
+        let (held, resumed) = (bind(), bind());
+        let port_of = |s: &std::net::UdpSocket| s.local_addr().expect("addr").port().to_string();
+        let messages = gw.dir.join("far_end_session.log");
+        let sipp = far_end_with(
+            "uas_far_end_session.xml",
+            port,
+            &messages,
+            &[
+                "-m",
+                "1",
+                "-set",
+                "held",
+                &port_of(&held),
+                "-set",
+                "resumed",
+                &port_of(&resumed),
+            ],
+        );
+        Self {
+            sipp,
+            messages,
+            held,
+            resumed,
+        }
+    }
+
+    /// Waits for sipp and checks what a carrier behind a record-routing
+    /// proxy needs: its scenario passed (each answer checked there), the
+    /// gateway's ACK and BYE carried the route set (the 2xx's
+    /// Record-Route, reversed), nothing was sent to the held address and
+    /// media reached the resumed one.
+    pub fn check(self, gw: &Gateway) {
+        let out = self.sipp.wait_with_output().expect("far end ends");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let messages = std::fs::read_to_string(&self.messages).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "the far end's scenario failed: {text}\n{messages}\n{}",
+            gw.log()
+        );
+        for method in ["ACK", "BYE"] {
+            // The message's head: from its request line to the blank line.
+            let sent: Vec<&str> = messages
+                .lines()
+                .map(str::trim_end)
+                .skip_while(|l| !l.starts_with(&format!("{method} sip:")))
+                .take_while(|l| !l.is_empty())
+                .collect();
+            assert!(!sent.is_empty(), "no {method} from the gateway: {messages}");
+            let routes: Vec<&str> = sent
+                .iter()
+                .filter_map(|l| l.strip_prefix("Route: "))
+                .collect();
+            assert_eq!(
+                routes,
+                ["<sip:core.example;lr>", "<sip:edge.example;lr>"],
+                "{method}: {sent:?}"
+            );
+        }
+        let count = |s: &std::net::UdpSocket| {
+            let mut buf = [0u8; 2048];
+            std::iter::from_fn(|| s.recv_from(&mut buf).ok()).count()
+        };
+        assert_eq!(count(&self.held), 0, "RTP went to a far end that held");
+        let resumed = count(&self.resumed);
+        assert!(resumed >= 10, "{resumed} packets after the resume");
+    }
+}
