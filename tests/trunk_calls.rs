@@ -270,3 +270,162 @@ fn a_bridged_far_end_may_hold_refresh_and_resume() {
     );
     assert_eq!(gw.metric("tollgate_calls_total{outcome=\"answered\"}"), 1.0);
 }
+
+/// Debian's Kamailio as a carrier's record-routing edge proxy, started on
+/// loopback with tests/kamailio/edge_proxy.cfg; stopped (SIGTERM to its
+/// main process, which ends its workers) when dropped.
+struct EdgeProxy {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl EdgeProxy {
+    fn start(dir: &std::path::Path, port: u16, gateway: u16, far_end: u16) -> Self {
+        let log = dir.join("kamailio.log");
+        let run = dir.join("kamailio-run");
+        std::fs::create_dir_all(&run).expect("runtime dir");
+        let child = std::process::Command::new("kamailio")
+            .args([
+                "-f",
+                &format!(
+                    "{}/tests/kamailio/edge_proxy.cfg",
+                    env!("CARGO_MANIFEST_DIR")
+                ),
+                "-DD",
+                "-E",
+                "-m",
+                "32",
+                "-M",
+                "4",
+                "-l",
+                &format!("udp:127.0.0.1:{port}"),
+                "-A",
+                &format!("GATEWAY_PORT={gateway}"),
+                "-A",
+                &format!("GATEWAY=\"sip:127.0.0.1:{gateway}\""),
+                "-A",
+                &format!("FAR_END=\"sip:127.0.0.1:{far_end}\""),
+                "-Y",
+                run.to_str().expect("utf8"),
+                "-w",
+                run.to_str().expect("utf8"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("kamailio runs (Debian package kamailio; scripts/deps installs it)");
+        let proxy = Self { child, log };
+        // Ready once it answers: an OPTIONS it relays to the gateway comes
+        // back with the gateway's 200.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        let me = sock.local_addr().expect("addr");
+        let mut buf = [0u8; 4096];
+        for i in 0..50 {
+            let options = format!(
+                "OPTIONS sip:127.0.0.1:{gateway} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{i}\r\nMax-Forwards: 70\r\nFrom: <sip:test@{me}>;tag=ready\r\nTo: <sip:127.0.0.1:{gateway}>\r\nCall-ID: ready-{i}\r\nCSeq: {i} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = sock.send_to(options.as_bytes(), ("127.0.0.1", port));
+            if let Ok(n) = sock.recv(&mut buf) {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return proxy;
+                }
+            }
+        }
+        panic!("kamailio never relayed: {}", proxy.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for EdgeProxy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Calls both ways through a real record-routing proxy (Kamailio): a
+/// carrier's call in, whose ACK, hold re-INVITE and BYE the proxy routes
+/// by the route set the gateway's 200 gave; and a bridged call out, whose
+/// far end's hold re-INVITE and refresh UPDATE come back through the proxy
+/// and whose ACK and BYE from the gateway carry the route set from the far
+/// end's 200. The proxy refuses (404) any in-dialog request that skips it.
+#[test]
+fn calls_both_ways_through_a_record_routing_kamailio() {
+    let (sip, proxy_port, far_port) = (14300, 14340, 14350);
+    let trunks = TRUNKS.replace("127.0.0.1:15330", &format!("127.0.0.1:{proxy_port}"));
+    let gw = Gateway::start_with("kamailio", sip, 23000, 500, &trunks);
+    let proxy = EdgeProxy::start(&gw.dir, proxy_port, sip, far_port);
+
+    // In: the carrier calls the echo number through its proxy.
+    let run = common::gateway::sipp_result(
+        common::gateway::sipp_command_to(
+            ([127, 0, 0, 1], proxy_port).into(),
+            "uac_proxied.xml",
+            "echo",
+            14310,
+            &["-m", "1"],
+        )
+        .output()
+        .expect("sipp runs"),
+    );
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}\n{}",
+        run.output,
+        proxy.log(),
+        gw.log()
+    );
+
+    // Out: a bridged call whose far end sits behind the proxy.
+    let far_log = gw.dir.join("far_proxied.log");
+    let far =
+        common::gateway::far_end_with("uas_far_end_proxied.xml", far_port, &far_log, &["-m", "1"]);
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "+442071838750",
+        14320,
+        &["-key", "pcap", PCAP, "-d", "2500", "-m", "1"],
+    );
+    let far_out = far.wait_with_output().expect("far end ends");
+    let log = proxy.log();
+    assert!(
+        far_out.status.success(),
+        "{}\n{}\n{log}\n{}",
+        String::from_utf8_lossy(&far_out.stdout),
+        std::fs::read_to_string(&far_log).unwrap_or_default(),
+        gw.log()
+    );
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    // Every in-dialog request, from each side, went through the proxy by
+    // its route set; none was refused for skipping it.
+    for (from, methods) in [
+        (14310, &["ACK", "INVITE", "BYE"][..]),
+        (sip, &["ACK", "BYE"][..]),
+        (far_port, &["INVITE", "ACK", "UPDATE"][..]),
+    ] {
+        for method in methods {
+            let line = format!("relay {method} in-dialog from {from}");
+            assert!(log.contains(&line), "no {line:?} in:\n{log}");
+        }
+    }
+    assert!(!log.contains("refused"), "{log}");
+    assert_eq!(gw.metric("tollgate_calls_total{outcome=\"answered\"}"), 2.0);
+}

@@ -335,9 +335,20 @@ pub fn sipp_command(
     local_port: u16,
     extra: &[&str],
 ) -> Command {
+    sipp_command_to(gw.sip, scenario, service, local_port, extra)
+}
+
+/// As [`sipp_command`], calling `remote` (a proxy in front of the gateway).
+pub fn sipp_command_to(
+    remote: SocketAddr,
+    scenario: &str,
+    service: &str,
+    local_port: u16,
+    extra: &[&str],
+) -> Command {
     let path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
     let mut c = Command::new("sipp");
-    c.arg(gw.sip.to_string())
+    c.arg(remote.to_string())
         .args(["-sf", &path, "-s", service, "-i", "127.0.0.1", "-nostdin"])
         .args([
             "-p",
