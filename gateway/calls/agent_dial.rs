@@ -442,7 +442,11 @@ impl Core {
         call_id: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(&call) = self.agent_out_ids.get(call_id) else {
+        let Some(&call) = self
+            .agent_out_ids
+            .get(call_id)
+            .filter(|c| self.agent_out.get(c).is_some_and(|o| o.leg.dialog.owns(m)))
+        else {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);

@@ -55,6 +55,8 @@ pub(super) struct Call {
     /// For logs.
     pub(super) n: u64,
     pub(super) peer: Peer,
+    /// Where the latest (re-)INVITE came from: its 2xx goes back there.
+    pub(super) invite_from: Peer,
     pub(super) invite_key: Key,
     /// The INVITE (or latest re-INVITE), to build its final response.
     pub(super) invite: WipedBytes,
@@ -96,6 +98,18 @@ impl Call {
     pub(super) fn held(&self) -> usize {
         self.invite.len() + self.answer_sdp.len() + self.dialog.held()
     }
+}
+
+/// The headers of our 2xx to an INVITE or UPDATE in a dialog: Contact,
+/// Allow and, when a session timer was granted (only to a peer that said
+/// `Supported: timer`), Session-Expires with `Require: timer`.
+pub(super) fn ok_headers<'a>(contact: &'a [u8], se: Option<&'a [u8]>) -> Vec<(&'a str, &'a [u8])> {
+    let mut extra: Vec<(&str, &[u8])> = vec![("Contact", contact), ("Allow", ALLOW)];
+    if let Some(se) = se {
+        extra.push(("Session-Expires", se));
+        extra.push(("Require", b"timer"));
+    }
+    extra
 }
 
 /// A response the core sends on a server transaction.
@@ -593,13 +607,18 @@ impl Core {
                     self.record_refused(peer.addr.ip(), now);
                 }
             }
-            Method::Invite | Method::Update => self.session_request(key, &m, &head, &bytes, now),
+            Method::Invite | Method::Update => {
+                self.session_request(key, peer, &m, &head, &bytes, now);
+            }
             Method::Ack => {
                 // Only an ACK carrying our To tag counts: its sender saw our
                 // 2xx, which proves the caller's address (a blind spoofer
                 // cannot), so media may now go to the signalled address.
                 if let Some(c) = self.calls.get_mut(&call_id).filter(|c| c.dialog.owns(&m)) {
-                    if c.state == State::Answered {
+                    // Only the ACK for the 2xx in flight (its CSeq): a late
+                    // copy of an older one stops nothing.
+                    let this_2xx = c.ok.as_ref().is_some_and(|ok| ok.acked_by(&m));
+                    if c.state == State::Answered && this_2xx {
                         c.state = State::Confirmed;
                         c.ok = None;
                         // The ACK proves the address it came from. On a
@@ -690,17 +709,12 @@ impl Core {
             return;
         };
         let se = c.session_timer.map(|t| t.session_expires());
-        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", &c.contact), ("Allow", ALLOW)];
-        if let Some(se) = &se {
-            extra.push(("Session-Expires", se));
-            extra.push(("Require", b"timer"));
-        }
         let Some(ok) = build::response(
             &inv,
             200,
             "OK",
             Some(&c.dialog.local_tag),
-            &extra,
+            &ok_headers(&c.contact, se.as_deref()),
             Some(("application/sdp", &c.answer_sdp)),
         ) else {
             return;
@@ -721,7 +735,14 @@ impl Core {
                 .map(|d| now + d);
         }
         let t1 = self.timers.t1;
-        c.ok = Some(dialog::Resend2xx::new(ok.clone().into(), now, t1));
+        let cseq = inv.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+        c.ok = Some(dialog::Resend2xx::new(
+            ok.clone().into(),
+            c.invite_from,
+            cseq,
+            now,
+            t1,
+        ));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
         self.record_answered(call_id);
@@ -775,22 +796,16 @@ impl Core {
             self.end_call(&id, "failed");
         }
         let mut give_up = Vec::new();
+        let mut resend = Vec::new();
         let t2 = self.timers.t2;
         for (id, c) in &mut self.calls {
-            let Some(ok) = c.ok.as_mut() else {
-                continue;
-            };
-            match ok.due(now, t2) {
-                Err(dialog::NoAck) => give_up.push(id.clone()),
-                Ok(true) if !c.peer.reliable => {
-                    self.transport.send(&Transmit {
-                        peer: c.peer,
-                        bytes: ok.bytes.clone(),
-                    });
-                    self.ok_retransmissions += 1;
-                }
-                Ok(_) => {}
+            if dialog::Resend2xx::step(&mut c.ok, now, t2, &mut resend) {
+                give_up.push(id.clone());
             }
+        }
+        for t in &resend {
+            self.transport.send(t);
+            self.ok_retransmissions += 1;
         }
         for id in give_up {
             warn!("no ACK for a 200 OK within 64*T1: hanging up");

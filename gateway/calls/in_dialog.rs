@@ -9,9 +9,17 @@
 //! and SDES key stay as they are (the media seals with them), the new
 //! media address must be one the trunk may send to, an SRTP call cannot
 //! fall back to plain RTP, and the media task moves, holds or re-keys the
-//! leg. A re-INVITE without SDP (a refresh by some carriers) gets our
-//! current SDP as the offer; the answer in its ACK is not read, so media
-//! stays as it was.
+//! leg. Our SDES key goes back only over TLS (or to a trunk that accepts
+//! keys in clear), judged by the transport the request came on. A
+//! re-INVITE without SDP (a refresh by some carriers) gets our current
+//! SDP as the offer; the answer in its ACK is not read, so media stays as
+//! it was (a resume or a move by offerless re-INVITE is not supported).
+//!
+//! Session timers (RFC 4028) are negotiated again by every refresh on a
+//! call the gateway answered: what the request asks is granted (422 below
+//! 90 s), and a refresh without `Session-Expires` turns the timer off. On
+//! legs the gateway placed the far end refreshes; its interval is echoed
+//! and not enforced.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -19,7 +27,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::core::{Core, Reply, State, ALLOW, MAX_CALL_BYTES};
+use super::core::{ok_headers, Core, Reply, State, MAX_CALL_BYTES};
 use super::media::Control;
 use crate::config::Config;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
@@ -40,12 +48,20 @@ enum Owner {
     Bridge(Vec<u8>),
     /// An agent's call.
     AgentOut(u64),
+    /// A leg the gateway placed that is not answered yet (an early
+    /// dialog): its offers wait (491) until it is.
+    Early,
 }
 
 /// One leg's negotiated media, as a mid-dialog offer may change it.
 pub(super) struct Session<'a> {
     pub(super) n: u64,
+    /// The dialog's peer (whose trunk's rules apply).
     pub(super) peer: Peer,
+    /// Whether the gateway placed this leg (a far end's answer to an
+    /// address its trunk may not send to waits for media from there, as
+    /// in [`super::outbound::Bridge::answer_leg`], instead of a 488).
+    pub(super) placed: bool,
     pub(super) local: &'a mut Local,
     /// SDES keys in use: (the peer's, ours).
     pub(super) sdes: &'a mut Option<(MasterKey, MasterKey)>,
@@ -61,28 +77,33 @@ const NOT_ACCEPTABLE: Refused = (488, "Not Acceptable Here");
 /// The dialog ended while its request was being handled.
 const GONE: Refused = (481, "Call/Transaction Does Not Exist");
 
-/// Answers the offer in `body` on leg `s`: returns our SDP answer, the
-/// media task told of the change.
+/// Whether our SDES key may go back to a request that came from `from`:
+/// over TLS, or to a trunk that accepts keys in clear.
+fn key_may_go(config: &Config, from: Peer) -> bool {
+    from.tls
+        || config
+            .trunk_for(from.addr.ip())
+            .and_then(|t| config.trunks.get(t))
+            .is_some_and(|t| t.sdes_in_clear)
+}
+
+/// Answers the offer in `body`, which came from `from`, on leg `s`:
+/// returns our SDP answer, the media task told of the change.
 pub(super) fn reoffer(
     config: &Config,
     metrics: &crate::admin::metrics::Metrics,
     s: Session<'_>,
+    from: Peer,
     body: &[u8],
 ) -> Result<Vec<u8>, Refused> {
-    // Our SDES key goes back in the answer: only over TLS (or where the
-    // trunk accepts keys in clear), whatever the call started on.
-    let clear_ok = config
-        .trunk_for(s.peer.addr.ip())
-        .and_then(|t| config.trunks.get(t))
-        .is_some_and(|t| t.sdes_in_clear);
-    if s.sdes.is_some() && !s.peer.tls && !clear_ok {
+    if s.sdes.is_some() && !key_may_go(config, from) {
         return Err(NOT_ACCEPTABLE);
     }
     // Our SDES key stays the one the media seals with; a call without
     // SRTP stays without (its media task has no keys to change).
     let offer = Sdp::parse(body).map_err(|_| NOT_ACCEPTABLE)?;
-    s.local.session_version += 1;
     let mut local = s.local.clone();
+    local.session_version += 1;
     if s.sdes.is_none() {
         local.srtp = SrtpMode::Off;
     }
@@ -91,15 +112,24 @@ pub(super) fn reoffer(
     // A new media address must be of a scope the trunk allows; an
     // unspecified one is the old form of hold (nothing is sent there).
     let ip = neg.remote.ip();
-    if !ip.is_unspecified() {
+    let mut confirm = !ip.is_unspecified();
+    if confirm {
         if let Some(why) = config.media_refused(s.peer.addr.ip(), ip) {
+            if !s.placed {
+                info!(
+                    call = s.n,
+                    refused = why,
+                    "new offer's media address refused: 488"
+                );
+                metrics.sdp_address_refused.with_label_values(&[why]).inc();
+                return Err(NOT_ACCEPTABLE);
+            }
             info!(
                 call = s.n,
                 refused = why,
-                "new offer's media address refused: 488"
+                "the far end's new address may not be sent to before media comes from it"
             );
-            metrics.sdp_address_refused.with_label_values(&[why]).inc();
-            return Err(NOT_ACCEPTABLE);
+            confirm = false;
         }
     }
     match (&*s.sdes, neg.srtp.take()) {
@@ -123,6 +153,7 @@ pub(super) fn reoffer(
         }
         _ => {}
     }
+    s.local.session_version = local.session_version;
     let remote_rtcp = if neg.rtcp_mux {
         neg.remote
     } else {
@@ -141,7 +172,7 @@ pub(super) fn reoffer(
         // as much as an ACK does; and the address passed the trunk's rule
         // (an untrusted peer's must be its own), so media may go there
         // before any came from it.
-        if !ip.is_unspecified() {
+        if confirm {
             let _ = m.try_send(Control::Confirmed);
         }
     }
@@ -159,6 +190,7 @@ impl super::core::Call {
         Session {
             n: self.n,
             peer: self.peer,
+            placed: false,
             local: &mut self.local,
             sdes: &mut self.sdes,
             media_ip: &mut self.media_ip,
@@ -167,12 +199,12 @@ impl super::core::Call {
     }
 }
 
-/// The Session-Expires (and Require) a 2xx to a refresh carries, from
-/// the request's own (RFC 4028 9): the peer that sent it refreshes.
-fn timer_headers(m: &Message<'_>, now: Instant) -> Result<Option<Vec<u8>>, ()> {
+/// What a refresh request asks of the session timer (RFC 4028 9): `Err`
+/// for an interval too small (422), else the timer to run, if any.
+fn asked_timer(m: &Message<'_>, now: Instant) -> Result<Option<SessionTimer>, ()> {
     match SessionTimer::from_request(m, now) {
         Asked::TooSmall => Err(()),
-        Asked::Timer(t) => Ok(Some(t.session_expires())),
+        Asked::Timer(t) => Ok(Some(t)),
         Asked::None => Ok(None),
     }
 }
@@ -183,41 +215,71 @@ impl Core {
         if self.calls.get(call_id).is_some_and(|c| c.dialog.owns(m)) {
             return Some(Owner::Inbound(call_id.to_vec()));
         }
+        let placed = |b: &super::outbound::Bridge, owner: Owner| {
+            b.dialog
+                .owns(m)
+                .then_some(if b.answered { owner } else { Owner::Early })
+        };
         if let Some(a_id) = self.outbound.get(call_id) {
-            let ours = self
-                .calls
-                .get(a_id)
-                .and_then(|c| c.bridge.as_ref())
-                .is_some_and(|b| b.answered && b.dialog.owns(m));
-            return ours.then(|| Owner::Bridge(a_id.clone()));
+            let b = self.calls.get(a_id)?.bridge.as_deref()?;
+            return placed(b, Owner::Bridge(a_id.clone()));
         }
         let call = *self.agent_out_ids.get(call_id)?;
-        self.agent_out
-            .get(&call)
-            .is_some_and(|o| o.leg.answered && o.leg.dialog.owns(m))
-            .then_some(Owner::AgentOut(call))
+        placed(&self.agent_out.get(&call)?.leg, Owner::AgentOut(call))
     }
 
-    /// A re-INVITE or UPDATE: to the dialog it is in, else 481.
+    /// The leg the gateway placed for `owner`.
+    fn placed_leg(&mut self, owner: &Owner) -> Option<&mut super::outbound::Bridge> {
+        match owner {
+            Owner::Bridge(a_id) => self.calls.get_mut(a_id)?.bridge.as_deref_mut(),
+            Owner::AgentOut(call) => Some(&mut *self.agent_out.get_mut(call)?.leg),
+            Owner::Inbound(_) | Owner::Early => None,
+        }
+    }
+
+    /// A re-INVITE or UPDATE from `from`: to the dialog it is in, else 481.
     pub(super) fn session_request(
         &mut self,
         key: Key,
+        from: Peer,
         m: &Message<'_>,
         head: &RequestHead<'_>,
         bytes: &[u8],
         now: Instant,
     ) {
         let update = head.method == Method::Update;
+        // RFC 4028 9: an interval below our minimum earns 422 with Min-SE.
+        let Ok(timer) = asked_timer(m, now) else {
+            let min_se = MIN_SE.to_string();
+            self.respond(
+                &key,
+                m,
+                Reply::new(422, "Session Interval Too Small")
+                    .extra(&[("Min-SE", min_se.as_bytes())]),
+                now,
+            );
+            return;
+        };
+        let request = Request {
+            key,
+            from,
+            m,
+            timer,
+            now,
+        };
         match self.owner(m, head.call_id) {
             None => self.respond(
-                &key,
+                &request.key,
                 m,
                 Reply::new(481, "Call/Transaction Does Not Exist"),
                 now,
             ),
-            Some(Owner::Inbound(id)) if update => self.update_inbound(key, m, &id, now),
-            Some(Owner::Inbound(id)) => self.reinvite(key, m, &id, bytes, now),
-            Some(owner) => self.far_end_session(key, m, owner, update, now),
+            Some(Owner::Early) => {
+                self.respond(&request.key, m, Reply::new(491, "Request Pending"), now);
+            }
+            Some(Owner::Inbound(id)) if update => self.update_inbound(request, &id),
+            Some(Owner::Inbound(id)) => self.reinvite(request, &id, bytes),
+            Some(owner) => self.far_end_session(request, owner, update),
         }
     }
 
@@ -237,16 +299,17 @@ impl Core {
     /// A re-INVITE in one of the calls the gateway answered: the media
     /// moves, holds or re-keys, and the answer goes back in a 2xx resent
     /// until its ACK.
-    fn reinvite(&mut self, key: Key, m: &Message<'_>, call_id: &[u8], bytes: &[u8], now: Instant) {
+    fn reinvite(&mut self, r: Request<'_, '_>, call_id: &[u8], bytes: &[u8]) {
+        let (m, now) = (r.m, r.now);
         if self
             .calls
             .get(call_id)
             .is_some_and(|c| c.state != State::Confirmed)
         {
-            self.respond(&key, m, Reply::new(491, "Request Pending"), now);
+            self.respond(&r.key, m, Reply::new(491, "Request Pending"), now);
             return;
         }
-        if !self.in_order(&key, m, call_id, now) {
+        if !self.in_order(&r.key, m, call_id, now) {
             return;
         }
         let Some(c) = self.calls.get_mut(call_id) else {
@@ -255,41 +318,44 @@ impl Core {
         // The new INVITE replaces the kept one: within the calls' budget.
         let grows = bytes.len().saturating_sub(c.invite.len());
         if self.call_bytes + grows > MAX_CALL_BYTES {
-            self.respond(&key, m, Reply::new(503, "Service Unavailable"), now);
+            self.respond(&r.key, m, Reply::new(503, "Service Unavailable"), now);
             return;
         }
         let answer = if m.body.is_empty() {
-            // Our current SDP is the offer.
-            Ok(c.answer_sdp.to_vec())
+            // Our current SDP is the offer (with our key in it, if any).
+            if c.sdes.is_some() && !key_may_go(&self.config, r.from) {
+                Err(NOT_ACCEPTABLE)
+            } else {
+                Ok(c.answer_sdp.to_vec())
+            }
         } else {
-            reoffer(&self.config, &self.metrics, c.session(), m.body)
+            reoffer(&self.config, &self.metrics, c.session(), r.from, m.body)
         };
         let answer = match answer {
             Ok(a) => a,
             Err((code, reason)) => {
-                self.respond(&key, m, Reply::new(code, reason), now);
+                self.respond(&r.key, m, Reply::new(code, reason), now);
                 return;
             }
         };
-        // A re-INVITE refreshes the session timer.
-        if let Some(t) = c.session_timer.as_mut() {
-            t.refreshed(now);
-        }
+        c.session_timer = r.timer;
         let before = c.held();
         c.answer_sdp = answer.into();
         c.invite = bytes.to_vec().into();
         c.dialog.refresh_target(m);
         let after = c.held();
         self.call_bytes = self.call_bytes.saturating_sub(before) + after;
-        c.invite_key = key;
+        c.invite_key = r.key;
+        c.invite_from = r.from;
         c.state = State::Ringing; // answered just below
         self.answer(call_id, now);
     }
 
     /// An UPDATE in a call the gateway answered: a session refresh (RFC
     /// 4028) without SDP, or a new offer once the call is confirmed.
-    fn update_inbound(&mut self, key: Key, m: &Message<'_>, call_id: &[u8], now: Instant) {
-        if !self.in_order(&key, m, call_id, now) {
+    fn update_inbound(&mut self, r: Request<'_, '_>, call_id: &[u8]) {
+        let (m, now) = (r.m, r.now);
+        if !self.in_order(&r.key, m, call_id, now) {
             return;
         }
         let Some(c) = self.calls.get_mut(call_id) else {
@@ -298,50 +364,32 @@ impl Core {
         let answer = if m.body.is_empty() {
             None
         } else if c.state != State::Confirmed {
-            self.respond(&key, m, Reply::new(491, "Request Pending"), now);
+            // Our answer in the 2xx is not ACKed yet.
+            self.respond(&r.key, m, Reply::new(491, "Request Pending"), now);
             return;
         } else {
-            match reoffer(&self.config, &self.metrics, c.session(), m.body) {
+            match reoffer(&self.config, &self.metrics, c.session(), r.from, m.body) {
                 Ok(sdp) => Some(sdp),
                 Err((code, reason)) => {
-                    self.respond(&key, m, Reply::new(code, reason), now);
+                    self.respond(&r.key, m, Reply::new(code, reason), now);
                     return;
                 }
             }
         };
-        if let Some(t) = c.session_timer.as_mut() {
-            t.refreshed(now);
-        }
+        c.session_timer = r.timer;
         let se = c.session_timer.map(|t| t.session_expires());
+        let before = c.held();
         if let Some(a) = &answer {
-            let before = c.held();
             c.answer_sdp = a.clone().into();
-            let after = c.held();
-            self.call_bytes = self.call_bytes.saturating_sub(before) + after;
         }
         c.dialog.refresh_target(m);
+        let after = c.held();
+        self.call_bytes = self.call_bytes.saturating_sub(before) + after;
         let contact = c.contact.clone();
-        self.ok_to_update(&key, m, &contact, se.as_deref(), answer.as_deref(), now);
-    }
-
-    /// 200 to an UPDATE, with the session timer and SDP answer if any.
-    fn ok_to_update(
-        &mut self,
-        key: &Key,
-        m: &Message<'_>,
-        contact: &[u8],
-        se: Option<&[u8]>,
-        answer: Option<&[u8]>,
-        now: Instant,
-    ) {
-        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", contact), ("Allow", ALLOW)];
-        if let Some(se) = se {
-            extra.push(("Session-Expires", se));
-            extra.push(("Require", b"timer"));
-        }
-        let body = answer.map(|a| ("application/sdp", a));
-        if let Some(r) = build::response(m, 200, "OK", None, &extra, body) {
-            self.txn.respond(key, r, now);
+        let headers = ok_headers(&contact, se.as_deref());
+        let body = answer.as_deref().map(|a| ("application/sdp", a));
+        if let Some(ok) = build::response(m, 200, "OK", None, &headers, body) {
+            self.txn.respond(&r.key, ok, now);
         }
     }
 
@@ -349,71 +397,43 @@ impl Core {
     /// started. The gateway does not run the session timer on these legs
     /// (the far end asked for it and refreshes); a refresh is accepted
     /// and its interval echoed.
-    fn far_end_session(
-        &mut self,
-        key: Key,
-        m: &Message<'_>,
-        owner: Owner,
-        update: bool,
-        now: Instant,
-    ) {
-        let Ok(se) = timer_headers(m, now) else {
-            let min_se = MIN_SE.to_string();
-            self.respond(
-                &key,
-                m,
-                Reply::new(422, "Session Interval Too Small")
-                    .extra(&[("Min-SE", min_se.as_bytes())]),
-                now,
-            );
-            return;
-        };
-        let outcome = self.far_end_offer(&owner, m, update);
-        let (answer, peer) = match outcome {
+    fn far_end_session(&mut self, r: Request<'_, '_>, owner: Owner, update: bool) {
+        let (m, now) = (r.m, r.now);
+        let (answer, peer) = match self.far_end_offer(&owner, &r, update) {
             Ok(done) => done,
             Err((code, reason)) => {
-                self.respond(&key, m, Reply::new(code, reason), now);
+                self.respond(&r.key, m, Reply::new(code, reason), now);
                 return;
             }
         };
         let contact = self.contact_for(peer);
-        if update {
-            self.ok_to_update(&key, m, &contact, se.as_deref(), answer.as_deref(), now);
-            return;
-        }
-        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", &contact), ("Allow", ALLOW)];
-        if let Some(se) = &se {
-            extra.push(("Session-Expires", se));
-            extra.push(("Require", b"timer"));
-        }
+        let se = r.timer.map(|t| t.session_expires());
+        let headers = ok_headers(&contact, se.as_deref());
         let body = answer.as_deref().map(|a| ("application/sdp", a));
-        let Some(ok) = build::response(m, 200, "OK", None, &extra, body) else {
+        let Some(ok) = build::response(m, 200, "OK", None, &headers, body) else {
             return;
         };
-        let t1 = self.timers.t1;
-        let leg = match &owner {
-            Owner::Bridge(a_id) => self
-                .calls
-                .get_mut(a_id)
-                .and_then(|c| c.bridge.as_deref_mut()),
-            Owner::AgentOut(call) => self.agent_out.get_mut(call).map(|o| &mut *o.leg),
-            Owner::Inbound(_) => None,
-        };
-        if let Some(leg) = leg {
-            leg.ok = Some(Resend2xx::new(ok.clone().into(), now, t1));
+        if !update {
+            // The 2xx to an INVITE is ours to resend until its ACK.
+            let t1 = self.timers.t1;
+            let cseq = m.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+            if let Some(leg) = self.placed_leg(&owner) {
+                leg.ok = Some(Resend2xx::new(ok.clone().into(), r.from, cseq, now, t1));
+            }
         }
-        self.txn.respond(&key, ok, now);
+        self.txn.respond(&r.key, ok, now);
     }
 
-    /// The far end's request `m` on the leg of `owner`, judged and applied:
+    /// The far end's request on the leg of `owner`, judged and applied:
     /// our SDP answer (or offer, for a re-INVITE without SDP; none for an
     /// UPDATE without) and the leg's peer, or the refusal to send.
     fn far_end_offer(
         &mut self,
         owner: &Owner,
-        m: &Message<'_>,
+        r: &Request<'_, '_>,
         update: bool,
     ) -> Result<(Option<Vec<u8>>, Peer), Refused> {
+        let m = r.m;
         let (config, metrics) = (&self.config, &self.metrics);
         let (n, leg, media) = match owner {
             Owner::Bridge(a_id) => {
@@ -427,10 +447,11 @@ impl Core {
                 let o = self.agent_out.get_mut(call).ok_or(GONE)?;
                 (o.n, &mut *o.leg, o.media.clone())
             }
-            Owner::Inbound(_) => return Err(GONE),
+            Owner::Inbound(_) | Owner::Early => return Err(GONE),
         };
-        if !update && leg.ok.is_some() {
-            // Our 2xx to its last re-INVITE is not ACKed yet.
+        if leg.ok.is_some() {
+            // Our 2xx to its last re-INVITE (with our offer or answer) is
+            // not ACKed yet.
             return Err((491, "Request Pending"));
         }
         if leg.dialog.received(m).is_err() {
@@ -439,17 +460,24 @@ impl Core {
         let answer = if m.body.is_empty() {
             // A refresh: UPDATE without SDP answers without, a re-INVITE
             // without gets our current SDP as the offer.
-            (!update).then(|| leg.sdp.to_vec())
+            if update {
+                None
+            } else if leg.sdes.is_some() && !key_may_go(config, r.from) {
+                return Err(NOT_ACCEPTABLE);
+            } else {
+                Some(leg.sdp.to_vec())
+            }
         } else {
             let session = Session {
                 n,
                 peer: leg.peer,
+                placed: true,
                 local: &mut leg.local,
                 sdes: &mut leg.sdes,
                 media_ip: &mut leg.media_ip,
                 media: media.as_ref(),
             };
-            Some(reoffer(config, metrics, session, m.body)?)
+            Some(reoffer(config, metrics, session, r.from, m.body)?)
         };
         if let Some(a) = &answer {
             leg.sdp = a.clone().into();
@@ -459,17 +487,20 @@ impl Core {
     }
 
     /// An ACK with a To tag that is not for a call the gateway answered:
-    /// for our 2xx to a far end's re-INVITE. `true` if it was one.
+    /// for our 2xx to a far end's re-INVITE (matched by CSeq). `true` if
+    /// it was one.
     pub(super) fn far_end_acked(&mut self, m: &Message<'_>, call_id: &[u8]) -> bool {
-        let leg = match self.owner(m, call_id) {
-            Some(Owner::Bridge(a_id)) => self
-                .calls
-                .get_mut(&a_id)
-                .and_then(|c| c.bridge.as_deref_mut()),
-            Some(Owner::AgentOut(call)) => self.agent_out.get_mut(&call).map(|o| &mut *o.leg),
-            _ => None,
+        let Some(owner) = self.owner(m, call_id) else {
+            return false;
         };
-        leg.map(|l| l.ok = None).is_some()
+        let Some(leg) = self.placed_leg(&owner) else {
+            return false;
+        };
+        let ours = leg.ok.as_ref().is_some_and(|ok| ok.acked_by(m));
+        if ours {
+            leg.ok = None;
+        }
+        ours
     }
 
     /// Resends the 2xx to far ends' re-INVITEs until their ACK; a leg
@@ -480,31 +511,16 @@ impl Core {
         let mut resend: Vec<Transmit> = Vec::new();
         let mut lost_bridges = Vec::new();
         let mut lost_outs = Vec::new();
-        let legs = self
-            .calls
-            .iter_mut()
-            .filter_map(|(id, c)| Some((Owner::Bridge(id.clone()), c.bridge.as_deref_mut()?)))
-            .chain(
-                self.agent_out
-                    .iter_mut()
-                    .map(|(call, o)| (Owner::AgentOut(*call), &mut *o.leg)),
-            );
-        for (owner, leg) in legs {
-            let Some(ok) = leg.ok.as_mut() else { continue };
-            match ok.due(now, t2) {
-                Ok(true) if !leg.peer.reliable => resend.push(Transmit {
-                    peer: leg.peer,
-                    bytes: ok.bytes.clone(),
-                }),
-                Ok(_) => {}
-                Err(_) => {
-                    leg.ok = None;
-                    match owner {
-                        Owner::Bridge(id) => lost_bridges.push(id),
-                        Owner::AgentOut(call) => lost_outs.push(call),
-                        Owner::Inbound(_) => {}
-                    }
+        for (id, c) in &mut self.calls {
+            if let Some(b) = c.bridge.as_deref_mut() {
+                if Resend2xx::step(&mut b.ok, now, t2, &mut resend) {
+                    lost_bridges.push(id.clone());
                 }
+            }
+        }
+        for (call, o) in &mut self.agent_out {
+            if Resend2xx::step(&mut o.leg.ok, now, t2, &mut resend) {
+                lost_outs.push(*call);
             }
         }
         for t in &resend {
@@ -531,5 +547,179 @@ impl Core {
             .filter_map(|c| c.bridge.as_ref()?.ok.as_ref());
         let outs = self.agent_out.values().filter_map(|o| o.leg.ok.as_ref());
         bridges.chain(outs).map(Resend2xx::deadline).min()
+    }
+}
+
+/// A re-INVITE or UPDATE being answered.
+struct Request<'k, 'm> {
+    key: Key,
+    /// Where it came from (its transport decides whether our key may go
+    /// back, and the 2xx goes there).
+    from: Peer,
+    m: &'k Message<'m>,
+    /// What it asked of the session timer.
+    timer: Option<SessionTimer>,
+    now: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::metrics::Metrics;
+    use crate::media::srtp::Suite;
+    use crate::sip::sdp::{Codec, Direction};
+
+    const CONFIG: &str = r#"
+[[trunk]]
+name = "carrier"
+peers = ["192.0.2.0/24"]
+srtp = "offered"
+[[trunk]]
+name = "internet"
+peers = ["0.0.0.0/0"]
+trusted = false
+"#;
+
+    fn local() -> Local {
+        Local {
+            address: "198.51.100.1".parse().expect("ip"),
+            port: 30000,
+            codecs: vec![Codec::Pcma],
+            srtp: SrtpMode::Offered,
+            suites: vec![Suite::AesCm128HmacSha1_80],
+            session_id: 7,
+            session_version: 3,
+        }
+    }
+
+    /// An offer from `ip` with `theirs` as its SDES key (if any).
+    fn offer(ip: &str, theirs: Option<&MasterKey>, dir: Direction) -> Vec<u8> {
+        let mut l = local();
+        l.address = ip.parse().expect("ip");
+        l.port = 40000;
+        let mut out = Vec::new();
+        sdp::write_sdp(
+            &mut out,
+            &l,
+            theirs.is_some(),
+            &[(Codec::Pcma, 8)],
+            None,
+            20,
+            dir,
+            false,
+            theirs.map(|k| (1, k)),
+        );
+        out
+    }
+
+    fn peer(ip: &str, tls: bool) -> Peer {
+        Peer {
+            addr: SocketAddr::new(ip.parse().expect("ip"), 5060),
+            reliable: tls,
+            tls,
+        }
+    }
+
+    fn key() -> MasterKey {
+        MasterKey::random(Suite::AesCm128HmacSha1_80).expect("key")
+    }
+
+    #[test]
+    fn our_key_goes_back_only_over_tls_whatever_the_call_started_on() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let metrics = Metrics::new().expect("metrics");
+        let theirs = key();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut l = local();
+        let mut sdes = Some((theirs.duplicate(), key()));
+        let mut media_ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let body = offer("192.0.2.7", Some(&theirs), Direction::SendOnly);
+        // The call started over TLS; this re-INVITE came over UDP.
+        let dialog_peer = peer("192.0.2.7", true);
+        macro_rules! session {
+            ($placed:expr) => {
+                Session {
+                    n: 1,
+                    peer: dialog_peer,
+                    placed: $placed,
+                    local: &mut l,
+                    sdes: &mut sdes,
+                    media_ip: &mut media_ip,
+                    media: Some(&tx),
+                }
+            };
+        }
+        let over_udp = reoffer(
+            &config,
+            &metrics,
+            session!(false),
+            peer("192.0.2.7", false),
+            &body,
+        );
+        assert_eq!(over_udp, Err(NOT_ACCEPTABLE));
+        let over_tls = reoffer(
+            &config,
+            &metrics,
+            session!(false),
+            peer("192.0.2.7", true),
+            &body,
+        )
+        .expect("answered over TLS");
+        let text = String::from_utf8(over_tls).expect("text");
+        assert!(
+            text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"),
+            "{text}"
+        );
+        assert!(text.contains("a=recvonly"), "{text}");
+        // Only the accepted offer bumped our SDP's version.
+        assert_eq!(l.session_version, 4);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Control::Update { send: false, .. })
+        ));
+        assert!(matches!(rx.try_recv(), Ok(Control::Confirmed)));
+    }
+
+    #[test]
+    fn a_placed_leg_waits_for_media_from_an_address_its_trunk_may_not_send_to() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let metrics = Metrics::new().expect("metrics");
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut l = local();
+        l.srtp = SrtpMode::Off;
+        let mut sdes = None;
+        let mut media_ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        // An untrusted peer's SDP naming another host than itself.
+        let body = offer("203.0.113.50", None, Direction::SendRecv);
+        let dialog_peer = peer("203.0.113.9", false);
+        macro_rules! session {
+            ($placed:expr) => {
+                Session {
+                    n: 1,
+                    peer: dialog_peer,
+                    placed: $placed,
+                    local: &mut l,
+                    sdes: &mut sdes,
+                    media_ip: &mut media_ip,
+                    media: Some(&tx),
+                }
+            };
+        }
+        let from = peer("203.0.113.9", false);
+        // On a call it answered, the gateway refuses such an offer...
+        assert_eq!(
+            reoffer(&config, &metrics, session!(false), from, &body),
+            Err(NOT_ACCEPTABLE)
+        );
+        assert!(rx.try_recv().is_err(), "nothing changed");
+        // ... on a leg it placed, as for the far end's first answer, media
+        // goes there only once some came from there.
+        reoffer(&config, &metrics, session!(true), from, &body).expect("answered");
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Control::Update { send: true, .. })
+        ));
+        assert!(rx.try_recv().is_err(), "not confirmed");
+        assert_eq!(media_ip, "203.0.113.50".parse::<IpAddr>().expect("ip"));
     }
 }

@@ -378,6 +378,7 @@ impl Core {
         let call = Call {
             n,
             peer,
+            invite_from: peer,
             invite_key: key.clone(),
             invite: bytes.to_vec().into(),
             dialog,

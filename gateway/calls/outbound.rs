@@ -534,7 +534,14 @@ impl Core {
         call_id: &[u8],
         now: Instant,
     ) -> bool {
-        let Some(a_id) = self.outbound.get(call_id).cloned() else {
+        // Its tags must be the dialog's (RFC 3261 12.2.2), as for any
+        // request in it.
+        let Some(a_id) = self.outbound.get(call_id).cloned().filter(|a| {
+            self.calls
+                .get(a)
+                .and_then(|c| c.bridge.as_ref())
+                .is_some_and(|b| b.dialog.owns(m))
+        }) else {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);

@@ -240,6 +240,10 @@ pub struct Request<'a> {
 #[derive(Debug)]
 pub struct Resend2xx {
     pub bytes: super::WipedBytes,
+    /// Where the INVITE came from (the 2xx goes back there).
+    pub to: super::transaction::Peer,
+    /// The INVITE's CSeq number: only its ACK stops the resends.
+    pub cseq: u32,
     next: Instant,
     interval: Duration,
     until: Instant,
@@ -250,9 +254,17 @@ pub struct Resend2xx {
 pub struct NoAck;
 
 impl Resend2xx {
-    pub fn new(bytes: super::WipedBytes, now: Instant, t1: Duration) -> Self {
+    pub fn new(
+        bytes: super::WipedBytes,
+        to: super::transaction::Peer,
+        cseq: u32,
+        now: Instant,
+        t1: Duration,
+    ) -> Self {
         Self {
             bytes,
+            to,
+            cseq,
             next: now + t1,
             interval: t1,
             until: now + 64 * t1,
@@ -276,6 +288,41 @@ impl Resend2xx {
         self.interval = (self.interval * 2).min(t2);
         self.next = now + self.interval;
         Ok(true)
+    }
+
+    /// Steps `ok` at `now`: its bytes queued on `out` when due (over an
+    /// unreliable transport); `true` once its ACK is overdue (`ok` is
+    /// then cleared).
+    pub fn step(
+        ok: &mut Option<Self>,
+        now: Instant,
+        t2: Duration,
+        out: &mut Vec<super::transaction::Transmit>,
+    ) -> bool {
+        let Some(r) = ok.as_mut() else {
+            return false;
+        };
+        match r.due(now, t2) {
+            Err(NoAck) => {
+                *ok = None;
+                true
+            }
+            Ok(true) if !r.to.reliable => {
+                out.push(super::transaction::Transmit {
+                    peer: r.to,
+                    bytes: r.bytes.clone(),
+                });
+                false
+            }
+            Ok(_) => false,
+        }
+    }
+
+    /// Whether ACK `m` is the one for this 2xx (its CSeq number).
+    pub fn acked_by(&self, m: &Message<'_>) -> bool {
+        m.cseq()
+            .and_then(Result::ok)
+            .is_some_and(|c| c.seq == self.cseq)
     }
 }
 
@@ -403,7 +450,12 @@ mod tests {
     fn a_2xx_is_resent_at_t1_doubling_to_t2_until_64_t1() {
         let t0 = Instant::now();
         let (t1, t2) = (Duration::from_millis(500), Duration::from_secs(4));
-        let mut r = Resend2xx::new(b"SIP/2.0 200 OK".to_vec().into(), t0, t1);
+        let peer = crate::sip::transaction::Peer {
+            addr: "192.0.2.1:5060".parse().expect("addr"),
+            reliable: false,
+            tls: false,
+        };
+        let mut r = Resend2xx::new(b"SIP/2.0 200 OK".to_vec().into(), peer, 1, t0, t1);
         let mut sent = Vec::new();
         let mut at = t0;
         while let Ok(resend) = r.due(at, t2) {
@@ -415,6 +467,12 @@ mod tests {
         assert_eq!(sent[..5], [500, 1500, 3500, 7500, 11500]);
         assert_eq!(at - t0, 64 * t1);
         assert!(sent.iter().all(|&ms| ms < 32_000));
+        // Only the ACK with the INVITE's CSeq number is its ACK.
+        let ack = |cseq: u32| {
+            format!("ACK sip:gw SIP/2.0\r\nVia: {VIA}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n")
+        };
+        assert!(r.acked_by(&parse(&ack(1))));
+        assert!(!r.acked_by(&parse(&ack(2))));
     }
 
     #[test]
