@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::agent_media::{self, AgentMedia};
 use super::agents::media_for;
-use super::core::{Core, Reply};
+use super::core::{Core, Placed, Reply};
 use super::media::{rand_u32, Control};
 use super::number::normalize;
 use super::outbound::{to_tokio, Bridge, Dial};
@@ -226,6 +226,7 @@ impl Core {
         self.metrics.calls_active.inc();
         let slot = self.take_trunk_slot(trunk);
         self.agent_out_ids.insert(leg.dialog.call_id.clone(), call);
+        self.placed.insert(leg.key.clone(), Placed::AgentOut(call));
         self.agent_out.insert(
             call,
             AgentOut {
@@ -247,10 +248,10 @@ impl Core {
     }
 
     fn out_by_key(&self, key: &Key) -> Option<u64> {
-        self.agent_out
-            .iter()
-            .find(|(_, o)| &o.leg.key == key)
-            .map(|(c, _)| *c)
+        match self.placed.get(key)? {
+            Placed::AgentOut(call) => Some(*call),
+            Placed::Bridge(_) => None,
+        }
     }
 
     fn send_agent(&self, call: u64, msg: ServerMsg) {
@@ -523,6 +524,7 @@ impl Core {
             return;
         };
         self.agent_out_ids.remove(&o.leg.dialog.call_id);
+        self.placed.remove(&o.leg.key);
         if let Some(t) = o.trunk.take() {
             self.free_trunk_slot(&t);
         }

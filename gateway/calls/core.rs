@@ -112,6 +112,14 @@ pub(super) fn ok_headers<'a>(contact: &'a [u8], se: Option<&'a [u8]>) -> Vec<(&'
     extra
 }
 
+/// Which call placed an INVITE transaction.
+pub(super) enum Placed {
+    /// The outbound leg of the bridged call with this Call-ID.
+    Bridge(Vec<u8>),
+    /// An agent's call.
+    AgentOut(u64),
+}
+
 /// A response the core sends on a server transaction.
 pub(super) struct Reply<'a> {
     code: u16,
@@ -170,6 +178,10 @@ pub struct Core {
     pub(super) agent_out: HashMap<u64, super::agent_dial::AgentOut>,
     /// Agents' calls by their Call-ID.
     pub(super) agent_out_ids: HashMap<Vec<u8>, u64>,
+    /// The INVITE transactions the gateway started, by key, to the call
+    /// that placed each: a response finds its call without a scan. An
+    /// entry goes when its transaction ends or its call does.
+    pub(super) placed: HashMap<Key, Placed>,
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
     /// Media tasks that end calls themselves (trunk RTP stopped) say so
@@ -249,6 +261,7 @@ impl Core {
             agents: super::agents::Agents::default(),
             agent_out: HashMap::new(),
             agent_out_ids: HashMap::new(),
+            placed: HashMap::new(),
             agent_calls_started: 0,
             media_ended: {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -323,8 +336,18 @@ impl Core {
             return;
         };
         let mut guard_tick = tokio::time::interval(Guard::TICK);
+        // Whether the last turn may have changed calls, transactions or
+        // timers. A message dropped before the transaction layer (a flood
+        // the IDS refuses, a stranger, garbage) changes none of them, so
+        // it costs no rescan of the calls in progress for the next
+        // deadline, no transaction pump and no agent count.
+        let mut stale = true;
+        let mut deadline = None;
         loop {
-            let deadline = self.next_deadline();
+            if stale {
+                deadline = self.next_deadline();
+            }
+            stale = true;
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -333,7 +356,7 @@ impl Core {
             };
             tokio::select! {
                 msg = inbound.recv() => match msg {
-                    Some(m) => self.on_inbound(m, Instant::now()),
+                    Some(m) => stale = self.on_inbound(m, Instant::now()),
                     None => break,
                 },
                 ev = agent_events.recv() => match ev {
@@ -350,8 +373,10 @@ impl Core {
                 () = sleep => self.on_timer(Instant::now()),
                 _ = shutdown.changed() => break,
             }
-            self.pump(Instant::now());
-            self.count_available();
+            if stale {
+                self.pump(Instant::now());
+                self.count_available();
+            }
         }
         self.hang_up_all(Instant::now());
         self.pump(Instant::now());
@@ -454,13 +479,15 @@ impl Core {
         );
     }
 
-    fn on_inbound(&mut self, inb: Inbound, now: Instant) {
+    /// A message from a transport; `false` if it was dropped before it
+    /// could change anything but counters and the IDS's tallies.
+    fn on_inbound(&mut self, inb: Inbound, now: Instant) -> bool {
         // SIP from outside every trunk's peer networks is dropped unanswered
         // (and never reaches the IDS: it costs nothing and tracks nothing).
         let source = inb.peer.addr.ip();
         if self.config.trunk_for(source).is_none() {
             self.metrics.sip_unknown_peer.inc();
-            return;
+            return false;
         }
         let framing = if inb.peer.reliable {
             Framing::Stream
@@ -475,11 +502,11 @@ impl Core {
                     .with_label_values(&[e.reason()])
                     .inc();
                 self.guard.malformed(source, now);
-                return;
+                return false;
             }
         };
         if !self.guard.message(source, &m, now) {
-            return;
+            return false;
         }
         match m.start {
             StartLine::Response { code, .. } => {
@@ -540,6 +567,7 @@ impl Core {
                 }
             }
         }
+        true
     }
 
     fn on_event(&mut self, e: Event, now: Instant) {
@@ -562,7 +590,10 @@ impl Core {
                     self.keepalive_lost(&key);
                 }
             }
-            Event::Acked { .. } | Event::Terminated { .. } => {}
+            Event::Terminated { key } => {
+                self.placed.remove(&key);
+            }
+            Event::Acked { .. } => {}
         }
     }
 
@@ -904,6 +935,7 @@ impl Core {
             self.ports.release(c.port);
             if let Some(b) = c.bridge {
                 self.outbound.remove(&b.dialog.call_id);
+                self.placed.remove(&b.key);
                 self.ports.release(b.port);
             }
             self.metrics.calls_active.dec();

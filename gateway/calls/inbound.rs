@@ -428,6 +428,8 @@ impl Core {
         if let Some(b) = &call.bridge {
             self.outbound
                 .insert(b.dialog.call_id.clone(), call_id.clone());
+            self.placed
+                .insert(b.key.clone(), super::core::Placed::Bridge(call_id.clone()));
         }
         let bridged = call.bridge.is_some();
         let to_agent = call.agent.is_some();

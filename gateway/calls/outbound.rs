@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::bridge::{self, Side};
-use super::core::{Core, Reply, State};
+use super::core::{Core, Placed, Reply, State};
 use super::media::{rand_u32, Control};
 use crate::media::leg::Leg;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
@@ -335,10 +335,10 @@ impl Core {
 
     /// The inbound call whose outbound INVITE transaction is `key`.
     fn bridged_by_key(&self, key: &Key) -> Option<Vec<u8>> {
-        self.calls
-            .iter()
-            .find(|(_, c)| c.bridge.as_ref().is_some_and(|b| &b.key == key))
-            .map(|(id, _)| id.clone())
+        match self.placed.get(key)? {
+            Placed::Bridge(a_id) => Some(a_id.clone()),
+            Placed::AgentOut(_) => None,
+        }
     }
 
     /// A response on an outbound INVITE; `false` if `key` is not one.
