@@ -569,6 +569,21 @@ mod tests {
     use crate::media::srtp::Suite;
     use crate::sip::sdp::{Codec, Direction};
 
+    /// A leg's [`Session`] over the test's locals.
+    macro_rules! session {
+        ($peer:expr, $placed:expr, $l:ident, $sdes:ident, $ip:ident, $tx:ident) => {
+            Session {
+                n: 1,
+                peer: $peer,
+                placed: $placed,
+                local: &mut $l,
+                sdes: &mut $sdes,
+                media_ip: &mut $ip,
+                media: Some(&$tx),
+            }
+        };
+    }
+
     const CONFIG: &str = r#"
 [[trunk]]
 name = "carrier"
@@ -636,23 +651,10 @@ trusted = false
         let body = offer("192.0.2.7", Some(&theirs), Direction::SendOnly);
         // The call started over TLS; this re-INVITE came over UDP.
         let dialog_peer = peer("192.0.2.7", true);
-        macro_rules! session {
-            ($placed:expr) => {
-                Session {
-                    n: 1,
-                    peer: dialog_peer,
-                    placed: $placed,
-                    local: &mut l,
-                    sdes: &mut sdes,
-                    media_ip: &mut media_ip,
-                    media: Some(&tx),
-                }
-            };
-        }
         let over_udp = reoffer(
             &config,
             &metrics,
-            session!(false),
+            session!(dialog_peer, false, l, sdes, media_ip, tx),
             peer("192.0.2.7", false),
             &body,
         );
@@ -660,7 +662,7 @@ trusted = false
         let over_tls = reoffer(
             &config,
             &metrics,
-            session!(false),
+            session!(dialog_peer, false, l, sdes, media_ip, tx),
             peer("192.0.2.7", true),
             &body,
         )
@@ -692,29 +694,29 @@ trusted = false
         // An untrusted peer's SDP naming another host than itself.
         let body = offer("203.0.113.50", None, Direction::SendRecv);
         let dialog_peer = peer("203.0.113.9", false);
-        macro_rules! session {
-            ($placed:expr) => {
-                Session {
-                    n: 1,
-                    peer: dialog_peer,
-                    placed: $placed,
-                    local: &mut l,
-                    sdes: &mut sdes,
-                    media_ip: &mut media_ip,
-                    media: Some(&tx),
-                }
-            };
-        }
         let from = peer("203.0.113.9", false);
         // On a call it answered, the gateway refuses such an offer...
         assert_eq!(
-            reoffer(&config, &metrics, session!(false), from, &body),
+            reoffer(
+                &config,
+                &metrics,
+                session!(dialog_peer, false, l, sdes, media_ip, tx),
+                from,
+                &body
+            ),
             Err(NOT_ACCEPTABLE)
         );
         assert!(rx.try_recv().is_err(), "nothing changed");
         // ... on a leg it placed, as for the far end's first answer, media
         // goes there only once some came from there.
-        reoffer(&config, &metrics, session!(true), from, &body).expect("answered");
+        reoffer(
+            &config,
+            &metrics,
+            session!(dialog_peer, true, l, sdes, media_ip, tx),
+            from,
+            &body,
+        )
+        .expect("answered");
         assert!(matches!(
             rx.try_recv(),
             Ok(Control::Update { send: true, .. })
