@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::Child;
 
 use common::gateway::{far_end_with, sipp, Gateway, PCAP};
@@ -153,6 +154,31 @@ fn a_cancel_crosses_to_the_far_end() {
     assert_eq!(
         gw.metric("tollgate_calls_total{outcome=\"cancelled\"}"),
         3.0
+    );
+}
+
+/// The far end answers just as the caller gives up: its 200 crosses the
+/// gateway's CANCEL. The caller still gets 487; the far end gets an ACK
+/// and a BYE at once, instead of an answered call nobody is on.
+#[test]
+fn a_far_end_answer_that_crosses_the_cancel_is_acked_and_hung_up() {
+    let trunks = TRUNKS.replace("15330", "14430");
+    let gw = Gateway::start_with("trunk-crossed", 14400, 24000, 500, &trunks);
+    let log = gw.dir.join("far.log");
+    let uas = far_end_with("uas_answer_after_cancel.xml", 14430, &log, &["-m", "1"]);
+    let run = sipp(&gw, "uac_cancel.xml", "+442071838750", 14410, &["-m", "1"]);
+    let uas_out = uas.wait_with_output().expect("far end ends");
+    assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+    assert!(
+        uas_out.status.success(),
+        "the far end was not ACKed and hung up: {}\n{}\n{}",
+        String::from_utf8_lossy(&uas_out.stdout),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        gw.log()
+    );
+    assert_eq!(
+        gw.metric("tollgate_calls_total{outcome=\"cancelled\"}"),
+        1.0
     );
 }
 
@@ -313,9 +339,11 @@ impl EdgeProxy {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
+            // Its own process group: stopping it reaches every worker.
+            .process_group(0)
             .spawn()
             .expect("kamailio runs (Debian package kamailio; scripts/deps installs it)");
-        let proxy = Self { child, log };
+        let mut proxy = Self { child, log };
         // Ready once it answers: an OPTIONS it relays to the gateway comes
         // back with the gateway's 200.
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -329,7 +357,9 @@ impl EdgeProxy {
             );
             let _ = sock.send_to(options.as_bytes(), ("127.0.0.1", port));
             if let Ok(n) = sock.recv(&mut buf) {
-                if buf[..n].starts_with(b"SIP/2.0 200") {
+                // Ours, not one left over from an earlier run on the port.
+                let alive = matches!(proxy.child.try_wait(), Ok(None));
+                if buf[..n].starts_with(b"SIP/2.0 200") && alive {
                     return proxy;
                 }
             }
@@ -344,8 +374,9 @@ impl EdgeProxy {
 
 impl Drop for EdgeProxy {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", "--", &group])
             .status();
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < until {
@@ -354,7 +385,9 @@ impl Drop for EdgeProxy {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let _ = self.child.kill();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -250,7 +250,7 @@ impl Core {
     fn out_by_key(&self, key: &Key) -> Option<u64> {
         match self.placed.get(key)? {
             Placed::AgentOut(call) => Some(*call),
-            Placed::Bridge(_) => None,
+            Placed::Bridge(_) | Placed::Ended(_) => None,
         }
     }
 
@@ -524,7 +524,6 @@ impl Core {
             return;
         };
         self.agent_out_ids.remove(&o.leg.dialog.call_id);
-        self.placed.remove(&o.leg.key);
         if let Some(t) = o.trunk.take() {
             self.free_trunk_slot(&t);
         }
@@ -546,6 +545,7 @@ impl Core {
             );
         }
         self.ports.release(o.leg.port);
+        self.unplace(o.leg);
         if let Some(a) = self.agents.sessions.get_mut(&o.session) {
             if a.call == Some(call) {
                 a.call = None;

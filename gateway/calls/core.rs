@@ -118,6 +118,10 @@ pub(super) enum Placed {
     Bridge(Vec<u8>),
     /// An agent's call.
     AgentOut(u64),
+    /// A leg whose call ended before the far end answered (our CANCEL
+    /// or BYE may cross its 200): kept until its transaction ends, so a
+    /// late 2xx is ACKed and hung up, not left answered for 32 s.
+    Ended(Box<super::outbound::Bridge>),
 }
 
 /// A response the core sends on a server transaction.
@@ -574,7 +578,8 @@ impl Core {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
             Event::Response { key, code, bytes } => {
-                if !self.on_agent_dial_response(&key, code, &bytes, now)
+                if !self.ended_leg_answered(&key, code, &bytes, now)
+                    && !self.on_agent_dial_response(&key, code, &bytes, now)
                     && !self.on_bridge_response(&key, code, &bytes, now)
                     && !self.on_register_response(&key, code, &bytes, now)
                     && code >= 200
@@ -935,8 +940,8 @@ impl Core {
             self.ports.release(c.port);
             if let Some(b) = c.bridge {
                 self.outbound.remove(&b.dialog.call_id);
-                self.placed.remove(&b.key);
                 self.ports.release(b.port);
+                self.unplace(b);
             }
             self.metrics.calls_active.dec();
             self.metrics.calls_total.with_label_values(&[outcome]).inc();

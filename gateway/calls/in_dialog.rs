@@ -248,6 +248,12 @@ impl Core {
         now: Instant,
     ) {
         let update = head.method == Method::Update;
+        let owner = self.owner(m, head.call_id);
+        if owner.is_none() {
+            let r = Reply::new(481, "Call/Transaction Does Not Exist");
+            self.respond(&key, m, r, now);
+            return;
+        }
         // RFC 4028 9: an interval below our minimum earns 422 with Min-SE.
         let Ok(timer) = asked_timer(m, now) else {
             let min_se = MIN_SE.to_string();
@@ -267,13 +273,17 @@ impl Core {
             timer,
             now,
         };
-        match self.owner(m, head.call_id) {
-            None => self.respond(
-                &request.key,
-                m,
-                Reply::new(481, "Call/Transaction Does Not Exist"),
-                now,
-            ),
+        match owner {
+            None => {}
+            // A refresh in an early dialog is granted; an offer waits.
+            Some(Owner::Early) if update && m.body.is_empty() => {
+                let se = request.timer.map(|t| t.session_expires());
+                let contact = self.contact_for(from);
+                let headers = ok_headers(&contact, se.as_deref());
+                if let Some(ok) = build::response(m, 200, "OK", None, &headers, None) {
+                    self.txn.respond(&request.key, ok, now);
+                }
+            }
             Some(Owner::Early) => {
                 self.respond(&request.key, m, Reply::new(491, "Request Pending"), now);
             }
@@ -301,13 +311,19 @@ impl Core {
     /// until its ACK.
     fn reinvite(&mut self, r: Request<'_, '_>, call_id: &[u8], bytes: &[u8]) {
         let (m, now) = (r.m, r.now);
-        if self
-            .calls
-            .get(call_id)
-            .is_some_and(|c| c.state != State::Confirmed)
-        {
-            self.respond(&r.key, m, Reply::new(491, "Request Pending"), now);
-            return;
+        match self.calls.get(call_id).map(|c| c.state) {
+            // RFC 3261 14.2: before our final response to the INVITE.
+            Some(State::Ringing) => {
+                let r500 = Reply::new(500, "Server Internal Error").extra(&[("Retry-After", b"1")]);
+                self.respond(&r.key, m, r500, now);
+                return;
+            }
+            // Our 2xx (with our answer) is not ACKed yet.
+            Some(State::Answered) => {
+                self.respond(&r.key, m, Reply::new(491, "Request Pending"), now);
+                return;
+            }
+            _ => {}
         }
         if !self.in_order(&r.key, m, call_id, now) {
             return;
@@ -347,12 +363,14 @@ impl Core {
         self.call_bytes = self.call_bytes.saturating_sub(before) + after;
         c.invite_key = r.key;
         c.invite_from = r.from;
-        c.state = State::Ringing; // answered just below
+        // Answered again (not a first answer: the media's silence clock
+        // keeps running).
+        c.state = State::Answered;
         self.answer(call_id, now);
     }
 
     /// An UPDATE in a call the gateway answered: a session refresh (RFC
-    /// 4028) without SDP, or a new offer once the call is confirmed.
+    /// 4028) without SDP, or a new offer once the call is answered.
     fn update_inbound(&mut self, r: Request<'_, '_>, call_id: &[u8]) {
         let (m, now) = (r.m, r.now);
         if !self.in_order(&r.key, m, call_id, now) {
@@ -363,9 +381,11 @@ impl Core {
         };
         let answer = if m.body.is_empty() {
             None
-        } else if c.state != State::Confirmed {
-            // Our answer in the 2xx is not ACKed yet.
-            self.respond(&r.key, m, Reply::new(491, "Request Pending"), now);
+        } else if c.state == State::Ringing {
+            // RFC 3311 5.2: an offer while we have not answered the
+            // INVITE's yet.
+            let r500 = Reply::new(500, "Server Internal Error").extra(&[("Retry-After", b"1")]);
+            self.respond(&r.key, m, r500, now);
             return;
         } else {
             match reoffer(&self.config, &self.metrics, c.session(), r.from, m.body) {
@@ -449,9 +469,9 @@ impl Core {
             }
             Owner::Inbound(_) | Owner::Early => return Err(GONE),
         };
-        if leg.ok.is_some() {
+        if leg.ok.is_some() && !(update && m.body.is_empty()) {
             // Our 2xx to its last re-INVITE (with our offer or answer) is
-            // not ACKed yet.
+            // not ACKed yet: an offer waits, a refresh does not.
             return Err((491, "Request Pending"));
         }
         if leg.dialog.received(m).is_err() {

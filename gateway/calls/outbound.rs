@@ -337,7 +337,7 @@ impl Core {
     fn bridged_by_key(&self, key: &Key) -> Option<Vec<u8>> {
         match self.placed.get(key)? {
             Placed::Bridge(a_id) => Some(a_id.clone()),
-            Placed::AgentOut(_) => None,
+            Placed::AgentOut(_) | Placed::Ended(_) => None,
         }
     }
 
@@ -523,6 +523,56 @@ impl Core {
         let req = b.hangup_request(sip_addr);
         let peer = b.peer;
         self.txn.start_client(req, peer, now);
+    }
+
+    /// A leg whose call ended: out of the index, or, if the far end has
+    /// not answered, kept there until its INVITE transaction ends, without
+    /// its media (its port is back in the pool).
+    pub(super) fn unplace(&mut self, mut leg: Box<Bridge>) {
+        if leg.answered {
+            self.placed.remove(&leg.key);
+            return;
+        }
+        leg.pending = None;
+        leg.far_media = None;
+        let key = leg.key.clone();
+        self.placed.insert(key, Placed::Ended(leg));
+    }
+
+    /// A response to the INVITE of a leg whose call already ended: a 2xx
+    /// (it crossed our CANCEL) is ACKed and hung up at once. `false` if
+    /// `key` is no such leg.
+    pub(super) fn ended_leg_answered(
+        &mut self,
+        key: &Key,
+        code: u16,
+        bytes: &[u8],
+        now: Instant,
+    ) -> bool {
+        let sip_addr = self.sip_addr;
+        let limits = self.config.limits;
+        let Some(Placed::Ended(leg)) = self.placed.get_mut(key) else {
+            return false;
+        };
+        if !(200..300).contains(&code) {
+            return true;
+        }
+        let Ok((m, _)) = Message::parse(bytes, Framing::Stream, &limits) else {
+            return true;
+        };
+        let first = !leg.answered;
+        let ack = leg.answered_by(&m, sip_addr);
+        let peer = leg.peer;
+        let bye = first.then(|| leg.hangup_request(sip_addr));
+        self.transport.send(&Transmit {
+            peer,
+            bytes: ack.into(),
+        });
+        if let Some(bye) = bye {
+            info!("the far end answered a call that had ended: ACK and BYE");
+            self.txn.start_client(bye, peer, now);
+        }
+        true
     }
 
     /// A BYE from the far end of a bridged call (its Call-ID is the
