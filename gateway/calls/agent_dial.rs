@@ -369,7 +369,7 @@ impl Core {
                 }
             }
             200..=299 => {
-                let first = self.agent_out.get(&call).is_some_and(|o| !o.leg.answered);
+                let first = self.agent_out.get(&call).is_some_and(|o| !o.leg.answered());
                 if first {
                     self.start_out_media(call, &m);
                 }
@@ -428,7 +428,7 @@ impl Core {
         let Some(call) = self.out_by_key(key) else {
             return false;
         };
-        if self.agent_out.get(&call).is_some_and(|o| !o.leg.answered) {
+        if self.agent_out.get(&call).is_some_and(|o| !o.leg.answered()) {
             self.end_agent_out(call, "no_answer", "failed");
         }
         true
@@ -482,7 +482,7 @@ impl Core {
         let req = o.leg.hangup_request(sip_addr);
         let peer = o.leg.peer;
         self.txn.start_client(req, peer, now);
-        let outcome = outcome.unwrap_or(if o.leg.answered {
+        let outcome = outcome.unwrap_or(if o.leg.answered() {
             "answered"
         } else {
             "cancelled"

@@ -218,7 +218,7 @@ impl Core {
         let placed = |b: &super::outbound::Bridge, owner: Owner| {
             b.dialog
                 .owns(m)
-                .then_some(if b.answered { owner } else { Owner::Early })
+                .then_some(if b.answered() { owner } else { Owner::Early })
         };
         if let Some(a_id) = self.outbound.get(call_id) {
             let b = self.calls.get(a_id)?.bridge.as_deref()?;

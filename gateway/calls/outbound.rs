@@ -50,7 +50,6 @@ pub(super) struct Bridge {
         Option<std::net::UdpSocket>,
         mpsc::Receiver<Control>,
     )>,
-    pub(super) answered: bool,
     /// Whether a 180/183 was relayed to the caller.
     pub(super) ringing: bool,
     /// Our SDP on this leg (the offer, then our latest answer), the
@@ -81,6 +80,11 @@ pub(super) fn to_tokio(
 }
 
 impl Bridge {
+    /// Whether the far end answered (its 2xx made the dialog).
+    pub(super) fn answered(&self) -> bool {
+        self.dialog.established
+    }
+
     /// This leg's media from the far end's SDP answer (in a 183 or 200):
     /// the leg (SDES SRTP keyed when we offered it), where its RTCP goes,
     /// and whether we may send. The answer to our own INVITE (matched by
@@ -135,8 +139,7 @@ impl Bridge {
     /// complete the dialog (the first time); returns the ACK to send
     /// (again, for a resent 2xx), routed as the dialog's requests are.
     pub(super) fn answered_by(&mut self, m: &Message<'_>, via: std::net::SocketAddr) -> Vec<u8> {
-        if !self.answered {
-            self.answered = true;
+        if !self.answered() {
             self.dialog.answered_by(m);
             let branch = build::branch();
             // The ACK takes the INVITE's CSeq number (RFC 3261 13.2.2.4).
@@ -157,7 +160,7 @@ impl Bridge {
     /// (RFC 3261 9.1: the INVITE's Request-URI, branch, From, To, Call-ID
     /// and CSeq number).
     pub(super) fn hangup_request(&mut self, via: std::net::SocketAddr) -> Vec<u8> {
-        if self.answered {
+        if self.answered() {
             let cseq = self.dialog.next_cseq();
             self.dialog.request(&dialog::Request {
                 method: "BYE",
@@ -319,7 +322,6 @@ impl Core {
                 port,
                 our_key,
                 pending: None,
-                answered: false,
                 ringing: false,
                 sdp: offer.into(),
                 local,
@@ -476,7 +478,7 @@ impl Core {
             .calls
             .get(a_id)
             .and_then(|c| c.bridge.as_ref())
-            .is_some_and(|b| !b.answered);
+            .is_some_and(|b| !b.answered());
         if first {
             self.start_bridge_media(a_id, m);
         }
@@ -529,7 +531,7 @@ impl Core {
     /// not answered, kept there until its INVITE transaction ends, without
     /// its media (its port is back in the pool).
     pub(super) fn unplace(&mut self, mut leg: Box<Bridge>) {
-        if leg.answered {
+        if leg.answered() {
             self.placed.remove(&leg.key);
             return;
         }
@@ -560,7 +562,7 @@ impl Core {
         let Ok((m, _)) = Message::parse(bytes, Framing::Stream, &limits) else {
             return true;
         };
-        let first = !leg.answered;
+        let first = !leg.answered();
         let ack = leg.answered_by(&m, sip_addr);
         let peer = leg.peer;
         let bye = first.then(|| leg.hangup_request(sip_addr));
