@@ -22,13 +22,11 @@ use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::config::Config;
 use crate::guard::{BanInfo, Guard};
-use crate::media::srtp::MasterKey;
 use crate::sip::build;
 use crate::sip::check::{check_request, check_response, check_support, TRUNK};
-use crate::sip::dialog::{self, Dialog};
+use crate::sip::dialog;
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
-use crate::sip::sdp::Local;
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, TlsPeers, Transport};
 use crate::sip::WipedBytes;
@@ -43,62 +41,7 @@ pub(super) const MAX_CALLS: usize = 5_000;
 /// alone would let 5,000 calls of 64 KiB INVITEs hold 320 MiB.
 pub(super) const MAX_CALL_BYTES: usize = 64 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum State {
-    Ringing,
-    /// 200 OK sent, waiting for the ACK.
-    Answered,
-    Confirmed,
-}
-
-pub(super) struct Call {
-    /// For logs.
-    pub(super) n: u64,
-    pub(super) peer: Peer,
-    /// Where the latest (re-)INVITE came from: its 2xx goes back there.
-    pub(super) invite_from: Peer,
-    pub(super) invite_key: Key,
-    /// The INVITE (or latest re-INVITE), to build its final response.
-    pub(super) invite: WipedBytes,
-    /// The dialog the INVITE made: tags, target, route set, CSeqs.
-    pub(super) dialog: Dialog,
-    pub(super) contact: Vec<u8>,
-    pub(super) state: State,
-    pub(super) answer_at: Option<Instant>,
-    /// How long after answering the gateway hangs up, and when.
-    pub(super) hangup_after: Option<Duration>,
-    pub(super) hangup_at: Option<Instant>,
-    /// The 2xx being retransmitted until the ACK.
-    pub(super) ok: Option<dialog::Resend2xx>,
-    pub(super) local: Local,
-    pub(super) answer_sdp: WipedBytes,
-    /// SDES keys in use on the trunk leg: (the peer's, ours).
-    pub(super) sdes: Option<(MasterKey, MasterKey)>,
-    /// The address the peer's SDP asks media to go to.
-    pub(super) media_ip: IpAddr,
-    pub(super) media: mpsc::Sender<Control>,
-    pub(super) port: u16,
-    /// The outbound leg, for calls routed out another trunk.
-    pub(super) bridge: Option<Box<super::outbound::Bridge>>,
-    /// The agent side, for calls routed to agents.
-    pub(super) agent: Option<Box<super::agents::AgentLeg>>,
-    /// RFC 4028, when the carrier asked for it.
-    pub(super) session_timer: Option<crate::sip::timer::SessionTimer>,
-    /// Its call record (when records are kept).
-    pub(super) record: Option<super::records::CallRecord>,
-    /// Who ended it, when known before `end_call`.
-    pub(super) hung_up_by: Option<crate::cdr::record::Party>,
-    /// The trunks whose call slots it holds (by name): the caller's, and
-    /// the far end's for a bridge.
-    pub(super) on_trunks: Vec<String>,
-}
-
-impl Call {
-    /// The bytes of SIP it keeps.
-    pub(super) fn held(&self) -> usize {
-        self.invite.len() + self.answer_sdp.len() + self.dialog.held()
-    }
-}
+pub(super) use super::call::{Call, State};
 
 /// The headers of our 2xx to an INVITE or UPDATE in a dialog: Contact,
 /// Allow and, when a session timer was granted (only to a peer that said

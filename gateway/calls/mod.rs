@@ -1,6 +1,7 @@
 //! The call side: one core task owns the SIP transaction layer and every
 //! call.
 //!
+//! - `call`: one answered call's state;
 //! - [`core`]: the loop, dialogs (ACK, BYE, CANCEL, re-INVITE), answering;
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
@@ -14,6 +15,7 @@ mod agent_dial;
 mod agent_media;
 pub mod agents;
 mod bridge;
+mod call;
 pub mod core;
 mod in_dialog;
 mod inbound;
