@@ -11,7 +11,7 @@
 //! packet sealed by the same library with a fresh index (replays would be
 //! refused, so each round opens a new sealed stream with a new receiver).
 
-#[path = "../tests/common/libsrtp.rs"]
+#[path = "../tests/it/common/libsrtp.rs"]
 mod libsrtp;
 
 use std::hint::black_box;

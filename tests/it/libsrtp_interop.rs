@@ -8,9 +8,7 @@
 //! ways, with packets reordered in flight, including across the wrap; then
 //! 70,000 RTCP compounds the same way.
 
-mod common;
-
-use common::libsrtp::{self, SUITES};
+use crate::common::libsrtp::{self, SUITES};
 use tollgate::media::rtcp::{RtcpWriter, SenderInfo};
 use tollgate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender};
 

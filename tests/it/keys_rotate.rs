@@ -4,13 +4,13 @@
 //! everything after a restart, the audit trail records it and verifies,
 //! and the key itself is written nowhere but where the operator asked.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::gateway::{config, operator_cli, sipp, Gateway, PCAP};
+use crate::common::gateway::{config, operator_cli, sipp, Gateway, PCAP};
 use tollgate::agent::client::{Client, Options};
 use tollgate::agent::store::Bundle;
 use tollgate::agent::totp::{code_at, Secret};

@@ -1,9 +1,9 @@
 //! Real calls from a real carrier stand-in: sipp against `tollgate run` on
 //! loopback. Each test runs its own gateway on its own ports.
 
-mod common;
+use crate::common;
 
-use common::gateway::{sipp, Gateway};
+use crate::common::gateway::{sipp, Gateway};
 
 const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 

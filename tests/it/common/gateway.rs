@@ -1,6 +1,48 @@
 //! A real `tollgate run` process for integration tests: its own config on
 //! its own loopback ports, started, waited for (its /healthz), and stopped
 //! when dropped.
+//!
+//! Fixed loopback ports, one plan for the whole `it` binary (its modules
+//! run side by side). A gateway at `base` holds `base..base + 3`; a sipp at
+//! `p` holds `p..p + 6` (SIP, then media at `p + 2`). New tests take a
+//! free block here, and this list says whose each block is:
+//!
+//! | ports        | module |
+//! |--------------|--------|
+//! | 14100-14450  | trunk_calls (session, Kamailio, crossed CANCEL) |
+//! | 14200-14260  | agent_calls (far end's session) |
+//! | 15060-15190  | sipp_calls |
+//! | 15200-15230  | sip_torture_live |
+//! | 15240-15259  | trunk_keepalive |
+//! | 15300-15799  | trunk_calls (15600-15612: sip_tls; 15700-15739: trunk_register) |
+//! | 15800-15839  | trunk_register |
+//! | 15900-15902  | sip_limits |
+//! | 16000-16002  | sdes_srtp_call |
+//! | 16100-16131  | trunk_tls |
+//! | 16200-16202  | media_path |
+//! | 16300-16399  | agent_auth |
+//! | 16400-16999  | agent_calls |
+//! | 17000-17029  | sipp_calls (timer) |
+//! | 17100-17299  | agent_calls |
+//! | 17300-17329  | guard_ids |
+//! | 17400-17439  | cdr_records |
+//! | 17500-17539  | operators |
+//! | 17600-17619  | cdr_crash |
+//! | 17700-17729  | keys_rotate |
+//! | 17800-17809  | systemd_notify |
+//! | 17900-17909  | prometheus_rules |
+//! | 18000-18019  | config_reload |
+//! | 18100-18199  | agent_calls (dial restrictions) |
+//! | 18200-18399  | media_path |
+//! | 18400-18409  | config_reload (admin networks) |
+//! | 18500-18609  | sip_tls |
+//! | 18700-18709  | sdes_srtp_call |
+//! | 18800-18849  | cdr_records |
+//! | 18900-19109  | media_path |
+//!
+//! RTP ranges (20000 and up) may overlap between gateways: the port pool
+//! skips ports in use. Sockets a test binds itself at fixed ports stay
+//! below 20000.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -16,14 +16,14 @@
 //! The kernel's trunk set refilled on reload is checked in
 //! tests/guard_netns.rs (root, in namespaces).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::gateway::{sipp_counts, Gateway};
-use common::uac::transact;
+use crate::common::gateway::{sipp_counts, Gateway};
+use crate::common::uac::transact;
 
 const SIP: u16 = 18000;
 const ADMIN: u16 = 18001;

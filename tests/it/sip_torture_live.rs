@@ -2,13 +2,11 @@
 //! UDP and over TCP: the gateway answers or drops each, never falls over,
 //! and a normal call succeeds afterwards.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::gateway::{sipp, Gateway};
+use crate::common::gateway::{sipp, Gateway};
 
 #[test]
 fn torture_messages_over_udp_and_tcp_then_a_normal_call() {

@@ -5,14 +5,12 @@
 //! next handshake after a reload (SIGHUP); a key that is not the
 //! certificate's is refused and the running pair stays.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gateway::Gateway;
+use crate::common::gateway::Gateway;
 
 #[test]
 fn options_over_tls() {

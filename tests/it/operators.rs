@@ -6,12 +6,10 @@
 //! with no role gets nothing. Every request, refusals included, is in
 //! the audit trail, which verifies; an entry edited on disk is named.
 
-mod common;
-
 use std::process::Command;
 
-use common::gateway::{config, sipp, Gateway, PCAP};
-use common::pcap::is_root;
+use crate::common::gateway::{config, sipp, Gateway, PCAP};
+use crate::common::pcap::is_root;
 
 const VIEWER: u32 = 64_101;
 const AUDITOR: u32 = 64_102;

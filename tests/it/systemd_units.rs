@@ -85,8 +85,10 @@ fn sysusers_and_tmpfiles_make_the_user_groups_and_private_credstores() {
         );
     }
     // The groups the appliance's configuration gives roles to are made.
-    let config: toml::Value =
-        toml::from_str(include_str!("../image/overlay/etc/tollgate/tollgate.toml")).expect("toml");
+    let config: toml::Value = toml::from_str(include_str!(
+        "../../image/overlay/etc/tollgate/tollgate.toml"
+    ))
+    .expect("toml");
     for role in ["viewer_group", "auditor_group", "admin_group"] {
         let g = config["admin"][role].as_str().expect(role);
         assert!(names.contains(&g), "{role} = {g} is made by sysusers");

@@ -6,15 +6,15 @@
 //! Without the operator's explicit override, an SDES offer over UDP is
 //! refused: the key would travel in clear signalling.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::common::gateway::Gateway;
+use crate::common::libsrtp;
+use crate::common::uac::{recv_sip, request};
 use base64::Engine as _;
-use common::gateway::Gateway;
-use common::libsrtp;
-use common::uac::{recv_sip, request};
 use tollgate::media::srtp::{MasterKey, Suite};
 use tollgate::sip::message::{Framing, Limits, Message};
 use tollgate::sip::sdp::Sdp;

@@ -3,13 +3,13 @@
 //! code. Wrong codes, missing and foreign certificates, revoked agents and
 //! lockouts are each refused and counted, and the gateway stays up.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::agent::agent_cli;
-use common::gateway::{config, Gateway};
+use crate::common::agent::agent_cli;
+use crate::common::gateway::{config, Gateway};
 use tollgate::agent::client::{Client, ClientError, Identity, Options};
 use tollgate::agent::protocol::{ClientMsg, ServerMsg};
 use tollgate::agent::store::Bundle;

@@ -1,12 +1,10 @@
 //! Connection caps and message limits on a running gateway.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::gateway::Gateway;
+use crate::common::gateway::Gateway;
 
 fn options(n: u32) -> Vec<u8> {
     format!(

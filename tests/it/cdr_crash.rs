@@ -6,13 +6,13 @@
 //! each restart, records left open are interrupted, not lost, and the
 //! audit chain verifies.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::gateway::{config, Gateway};
+use crate::common::gateway::{config, Gateway};
 use tollgate::cdr::record::Outcome;
 use tollgate::cdr::store::Store;
 

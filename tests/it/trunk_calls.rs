@@ -2,12 +2,12 @@
 //! carrier and sipp as the far-end carrier, the gateway in the middle as a
 //! B2BUA with media terminated on each leg.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::process::Child;
 
-use common::gateway::{far_end_with, sipp, Gateway, PCAP};
+use crate::common::gateway::{far_end_with, sipp, Gateway, PCAP};
 
 fn far_end(port: u16, messages: &std::path::Path, extra: &[&str]) -> Child {
     far_end_with("uas_answer.xml", port, messages, extra)
@@ -218,11 +218,11 @@ fn calls_out_a_tcp_trunk() {
 
 #[test]
 fn early_media_reaches_the_caller_before_the_answer() {
-    let trunks = TRUNKS.replace("15330", "15730");
+    let trunks = TRUNKS.replace("15330", "15790");
     let gw = Gateway::start_with("trunkearly", 15700 + 60, 60000, 500, &trunks);
     let far_log = gw.dir.join("far.log");
     let caller_log = gw.dir.join("caller.log");
-    let uas = far_end_with("uas_early.xml", 15730, &far_log, &["-m", "2"]);
+    let uas = far_end_with("uas_early.xml", 15790, &far_log, &["-m", "2"]);
     let run = sipp(
         &gw,
         "uac_echo.xml",

@@ -3,15 +3,13 @@
 //! OPTIONS over that connection; a carrier whose certificate the CA did
 //! not sign is refused at the handshake.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gateway::Gateway;
+use crate::common::gateway::Gateway;
 use tollgate::sip::message::{Framing, Limits, Message};
 
 /// A carrier's TLS SIP endpoint that answers OPTIONS with 200 (at most

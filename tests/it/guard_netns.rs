@@ -17,14 +17,14 @@
 //! - A reload (SIGHUP) with a trunk replaced refills the kernel's trunk
 //!   set in place.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::gateway::{sipp_counts, Gateway};
-use common::netns::Netns;
-use common::pcap::is_root;
+use crate::common::gateway::{sipp_counts, Gateway};
+use crate::common::netns::Netns;
+use crate::common::pcap::is_root;
 
 const GW_CARRIER: &str = "10.77.1.1";
 const CARRIER: &str = "10.77.1.2";

@@ -4,12 +4,10 @@
 //! not before, and every metric the rules and the Grafana dashboard use is
 //! one a running gateway serves on /metrics from its start.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::gateway::Gateway;
+use crate::common::gateway::Gateway;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/image/monitoring");
 

@@ -6,13 +6,13 @@
 //! address in its SDP until media came from there (or its ACK did), and
 //! media addresses of scopes the trunk does not allow are refused.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::gateway::Gateway;
-use common::uac::{recv_sip, request, request_to, transact};
+use crate::common::gateway::Gateway;
+use crate::common::uac::{recv_sip, request, request_to, transact};
 use tollgate::sip::message::{Framing, HeaderName, Limits, Message};
 use tollgate::sip::sdp::Sdp;
 
@@ -442,7 +442,7 @@ ring_ms = 2000
         admin = base + 1,
         agents = base + 2,
     );
-    let gw = Gateway::start_toml("limits", base, base + 1, &toml);
+    let gw = Gateway::start_toml("media-limits", base, base + 1, &toml);
     let call =
         |number: &str, name: &str, media_port: u16| -> (UdpSocket, Option<(String, SocketAddr)>) {
             let sip = socket();

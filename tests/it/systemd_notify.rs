@@ -3,13 +3,11 @@
 //! core answers, RELOADING then READY around a SIGHUP, STOPPING on
 //! SIGTERM. The test plays the service manager with a datagram socket.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::gateway::{config, Gateway};
+use crate::common::gateway::{config, Gateway};
 
 const BASE: u16 = 17800;
 

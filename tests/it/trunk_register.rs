@@ -2,11 +2,9 @@
 //! Digest challenge (checked by sipp's own digest code) and refreshes
 //! before the 2 s binding lapses; wrong credentials are refused.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::gateway::{sipp_counts, Gateway};
+use crate::common::gateway::{sipp_counts, Gateway};
 
 fn trunk(port: u16, password: &str) -> String {
     format!(

@@ -3,10 +3,8 @@
 //! namespace the test creates (and removes), where its sets take elements
 //! with timeouts. Needs root (CI is root); skipped otherwise.
 
-mod common;
-
-use common::netns::{run, Netns};
-use common::pcap::is_root;
+use crate::common::netns::{run, Netns};
+use crate::common::pcap::is_root;
 
 const RULESET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rulesets/tollgate.nft");
 

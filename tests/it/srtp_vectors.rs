@@ -11,7 +11,7 @@ use tollgate::media::srtp::{
 };
 
 fn vectors() -> Value {
-    let text = include_str!("vectors/srtp_vectors.json");
+    let text = include_str!("../vectors/srtp_vectors.json");
     serde_json::from_str(text).expect("vectors parse")
 }
 

@@ -3,11 +3,11 @@
 //! number in plain text anywhere under the gateway's directory, the
 //! database and its logs at trace level included.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use common::gateway::{config, sipp, Gateway, TmpfsNamespace, PCAP};
+use crate::common::gateway::{config, sipp, Gateway, TmpfsNamespace, PCAP};
 use tollgate::cdr::record::{Outcome, Party};
 use tollgate::cdr::store::Store;
 

@@ -5,13 +5,13 @@
 //! work. Sources are loopback addresses (127.0.1.x is the untrusted
 //! trunk, 127.0.0.1 the carrier). The kernel side is tests/guard_netns.rs.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::gateway::{config, Gateway};
-use common::uac::transact;
+use crate::common::gateway::{config, Gateway};
+use crate::common::uac::transact;
 
 /// The common test configuration with an untrusted trunk listed before
 /// the carrier's loopback one (the first trunk holding an address wins).

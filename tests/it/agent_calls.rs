@@ -4,14 +4,14 @@
 //! audio echoed back by sipp, outbound with the profile's checks, and an
 //! agent killed mid-call.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::agent::{enroll, softphone, softphone_output};
-use common::gateway::{far_end_with, sipp, sipp_command, sipp_result, Gateway, PCAP};
-use common::pcap::Capture;
+use crate::common::agent::{enroll, softphone, softphone_output};
+use crate::common::gateway::{far_end_with, sipp, sipp_command, sipp_result, Gateway, PCAP};
+use crate::common::pcap::Capture;
 use tollgate::agent::wav;
 use tollgate::media::g711::{alaw_to_linear, linear_to_alaw};
 

@@ -2,11 +2,9 @@
 //! goes away, it is marked down; it comes back, up again. T1 is 50 ms here
 //! so a lost keepalive times out in 64*T1 = 3.2 s.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 
-use common::gateway::Gateway;
+use crate::common::gateway::Gateway;
 
 const UP: &str = "tollgate_trunk_up{trunk=\"peer\"}";
 
