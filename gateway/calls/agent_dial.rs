@@ -17,13 +17,14 @@ use tracing::{info, warn};
 use super::agent_media::{self, AgentMedia};
 use super::agents::media_for;
 use super::core::{Core, Placed, Reply};
+use super::end::EndReason;
 use super::media::{rand_u32, Control};
 use super::number::normalize;
 use super::outbound::{to_tokio, Bridge, Dial};
 use super::relay::Relay;
 use crate::agent::protocol::ServerMsg;
 use crate::agent::server::FLOW_QUEUE;
-use crate::cdr::record::Direction;
+use crate::cdr::record::{Direction, Party};
 use crate::config::DialRefused;
 use crate::media::srtp::MasterKey;
 use crate::sip::message::{Framing, Message};
@@ -401,23 +402,8 @@ impl Core {
                 }
             }
             _ => {
-                let reason = match code {
-                    486 | 600 => "busy",
-                    408 | 480 => "no_answer",
-                    404 | 484 | 604 => "no_such_number",
-                    487 => "cancelled",
-                    603 => "rejected",
-                    _ => "failed",
-                };
                 info!(status = code, "agent's call refused by the far end");
-                if let Some(r) = self
-                    .agent_out
-                    .get_mut(&call)
-                    .and_then(|o| o.record.as_mut())
-                {
-                    r.record.sip_status = code;
-                }
-                self.end_agent_out(call, reason, "rejected");
+                self.end_agent_out(call, EndReason::Refused(code));
             }
         }
         let _ = now;
@@ -429,7 +415,7 @@ impl Core {
             return false;
         };
         if self.agent_out.get(&call).is_some_and(|o| !o.leg.answered()) {
-            self.end_agent_out(call, "no_answer", "failed");
+            self.end_agent_out(call, EndReason::NoAnswer);
         }
         true
     }
@@ -451,30 +437,24 @@ impl Core {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);
-        self.end_agent_out(call, "remote_hangup", "answered");
+        self.end_agent_out(call, EndReason::HungUp(Party::Callee));
         true
     }
 
     /// The agent hung up its call (or went away): BYE or CANCEL.
     pub(super) fn agent_out_hangup(&mut self, call: u64, now: Instant) {
-        self.hang_up_out(call, "hangup", None, now);
+        self.hang_up_out(call, None, now);
     }
 
     /// The far end's RTP stopped: BYE, and the agent is told.
     pub(super) fn agent_out_timeout(&mut self, call: u64, now: Instant) {
-        self.hang_up_out(call, "media_timeout", Some("failed"), now);
+        self.hang_up_out(call, Some(EndReason::MediaTimeout), now);
     }
 
     /// BYE (answered) or CANCEL towards the far end, then the call ends
-    /// with `reason` for the agent; the outcome is `answered` or
-    /// `cancelled` unless given.
-    pub(super) fn hang_up_out(
-        &mut self,
-        call: u64,
-        reason: &str,
-        outcome: Option<&str>,
-        now: Instant,
-    ) {
+    /// for `why`, by default the agent's own hang-up (or its cancel
+    /// while the far end rings).
+    pub(super) fn hang_up_out(&mut self, call: u64, why: Option<EndReason>, now: Instant) {
         let sip_addr = self.sip_addr;
         let Some(o) = self.agent_out.get_mut(&call) else {
             return;
@@ -482,12 +462,12 @@ impl Core {
         let req = o.leg.hangup_request(sip_addr);
         let peer = o.leg.peer;
         self.txn.start_client(req, peer, now);
-        let outcome = outcome.unwrap_or(if o.leg.answered() {
-            "answered"
+        let why = why.unwrap_or(if o.leg.answered() {
+            EndReason::HungUp(Party::Caller)
         } else {
-            "cancelled"
+            EndReason::Cancelled
         });
-        self.end_agent_out(call, reason, outcome);
+        self.end_agent_out(call, why);
     }
 
     /// Agents' calls past `media.max_call_s` hang up.
@@ -500,24 +480,36 @@ impl Core {
             .collect();
         for call in due {
             info!(call, "the agent's call reached media.max_call_s: BYE");
-            self.hang_up_out(call, "max_duration", Some("answered"), now);
+            self.hang_up_out(call, Some(EndReason::MaxDuration), now);
         }
     }
 
     /// Every agent call hangs up (the gateway is stopping).
     pub(super) fn hang_up_agent_out(&mut self, now: Instant) {
-        let calls: Vec<u64> = self.agent_out.keys().copied().collect();
-        for c in calls {
-            self.agent_out_hangup(c, now);
+        let calls: Vec<(u64, bool)> = self
+            .agent_out
+            .iter()
+            .map(|(c, o)| (*c, o.leg.answered()))
+            .collect();
+        for (c, answered) in calls {
+            let why = if answered {
+                EndReason::Shutdown
+            } else {
+                EndReason::Failed
+            };
+            self.hang_up_out(c, Some(why), now);
         }
     }
 
-    fn end_agent_out(&mut self, call: u64, reason: &str, outcome: &str) {
+    /// Ends an agent's dial for `why`: the agent is told, and its record,
+    /// trunk slot, ports and transaction index entry go.
+    fn end_agent_out(&mut self, call: u64, why: EndReason) {
+        // The agent is the caller on its own calls.
         self.send_agent(
             call,
             ServerMsg::Ended {
                 call,
-                reason: reason.into(),
+                reason: why.agent_reason(Party::Caller).into(),
             },
         );
         let Some(mut o) = self.agent_out.remove(&call) else {
@@ -528,21 +520,10 @@ impl Core {
             self.free_trunk_slot(&t);
         }
         if let Some(r) = o.record.take() {
-            use crate::cdr::record::Party;
-            // The agent is the caller on its own calls.
-            let by = match reason {
-                "hangup" | "agent_gone" => Some(Party::Caller),
-                "remote_hangup" => Some(Party::Callee),
-                _ => Some(Party::Gateway),
-            };
-            let status = r.record.sip_status;
-            self.records.finish(
-                r,
-                super::records::outcome(outcome),
-                status,
-                by,
-                Instant::now(),
-            );
+            let status = why.status(r.record.sip_status);
+            let by = why.hung_up_by(Party::Caller);
+            self.records
+                .finish(r, why.outcome(), status, by, Instant::now());
         }
         self.ports.release(o.leg.port);
         self.unplace(o.leg);
@@ -553,8 +534,11 @@ impl Core {
             }
         }
         self.metrics.calls_active.dec();
-        self.metrics.calls_total.with_label_values(&[outcome]).inc();
-        self.count_out(outcome);
-        tracing::debug!(call = o.n, outcome, "agent's call ended");
+        self.metrics
+            .calls_total
+            .with_label_values(&[why.label()])
+            .inc();
+        self.count_out(why.label());
+        tracing::debug!(call = o.n, ?why, "agent's call ended");
     }
 }

@@ -20,10 +20,12 @@ use tracing::{debug, info};
 
 use super::agent_media::{self, AgentMedia};
 use super::core::{Core, State};
+use super::end::EndReason;
 use super::media::{rand_u32, Control};
 use super::relay::Relay;
 use crate::agent::protocol::{ClientMsg, Media, Secret, ServerMsg};
 use crate::agent::server::{AgentEvent, Link, FLOW_QUEUE};
+use crate::cdr::record::Party;
 use crate::config::{Config, Target};
 use crate::media::leg::Leg;
 use crate::media::srtp::MasterKey;
@@ -67,8 +69,6 @@ pub(super) struct AgentLeg {
     pub(super) tried: Vec<u64>,
     pub(super) offer_until: Option<Instant>,
     pub(super) answered: bool,
-    /// Why the agent's side ends, when the agent ended it.
-    pub(super) agent_reason: Option<&'static str>,
     pub(super) caller: PhoneNumber,
     /// The number the caller dialled: the call centre's own.
     pub(super) callee: PhoneNumber,
@@ -285,7 +285,7 @@ impl Core {
                     now,
                 );
             }
-            self.end_call(call_id, "rejected");
+            self.end_call(call_id, EndReason::Refused(480));
             return;
         };
         let Ok(key) = MasterKey::random(suite) else {
@@ -434,14 +434,8 @@ impl Core {
             self.agent_refused(call, "rejected", now);
             return;
         }
-        if let Some(c) = self.calls.get_mut(&call_id) {
-            c.hung_up_by = Some(crate::cdr::record::Party::Callee);
-            if let Some(leg) = c.agent.as_mut() {
-                leg.agent_reason = Some("hangup");
-            }
-        }
         self.send_bye(&call_id, now);
-        self.end_call(&call_id, "answered");
+        self.end_call(&call_id, EndReason::HungUp(Party::Callee));
     }
 
     /// The trunk's RTP stopped on an answered agent call: the carrier is
@@ -450,11 +444,8 @@ impl Core {
         info!("no RTP from the trunk: ending the call");
         match self.inbound_by_agent_call(call) {
             Some(call_id) => {
-                if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
-                    leg.agent_reason = Some("media_timeout");
-                }
                 self.send_bye(&call_id, now);
-                self.end_call(&call_id, "failed");
+                self.end_call(&call_id, EndReason::MediaTimeout);
             }
             None => self.agent_out_timeout(call, now),
         }
@@ -473,11 +464,8 @@ impl Core {
             .is_some_and(|a| a.answered);
         if answered {
             info!("agent gone mid-call: BYE to the trunk");
-            if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
-                leg.agent_reason = Some("agent_gone");
-            }
             self.send_bye(&call_id, now);
-            self.end_call(&call_id, "answered");
+            self.end_call(&call_id, EndReason::AgentGone);
         } else {
             if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
                 leg.session = None;
@@ -510,19 +498,8 @@ impl Core {
 
     /// A call with an agent leg ended (from `end_call`): tell the agent and
     /// free it.
-    pub(super) fn agent_leg_ended(&mut self, leg: &AgentLeg, outcome: &str, now: Instant) {
-        let reason = leg.agent_reason.unwrap_or(match outcome {
-            "cancelled" => "cancelled",
-            "rejected" => "no_answer",
-            _ => "remote_hangup",
-        });
-        let label = match (leg.answered, outcome) {
-            (true, _) => "answered",
-            (false, "cancelled") => "cancelled",
-            (false, "rejected") => "no_answer",
-            _ => "failed",
-        };
-        if label != "no_answer" {
+    pub(super) fn agent_leg_ended(&mut self, leg: &AgentLeg, why: EndReason, now: Instant) {
+        if let Some(label) = why.agent_label(leg.answered) {
             self.metrics
                 .agent_calls
                 .with_label_values(&["inbound", label])
@@ -534,10 +511,11 @@ impl Core {
                 a.call = None;
                 a.idle_since = now;
             }
-            if leg.agent_reason != Some("agent_gone") {
+            if why != EndReason::AgentGone {
                 a.link.send(ServerMsg::Ended {
                     call: leg.call,
-                    reason: reason.into(),
+                    // The agent is the callee of the calls it takes.
+                    reason: why.agent_reason(Party::Callee).into(),
                 });
             }
         }

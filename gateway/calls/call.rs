@@ -56,8 +56,6 @@ pub(super) struct Call {
     pub(super) session_timer: Option<crate::sip::timer::SessionTimer>,
     /// Its call record (when records are kept).
     pub(super) record: Option<super::records::CallRecord>,
-    /// Who ended it, when known before `end_call`.
-    pub(super) hung_up_by: Option<crate::cdr::record::Party>,
     /// The trunks whose call slots it holds (by name): the caller's, and
     /// the far end's for a bridge.
     pub(super) on_trunks: Vec<String>,

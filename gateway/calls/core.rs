@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::end::EndReason;
 use super::keepalive::TrunkState;
 use super::media::Control;
 use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
+use crate::cdr::record::Party;
 use crate::config::Config;
 use crate::guard::{BanInfo, Guard};
 use crate::sip::build;
@@ -619,11 +621,8 @@ impl Core {
                 let ours = self.calls.get(&call_id).is_some_and(|c| c.dialog.owns(&m));
                 if ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
-                    if let Some(c) = self.calls.get_mut(&call_id) {
-                        c.hung_up_by = Some(crate::cdr::record::Party::Caller);
-                    }
                     self.hang_up_far_end(&call_id, now);
-                    self.end_call(&call_id, "answered");
+                    self.end_call(&call_id, EndReason::HungUp(Party::Caller));
                 } else if self.bye_from_far_end(&key, &m, &call_id, now)
                     || self.bye_to_agent_out(&key, &m, &call_id, now)
                 {
@@ -663,7 +662,7 @@ impl Core {
                             );
                         }
                         self.hang_up_far_end(&call_id, now);
-                        self.end_call(&call_id, "cancelled");
+                        self.end_call(&call_id, EndReason::Cancelled);
                     }
                     None => self.respond(
                         &key,
@@ -754,7 +753,7 @@ impl Core {
             }
             self.send_bye(&id, now);
             self.hang_up_far_end(&id, now);
-            self.end_call(&id, "answered");
+            self.end_call(&id, EndReason::MaxDuration);
         }
         self.agent_out_due(now);
         self.far_end_oks_due(now);
@@ -767,12 +766,9 @@ impl Core {
             .collect();
         for id in expired {
             info!("session timer expired without a refresh: BYE");
-            if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.agent.as_mut()) {
-                a.agent_reason = Some("session_expired");
-            }
             self.send_bye(&id, now);
             self.hang_up_far_end(&id, now);
-            self.end_call(&id, "failed");
+            self.end_call(&id, EndReason::SessionExpired);
         }
         let mut give_up = Vec::new();
         let mut resend = Vec::new();
@@ -789,7 +785,7 @@ impl Core {
         for id in give_up {
             warn!("no ACK for a 200 OK within 64*T1: hanging up");
             self.send_bye(&id, now);
-            self.end_call(&id, "failed");
+            self.end_call(&id, EndReason::Failed);
         }
     }
 
@@ -836,7 +832,7 @@ impl Core {
         info!(call = n, "no RTP for media.rtp_timeout_s: ending the call");
         self.send_bye(call_id, now);
         self.hang_up_far_end(call_id, now);
-        self.end_call(call_id, "failed");
+        self.end_call(call_id, EndReason::MediaTimeout);
     }
 
     pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
@@ -858,22 +854,17 @@ impl Core {
         self.txn.start_client(bye, peer, now);
     }
 
-    pub(super) fn end_call(&mut self, call_id: &[u8], outcome: &str) {
+    /// Ends the call the gateway answered: its record, trunk slots,
+    /// ports, media task, bridge leg and agent, all for one `why`.
+    pub(super) fn end_call(&mut self, call_id: &[u8], why: EndReason) {
         if let Some(mut c) = self.calls.remove(call_id) {
             self.call_bytes = self.call_bytes.saturating_sub(c.held());
             if let Some(r) = c.record.take() {
-                use crate::cdr::record::{Outcome, Party};
-                let o = super::records::outcome(outcome);
-                let status = match o {
-                    Outcome::Cancelled => 487,
-                    _ => r.record.sip_status,
-                };
-                let by = match o {
-                    Outcome::Answered => Some(c.hung_up_by.unwrap_or(Party::Gateway)),
-                    Outcome::Cancelled => Some(Party::Caller),
-                    _ => c.hung_up_by,
-                };
-                self.records.finish(r, o, status, by, Instant::now());
+                // The agent, if any, is the callee of calls it takes.
+                let by = why.hung_up_by(crate::cdr::record::Party::Callee);
+                let status = why.status(r.record.sip_status);
+                self.records
+                    .finish(r, why.outcome(), status, by, Instant::now());
             }
             for t in &c.on_trunks {
                 self.free_trunk_slot(t);
@@ -887,10 +878,13 @@ impl Core {
                 self.unplace(b);
             }
             self.metrics.calls_active.dec();
-            self.metrics.calls_total.with_label_values(&[outcome]).inc();
-            debug!(call = c.n, outcome, "call ended");
+            self.metrics
+                .calls_total
+                .with_label_values(&[why.label()])
+                .inc();
+            debug!(call = c.n, ?why, "call ended");
             if let Some(a) = c.agent {
-                self.agent_leg_ended(&a, outcome, Instant::now());
+                self.agent_leg_ended(&a, why, Instant::now());
             }
         }
     }
@@ -919,12 +913,12 @@ impl Core {
                         );
                     }
                     self.hang_up_far_end(&id, now);
-                    self.end_call(&id, "failed");
+                    self.end_call(&id, EndReason::Failed);
                 }
                 Some(_) => {
                     self.send_bye(&id, now);
                     self.hang_up_far_end(&id, now);
-                    self.end_call(&id, "answered");
+                    self.end_call(&id, EndReason::Shutdown);
                 }
                 None => {}
             }

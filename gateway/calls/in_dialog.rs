@@ -551,11 +551,11 @@ impl Core {
             tracing::warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
             self.send_bye(&id, now);
             self.hang_up_far_end(&id, now);
-            self.end_call(&id, "failed");
+            self.end_call(&id, super::EndReason::Failed);
         }
         for call in lost_outs {
             tracing::warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
-            self.hang_up_out(call, "failed", Some("failed"), now);
+            self.hang_up_out(call, Some(super::EndReason::Failed), now);
         }
     }
 

@@ -299,7 +299,6 @@ impl Core {
                 tried: Vec::new(),
                 offer_until: None,
                 answered: false,
-                agent_reason: None,
                 caller: PhoneNumber::new(caller.clone()),
                 callee: PhoneNumber::new(normalized.clone()),
                 codec: neg.codec,
@@ -414,7 +413,6 @@ impl Core {
                 ));
                 c
             }),
-            hung_up_by: None,
             on_trunks: Vec::new(),
         };
         let mut call = call;

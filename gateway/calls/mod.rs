@@ -1,7 +1,7 @@
 //! The call side: one core task owns the SIP transaction layer and every
 //! call.
 //!
-//! - `call`: one answered call's state;
+//! - `call`: one answered call's state; [`EndReason`]: why a call ends;
 //! - [`core`]: the loop, dialogs (ACK, BYE, CANCEL, re-INVITE), answering;
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
@@ -17,6 +17,7 @@ pub mod agents;
 mod bridge;
 mod call;
 pub mod core;
+mod end;
 mod in_dialog;
 mod inbound;
 mod keepalive;
@@ -30,3 +31,5 @@ pub mod relay;
 pub mod reload;
 pub mod tone;
 mod trunk_slots;
+
+pub use end::EndReason;

@@ -17,6 +17,7 @@ use tracing::info;
 
 use super::bridge::{self, Side};
 use super::core::{Core, Placed, Reply, State};
+use super::end::EndReason;
 use super::media::{rand_u32, Control};
 use crate::media::leg::Leg;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
@@ -372,7 +373,7 @@ impl Core {
                     (code, reason_of(&m))
                 };
                 info!(call = self.calls[&a_id].n, status = code, "far end refused");
-                self.fail_inbound(&a_id, code, reason, "rejected", now);
+                self.fail_inbound(&a_id, code, reason, EndReason::Refused(code), now);
             }
         }
         true
@@ -388,7 +389,7 @@ impl Core {
             .get(&a_id)
             .is_some_and(|c| c.state == State::Ringing)
         {
-            self.fail_inbound(&a_id, 408, "Request Timeout", "failed", now);
+            self.fail_inbound(&a_id, 408, "Request Timeout", EndReason::Failed, now);
         }
         true
     }
@@ -499,7 +500,7 @@ impl Core {
     }
 
     /// Answers the caller with a failure and ends the call.
-    fn fail_inbound(&mut self, a_id: &[u8], code: u16, reason: &str, outcome: &str, now: Instant) {
+    fn fail_inbound(&mut self, a_id: &[u8], code: u16, reason: &str, why: EndReason, now: Instant) {
         let limits = self.config.limits;
         if let Some(c) = self.calls.get(a_id) {
             if let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) {
@@ -512,7 +513,7 @@ impl Core {
             }
         }
         self.record_response(a_id, code);
-        self.end_call(a_id, outcome);
+        self.end_call(a_id, why);
     }
 
     /// Hangs up the outbound leg of call `a_id`: BYE if answered, CANCEL if
@@ -597,9 +598,6 @@ impl Core {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);
-        if let Some(c) = self.calls.get_mut(&a_id) {
-            c.hung_up_by = Some(crate::cdr::record::Party::Callee);
-        }
         if self
             .calls
             .get(&a_id)
@@ -607,7 +605,7 @@ impl Core {
         {
             self.send_bye(&a_id, now);
         }
-        self.end_call(&a_id, "answered");
+        self.end_call(&a_id, EndReason::HungUp(crate::cdr::record::Party::Callee));
         true
     }
 }

@@ -205,17 +205,6 @@ impl Records {
     }
 }
 
-/// An `end_call` outcome label as a record's outcome.
-pub(super) fn outcome(label: &str) -> Outcome {
-    match label {
-        "answered" => Outcome::Answered,
-        "cancelled" => Outcome::Cancelled,
-        "rejected" => Outcome::Rejected,
-        "no_answer" => Outcome::NoAnswer,
-        _ => Outcome::Failed,
-    }
-}
-
 impl Core {
     /// A response the gateway sends to an INVITE: ringing and the final
     /// status go into the call's record.
