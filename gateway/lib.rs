@@ -4,6 +4,7 @@ pub mod agent;
 pub mod calls;
 pub mod cdr;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod guard;
 pub mod keys;

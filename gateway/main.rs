@@ -87,13 +87,7 @@ impl StateArgs {
 
     fn sealer(&self) -> Result<tollgate::keys::Sealer, String> {
         let (path, dev) = self.key_path();
-        if dev && !path.exists() {
-            tracing::warn!(
-                path = %path.display(),
-                "no master key given: made a DEVELOPMENT key beside the data directory, for trying Tollgate out only; in production give the systemd credential master-key or --master-key FILE"
-            );
-        }
-        tollgate::keys::Sealer::load(&path, dev).map_err(|e| e.to_string())
+        tollgate::keys::Sealer::load_master(&path, dev).map_err(|e| e.to_string())
     }
 }
 

@@ -150,6 +150,19 @@ impl Sealer {
         &self.1
     }
 
+    /// The master key at `path`, `dev` when it is the development key
+    /// beside the data directory ([`master_key_path`]): made on first use,
+    /// with a warning that says it is for trying Tollgate out only.
+    pub fn load_master(path: &Path, dev: bool) -> Result<Self, KeyError> {
+        if dev && !path.exists() {
+            tracing::warn!(
+                path = %path.display(),
+                "no master key given: made a DEVELOPMENT key beside the data directory, for trying Tollgate out only; in production give the systemd credential master-key or --master-key FILE"
+            );
+        }
+        Self::load(path, dev)
+    }
+
     /// Reads the master key at `path`; with `create`, makes a new random one
     /// (mode 0600) when there is none.
     pub fn load(path: &Path, create: bool) -> Result<Self, KeyError> {

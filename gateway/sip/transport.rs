@@ -265,6 +265,20 @@ pub struct Transport {
     pub local_udp: Vec<SocketAddr>,
     pub local_tcp: Vec<SocketAddr>,
     pub local_tls: Vec<SocketAddr>,
+    /// The listeners' tasks: they hold the sockets, so dropping the
+    /// transport ends them and frees the ports.
+    _listeners: Listeners,
+}
+
+/// Listener tasks, aborted when dropped.
+struct Listeners(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for l in &self.0 {
+            l.abort();
+        }
+    }
 }
 
 impl Transport {
@@ -279,15 +293,20 @@ impl Transport {
         let conns: Connections = Arc::default();
         let mut udp = Vec::new();
         let mut local_udp = Vec::new();
+        // Aborted if a later listener fails to bind, as on drop.
+        let mut tasks = Listeners(Vec::new());
         for addr in &cfg.udp {
             let sock = Arc::new(bind_udp(*addr)?);
             local_udp.push(sock.local_addr()?);
-            tokio::spawn(udp_loop(
-                sock.clone(),
-                inbound.clone(),
-                stats.clone(),
-                cfg.limits,
-            ));
+            tasks.0.push(
+                tokio::spawn(udp_loop(
+                    sock.clone(),
+                    inbound.clone(),
+                    stats.clone(),
+                    cfg.limits,
+                ))
+                .abort_handle(),
+            );
             udp.push(sock);
         }
         let mut local_tcp = Vec::new();
@@ -314,16 +333,19 @@ impl Transport {
             } else {
                 local_tcp.push(listener.local_addr()?);
             }
-            tokio::spawn(accept_loop(
-                listener,
-                acceptor,
-                cfg.clone(),
-                inbound.clone(),
-                conns.clone(),
-                stats.clone(),
-                open.clone(),
-                per_peer.clone(),
-            ));
+            tasks.0.push(
+                tokio::spawn(accept_loop(
+                    listener,
+                    acceptor,
+                    cfg.clone(),
+                    inbound.clone(),
+                    conns.clone(),
+                    stats.clone(),
+                    open.clone(),
+                    per_peer.clone(),
+                ))
+                .abort_handle(),
+            );
         }
         Ok(Self {
             udp,
@@ -335,6 +357,7 @@ impl Transport {
             local_udp,
             local_tcp,
             local_tls,
+            _listeners: tasks,
         })
     }
 

@@ -167,7 +167,7 @@ fn each_call_has_a_sealed_record_and_no_number_reaches_the_disk_in_clear() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
             assert!(!status.success());
-            assert!(err.contains("call records: record database"), "{err}");
+            assert!(err.contains("records: record database"), "{err}");
             assert!(!err.contains("panicked"), "{err}");
         }
         None => {

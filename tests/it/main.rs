@@ -21,6 +21,7 @@ mod cdr_crash;
 mod cdr_records;
 mod cli;
 mod config_reload;
+mod daemon;
 mod firewall_ruleset;
 mod guard_ids;
 mod guard_netns;
