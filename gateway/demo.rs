@@ -3,15 +3,15 @@
 //! whom (numbers masked), the protection on each leg, packets, loss,
 //! jitter and MOS.
 //!
-//! The gateway is the real one (this binary, `tollgate run`, as a child
-//! process on its own ports and a throw-away data directory). The carrier
-//! is a minimal SIP user agent over UDP built from the gateway's own SIP
-//! builders and parser; the agents are the headless softphone.
+//! The gateway is the real one ([`crate::daemon::Gateway`], in this
+//! process, on ephemeral loopback ports and a throw-away data directory).
+//! The carrier is a minimal SIP user agent over UDP built from the
+//! gateway's own SIP builders and parser; the agents are the headless
+//! softphone.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -26,28 +26,26 @@ use crate::sip::header::{Method, NameAddr};
 use crate::sip::message::{Framing, HeaderName, Limits, Message};
 use crate::sip::sdp::Sdp;
 
-const SIP: u16 = 25060;
-const ADMIN: u16 = 25061;
-const QUIC: u16 = 25062;
-const FAR: u16 = 25080;
 const CALLER: &str = "+447700900123";
 const CALLED: &str = "+442079460000";
 
-fn config() -> String {
+/// The demonstration's gateway: every listener on an ephemeral port, the
+/// carrier's far end (for agents' dials) at `far`.
+fn config(far: SocketAddr) -> String {
     format!(
         r#"[sip]
-udp = ["127.0.0.1:{SIP}"]
+udp = ["127.0.0.1:0"]
 tcp = []
 [media]
 rtp_ports = "26000-26999"
 [admin]
-listen = "127.0.0.1:{ADMIN}"
+listen = "127.0.0.1:0"
 [agents]
-listen = "127.0.0.1:{QUIC}"
+listen = "127.0.0.1:0"
 [[trunk]]
 name = "carrier"
 peers = ["127.0.0.0/8"]
-address = "127.0.0.1:{FAR}"
+address = "{far}"
 codecs = ["PCMU"]
 srtp = "off"
 keepalive_s = 0
@@ -65,68 +63,10 @@ nftables = "off"
     )
 }
 
-/// The gateway child; stopped and its directory removed when dropped.
-struct Gateway {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_gateway(dir: &Path) -> Result<Gateway, String> {
-    let cfg = dir.join("tollgate.toml");
-    std::fs::write(&cfg, config()).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--master-key")
-        .arg(dir.join("master.key"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("starting the gateway: {e}"))?;
-    let gw = Gateway {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if healthy() {
-            return Ok(gw);
-        }
-        if Instant::now() > until {
-            return Err(format!(
-                "the gateway did not start (ports {SIP}, {ADMIN}, {QUIC} busy?): {}",
-                std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn get(path: &str) -> Option<String> {
+/// `path` from the admin listener at `admin`.
+fn get(admin: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", ADMIN)).ok()?;
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
         s,
@@ -138,15 +78,11 @@ fn get(path: &str) -> Option<String> {
     Some(r)
 }
 
-fn healthy() -> bool {
-    get("/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-}
-
 /// Waits (bounded) until `n` agents are available.
-async fn agents_available(n: u32) -> Result<(), String> {
+async fn agents_available(admin: SocketAddr, n: u32) -> Result<(), String> {
     let want = format!("tollgate_agents_available {n}");
     for _ in 0..200 {
-        if get("/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
+        if get(admin, "/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -267,16 +203,15 @@ async fn carrier_sip(
 
 /// One call from the carrier to the gateway, until the gateway's BYE (the
 /// agent hangs up). Returns (packets sent, packets received).
-async fn carrier_call(n: u32) -> Result<(u64, u64), String> {
+async fn carrier_call(gw: SocketAddr, n: u32) -> Result<(u64, u64), String> {
     let sig = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let me = sig.local_addr().map_err(|e| e.to_string())?;
-    let gw: SocketAddr = ([127, 0, 0, 1], SIP).into();
     let mut media = CarrierMedia::bind().await?;
     let call_id = format!("demo-{n}-{}", build::token());
     let from = format!("<sip:{CALLER}@127.0.0.1>;tag=c{n}");
-    let uri = format!("sip:{CALLED}@127.0.0.1:{SIP}");
+    let uri = format!("sip:{CALLED}@{gw}");
     let contact = format!("<sip:carrier@{me}>");
     let body = sdp(media.port());
     let invite = build::request(&RequestSpec {
@@ -333,11 +268,9 @@ async fn carrier_call(n: u32) -> Result<(u64, u64), String> {
 }
 
 /// The far end for the agents' calls: answers each INVITE, plays a tone,
-/// answers BYE; stops after `calls` BYEs. Returns per call (sent, received).
-async fn far_end(calls: u32) -> Result<Vec<(u64, u64)>, String> {
-    let sig = UdpSocket::bind(("127.0.0.1", FAR))
-        .await
-        .map_err(|e| format!("port {FAR}: {e}"))?;
+/// answers BYE on `sig`; stops after `calls` BYEs. Returns per call
+/// (sent, received).
+async fn far_end(sig: UdpSocket, calls: u32) -> Result<Vec<(u64, u64)>, String> {
     let tone = crate::calls::tone::tone(160, g711::linear_to_ulaw);
     let mut out = Vec::new();
     let mut media = CarrierMedia::bind().await?;
@@ -367,10 +300,15 @@ async fn far_end(calls: u32) -> Result<Vec<(u64, u64)>, String> {
     Ok(out)
 }
 
-async fn agent(dir: &Path, sealer: &Sealer, name: &str) -> Result<Client, String> {
+async fn agent(
+    dir: &Path,
+    quic: SocketAddr,
+    sealer: &Sealer,
+    name: &str,
+) -> Result<Client, String> {
     let store = Store::new(&dir.join("data"));
     let e = store
-        .enroll(sealer, name, None, &format!("127.0.0.1:{QUIC}"))
+        .enroll(sealer, name, None, &quic.to_string())
         .map_err(|e| e.to_string())?;
     let bundle: crate::agent::store::Bundle =
         toml::from_str(&e.bundle).map_err(|e| e.to_string())?;
@@ -393,25 +331,57 @@ agent leg: SRTP {} in QUIC datagrams (key fresh for this call), agent sent {} re
 
 /// Runs the demo: `calls` calls each way of `seconds` each; each line of
 /// what happened goes to `out` (the CLI prints them).
-pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), String> {
+pub fn run(calls: u32, seconds: f64, out: impl FnMut(&str)) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut key = [0u8; 32];
-    crate::keys::random(&mut key).map_err(|e| e.to_string())?;
-    crate::keys::write_private(&dir.join("master.key"), &key, false).map_err(|e| e.to_string())?;
-    let sealer = Sealer::from_key(&key);
-    let _gw = start_gateway(&dir)?;
-    out(&format!("gateway on loopback: SIP udp/{SIP}, agents quic/{QUIC}, metrics http://127.0.0.1:{ADMIN}/metrics"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let duration = Duration::from_secs_f64(seconds);
-    rt.block_on(async {
+    let ran = rt.block_on(calls_both_ways(
+        &dir,
+        calls,
+        Duration::from_secs_f64(seconds),
+        out,
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    ran
+}
+
+/// Starts the gateway in `dir`, places the calls, stops the gateway.
+async fn calls_both_ways(
+    dir: &Path,
+    calls: u32,
+    duration: Duration,
+    mut out: impl FnMut(&str),
+) -> Result<(), String> {
+    let mut key = [0u8; 32];
+    crate::keys::random(&mut key).map_err(|e| e.to_string())?;
+    crate::keys::write_private(&dir.join("master.key"), &key, false).map_err(|e| e.to_string())?;
+    let sealer = Sealer::from_key(&key);
+    // The far end's socket first: the trunk's address names it.
+    let far_sig = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let far_addr = far_sig.local_addr().map_err(|e| e.to_string())?;
+    let config = crate::config::Config::from_toml(&config(far_addr)).map_err(|e| e.to_string())?;
+    let gw = crate::daemon::Gateway::builder(config)
+        .data_dir(dir.join("data"))
+        .master_key(Some(dir.join("master.key")))
+        .start()
+        .await
+        .map_err(|e| format!("the gateway did not start: {e}"))?;
+    let (sip, admin, quic) = (gw.sip_udp[0], gw.admin, gw.agents);
+    out(&format!(
+        "gateway on loopback: SIP udp/{}, agents quic/{}, metrics http://{admin}/metrics",
+        sip.port(),
+        quic.port()
+    ));
+    let placed = async {
         // Inbound: the carrier calls; the agent answers and hangs up.
-        let a = agent(&dir, &sealer, "agent-1").await?;
+        let a = agent(dir, quic, &sealer, "agent-1").await?;
         let opts = phone::Options {
             auto_answer: true,
             duration: Some(duration),
@@ -419,10 +389,10 @@ pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), St
             ..phone::Options::default()
         };
         let agent_side = tokio::spawn(phone::run(a, opts, |_| {}));
-        agents_available(1).await?;
+        agents_available(admin, 1).await?;
         let mut carrier = Vec::new();
         for n in 0..calls {
-            carrier.push(carrier_call(n).await?);
+            carrier.push(carrier_call(sip, n).await?);
         }
         let reports = agent_side
             .await
@@ -439,8 +409,8 @@ pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), St
             out(&describe(r, *c));
         }
         // Outbound: the agent dials; the far end answers.
-        let far = tokio::spawn(far_end(calls));
-        let b = agent(&dir, &sealer, "agent-2").await?;
+        let far = tokio::spawn(far_end(far_sig, calls));
+        let b = agent(dir, quic, &sealer, "agent-2").await?;
         let opts = phone::Options {
             dial: Some("02079460000".into()),
             duration: Some(duration),
@@ -460,5 +430,8 @@ pub fn run(calls: u32, seconds: f64, mut out: impl FnMut(&str)) -> Result<(), St
             out(&describe(r, *c));
         }
         Ok::<(), String>(())
-    })
+    }
+    .await;
+    gw.shutdown().await;
+    placed
 }

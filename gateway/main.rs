@@ -281,10 +281,14 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo runs a gateway in this process: its start-up and per-call
+    // lines would bury the demo's own report, so only warnings show.
+    let quiet = matches!(cli.command, Some(Command::Demo { .. }));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .with_writer(std::io::stderr)
         // Colour only on a terminal: journald and log files get plain text.
