@@ -56,6 +56,56 @@ pub enum MediaEnded {
     Call(Vec<u8>),
 }
 
+/// One control message from the core: hold, a DTMF digit for the trunk
+/// (RFC 4733 events, sent without waiting: a full socket buffer loses
+/// them as it would lose media), or a trunk leg's re-key, address or
+/// direction.
+fn steer(
+    m: &mut AgentMedia,
+    held: &mut bool,
+    out: &mut [u8],
+    counters: &mut RtpCounters,
+    ctl: Control,
+) {
+    match ctl {
+        Control::Hold(h) => *held = h,
+        Control::Dtmf { digit, duration_ms } => {
+            let mut events: [(usize, [u8; 64]); 4] = [(0, [0; 64]); 4];
+            let mut k = 0;
+            let built = m.relay.dtmf_to_trunk(digit, duration_ms, out, |p| {
+                if let Some(slot) = events.get_mut(k) {
+                    let n = p.len().min(64);
+                    slot.1[..n].copy_from_slice(&p[..n]);
+                    slot.0 = n;
+                }
+                k += 1;
+            });
+            if built.is_err() {
+                tracing::debug!(
+                    call = m.call,
+                    "DTMF not sent: no telephone-event on the trunk leg"
+                );
+            }
+            if let (true, true, Some(to)) = (built.is_ok(), m.send, m.relay.trunk.remote()) {
+                for (n, p) in &events[..k.min(4)] {
+                    if m.rtp.try_send_to(&p[..*n], to).is_ok() {
+                        counters.sent(*n);
+                    }
+                }
+            }
+        }
+        Control::Confirmed => m.relay.trunk.confirm(),
+        // Started at the agent's answer: nothing to arm.
+        Control::Answered => {}
+        Control::Rekey(rx) => m.relay.trunk.rekey(*rx),
+        Control::Update { remote, rtcp, send } => {
+            m.relay.trunk.set_signalled(remote);
+            m.remote_rtcp = rtcp;
+            m.send = send;
+        }
+    }
+}
+
 /// Runs until `control` closes (the call ended) or the agent's
 /// connection goes.
 pub async fn run(
@@ -85,43 +135,21 @@ pub async fn run(
         .with_label_values(&["congestion"]);
     loop {
         tokio::select! {
-            ctl = control.recv() => match ctl {
-                Some(Control::Hold(h)) => held = h,
-                Some(Control::Dtmf { digit, duration_ms }) => {
-                    let mut events: [(usize, [u8; 64]); 4] = [(0, [0; 64]); 4];
-                    let mut k = 0;
-                    let built = m.relay.dtmf_to_trunk(digit, duration_ms, &mut out, |p| {
-                        if let Some(slot) = events.get_mut(k) {
-                            let n = p.len().min(64);
-                            slot.1[..n].copy_from_slice(&p[..n]);
-                            slot.0 = n;
-                        }
-                        k += 1;
-                    });
-                    if built.is_err() {
-                        tracing::debug!(call = m.call, "DTMF not sent: no telephone-event on the trunk leg");
-                    }
-                    if let (true, true, Some(to)) = (built.is_ok(), m.send, m.relay.trunk.remote()) {
-                        for (n, p) in &events[..k.min(4)] {
-                            if m.rtp.send_to(&p[..*n], to).await.is_ok() {
-                                counters.sent(*n);
-                            }
-                        }
-                    }
-                }
-                Some(Control::Confirmed) => m.relay.trunk.confirm(),
-                // Started at the agent's answer: nothing to arm.
-                Some(Control::Answered) => {}
-                Some(Control::Rekey(rx)) => m.relay.trunk.rekey(*rx),
-                Some(Control::Update { remote, rtcp, send }) => {
-                    m.relay.trunk.set_signalled(remote);
-                    m.remote_rtcp = rtcp;
-                    m.send = send;
-                }
-                None => break,
+            ctl = control.recv() => {
+                let Some(ctl) = ctl else { break };
+                steer(&mut m, &mut held, &mut out, &mut counters, ctl);
             },
             r = m.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
+                // What the core queued before this packet applies first
+                // (see media::drain_control).
+                let drained = super::media::drain_control(&mut control, |c| {
+                    steer(&mut m, &mut held, &mut out, &mut counters, c);
+                    true
+                });
+                if !drained {
+                    break;
+                }
                 if m.rtcp.is_none() && crate::media::rtp::is_rtcp(&buf[..n]) {
                     counters.rtcp(&mut m.relay.trunk, from, &mut buf[..n]);
                     continue;

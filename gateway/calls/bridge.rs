@@ -115,6 +115,13 @@ pub async fn run(
                 continue;
             },
         };
+        // What the core queued before this packet applies first (see
+        // media::drain_control).
+        if !super::media::drain_control(&mut control, |c| steer(&mut a, Some(c)))
+            || !super::media::drain_control(&mut control_b, |c| steer(&mut b, Some(c)))
+        {
+            break;
+        }
         let (src, dst, offset, base, buf) = if from_a {
             (&mut a, &mut b, &mut ab_offset, ab_base, &mut buf_a)
         } else {

@@ -256,6 +256,54 @@ pub(super) fn ntp_now() -> u64 {
     (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
+/// Applies what the core queued on `control` before a packet is handled,
+/// one message at a time through `apply`; `false` once the channel has
+/// closed (the call ended) or `apply` says stop. `tokio::select!` picks
+/// among ready branches at random, so without this a packet under a
+/// re-INVITE's new key, sent as soon as its 200 OK arrived, could be
+/// opened before the re-key the core queued ahead of that 200 OK.
+pub(super) fn drain_control(
+    control: &mut mpsc::Receiver<Control>,
+    mut apply: impl FnMut(Control) -> bool,
+) -> bool {
+    loop {
+        match control.try_recv() {
+            Ok(c) => {
+                if !apply(c) {
+                    return false;
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// When a test service's media counts as silent: from its answer, since
+/// the last valid packet.
+struct Silence {
+    answered: bool,
+    last_valid: Instant,
+}
+
+/// One control message from the core for a test service's media.
+fn steer(s: &mut MediaSetup, silence: &mut Silence, ctl: Control) {
+    match ctl {
+        Control::Hold(_) | Control::Dtmf { .. } => {}
+        Control::Confirmed => s.leg.confirm(),
+        Control::Rekey(rx) => s.leg.rekey(*rx),
+        Control::Answered => {
+            silence.answered = true;
+            silence.last_valid = Instant::now();
+        }
+        Control::Update { remote, rtcp, send } => {
+            s.leg.set_signalled(remote);
+            s.remote_rtcp = rtcp;
+            s.send = send;
+        }
+    }
+}
+
 /// Runs until `control` closes (the call ended).
 pub async fn run(
     mut s: MediaSetup,
@@ -277,39 +325,36 @@ pub async fn run(
     rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ts: u32 = rand_u32();
     let mut echo_ts_offset: Option<u32> = None;
-    let mut remote_rtcp = s.remote_rtcp;
     let mux = s.rtcp.is_none();
     let mut counters = RtpCounters::new(metrics, report);
-    let mut last_valid = Instant::now();
-    let mut answered = false;
+    let mut silence = Silence {
+        answered: false,
+        last_valid: Instant::now(),
+    };
     let mut watchdog = tokio::time::interval(Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Silence counts once answered: a caller need not send media
             // while it rings (until then the INVITE's own timers govern).
-            _ = watchdog.tick(), if s.timeout.is_some() && answered => {
-                if s.timeout.as_ref().is_some_and(|t| t.expired(last_valid)) {
+            _ = watchdog.tick(), if s.timeout.is_some() && silence.answered => {
+                if s.timeout.as_ref().is_some_and(|t| t.expired(silence.last_valid)) {
                     break;
                 }
             },
-            ctl = control.recv() => match ctl {
-                Some(Control::Hold(_) | Control::Dtmf { .. }) => {}
-                Some(Control::Confirmed) => s.leg.confirm(),
-                Some(Control::Rekey(rx)) => s.leg.rekey(*rx),
-                Some(Control::Answered) => {
-                    answered = true;
-                    last_valid = Instant::now();
-                }
-                Some(Control::Update { remote, rtcp, send }) => {
-                    s.leg.set_signalled(remote);
-                    remote_rtcp = rtcp;
-                    s.send = send;
-                }
-                None => break,
+            ctl = control.recv() => {
+                let Some(ctl) = ctl else { break };
+                steer(&mut s, &mut silence, ctl);
             },
             r = s.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
+                let drained = drain_control(&mut control, |c| {
+                    steer(&mut s, &mut silence, c);
+                    true
+                });
+                if !drained {
+                    break;
+                }
                 if mux && crate::media::rtp::is_rtcp(&buf[..n]) {
                     counters.rtcp(&mut s.leg, from, &mut buf[..n]);
                     continue;
@@ -317,7 +362,7 @@ pub async fn run(
                 let now = Instant::now();
                 match s.leg.recv_rtp(from, &mut buf[..n], now) {
                     Ok(p) => {
-                        last_valid = now;
+                        silence.last_valid = now;
                         counters.received(p.len);
                         if s.service == Service::Echo && s.send {
                             let offset = *echo_ts_offset.get_or_insert(ts.wrapping_sub(p.timestamp));
@@ -355,7 +400,7 @@ pub async fn run(
                 if let Some(to) = s.leg.remote() {
                     if let Ok(m) = s.leg.build_rtcp(&mut out, ntp_now(), b"tollgate") {
                         let sock = s.rtcp.as_ref().unwrap_or(&s.rtp);
-                        let _ = sock.send_to(&out[..m], if mux { to } else { remote_rtcp }).await;
+                        let _ = sock.send_to(&out[..m], if mux { to } else { s.remote_rtcp }).await;
                     }
                 }
             },
