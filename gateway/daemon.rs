@@ -221,6 +221,39 @@ impl Gateway {
     }
 }
 
+/// The SIP transport's settings from `config`, with the SIP TLS
+/// listeners' server configuration and the TLS trunks' peers.
+pub fn transport_config(
+    config: &Config,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    tls_peers: crate::sip::transport::TlsPeers,
+) -> TransportConfig {
+    TransportConfig {
+        udp: config.sip_udp.clone(),
+        tcp: config.sip_tcp.clone(),
+        tls: config.sip_tls.clone(),
+        tls_config,
+        tls_peers,
+        limits: config.limits,
+        partial_message_timeout: config.partial_message_timeout,
+        // Carriers keep TCP and TLS connections up with CRLF pings
+        // (RFC 5626) every 30 to 120 s.
+        idle_timeout: std::time::Duration::from_secs(180),
+        peers: Arc::new(std::sync::RwLock::new(
+            config.peer_networks().into_iter().map(|(n, _)| n).collect(),
+        )),
+        max_connections: config.max_connections,
+        max_connections_per_peer: config.max_connections_per_peer,
+    }
+}
+
+/// The transport's counters, as `tollgate_sip_transport_events_total`.
+pub fn transport_stats(metrics: &Metrics) -> crate::sip::transport::TransportStats {
+    crate::sip::transport::TransportStats::new(|event| {
+        metrics.sip_transport_events.with_label_values(&[event])
+    })
+}
+
 /// Binds every listener, says what is served, and starts the core.
 async fn serve(
     config: Config,
@@ -263,27 +296,9 @@ async fn serve(
     let tls_peers = crate::calls::reload::tls_peers(&config).map_err(StartError::Config)?;
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     let transport = Transport::bind(
-        TransportConfig {
-            udp: config.sip_udp.clone(),
-            tcp: config.sip_tcp.clone(),
-            tls: config.sip_tls.clone(),
-            tls_config,
-            tls_peers,
-            limits: config.limits,
-            partial_message_timeout: config.partial_message_timeout,
-            // Carriers keep TCP and TLS connections up with CRLF pings
-            // (RFC 5626) every 30 to 120 s.
-            idle_timeout: std::time::Duration::from_secs(180),
-            peers: Arc::new(std::sync::RwLock::new(
-                config.peer_networks().into_iter().map(|(n, _)| n).collect(),
-            )),
-            max_connections: config.max_connections,
-            max_connections_per_peer: config.max_connections_per_peer,
-        },
+        transport_config(&config, tls_config, tls_peers),
         inbound_tx,
-        crate::sip::transport::TransportStats::new(|event| {
-            metrics.sip_transport_events.with_label_values(&[event])
-        }),
+        transport_stats(&metrics),
     )
     .await
     .map_err(|e| listen(format!("SIP listeners: {e}")))?;

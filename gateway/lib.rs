@@ -5,6 +5,7 @@ pub mod calls;
 pub mod cdr;
 pub mod config;
 pub mod daemon;
+pub(crate) mod deadlines;
 pub mod demo;
 pub mod guard;
 pub mod keys;

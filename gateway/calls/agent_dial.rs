@@ -11,6 +11,8 @@
 
 use std::time::Instant;
 
+use crate::sip::dialog::Resend2xx;
+
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -46,6 +48,17 @@ pub(super) struct AgentOut {
     pub(super) trunk: Option<String>,
     /// When it must end (`media.max_call_s` after the far end's answer).
     pub(super) deadline: Option<Instant>,
+}
+
+impl crate::deadlines::Timed for AgentOut {
+    /// `media.max_call_s`, and our 2xx's next resend to the far end
+    /// (`Core::agent_out_due` handles both).
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.deadline, self.leg.ok.as_ref().map(Resend2xx::deadline)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 impl Core {
@@ -470,17 +483,28 @@ impl Core {
         self.end_agent_out(call, why);
     }
 
-    /// Agents' calls past `media.max_call_s` hang up.
-    pub(super) fn agent_out_due(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .agent_out
-            .iter()
-            .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for call in due {
+    /// What is due on an agent's call ([`AgentOut::next_deadline`]):
+    /// `media.max_call_s`, and resends of our 2xx to a far end's re-INVITE
+    /// (a leg whose ACK never came ends, RFC 3261 13.3.1.4).
+    pub(super) fn agent_out_due(&mut self, call: u64, now: Instant) {
+        let t2 = self.timers.t2;
+        let mut resend = Vec::new();
+        let Some(o) = self.agent_out.get_mut(&call) else {
+            return;
+        };
+        if o.deadline.is_some_and(|d| d <= now) {
             info!(call, "the agent's call reached media.max_call_s: BYE");
             self.hang_up_out(call, Some(EndReason::MaxDuration), now);
+            return;
+        }
+        let lost = Resend2xx::step(&mut o.leg.ok, now, t2, &mut resend);
+        for t in &resend {
+            self.transport.send(t);
+            self.ok_retransmissions += 1;
+        }
+        if lost {
+            tracing::warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
+            self.hang_up_out(call, Some(EndReason::Failed), now);
         }
     }
 

@@ -178,10 +178,7 @@ impl Core {
 
     /// The SIP Call-ID of the inbound call agents know as `call`.
     fn inbound_by_agent_call(&self, call: u64) -> Option<Vec<u8>> {
-        self.calls
-            .iter()
-            .find(|(_, c)| c.agent.as_ref().is_some_and(|a| a.call == call))
-            .map(|(id, _)| id.clone())
+        self.by_agent_call.get(&call).cloned()
     }
 
     fn on_agent_message(&mut self, session: u64, msg: ClientMsg, now: Instant) {
@@ -396,7 +393,7 @@ impl Core {
     }
 
     /// The offered agent declined (or did not answer in time): the next.
-    fn agent_refused(&mut self, call: u64, why: &'static str, now: Instant) {
+    pub(super) fn agent_refused(&mut self, call: u64, why: &'static str, now: Instant) {
         let Some(call_id) = self.inbound_by_agent_call(call) else {
             self.agent_out_hangup(call, now);
             return;
@@ -472,28 +469,6 @@ impl Core {
             }
             self.offer_call(&call_id, now);
         }
-    }
-
-    /// Offers whose time ran out go to the next agent.
-    pub(super) fn agent_offers_due(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .calls
-            .values()
-            .filter_map(|c| c.agent.as_ref())
-            .filter(|a| a.offer_until.is_some_and(|t| t <= now))
-            .map(|a| a.call)
-            .collect();
-        for call in due {
-            self.agent_refused(call, "no_answer", now);
-        }
-    }
-
-    /// When the next offer times out.
-    pub(super) fn next_offer_deadline(&self) -> Option<Instant> {
-        self.calls
-            .values()
-            .filter_map(|c| c.agent.as_ref().and_then(|a| a.offer_until))
-            .min()
     }
 
     /// A call with an agent leg ended (from `end_call`): tell the agent and

@@ -67,3 +67,28 @@ impl Call {
         self.invite.len() + self.answer_sdp.len() + self.dialog.held()
     }
 }
+
+impl crate::deadlines::Timed for Call {
+    /// The earliest of what the core does on its own for this call
+    /// (`Core::call_due` handles each): an agent's offer running out, the
+    /// delayed answer, the time limit, our 2xx's next resend to either
+    /// end, and the session timer once answered.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.agent.as_ref().and_then(|a| a.offer_until),
+            self.answer_at,
+            self.hangup_at,
+            self.ok.as_ref().map(dialog::Resend2xx::deadline),
+            self.bridge
+                .as_ref()
+                .and_then(|b| b.ok.as_ref())
+                .map(dialog::Resend2xx::deadline),
+            self.session_timer
+                .filter(|_| self.state != State::Ringing)
+                .map(|t| t.deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}

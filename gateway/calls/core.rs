@@ -23,6 +23,7 @@ use crate::admin::metrics::{status_class, Metrics};
 use crate::agent::server::AgentEvent;
 use crate::cdr::record::Party;
 use crate::config::Config;
+use crate::deadlines::Table;
 use crate::guard::{BanInfo, Guard};
 use crate::sip::build;
 use crate::sip::check::{check_request, check_response, check_support, TRUNK};
@@ -104,7 +105,10 @@ pub struct Core {
     pub(super) metrics: Arc<Metrics>,
     pub(super) txn: Transactions,
     pub(super) transport: Transport,
-    pub(super) calls: HashMap<Vec<u8>, Call>,
+    /// Calls the gateway answered, by Call-ID, with their timer heap.
+    pub(super) calls: Table<Vec<u8>, Call>,
+    /// Calls offered to agents, by the number agents know them by.
+    pub(super) by_agent_call: HashMap<u64, Vec<u8>>,
     /// Bytes the calls keep ([`Call::held`]), against [`MAX_CALL_BYTES`].
     pub(super) call_bytes: usize,
     pub(super) ports: PortPool,
@@ -124,7 +128,7 @@ pub struct Core {
     /// Logged-in agents.
     pub(super) agents: super::agents::Agents,
     /// Calls agents placed, by agent call number.
-    pub(super) agent_out: HashMap<u64, super::agent_dial::AgentOut>,
+    pub(super) agent_out: Table<u64, super::agent_dial::AgentOut>,
     /// Agents' calls by their Call-ID.
     pub(super) agent_out_ids: HashMap<Vec<u8>, u64>,
     /// The INVITE transactions the gateway started, by key, to the call
@@ -202,13 +206,14 @@ impl Core {
             metrics,
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
             transport,
-            calls: HashMap::new(),
+            calls: Table::default(),
+            by_agent_call: HashMap::new(),
             call_bytes: 0,
             outbound: HashMap::new(),
             calls_started: 0,
             ok_retransmissions: 0,
             agents: super::agents::Agents::default(),
-            agent_out: HashMap::new(),
+            agent_out: Table::default(),
             agent_out_ids: HashMap::new(),
             placed: HashMap::new(),
             agent_calls_started: 0,
@@ -294,7 +299,7 @@ impl Core {
         let mut deadline = None;
         loop {
             if stale {
-                deadline = self.next_deadline();
+                deadline = self.poll_timeout();
             }
             stale = true;
             let sleep = async {
@@ -305,7 +310,7 @@ impl Core {
             };
             tokio::select! {
                 msg = inbound.recv() => match msg {
-                    Some(m) => stale = self.on_inbound(m, Instant::now()),
+                    Some(m) => stale = self.handle_inbound(m, Instant::now()),
                     None => break,
                 },
                 ev = agent_events.recv() => match ev {
@@ -319,12 +324,11 @@ impl Core {
                 Some(r) = guard_requests.recv() => self.on_guard_request(r, Instant::now()),
                 Some(r) = reports.recv() => self.records.on_report(r),
                 _ = guard_tick.tick() => self.guard.tick(Instant::now()),
-                () = sleep => self.on_timer(Instant::now()),
+                () = sleep => self.handle_timeout(Instant::now()),
                 _ = shutdown.changed() => break,
             }
             if stale {
-                self.pump(Instant::now());
-                self.count_available();
+                self.settle(Instant::now());
             }
         }
         self.hang_up_all(Instant::now());
@@ -338,36 +342,24 @@ impl Core {
         self.records.flush_pending();
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let calls = self
-            .calls
-            .values()
-            .flat_map(|c| {
-                [
-                    c.answer_at,
-                    c.hangup_at,
-                    c.ok.as_ref().map(dialog::Resend2xx::deadline),
-                    c.session_timer
-                        .filter(|_| c.state != State::Ringing)
-                        .map(|t| t.deadline()),
-                ]
-            })
-            .flatten();
+    /// When the core next needs [`Core::handle_timeout`]: the earliest of
+    /// the calls' and agents' dials' heaps (each entry changed since last
+    /// time read again first), the transactions', and the few trunks' and
+    /// registrations'. Its cost does not grow with the calls in progress.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
         let probes = self.trunks.iter().filter_map(|t| t.next_probe).chain(
             self.registrations
                 .iter()
                 .flatten()
                 .filter_map(|r| r.next_at),
         );
+        let tables = [self.calls.next_deadline(), self.agent_out.next_deadline()];
         self.txn
             .poll_timeout()
             .into_iter()
-            .chain(calls)
+            .chain(tables.into_iter().flatten())
             .chain(probes)
-            .chain(self.next_offer_deadline())
             .chain(self.records.next_deadline())
-            .chain(self.agent_out.values().filter_map(|o| o.deadline))
-            .chain(self.far_end_ok_deadline())
             .min()
     }
 
@@ -428,9 +420,24 @@ impl Core {
         );
     }
 
-    /// A message from a transport; `false` if it was dropped before it
-    /// could change anything but counters and the IDS's tallies.
-    fn on_inbound(&mut self, inb: Inbound, now: Instant) -> bool {
+    /// Sends what the turn queued, handles the transactions' events and
+    /// publishes the agents available: after any input for which
+    /// [`Core::handle_inbound`] said `true`, and after every other kind.
+    pub fn settle(&mut self, now: Instant) {
+        self.pump(now);
+        self.count_available();
+    }
+
+    /// What is due at `now` (the loop calls it at [`Core::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.on_timer(now);
+    }
+
+    /// A SIP message from a transport; `false` if it was dropped before it
+    /// could change anything but counters and the IDS's tallies (a flood
+    /// the IDS refuses, a stranger, garbage), so neither [`Core::settle`]
+    /// nor [`Core::poll_timeout`] need follow.
+    pub fn handle_inbound(&mut self, inb: Inbound, now: Instant) -> bool {
         // SIP from outside every trunk's peer networks is dropped unanswered
         // (and never reaches the IDS: it costs nothing and tracks nothing).
         let source = inb.peer.addr.ip();
@@ -729,63 +736,77 @@ impl Core {
     fn on_timer(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
         self.records.due(now);
-        self.agent_offers_due(now);
         self.probe_trunks(now);
         self.register_due(now);
-        let due: Vec<Vec<u8>> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.answer_at.is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            self.answer(&id, now);
+        for id in self.calls.due(now) {
+            self.call_due(&id, now);
         }
-        let hang_up: Vec<Vec<u8>> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.hangup_at.is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in hang_up {
-            if let Some(c) = self.calls.get(&id) {
-                info!(call = c.n, "the call's time is up (the route's hangup_ms or media.max_call_s): BYE both ways");
-            }
-            self.send_bye(&id, now);
-            self.hang_up_far_end(&id, now);
-            self.end_call(&id, EndReason::MaxDuration);
+        for call in self.agent_out.due(now) {
+            self.agent_out_due(call, now);
         }
-        self.agent_out_due(now);
-        self.far_end_oks_due(now);
-        let expired: Vec<Vec<u8>> = self
+    }
+
+    /// What is due on call `id` ([`Call::next_deadline`] names each): an
+    /// agent's offer running out, the answer, the time limit, the session
+    /// timer, and 2xx resends to either end. Each check reads the call
+    /// again: an earlier one may have ended it.
+    fn call_due(&mut self, id: &[u8], now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        let offered = self
             .calls
-            .iter()
-            .filter(|(_, c)| c.state != State::Ringing)
-            .filter(|(_, c)| c.session_timer.is_some_and(|t| t.deadline() <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
+            .get(id)
+            .and_then(|c| c.agent.as_ref())
+            .filter(|a| due(a.offer_until))
+            .map(|a| a.call);
+        if let Some(call) = offered {
+            self.agent_refused(call, "no_answer", now);
+        }
+        if self.calls.get(id).is_some_and(|c| due(c.answer_at)) {
+            self.answer(id, now);
+        }
+        if let Some(c) = self.calls.get(id).filter(|c| due(c.hangup_at)) {
+            info!(
+                call = c.n,
+                "the call's time is up (the route's hangup_ms or media.max_call_s): BYE both ways"
+            );
+            self.send_bye(id, now);
+            self.hang_up_far_end(id, now);
+            self.end_call(id, EndReason::MaxDuration);
+            return;
+        }
+        let expired = self.calls.get(id).is_some_and(|c| {
+            c.state != State::Ringing && c.session_timer.is_some_and(|t| t.deadline() <= now)
+        });
+        if expired {
             info!("session timer expired without a refresh: BYE");
-            self.send_bye(&id, now);
-            self.hang_up_far_end(&id, now);
-            self.end_call(&id, EndReason::SessionExpired);
+            self.send_bye(id, now);
+            self.hang_up_far_end(id, now);
+            self.end_call(id, EndReason::SessionExpired);
+            return;
         }
-        let mut give_up = Vec::new();
-        let mut resend = Vec::new();
         let t2 = self.timers.t2;
-        for (id, c) in &mut self.calls {
-            if dialog::Resend2xx::step(&mut c.ok, now, t2, &mut resend) {
-                give_up.push(id.clone());
-            }
-        }
+        let mut resend = Vec::new();
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        let lost = dialog::Resend2xx::step(&mut c.ok, now, t2, &mut resend);
+        let far_lost = c
+            .bridge
+            .as_deref_mut()
+            .is_some_and(|b| dialog::Resend2xx::step(&mut b.ok, now, t2, &mut resend));
         for t in &resend {
             self.transport.send(t);
             self.ok_retransmissions += 1;
         }
-        for id in give_up {
+        if lost {
             warn!("no ACK for a 200 OK within 64*T1: hanging up");
-            self.send_bye(&id, now);
-            self.end_call(&id, EndReason::Failed);
+            self.send_bye(id, now);
+            self.end_call(id, EndReason::Failed);
+        } else if far_lost {
+            warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
+            self.send_bye(id, now);
+            self.hang_up_far_end(id, now);
+            self.end_call(id, EndReason::Failed);
         }
     }
 
@@ -884,6 +905,7 @@ impl Core {
                 .inc();
             debug!(call = c.n, ?why, "call ended");
             if let Some(a) = c.agent {
+                self.by_agent_call.remove(&a.call);
                 self.agent_leg_ended(&a, why, Instant::now());
             }
         }

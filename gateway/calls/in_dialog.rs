@@ -38,7 +38,7 @@ use crate::sip::header::Method;
 use crate::sip::message::Message;
 use crate::sip::sdp::{self, Local, Sdp, SrtpMode};
 use crate::sip::timer::{Asked, SessionTimer, MIN_SE};
-use crate::sip::transaction::{Key, Peer, Transmit};
+use crate::sip::transaction::{Key, Peer};
 
 /// Whose dialog a request is in.
 enum Owner {
@@ -521,52 +521,6 @@ impl Core {
             leg.ok = None;
         }
         ours
-    }
-
-    /// Resends the 2xx to far ends' re-INVITEs until their ACK; a leg
-    /// whose ACK never came ends its call, as a call the gateway answered
-    /// does (RFC 3261 13.3.1.4).
-    pub(super) fn far_end_oks_due(&mut self, now: Instant) {
-        let t2 = self.timers.t2;
-        let mut resend: Vec<Transmit> = Vec::new();
-        let mut lost_bridges = Vec::new();
-        let mut lost_outs = Vec::new();
-        for (id, c) in &mut self.calls {
-            if let Some(b) = c.bridge.as_deref_mut() {
-                if Resend2xx::step(&mut b.ok, now, t2, &mut resend) {
-                    lost_bridges.push(id.clone());
-                }
-            }
-        }
-        for (call, o) in &mut self.agent_out {
-            if Resend2xx::step(&mut o.leg.ok, now, t2, &mut resend) {
-                lost_outs.push(*call);
-            }
-        }
-        for t in &resend {
-            self.transport.send(t);
-            self.ok_retransmissions += 1;
-        }
-        for id in lost_bridges {
-            tracing::warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
-            self.send_bye(&id, now);
-            self.hang_up_far_end(&id, now);
-            self.end_call(&id, super::EndReason::Failed);
-        }
-        for call in lost_outs {
-            tracing::warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
-            self.hang_up_out(call, Some(super::EndReason::Failed), now);
-        }
-    }
-
-    /// When a far end's 2xx next needs resending.
-    pub(super) fn far_end_ok_deadline(&self) -> Option<Instant> {
-        let bridges = self
-            .calls
-            .values()
-            .filter_map(|c| c.bridge.as_ref()?.ok.as_ref());
-        let outs = self.agent_out.values().filter_map(|o| o.leg.ok.as_ref());
-        bridges.chain(outs).map(Resend2xx::deadline).min()
     }
 }
 

@@ -431,6 +431,9 @@ impl Core {
         }
         let bridged = call.bridge.is_some();
         let to_agent = call.agent.is_some();
+        if let Some(a) = &call.agent {
+            self.by_agent_call.insert(a.call, call_id.clone());
+        }
         self.call_bytes += call.held();
         self.calls.insert(call_id.clone(), call);
         if bridged {

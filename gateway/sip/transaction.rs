@@ -23,13 +23,14 @@
 //! Over reliable transports the retransmission timers are off and D, I, J
 //! and K are zero, as RFC 3261 says.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::build::push_value;
 use super::header::Method;
 use super::message::{push_u64, Framing, HeaderName, Limits, Message};
+use crate::deadlines::Table;
 
 /// Timer base values. Defaults: T1 500 ms, T2 4 s, T4 5 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +82,7 @@ pub struct Transmit {
 /// Identifies a transaction: the top Via branch and the method (ACK and
 /// CANCEL match by method as RFC 3261 17.2.3 says: an ACK for a non-2xx
 /// belongs to its INVITE's server transaction).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub branch: Vec<u8>,
     pub method: Vec<u8>,
@@ -166,6 +167,16 @@ struct Transaction {
     deadline: Option<Instant>,
 }
 
+impl crate::deadlines::Timed for Transaction {
+    /// Its next retransmission or its timeout, whichever is first.
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.retransmit_at, self.deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
 impl Transaction {
     /// The bytes it holds for resending.
     fn stored(&self) -> usize {
@@ -188,7 +199,9 @@ pub struct Stats {
 /// what to send and what happened. See the module doc for the contract.
 pub struct Transactions {
     timers: TimerConfig,
-    table: HashMap<Key, Transaction>,
+    /// With a timer heap: the next deadline and a wake's due
+    /// transactions cost O(log n), not a scan of every one.
+    table: Table<Key, Transaction>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -225,7 +238,7 @@ impl Transactions {
     pub fn new(timers: TimerConfig, max: usize) -> Self {
         Self {
             timers,
-            table: HashMap::new(),
+            table: Table::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -273,12 +286,8 @@ impl Transactions {
     }
 
     /// The earliest timer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.table
-            .values()
-            .flat_map(|t| [t.retransmit_at, t.deadline])
-            .flatten()
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.table.next_deadline()
     }
 
     fn send(&mut self, peer: Peer, bytes: super::WipedBytes) {
@@ -532,7 +541,10 @@ impl Transactions {
     pub fn handle_timeout(&mut self, now: Instant) {
         let timers = self.timers;
         let mut done = Vec::new();
-        for (key, t) in &mut self.table {
+        for key in self.table.due(now) {
+            let Some(t) = self.table.get_mut(&key) else {
+                continue;
+            };
             if let Some(at) = t.retransmit_at.filter(|&at| at <= now) {
                 let _ = at;
                 self.stats.retransmissions += 1;
@@ -563,7 +575,7 @@ impl Transactions {
                     self.stats.timeouts += 1;
                     self.events.push_back(Event::TimedOut { key: key.clone() });
                 }
-                done.push(key.clone());
+                done.push(key);
             }
         }
         for key in done {
