@@ -49,6 +49,41 @@ pub enum ConfigError {
     Toml(String),
     #[error("{at}: {what}")]
     Invalid { at: String, what: String },
+    /// Several problems, each with where it is, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+/// Problems found while validating, all kept.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, e: ConfigError) {
+        match e {
+            ConfigError::Several(v) => self.0.extend(v),
+            e => self.0.push(e),
+        }
+    }
+
+    /// The value, or `None` with its problem kept.
+    fn take<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// One problem as itself, several as [`ConfigError::Several`].
+    fn into_error(mut self) -> ConfigError {
+        if self.0.len() == 1 {
+            if let Some(e) = self.0.pop() {
+                return e;
+            }
+        }
+        ConfigError::Several(self.0)
+    }
 }
 
 fn invalid(at: impl Into<String>, what: impl Into<String>) -> ConfigError {
@@ -274,6 +309,8 @@ pub struct Config {
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
     pub public_address: IpAddr,
+    /// `sip.public_address = "auto"`, not yet resolved ([`Config::resolve`]).
+    pub public_auto: bool,
     pub limits: crate::sip::message::Limits,
     pub partial_message_timeout: std::time::Duration,
     /// SIP timer T1.
@@ -321,11 +358,19 @@ impl Config {
     /// The embedded defaults. They are checked by a unit test, so an error
     /// here is a build defect; it is still reported, not panicked on.
     pub fn embedded() -> Result<Self, ConfigError> {
-        Self::from_toml(DEFAULT_TOML)
+        Self::from_toml(DEFAULT_TOML)?.resolve()
     }
 
-    /// Reads and validates a file.
+    /// Reads and validates a file, then resolves what depends on this
+    /// machine ([`Config::resolve`]): what the gateway runs on.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::check_file(path)?.resolve()
+    }
+
+    /// Reads and validates a file without looking at this machine
+    /// (`tollgate config check`: a file written for the appliance checks
+    /// the same on a laptop).
+    pub fn check_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
@@ -333,13 +378,63 @@ impl Config {
         Self::from_toml(&text)
     }
 
-    /// Validates a TOML document.
+    /// Validates a TOML document: parsing and rules only, every problem
+    /// collected, nothing read from the machine. `"auto"` addresses stay
+    /// unresolved until [`Config::resolve`].
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file: File = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
         Self::validate(file)
     }
 
+    /// Whether `sip.public_address` or `agents.address` is `"auto"` and
+    /// not yet resolved.
+    pub fn unresolved(&self) -> bool {
+        self.public_auto || self.agents.address == agents::AUTO
+    }
+
+    /// Resolves `"auto"` addresses to the address this machine's default
+    /// route leaves from (both: the first IPv4 address of an interface
+    /// when there is no route).
+    pub fn resolve(mut self) -> Result<Self, ConfigError> {
+        if !self.unresolved() {
+            return Ok(self);
+        }
+        let mut p = Problems::default();
+        let ip = default_route_address();
+        if self.public_auto {
+            match ip {
+                Some(ip) => {
+                    self.public_address = ip;
+                    self.public_auto = false;
+                }
+                None => p.push(invalid(
+                    "sip.public_address",
+                    "\"auto\": this machine has no address now; give the address",
+                )),
+            }
+        }
+        if self.agents.address == agents::AUTO {
+            match ip {
+                Some(ip) => {
+                    self.agents.address = SocketAddr::new(ip, self.agents.listen.port()).to_string()
+                }
+                None => p.push(invalid(
+                    "agents.address",
+                    "\"auto\": this machine has no address now; give host:port",
+                )),
+            }
+        }
+        if p.is_empty() {
+            Ok(self)
+        } else {
+            Err(p.into_error())
+        }
+    }
+
     fn validate(f: File) -> Result<Self, ConfigError> {
+        // Every problem is collected, with where it is: an admin fixing a
+        // file sees them all at once, not one per attempt.
+        let mut p = Problems::default();
         let addrs = |list: &[String], key: &str| -> Result<Vec<SocketAddr>, ConfigError> {
             list.iter()
                 .enumerate()
@@ -353,103 +448,106 @@ impl Config {
                 })
                 .collect()
         };
-        let sip_udp = addrs(&f.sip.udp, "udp")?;
-        let sip_tcp = addrs(&f.sip.tcp, "tcp")?;
-        let sip_tls = addrs(&f.sip.tls, "tls")?;
-        if sip_udp.is_empty() && sip_tcp.is_empty() && sip_tls.is_empty() {
-            return Err(invalid("sip", "no listening address (udp, tcp or tls)"));
+        let sip_udp = p.take(addrs(&f.sip.udp, "udp")).unwrap_or_default();
+        let sip_tcp = p.take(addrs(&f.sip.tcp, "tcp")).unwrap_or_default();
+        let sip_tls = p.take(addrs(&f.sip.tls, "tls")).unwrap_or_default();
+        if f.sip.udp.is_empty() && f.sip.tcp.is_empty() && f.sip.tls.is_empty() {
+            p.push(invalid("sip", "no listening address (udp, tcp or tls)"));
         }
-        if !sip_tls.is_empty()
+        if !f.sip.tls.is_empty()
             && (f.sip.tls_certificate.is_none() || f.sip.tls_private_key.is_none())
         {
-            return Err(invalid(
+            p.push(invalid(
                 "sip.tls",
                 "needs tls_certificate and tls_private_key",
             ));
         }
         let public_address = match &f.sip.public_address {
-            Some(a) if a == "auto" => default_route_address().ok_or_else(|| {
-                invalid(
-                    "sip.public_address",
-                    "\"auto\": this machine has no address now; give the address",
-                )
-            })?,
-            Some(a) => a.parse().map_err(|_| {
+            // Found when the gateway starts (`Config::resolve`).
+            Some(a) if a == "auto" => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            Some(a) => p.take(a.parse().map_err(|_| {
                 invalid(
                     "sip.public_address",
                     format!("{a:?} is not an IP address (or \"auto\")"),
                 )
-            })?,
-            None => sip_udp
-                .iter()
-                .chain(&sip_tcp)
-                .chain(&sip_tls)
-                .map(SocketAddr::ip)
-                .next()
-                .filter(|ip| !ip.is_unspecified())
-                .ok_or_else(|| {
-                    invalid(
-                        "sip.public_address",
-                        "required when listening on 0.0.0.0 or ::",
-                    )
-                })?,
+            })),
+            None => p.take(
+                sip_udp
+                    .iter()
+                    .chain(&sip_tcp)
+                    .chain(&sip_tls)
+                    .map(SocketAddr::ip)
+                    .next()
+                    .filter(|ip| !ip.is_unspecified())
+                    .ok_or_else(|| {
+                        invalid(
+                            "sip.public_address",
+                            "required when listening on 0.0.0.0 or ::",
+                        )
+                    }),
+            ),
         };
         if !(1024..=1024 * 1024).contains(&f.sip.max_message_size) {
-            return Err(invalid(
+            p.push(invalid(
                 "sip.max_message_size",
                 "must be 1024 to 1048576 bytes",
             ));
         }
         if f.sip.max_headers == 0 || f.sip.max_line_length < 128 {
-            return Err(invalid(
+            p.push(invalid(
                 "sip",
                 "max_headers must be at least 1 and max_line_length at least 128",
             ));
         }
         if !(50..=5000).contains(&f.sip.t1_ms) {
-            return Err(invalid("sip.t1_ms", "must be 50 to 5000 milliseconds"));
+            p.push(invalid("sip.t1_ms", "must be 50 to 5000 milliseconds"));
         }
         if f.sip.max_connections == 0 || f.sip.max_connections_per_peer == 0 {
-            return Err(invalid("sip", "connection caps must be at least 1"));
+            p.push(invalid("sip", "connection caps must be at least 1"));
         }
-        let rtp_ports = parse_range(&f.media.rtp_ports)
-            .ok_or_else(|| invalid("media.rtp_ports", format!("{:?} is not an even-start range such as \"20000-39999\" with at least 2 ports above 1023", f.media.rtp_ports)))?;
+        let rtp_ports = p.take(parse_range(&f.media.rtp_ports)
+            .ok_or_else(|| invalid("media.rtp_ports", format!("{:?} is not an even-start range such as \"20000-39999\" with at least 2 ports above 1023", f.media.rtp_ports))));
         if f.media.rtp_timeout_s > 3600 {
-            return Err(invalid("media.rtp_timeout_s", "0 (off) to 3600 seconds"));
+            p.push(invalid("media.rtp_timeout_s", "0 (off) to 3600 seconds"));
         }
         if f.media.max_call_s > 172_800 {
-            return Err(invalid(
+            p.push(invalid(
                 "media.max_call_s",
                 "0 (no limit) to 172800 seconds (two days)",
             ));
         }
-        let admin_listen = f.admin.listen.parse().map_err(|_| {
+        let admin_listen = p.take(f.admin.listen.parse().map_err(|_| {
             invalid(
                 "admin.listen",
                 format!("{:?} is not an address:port", f.admin.listen),
             )
-        })?;
-        let agents = validate_agents(&f.agents)?;
-        let firewall = validate_firewall(&f.firewall)?;
+        }));
+        let agents = p.take(validate_agents(&f.agents));
+        let firewall = p.take(validate_firewall(&f.firewall));
         if !(1..=36_500).contains(&f.records.retention_days) {
-            return Err(invalid("records.retention_days", "1 to 36500 days"));
+            p.push(invalid("records.retention_days", "1 to 36500 days"));
         }
-        let mask = crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {
-            invalid(
-                "privacy.visible_digits",
-                "0 to 4 (more would let staff see enough of a number to find the customer)",
-            )
-        })?;
+        let mask = p.take(
+            crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {
+                invalid(
+                    "privacy.visible_digits",
+                    "0 to 4 (more would let staff see enough of a number to find the customer)",
+                )
+            }),
+        );
 
         let mut trunks = Vec::new();
         for (i, t) in f.trunk.into_iter().enumerate() {
-            let trunk = validate_trunk(i, t, &trunks)?;
-            trunks.push(trunk);
+            if let Some(trunk) = p.take(validate_trunk(i, t, &trunks)) {
+                trunks.push(trunk);
+            }
         }
 
         let mut profiles: Vec<Profile> = Vec::new();
-        for (i, p) in f.profile.iter().enumerate() {
-            profiles.push(validate_profile(i, p, &profiles)?);
+        for (i, pf) in f.profile.iter().enumerate() {
+            if let Some(profile) = p.take(validate_profile(i, pf, &profiles)) {
+                profiles.push(profile);
+            }
         }
         let mut queues = vec![Queue {
             name: "default".into(),
@@ -464,18 +562,24 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                return Err(invalid(at, "name must be letters, digits, '-' or '_'"));
+                p.push(invalid(at, "name must be letters, digits, '-' or '_'"));
+                continue;
             }
             if !(1..=600).contains(&q.ring_s) {
-                return Err(invalid(format!("{at}: ring_s"), "1 to 600 seconds"));
+                p.push(invalid(format!("{at}: ring_s"), "1 to 600 seconds"));
+                continue;
             }
-            for p in &q.profiles {
-                if !profiles.iter().any(|x| &x.name == p) {
-                    return Err(invalid(
-                        format!("{at}: profiles"),
-                        format!("no profile named {p:?}"),
-                    ));
-                }
+            let missing: Vec<&String> = q
+                .profiles
+                .iter()
+                .filter(|name| !profiles.iter().any(|x| &x.name == *name))
+                .collect();
+            if let Some(name) = missing.first() {
+                p.push(invalid(
+                    format!("{at}: profiles"),
+                    format!("no profile named {name:?}"),
+                ));
+                continue;
             }
             let queue = Queue {
                 name: q.name.clone(),
@@ -485,7 +589,7 @@ impl Config {
             match queues.iter_mut().find(|x| x.name == q.name) {
                 // The default queue may be given its own settings.
                 Some(existing) if existing.name == "default" => *existing = queue,
-                Some(_) => return Err(invalid(at, "duplicate queue name")),
+                Some(_) => p.push(invalid(at, "duplicate queue name")),
                 None => queues.push(queue),
             }
         }
@@ -493,84 +597,99 @@ impl Config {
         for (i, d) in f.dial.iter().enumerate() {
             let at = format!("dial[{i}] {:?}", d.prefix);
             if !d.prefix.starts_with('+') || !d.prefix[1..].bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(at, "prefix must be '+' and digits"));
+                p.push(invalid(at, "prefix must be '+' and digits"));
+                continue;
             }
-            let t = trunks
-                .iter()
-                .position(|x| x.name == d.trunk)
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{at}: trunk"),
-                        format!("no trunk named {:?}", d.trunk),
-                    )
-                })?;
+            let Some(t) = p.take(
+                trunks
+                    .iter()
+                    .position(|x| x.name == d.trunk)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{at}: trunk"),
+                            format!("no trunk named {:?}", d.trunk),
+                        )
+                    }),
+            ) else {
+                continue;
+            };
             if trunks[t].address.is_none() {
-                return Err(invalid(
+                p.push(invalid(
                     format!("{at}: trunk"),
                     "that trunk has no address to call",
                 ));
+                continue;
             }
             dial.push((d.prefix.clone(), t));
         }
-        let dial_default_deny = validate_dialing(&f.dialing)?;
+        let dial_default_deny = p.take(validate_dialing(&f.dialing));
 
         let mut routes = Vec::new();
         for (i, r) in f.route.iter().enumerate() {
             let at = format!("route[{i}] {:?}", r.number);
             if r.number.is_empty() || r.number.len() > 32 {
-                return Err(invalid(at, "number must be 1 to 32 characters"));
+                p.push(invalid(at, "number must be 1 to 32 characters"));
+                continue;
             }
             let target = match r.target.as_str() {
-                "echo" => Target::Echo,
-                "tone" => Target::Tone,
+                "echo" => Ok(Target::Echo),
+                "tone" => Ok(Target::Tone),
                 t => match t.split_once(':') {
-                    Some(("trunk", name)) => {
-                        Target::Trunk(trunks.iter().position(|x| x.name == name).ok_or_else(
-                            || invalid(format!("{at}: target"), format!("no trunk named {name:?}")),
-                        )?)
+                    Some(("trunk", name)) => trunks
+                        .iter()
+                        .position(|x| x.name == name)
+                        .map(Target::Trunk)
+                        .ok_or_else(|| {
+                            invalid(format!("{at}: target"), format!("no trunk named {name:?}"))
+                        }),
+                    Some(("queue", name)) => queues
+                        .iter()
+                        .position(|x| x.name == name)
+                        .map(Target::Queue)
+                        .ok_or_else(|| {
+                            invalid(format!("{at}: target"), format!("no queue named {name:?}"))
+                        }),
+                    Some(("agent", name)) if !name.is_empty() => {
+                        Ok(Target::Agent(name.to_string()))
                     }
-                    Some(("queue", name)) => {
-                        Target::Queue(queues.iter().position(|x| x.name == name).ok_or_else(
-                            || invalid(format!("{at}: target"), format!("no queue named {name:?}")),
-                        )?)
-                    }
-                    Some(("agent", name)) if !name.is_empty() => Target::Agent(name.to_string()),
-                    _ => {
-                        return Err(invalid(
-                            format!("{at}: target"),
-                            format!("{t:?}: use echo, tone, trunk:NAME, queue:NAME or agent:NAME"),
-                        ))
-                    }
+                    _ => Err(invalid(
+                        format!("{at}: target"),
+                        format!("{t:?}: use echo, tone, trunk:NAME, queue:NAME or agent:NAME"),
+                    )),
                 },
+            };
+            let Some(target) = p.take(target) else {
+                continue;
             };
             if let Target::Trunk(n) = target {
                 if trunks[n].address.is_none() {
-                    return Err(invalid(
+                    p.push(invalid(
                         format!("{at}: target"),
                         "that trunk has no address to call",
                     ));
+                    continue;
                 }
             }
             if r.ring_ms > 120_000 {
-                return Err(invalid(
+                p.push(invalid(
                     format!("{at}: ring_ms"),
                     "at most 120000 (two minutes)",
                 ));
             }
             if r.hangup_ms > 86_400_000 {
-                return Err(invalid(
+                p.push(invalid(
                     format!("{at}: hangup_ms"),
                     "at most 86400000 (a day)",
                 ));
             }
             let test_peers = match (&target, &r.test_peers) {
-                (Target::Echo | Target::Tone, None) => vec![
+                (Target::Echo | Target::Tone, None) => Ok(vec![
                     IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
                     IpNet::V6(ipnet::Ipv6Net::new_assert(
                         std::net::Ipv6Addr::LOCALHOST,
                         128,
                     )),
-                ],
+                ]),
                 (Target::Echo | Target::Tone, Some(list)) => list
                     .iter()
                     .map(|n| {
@@ -581,14 +700,15 @@ impl Config {
                             )
                         })
                     })
-                    .collect::<Result<Vec<_>, _>>()?,
-                (_, None) => Vec::new(),
-                (_, Some(_)) => {
-                    return Err(invalid(
-                        format!("{at}: test_peers"),
-                        "only the echo and tone test services take test_peers",
-                    ))
-                }
+                    .collect::<Result<Vec<_>, _>>(),
+                (_, None) => Ok(Vec::new()),
+                (_, Some(_)) => Err(invalid(
+                    format!("{at}: test_peers"),
+                    "only the echo and tone test services take test_peers",
+                )),
+            };
+            let Some(test_peers) = p.take(test_peers) else {
+                continue;
             };
             routes.push(Route {
                 number: r.number.clone(),
@@ -599,12 +719,36 @@ impl Config {
             });
         }
 
+        let (
+            Some(public_address),
+            Some(rtp_ports),
+            Some(admin_listen),
+            Some(agents),
+            Some(firewall),
+            Some(mask),
+            Some(dial_default_deny),
+        ) = (
+            public_address,
+            rtp_ports,
+            admin_listen,
+            agents,
+            firewall,
+            mask,
+            dial_default_deny,
+        )
+        else {
+            return Err(p.into_error());
+        };
+        if !p.is_empty() {
+            return Err(p.into_error());
+        }
         Ok(Self {
             sip_udp,
             sip_tcp,
             sip_tls,
             tls_certificate: f.sip.tls_certificate,
             tls_private_key: f.sip.tls_private_key,
+            public_auto: f.sip.public_address.as_deref() == Some("auto"),
             public_address,
             limits: crate::sip::message::Limits {
                 max_size: f.sip.max_message_size,
@@ -835,7 +979,12 @@ mod tests {
     #[test]
     fn the_appliance_config_loads_with_auto_addresses() {
         let toml = include_str!("../image/overlay/etc/tollgate/tollgate.toml");
-        match (Config::from_toml(toml), default_route_address()) {
+        let checked = Config::from_toml(toml).expect("the shipped file is valid anywhere");
+        assert!(
+            checked.unresolved(),
+            "auto stays auto until the gateway starts"
+        );
+        match (checked.resolve(), default_route_address()) {
             (Ok(c), Some(ip)) => {
                 assert_eq!(c.public_address, ip);
                 assert_eq!(c.agents.address, format!("{ip}:4433"));
@@ -849,6 +998,73 @@ mod tests {
 
     fn err(toml: &str) -> String {
         Config::from_toml(toml).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_where_it_is() {
+        let e = Config::from_toml(
+            "[sip]\nudp = [\"x\"]\nt1_ms = 1\n[records]\nretention_days = 0\n\
+[[trunk]]\nname = \"c\"\npeers = [\"10.0.0/8\"]\n\
+[[dial]]\nprefix = \"+44\"\ntrunk = \"c\"\n\
+[[route]]\nnumber = \"1\"\ntarget = \"tone\"\nring_ms = 999999\n",
+        )
+        .expect_err("must fail");
+        let ConfigError::Several(all) = &e else {
+            panic!("one problem only: {e}");
+        };
+        let said: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "sip.udp[0]: \"x\" is not an address:port",
+                "sip.t1_ms: must be 50 to 5000 milliseconds",
+                "records.retention_days: 1 to 36500 days",
+                "trunk[0] \"c\": peers[0]: \"10.0.0/8\" is not a CIDR",
+                // The trunk with a problem is not there for what names it.
+                "dial[0] \"+44\": trunk: no trunk named \"c\"",
+                "route[0] \"1\": ring_ms: at most 120000 (two minutes)",
+            ]
+        );
+        // One per line when shown.
+        assert_eq!(e.to_string().lines().count(), 6);
+        // A single problem is shown as itself.
+        assert_eq!(
+            err("[sip]\nt1_ms = 1\n"),
+            "sip.t1_ms: must be 50 to 5000 milliseconds"
+        );
+    }
+
+    #[test]
+    fn auto_addresses_wait_for_the_machine() {
+        let c = Config::from_toml(
+            "[sip]\nudp = [\"0.0.0.0:5060\"]\npublic_address = \"auto\"\n\
+[agents]\nlisten = \"0.0.0.0:4433\"\naddress = \"auto\"\n",
+        )
+        .expect("valid as a file on any machine");
+        assert!(c.unresolved());
+        assert!(c.public_address.is_unspecified());
+        match (c.resolve(), default_route_address()) {
+            (Ok(c), Some(ip)) => {
+                assert!(!c.unresolved());
+                assert_eq!(c.public_address, ip);
+                assert_eq!(c.agents.address, format!("{ip}:4433"));
+            }
+            (Err(e), None) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("sip.public_address") && e.contains("agents.address"),
+                    "{e}"
+                );
+            }
+            (r, ip) => panic!("resolved {:?} with default route {ip:?}", r.err()),
+        }
+        // Without "auto", resolving changes nothing.
+        let fixed = Config::from_toml("[sip]\npublic_address = \"192.0.2.7\"\n").expect("valid");
+        assert!(!fixed.unresolved());
+        assert_eq!(
+            fixed.resolve().expect("nothing to resolve").public_address,
+            "192.0.2.7".parse::<IpAddr>().expect("ip")
+        );
     }
 
     #[test]

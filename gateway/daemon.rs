@@ -89,6 +89,10 @@ impl Builder {
             data_dir,
             master_key,
         } = self;
+        // "auto" addresses are this machine's, found now.
+        let config = config
+            .resolve()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             StartError::Config(format!(
                 "cannot create the data directory {}: {e}",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use tollgate::config::Config;
+use tollgate::config::{Config, ConfigError};
 
 #[derive(Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -25,7 +25,9 @@ pub(crate) enum ConfigCommand {
 
 pub(crate) fn config_command(c: ConfigCommand) -> ExitCode {
     match c {
-        ConfigCommand::Check { file, strict } => match Config::load(&file) {
+        // The file alone: "auto" addresses are this machine's business
+        // when the gateway starts, not the checker's.
+        ConfigCommand::Check { file, strict } => match Config::check_file(&file) {
             Ok(c) => {
                 let findings = if strict {
                     tollgate::config::strict::findings(&file, &c)
@@ -44,12 +46,24 @@ pub(crate) fn config_command(c: ConfigCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
                 println!(
-                    "{}: valid ({} trunk(s), {} route(s))",
+                    "{}: valid ({} trunk(s), {} route(s)){}",
                     file.display(),
                     c.trunks.len(),
-                    c.routes.len()
+                    c.routes.len(),
+                    if c.unresolved() {
+                        "; \"auto\" addresses are found when the gateway starts"
+                    } else {
+                        ""
+                    }
                 );
                 ExitCode::SUCCESS
+            }
+            Err(ConfigError::Several(all)) => {
+                for e in &all {
+                    eprintln!("{}: {e}", file.display());
+                }
+                eprintln!("{}: {} problems", file.display(), all.len());
+                ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());

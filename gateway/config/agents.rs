@@ -276,6 +276,9 @@ pub(super) fn validate_profile(
     })
 }
 
+/// `agents.address` until "auto" is resolved.
+pub(super) const AUTO: &str = "auto";
+
 pub(super) fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {
     use crate::media::srtp::Suite;
     let listen: SocketAddr = a.listen.parse().map_err(|_| {
@@ -285,15 +288,9 @@ pub(super) fn validate_agents(a: &AgentsFile) -> Result<Agents, ConfigError> {
         )
     })?;
     let address = match &a.address {
-        Some(s) if s == "auto" => match super::default_route_address() {
-            Some(ip) => SocketAddr::new(ip, listen.port()).to_string(),
-            None => {
-                return Err(invalid(
-                    "agents.address",
-                    "\"auto\": this machine has no address now; give host:port",
-                ))
-            }
-        },
+        // The machine's address, found when the gateway starts
+        // (`Config::resolve`): checking a file judges the file alone.
+        Some(s) if s == "auto" => AUTO.to_string(),
         Some(s) => {
             let ok = s
                 .rsplit_once(':')

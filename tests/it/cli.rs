@@ -57,6 +57,46 @@ fn config_check_says_what_is_wrong_and_where() {
     let (code, _, err) = tollgate(&["config", "check", "/nonexistent/tollgate.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("No such file"), "{err}");
+
+    // Every problem at once, each on its own line with where it is.
+    let several = dir.join("several.toml");
+    std::fs::write(
+        &several,
+        "[sip]\nt1_ms = 10\n[media]\nrtp_ports = \"5-4\"\n[[route]]\nnumber = \"1\"\ntarget = \"queue:nope\"\n",
+    )
+    .expect("write");
+    let (code, _, err) = tollgate(&["config", "check", several.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("several.toml: "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].ends_with("sip.t1_ms: must be 50 to 5000 milliseconds"),
+        "{err}"
+    );
+    assert!(lines[1].contains("media.rtp_ports: \"5-4\""), "{err}");
+    assert!(
+        lines[2].ends_with("route[0] \"1\": target: no queue named \"nope\""),
+        "{err}"
+    );
+    assert!(lines[3].ends_with("3 problems"), "{err}");
+
+    // "auto" addresses are the running machine's: the file checks the same
+    // whatever this machine has.
+    let auto = dir.join("auto.toml");
+    std::fs::write(
+        &auto,
+        "[sip]\nudp = [\"0.0.0.0:5060\"]\npublic_address = \"auto\"\n[agents]\nlisten = \"0.0.0.0:4433\"\naddress = \"auto\"\n",
+    )
+    .expect("write");
+    let (code, out, err) = tollgate(&["config", "check", auto.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"auto\" addresses are found when the gateway starts"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
