@@ -285,6 +285,35 @@ impl Route {
     }
 }
 
+/// A trunk by its name. What a call holds across a reload: the trunks'
+/// order may change, their names say which is which.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TrunkId(std::sync::Arc<str>);
+
+/// A queue by its name (as [`TrunkId`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueId(std::sync::Arc<str>);
+
+impl TrunkId {
+    pub fn new(name: &str) -> Self {
+        Self(name.into())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl QueueId {
+    pub fn new(name: &str) -> Self {
+        Self(name.into())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Where a dialled number goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -292,10 +321,10 @@ pub enum Target {
     Echo,
     /// Answer and play a 1 kHz tone.
     Tone,
-    /// Out another trunk (by index into [`Config::trunks`]).
-    Trunk(usize),
-    /// To a queue of agents (by index into [`Config::queues`]).
-    Queue(usize),
+    /// Out another trunk.
+    Trunk(TrunkId),
+    /// To a queue of agents.
+    Queue(QueueId),
     /// To one agent, by name.
     Agent(String),
 }
@@ -637,15 +666,15 @@ impl Config {
                 t => match t.split_once(':') {
                     Some(("trunk", name)) => trunks
                         .iter()
-                        .position(|x| x.name == name)
-                        .map(Target::Trunk)
+                        .find(|x| x.name == name)
+                        .map(|x| Target::Trunk(TrunkId::new(&x.name)))
                         .ok_or_else(|| {
                             invalid(format!("{at}: target"), format!("no trunk named {name:?}"))
                         }),
                     Some(("queue", name)) => queues
                         .iter()
-                        .position(|x| x.name == name)
-                        .map(Target::Queue)
+                        .find(|x| x.name == name)
+                        .map(|x| Target::Queue(QueueId::new(&x.name)))
                         .ok_or_else(|| {
                             invalid(format!("{at}: target"), format!("no queue named {name:?}"))
                         }),
@@ -661,8 +690,11 @@ impl Config {
             let Some(target) = p.take(target) else {
                 continue;
             };
-            if let Target::Trunk(n) = target {
-                if trunks[n].address.is_none() {
+            if let Target::Trunk(id) = &target {
+                if trunks
+                    .iter()
+                    .any(|t| t.name == id.name() && t.address.is_none())
+                {
                     p.push(invalid(
                         format!("{at}: target"),
                         "that trunk has no address to call",
@@ -842,6 +874,17 @@ impl Config {
     }
 
     /// Where `number` is routed: its own route, else the `*` route.
+    /// The index of the trunk `id` names now (per-trunk state is kept in
+    /// the configuration's order), if it is still configured.
+    pub fn trunk_index(&self, id: &TrunkId) -> Option<usize> {
+        self.trunks.iter().position(|t| t.name == id.name())
+    }
+
+    /// The queue `id` names, if it is still configured.
+    pub fn queue(&self, id: &QueueId) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.name == id.name())
+    }
+
     pub fn route(&self, number: &str) -> Option<&Route> {
         self.exact_route(number)
             .or_else(|| self.routes.iter().find(|r| r.number == "*"))

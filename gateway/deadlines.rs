@@ -106,12 +106,6 @@ impl<K: Hash + Eq + Ord + Clone, V: Timed> Table<K, V> {
         self.map.iter()
     }
 
-    /// Every entry, each marked (a reload's sweep; not for a packet's path).
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.dirty.extend(self.map.keys().cloned());
-        self.map.values_mut()
-    }
-
     /// Reads the deadlines of the entries changed since the last call.
     fn reschedule(&mut self) {
         for k in std::mem::take(&mut self.dirty) {

@@ -94,7 +94,7 @@ pub(super) fn pick(
         .filter(|(id, a)| a.available && a.call.is_none() && !tried.contains(id))
         .filter(|(_, a)| match target {
             Target::Agent(name) => &a.name == name,
-            Target::Queue(q) => config.queues.get(*q).is_some_and(|q| {
+            Target::Queue(q) => config.queue(q).is_some_and(|q| {
                 if q.profiles.is_empty() {
                     a.profile.is_none()
                 } else {
@@ -289,7 +289,7 @@ impl Core {
             return;
         };
         let ring = match &leg.target {
-            Target::Queue(q) => self.config.queues.get(*q).map(|q| q.ring),
+            Target::Queue(q) => self.config.queue(q).map(|q| q.ring),
             _ => None,
         }
         .unwrap_or(std::time::Duration::from_secs(20));

@@ -103,14 +103,14 @@ impl Core {
         let (service, out_trunk, to_agent) = match &route.target {
             Target::Echo => (Some(Service::Echo), None, None),
             Target::Tone => (Some(Service::Tone), None, None),
-            Target::Trunk(t) => {
-                let usable = self.trunk_is_up(*t);
-                if !usable {
+            Target::Trunk(id) => {
+                let t = self.config.trunk_index(id).filter(|&t| self.trunk_is_up(t));
+                let Some(t) = t else {
                     info!(call = n, "outbound trunk down: 503");
                     self.reject_call(&key, m, 503, "Service Unavailable", now);
                     return;
-                }
-                (None, Some(*t), None)
+                };
+                (None, Some(t), None)
             }
             target @ (Target::Queue(_) | Target::Agent(_)) => {
                 if super::agents::pick(&self.agents, &self.config, target, &[]).is_none() {

@@ -19,7 +19,7 @@ use super::core::Core;
 use super::keepalive::TrunkState;
 use super::register::Registration;
 use crate::admin::metrics::Metrics;
-use crate::config::{Config, Target, Trunk};
+use crate::config::{Config, Trunk};
 use crate::sip::transport::TlsPeers;
 
 /// The client TLS configuration of every TLS trunk with an address.
@@ -63,20 +63,6 @@ pub(super) fn fresh_registration(
     })
 }
 
-/// `t` (a target under `old`) under `new`: a queue by its name, and one
-/// that is gone as no queue at all.
-fn retarget(old: &Config, new: &Config, t: &Target) -> Target {
-    match t {
-        Target::Queue(i) => Target::Queue(
-            old.queues
-                .get(*i)
-                .and_then(|q| new.queues.iter().position(|n| n.name == q.name))
-                .unwrap_or(usize::MAX),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// Whether a trunk's keepalive state still describes `new`.
 fn same_peer(old: &Trunk, new: &Trunk) -> bool {
     (old.address, old.transport, old.keepalive, &old.tls)
@@ -118,9 +104,6 @@ impl Core {
                     .remove_label_values(&[&o.name]);
             }
         }
-        for leg in self.calls.values_mut().filter_map(|c| c.agent.as_mut()) {
-            leg.target = retarget(&old, &config, &leg.target);
-        }
         self.transport.set_tls_peers(tls);
         self.transport
             .set_peers(config.peer_networks().into_iter().map(|(n, _)| n).collect());
@@ -147,17 +130,11 @@ mod tests {
     fn a_waiting_call_follows_its_queue_by_name() {
         let old = config(&["sales", "support"]);
         let new = config(&["support", "billing", "sales"]);
-        let at =
-            |c: &Config, name: &str| c.queues.iter().position(|q| q.name == name).expect("queue");
-        let sales = Target::Queue(at(&old, "sales"));
-        assert_eq!(
-            retarget(&old, &new, &sales),
-            Target::Queue(at(&new, "sales"))
-        );
-        // A removed queue is no queue; other targets are untouched.
-        let gone = config(&["support"]);
-        assert_eq!(retarget(&old, &gone, &sales), Target::Queue(usize::MAX));
-        let agent = Target::Agent("alice".into());
-        assert_eq!(retarget(&old, &new, &agent), agent);
+        // A call's target names its queue: after a reload that moved it,
+        // the name still finds it; a removed queue is no queue.
+        let sales = crate::config::QueueId::new("sales");
+        assert_eq!(old.queue(&sales).map(|q| q.name.as_str()), Some("sales"));
+        assert_eq!(new.queue(&sales).map(|q| q.name.as_str()), Some("sales"));
+        assert!(config(&["support"]).queue(&sales).is_none());
     }
 }

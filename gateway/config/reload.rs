@@ -229,8 +229,8 @@ impl Config {
         match t {
             Target::Echo => "echo".into(),
             Target::Tone => "tone".into(),
-            Target::Trunk(i) => format!("trunk:{}", self.trunks.get(*i).map_or("", |t| &t.name)),
-            Target::Queue(i) => format!("queue:{}", self.queues.get(*i).map_or("", |q| &q.name)),
+            Target::Trunk(t) => format!("trunk:{}", t.name()),
+            Target::Queue(q) => format!("queue:{}", q.name()),
             Target::Agent(a) => format!("agent:{a}"),
         }
     }
@@ -285,11 +285,13 @@ target = "trunk:b"
         let names: Vec<_> = r.config.trunks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["c", "b"]);
         assert_eq!(r.config.routes.len(), 2);
-        // The route still points at "b", now at index 1.
+        // The route still names "b", now at index 1.
+        let b = crate::config::TrunkId::new("b");
         assert_eq!(
             r.config.route("+441").map(|x| &x.target),
-            Some(&crate::config::Target::Trunk(1))
+            Some(&crate::config::Target::Trunk(b.clone()))
         );
+        assert_eq!(r.config.trunk_index(&b), Some(1));
     }
 
     #[test]
