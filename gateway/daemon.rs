@@ -221,7 +221,7 @@ impl Gateway {
             let _ = t.await;
         }
         self.audit.record("gateway", "stop", "", "ok");
-        self.audit.sync();
+        self.audit.synced().await;
     }
 }
 

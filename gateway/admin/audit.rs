@@ -465,6 +465,13 @@ impl Audit {
             let _ = rx.recv();
         }
     }
+
+    /// [`Audit::sync`] from async code: the wait is on a blocking thread,
+    /// not a runtime's.
+    pub async fn synced(&self) {
+        let a = self.clone();
+        let _ = tokio::task::spawn_blocking(move || a.sync()).await;
+    }
 }
 
 /// Why the trail at `path` (ending at `tail`) does not reach `anchor`,

@@ -563,7 +563,7 @@ async fn run(
             }
         }
         Request::AuditVerify => {
-            admin.audit.sync();
+            admin.audit.synced().await;
             match audit::verify(admin.audit.path(), &admin.audit_key) {
                 Ok(audit::Verdict::Intact { entries, gaps }) => Response {
                     verified: Some(if gaps.is_empty() {
@@ -759,7 +759,7 @@ async fn run(
             .await;
         }
         Request::AuditList { from_ms, to_ms } => {
-            admin.audit.sync();
+            admin.audit.synced().await;
             match audit::list(admin.audit.path(), from_ms, to_ms) {
                 Ok(entries) => {
                     let _ = send(
