@@ -564,7 +564,9 @@ async fn run(
         }
         Request::AuditVerify => {
             admin.audit.synced().await;
-            match audit::verify(admin.audit.path(), &admin.audit_key) {
+            // Reading the whole trail is file work: on a blocking thread.
+            let (path, key) = (admin.audit.path().to_path_buf(), admin.audit_key.clone());
+            match blocking(move || audit::verify(&path, &key)).await {
                 Ok(audit::Verdict::Intact { entries, gaps }) => Response {
                     verified: Some(if gaps.is_empty() {
                         format!("intact: {entries} entries")
@@ -581,7 +583,7 @@ async fn run(
                     verified: Some(format!("broken at line {line}: {why}")),
                     ..Response::error(format!("the audit trail is broken at line {line}: {why}"))
                 },
-                Err(e) => Response::error(e.to_string()),
+                Err(e) => Response::error(e),
             }
         }
         Request::RotateMaster { key } => {
@@ -760,7 +762,8 @@ async fn run(
         }
         Request::AuditList { from_ms, to_ms } => {
             admin.audit.synced().await;
-            match audit::list(admin.audit.path(), from_ms, to_ms) {
+            let path = admin.audit.path().to_path_buf();
+            match blocking(move || audit::list(&path, from_ms, to_ms)).await {
                 Ok(entries) => {
                     let _ = send(
                         w,
@@ -778,7 +781,7 @@ async fn run(
                     }
                     return "ok".into();
                 }
-                Err(e) => Response::error(e.to_string()),
+                Err(e) => Response::error(e),
             }
         }
     };
