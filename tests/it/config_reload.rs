@@ -14,7 +14,7 @@
 //!   reload marks the trunk trusted (a carrier is never banned).
 //!
 //! The kernel's trunk set refilled on reload is checked in
-//! tests/guard_netns.rs (root, in namespaces).
+//! tests/it/guard_netns.rs (root, in namespaces).
 
 use crate::common;
 

@@ -3,7 +3,7 @@
 //! untrusted trunk's network are banned and their messages dropped, a
 //! carrier's never are, `tollgate firewall bans|unban|reload` and SIGHUP
 //! work. Sources are loopback addresses (127.0.1.x is the untrusted
-//! trunk, 127.0.0.1 the carrier). The kernel side is tests/guard_netns.rs.
+//! trunk, 127.0.0.1 the carrier). The kernel side is tests/it/guard_netns.rs.
 
 use crate::common;
 
