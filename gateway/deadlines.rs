@@ -77,9 +77,8 @@ impl<K: Hash + Eq + Ord + Clone, V: Timed> Table<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (key, v) = self.map.get_key_value(k)?;
-        let _ = v;
-        self.dirty.push(key.clone());
+        let key = self.map.get_key_value(k)?.0.clone();
+        self.dirty.push(key);
         self.map.get_mut(k)
     }
 

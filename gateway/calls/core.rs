@@ -428,11 +428,6 @@ impl Core {
         self.count_available();
     }
 
-    /// What is due at `now` (the loop calls it at [`Core::poll_timeout`]).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.on_timer(now);
-    }
-
     /// A SIP message from a transport; `false` if it was dropped before it
     /// could change anything but counters and the IDS's tallies (a flood
     /// the IDS refuses, a stranger, garbage), so neither [`Core::settle`]
@@ -733,7 +728,8 @@ impl Core {
         self.record_answered(call_id);
     }
 
-    fn on_timer(&mut self, now: Instant) {
+    /// What is due at `now` (the loop calls it at [`Core::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
         self.records.due(now);
         self.probe_trunks(now);
