@@ -326,7 +326,11 @@ async fn serve(
         numbers = %config.routes.iter().map(|r| r.number.as_str()).collect::<Vec<_>>().join(" "),
         "serving SIP trunks"
     );
-    let mut core = crate::calls::core::Core::new(config.clone(), metrics.clone(), transport);
+    let mut core = crate::calls::core::Core::new(
+        config.clone(),
+        metrics.clone(),
+        crate::calls::core::Local::of(&transport),
+    );
     let writer = crate::cdr::writer::Writer::start(
         crate::cdr::writer::Target {
             store: store.clone(),
@@ -413,7 +417,9 @@ async fn serve(
     )
     .map_err(|e| listen(format!("admin socket {}: {e}", socket.display())))?;
     let agents = agent_server.local_addr;
-    let core = tokio::spawn(core.run(inbound_rx, agent_rx, guard_rx, stop_rx));
+    let core = tokio::spawn(crate::calls::driver::run(
+        core, transport, inbound_rx, agent_rx, guard_rx, stop_rx,
+    ));
     admin.ready.store(true, Ordering::Release);
     info!(admin_socket = %control.display(), "ready");
     crate::admin::systemd::ready("serving");

@@ -395,7 +395,7 @@ impl Core {
                     }
                     let ack = o.leg.answered_by(&m, sip_addr);
                     let peer = o.leg.peer;
-                    self.transport.send(&Transmit {
+                    self.send(Transmit {
                         peer,
                         bytes: ack.into(),
                     });
@@ -498,8 +498,8 @@ impl Core {
             return;
         }
         let lost = Resend2xx::step(&mut o.leg.ok, now, t2, &mut resend);
-        for t in &resend {
-            self.transport.send(t);
+        for t in resend {
+            self.send(t);
             self.ok_retransmissions += 1;
         }
         if lost {

@@ -7,12 +7,12 @@
 //! Nothing here logs a phone number: calls are named by a local counter
 //! in logs, and numbers appear only redacted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::end::EndReason;
@@ -20,7 +20,6 @@ use super::keepalive::TrunkState;
 use super::media::Control;
 use super::ports::PortPool;
 use crate::admin::metrics::{status_class, Metrics};
-use crate::agent::server::AgentEvent;
 use crate::cdr::record::Party;
 use crate::config::Config;
 use crate::deadlines::Table;
@@ -31,7 +30,7 @@ use crate::sip::dialog;
 use crate::sip::header::Method;
 use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
-use crate::sip::transport::{Inbound, TlsPeers, Transport};
+use crate::sip::transport::{Inbound, TlsPeers};
 use crate::sip::WipedBytes;
 
 pub(super) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
@@ -104,7 +103,10 @@ pub struct Core {
     pub(super) config: Arc<Config>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) txn: Transactions,
-    pub(super) transport: Transport,
+    /// The addresses the SIP transport listens on.
+    pub(super) local: Local,
+    /// What the core asks of its driver, in order ([`Core::poll_output`]).
+    pub(super) out: VecDeque<Output>,
     /// Calls the gateway answered, by Call-ID, with their timer heap.
     pub(super) calls: Table<Vec<u8>, Call>,
     /// Calls offered to agents, by the number agents know them by.
@@ -154,6 +156,38 @@ pub struct Core {
     pub(super) trunk_calls: HashMap<String, u32>,
 }
 
+/// The SIP transport's listening addresses, which the core names in Via
+/// and Contact. The core never holds the transport itself: its driver
+/// does, and sends what [`Core::poll_output`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl Local {
+    pub fn of(t: &crate::sip::transport::Transport) -> Self {
+        Self {
+            udp: t.local_udp.clone(),
+            tcp: t.local_tcp.clone(),
+            tls: t.local_tls.clone(),
+        }
+    }
+}
+
+/// What the core asks of whoever drives it.
+pub enum Output {
+    /// A SIP message to send.
+    Transmit(Transmit),
+    /// A reloaded configuration's trunks: the TLS peers to dial and the
+    /// networks the transport accepts connections from.
+    Peers {
+        tls: TlsPeers,
+        networks: Vec<ipnet::IpNet>,
+    },
+}
+
 /// Administrators' requests to the guard (from the control socket).
 pub enum GuardRequest {
     Bans(oneshot::Sender<Vec<BanInfo>>),
@@ -168,11 +202,11 @@ pub enum GuardRequest {
 }
 
 impl Core {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, transport: Transport) -> Self {
-        let port = transport
-            .local_udp
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, local: Local) -> Self {
+        let port = local
+            .udp
             .first()
-            .or(transport.local_tcp.first())
+            .or(local.tcp.first())
             .map_or(5060, SocketAddr::port);
         let media_ip = config
             .sip_udp
@@ -205,7 +239,8 @@ impl Core {
             config,
             metrics,
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
-            transport,
+            local,
+            out: VecDeque::new(),
             calls: Table::default(),
             by_agent_call: HashMap::new(),
             call_bytes: 0,
@@ -248,7 +283,12 @@ impl Core {
         self.guard.set_audit(a);
     }
 
-    fn on_guard_request(&mut self, r: GuardRequest, now: Instant) {
+    /// The next thing the core asks of its driver: drain after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub(super) fn on_guard_request(&mut self, r: GuardRequest, now: Instant) {
         match r {
             GuardRequest::Bans(tx) => {
                 let _ = tx.send(self.guard.bans(now));
@@ -275,73 +315,6 @@ impl Core {
         }
     }
 
-    /// Runs until `shutdown` turns true, then ends every call and returns.
-    pub async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut agent_events: mpsc::Receiver<AgentEvent>,
-        mut guard_requests: mpsc::Receiver<GuardRequest>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let Some(mut media_ended) = self.media_ended.1.take() else {
-            return;
-        };
-        let Some(mut reports) = self.records.reports_rx.take() else {
-            return;
-        };
-        let mut guard_tick = tokio::time::interval(Guard::TICK);
-        // Whether the last turn may have changed calls, transactions or
-        // timers. A message dropped before the transaction layer (a flood
-        // the IDS refuses, a stranger, garbage) changes none of them, so
-        // it costs no rescan of the calls in progress for the next
-        // deadline, no transaction pump and no agent count.
-        let mut stale = true;
-        let mut deadline = None;
-        loop {
-            if stale {
-                deadline = self.poll_timeout();
-            }
-            stale = true;
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                msg = inbound.recv() => match msg {
-                    Some(m) => stale = self.handle_inbound(m, Instant::now()),
-                    None => break,
-                },
-                ev = agent_events.recv() => match ev {
-                    Some(e) => self.on_agent_event(e, Instant::now()),
-                    None => break,
-                },
-                Some(e) = media_ended.recv() => match e {
-                    super::agent_media::MediaEnded::Agent(call) => self.media_timed_out(call, Instant::now()),
-                    super::agent_media::MediaEnded::Call(id) => self.call_media_timed_out(&id, Instant::now()),
-                },
-                Some(r) = guard_requests.recv() => self.on_guard_request(r, Instant::now()),
-                Some(r) = reports.recv() => self.records.on_report(r),
-                _ = guard_tick.tick() => self.guard.tick(Instant::now()),
-                () = sleep => self.handle_timeout(Instant::now()),
-                _ = shutdown.changed() => break,
-            }
-            if stale {
-                self.settle(Instant::now());
-            }
-        }
-        self.hang_up_all(Instant::now());
-        self.pump(Instant::now());
-        // Let the transport tasks write what was queued, and the media
-        // tasks report for the records.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while let Ok(r) = reports.try_recv() {
-            self.records.on_report(r);
-        }
-        self.records.flush_pending();
-    }
-
     /// When the core next needs [`Core::handle_timeout`]: the earliest of
     /// the calls' and agents' dials' heaps (each entry changed since last
     /// time read again first), the transactions', and the few trunks' and
@@ -363,7 +336,8 @@ impl Core {
             .min()
     }
 
-    fn send(&self, t: &Transmit) {
+    /// Queues `t` for the driver, counted by method or status class.
+    pub(super) fn send(&mut self, t: Transmit) {
         let b = &t.bytes;
         if let Some(rest) = b.strip_prefix(b"SIP/2.0 ") {
             let code = rest
@@ -382,15 +356,15 @@ impl Core {
                 .with_label_values(&[Method::from_bytes(method).label(), "out"])
                 .inc();
         }
-        self.transport.send(t);
+        self.out.push_back(Output::Transmit(t));
     }
 
     /// Sends what the transaction layer queued and handles its events.
-    fn pump(&mut self, now: Instant) {
+    pub(super) fn pump(&mut self, now: Instant) {
         loop {
             let mut busy = false;
             while let Some(t) = self.txn.poll_transmit() {
-                self.send(&t);
+                self.send(t);
                 busy = true;
             }
             while let Some(e) = self.txn.poll_event() {
@@ -508,7 +482,7 @@ impl Core {
                             &extra,
                             None,
                         ) {
-                            self.send(&Transmit {
+                            self.send(Transmit {
                                 peer: inb.peer,
                                 bytes: resp.into(),
                             });
@@ -790,8 +764,8 @@ impl Core {
             .bridge
             .as_deref_mut()
             .is_some_and(|b| dialog::Resend2xx::step(&mut b.ok, now, t2, &mut resend));
-        for t in &resend {
-            self.transport.send(t);
+        for t in resend {
+            self.send(t);
             self.ok_retransmissions += 1;
         }
         if lost {
@@ -812,8 +786,8 @@ impl Core {
         match (peer.reliable, peer.tls) {
             (_, true) => {
                 let port = self
-                    .transport
-                    .local_tls
+                    .local
+                    .tls
                     .first()
                     .map_or(self.sip_addr.port(), |a| a.port());
                 format!(
@@ -842,7 +816,7 @@ impl Core {
 
     /// A test service's or bridged call's media stopped: BYE to both
     /// ends, and the slot, ports and task are freed.
-    fn call_media_timed_out(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn call_media_timed_out(&mut self, call_id: &[u8], now: Instant) {
         let Some(n) = self.calls.get(call_id).map(|c| c.n) else {
             return;
         };
@@ -907,7 +881,9 @@ impl Core {
         }
     }
 
-    fn hang_up_all(&mut self, now: Instant) {
+    /// Ends every call (the gateway is stopping): 503 to those ringing,
+    /// BYE to the rest, and to every agent's call.
+    pub(super) fn hang_up_all(&mut self, now: Instant) {
         self.hang_up_agent_out(now);
         let ids: Vec<Vec<u8>> = self.calls.keys().cloned().collect();
         for id in ids {

@@ -2,7 +2,9 @@
 //! call.
 //!
 //! - `call`: one answered call's state; [`EndReason`]: why a call ends;
-//! - [`core`]: the loop, dialogs (ACK, BYE, CANCEL, re-INVITE), answering;
+//! - [`core`]: dialogs (ACK, BYE, CANCEL), answering; it queues what it
+//!   sends for its driver and takes time as an argument;
+//! - [`driver`]: the loop that owns the transport and feeds the core;
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
 //! - `in_dialog`: re-INVITE and UPDATE from either end of any dialog;
@@ -17,6 +19,7 @@ pub mod agents;
 mod bridge;
 mod call;
 pub mod core;
+pub mod driver;
 mod end;
 mod in_dialog;
 mod inbound;

@@ -490,11 +490,12 @@ impl Core {
         let Some(b) = c.bridge.as_mut() else { return };
         let ack = b.answered_by(m, sip_addr);
         let peer = b.peer;
-        self.transport.send(&Transmit {
+        let ringing = c.state == State::Ringing;
+        self.send(Transmit {
             peer,
             bytes: ack.into(),
         });
-        if first && c.state == State::Ringing {
+        if first && ringing {
             self.answer(a_id, now);
         }
     }
@@ -567,7 +568,7 @@ impl Core {
         let ack = leg.answered_by(&m, sip_addr);
         let peer = leg.peer;
         let bye = first.then(|| leg.hangup_request(sip_addr));
-        self.transport.send(&Transmit {
+        self.send(Transmit {
             peer,
             bytes: ack.into(),
         });

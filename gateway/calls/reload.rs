@@ -104,9 +104,10 @@ impl Core {
                     .remove_label_values(&[&o.name]);
             }
         }
-        self.transport.set_tls_peers(tls);
-        self.transport
-            .set_peers(config.peer_networks().into_iter().map(|(n, _)| n).collect());
+        self.out.push_back(super::core::Output::Peers {
+            tls,
+            networks: config.peer_networks().into_iter().map(|(n, _)| n).collect(),
+        });
         self.guard.reconfigure(config.clone(), now);
         self.config = config;
     }
