@@ -11,7 +11,8 @@
 //! - `keepalive`, `register`: OPTIONS keepalives and registration trunks;
 //! - [`reload`]: a reloaded configuration applied to the running core;
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
-//! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports.
+//! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports;
+//! - `sim` (tests): whole calls on the real core on virtual time.
 
 mod agent_dial;
 mod agent_media;
@@ -32,6 +33,10 @@ mod records;
 mod register;
 pub mod relay;
 pub mod reload;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
 pub mod tone;
 mod trunk_slots;
 

@@ -1,0 +1,390 @@
+//! Whole-call simulation: the real [`Core`] with carriers' user agents
+//! around it, on virtual time. Nothing is sent: each message a UA sends
+//! goes straight into [`Core::handle_inbound`], what the core queues
+//! ([`Core::poll_output`]) is read back per destination, and time moves
+//! only when a test says so, from deadline to deadline as
+//! [`Core::poll_timeout`] names them (the driver's loop, without its
+//! sleeping). A 90-second session timer takes microseconds.
+//!
+//! Media tasks still run on the test's runtime with real loopback RTP
+//! ports (they are the media engine's, tested on their own); the SIP side
+//! is what these tests drive.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::core::{Core, Local, Output};
+use crate::admin::metrics::Metrics;
+use crate::config::Config;
+use crate::sip::transaction::Peer;
+use crate::sip::transport::Inbound;
+
+/// The gateway's SIP address in every simulation.
+pub(super) const GATEWAY: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5060);
+
+/// One message the core sent.
+#[derive(Clone, Debug)]
+pub(super) struct Sent {
+    pub(super) to: SocketAddr,
+    pub(super) text: String,
+}
+
+impl Sent {
+    /// The status of a response; `None` for a request.
+    pub(super) fn status(&self) -> Option<u16> {
+        self.text
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+    }
+
+    /// The method of a request; `None` for a response.
+    pub(super) fn method(&self) -> Option<&str> {
+        if self.text.starts_with("SIP/2.0 ") {
+            return None;
+        }
+        self.text.split(' ').next()
+    }
+
+    /// The first value of header `name` (full name, any case).
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
+        header(&self.text, name)
+    }
+
+    /// The CSeq method.
+    pub(super) fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+
+    pub(super) fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    /// The tag parameter of the To header.
+    pub(super) fn to_tag(&self) -> Option<String> {
+        tag_of(self.header("To")?)
+    }
+
+    /// What it is, for assertion messages: the start line.
+    pub(super) fn first_line(&self) -> &str {
+        self.text.lines().next().unwrap_or_default()
+    }
+}
+
+pub(super) fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+pub(super) fn tag_of(v: &str) -> Option<String> {
+    v.split(';')
+        .find_map(|p| p.trim().strip_prefix("tag="))
+        .map(str::to_string)
+}
+
+/// The core on virtual time, and what it sent.
+pub(super) struct Sim {
+    pub(super) core: Core,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) now: Instant,
+    sent: VecDeque<Sent>,
+}
+
+impl Sim {
+    /// A core on `toml` (its `[sip]` is the simulation's, and its RTP
+    /// ports must be free loopback ports). Needs a Tokio runtime: media
+    /// tasks are spawned on it.
+    pub(super) fn new(toml: &str) -> Self {
+        let config = Arc::new(Config::from_toml(toml).expect("a valid simulation config"));
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let local = Local {
+            udp: vec![GATEWAY],
+            ..Local::default()
+        };
+        let core = Core::new(config, metrics.clone(), local);
+        Self {
+            core,
+            metrics,
+            now: Instant::now(),
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// `text` from `from` over UDP, handled as the driver would.
+    pub(super) fn deliver(&mut self, from: SocketAddr, text: &str) {
+        let inb = Inbound {
+            bytes: text.as_bytes().to_vec().into(),
+            peer: Peer {
+                addr: from,
+                reliable: false,
+                tls: false,
+            },
+        };
+        if self.core.handle_inbound(inb, self.now) {
+            self.core.settle(self.now);
+        }
+        self.collect();
+    }
+
+    /// Moves time on by `by`, handling each deadline on the way at its
+    /// own instant, as the driver's timer would.
+    pub(super) fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        // Bounded: a deadline that never moves on would otherwise spin.
+        for _ in 0..100_000 {
+            match self.core.poll_timeout() {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    self.core.handle_timeout(self.now);
+                    self.core.guard.tick(self.now);
+                    self.core.settle(self.now);
+                    self.collect();
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+        panic!("a deadline in the past did not move on");
+    }
+
+    fn collect(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            if let Output::Transmit(t) = o {
+                self.sent.push_back(Sent {
+                    to: t.peer.addr,
+                    text: String::from_utf8_lossy(&t.bytes).into_owned(),
+                });
+            }
+        }
+    }
+
+    /// Takes every message sent to `to` so far, oldest first.
+    pub(super) fn take(&mut self, to: SocketAddr) -> Vec<Sent> {
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+            self.sent.drain(..).partition(|s| s.to == to);
+        self.sent = rest;
+        mine.into()
+    }
+
+    /// Takes what was sent to `to` and returns the one response with
+    /// `status` (provisional ones before it are dropped); panics naming
+    /// what came instead.
+    pub(super) fn response(&mut self, to: SocketAddr, status: u16) -> Sent {
+        let got = self.take(to);
+        let lines: Vec<_> = got.iter().map(|s| s.first_line().to_string()).collect();
+        got.into_iter()
+            .find(|s| s.status() == Some(status))
+            .unwrap_or_else(|| panic!("expected {status} at {to}, got {lines:?}"))
+    }
+
+    /// Takes what was sent to `to` and returns the one request `method`.
+    pub(super) fn request(&mut self, to: SocketAddr, method: &str) -> Sent {
+        let got = self.take(to);
+        let lines: Vec<_> = got.iter().map(|s| s.first_line().to_string()).collect();
+        got.into_iter()
+            .find(|s| s.method() == Some(method))
+            .unwrap_or_else(|| panic!("expected {method} at {to}, got {lines:?}"))
+    }
+
+    /// Calls ended with `label` so far.
+    pub(super) fn ended(&self, label: &str) -> u64 {
+        self.metrics.calls_total.with_label_values(&[label]).get()
+    }
+
+    pub(super) fn active(&self) -> i64 {
+        self.metrics.calls_active.get()
+    }
+}
+
+/// A carrier's user agent: one dialog it starts, and the answers it
+/// gives to requests in dialogs the gateway starts.
+pub(super) struct Ua {
+    pub(super) addr: SocketAddr,
+    pub(super) call_id: String,
+    from_tag: String,
+    pub(super) to_tag: Option<String>,
+    cseq: u32,
+    uri: String,
+    branches: u32,
+    invite_branch: String,
+    /// Our number (From).
+    pub(super) from_user: String,
+}
+
+impl Ua {
+    pub(super) fn new(addr: SocketAddr, call: &str) -> Self {
+        Self {
+            addr,
+            call_id: format!("{call}@sim"),
+            from_tag: format!("{call}-tag"),
+            to_tag: None,
+            cseq: 0,
+            uri: String::new(),
+            branches: 0,
+            invite_branch: String::new(),
+            from_user: "+442071838750".into(),
+        }
+    }
+
+    fn branch(&mut self) -> String {
+        self.branches += 1;
+        format!("z9hG4bK-{}-{}", self.from_tag, self.branches)
+    }
+
+    fn to(&self) -> String {
+        match &self.to_tag {
+            Some(t) => format!("<{}>;tag={t}", self.uri),
+            None => format!("<{}>", self.uri),
+        }
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        extra: &str,
+        body: &str,
+    ) -> String {
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@{addr}>;tag={ftag}\r\nTo: {to}\r\n\
+Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{addr}>\r\n{extra}{ct}\
+Content-Length: {len}\r\n\r\n{body}",
+            uri = self.uri,
+            addr = self.addr,
+            user = self.from_user,
+            ftag = self.from_tag,
+            to = self.to(),
+            cid = self.call_id,
+            len = body.len(),
+        )
+    }
+
+    /// The INVITE that starts the dialog, to `number` at the gateway.
+    pub(super) fn invite(&mut self, number: &str, sdp: &str, extra: &str) -> String {
+        self.uri = format!("sip:{number}@{GATEWAY}");
+        self.cseq += 1;
+        self.invite_branch = self.branch();
+        let branch = self.invite_branch.clone();
+        self.request("INVITE", &branch, self.cseq, extra, sdp)
+    }
+
+    /// Notes the gateway's To tag from a response to our INVITE.
+    pub(super) fn answered(&mut self, r: &Sent) {
+        self.to_tag = r.to_tag();
+    }
+
+    /// ACK for the 2xx to our last INVITE.
+    pub(super) fn ack(&mut self) -> String {
+        let branch = self.branch();
+        self.request("ACK", &branch, self.cseq, "", "")
+    }
+
+    /// ACK for a failure response to our INVITE: the INVITE's branch
+    /// (RFC 3261 17.1.1.3), so it reaches the same transaction.
+    pub(super) fn ack_failure(&mut self) -> String {
+        let branch = self.invite_branch.clone();
+        self.request("ACK", &branch, self.cseq, "", "")
+    }
+
+    /// CANCEL of our INVITE (its branch and CSeq number).
+    pub(super) fn cancel(&mut self) -> String {
+        let branch = self.invite_branch.clone();
+        let to = self.to_tag.take();
+        let c = self.request("CANCEL", &branch, self.cseq, "", "");
+        self.to_tag = to;
+        c
+    }
+
+    /// A request in the dialog (BYE, UPDATE, a re-INVITE).
+    pub(super) fn in_dialog(&mut self, method: &str, extra: &str, body: &str) -> String {
+        self.cseq += 1;
+        let branch = self.branch();
+        if method == "INVITE" {
+            self.invite_branch = branch.clone();
+        }
+        self.request(method, &branch, self.cseq, extra, body)
+    }
+
+    /// Our response to a request the gateway sent; a dialog-forming one
+    /// carries our tag and Contact.
+    pub(super) fn reply(&mut self, req: &Sent, code: u16, reason: &str, body: &str) -> String {
+        let to = req.header("To").unwrap_or_default();
+        let to = if tag_of(to).is_some() || code == 100 {
+            to.to_string()
+        } else {
+            format!("{to};tag={}", self.from_tag)
+        };
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        let rr: String = req
+            .text
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("record-route:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        format!(
+            "SIP/2.0 {code} {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\n\
+Call-ID: {cid}\r\nCSeq: {cseq}\r\n{rr}Contact: <sip:ua@{addr}>\r\n{ct}Content-Length: {len}\r\n\r\n{body}",
+            via = req.header("Via").unwrap_or_default(),
+            from = req.header("From").unwrap_or_default(),
+            cid = req.header("Call-ID").unwrap_or_default(),
+            cseq = req.header("CSeq").unwrap_or_default(),
+            addr = self.addr,
+            len = body.len(),
+        )
+    }
+
+    /// Takes the dialog the gateway started with `invite` (the far end of
+    /// a bridge): its Call-ID and tags, so in-dialog requests can follow.
+    pub(super) fn accept(&mut self, invite: &Sent) {
+        self.call_id = invite.header("Call-ID").unwrap_or_default().to_string();
+        let from = invite.header("From").unwrap_or_default();
+        // Our requests go back the other way: the gateway's From is our To.
+        self.to_tag = tag_of(from);
+        self.uri = from
+            .split_once('<')
+            .and_then(|(_, r)| r.split_once('>'))
+            .map_or_else(String::new, |(u, _)| u.to_string());
+        self.cseq = 100;
+    }
+}
+
+/// An audio offer from `addr`'s host on `port` (PCMU, PCMA and events).
+pub(super) fn offer(host: SocketAddr, port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
+        ip = host.ip()
+    )
+}
+
+/// The direction attribute of an SDP body.
+pub(super) fn direction(sdp: &str) -> Option<&str> {
+    sdp.lines().find_map(|l| {
+        let a = l.trim().strip_prefix("a=")?;
+        ["sendrecv", "sendonly", "recvonly", "inactive"]
+            .contains(&a)
+            .then_some(a)
+    })
+}

@@ -1,0 +1,311 @@
+//! Whole calls on virtual time ([`super::sim`]): a carrier calls in, the
+//! gateway answers or bridges, and every timer (ringing, 2xx resends,
+//! session timers) runs at simulated speed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::sim::{direction, offer, Sim, Ua};
+
+const CARRIER: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    5070,
+);
+const FAR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)),
+    5060,
+);
+/// A number routed out the far trunk.
+const BRIDGED: &str = "+442079460000";
+
+const CONFIG: &str = r#"
+[sip]
+udp = ["127.0.0.1:5060"]
+tcp = []
+t1_ms = 500
+[media]
+rtp_ports = "41000-41999"
+rtp_timeout_s = 0
+[firewall]
+nftables = "off"
+[[trunk]]
+name = "carrier"
+peers = ["127.0.0.1/32"]
+keepalive_s = 0
+[[trunk]]
+name = "far"
+peers = ["127.0.0.2/32"]
+address = "127.0.0.2:5060"
+srtp = "off"
+codecs = ["PCMU", "PCMA"]
+keepalive_s = 0
+[[route]]
+number = "echo"
+target = "echo"
+[[route]]
+number = "ring"
+target = "echo"
+ring_ms = 5000
+[[route]]
+number = "+442079460000"
+target = "trunk:far"
+"#;
+
+fn sim() -> Sim {
+    Sim::new(CONFIG)
+}
+
+/// A carrier's call to `number`, answered: returns the UA after its ACK.
+fn answered_call(s: &mut Sim, call: &str, number: &str, extra: &str) -> (Ua, super::sim::Sent) {
+    let mut ua = Ua::new(CARRIER, call);
+    let inv = ua.invite(number, &offer(CARRIER, 30000, "sendrecv"), extra);
+    s.deliver(CARRIER, &inv);
+    let ok = s.response(CARRIER, 200);
+    ua.answered(&ok);
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    (ua, ok)
+}
+
+#[tokio::test]
+async fn an_echo_call_is_answered_and_ends_with_the_callers_bye() {
+    let mut s = sim();
+    let (mut ua, ok) = answered_call(&mut s, "echo-1", "echo", "");
+    assert_eq!(ok.cseq_method(), Some("INVITE"));
+    assert_eq!(direction(ok.body()), Some("sendrecv"), "{}", ok.text);
+    assert!(ok.to_tag().is_some(), "the 2xx carries our tag");
+    assert_eq!(s.active(), 1);
+    // ACKed: no 200 OK resent however long the call lasts.
+    s.advance(Duration::from_secs(60));
+    assert!(s.take(CARRIER).is_empty(), "the ACK stopped the resends");
+    let bye = ua.in_dialog("BYE", "", "");
+    s.deliver(CARRIER, &bye);
+    assert_eq!(s.response(CARRIER, 200).cseq_method(), Some("BYE"));
+    assert_eq!((s.active(), s.ended("answered")), (0, 1));
+}
+
+#[tokio::test]
+async fn an_unrouted_number_gets_404_and_no_call() {
+    let mut s = sim();
+    let mut ua = Ua::new(CARRIER, "nowhere");
+    let inv = ua.invite("+441632960000", &offer(CARRIER, 30000, "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    let r = s.response(CARRIER, 404);
+    assert!(r.to_tag().is_some());
+    assert_eq!(s.active(), 0);
+    // The 404 is resent until the ACK (Timer G), then stops.
+    s.advance(Duration::from_millis(600));
+    assert_eq!(s.response(CARRIER, 404).cseq_method(), Some("INVITE"));
+    ua.answered(&r);
+    let ack = ua.ack_failure();
+    s.deliver(CARRIER, &ack);
+    s.advance(Duration::from_secs(40));
+    assert!(s.take(CARRIER).is_empty());
+}
+
+#[tokio::test]
+async fn a_200_never_acked_is_resent_until_64_t1_then_the_call_ends() {
+    let mut s = sim();
+    let mut ua = Ua::new(CARRIER, "lost-ack");
+    let inv = ua.invite("echo", &offer(CARRIER, 30000, "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    s.response(CARRIER, 200);
+    let start = s.now;
+    // Resent after T1, 2T1, 4T1, then every T2 (4 s) until 64*T1 = 32 s:
+    // at 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5 s.
+    let mut resent = Vec::new();
+    while s.now < start + Duration::from_secs(33) {
+        s.advance(Duration::from_millis(250));
+        for m in s.take(CARRIER) {
+            resent.push((s.now - start, m));
+        }
+    }
+    let oks: Vec<_> = resent
+        .iter()
+        .filter(|(_, m)| m.status() == Some(200))
+        .map(|(at, _)| at.as_millis())
+        .collect();
+    assert_eq!(oks.len(), 10, "resent at {oks:?}");
+    assert!(
+        (500..750).contains(&oks[0]) && (1500..1750).contains(&oks[1]),
+        "{oks:?}"
+    );
+    let bye = resent.iter().find(|(_, m)| m.method() == Some("BYE"));
+    assert!(
+        bye.is_some_and(|(at, _)| at.as_secs() == 32),
+        "BYE at 64*T1: {:?}",
+        bye.map(|(at, _)| at)
+    );
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
+}
+
+#[tokio::test]
+async fn cancel_while_ringing_gets_487_and_a_late_cancel_gets_481() {
+    let mut s = sim();
+    let mut ua = Ua::new(CARRIER, "cancel");
+    let inv = ua.invite("ring", &offer(CARRIER, 30000, "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    let ringing = s.response(CARRIER, 180);
+    s.advance(Duration::from_secs(2));
+    let cancel = ua.cancel();
+    s.deliver(CARRIER, &cancel);
+    let got = s.take(CARRIER);
+    let codes: Vec<_> = got.iter().filter_map(|m| m.status()).collect();
+    assert_eq!(codes, vec![200, 487], "{got:?}");
+    assert_eq!(got[0].cseq_method(), Some("CANCEL"));
+    assert_eq!(
+        got[1].to_tag(),
+        ringing.to_tag(),
+        "the 487 keeps the 180's tag"
+    );
+    assert_eq!((s.active(), s.ended("cancelled")), (0, 1));
+    // The ring time passes: nothing is answered.
+    s.advance(Duration::from_secs(10));
+    assert!(s.take(CARRIER).iter().all(|m| m.status() == Some(487)));
+
+    // A CANCEL that crosses the 200 OK finds nothing to cancel.
+    let mut ua = Ua::new(CARRIER, "cancel-late");
+    let inv = ua.invite("ring", &offer(CARRIER, 30000, "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    s.advance(Duration::from_secs(5));
+    let ok = s.response(CARRIER, 200);
+    let cancel = ua.cancel();
+    s.deliver(CARRIER, &cancel);
+    assert_eq!(s.response(CARRIER, 481).cseq_method(), Some("CANCEL"));
+    ua.answered(&ok);
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    assert_eq!(s.active(), 1, "the answered call goes on");
+}
+
+#[tokio::test]
+async fn a_hold_reinvite_is_answered_with_the_mirror_direction() {
+    let mut s = sim();
+    let (mut ua, _) = answered_call(&mut s, "hold", "echo", "");
+    let hold = ua.in_dialog("INVITE", "", &offer(CARRIER, 30000, "sendonly"));
+    s.deliver(CARRIER, &hold);
+    let ok = s.response(CARRIER, 200);
+    assert_eq!(direction(ok.body()), Some("recvonly"), "{}", ok.text);
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    let resume = ua.in_dialog("INVITE", "", &offer(CARRIER, 30000, "sendrecv"));
+    s.deliver(CARRIER, &resume);
+    let ok = s.response(CARRIER, 200);
+    assert_eq!(direction(ok.body()), Some("sendrecv"));
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    s.advance(Duration::from_secs(40));
+    assert!(s.take(CARRIER).is_empty(), "both 2xx were ACKed");
+    assert_eq!(s.active(), 1);
+}
+
+#[tokio::test]
+async fn a_session_timer_ends_a_call_nobody_refreshes_and_refreshes_keep_one() {
+    let mut s = sim();
+    let timer = "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n";
+    let (mut ua, ok) = answered_call(&mut s, "timer", "echo", timer);
+    assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    // The caller refreshes by UPDATE every 45 s for five minutes.
+    for _ in 0..6 {
+        s.advance(Duration::from_secs(45));
+        let update = ua.in_dialog("UPDATE", timer, "");
+        s.deliver(CARRIER, &update);
+        let ok = s.response(CARRIER, 200);
+        assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    }
+    assert_eq!(s.active(), 1, "refreshed calls go on");
+    // Then it stops: the gateway ends the call 60 s after the last
+    // refresh (RFC 4028 10: the interval less a third, at most 32 s).
+    let last = s.now;
+    s.advance(Duration::from_secs(59));
+    assert!(s.take(CARRIER).is_empty());
+    s.advance(Duration::from_secs(2));
+    let bye = s.request(CARRIER, "BYE");
+    assert_eq!(bye.header("Call-ID"), Some(ua.call_id.as_str()));
+    assert!(s.now - last >= Duration::from_secs(60));
+    // Ended by the gateway for want of a refresh: a failure, not an answer.
+    assert_eq!(
+        (s.active(), s.ended("failed"), s.ended("answered")),
+        (0, 1, 0)
+    );
+}
+
+/// A bridged call up to the far end's 2xx: returns both UAs and the
+/// gateway's INVITE to the far end.
+fn bridged_call(s: &mut Sim, call: &str) -> (Ua, Ua, super::sim::Sent) {
+    let mut caller = Ua::new(CARRIER, call);
+    let inv = caller.invite(BRIDGED, &offer(CARRIER, 30000, "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    let out = s.request(FAR, "INVITE");
+    let mut far = Ua::new(FAR, &format!("{call}-far"));
+    far.accept(&out);
+    let ringing = far.reply(&out, 180, "Ringing", "");
+    s.deliver(FAR, &ringing);
+    s.response(CARRIER, 180);
+    (caller, far, out)
+}
+
+#[tokio::test]
+async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
+    let mut s = sim();
+    let (mut caller, mut far, out) = bridged_call(&mut s, "bridge");
+    let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
+    s.deliver(FAR, &ok);
+    let ack = s.request(FAR, "ACK");
+    assert_eq!(ack.header("Call-ID"), out.header("Call-ID"));
+    let ok = s.response(CARRIER, 200);
+    caller.answered(&ok);
+    let ack = caller.ack();
+    s.deliver(CARRIER, &ack);
+    assert_eq!(s.active(), 1);
+
+    // The far end (the callee) puts the call on hold, then refreshes the
+    // session by UPDATE: both answered 200 in the dialog we started.
+    let hold = far.in_dialog("INVITE", "", &offer(FAR, 32000, "sendonly"));
+    s.deliver(FAR, &hold);
+    let ok = s.response(FAR, 200);
+    assert_eq!(direction(ok.body()), Some("recvonly"), "{}", ok.text);
+    let ack = far.ack();
+    s.deliver(FAR, &ack);
+    let update = far.in_dialog("UPDATE", "", "");
+    s.deliver(FAR, &update);
+    assert_eq!(s.response(FAR, 200).cseq_method(), Some("UPDATE"));
+    s.advance(Duration::from_secs(40));
+    assert!(
+        s.take(FAR).is_empty(),
+        "the far end's re-INVITE 2xx was ACKed"
+    );
+    assert_eq!(s.active(), 1, "the call goes on");
+
+    // The far end hangs up: 200 to it, BYE to the caller.
+    let bye = far.in_dialog("BYE", "", "");
+    s.deliver(FAR, &bye);
+    assert_eq!(s.response(FAR, 200).cseq_method(), Some("BYE"));
+    let bye = s.request(CARRIER, "BYE");
+    assert_eq!(bye.header("Call-ID"), Some(caller.call_id.as_str()));
+    assert_eq!((s.active(), s.ended("answered")), (0, 1));
+}
+
+#[tokio::test]
+async fn a_cancel_crossing_the_far_ends_200_acks_and_hangs_up_that_leg() {
+    let mut s = sim();
+    let (mut caller, mut far, out) = bridged_call(&mut s, "cross");
+    let cancel = caller.cancel();
+    s.deliver(CARRIER, &cancel);
+    let codes: Vec<_> = s.take(CARRIER).iter().filter_map(|m| m.status()).collect();
+    assert_eq!(codes, vec![200, 487]);
+    let to_far = s.request(FAR, "CANCEL");
+    assert_eq!(to_far.header("Call-ID"), out.header("Call-ID"));
+    // The far end had already answered: its 200 crosses our CANCEL.
+    let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
+    s.deliver(FAR, &ok);
+    let sent = s.take(FAR);
+    let methods: Vec<_> = sent.iter().filter_map(|m| m.method()).collect();
+    assert_eq!(
+        methods,
+        vec!["ACK", "BYE"],
+        "the late 2xx is ACKed, then hung up"
+    );
+    assert_eq!(s.active(), 0);
+    assert_eq!(s.ended("cancelled"), 1);
+}
