@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tollgate::admin::metrics::Metrics;
-use tollgate::calls::core::{Core, Local, Output};
+use tollgate::calls::core::{Core, Env, Local, Output};
 use tollgate::config::Config;
 use tollgate::sip::transaction::Peer;
 use tollgate::sip::transport::Inbound;
@@ -119,7 +119,7 @@ fn core_with(rt: &tokio::runtime::Runtime, calls: u32) -> (Core, Arc<Metrics>, S
         udp: vec![sip],
         ..Local::default()
     };
-    let mut core = Core::new(config, metrics.clone(), local);
+    let mut core = Core::new(config, metrics.clone(), local, Env::system());
     let _in_runtime = rt.enter();
     for n in 0..calls {
         let now = Instant::now();

@@ -330,6 +330,7 @@ async fn serve(
         config.clone(),
         metrics.clone(),
         crate::calls::core::Local::of(&transport),
+        crate::calls::core::Env::system(),
     );
     let writer = crate::cdr::writer::Writer::start(
         crate::cdr::writer::Target {
@@ -367,7 +368,7 @@ async fn serve(
     if let Some(f) = &firewall {
         core.set_firewall(f.clone());
     }
-    core.keep_bans(data_dir.join("bans.json"));
+    core.keep_bans(data_dir.join("bans.json"), std::time::Instant::now());
     let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
     let agent_server = crate::agent::server::AgentServer::bind(
         &config.agents,

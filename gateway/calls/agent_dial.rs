@@ -388,12 +388,13 @@ impl Core {
                     self.start_out_media(call, &m);
                 }
                 let sip_addr = self.sip_addr;
+                let branch = self.tokens.branch();
                 let max_call = self.config.max_call;
                 if let Some(o) = self.agent_out.get_mut(&call) {
                     if o.deadline.is_none() {
                         o.deadline = max_call.map(|d| now + d);
                     }
-                    let ack = o.leg.answered_by(&m, sip_addr);
+                    let ack = o.leg.answered_by(&m, sip_addr, &branch);
                     let peer = o.leg.peer;
                     self.send(Transmit {
                         peer,
@@ -416,19 +417,19 @@ impl Core {
             }
             _ => {
                 info!(status = code, "agent's call refused by the far end");
-                self.end_agent_out(call, EndReason::Refused(code));
+                self.end_agent_out(call, EndReason::Refused(code), now);
             }
         }
         let _ = now;
         true
     }
 
-    pub(super) fn on_agent_dial_timeout(&mut self, key: &Key, _now: Instant) -> bool {
+    pub(super) fn on_agent_dial_timeout(&mut self, key: &Key, now: Instant) -> bool {
         let Some(call) = self.out_by_key(key) else {
             return false;
         };
         if self.agent_out.get(&call).is_some_and(|o| !o.leg.answered()) {
-            self.end_agent_out(call, EndReason::NoAnswer);
+            self.end_agent_out(call, EndReason::NoAnswer, now);
         }
         true
     }
@@ -450,7 +451,7 @@ impl Core {
             return false;
         };
         self.respond(key, m, Reply::new(200, "OK"), now);
-        self.end_agent_out(call, EndReason::HungUp(Party::Callee));
+        self.end_agent_out(call, EndReason::HungUp(Party::Callee), now);
         true
     }
 
@@ -469,10 +470,11 @@ impl Core {
     /// while the far end rings).
     pub(super) fn hang_up_out(&mut self, call: u64, why: Option<EndReason>, now: Instant) {
         let sip_addr = self.sip_addr;
+        let branch = self.tokens.branch();
         let Some(o) = self.agent_out.get_mut(&call) else {
             return;
         };
-        let req = o.leg.hangup_request(sip_addr);
+        let req = o.leg.hangup_request(sip_addr, &branch);
         let peer = o.leg.peer;
         self.txn.start_client(req, peer, now);
         let why = why.unwrap_or(if o.leg.answered() {
@@ -480,7 +482,7 @@ impl Core {
         } else {
             EndReason::Cancelled
         });
-        self.end_agent_out(call, why);
+        self.end_agent_out(call, why, now);
     }
 
     /// What is due on an agent's call ([`AgentOut::next_deadline`]):
@@ -527,7 +529,7 @@ impl Core {
 
     /// Ends an agent's dial for `why`: the agent is told, and its record,
     /// trunk slot, ports and transaction index entry go.
-    fn end_agent_out(&mut self, call: u64, why: EndReason) {
+    fn end_agent_out(&mut self, call: u64, why: EndReason, now: Instant) {
         // The agent is the caller on its own calls.
         self.send_agent(
             call,
@@ -546,15 +548,14 @@ impl Core {
         if let Some(r) = o.record.take() {
             let status = why.status(r.record.sip_status);
             let by = why.hung_up_by(Party::Caller);
-            self.records
-                .finish(r, why.outcome(), status, by, Instant::now());
+            self.records.finish(r, why.outcome(), status, by, now);
         }
         self.ports.release(o.leg.port);
         self.unplace(o.leg);
         if let Some(a) = self.agents.sessions.get_mut(&o.session) {
             if a.call == Some(call) {
                 a.call = None;
-                a.idle_since = Instant::now();
+                a.idle_since = now;
             }
         }
         self.metrics.calls_active.dec();

@@ -282,7 +282,7 @@ impl Core {
                     now,
                 );
             }
-            self.end_call(call_id, EndReason::Refused(480));
+            self.end_call(call_id, EndReason::Refused(480), now);
             return;
         };
         let Ok(key) = MasterKey::random(suite) else {
@@ -432,7 +432,7 @@ impl Core {
             return;
         }
         self.send_bye(&call_id, now);
-        self.end_call(&call_id, EndReason::HungUp(Party::Callee));
+        self.end_call(&call_id, EndReason::HungUp(Party::Callee), now);
     }
 
     /// The trunk's RTP stopped on an answered agent call: the carrier is
@@ -442,7 +442,7 @@ impl Core {
         match self.inbound_by_agent_call(call) {
             Some(call_id) => {
                 self.send_bye(&call_id, now);
-                self.end_call(&call_id, EndReason::MediaTimeout);
+                self.end_call(&call_id, EndReason::MediaTimeout, now);
             }
             None => self.agent_out_timeout(call, now),
         }
@@ -462,7 +462,7 @@ impl Core {
         if answered {
             info!("agent gone mid-call: BYE to the trunk");
             self.send_bye(&call_id, now);
-            self.end_call(&call_id, EndReason::AgentGone);
+            self.end_call(&call_id, EndReason::AgentGone, now);
         } else {
             if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
                 leg.session = None;

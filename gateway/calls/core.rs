@@ -103,6 +103,8 @@ pub struct Core {
     pub(super) config: Arc<Config>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) txn: Transactions,
+    /// Tags, branches and Call-IDs.
+    pub(super) tokens: build::Tokens,
     /// The addresses the SIP transport listens on.
     pub(super) local: Local,
     /// What the core asks of its driver, in order ([`Core::poll_output`]).
@@ -176,6 +178,24 @@ impl Local {
     }
 }
 
+/// What the core takes from its surroundings besides its inputs: the
+/// instant it starts at and where its SIP identifiers come from. Every
+/// later instant comes with an input.
+pub struct Env {
+    pub now: Instant,
+    pub tokens: build::Tokens,
+}
+
+impl Env {
+    /// The system's clock and random source.
+    pub fn system() -> Self {
+        Self {
+            now: Instant::now(),
+            tokens: build::Tokens::from_os(),
+        }
+    }
+}
+
 /// What the core asks of whoever drives it.
 pub enum Output {
     /// A SIP message to send.
@@ -202,7 +222,8 @@ pub enum GuardRequest {
 }
 
 impl Core {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, local: Local) -> Self {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, local: Local, env: Env) -> Self {
+        let Env { now, mut tokens } = env;
         let port = local
             .udp
             .first()
@@ -217,7 +238,6 @@ impl Core {
             t1: config.t1,
             ..TimerConfig::default()
         };
-        let now = Instant::now();
         let trunks = config
             .trunks
             .iter()
@@ -226,7 +246,7 @@ impl Core {
         let registrations = config
             .trunks
             .iter()
-            .map(|t| super::reload::fresh_registration(t, &metrics, now))
+            .map(|t| super::reload::fresh_registration(t, &metrics, now, &mut tokens))
             .collect();
         let guard = Guard::new(config.clone(), metrics.clone(), now);
         Self {
@@ -239,6 +259,7 @@ impl Core {
             config,
             metrics,
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
+            tokens,
             local,
             out: VecDeque::new(),
             calls: Table::default(),
@@ -275,8 +296,8 @@ impl Core {
     /// Where security events are recorded.
     /// Keeps IDS bans in `path` across restarts (after the firewall is
     /// set: bans kept from before go back into it too).
-    pub fn keep_bans(&mut self, path: std::path::PathBuf) -> usize {
-        self.guard.keep_bans(path, Instant::now())
+    pub fn keep_bans(&mut self, path: std::path::PathBuf, now: Instant) -> usize {
+        self.guard.keep_bans(path, now)
     }
 
     pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
@@ -473,7 +494,7 @@ impl Core {
                             415 => extra.push(("Accept", b"application/sdp")),
                             _ => {}
                         }
-                        let tag = build::token();
+                        let tag = self.tokens.token();
                         if let Some(resp) = build::response(
                             &m,
                             r.status,
@@ -544,7 +565,7 @@ impl Core {
         let call_id = head.call_id.to_vec();
         match head.method {
             Method::Options => {
-                let tag = build::token();
+                let tag = self.tokens.token();
                 self.respond(
                     &key,
                     &m,
@@ -598,7 +619,7 @@ impl Core {
                 if ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
                     self.hang_up_far_end(&call_id, now);
-                    self.end_call(&call_id, EndReason::HungUp(Party::Caller));
+                    self.end_call(&call_id, EndReason::HungUp(Party::Caller), now);
                 } else if self.bye_from_far_end(&key, &m, &call_id, now)
                     || self.bye_to_agent_out(&key, &m, &call_id, now)
                 {
@@ -638,7 +659,7 @@ impl Core {
                             );
                         }
                         self.hang_up_far_end(&call_id, now);
-                        self.end_call(&call_id, EndReason::Cancelled);
+                        self.end_call(&call_id, EndReason::Cancelled, now);
                     }
                     None => self.respond(
                         &key,
@@ -741,7 +762,7 @@ impl Core {
             );
             self.send_bye(id, now);
             self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::MaxDuration);
+            self.end_call(id, EndReason::MaxDuration, now);
             return;
         }
         let expired = self.calls.get(id).is_some_and(|c| {
@@ -751,7 +772,7 @@ impl Core {
             info!("session timer expired without a refresh: BYE");
             self.send_bye(id, now);
             self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::SessionExpired);
+            self.end_call(id, EndReason::SessionExpired, now);
             return;
         }
         let t2 = self.timers.t2;
@@ -771,12 +792,12 @@ impl Core {
         if lost {
             warn!("no ACK for a 200 OK within 64*T1: hanging up");
             self.send_bye(id, now);
-            self.end_call(id, EndReason::Failed);
+            self.end_call(id, EndReason::Failed, now);
         } else if far_lost {
             warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
             self.send_bye(id, now);
             self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::Failed);
+            self.end_call(id, EndReason::Failed, now);
         }
     }
 
@@ -823,7 +844,7 @@ impl Core {
         info!(call = n, "no RTP for media.rtp_timeout_s: ending the call");
         self.send_bye(call_id, now);
         self.hang_up_far_end(call_id, now);
-        self.end_call(call_id, EndReason::MediaTimeout);
+        self.end_call(call_id, EndReason::MediaTimeout, now);
     }
 
     pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
@@ -831,7 +852,7 @@ impl Core {
             return;
         };
         let cseq = c.dialog.next_cseq();
-        let branch = build::branch();
+        let branch = self.tokens.branch();
         let bye = c.dialog.request(&dialog::Request {
             method: "BYE",
             cseq,
@@ -847,15 +868,14 @@ impl Core {
 
     /// Ends the call the gateway answered: its record, trunk slots,
     /// ports, media task, bridge leg and agent, all for one `why`.
-    pub(super) fn end_call(&mut self, call_id: &[u8], why: EndReason) {
+    pub(super) fn end_call(&mut self, call_id: &[u8], why: EndReason, now: Instant) {
         if let Some(mut c) = self.calls.remove(call_id) {
             self.call_bytes = self.call_bytes.saturating_sub(c.held());
             if let Some(r) = c.record.take() {
                 // The agent, if any, is the callee of calls it takes.
                 let by = why.hung_up_by(crate::cdr::record::Party::Callee);
                 let status = why.status(r.record.sip_status);
-                self.records
-                    .finish(r, why.outcome(), status, by, Instant::now());
+                self.records.finish(r, why.outcome(), status, by, now);
             }
             for t in &c.on_trunks {
                 self.free_trunk_slot(t);
@@ -876,7 +896,7 @@ impl Core {
             debug!(call = c.n, ?why, "call ended");
             if let Some(a) = c.agent {
                 self.by_agent_call.remove(&a.call);
-                self.agent_leg_ended(&a, why, Instant::now());
+                self.agent_leg_ended(&a, why, now);
             }
         }
     }
@@ -907,12 +927,12 @@ impl Core {
                         );
                     }
                     self.hang_up_far_end(&id, now);
-                    self.end_call(&id, EndReason::Failed);
+                    self.end_call(&id, EndReason::Failed, now);
                 }
                 Some(_) => {
                     self.send_bye(&id, now);
                     self.hang_up_far_end(&id, now);
-                    self.end_call(&id, EndReason::Shutdown);
+                    self.end_call(&id, EndReason::Shutdown, now);
                 }
                 None => {}
             }

@@ -15,7 +15,6 @@ use super::number::normalize;
 use crate::config::Target;
 use crate::media::leg::Leg;
 use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
-use crate::sip::build;
 use crate::sip::check::RequestHead;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::Message;
@@ -74,7 +73,7 @@ impl Core {
         let n = self.calls_started;
         let session_timer = match crate::sip::timer::SessionTimer::from_request(m, now) {
             crate::sip::timer::Asked::TooSmall => {
-                let tag = build::token();
+                let tag = self.tokens.token();
                 let min_se = crate::sip::timer::MIN_SE.to_string();
                 self.respond(
                     &key,
@@ -369,7 +368,7 @@ impl Core {
             }
         };
 
-        let local_tag = build::token();
+        let local_tag = self.tokens.token();
         let dialog = Dialog::answering(m, local_tag.as_bytes());
         let contact = self.contact_for(peer);
         info!(call = n, number = %self.config.mask.apply(&normalized), service = ?service, codec = neg.codec.name(), srtp = neg.srtp.is_some(), "call");
@@ -487,7 +486,7 @@ impl Core {
         extra: &[(&str, &[u8])],
         now: Instant,
     ) {
-        let tag = build::token();
+        let tag = self.tokens.token();
         self.respond(
             key,
             m,

@@ -41,10 +41,14 @@ impl Core {
             };
             let addr = peer.addr;
             let uri = format!("sip:{addr}");
-            let from = format!("<sip:tollgate@{}>;tag={}", self.sip_addr, build::token());
+            let from = format!(
+                "<sip:tollgate@{}>;tag={}",
+                self.sip_addr,
+                self.tokens.token()
+            );
             let to = format!("<{uri}>");
-            let call_id = format!("{}@tollgate", build::token());
-            let branch = build::branch();
+            let call_id = format!("{}@tollgate", self.tokens.token());
+            let branch = self.tokens.branch();
             let req = build::request(&RequestSpec {
                 method: "OPTIONS",
                 uri: uri.as_bytes(),

@@ -139,10 +139,14 @@ impl Bridge {
     /// The far end's 2xx: its tag, Contact and Record-Route (reversed)
     /// complete the dialog (the first time); returns the ACK to send
     /// (again, for a resent 2xx), routed as the dialog's requests are.
-    pub(super) fn answered_by(&mut self, m: &Message<'_>, via: std::net::SocketAddr) -> Vec<u8> {
+    pub(super) fn answered_by(
+        &mut self,
+        m: &Message<'_>,
+        via: std::net::SocketAddr,
+        branch: &str,
+    ) -> Vec<u8> {
         if !self.answered() {
             self.dialog.answered_by(m);
-            let branch = build::branch();
             // The ACK takes the INVITE's CSeq number (RFC 3261 13.2.2.4).
             self.ack = Some(self.dialog.request(&dialog::Request {
                 method: "ACK",
@@ -160,7 +164,7 @@ impl Bridge {
     /// BYE if answered (in the dialog, with its route set), else CANCEL
     /// (RFC 3261 9.1: the INVITE's Request-URI, branch, From, To, Call-ID
     /// and CSeq number).
-    pub(super) fn hangup_request(&mut self, via: std::net::SocketAddr) -> Vec<u8> {
+    pub(super) fn hangup_request(&mut self, via: std::net::SocketAddr, branch: &str) -> Vec<u8> {
         if self.answered() {
             let cseq = self.dialog.next_cseq();
             self.dialog.request(&dialog::Request {
@@ -168,7 +172,7 @@ impl Bridge {
                 cseq,
                 via,
                 transport: self.transport,
-                branch: build::branch().as_bytes(),
+                branch: branch.as_bytes(),
                 extra: &[],
                 body: None,
             })
@@ -276,14 +280,14 @@ impl Core {
             false,
             our_key.as_ref().map(|k| (1, k)),
         );
-        let call_id = format!("{}@tollgate", build::token()).into_bytes();
+        let call_id = format!("{}@tollgate", self.tokens.token()).into_bytes();
         let uri = format!("sip:{}@{addr}", d.number).into_bytes();
-        let local_tag = build::token();
+        let local_tag = self.tokens.token();
         let from = format!("<sip:{}@{}>;tag={local_tag}", d.caller, self.sip_addr).into_bytes();
         let to = format!("<sip:{}@{addr}>", d.number).into_bytes();
         let contact = self.contact_for(peer);
         let max_forwards = d.max_forwards.to_string();
-        let branch = build::branch();
+        let branch = self.tokens.branch();
         let invite = build::request(&RequestSpec {
             method: "INVITE",
             uri: &uri,
@@ -484,11 +488,12 @@ impl Core {
             self.start_bridge_media(a_id, m);
         }
         let sip_addr = self.sip_addr;
+        let branch = self.tokens.branch();
         let Some(c) = self.calls.get_mut(a_id) else {
             return;
         };
         let Some(b) = c.bridge.as_mut() else { return };
-        let ack = b.answered_by(m, sip_addr);
+        let ack = b.answered_by(m, sip_addr, &branch);
         let peer = b.peer;
         let ringing = c.state == State::Ringing;
         self.send(Transmit {
@@ -514,17 +519,18 @@ impl Core {
             }
         }
         self.record_response(a_id, code);
-        self.end_call(a_id, why);
+        self.end_call(a_id, why, now);
     }
 
     /// Hangs up the outbound leg of call `a_id`: BYE if answered, CANCEL if
     /// still ringing.
     pub(super) fn hang_up_far_end(&mut self, a_id: &[u8], now: Instant) {
         let sip_addr = self.sip_addr;
+        let branch = self.tokens.branch();
         let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.bridge.as_mut()) else {
             return;
         };
-        let req = b.hangup_request(sip_addr);
+        let req = b.hangup_request(sip_addr, &branch);
         let peer = b.peer;
         self.txn.start_client(req, peer, now);
     }
@@ -555,6 +561,7 @@ impl Core {
     ) -> bool {
         let sip_addr = self.sip_addr;
         let limits = self.config.limits;
+        let (ack_branch, bye_branch) = (self.tokens.branch(), self.tokens.branch());
         let Some(Placed::Ended(leg)) = self.placed.get_mut(key) else {
             return false;
         };
@@ -565,9 +572,9 @@ impl Core {
             return true;
         };
         let first = !leg.answered();
-        let ack = leg.answered_by(&m, sip_addr);
+        let ack = leg.answered_by(&m, sip_addr, &ack_branch);
         let peer = leg.peer;
-        let bye = first.then(|| leg.hangup_request(sip_addr));
+        let bye = first.then(|| leg.hangup_request(sip_addr, &bye_branch));
         self.send(Transmit {
             peer,
             bytes: ack.into(),
@@ -606,7 +613,11 @@ impl Core {
         {
             self.send_bye(&a_id, now);
         }
-        self.end_call(&a_id, EndReason::HungUp(crate::cdr::record::Party::Callee));
+        self.end_call(
+            &a_id,
+            EndReason::HungUp(crate::cdr::record::Party::Callee),
+            now,
+        );
         true
     }
 }

@@ -32,10 +32,10 @@ pub(super) struct Registration {
 }
 
 impl Registration {
-    pub(super) fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant, tokens: &mut build::Tokens) -> Self {
         Self {
-            call_id: format!("{}@tollgate", build::token()),
-            from_tag: build::token(),
+            call_id: format!("{}@tollgate", tokens.token()),
+            from_tag: tokens.token(),
             cseq: 0,
             next_at: Some(now),
             pending: None,
@@ -83,7 +83,7 @@ impl Core {
         if let Some((name, value)) = &auth {
             extra.push((name, value.as_bytes()));
         }
-        let branch = build::branch();
+        let branch = self.tokens.branch();
         let req = build::request(&RequestSpec {
             method: "REGISTER",
             uri: uri.as_bytes(),
@@ -169,7 +169,7 @@ impl Core {
                             &cred.username,
                             &cred.password,
                             reg.nc,
-                            &build::token(),
+                            &self.tokens.token(),
                         );
                         let name = if code == 401 {
                             "Authorization"

@@ -53,13 +53,14 @@ pub(super) fn fresh_registration(
     t: &Trunk,
     metrics: &Metrics,
     now: Instant,
+    tokens: &mut crate::sip::build::Tokens,
 ) -> Option<Registration> {
     t.register.as_ref().map(|_| {
         metrics
             .trunk_registered
             .with_label_values(&[&t.name])
             .set(0);
-        Registration::new(now)
+        Registration::new(now, tokens)
     })
 }
 
@@ -90,7 +91,7 @@ impl Core {
                 .filter(|&i| old.trunks[i].register == t.register)
                 .and_then(|i| regs[i].take());
             self.registrations
-                .push(reg.or_else(|| fresh_registration(t, &self.metrics, now)));
+                .push(reg.or_else(|| fresh_registration(t, &self.metrics, now, &mut self.tokens)));
         }
         for o in &old.trunks {
             let now_is = config.trunks.iter().find(|t| t.name == o.name);

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{Core, Local, Output};
+use super::core::{Core, Env, Local, Output};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::sip::transaction::Peer;
@@ -100,20 +100,30 @@ pub(super) struct Sim {
 
 impl Sim {
     /// A core on `toml` (its `[sip]` is the simulation's, and its RTP
-    /// ports must be free loopback ports). Needs a Tokio runtime: media
-    /// tasks are spawned on it.
+    /// ports must be free loopback ports), its tokens from seed 1. Needs
+    /// a Tokio runtime: media tasks are spawned on it.
     pub(super) fn new(toml: &str) -> Self {
+        Self::seeded(toml, 1)
+    }
+
+    /// [`Sim::new`] with the tokens (tags, branches, Call-IDs) of `seed`.
+    pub(super) fn seeded(toml: &str, seed: u64) -> Self {
         let config = Arc::new(Config::from_toml(toml).expect("a valid simulation config"));
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let local = Local {
             udp: vec![GATEWAY],
             ..Local::default()
         };
-        let core = Core::new(config, metrics.clone(), local);
+        let now = Instant::now();
+        let env = Env {
+            now,
+            tokens: crate::sip::build::Tokens::seeded(seed),
+        };
+        let core = Core::new(config, metrics.clone(), local, env);
         Self {
             core,
             metrics,
-            now: Instant::now(),
+            now,
             sent: VecDeque::new(),
         }
     }

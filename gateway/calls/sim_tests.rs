@@ -104,6 +104,25 @@ async fn an_unrouted_number_gets_404_and_no_call() {
 }
 
 #[tokio::test]
+async fn the_same_seed_gives_the_same_messages() {
+    let refused = |seed| {
+        let mut s = Sim::seeded(CONFIG, seed);
+        let mut ua = Ua::new(CARRIER, "replay");
+        let inv = ua.invite("+441632960000", &offer(CARRIER, 30000, "sendrecv"), "");
+        s.deliver(CARRIER, &inv);
+        s.advance(Duration::from_secs(2));
+        s.take(CARRIER)
+            .into_iter()
+            .map(|m| m.text)
+            .collect::<Vec<_>>()
+    };
+    let once = refused(42);
+    assert_eq!(once.len(), 4, "100, the 404 and two resends: {once:?}");
+    assert_eq!(once, refused(42));
+    assert_ne!(once, refused(43), "another seed, another To tag");
+}
+
+#[tokio::test]
 async fn a_200_never_acked_is_resent_until_64_t1_then_the_call_ends() {
     let mut s = sim();
     let mut ua = Ua::new(CARRIER, "lost-ack");
