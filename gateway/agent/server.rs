@@ -169,6 +169,17 @@ pub struct Link {
 pub const FLOW_QUEUE: usize = 64;
 
 impl Link {
+    /// A link on `conn` whose control messages and flows go to the given
+    /// queues (the session task reads them; a simulation reads them
+    /// itself).
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        tx: mpsc::Sender<ServerMsg>,
+        flows: mpsc::Sender<(u64, mpsc::Sender<bytes::Bytes>)>,
+    ) -> Self {
+        Self { conn, tx, flows }
+    }
+
     /// Routes this session's datagrams for `flow` to `to` (the packet
     /// after the flow identifier) until `to` closes.
     pub fn add_flow(&self, flow: u64, to: mpsc::Sender<bytes::Bytes>) -> bool {
@@ -720,11 +731,7 @@ async fn run_session(
     shared.metrics.agents_connected.inc();
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let (flows_tx, flows_rx) = mpsc::channel(LINK_QUEUE);
-    let link = Link {
-        conn: conn.clone(),
-        tx,
-        flows: flows_tx,
-    };
+    let link = Link::new(conn.clone(), tx, flows_tx);
     tokio::spawn(dispatch_datagrams(
         conn.clone(),
         flows_rx,
