@@ -264,6 +264,24 @@ fn bridged_call(s: &mut Sim, call: &str) -> (Ua, Ua, super::sim::Sent) {
     (caller, far, out)
 }
 
+/// The far end of a dialog the gateway started puts the call on hold,
+/// then refreshes the session by UPDATE: both are answered 200 in that
+/// dialog, the hold with the mirror direction, and the call goes on.
+fn far_end_holds_and_refreshes(s: &mut Sim, far: &mut Ua) {
+    let hold = far.in_dialog("INVITE", "", &offer(FAR, 32000, "sendonly"));
+    s.deliver(FAR, &hold);
+    let ok = s.response(FAR, 200);
+    assert_eq!(direction(ok.body()), Some("recvonly"), "{}", ok.text);
+    let ack = far.ack();
+    s.deliver(FAR, &ack);
+    let update = far.in_dialog("UPDATE", "", "");
+    s.deliver(FAR, &update);
+    assert_eq!(s.response(FAR, 200).cseq_method(), Some("UPDATE"));
+    s.advance(Duration::from_secs(40));
+    assert!(s.take(FAR).is_empty(), "the re-INVITE's 2xx was ACKed");
+    assert_eq!(s.active(), 1, "the call goes on");
+}
+
 #[tokio::test]
 async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = sim();
@@ -278,23 +296,7 @@ async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     s.deliver(CARRIER, &ack);
     assert_eq!(s.active(), 1);
 
-    // The far end (the callee) puts the call on hold, then refreshes the
-    // session by UPDATE: both answered 200 in the dialog we started.
-    let hold = far.in_dialog("INVITE", "", &offer(FAR, 32000, "sendonly"));
-    s.deliver(FAR, &hold);
-    let ok = s.response(FAR, 200);
-    assert_eq!(direction(ok.body()), Some("recvonly"), "{}", ok.text);
-    let ack = far.ack();
-    s.deliver(FAR, &ack);
-    let update = far.in_dialog("UPDATE", "", "");
-    s.deliver(FAR, &update);
-    assert_eq!(s.response(FAR, 200).cseq_method(), Some("UPDATE"));
-    s.advance(Duration::from_secs(40));
-    assert!(
-        s.take(FAR).is_empty(),
-        "the far end's re-INVITE 2xx was ACKed"
-    );
-    assert_eq!(s.active(), 1, "the call goes on");
+    far_end_holds_and_refreshes(&mut s, &mut far);
 
     // The far end hangs up: 200 to it, BYE to the caller.
     let bye = far.in_dialog("BYE", "", "");
@@ -509,18 +511,7 @@ async fn an_agents_call_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     assert!(alice.heard().contains(&ServerMsg::Answered { call }));
     assert_eq!(s.active(), 1);
 
-    let hold = far.in_dialog("INVITE", "", &offer(FAR, 32000, "sendonly"));
-    s.deliver(FAR, &hold);
-    let ok = s.response(FAR, 200);
-    assert_eq!(direction(ok.body()), Some("recvonly"), "{}", ok.text);
-    let ack = far.ack();
-    s.deliver(FAR, &ack);
-    let update = far.in_dialog("UPDATE", "", "");
-    s.deliver(FAR, &update);
-    assert_eq!(s.response(FAR, 200).cseq_method(), Some("UPDATE"));
-    s.advance(Duration::from_secs(40));
-    assert!(s.take(FAR).is_empty(), "the re-INVITE's 2xx was ACKed");
-    assert_eq!(s.active(), 1, "the call goes on");
+    far_end_holds_and_refreshes(&mut s, &mut far);
 
     let bye = far.in_dialog("BYE", "", "");
     s.deliver(FAR, &bye);
