@@ -51,13 +51,17 @@ pub(super) struct AgentOut {
 }
 
 impl crate::deadlines::Timed for AgentOut {
-    /// `media.max_call_s`, and our 2xx's next resend to the far end
-    /// (`Core::agent_out_due` handles both).
+    /// `media.max_call_s`, our 2xx's next resend to the far end and the
+    /// session timer (`Core::agent_out_due` handles each).
     fn next_deadline(&self) -> Option<Instant> {
-        [self.deadline, self.leg.ok.as_ref().map(Resend2xx::deadline)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadline,
+            self.leg.ok.as_ref().map(Resend2xx::deadline),
+            self.leg.timer.map(|t| t.next_due()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -394,7 +398,7 @@ impl Core {
                     if o.deadline.is_none() {
                         o.deadline = max_call.map(|d| now + d);
                     }
-                    let ack = o.leg.answered_by(&m, sip_addr, &branch);
+                    let ack = o.leg.answered_by(&m, sip_addr, &branch, now);
                     let peer = o.leg.peer;
                     self.send(Transmit {
                         peer,
@@ -489,6 +493,9 @@ impl Core {
     /// `media.max_call_s`, and resends of our 2xx to a far end's re-INVITE
     /// (a leg whose ACK never came ends, RFC 3261 13.3.1.4).
     pub(super) fn agent_out_due(&mut self, call: u64, now: Instant) {
+        if self.session_due(super::refresh::Refreshing::AgentOut(call), now) {
+            return;
+        }
         let t2 = self.timers.t2;
         let mut resend = Vec::new();
         let Some(o) = self.agent_out.get_mut(&call) else {

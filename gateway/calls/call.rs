@@ -72,7 +72,7 @@ impl crate::deadlines::Timed for Call {
     /// The earliest of what the core does on its own for this call
     /// (`Core::call_due` handles each): an agent's offer running out, the
     /// delayed answer, the time limit, our 2xx's next resend to either
-    /// end, and the session timer once answered.
+    /// end, and either leg's session timer (the trunk's once answered).
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.agent.as_ref().and_then(|a| a.offer_until),
@@ -85,7 +85,11 @@ impl crate::deadlines::Timed for Call {
                 .map(dialog::Resend2xx::deadline),
             self.session_timer
                 .filter(|_| self.state != State::Ringing)
-                .map(|t| t.deadline()),
+                .map(|t| t.next_due()),
+            self.bridge
+                .as_ref()
+                .and_then(|b| b.timer)
+                .map(|t| t.next_due()),
         ]
         .into_iter()
         .flatten()

@@ -139,6 +139,8 @@ pub struct Core {
     /// that placed each: a response finds its call without a scan. An
     /// entry goes when its transaction ends or its call does.
     pub(super) placed: HashMap<Key, Placed>,
+    /// Our session refreshes (UPDATE) in flight, to the dialog of each.
+    pub(super) refreshes: HashMap<Key, super::refresh::Refreshing>,
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
     /// Media tasks that end calls themselves (trunk RTP stopped) say so
@@ -272,6 +274,7 @@ impl Core {
             agent_out: Table::default(),
             agent_out_ids: HashMap::new(),
             placed: HashMap::new(),
+            refreshes: HashMap::new(),
             agent_calls_started: 0,
             media_ended: {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -520,7 +523,8 @@ impl Core {
         match e {
             Event::Request { key, peer, bytes } => self.on_request(key, peer, bytes, now),
             Event::Response { key, code, bytes } => {
-                if !self.ended_leg_answered(&key, code, &bytes, now)
+                if !self.refresh_answered(&key, code, &bytes, now)
+                    && !self.ended_leg_answered(&key, code, &bytes, now)
                     && !self.on_agent_dial_response(&key, code, &bytes, now)
                     && !self.on_bridge_response(&key, code, &bytes, now)
                     && !self.on_register_response(&key, code, &bytes, now)
@@ -530,7 +534,8 @@ impl Core {
                 }
             }
             Event::TimedOut { key } => {
-                if !self.on_agent_dial_timeout(&key, now)
+                if !self.refresh_lost(&key, now)
+                    && !self.on_agent_dial_timeout(&key, now)
                     && !self.on_bridge_timeout(&key, now)
                     && !self.on_register_timeout(&key, now)
                 {
@@ -539,6 +544,7 @@ impl Core {
             }
             Event::Terminated { key } => {
                 self.placed.remove(&key);
+                self.refreshes.remove(&key);
             }
             Event::Acked { .. } => {}
         }
@@ -765,14 +771,11 @@ impl Core {
             self.end_call(id, EndReason::MaxDuration, now);
             return;
         }
-        let expired = self.calls.get(id).is_some_and(|c| {
-            c.state != State::Ringing && c.session_timer.is_some_and(|t| t.deadline() <= now)
-        });
-        if expired {
-            info!("session timer expired without a refresh: BYE");
-            self.send_bye(id, now);
-            self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::SessionExpired, now);
+        // Either leg's session timer: refreshed by us, or lapsed.
+        use super::refresh::Refreshing;
+        if self.session_due(Refreshing::Inbound(id.to_vec()), now)
+            || self.session_due(Refreshing::Bridge(id.to_vec()), now)
+        {
             return;
         }
         let t2 = self.timers.t2;

@@ -15,11 +15,10 @@
 //! SDP as the offer; the answer in its ACK is not read, so media stays as
 //! it was (a resume or a move by offerless re-INVITE is not supported).
 //!
-//! Session timers (RFC 4028) are negotiated again by every refresh on a
-//! call the gateway answered: what the request asks is granted (422 below
-//! 90 s), and a refresh without `Session-Expires` turns the timer off. On
-//! legs the gateway placed the far end refreshes; its interval is echoed
-//! and not enforced.
+//! Session timers (RFC 4028) are negotiated again by every refresh, on
+//! any dialog: what the request asks is granted (422 below 90 s), with the
+//! refresher it names, and a refresh without `Session-Expires` turns the
+//! timer off. [`super::refresh`] runs the timers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -414,9 +413,8 @@ impl Core {
     }
 
     /// A re-INVITE or UPDATE from the far end of a dialog the gateway
-    /// started. The gateway does not run the session timer on these legs
-    /// (the far end asked for it and refreshes); a refresh is accepted
-    /// and its interval echoed.
+    /// started: answered as on a call the gateway answered, its session
+    /// timer kept on the leg.
     fn far_end_session(&mut self, r: Request<'_, '_>, owner: Owner, update: bool) {
         let (m, now) = (r.m, r.now);
         let (answer, peer) = match self.far_end_offer(&owner, &r, update) {
@@ -503,6 +501,9 @@ impl Core {
             leg.sdp = a.clone().into();
         }
         leg.dialog.refresh_target(m);
+        // Like a call we answered: the refresh sets the timer, or turns
+        // it off without Session-Expires.
+        leg.timer = r.timer;
         Ok((answer, leg.peer))
     }
 

@@ -30,6 +30,7 @@ pub mod number;
 mod outbound;
 mod ports;
 mod records;
+mod refresh;
 mod register;
 pub mod relay;
 pub mod reload;

@@ -64,6 +64,8 @@ pub(super) struct Bridge {
     pub(super) far_media: Option<mpsc::Sender<Control>>,
     /// Our 2xx to the far end's re-INVITE, resent until its ACK.
     pub(super) ok: Option<Resend2xx>,
+    /// The session timer (RFC 4028) its 2xx or its refreshes set.
+    pub(super) timer: Option<crate::sip::timer::SessionTimer>,
 }
 
 /// Sockets for a tokio task.
@@ -144,9 +146,11 @@ impl Bridge {
         m: &Message<'_>,
         via: std::net::SocketAddr,
         branch: &str,
+        now: Instant,
     ) -> Vec<u8> {
         if !self.answered() {
             self.dialog.answered_by(m);
+            self.timer = crate::sip::timer::SessionTimer::from_answer(m, now);
             // The ACK takes the INVITE's CSeq number (RFC 3261 13.2.2.4).
             self.ack = Some(self.dialog.request(&dialog::Request {
                 method: "ACK",
@@ -334,6 +338,7 @@ impl Core {
                 media_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
                 far_media: None,
                 ok: None,
+                timer: None,
             }),
             rtp,
             rtcp,
@@ -493,7 +498,7 @@ impl Core {
             return;
         };
         let Some(b) = c.bridge.as_mut() else { return };
-        let ack = b.answered_by(m, sip_addr, &branch);
+        let ack = b.answered_by(m, sip_addr, &branch, now);
         let peer = b.peer;
         let ringing = c.state == State::Ringing;
         self.send(Transmit {
@@ -572,7 +577,7 @@ impl Core {
             return true;
         };
         let first = !leg.answered();
-        let ack = leg.answered_by(&m, sip_addr, &ack_branch);
+        let ack = leg.answered_by(&m, sip_addr, &ack_branch, now);
         let peer = leg.peer;
         let bye = first.then(|| leg.hangup_request(sip_addr, &bye_branch));
         self.send(Transmit {

@@ -29,6 +29,8 @@ pub(super) const GATEWAY: SocketAddr =
 #[derive(Clone, Debug)]
 pub(super) struct Sent {
     pub(super) to: SocketAddr,
+    /// When, on the simulation's clock.
+    pub(super) at: Instant,
     pub(super) text: String,
 }
 
@@ -172,6 +174,7 @@ impl Sim {
             if let Output::Transmit(t) = o {
                 self.sent.push_back(Sent {
                     to: t.peer.addr,
+                    at: self.now,
                     text: String::from_utf8_lossy(&t.bytes).into_owned(),
                 });
             }
@@ -335,6 +338,18 @@ Content-Length: {len}\r\n\r\n{body}",
     /// Our response to a request the gateway sent; a dialog-forming one
     /// carries our tag and Contact.
     pub(super) fn reply(&mut self, req: &Sent, code: u16, reason: &str, body: &str) -> String {
+        self.reply_with(req, code, reason, "", body)
+    }
+
+    /// [`Ua::reply`] with `extra` header lines.
+    pub(super) fn reply_with(
+        &mut self,
+        req: &Sent,
+        code: u16,
+        reason: &str,
+        extra: &str,
+        body: &str,
+    ) -> String {
         let to = req.header("To").unwrap_or_default();
         let to = if tag_of(to).is_some() || code == 100 {
             to.to_string()
@@ -354,7 +369,7 @@ Content-Length: {len}\r\n\r\n{body}",
             .collect();
         format!(
             "SIP/2.0 {code} {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\n\
-Call-ID: {cid}\r\nCSeq: {cseq}\r\n{rr}Contact: <sip:ua@{addr}>\r\n{ct}Content-Length: {len}\r\n\r\n{body}",
+Call-ID: {cid}\r\nCSeq: {cseq}\r\n{rr}Contact: <sip:ua@{addr}>\r\n{extra}{ct}Content-Length: {len}\r\n\r\n{body}",
             via = req.header("Via").unwrap_or_default(),
             from = req.header("From").unwrap_or_default(),
             cid = req.header("Call-ID").unwrap_or_default(),

@@ -480,17 +480,18 @@ async fn a_cancel_while_offered_ends_the_offer_and_an_agent_gone_mid_call_hangs_
     assert_eq!(s.active(), 0);
 }
 
+/// The agent dials a number out the far trunk: the gateway's INVITE.
+fn dial_far(s: &mut Sim, agent: &super::sim::Agent) -> super::sim::Sent {
+    let number = "+442079460001".to_string();
+    s.agent_says(agent, ClientMsg::Dial { number });
+    s.request(FAR, "INVITE")
+}
+
 #[tokio::test]
 async fn an_agents_call_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = agents_sim();
     let mut alice = s.agent(1, "alice", None).await;
-    s.agent_says(
-        &alice,
-        ClientMsg::Dial {
-            number: "+442079460001".into(),
-        },
-    );
-    let out = s.request(FAR, "INVITE");
+    let out = dial_far(&mut s, &alice);
     assert!(out.first_line().starts_with("INVITE sip:+442079460001@"));
     let call = alice
         .heard()
@@ -518,4 +519,137 @@ async fn an_agents_call_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     assert_eq!(s.response(FAR, 200).cseq_method(), Some("BYE"));
     assert_eq!(ended(&alice.heard()), Some("remote_hangup"));
     assert_eq!((s.active(), s.ended("answered")), (0, 1));
+}
+
+/// `peer` answers our refresh `update` (of a session of `interval` s) with
+/// 200, so the next comes half the interval later; that one it answers
+/// 481, having lost the call (the BYE is the caller's to check).
+fn answer_refreshes_then_lose_the_call(
+    s: &mut Sim,
+    peer: &mut Ua,
+    update: &super::sim::Sent,
+    interval: u64,
+) {
+    let se = format!("Session-Expires: {interval};refresher=uac\r\n");
+    let ok = peer.reply_with(update, 200, "OK", &se, "");
+    s.deliver(peer.addr, &ok);
+    s.advance(Duration::from_secs(interval / 2 - 1));
+    assert!(
+        s.take(peer.addr).is_empty(),
+        "renewed: nothing before half the interval"
+    );
+    s.advance(Duration::from_secs(2));
+    let update = s.request(peer.addr, "UPDATE");
+    assert_eq!(s.active(), 1);
+    let gone = peer.reply(&update, 481, "Call/Transaction Does Not Exist", "");
+    s.deliver(peer.addr, &gone);
+}
+
+#[tokio::test]
+async fn a_carrier_that_asks_us_to_refresh_gets_updates_until_one_finds_no_session() {
+    let mut s = sim();
+    let asks = "Supported: timer\r\nSession-Expires: 120;refresher=uas\r\n";
+    let (mut ua, ok) = answered_call(&mut s, "we-refresh", "echo", asks);
+    // RFC 4028 9: the request's refresher stands.
+    assert_eq!(ok.header("Session-Expires"), Some("120;refresher=uas"));
+    let answered = s.now;
+    s.advance(Duration::from_secs(59));
+    assert!(
+        s.take(CARRIER).is_empty(),
+        "nothing before half the interval"
+    );
+    s.advance(Duration::from_secs(2));
+    let update = s.request(CARRIER, "UPDATE");
+    assert_eq!(update.at - answered, Duration::from_secs(60));
+    assert_eq!(update.header("Session-Expires"), Some("120;refresher=uac"));
+    assert_eq!(update.header("Call-ID"), Some(ua.call_id.as_str()));
+    assert!(update.body().is_empty(), "a refresh, not an offer");
+    // In our dialog: their tag is our To tag.
+    assert_eq!(update.to_tag().as_deref(), Some("we-refresh-tag"));
+    answer_refreshes_then_lose_the_call(&mut s, &mut ua, &update, 120);
+    let bye = s.request(CARRIER, "BYE");
+    assert_eq!(bye.header("Call-ID"), Some(ua.call_id.as_str()));
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
+}
+
+#[tokio::test]
+async fn an_unanswered_refresh_ends_the_call() {
+    let mut s = sim();
+    let asks = "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n";
+    let (_ua, _) = answered_call(&mut s, "silent", "echo", asks);
+    s.advance(Duration::from_secs(46));
+    s.request(CARRIER, "UPDATE");
+    // Resent by the transaction layer, then given up at 64*T1.
+    s.advance(Duration::from_secs(33));
+    let sent = s.take(CARRIER);
+    assert!(sent.iter().any(|m| m.method() == Some("BYE")), "{sent:?}");
+    assert_eq!(s.active(), 0);
+}
+
+#[tokio::test]
+async fn a_far_end_that_stops_refreshing_is_hung_up_on_both_legs() {
+    let mut s = sim();
+    let (mut caller, mut far, out) = bridged_call(&mut s, "far-timer");
+    // The far end's 2xx sets a timer it refreshes itself.
+    let ok = far.reply_with(
+        &out,
+        200,
+        "OK",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n",
+        &offer(FAR, 32000, "sendrecv"),
+    );
+    s.deliver(FAR, &ok);
+    s.request(FAR, "ACK");
+    let ok = s.response(CARRIER, 200);
+    caller.answered(&ok);
+    let ack = caller.ack();
+    s.deliver(CARRIER, &ack);
+    // One refresh at 45 s, answered with the interval it asked.
+    s.advance(Duration::from_secs(45));
+    let timer = "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n";
+    let update = far.in_dialog("UPDATE", timer, "");
+    s.deliver(FAR, &update);
+    let ok = s.response(FAR, 200);
+    assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    let last = s.now;
+    // Then silence: 60 s after the last refresh, BYE both ways.
+    s.advance(Duration::from_secs(59));
+    assert!(s.take(FAR).is_empty() && s.take(CARRIER).is_empty());
+    s.advance(Duration::from_secs(2));
+    let bye = s.request(FAR, "BYE");
+    assert_eq!(bye.header("Call-ID"), out.header("Call-ID"));
+    assert_eq!(bye.at - last, Duration::from_secs(60));
+    assert_eq!(
+        s.request(CARRIER, "BYE").header("Call-ID"),
+        Some(caller.call_id.as_str())
+    );
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
+}
+
+#[tokio::test]
+async fn an_agents_call_refreshes_when_the_far_end_makes_us_the_refresher() {
+    let mut s = agents_sim();
+    let mut alice = s.agent(1, "alice", None).await;
+    let out = dial_far(&mut s, &alice);
+    let mut far = Ua::new(FAR, "refresh-me");
+    far.accept(&out);
+    // `refresher=uac` in the 2xx to our INVITE: we refresh.
+    let ok = far.reply_with(
+        &out,
+        200,
+        "OK",
+        "Require: timer\r\nSession-Expires: 100;refresher=uac\r\n",
+        &offer(FAR, 32000, "sendrecv"),
+    );
+    s.deliver(FAR, &ok);
+    s.request(FAR, "ACK");
+    s.advance(Duration::from_secs(51));
+    let update = s.request(FAR, "UPDATE");
+    assert_eq!(update.header("Session-Expires"), Some("100;refresher=uac"));
+    assert_eq!(update.header("Call-ID"), out.header("Call-ID"));
+    answer_refreshes_then_lose_the_call(&mut s, &mut far, &update, 100);
+    s.request(FAR, "BYE");
+    let heard = alice.heard();
+    assert!(ended(&heard).is_some(), "{heard:?}");
+    assert_eq!(s.active(), 0);
 }

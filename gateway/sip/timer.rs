@@ -6,7 +6,10 @@
 //!
 //! The gateway never volunteers to refresh: when the carrier does not
 //! support timers, there are none (RFC 4028 allows it), and RTP inactivity
-//! still ends the call.
+//! still ends the call. When a peer asks the gateway to refresh
+//! (`refresher=uas` in its request, or `refresher=uac` in the 2xx to a
+//! request the gateway sent), it does, by UPDATE at half the interval
+//! ([`SessionTimer::next_due`]).
 
 use std::time::{Duration, Instant};
 
@@ -17,10 +20,20 @@ pub const MIN_SE: u32 = 90;
 /// The largest interval kept; longer requests are lowered to it.
 pub const MAX_SE: u32 = 7200;
 
+/// Who refreshes a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresher {
+    /// The peer: the gateway ends the session if the refresh is late.
+    Peer,
+    /// The gateway: it sends the refresh.
+    Us,
+}
+
 /// A negotiated session timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionTimer {
     pub interval: u32,
+    pub refresher: Refresher,
     refreshed: Instant,
 }
 
@@ -58,8 +71,37 @@ impl SessionTimer {
         if delta < MIN_SE {
             return Asked::TooSmall;
         }
+        // RFC 4028 9: the request's choice stands; without one the
+        // gateway, answering, leaves the refreshing to the peer.
+        let refresher = match refresher_param(v) {
+            Some(Side::Uas) => Refresher::Us,
+            _ => Refresher::Peer,
+        };
         Asked::Timer(Self {
             interval: delta.min(MAX_SE),
+            refresher,
+            refreshed: now,
+        })
+    }
+
+    /// Reads the 2xx to a request the gateway sent (an INVITE out, or
+    /// its own refresh) at `now`: `None` if it carries no
+    /// `Session-Expires` (no timer, RFC 4028 7.2).
+    pub fn from_answer(m: &Message<'_>, now: Instant) -> Option<Self> {
+        let v = m.values(HeaderName::SessionExpires).next()?;
+        let delta = v
+            .split(|&b| b == b';')
+            .next()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.trim().parse::<u32>().ok())?;
+        // We were the UAC: `uac` names us; `uas`, or none, the peer.
+        let refresher = match refresher_param(v) {
+            Some(Side::Uac) => Refresher::Us,
+            _ => Refresher::Peer,
+        };
+        Some(Self {
+            interval: delta.clamp(MIN_SE, MAX_SE),
+            refresher,
             refreshed: now,
         })
     }
@@ -76,10 +118,51 @@ impl SessionTimer {
         self.refreshed + Duration::from_secs(u64::from(i - (i / 3).min(32)))
     }
 
-    /// The headers the 2xx carries.
+    /// When the gateway next acts: it ends a session the peer did not
+    /// refresh in time ([`SessionTimer::deadline`]), and refreshes its own
+    /// at half the interval (RFC 4028 10).
+    pub fn next_due(&self) -> Instant {
+        match self.refresher {
+            Refresher::Peer => self.deadline(),
+            Refresher::Us => self.refreshed + Duration::from_secs(u64::from(self.interval / 2)),
+        }
+    }
+
+    /// The `Session-Expires` of the 2xx to a request the peer sent.
     pub fn session_expires(&self) -> Vec<u8> {
+        let who = match self.refresher {
+            Refresher::Peer => "uac",
+            Refresher::Us => "uas",
+        };
+        format!("{};refresher={who}", self.interval).into_bytes()
+    }
+
+    /// The `Session-Expires` of the gateway's own refresh (it stays the
+    /// refresher: it is the UAC of the refresh).
+    pub fn refresh_request(&self) -> Vec<u8> {
         format!("{};refresher=uac", self.interval).into_bytes()
     }
+}
+
+enum Side {
+    Uac,
+    Uas,
+}
+
+/// The `refresher` parameter of a `Session-Expires` value.
+fn refresher_param(v: &[u8]) -> Option<Side> {
+    v.split(|&b| b == b';').skip(1).find_map(|p| {
+        let p = std::str::from_utf8(p).ok()?.trim();
+        let (name, value) = p.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("refresher") {
+            return None;
+        }
+        match value.trim().to_ascii_lowercase().as_str() {
+            "uac" => Some(Side::Uac),
+            "uas" => Some(Side::Uas),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -133,5 +216,50 @@ Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
             panic!("no timer")
         };
         assert_eq!(t.interval, MAX_SE);
+    }
+
+    #[test]
+    fn the_refresher_is_whom_the_peer_names() {
+        let t0 = Instant::now();
+        // A request naming the UAS (us): the gateway refreshes at half
+        // the interval, and says so in its 2xx.
+        let Asked::Timer(t) = asked(
+            "Supported: timer\r\nSession-Expires: 1800; Refresher=UAS\r\n",
+            t0,
+        ) else {
+            panic!("no timer")
+        };
+        assert_eq!(t.refresher, Refresher::Us);
+        assert_eq!(t.session_expires(), b"1800;refresher=uas");
+        assert_eq!(t.next_due(), t0 + Duration::from_secs(900));
+        assert_eq!(t.refresh_request(), b"1800;refresher=uac");
+        // The peer refreshes: the gateway acts only at the deadline.
+        let Asked::Timer(t) = asked("Supported: timer\r\nSession-Expires: 1800\r\n", t0) else {
+            panic!("no timer")
+        };
+        assert_eq!((t.refresher, t.next_due()), (Refresher::Peer, t.deadline()));
+        // In a 2xx to our request, `uac` is us.
+        let ok = |se: &str| {
+            let b = format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP gw;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:x@gw>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{se}Content-Length: 0\r\n\r\n"
+            );
+            let (m, _) =
+                Message::parse(b.as_bytes(), Framing::Stream, &Limits::default()).expect("parses");
+            SessionTimer::from_answer(&m, t0).map(|t| (t.interval, t.refresher))
+        };
+        assert_eq!(ok(""), None);
+        assert_eq!(
+            ok("Session-Expires: 600;refresher=uac\r\n"),
+            Some((600, Refresher::Us))
+        );
+        assert_eq!(
+            ok("Session-Expires: 600;refresher=uas\r\n"),
+            Some((600, Refresher::Peer))
+        );
+        assert_eq!(
+            ok("Session-Expires: 30\r\n"),
+            Some((MIN_SE, Refresher::Peer))
+        );
     }
 }
