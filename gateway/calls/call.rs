@@ -52,6 +52,9 @@ pub(super) struct Call {
     pub(super) bridge: Option<Box<super::outbound::Bridge>>,
     /// The agent side, for calls routed to agents.
     pub(super) agent: Option<Box<super::agents::AgentLeg>>,
+    /// Whether our 2xx in flight carries an offer (to a re-INVITE without
+    /// SDP), which the ACK answers.
+    pub(super) offered_in_2xx: bool,
     /// RFC 4028, when the carrier asked for it.
     pub(super) session_timer: Option<crate::sip::timer::SessionTimer>,
     /// Its call record (when records are kept).

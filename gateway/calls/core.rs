@@ -605,6 +605,17 @@ impl Core {
                     if c.state == State::Answered && this_2xx {
                         c.state = State::Confirmed;
                         c.ok = None;
+                        if std::mem::take(&mut c.offered_in_2xx) {
+                            // Our 2xx offered (the re-INVITE had no SDP):
+                            // the ACK answers. Applied before the media's
+                            // confirmation below, which then uses it.
+                            if !self.answer_in_ack(&call_id, peer, &m, now) {
+                                return;
+                            }
+                        }
+                        let Some(c) = self.calls.get_mut(&call_id) else {
+                            return;
+                        };
                         // The ACK proves the address it came from. On a
                         // trunk open to anyone, that is all it proves: an
                         // SDP naming another address still waits for media
@@ -617,7 +628,7 @@ impl Core {
                         }
                     }
                 } else {
-                    self.far_end_acked(&m, &call_id);
+                    self.far_end_acked(&m, &call_id, peer, now);
                 }
             }
             Method::Bye => {

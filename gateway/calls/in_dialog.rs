@@ -11,9 +11,10 @@
 //! fall back to plain RTP, and the media task moves, holds or re-keys the
 //! leg. Our SDES key goes back only over TLS (or to a trunk that accepts
 //! keys in clear), judged by the transport the request came on. A
-//! re-INVITE without SDP (a refresh by some carriers) gets our current
-//! SDP as the offer; the answer in its ACK is not read, so media stays as
-//! it was (a resume or a move by offerless re-INVITE is not supported).
+//! re-INVITE without SDP (a refresh by some carriers, or a resume) gets
+//! our current SDP as the offer, and the answer in its ACK moves, holds or
+//! resumes the media by the same rule; an answer that cannot be taken
+//! ends the call with BYE (RFC 3261 13.3.1.4).
 //!
 //! Session timers (RFC 4028) are negotiated again by every refresh, on
 //! any dialog: what the request asks is granted (422 below 90 s), with the
@@ -67,6 +68,9 @@ pub(super) struct Session<'a> {
     pub(super) media_ip: &'a mut IpAddr,
     /// The media task's control, once media runs.
     pub(super) media: Option<&'a mpsc::Sender<Control>>,
+    /// Whether the SDP is the peer's answer to our offer (in an ACK), not
+    /// an offer: our session version stays, since our SDP did not change.
+    pub(super) answer: bool,
 }
 
 /// A refused offer: the status and reason to answer with.
@@ -102,7 +106,9 @@ pub(super) fn reoffer(
     // SRTP stays without (its media task has no keys to change).
     let offer = Sdp::parse(body).map_err(|_| NOT_ACCEPTABLE)?;
     let mut local = s.local.clone();
-    local.session_version += 1;
+    if !s.answer {
+        local.session_version += 1;
+    }
     if s.sdes.is_none() {
         local.srtp = SrtpMode::Off;
     }
@@ -194,8 +200,47 @@ impl super::core::Call {
             sdes: &mut self.sdes,
             media_ip: &mut self.media_ip,
             media: Some(&self.media),
+            answer: false,
         }
     }
+}
+
+impl super::outbound::Bridge {
+    /// This placed leg's media, for [`reoffer`] (call `n`, steered by
+    /// `media` once it runs).
+    fn session<'a>(&'a mut self, n: u64, media: Option<&'a mpsc::Sender<Control>>) -> Session<'a> {
+        Session {
+            n,
+            peer: self.peer,
+            placed: true,
+            local: &mut self.local,
+            sdes: &mut self.sdes,
+            media_ip: &mut self.media_ip,
+            media,
+            answer: false,
+        }
+    }
+}
+
+/// Applies the answer in `body` (from an ACK, to the offer in our 2xx) to
+/// leg `s`; `false` if it cannot be taken. An ACK without SDP changes
+/// nothing.
+fn take_answer(
+    config: &Config,
+    metrics: &crate::admin::metrics::Metrics,
+    s: Session<'_>,
+    from: Peer,
+    body: &[u8],
+) -> bool {
+    if body.is_empty() {
+        return true;
+    }
+    let n = s.n;
+    let taken = reoffer(config, metrics, Session { answer: true, ..s }, from, body).is_ok();
+    if !taken {
+        info!(call = n, "the answer in the ACK cannot be taken: BYE");
+    }
+    taken
 }
 
 /// What a refresh request asks of the session timer (RFC 4028 9): `Err`
@@ -336,6 +381,7 @@ impl Core {
             self.respond(&r.key, m, Reply::new(503, "Service Unavailable"), now);
             return;
         }
+        c.offered_in_2xx = m.body.is_empty();
         let answer = if m.body.is_empty() {
             // Our current SDP is the offer (with our key in it, if any).
             if c.sdes.is_some() && !key_may_go(&self.config, r.from) {
@@ -483,18 +529,11 @@ impl Core {
             } else if leg.sdes.is_some() && !key_may_go(config, r.from) {
                 return Err(NOT_ACCEPTABLE);
             } else {
+                leg.offered_in_2xx = true;
                 Some(leg.sdp.to_vec())
             }
         } else {
-            let session = Session {
-                n,
-                peer: leg.peer,
-                placed: true,
-                local: &mut leg.local,
-                sdes: &mut leg.sdes,
-                media_ip: &mut leg.media_ip,
-                media: media.as_ref(),
-            };
+            let session = leg.session(n, media.as_ref());
             Some(reoffer(config, metrics, session, r.from, m.body)?)
         };
         if let Some(a) = &answer {
@@ -510,7 +549,13 @@ impl Core {
     /// An ACK with a To tag that is not for a call the gateway answered:
     /// for our 2xx to a far end's re-INVITE (matched by CSeq). `true` if
     /// it was one.
-    pub(super) fn far_end_acked(&mut self, m: &Message<'_>, call_id: &[u8]) -> bool {
+    pub(super) fn far_end_acked(
+        &mut self,
+        m: &Message<'_>,
+        call_id: &[u8],
+        from: Peer,
+        now: Instant,
+    ) -> bool {
         let Some(owner) = self.owner(m, call_id) else {
             return false;
         };
@@ -520,8 +565,77 @@ impl Core {
         let ours = leg.ok.as_ref().is_some_and(|ok| ok.acked_by(m));
         if ours {
             leg.ok = None;
+            if std::mem::take(&mut leg.offered_in_2xx) {
+                self.far_end_answer_in_ack(owner, from, m, now);
+            }
         }
         ours
+    }
+
+    /// The ACK `m` from `from` answers the offer in our 2xx to an
+    /// offerless re-INVITE on call `call_id`: the media follows it. `false`
+    /// if the answer could not be taken and the call ended.
+    pub(super) fn answer_in_ack(
+        &mut self,
+        call_id: &[u8],
+        from: Peer,
+        m: &Message<'_>,
+        now: Instant,
+    ) -> bool {
+        let Some(c) = self.calls.get_mut(call_id) else {
+            return false;
+        };
+        let taken = take_answer(&self.config, &self.metrics, c.session(), from, m.body);
+        if !taken {
+            self.send_bye(call_id, now);
+            self.hang_up_far_end(call_id, now);
+            self.end_call(call_id, super::end::EndReason::Failed, now);
+        }
+        taken
+    }
+
+    /// [`Core::answer_in_ack`] for the far end of a leg we placed.
+    fn far_end_answer_in_ack(&mut self, owner: Owner, from: Peer, m: &Message<'_>, now: Instant) {
+        let (config, metrics) = (&self.config, &self.metrics);
+        let taken = match &owner {
+            Owner::Bridge(a_id) => self.calls.get_mut(a_id).and_then(|c| {
+                let n = c.n;
+                let b = c.bridge.as_deref_mut()?;
+                let media = b.far_media.clone();
+                Some(take_answer(
+                    config,
+                    metrics,
+                    b.session(n, media.as_ref()),
+                    from,
+                    m.body,
+                ))
+            }),
+            Owner::AgentOut(call) => self.agent_out.get_mut(call).map(|o| {
+                let media = o.media.clone();
+                take_answer(
+                    config,
+                    metrics,
+                    o.leg.session(o.n, media.as_ref()),
+                    from,
+                    m.body,
+                )
+            }),
+            Owner::Inbound(_) | Owner::Early => None,
+        };
+        if taken != Some(false) {
+            return;
+        }
+        match owner {
+            Owner::Bridge(a_id) => {
+                self.send_bye(&a_id, now);
+                self.hang_up_far_end(&a_id, now);
+                self.end_call(&a_id, super::end::EndReason::Failed, now);
+            }
+            Owner::AgentOut(call) => {
+                self.hang_up_out(call, Some(super::end::EndReason::Failed), now);
+            }
+            Owner::Inbound(_) | Owner::Early => {}
+        }
     }
 }
 
@@ -555,6 +669,7 @@ mod tests {
                 sdes: &mut $sdes,
                 media_ip: &mut $ip,
                 media: Some(&$tx),
+                answer: false,
             }
         };
     }

@@ -395,6 +395,7 @@ impl Core {
             bridge,
             agent,
             session_timer,
+            offered_in_2xx: false,
             record: self.records.new.take().map(|mut c| {
                 c.record.codec = Some(neg.codec.name().to_string());
                 // What the leg really had: a key sent in clear signalling

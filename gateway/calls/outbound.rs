@@ -64,6 +64,9 @@ pub(super) struct Bridge {
     pub(super) far_media: Option<mpsc::Sender<Control>>,
     /// Our 2xx to the far end's re-INVITE, resent until its ACK.
     pub(super) ok: Option<Resend2xx>,
+    /// Whether our 2xx in flight carries an offer (to a re-INVITE without
+    /// SDP), which the far end's ACK answers.
+    pub(super) offered_in_2xx: bool,
     /// The session timer (RFC 4028) its 2xx or its refreshes set.
     pub(super) timer: Option<crate::sip::timer::SessionTimer>,
 }
@@ -339,6 +342,7 @@ impl Core {
                 far_media: None,
                 ok: None,
                 timer: None,
+                offered_in_2xx: false,
             }),
             rtp,
             rtcp,

@@ -305,8 +305,14 @@ Content-Length: {len}\r\n\r\n{body}",
 
     /// ACK for the 2xx to our last INVITE.
     pub(super) fn ack(&mut self) -> String {
+        self.ack_with("")
+    }
+
+    /// ACK for the 2xx to our last INVITE, carrying `sdp` (the answer to
+    /// an offer in that 2xx).
+    pub(super) fn ack_with(&mut self, sdp: &str) -> String {
         let branch = self.branch();
-        self.request("ACK", &branch, self.cseq, "", "")
+        self.request("ACK", &branch, self.cseq, "", sdp)
     }
 
     /// ACK for a failure response to our INVITE: the INVITE's branch

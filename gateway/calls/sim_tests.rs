@@ -43,6 +43,9 @@ keepalive_s = 0
 number = "echo"
 target = "echo"
 [[route]]
+number = "tone"
+target = "tone"
+[[route]]
 number = "ring"
 target = "echo"
 ring_ms = 5000
@@ -264,6 +267,20 @@ fn bridged_call(s: &mut Sim, call: &str) -> (Ua, Ua, super::sim::Sent) {
     (caller, far, out)
 }
 
+/// The far end answers the bridged call `out` (with `extra` headers): the
+/// gateway ACKs it and answers the caller, who ACKs.
+fn far_answers(s: &mut Sim, caller: &mut Ua, far: &mut Ua, out: &super::sim::Sent, extra: &str) {
+    let ok = far.reply_with(out, 200, "OK", extra, &offer(FAR, 32000, "sendrecv"));
+    s.deliver(FAR, &ok);
+    let ack = s.request(FAR, "ACK");
+    assert_eq!(ack.header("Call-ID"), out.header("Call-ID"));
+    let ok = s.response(CARRIER, 200);
+    caller.answered(&ok);
+    let ack = caller.ack();
+    s.deliver(CARRIER, &ack);
+    assert_eq!(s.active(), 1);
+}
+
 /// The far end of a dialog the gateway started puts the call on hold,
 /// then refreshes the session by UPDATE: both are answered 200 in that
 /// dialog, the hold with the mirror direction, and the call goes on.
@@ -286,15 +303,7 @@ fn far_end_holds_and_refreshes(s: &mut Sim, far: &mut Ua) {
 async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = sim();
     let (mut caller, mut far, out) = bridged_call(&mut s, "bridge");
-    let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
-    s.deliver(FAR, &ok);
-    let ack = s.request(FAR, "ACK");
-    assert_eq!(ack.header("Call-ID"), out.header("Call-ID"));
-    let ok = s.response(CARRIER, 200);
-    caller.answered(&ok);
-    let ack = caller.ack();
-    s.deliver(CARRIER, &ack);
-    assert_eq!(s.active(), 1);
+    far_answers(&mut s, &mut caller, &mut far, &out, "");
 
     far_end_holds_and_refreshes(&mut s, &mut far);
 
@@ -591,19 +600,8 @@ async fn a_far_end_that_stops_refreshing_is_hung_up_on_both_legs() {
     let mut s = sim();
     let (mut caller, mut far, out) = bridged_call(&mut s, "far-timer");
     // The far end's 2xx sets a timer it refreshes itself.
-    let ok = far.reply_with(
-        &out,
-        200,
-        "OK",
-        "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n",
-        &offer(FAR, 32000, "sendrecv"),
-    );
-    s.deliver(FAR, &ok);
-    s.request(FAR, "ACK");
-    let ok = s.response(CARRIER, 200);
-    caller.answered(&ok);
-    let ack = caller.ack();
-    s.deliver(CARRIER, &ack);
+    let timer = "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n";
+    far_answers(&mut s, &mut caller, &mut far, &out, timer);
     // One refresh at 45 s, answered with the interval it asked.
     s.advance(Duration::from_secs(45));
     let timer = "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n";
@@ -652,4 +650,82 @@ async fn an_agents_call_refreshes_when_the_far_end_makes_us_the_refresher() {
     let heard = alice.heard();
     assert!(ended(&heard).is_some(), "{heard:?}");
     assert_eq!(s.active(), 0);
+}
+
+/// Waits (up to 3 s, real time: media tasks run on the runtime's clock)
+/// for an RTP packet on `sock`.
+async fn rtp_arrives(sock: &tokio::net::UdpSocket) -> bool {
+    let mut buf = [0u8; 1500];
+    let wait = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf));
+    matches!(wait.await, Ok(Ok((n, _))) if n > 12 && buf[0] >> 6 == 2)
+}
+
+#[tokio::test]
+async fn an_offerless_reinvite_takes_the_answer_in_the_ack() {
+    let mut s = sim();
+    let first = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let moved = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = |u: &tokio::net::UdpSocket| u.local_addr().expect("bound").port();
+    let mut ua = Ua::new(CARRIER, "offerless");
+    let inv = ua.invite("tone", &offer(CARRIER, port(&first), "sendrecv"), "");
+    s.deliver(CARRIER, &inv);
+    let ok = s.response(CARRIER, 200);
+    ua.answered(&ok);
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    assert!(
+        rtp_arrives(&first).await,
+        "the tone plays to the first port"
+    );
+
+    // A re-INVITE without SDP: our 2xx offers, the ACK answers with a
+    // new port.
+    let reinvite = ua.in_dialog("INVITE", "", "");
+    s.deliver(CARRIER, &reinvite);
+    let ok = s.response(CARRIER, 200);
+    assert_eq!(
+        direction(ok.body()),
+        Some("sendrecv"),
+        "our offer: {}",
+        ok.text
+    );
+    let ack = ua.ack_with(&offer(CARRIER, port(&moved), "sendrecv"));
+    s.deliver(CARRIER, &ack);
+    // What was already on its way to the first port may still land.
+    let mut buf = [0u8; 1500];
+    while first.try_recv_from(&mut buf).is_ok() {}
+    assert!(
+        rtp_arrives(&moved).await,
+        "the tone follows the answer in the ACK"
+    );
+    assert_eq!(s.active(), 1);
+}
+
+#[tokio::test]
+async fn an_unusable_answer_in_the_far_ends_ack_ends_the_call() {
+    let mut s = sim();
+    let (mut caller, mut far, out) = bridged_call(&mut s, "bad-ack");
+    far_answers(&mut s, &mut caller, &mut far, &out, "");
+    let reinvite = far.in_dialog("INVITE", "", "");
+    s.deliver(FAR, &reinvite);
+    let ok = s.response(FAR, 200);
+    assert!(!ok.body().is_empty(), "our 2xx carries the offer");
+    // An "answer" with none of the codecs offered.
+    let g729 = "v=0\r\no=- 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+m=audio 32000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let ack = far.ack_with(g729);
+    s.deliver(FAR, &ack);
+    assert_eq!(
+        s.request(FAR, "BYE").header("Call-ID"),
+        out.header("Call-ID")
+    );
+    assert_eq!(
+        s.request(CARRIER, "BYE").header("Call-ID"),
+        Some(caller.call_id.as_str())
+    );
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
 }
