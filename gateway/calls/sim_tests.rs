@@ -729,3 +729,21 @@ m=audio 32000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
     );
     assert_eq!((s.active(), s.ended("failed")), (0, 1));
 }
+
+#[tokio::test]
+async fn requests_routed_to_us_by_a_proxy_are_taken() {
+    let mut s = sim();
+    // An edge proxy that record-routes puts its own Route first; a loose
+    // router leaves ours naming the gateway (RFC 3261 16.4).
+    let routed = "Route: <sip:127.0.0.1:5060;lr>\r\nRecord-Route: <sip:127.0.0.1:5070;lr>\r\n";
+    let (mut ua, ok) = answered_call(&mut s, "routed", "echo", routed);
+    assert_eq!(
+        ok.header("Record-Route"),
+        Some("<sip:127.0.0.1:5070;lr>"),
+        "the 2xx copies the Record-Route"
+    );
+    let bye = ua.in_dialog("BYE", "Route: <sip:127.0.0.1:5060;lr>\r\n", "");
+    s.deliver(CARRIER, &bye);
+    assert_eq!(s.response(CARRIER, 200).cseq_method(), Some("BYE"));
+    assert_eq!(s.active(), 0);
+}
