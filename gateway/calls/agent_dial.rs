@@ -134,7 +134,9 @@ impl Core {
             None => None,
         };
         if let Some(p) = checked {
-            if let Err(why) = p.check(&e164, jiff::Timestamp::now()) {
+            let wall = jiff::Timestamp::try_from(self.records.wall.at(now))
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            if let Err(why) = p.check(&e164, wall) {
                 let (code, message) = match why {
                     DialRefused::NotAllowed => {
                         ("not_allowed", "your profile does not allow that number")
@@ -218,7 +220,13 @@ impl Core {
         let media = media_for(call, &key, codec, pt, 20, Some(101));
         let record = self
             .records
-            .begin(&leg.dialog.call_id, Direction::Outbound, &caller, &e164)
+            .begin(
+                &leg.dialog.call_id,
+                Direction::Outbound,
+                &caller,
+                &e164,
+                now,
+            )
             .map(|mut c| {
                 c.record.trunk = self.config.trunks.get(trunk).map(|t| t.name.clone());
                 c.record.codec = Some(codec.name().to_string());
@@ -371,9 +379,7 @@ impl Core {
                     .get_mut(&call)
                     .and_then(|o| o.record.as_mut())
                 {
-                    r.record
-                        .ringing_ms
-                        .get_or_insert_with(super::records::unix_ms);
+                    r.record.ringing_ms.get_or_insert(self.records.wall.ms(now));
                 }
                 let early = !m.body.is_empty() && self.start_out_media(call, &m);
                 let first = self
@@ -412,7 +418,7 @@ impl Core {
                         .get_mut(&call)
                         .and_then(|o| o.record.as_mut())
                     {
-                        r.record.answer_ms = Some(super::records::unix_ms());
+                        r.record.answer_ms = Some(self.records.wall.ms(now));
                         r.record.sip_status = code;
                         self.records.write_open(r);
                     }

@@ -186,6 +186,8 @@ impl Local {
 pub struct Env {
     pub now: Instant,
     pub tokens: build::Tokens,
+    /// The wall clock records and calling hours read.
+    pub wall: crate::Wall,
 }
 
 impl Env {
@@ -194,6 +196,7 @@ impl Env {
         Self {
             now: Instant::now(),
             tokens: build::Tokens::from_os(),
+            wall: crate::Wall::system(),
         }
     }
 }
@@ -225,7 +228,11 @@ pub enum GuardRequest {
 
 impl Core {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, local: Local, env: Env) -> Self {
-        let Env { now, mut tokens } = env;
+        let Env {
+            now,
+            mut tokens,
+            wall,
+        } = env;
         let port = local
             .udp
             .first()
@@ -281,7 +288,7 @@ impl Core {
                 (tx, Some(rx))
             },
             guard,
-            records: super::records::Records::default(),
+            records: super::records::Records::new(wall),
             trunk_calls: HashMap::new(),
         }
     }
@@ -553,7 +560,7 @@ impl Core {
     pub(super) fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
         if r.code >= 180 && m.method() == Some(Method::Invite) {
             if let Some(id) = m.call_id() {
-                self.record_response(id, r.code);
+                self.record_response(id, r.code, now);
             }
         }
         if let Some(bytes) = build::response(m, r.code, r.reason, r.tag, r.extra, None) {
@@ -737,7 +744,7 @@ impl Core {
         ));
         let key = c.invite_key.clone();
         self.txn.respond(&key, ok, now);
-        self.record_answered(call_id);
+        self.record_answered(call_id, now);
     }
 
     /// What is due at `now` (the loop calls it at [`Core::poll_timeout`]).

@@ -56,6 +56,7 @@ impl Core {
                 crate::cdr::record::Direction::Inbound,
                 &caller,
                 &normalized,
+                now,
             )
             .map(|mut c| {
                 c.record.trunk = trunk.as_ref().map(|t| t.name.clone());

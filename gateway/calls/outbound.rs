@@ -437,7 +437,7 @@ impl Core {
             let key = c.invite_key.clone();
             self.txn.respond(&key, r, now);
         }
-        self.record_response(a_id, code);
+        self.record_response(a_id, code, now);
     }
 
     /// Starts the bridge's media from the far end's SDP (in a 183 or the
@@ -527,7 +527,7 @@ impl Core {
                 }
             }
         }
-        self.record_response(a_id, code);
+        self.record_response(a_id, code, now);
         self.end_call(a_id, why, now);
     }
 

@@ -69,8 +69,6 @@ impl RefusalBudget {
     }
 }
 
-pub(super) use crate::now_ms as unix_ms;
-
 /// A call's record while the call lasts.
 pub(super) struct CallRecord {
     pub(super) id: RecordId,
@@ -89,10 +87,14 @@ pub(super) struct Records {
     pending: HashMap<RecordId, (Record, Instant)>,
     reports: mpsc::Sender<MediaReport>,
     pub(super) reports_rx: Option<mpsc::Receiver<MediaReport>>,
+    /// What records are stamped with.
+    pub(super) wall: crate::Wall,
 }
 
-impl Default for Records {
-    fn default() -> Self {
+impl Records {
+    /// Records stamped by `wall`, written nowhere until
+    /// [`Records::set_writer`].
+    pub(super) fn new(wall: crate::Wall) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         Self {
             writer: None,
@@ -101,6 +103,7 @@ impl Default for Records {
             pending: HashMap::new(),
             reports: tx,
             reports_rx: Some(rx),
+            wall,
         }
     }
 }
@@ -117,9 +120,10 @@ impl Records {
         direction: Direction,
         caller: &str,
         callee: &str,
+        now: Instant,
     ) -> Option<CallRecord> {
         let w = self.writer.as_ref()?;
-        let start = unix_ms();
+        let start = self.wall.ms(now);
         Some(CallRecord {
             id: w.next_id(start),
             record: Record::new(
@@ -162,7 +166,7 @@ impl Records {
             Outcome::Answered if !answered => Outcome::Failed,
             o => o,
         };
-        c.record.finish(unix_ms(), outcome, status, by);
+        c.record.finish(self.wall.ms(now), outcome, status, by);
         if answered {
             self.pending
                 .insert(c.id, (c.record, now + MEDIA_REPORT_WAIT));
@@ -208,7 +212,8 @@ impl Records {
 impl Core {
     /// A response the gateway sends to an INVITE: ringing and the final
     /// status go into the call's record.
-    pub(super) fn record_response(&mut self, call_id: &[u8], code: u16) {
+    pub(super) fn record_response(&mut self, call_id: &[u8], code: u16, now: Instant) {
+        let wall = self.records.wall.ms(now);
         let rec = match self.records.new.as_mut() {
             Some(n)
                 if n.record.call_id
@@ -225,7 +230,7 @@ impl Core {
         let Some(r) = rec else { return };
         match code {
             180 | 183 => {
-                r.ringing_ms.get_or_insert_with(unix_ms);
+                r.ringing_ms.get_or_insert(wall);
             }
             200..=699 => r.sip_status = code,
             _ => {}
@@ -247,10 +252,11 @@ impl Core {
     }
 
     /// The call was answered: its record is written open.
-    pub(super) fn record_answered(&mut self, call_id: &[u8]) {
+    pub(super) fn record_answered(&mut self, call_id: &[u8], now: Instant) {
+        let wall = self.records.wall.ms(now);
         if let Some(c) = self.calls.get_mut(call_id).and_then(|c| c.record.as_mut()) {
             if c.record.answer_ms.is_none() {
-                c.record.answer_ms = Some(unix_ms());
+                c.record.answer_ms = Some(wall);
                 c.record.sip_status = 200;
                 self.records.write_open(c);
             }

@@ -4,7 +4,9 @@
 //! ([`Core::poll_output`]) is read back per destination, and time moves
 //! only when a test says so, from deadline to deadline as
 //! [`Core::poll_timeout`] names them (the driver's loop, without its
-//! sleeping). A 90-second session timer takes microseconds.
+//! sleeping). A 90-second session timer takes microseconds, and the wall
+//! clock (records, calling hours) follows the virtual one from
+//! [`START_UNIX_S`].
 //!
 //! Media tasks still run on the test's runtime with real loopback RTP
 //! ports (they are the media engine's, tested on their own); the SIP side
@@ -24,6 +26,10 @@ use crate::sip::transport::Inbound;
 /// The gateway's SIP address in every simulation.
 pub(super) const GATEWAY: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5060);
+
+/// The wall clock at the start of every simulation: Monday 30 November
+/// 2026, 08:58 UTC.
+pub(super) const START_UNIX_S: u64 = 1_796_029_080;
 
 /// One message the core sent.
 #[derive(Clone, Debug)]
@@ -117,9 +123,11 @@ impl Sim {
             ..Local::default()
         };
         let now = Instant::now();
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(START_UNIX_S);
         let env = Env {
             now,
             tokens: crate::sip::build::Tokens::seeded(seed),
+            wall: crate::Wall::following(now, start),
         };
         let core = Core::new(config, metrics.clone(), local, env);
         Self {

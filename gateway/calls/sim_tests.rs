@@ -346,6 +346,10 @@ const AGENTS: &str = r#"
 [[queue]]
 name = "sales"
 ring_s = 10
+[[profile]]
+name = "daytime"
+hours = "09:00-17:00"
+timezone = "UTC"
 [[route]]
 number = "+442070000001"
 target = "queue:sales"
@@ -746,4 +750,28 @@ async fn requests_routed_to_us_by_a_proxy_are_taken() {
     s.deliver(CARRIER, &bye);
     assert_eq!(s.response(CARRIER, 200).cseq_method(), Some("BYE"));
     assert_eq!(s.active(), 0);
+}
+
+#[tokio::test]
+async fn calling_hours_follow_the_injected_wall_clock() {
+    let mut s = agents_sim();
+    let mut dave = s.agent(1, "dave", Some("daytime")).await;
+    let number = "+442079460001".to_string();
+    // 08:58 on a Monday: before the profile's hours.
+    s.agent_says(
+        &dave,
+        ClientMsg::Dial {
+            number: number.clone(),
+        },
+    );
+    let refused = dave.heard().into_iter().find_map(|m| match m {
+        ServerMsg::Error { code, .. } => Some(code),
+        _ => None,
+    });
+    assert_eq!(refused.as_deref(), Some("outside_hours"));
+    assert!(s.take(FAR).is_empty());
+    // Three minutes later it is 09:01.
+    s.advance(Duration::from_secs(180));
+    s.agent_says(&dave, ClientMsg::Dial { number });
+    s.request(FAR, "INVITE");
 }
