@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tollgate::admin::metrics::Metrics;
 use tollgate::calls::core::{Core, Env, Local, Output};
 use tollgate::config::Config;
 use tollgate::sip::transaction::Peer;
 use tollgate::sip::transport::Inbound;
+use tollgate::telemetry::metrics::Metrics;
 
 const CONFIG: &str = r#"
 [sip]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate::admin::metrics::Metrics;
 use tollgate::cdr::record::{Direction, MediaStats, Outcome, Party, Record};
 use tollgate::cdr::store::{RecordId, Store};
 use tollgate::cdr::writer::{Target, Writer};
 use tollgate::keys::Sealer;
+use tollgate::telemetry::metrics::Metrics;
 
 const DAY_MS: u64 = 86_400_000;
 

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate::config::rules::Rules;
 use tollgate::guard::ids::{Class, Facts, Ids};
-use tollgate::guard::rules::Rules;
 
 fn facts() -> Facts<'static> {
     Facts {

@@ -19,6 +19,7 @@ use crate::sip::sdp::AddrScope;
 mod agents;
 mod firewall;
 mod reload;
+pub mod rules;
 mod scope;
 pub mod strict;
 mod trunk;

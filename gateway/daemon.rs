@@ -17,10 +17,10 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::admin::http::{self, AdminState};
-use crate::admin::metrics::Metrics;
 use crate::cdr::store::{CdrError, Store};
 use crate::config::Config;
 use crate::sip::transport::{Transport, TransportConfig};
+use crate::telemetry::metrics::Metrics;
 
 /// The stage start-up failed at, with why.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +103,8 @@ impl Builder {
         // before the key is read: the development key file may be part of it.
         let (key_path, dev) = crate::keys::master_key_path(master_key.as_deref(), &data_dir);
         let dev_key = dev.then(|| key_path.clone());
-        match crate::keys::rotate::recover(&data_dir, dev_key.as_deref()) {
-            Ok(crate::keys::rotate::Recovered::Nothing) => {}
+        match crate::admin::rotate::recover(&data_dir, dev_key.as_deref()) {
+            Ok(crate::admin::rotate::Recovered::Nothing) => {}
             Ok(r) => warn!("an interrupted master-key rotation was completed: {r:?}"),
             Err(e) => return Err(StartError::Keys(format!("master-key rotation: {e}"))),
         }
@@ -180,7 +180,7 @@ pub struct Gateway {
     writer: crate::cdr::writer::Writer,
     agent_server: crate::agent::server::AgentServer,
     firewall: Option<crate::guard::nft::Handle>,
-    audit: crate::admin::audit::Audit,
+    audit: crate::telemetry::audit::Audit,
     /// The admin listener, retention and storage gauges.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -270,7 +270,7 @@ async fn serve(
     let listen = StartError::Listen;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new().map_err(|e| listen(format!("metrics: {e}")))?);
-    metrics.prime();
+    prime_metrics(&metrics);
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
         ready: false.into(),
@@ -342,10 +342,10 @@ async fn serve(
     )
     .map_err(|e| StartError::Records(format!("call record writer: {e}")))?;
     core.set_records(writer.clone());
-    let audit_key = crate::admin::audit::key(&data_dir, &sealer)
+    let audit_key = crate::telemetry::audit::key(&data_dir, &sealer)
         .map_err(|e| StartError::Keys(e.to_string()))?;
     let master = Arc::new(crate::keys::Master::new(sealer));
-    let audit = crate::admin::audit::Audit::open(&data_dir, audit_key.clone(), metrics.clone())
+    let audit = crate::telemetry::audit::Audit::open(&data_dir, audit_key.clone(), metrics.clone())
         .map_err(|e| StartError::Records(format!("audit trail: {e}")))?;
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
@@ -462,7 +462,7 @@ async fn serve(
 fn spawn_retention(
     store: std::sync::Arc<crate::cdr::store::Store>,
     mut period: tokio::sync::watch::Receiver<u32>,
-    metrics: std::sync::Arc<crate::admin::metrics::Metrics>,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -503,7 +503,7 @@ fn spawn_retention(
 fn spawn_storage_gauges(
     store: Option<std::sync::Arc<crate::cdr::store::Store>>,
     data_dir: PathBuf,
-    metrics: std::sync::Arc<crate::admin::metrics::Metrics>,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -525,4 +525,32 @@ fn spawn_storage_gauges(
             .await;
         }
     })
+}
+
+/// Every label set an admin expects to see at zero: the metrics' own
+/// ([`Metrics::prime`]) and those named by the components (metrics sit
+/// below them and do not know their vocabularies).
+fn prime_metrics(metrics: &Metrics) {
+    metrics.prime();
+    for r in crate::media::leg::Dropped::REASONS {
+        metrics.rtp_dropped.with_label_values(&[r]);
+    }
+    for s in crate::sip::sdp::AddrScope::ALL {
+        if s != crate::sip::sdp::AddrScope::Public {
+            metrics.sdp_address_refused.with_label_values(&[s.name()]);
+        }
+    }
+    metrics
+        .sdp_address_refused
+        .with_label_values(&[crate::config::NOT_SIGNALLING_SOURCE]);
+    // The kernel's drop rules, at 0 whether or not the table loads (so
+    // dashboards and alerts see the same series on every box).
+    for rule in crate::guard::nft::drop_rules() {
+        metrics.firewall_dropped_packets.with_label_values(&[rule]);
+    }
+    metrics.ids_verdicts.with_label_values(&["pass", "none"]);
+    for r in crate::guard::ids::Reason::ALL {
+        metrics.ids_verdicts.with_label_values(&["drop", r.label()]);
+        metrics.ids_verdicts.with_label_values(&["ban", r.label()]);
+    }
 }

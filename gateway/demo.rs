@@ -358,7 +358,7 @@ async fn calls_both_ways(
     mut out: impl FnMut(&str),
 ) -> Result<(), String> {
     let mut key = [0u8; 32];
-    crate::keys::random(&mut key).map_err(|e| e.to_string())?;
+    crate::crypto::random(&mut key).map_err(|e| e.to_string())?;
     crate::keys::write_private(&dir.join("master.key"), &key, false).map_err(|e| e.to_string())?;
     let sealer = Sealer::from_key(&key);
     // The far end's socket first: the trunk's address names it.

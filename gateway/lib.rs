@@ -4,6 +4,7 @@ pub mod agent;
 pub mod calls;
 pub mod cdr;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub(crate) mod deadlines;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod media;
 pub mod number;
 pub mod sip;
 pub mod slots;
+pub mod telemetry;
 
 /// Unix milliseconds of `t` (0 before 1970): the wall-clock times call
 /// records, bans and the audit trail carry.

@@ -25,12 +25,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 use zeroize::Zeroizing;
 
-use super::audit::{self, Audit};
 use super::roles::{Operator, Role, Roles};
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
 use crate::guard::BanInfo;
+use crate::telemetry::audit::{self, Audit};
 
 /// The socket's file name.
 pub const SOCKET: &str = "admin.sock";
@@ -290,7 +290,7 @@ pub struct Response {
     pub verified: Option<String>,
     /// For keys rotate-master: what was re-sealed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rotated: Option<crate::keys::rotate::Rotated>,
+    pub rotated: Option<crate::admin::rotate::Rotated>,
     /// For agent enroll: the bundle and TOTP URI, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrolled: Option<Enrolled>,
@@ -596,7 +596,7 @@ async fn run(
                 None => Response::error("the new key must be 64 hex digits"),
                 Some(key) => {
                     let rotated = blocking(move || {
-                        crate::keys::rotate::rotate(
+                        crate::admin::rotate::rotate(
                             &dir,
                             &store,
                             &master,

@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use super::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// What the handlers read.
 pub struct AdminState {

@@ -1,12 +1,13 @@
-//! The admin side: metrics and the HTTP listener that serves them, the
-//! local control socket the operator commands talk to, the audit trail,
-//! systemd's protocol and configuration reloads.
+//! The admin side, the top of the daemon: the HTTP listener that serves
+//! the metrics, the local control socket the operator commands talk to,
+//! master-key rotation (which re-seals every store), systemd's protocol
+//! and configuration reloads. What it reports through (metrics, the
+//! audit trail) is `telemetry`, a layer below everything.
 
-pub mod audit;
 pub mod control;
 pub mod http;
-pub mod metrics;
 mod peer;
 pub mod reload;
 pub mod roles;
+pub mod rotate;
 pub mod systemd;

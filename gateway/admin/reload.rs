@@ -19,11 +19,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::audit::Audit;
-use super::metrics::Metrics;
 use crate::calls::core::GuardRequest;
 use crate::config::Config;
 use crate::guard::nft;
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::Metrics;
 
 /// What a reload needs to reach.
 pub struct Reloader {

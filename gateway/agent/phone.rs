@@ -109,7 +109,7 @@ struct Call {
     pub heard_dtmf: String,
 }
 
-use crate::keys::random_u32;
+use crate::crypto::random_u32;
 
 impl Call {
     fn new(call: u64, outbound: bool, peer: String, m: &Media) -> Result<Self, ClientError> {

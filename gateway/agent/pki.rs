@@ -79,7 +79,7 @@ fn validity(p: &mut CertificateParams, days: i64) {
 
 fn random_serial() -> Result<SerialNumber, KeyError> {
     let mut s = [0u8; 16];
-    crate::keys::random(&mut s)?;
+    crate::crypto::random(&mut s)?;
     s[0] &= 0x7f; // positive
     Ok(SerialNumber::from(s.to_vec()))
 }

@@ -44,9 +44,9 @@ use super::pki::{fingerprint, Ca};
 use super::protocol::{self, close, ClientMsg, Decoder, ServerMsg};
 use super::store::{Agent, Watch};
 use super::totp;
-use crate::admin::metrics::Metrics;
 use crate::config::Agents as AgentsConfig;
 use crate::keys::Master;
+use crate::telemetry::metrics::Metrics;
 
 /// Handshakes in progress at once; more are refused until some finish.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -218,7 +218,7 @@ struct Shared {
     /// Live sessions: id to (agent name, fingerprint, connection).
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
     /// Where enrolments and revocations seen in the registry are recorded.
-    audit: Option<crate::admin::audit::Audit>,
+    audit: Option<crate::telemetry::audit::Audit>,
 }
 
 /// The TLS verifier: the CA's signature (webpki), then the registry.
@@ -333,7 +333,7 @@ impl AgentServer {
         master: Arc<Master>,
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
-        audit: Option<crate::admin::audit::Audit>,
+        audit: Option<crate::telemetry::audit::Audit>,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
         let ca = Ca::open_or_create(store.dir(), &master.current()).map_err(|e| e.to_string())?;

@@ -32,7 +32,7 @@ impl Secret {
     /// A fresh random secret.
     pub fn random() -> Result<Self, crate::keys::KeyError> {
         let mut b = Zeroizing::new(vec![0u8; SECRET_LEN]);
-        crate::keys::random(&mut b)?;
+        crate::crypto::random(&mut b)?;
         Ok(Self(b))
     }
 

@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use super::media::{ntp_now, recv_opt, Control, RtpCounters};
 use super::relay::{Relay, RelayError, Relayed, AGENT_PEER};
-use crate::admin::metrics::Metrics;
 use crate::agent::protocol::ServerMsg;
 use crate::agent::server::Link;
+use crate::telemetry::metrics::Metrics;
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes carved per block for outgoing datagrams.

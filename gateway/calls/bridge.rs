@@ -12,8 +12,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::media::{ntp_now, rand_u32, recv_opt, Control, RtpCounters};
-use crate::admin::metrics::Metrics;
 use crate::media::leg::Leg;
+use crate::telemetry::metrics::Metrics;
 
 /// One leg of a bridge.
 pub struct Side {

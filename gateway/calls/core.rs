@@ -19,7 +19,6 @@ use super::end::EndReason;
 use super::keepalive::TrunkState;
 use super::media::Control;
 use super::ports::PortPool;
-use crate::admin::metrics::{status_class, Metrics};
 use crate::cdr::record::Party;
 use crate::config::Config;
 use crate::deadlines::Table;
@@ -32,6 +31,7 @@ use crate::sip::message::{Framing, HeaderName, Message, StartLine};
 use crate::sip::transaction::{Event, Key, Peer, TimerConfig, Transactions, Transmit};
 use crate::sip::transport::{Inbound, TlsPeers};
 use crate::sip::WipedBytes;
+use crate::telemetry::metrics::{status_class, Metrics};
 
 pub(super) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 /// Most transactions held at once (each holds a message or two).
@@ -310,7 +310,7 @@ impl Core {
         self.guard.keep_bans(path, now)
     }
 
-    pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
+    pub fn set_audit(&mut self, a: crate::telemetry::audit::Audit) {
         self.guard.set_audit(a);
     }
 

@@ -94,7 +94,7 @@ fn key_may_go(config: &Config, from: Peer) -> bool {
 /// returns our SDP answer, the media task told of the change.
 pub(super) fn reoffer(
     config: &Config,
-    metrics: &crate::admin::metrics::Metrics,
+    metrics: &crate::telemetry::metrics::Metrics,
     s: Session<'_>,
     from: Peer,
     body: &[u8],
@@ -227,7 +227,7 @@ impl super::outbound::Bridge {
 /// nothing.
 fn take_answer(
     config: &Config,
-    metrics: &crate::admin::metrics::Metrics,
+    metrics: &crate::telemetry::metrics::Metrics,
     s: Session<'_>,
     from: Peer,
     body: &[u8],
@@ -654,9 +654,9 @@ struct Request<'k, 'm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::metrics::Metrics;
     use crate::media::srtp::Suite;
     use crate::sip::sdp::{Codec, Direction};
+    use crate::telemetry::metrics::Metrics;
 
     /// A leg's [`Session`] over the test's locals.
     macro_rules! session {

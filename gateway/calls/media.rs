@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::admin::metrics::Metrics;
 use crate::media::leg::{Dropped, Leg};
 use crate::sip::sdp::Codec;
+use crate::telemetry::metrics::Metrics;
 use prometheus::IntCounter;
 
 /// What the call plays.
@@ -421,10 +421,10 @@ pub(super) async fn recv_opt(
 }
 
 /// A random 32-bit value (SSRCs, initial sequence numbers, timestamps):
-/// [`crate::keys::random_u32`], which never falls back to a guessable
+/// [`crate::crypto::random_u32`], which never falls back to a guessable
 /// value.
 pub fn rand_u32() -> u32 {
-    crate::keys::random_u32()
+    crate::crypto::random_u32()
 }
 
 #[cfg(test)]

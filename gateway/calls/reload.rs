@@ -18,9 +18,9 @@ use std::time::Instant;
 use super::core::Core;
 use super::keepalive::TrunkState;
 use super::register::Registration;
-use crate::admin::metrics::Metrics;
 use crate::config::{Config, Trunk};
 use crate::sip::transport::TlsPeers;
+use crate::telemetry::metrics::Metrics;
 
 /// The client TLS configuration of every TLS trunk with an address.
 pub fn tls_peers(config: &Config) -> Result<TlsPeers, String> {

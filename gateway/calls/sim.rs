@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Env, Local, Output};
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::sip::transaction::Peer;
 use crate::sip::transport::Inbound;
+use crate::telemetry::metrics::Metrics;
 
 /// The gateway's SIP address in every simulation.
 pub(super) const GATEWAY: SocketAddr =

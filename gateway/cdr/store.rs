@@ -20,7 +20,7 @@
 //!
 //! The AEAD is `ring`'s through [`crate::keys::Sealer`], as for every
 //! other secret at rest (why `ring` rather than `aes-gcm`: the module doc
-//! of `media/srtp/aead.rs`, speed and key wiping).
+//! of `crypto/aead.rs`, speed and key wiping).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::record::{Outcome, Record, FORMAT};
-use crate::keys::{random, write_private, Sealer};
+use crate::crypto::random;
+use crate::keys::{write_private, Sealer};
 
 const DAY_MS: u64 = 86_400_000;
 /// sled's page cache.
@@ -700,7 +701,7 @@ impl Store {
     }
 
     /// Re-wraps every day key (and the check value) under `new`, for a
-    /// master-key rotation ([`crate::keys::rotate`]): the returned stage
+    /// master-key rotation ([`crate::admin::rotate`]): the returned stage
     /// holds the key file's new content and blocks new day keys until it
     /// is applied (after the new file is in place) or dropped.
     pub fn stage_master(&self, new: Arc<Sealer>, now_ms: u64) -> Result<StagedKeys<'_>, CdrError> {

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 
 use super::record::Record;
 use super::store::{CdrError, RecordId, Store};
-use crate::admin::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Records queued before new ones are shed. A record is well under 2 KiB
 /// (its fields are bounded), so the queue stays under 32 MiB.
@@ -114,7 +114,7 @@ impl Writer {
         // A random start, so two runs' ids never meet within a millisecond.
         Ok(Self {
             tx,
-            seq: Arc::new(AtomicU32::new(crate::keys::random_u32())),
+            seq: Arc::new(AtomicU32::new(crate::crypto::random_u32())),
             metrics,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })

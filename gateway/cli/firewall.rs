@@ -54,10 +54,10 @@ pub(crate) fn firewall_command(c: FirewallCommand) -> ExitCode {
                 },
                 None => (
                     "shipped IDS rules".to_string(),
-                    tollgate::guard::rules::DEFAULT_IDS_TOML.to_string(),
+                    tollgate::config::rules::DEFAULT_IDS_TOML.to_string(),
                 ),
             };
-            match tollgate::guard::rules::Rules::from_toml(&text) {
+            match tollgate::config::rules::Rules::from_toml(&text) {
                 Ok(r) => {
                     println!(
                     "{name}: valid ({} scanner patterns, flood {} requests per {} ms, bans from {} s)",

@@ -423,7 +423,7 @@ pub(crate) fn audit_command(c: AuditCommand) -> ExitCode {
                             println!("{l}");
                             continue;
                         }
-                        let Ok(e) = serde_json::from_str::<tollgate::admin::audit::Entry>(&l)
+                        let Ok(e) = serde_json::from_str::<tollgate::telemetry::audit::Entry>(&l)
                         else {
                             continue;
                         };

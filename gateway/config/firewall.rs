@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
-use crate::guard::rules::Rules;
+use crate::config::rules::Rules;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -33,7 +33,7 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use lru::LruCache;
 
-use super::rules::{Rate, Rules, MAX_DISTINCT_USERS};
+use crate::config::rules::{Rate, Rules, MAX_DISTINCT_USERS};
 
 /// Message classes with limits of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -103,7 +103,7 @@ fn a_flood_is_banned_on_density_and_repeat_bans_grow() {
     let t0 = Instant::now();
     // Limits above the density, so the density is what bans.
     let mut rules = Rules::shipped().expect("rules");
-    rules.untrusted_invite = crate::guard::rules::Rate {
+    rules.untrusted_invite = crate::config::rules::Rate {
         rate: 1000.0,
         burst: 1000.0,
     };

@@ -1,7 +1,8 @@
 //! The guard: what keeps floods, scanners and brute force from costing
 //! the gateway anything, without ever banning a configured carrier.
 //!
-//! - [`rules`]: the IDS rules (`rulesets/ids.toml`), validated;
+//! - `config::rules`: the IDS rules (`rulesets/ids.toml`), validated, a
+//!   configuration document like the main file;
 //! - [`ids`]: the IDS core, sans-IO: facts of a message in, a verdict out;
 //! - [`Guard`]: the IDS as the call core uses it: every SIP message
 //!   through it, verdicts counted, bans pushed to the firewall (whose table
@@ -13,7 +14,6 @@
 
 pub mod ids;
 pub mod nft;
-pub mod rules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::IntCounter;
 use tracing::{info, warn};
 
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::sip::header::Method;
 use crate::sip::message::{HeaderName, Message, StartLine};
+use crate::telemetry::metrics::Metrics;
 use ids::{Class, Facts, Ids, Reason, Verdict};
 
 /// One ban, as `tollgate firewall bans` shows it.
@@ -124,7 +124,7 @@ pub struct Guard {
     /// Per trunk (by index), its over-limit counter if it is trusted.
     carrier_over: Vec<Option<IntCounter>>,
     firewall: Option<nft::Handle>,
-    audit: Option<crate::admin::audit::Audit>,
+    audit: Option<crate::telemetry::audit::Audit>,
     saved: Option<BanFile>,
 }
 
@@ -250,7 +250,7 @@ impl Guard {
     }
 
     /// Where bans and failed logins are recorded.
-    pub fn set_audit(&mut self, a: crate::admin::audit::Audit) {
+    pub fn set_audit(&mut self, a: crate::telemetry::audit::Audit) {
         self.audit = Some(a);
     }
 

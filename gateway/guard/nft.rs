@@ -34,8 +34,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::admin::metrics::Metrics;
 use crate::config::{Config, Nftables as Mode};
+use crate::telemetry::metrics::Metrics;
 
 /// The table's name (family `inet`).
 pub const TABLE: &str = "tollgate";

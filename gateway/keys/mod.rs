@@ -11,17 +11,15 @@
 //! Each sealed blob names what it is for (the associated data), so a blob
 //! moved from one purpose to another fails to open.
 //!
-//! [`rotate`] re-seals all of it under a new master key.
-
-pub mod rotate;
+//! `admin::rotate` re-seals all of it under a new master key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::media::srtp::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN};
+use crate::crypto::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN};
+use crate::crypto::random;
 
 /// Sealed blobs start with this (format version 1).
 const MAGIC: &[u8; 4] = b"TGS1";
@@ -42,6 +40,12 @@ pub enum KeyError {
     Unseal,
     #[error("the system random generator failed")]
     Random,
+}
+
+impl From<crate::crypto::RandomFailed> for KeyError {
+    fn from(_: crate::crypto::RandomFailed) -> Self {
+        Self::Random
+    }
 }
 
 /// Where the master key comes from, in order: an explicit path, the
@@ -66,34 +70,6 @@ pub fn master_key_path(explicit: Option<&Path>, data_dir: &Path) -> (PathBuf, bo
         .unwrap_or_else(|| "tollgate-data".into());
     name.push(".master-key");
     (data_dir.with_file_name(name), true)
-}
-
-/// Fills `buf` from the system's random generator.
-pub fn random(buf: &mut [u8]) -> Result<(), KeyError> {
-    SystemRandom::new().fill(buf).map_err(|_| KeyError::Random)
-}
-
-/// A random 32-bit value for what must be unguessable but has no error
-/// path of its own (SIP tags and branches, SSRCs, sequence numbers, RTP
-/// ports). If the system's generator fails, the process stops (systemd
-/// restarts it): a zero or a clock reading would be guessable, and
-/// getrandom failing on a running Linux system means something is badly
-/// wrong.
-pub fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    random_or_stop(&mut b);
-    u32::from_be_bytes(b)
-}
-
-/// Fills `buf` from the system's random generator, or stops the process
-/// (see [`random_u32`]).
-pub fn random_or_stop(buf: &mut [u8]) {
-    if random(buf).is_err() {
-        tracing::error!(
-            "the system random generator failed: stopping rather than use guessable tags, ports and SSRCs"
-        );
-        std::process::abort();
-    }
 }
 
 /// A key's public name: 16 hex digits of a domain-separated SHA-256 of

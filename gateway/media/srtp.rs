@@ -20,7 +20,6 @@
 //! and only then the AEAD or HMAC. A sender also refuses to seal an index
 //! twice, since that would reuse a GCM nonce or a counter-mode keystream.
 
-pub mod aead;
 mod cm;
 pub mod kdf;
 
@@ -28,11 +27,11 @@ use std::marker::PhantomData;
 
 use zeroize::Zeroizing;
 
-use self::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN as GCM_TAG_LEN};
 use self::cm::{tags_equal, AesCtr, HmacSha1};
 use self::kdf::Label;
 use super::replay::{ReplayCheck, ReplayWindow, DEFAULT_WINDOW};
 use super::rtp::{extend_seq as estimate_index, RtpError, SrtpHeader};
+use crate::crypto::aead::{Aead, AesGcm, NONCE_LEN, TAG_LEN as GCM_TAG_LEN};
 
 /// The protection profiles Tollgate speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

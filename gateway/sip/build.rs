@@ -150,7 +150,7 @@ pub fn token() -> String {
     let mut b = [0u8; 8];
     // Never a clock reading or zeros: guessable tags would let an
     // off-path attacker forge in-dialog requests.
-    crate::keys::random_or_stop(&mut b);
+    crate::crypto::random_or_stop(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -173,7 +173,7 @@ impl Tokens {
     /// Keyed from the operating system's random source.
     pub fn from_os() -> Self {
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        crate::keys::random_or_stop(key.as_mut_slice());
+        crate::crypto::random_or_stop(key.as_mut_slice());
         Self { key, n: 0 }
     }
 

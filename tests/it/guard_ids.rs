@@ -163,7 +163,7 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     // This test is about enumeration and density: the shipped limits on
     // untrusted INVITEs and the strikes for going over a limit (tested in
     // guard::ids and below) would ban these sources first.
-    let shipped = tollgate::guard::rules::DEFAULT_IDS_TOML;
+    let shipped = tollgate::config::rules::DEFAULT_IDS_TOML;
     assert!(shipped.contains("untrusted_invite = { rate = 2, burst = 8 }"));
     assert!(shipped.contains("over_limit = 10"));
     std::fs::write(
@@ -227,7 +227,7 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     assert!(status(&reply).starts_with("SIP/2.0 200"));
     std::fs::write(
         &rules,
-        tollgate::guard::rules::DEFAULT_IDS_TOML.replace(
+        tollgate::config::rules::DEFAULT_IDS_TOML.replace(
             "user_agent = [\"friendly-scanner\"",
             "user_agent = [\"evil-dialer\", \"friendly-scanner\"",
         ),
@@ -284,7 +284,7 @@ fn enumeration_and_floods_are_banned_and_rules_reload_on_sighup() {
     // Invalid rules are refused, naming the key; the previous ones stay.
     std::fs::write(
         &rules,
-        tollgate::guard::rules::DEFAULT_IDS_TOML.replace("max_requests = 200", "max_requests = 0"),
+        tollgate::config::rules::DEFAULT_IDS_TOML.replace("max_requests = 200", "max_requests = 0"),
     )
     .expect("rules");
     let (ok, _, err) = gw.firewall(&["reload"]);

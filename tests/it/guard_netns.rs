@@ -37,7 +37,7 @@ fn config(dir: &std::path::Path) -> String {
     let rules = dir.join("ids.toml");
     std::fs::write(
         &rules,
-        tollgate::guard::rules::DEFAULT_IDS_TOML
+        tollgate::config::rules::DEFAULT_IDS_TOML
             .replace("first_s = 300", &format!("first_s = {FIRST_BAN_S}"))
             .replace("repeat_factor = 4", "repeat_factor = 3"),
     )

@@ -19,7 +19,7 @@ use ctr::cipher::{InnerIvInit, KeyInit, StreamCipher};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use super::aead::Wiped;
+use crate::crypto::aead::Wiped;
 
 /// The full HMAC-SHA1 output length.
 pub const HMAC_SHA1_LEN: usize = 20;

@@ -425,7 +425,9 @@ impl Metrics {
         out
     }
 
-    /// Pre-creates the label sets an admin expects to see at zero.
+    /// Pre-creates the label sets an admin expects to see at zero that
+    /// this layer knows of; the daemon adds those the components below
+    /// it name (drop reasons, IDS reasons, firewall rules).
     pub fn prime(&self) {
         for d in ["in", "out"] {
             for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"] {
@@ -450,26 +452,6 @@ impl Metrics {
             self.config_reloads.with_label_values(&[o]);
         }
         self.config_last_reload_successful.set(1);
-        for r in crate::media::leg::Dropped::REASONS {
-            self.rtp_dropped.with_label_values(&[r]);
-        }
-        for s in crate::sip::sdp::AddrScope::ALL {
-            if s != crate::sip::sdp::AddrScope::Public {
-                self.sdp_address_refused.with_label_values(&[s.name()]);
-            }
-        }
-        self.sdp_address_refused
-            .with_label_values(&[crate::config::NOT_SIGNALLING_SOURCE]);
-        // The kernel's drop rules, at 0 whether or not the table loads (so
-        // dashboards and alerts see the same series on every box).
-        for rule in crate::guard::nft::drop_rules() {
-            self.firewall_dropped_packets.with_label_values(&[rule]);
-        }
-        self.ids_verdicts.with_label_values(&["pass", "none"]);
-        for r in crate::guard::ids::Reason::ALL {
-            self.ids_verdicts.with_label_values(&["drop", r.label()]);
-            self.ids_verdicts.with_label_values(&["ban", r.label()]);
-        }
     }
 }
 

@@ -33,9 +33,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{write_private, Master, Sealer, KEY_LEN};
 use crate::agent::store::Store as Agents;
 use crate::cdr::store::Store as Records;
+use crate::keys::{write_private, Master, Sealer, KEY_LEN};
 
 /// The journal's file name, in the data directory.
 pub const JOURNAL: &str = "rotate-master.journal";
@@ -94,7 +94,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotateError {
 }
 
 fn sync_dir(path: &Path) -> Result<(), RotateError> {
-    super::sync_parent(path).map_err(io(path))
+    crate::keys::sync_parent(path).map_err(io(path))
 }
 
 /// A set of files switched together (the steps in the module doc). Staged
@@ -262,7 +262,7 @@ fn stage<'a>(
     let agents = Agents::new(data_dir)
         .stage_master(old, new)
         .map_err(|e| err(&e))?;
-    let audit = crate::admin::audit::resealed_key(data_dir, old, new).map_err(|e| err(&e))?;
+    let audit = crate::telemetry::audit::resealed_key(data_dir, old, new).map_err(|e| err(&e))?;
     let mut switch = Switch::new(data_dir);
     switch.stage(&days.path, &days.bytes)?;
     for (path, bytes) in &agents.files {
@@ -370,7 +370,7 @@ mod tests {
         Agents::new(data)
             .enroll(&key(k), "alice", None, "127.0.0.1:4433")
             .expect("enrol");
-        crate::admin::audit::key(data, &key(k)).expect("audit key");
+        crate::telemetry::audit::key(data, &key(k)).expect("audit key");
     }
 
     /// Whether key `k` opens every sealed file under `data`.
@@ -381,7 +381,7 @@ mod tests {
         let rec = store.get(ID).ok().flatten().map(|r| r.caller);
         let agents = Agents::new(data).load().expect("registry");
         rec.as_ref().map(|n| n.reveal()) == Some("+447700900111")
-            && crate::admin::audit::key(data, &key(k)).is_ok()
+            && crate::telemetry::audit::key(data, &key(k)).is_ok()
             && crate::agent::pki::Ca::open_or_create(Agents::new(data).dir(), &key(k)).is_ok()
             && agents.len() == 1
             && agents.iter().all(|a| a.totp_secret(&key(k)).is_ok())

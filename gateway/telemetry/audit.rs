@@ -44,8 +44,9 @@ use sha2::{Digest, Sha256};
 use tracing::{error, warn};
 use zeroize::Zeroizing;
 
-use crate::admin::metrics::Metrics;
-use crate::keys::{random, write_private, Sealer};
+use crate::crypto::random;
+use crate::keys::{write_private, Sealer};
+use crate::telemetry::metrics::Metrics;
 
 const KEY_PURPOSE: &str = "tollgate-audit-key";
 const QUEUE: usize = 16_384;
@@ -147,7 +148,7 @@ pub fn key(data_dir: &Path, master: &Sealer) -> Result<Zeroizing<[u8; 32]>, Audi
 }
 
 /// The audit key file's path and its content re-sealed under `new`, for a
-/// master-key rotation ([`crate::keys::rotate`] puts it in place). The
+/// master-key rotation ([`crate::admin::rotate`] puts it in place). The
 /// key itself does not change, so the chain goes on unbroken.
 pub fn resealed_key(
     data_dir: &Path,
