@@ -34,13 +34,31 @@ pub(super) enum Refreshing {
 }
 
 impl Core {
+    /// `who`'s dialog with the peer and its session timer: the one place
+    /// that finds a leg of each kind.
+    fn leg_of(
+        &mut self,
+        who: &Refreshing,
+    ) -> Option<(&mut dialog::Dialog, &mut Option<SessionTimer>)> {
+        match who {
+            Refreshing::Inbound(id) => {
+                let c = self.calls.get_mut(id)?;
+                Some((&mut c.dialog, &mut c.session_timer))
+            }
+            Refreshing::Bridge(id) => {
+                let b = self.calls.get_mut(id)?.bridge.as_deref_mut()?;
+                Some((&mut b.dialog, &mut b.timer))
+            }
+            Refreshing::AgentOut(call) => {
+                let leg = &mut *self.agent_out.get_mut(call)?.leg;
+                Some((&mut leg.dialog, &mut leg.timer))
+            }
+        }
+    }
+
     /// The session timer of `who`'s dialog with the peer.
     fn timer_of(&mut self, who: &Refreshing) -> Option<&mut Option<SessionTimer>> {
-        match who {
-            Refreshing::Inbound(id) => Some(&mut self.calls.get_mut(id)?.session_timer),
-            Refreshing::Bridge(id) => Some(&mut self.calls.get_mut(id)?.bridge.as_mut()?.timer),
-            Refreshing::AgentOut(call) => Some(&mut self.agent_out.get_mut(call)?.leg.timer),
-        }
+        self.leg_of(who).map(|(_, t)| t)
     }
 
     /// What is due on `who`'s session timer at `now`, if anything: the
@@ -94,7 +112,7 @@ impl Core {
         let branch = self.tokens.branch();
         let via = self.sip_addr;
         let se = timer.refresh_request();
-        let Some(dialog) = self.dialog_of(who) else {
+        let Some((dialog, _)) = self.leg_of(who) else {
             return;
         };
         let cseq = dialog.next_cseq();
@@ -139,14 +157,6 @@ impl Core {
             }
         };
         Some((peer, transport, self.contact_for(peer)))
-    }
-
-    fn dialog_of(&mut self, who: &Refreshing) -> Option<&mut dialog::Dialog> {
-        match who {
-            Refreshing::Inbound(id) => Some(&mut self.calls.get_mut(id)?.dialog),
-            Refreshing::Bridge(id) => Some(&mut self.calls.get_mut(id)?.bridge.as_mut()?.dialog),
-            Refreshing::AgentOut(call) => Some(&mut self.agent_out.get_mut(call)?.leg.dialog),
-        }
     }
 
     /// A response to one of our refreshes; `false` if `key` is not one.
