@@ -725,6 +725,11 @@ impl Core {
         }
         c.state = State::Answered;
         c.answer_at = None;
+        // RFC 4028: the session timer runs from the 2xx, not from the
+        // request (a call that rang a minute is not already due).
+        if let Some(t) = c.session_timer.as_mut() {
+            t.refreshed(now);
+        }
         if c.hangup_at.is_none() {
             // The route's own hangup, or the longest a call may last.
             c.hangup_at = [c.hangup_after, max_call]

@@ -381,7 +381,6 @@ impl Core {
             self.respond(&r.key, m, Reply::new(503, "Service Unavailable"), now);
             return;
         }
-        c.offered_in_2xx = m.body.is_empty();
         let answer = if m.body.is_empty() {
             // Our current SDP is the offer (with our key in it, if any).
             if c.sdes.is_some() && !key_may_go(&self.config, r.from) {
@@ -399,6 +398,7 @@ impl Core {
                 return;
             }
         };
+        c.offered_in_2xx = m.body.is_empty();
         c.session_timer = r.timer;
         let before = c.held();
         c.answer_sdp = answer.into();

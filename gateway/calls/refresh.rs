@@ -107,6 +107,13 @@ impl Core {
     /// the interval again from now (the answer may restate it).
     fn send_refresh(&mut self, who: &Refreshing, mut timer: SessionTimer, now: Instant) {
         let Some((peer, transport, contact)) = self.refresh_target(who) else {
+            // Nothing to refresh yet (our 2xx is not ACKed): try again
+            // soon, never leave a due time in the past (the loop would
+            // spin on it).
+            timer.retry_soon(now);
+            if let Some(t) = self.timer_of(who) {
+                *t = Some(timer);
+            }
             return;
         };
         let branch = self.tokens.branch();
@@ -190,6 +197,15 @@ impl Core {
             }
             // Refused for another reason: the session stands, and the
             // next refresh is due at half the interval again.
+            // Glare or a passing failure: again in a few seconds.
+            491 | 500..=599 => {
+                info!(code, "our session refresh was refused for now; retrying");
+                if let Some(Some(t)) = self.timer_of(&who) {
+                    t.retry_soon(now);
+                }
+            }
+            // Refused outright: the session stands, the next refresh is
+            // due at half the interval again.
             _ => info!(code, "our session refresh was refused; trying again later"),
         }
         true

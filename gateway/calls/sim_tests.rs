@@ -50,6 +50,10 @@ number = "ring"
 target = "echo"
 ring_ms = 5000
 [[route]]
+number = "longring"
+target = "echo"
+ring_ms = 70000
+[[route]]
 number = "+442079460000"
 target = "trunk:far"
 "#;
@@ -774,4 +778,34 @@ async fn calling_hours_follow_the_injected_wall_clock() {
     s.advance(Duration::from_secs(180));
     s.agent_says(&dave, ClientMsg::Dial { number });
     s.request(FAR, "INVITE");
+}
+
+#[tokio::test]
+async fn a_session_timer_runs_from_the_answer_not_the_invite() {
+    let mut s = sim();
+    // Rings 70 s, longer than half the 90 s interval the caller asks us
+    // to refresh: nothing is due at the answer, and an ACK held back
+    // does not leave a refresh due in the past (the core would spin:
+    // Sim::advance panics on a deadline that does not move on).
+    let asks = "Supported: timer\r\nSession-Expires: 90;refresher=uas\r\n";
+    let mut ua = Ua::new(CARRIER, "long-ring");
+    let inv = ua.invite("longring", &offer(CARRIER, 30000, "sendrecv"), asks);
+    s.deliver(CARRIER, &inv);
+    s.advance(Duration::from_secs(71));
+    let ok = s.response(CARRIER, 200);
+    s.advance(Duration::from_secs(20));
+    assert!(
+        s.take(CARRIER).iter().all(|m| m.method() != Some("UPDATE")),
+        "no refresh before the ACK"
+    );
+    ua.answered(&ok);
+    let ack = ua.ack();
+    s.deliver(CARRIER, &ack);
+    s.advance(Duration::from_secs(26));
+    let update = s.request(CARRIER, "UPDATE");
+    assert_eq!(
+        update.at - ok.at,
+        Duration::from_secs(45),
+        "half the interval after the 2xx"
+    );
 }

@@ -19,6 +19,9 @@ use super::message::{HeaderName, Message};
 pub const MIN_SE: u32 = 90;
 /// The largest interval kept; longer requests are lowered to it.
 pub const MAX_SE: u32 = 7200;
+/// How soon a refresh that could not go is tried again (RFC 3261 14.1
+/// waits up to 4 s after a 491).
+pub const RETRY: Duration = Duration::from_secs(4);
 
 /// Who refreshes a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +131,14 @@ impl SessionTimer {
         }
     }
 
+    /// Our refresh could not go, or met a passing refusal (491, 5xx): the
+    /// next try comes [`RETRY`] from `now`, not half an interval on (by
+    /// then the peer may have ended the session).
+    pub fn retry_soon(&mut self, now: Instant) {
+        let half = Duration::from_secs(u64::from(self.interval / 2));
+        self.refreshed = now.checked_sub(half).map_or(now, |t| t + RETRY);
+    }
+
     /// The `Session-Expires` of the 2xx to a request the peer sent.
     pub fn session_expires(&self) -> Vec<u8> {
         let who = match self.refresher {
@@ -233,6 +244,9 @@ Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         assert_eq!(t.session_expires(), b"1800;refresher=uas");
         assert_eq!(t.next_due(), t0 + Duration::from_secs(900));
         assert_eq!(t.refresh_request(), b"1800;refresher=uac");
+        let mut retried = t;
+        retried.retry_soon(t0 + Duration::from_secs(2000));
+        assert_eq!(retried.next_due(), t0 + Duration::from_secs(2000) + RETRY);
         // The peer refreshes: the gateway acts only at the deadline.
         let Asked::Timer(t) = asked("Supported: timer\r\nSession-Expires: 1800\r\n", t0) else {
             panic!("no timer")
