@@ -18,12 +18,13 @@ use tracing::{info, warn};
 
 use super::agent_media::{self, AgentMedia};
 use super::agents::media_for;
-use super::core::{Core, Placed, Reply};
+use super::core::{Core, Output, Placed, Reply};
 use super::end::EndReason;
-use super::media::{rand_u32, Control};
+use super::media::Control;
 use super::number::normalize;
 use super::outbound::{to_tokio, Bridge, Dial};
 use super::relay::Relay;
+use super::tasks::MediaTask;
 use crate::agent::protocol::ServerMsg;
 use crate::agent::server::FLOW_QUEUE;
 use crate::cdr::record::{Direction, Party};
@@ -38,7 +39,7 @@ pub(super) struct AgentOut {
     pub(super) n: u64,
     pub(super) session: u64,
     pub(super) leg: Box<Bridge>,
-    pub(super) sockets: Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)>,
+    pub(super) sockets: Option<super::ports::Bound>,
     pub(super) key: Option<MasterKey>,
     /// The media task's control, once media flows.
     pub(super) media: Option<mpsc::Sender<Control>>,
@@ -209,7 +210,7 @@ impl Core {
             ptime: 20,
             max_forwards: 70,
         };
-        let Some((leg, rtp, rtcp)) = self.invite_out(&dialled, now) else {
+        let Some((leg, bound)) = self.invite_out(&dialled, now) else {
             self.count_out("failed");
             self.dial_error(session, "unavailable", "no capacity to place the call");
             return;
@@ -259,7 +260,7 @@ impl Core {
                 n: self.calls_started,
                 session,
                 leg,
-                sockets: Some((rtp, rtcp)),
+                sockets: Some(bound),
                 key: Some(key),
                 media: None,
                 record,
@@ -290,7 +291,6 @@ impl Core {
 
     /// Starts the media of an agent's call from the far end's SDP.
     fn start_out_media(&mut self, call: u64, m: &Message<'_>) -> bool {
-        let metrics = self.metrics.clone();
         let timeout = self.media_timeout(agent_media::MediaEnded::Agent(call));
         let record = self
             .agent_out
@@ -310,19 +310,19 @@ impl Core {
         let Some((leg, remote_rtcp, send)) = o.leg.answer_leg(m, &self.config) else {
             return false;
         };
-        let (Some((rtp, rtcp)), Some(key)) = (o.sockets.take(), o.key.take()) else {
+        let (Some(bound), Some(key)) = (o.sockets.take(), o.key.take()) else {
             return false;
         };
-        let Some((rtp, rtcp)) = to_tokio(rtp, rtcp) else {
+        let Some((rtp, rtcp)) = to_tokio(bound.rtp, bound.rtcp) else {
             return false;
         };
         let Ok(mut relay) = Relay::new(
             leg,
             &key,
             call,
-            rand_u32(),
-            rand_u32() as u16,
-            (rand_u32(), rand_u32()),
+            self.tokens.u32(),
+            self.tokens.u32() as u16,
+            (self.tokens.u32(), self.tokens.u32()),
         ) else {
             return false;
         };
@@ -337,8 +337,9 @@ impl Core {
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
         link.add_flow(call, tx);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        tokio::spawn(agent_media::run(
-            AgentMedia {
+        o.media = Some(ctl_tx);
+        self.out.push_back(Output::StartMedia(MediaTask::Agent {
+            media: Box::new(AgentMedia {
                 rtp,
                 rtcp,
                 remote_rtcp,
@@ -348,12 +349,11 @@ impl Core {
                 datagrams: rx,
                 send,
                 timeout,
-            },
-            ctl_rx,
-            metrics,
+                lease: bound.lease,
+            }),
+            control: ctl_rx,
             report,
-        ));
-        o.media = Some(ctl_tx);
+        }));
         true
     }
 
@@ -563,7 +563,6 @@ impl Core {
             let by = why.hung_up_by(Party::Caller);
             self.records.finish(r, why.outcome(), status, by, now);
         }
-        self.ports.release(o.leg.port);
         self.unplace(o.leg);
         if let Some(a) = self.agents.sessions.get_mut(&o.session) {
             if a.call == Some(call) {

@@ -44,6 +44,8 @@ pub struct AgentMedia {
     pub send: bool,
     /// Trunk silence that ends the call, and where to say so.
     pub timeout: Option<super::media::Timeout>,
+    /// Its port, given back when the task ends.
+    pub lease: super::ports::Lease,
 }
 
 /// A media task ended the call itself: no valid RTP came for the

@@ -18,11 +18,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::agent_media::{self, AgentMedia};
-use super::core::{Core, State};
+use super::agent_media::AgentMedia;
+use super::core::{Core, Output, State};
 use super::end::EndReason;
-use super::media::{rand_u32, Control};
+use super::media::Control;
 use super::relay::Relay;
+use super::tasks::MediaTask;
 use crate::agent::protocol::{ClientMsg, Media, Secret, ServerMsg};
 use crate::agent::server::{AgentEvent, Link, FLOW_QUEUE};
 use crate::cdr::record::Party;
@@ -57,6 +58,7 @@ pub(super) struct PendingMedia {
     pub(super) remote_rtcp: std::net::SocketAddr,
     pub(super) send: bool,
     pub(super) control: mpsc::Receiver<Control>,
+    pub(super) lease: super::ports::Lease,
 }
 
 /// The agent side of an inbound call.
@@ -326,7 +328,6 @@ impl Core {
             // Calls the agent placed are answered by the far end.
             return;
         };
-        let metrics = self.metrics.clone();
         let report = self.records.reporter(
             self.calls
                 .get(&call_id)
@@ -354,17 +355,17 @@ impl Core {
             p.leg,
             &key,
             call,
-            rand_u32(),
-            rand_u32() as u16,
-            (rand_u32(), rand_u32()),
+            self.tokens.u32(),
+            self.tokens.u32() as u16,
+            (self.tokens.u32(), self.tokens.u32()),
         ) else {
             return;
         };
         relay.dtmf_pt = leg.dtmf_pt;
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
         link.add_flow(call, tx);
-        tokio::spawn(agent_media::run(
-            AgentMedia {
+        self.out.push_back(Output::StartMedia(MediaTask::Agent {
+            media: Box::new(AgentMedia {
                 rtp: p.rtp,
                 rtcp: p.rtcp,
                 remote_rtcp: p.remote_rtcp,
@@ -374,11 +375,11 @@ impl Core {
                 datagrams: rx,
                 send: p.send,
                 timeout,
-            },
-            p.control,
-            metrics,
+                lease: p.lease,
+            }),
+            control: p.control,
             report,
-        ));
+        }));
         leg.answered = true;
         if let Some(r) = c.record.as_mut() {
             r.record.agent = Some(agent_name);

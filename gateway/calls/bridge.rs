@@ -23,6 +23,8 @@ pub struct Side {
     pub remote_rtcp: SocketAddr,
     /// Whether we may send on this leg (its direction).
     pub send: bool,
+    /// Its port, given back when the side is dropped.
+    pub lease: super::ports::Lease,
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);

@@ -47,7 +47,6 @@ pub(super) struct Call {
     /// The address the peer's SDP asks media to go to.
     pub(super) media_ip: IpAddr,
     pub(super) media: mpsc::Sender<Control>,
-    pub(super) port: u16,
     /// The outbound leg, for calls routed out another trunk.
     pub(super) bridge: Option<Box<super::outbound::Bridge>>,
     /// The agent side, for calls routed to agents.

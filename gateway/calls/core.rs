@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::end::EndReason;
 use super::keepalive::TrunkState;
 use super::media::Control;
-use super::ports::PortPool;
+use super::ports::Ports;
 use crate::cdr::record::Party;
 use crate::config::Config;
 use crate::deadlines::Table;
@@ -115,7 +115,7 @@ pub struct Core {
     pub(super) by_agent_call: HashMap<u64, Vec<u8>>,
     /// Bytes the calls keep ([`Call::held`]), against [`MAX_CALL_BYTES`].
     pub(super) call_bytes: usize,
-    pub(super) ports: PortPool,
+    pub(super) ports: Ports,
     /// Our SIP address for Via and Contact.
     pub(super) sip_addr: SocketAddr,
     pub(super) media_ip: IpAddr,
@@ -211,6 +211,9 @@ pub enum Output {
         tls: TlsPeers,
         networks: Vec<ipnet::IpNet>,
     },
+    /// A call's media, to run until its control sender (kept by the core
+    /// for the call) is dropped or it times out.
+    StartMedia(super::tasks::MediaTask),
 }
 
 /// Administrators' requests to the guard (from the control socket).
@@ -257,14 +260,14 @@ impl Core {
             .iter()
             .map(|t| super::reload::fresh_registration(t, &metrics, now, &mut tokens))
             .collect();
-        let guard = Guard::new(config.clone(), metrics.clone(), now);
+        let guard = Guard::new(config.clone(), metrics.clone(), now, wall.clone());
         Self {
             timers,
             trunks,
             registrations,
             sip_addr: SocketAddr::new(config.public_address, port),
             media_ip,
-            ports: PortPool::new(config.rtp_ports),
+            ports: Ports::new(config.rtp_ports),
             config,
             metrics,
             txn: Transactions::new(timers, MAX_TRANSACTIONS),
@@ -906,12 +909,11 @@ impl Core {
             for t in &c.on_trunks {
                 self.free_trunk_slot(t);
             }
-            // Dropping the control sender ends the media task.
+            // Dropping the control sender ends the media task, which gives
+            // its ports back.
             drop(c.media);
-            self.ports.release(c.port);
             if let Some(b) = c.bridge {
                 self.outbound.remove(&b.dialog.call_id);
-                self.ports.release(b.port);
                 self.unplace(b);
             }
             self.metrics.calls_active.dec();

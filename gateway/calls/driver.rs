@@ -87,12 +87,16 @@ pub async fn run(
 
 /// Does what the core asked for this turn.
 fn carry_out(core: &mut Core, transport: &mut Transport) {
+    let metrics = core.metrics.clone();
     while let Some(o) = core.poll_output() {
         match o {
             Output::Transmit(t) => transport.send(&t),
             Output::Peers { tls, networks } => {
                 transport.set_tls_peers(tls);
                 transport.set_peers(networks);
+            }
+            Output::StartMedia(task) => {
+                tokio::spawn(task.run(metrics.clone()));
             }
         }
     }

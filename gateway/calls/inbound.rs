@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
-use super::media::{self, MediaSetup, Service};
+use super::media::{MediaSetup, Service};
 use super::number::normalize;
+use super::tasks::MediaTask;
 use crate::config::Target;
 use crate::media::leg::Leg;
 use crate::media::srtp::{SrtpConfig, SrtpReceiver, SrtpSender, Suite};
@@ -152,11 +153,12 @@ impl Core {
             return;
         };
         let mux = offer.audio().is_some_and(|a| a.rtcp_mux());
-        let Some((port, rtp, rtcp)) = self.ports.bind(self.media_ip, mux) else {
+        let Some(bound) = self.ports.bind(self.media_ip, mux, self.tokens.u32()) else {
             warn!(call = n, "no free RTP port: 503");
             self.reject_call(&key, m, 503, "Service Unavailable", now);
             return;
         };
+        let port = bound.lease.port();
         let codecs = match (service, trunk.as_ref()) {
             // Agents take G.711 (the softphone encodes it itself).
             (None, t) if to_agent.is_some() => t
@@ -196,7 +198,6 @@ impl Core {
                 call = n,
                 "SRTP required but the key would cross in clear: 488"
             );
-            self.ports.release(port);
             self.reject_call(&key, m, 488, "Not Acceptable Here", now);
             return;
         };
@@ -210,14 +211,13 @@ impl Core {
             },
             srtp: srtp_mode,
             suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
-            session_id: u64::from(media::rand_u32()),
+            session_id: u64::from(self.tokens.u32()),
             session_version: 1,
         };
         let neg = match sdp::answer(&offer, &local) {
             Ok(n) => n,
             Err(e) => {
                 debug!(call = n, "offer refused: {e}");
-                self.ports.release(port);
                 self.reject_call(&key, m, 488, "Not Acceptable Here", now);
                 return;
             }
@@ -235,7 +235,6 @@ impl Core {
                 .sdp_address_refused
                 .with_label_values(&[why])
                 .inc();
-            self.ports.release(port);
             self.reject_call_with(
                 &key,
                 m,
@@ -251,7 +250,6 @@ impl Core {
                 match (SrtpReceiver::new(theirs, cfg), SrtpSender::new(ours, cfg)) {
                     (Ok(rx), Ok(tx)) => Some((rx, tx)),
                     _ => {
-                        self.ports.release(port);
                         self.reject_call(&key, m, 488, "Not Acceptable Here", now);
                         return;
                     }
@@ -260,17 +258,17 @@ impl Core {
             None => None,
         };
         let (Ok(rtp), rtcp) = (
-            set_nonblocking(rtp).and_then(tokio::net::UdpSocket::from_std),
-            rtcp.map(|s| set_nonblocking(s).and_then(tokio::net::UdpSocket::from_std)),
+            set_nonblocking(bound.rtp).and_then(tokio::net::UdpSocket::from_std),
+            bound
+                .rtcp
+                .map(|s| set_nonblocking(s).and_then(tokio::net::UdpSocket::from_std)),
         ) else {
-            self.ports.release(port);
             self.reject_call(&key, m, 503, "Service Unavailable", now);
             return;
         };
         let rtcp = match rtcp {
             Some(Ok(s)) => Some(s),
             Some(Err(_)) => {
-                self.ports.release(port);
                 self.reject_call(&key, m, 503, "Service Unavailable", now);
                 return;
             }
@@ -284,10 +282,11 @@ impl Core {
         let leg = Leg::new(
             neg.remote,
             8000,
-            media::rand_u32(),
-            media::rand_u32() as u16,
+            self.tokens.u32(),
+            self.tokens.u32() as u16,
             srtp,
         );
+        let lease = bound.lease;
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         let mut agent = None;
         let bridge = if let Some(target) = to_agent {
@@ -313,32 +312,37 @@ impl Core {
                     remote_rtcp,
                     send: neg.direction.sends(),
                     control: ctl_rx,
+                    lease,
                 }),
             }));
             None
         } else {
             match (service, out_trunk) {
                 (Some(service), _) => {
-                    tokio::spawn(media::run(
-                        MediaSetup {
-                            rtp,
-                            rtcp,
-                            leg,
-                            remote_rtcp,
-                            service,
-                            codec: neg.codec,
-                            pt: neg.pt,
-                            ptime: neg.ptime,
-                            send: neg.direction.sends(),
-                            timeout: self.media_timeout(super::agent_media::MediaEnded::Call(
-                                head.call_id.to_vec(),
-                            )),
-                        },
-                        ctl_rx,
-                        self.metrics.clone(),
-                        self.records
-                            .reporter(self.records.new.as_ref().map(|c| c.id)),
-                    ));
+                    let setup = MediaSetup {
+                        rtp,
+                        rtcp,
+                        leg,
+                        remote_rtcp,
+                        service,
+                        codec: neg.codec,
+                        pt: neg.pt,
+                        ptime: neg.ptime,
+                        send: neg.direction.sends(),
+                        timeout: self.media_timeout(super::agent_media::MediaEnded::Call(
+                            head.call_id.to_vec(),
+                        )),
+                        lease,
+                    };
+                    let report = self
+                        .records
+                        .reporter(self.records.new.as_ref().map(|c| c.id));
+                    self.out
+                        .push_back(super::core::Output::StartMedia(MediaTask::Service {
+                            setup: Box::new(setup),
+                            control: ctl_rx,
+                            report,
+                        }));
                     None
                 }
                 (None, t) => {
@@ -353,6 +357,7 @@ impl Core {
                             leg,
                             remote_rtcp,
                             send: neg.direction.sends(),
+                            lease,
                         },
                         control: ctl_rx,
                         max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
@@ -360,7 +365,6 @@ impl Core {
                     match self.start_outbound(out, now) {
                         Some(b) => Some(b),
                         None => {
-                            self.ports.release(port);
                             self.reject_call(&key, m, 503, "Service Unavailable", now);
                             return;
                         }
@@ -392,7 +396,6 @@ impl Core {
             sdes: None,
             media_ip: neg.remote.ip(),
             media: ctl_tx,
-            port,
             bridge,
             agent,
             session_timer,

@@ -82,6 +82,8 @@ pub struct MediaSetup {
     pub send: bool,
     /// RTP silence that ends the call, and where to say so.
     pub timeout: Option<Timeout>,
+    /// Its port, given back when the task ends.
+    pub lease: super::ports::Lease,
 }
 
 /// A media task's inactivity limit: after `after` without a valid packet

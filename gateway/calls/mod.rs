@@ -11,7 +11,9 @@
 //! - `keepalive`, `register`: OPTIONS keepalives and registration trunks;
 //! - [`reload`]: a reloaded configuration applied to the running core;
 //! - [`media`], `bridge`: the media tasks of test services and bridges;
-//! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports;
+//! - `tasks`: the media tasks the core asks its driver to start;
+//! - [`tone`], [`number`], `ports`: the 1 kHz tone, E.164, RTP ports
+//!   (leased: a port comes back when its media is dropped);
 //! - `sim` (tests): whole calls on the real core on virtual time.
 
 mod agent_dial;
@@ -38,6 +40,7 @@ pub mod reload;
 mod sim;
 #[cfg(test)]
 mod sim_tests;
+mod tasks;
 pub mod tone;
 mod trunk_slots;
 

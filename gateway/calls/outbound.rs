@@ -15,10 +15,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::bridge::{self, Side};
-use super::core::{Core, Placed, Reply, State};
+use super::bridge::Side;
+use super::core::{Core, Output, Placed, Reply, State};
 use super::end::EndReason;
 use super::media::{rand_u32, Control};
+use super::ports::Bound;
+use super::tasks::MediaTask;
 use crate::media::leg::Leg;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver, SrtpSender, Suite};
 use crate::sip::build::{self, RequestSpec};
@@ -41,16 +43,10 @@ pub(super) struct Bridge {
     pub(super) transport: &'static str,
     /// The ACK sent for the far end's 2xx (resent if the 2xx is).
     pub(super) ack: Option<Vec<u8>>,
-    pub(super) port: u16,
     /// SRTP key we offered on this leg (SRTP-required trunks).
     pub(super) our_key: Option<MasterKey>,
     /// The media waiting for the far end's SDP.
-    pub(super) pending: Option<(
-        Side,
-        std::net::UdpSocket,
-        Option<std::net::UdpSocket>,
-        mpsc::Receiver<Control>,
-    )>,
+    pub(super) pending: Option<(Side, Bound, mpsc::Receiver<Control>)>,
     /// Whether a 180/183 was relayed to the caller.
     pub(super) ringing: bool,
     /// Our SDP on this leg (the offer, then our latest answer), the
@@ -228,7 +224,7 @@ impl Core {
     /// Binds the outbound leg's port, offers the inbound leg's codec to the
     /// trunk and sends the INVITE. `None` if no port is free.
     pub(super) fn start_outbound(&mut self, o: Outgoing<'_>, now: Instant) -> Option<Box<Bridge>> {
-        let (mut b, rtp, rtcp) = self.invite_out(
+        let (mut b, bound) = self.invite_out(
             &Dial {
                 trunk: o.trunk,
                 number: o.number,
@@ -240,7 +236,7 @@ impl Core {
             },
             now,
         )?;
-        b.pending = Some((o.side_a, rtp, rtcp, o.control));
+        b.pending = Some((o.side_a, bound, o.control));
         Some(b)
     }
 
@@ -251,15 +247,12 @@ impl Core {
         &mut self,
         d: &Dial<'_>,
         now: Instant,
-    ) -> Option<(
-        Box<Bridge>,
-        std::net::UdpSocket,
-        Option<std::net::UdpSocket>,
-    )> {
+    ) -> Option<(Box<Bridge>, Bound)> {
         let (peer, transport) = self.trunk_peer(d.trunk)?;
         let addr = peer.addr;
         let trunk = &self.config.trunks[d.trunk];
-        let (port, rtp, rtcp) = self.ports.bind(self.media_ip, false)?;
+        let bound = self.ports.bind(self.media_ip, false, self.tokens.u32())?;
+        let port = bound.lease.port();
         let savp = trunk.srtp == SrtpMode::Required;
         let our_key = if savp {
             MasterKey::random(Suite::AesCm128HmacSha1_80).ok()
@@ -272,7 +265,7 @@ impl Core {
             codecs: vec![d.codec.0],
             srtp: trunk.srtp,
             suites: vec![Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm],
-            session_id: u64::from(rand_u32()),
+            session_id: u64::from(self.tokens.u32()),
             session_version: 1,
         };
         let mut offer = Vec::with_capacity(512);
@@ -312,10 +305,7 @@ impl Core {
             ],
             body: Some(("application/sdp", &offer)),
         });
-        let Some(key) = self.txn.start_client(invite, peer, now) else {
-            self.ports.release(port);
-            return None;
-        };
+        let key = self.txn.start_client(invite, peer, now)?;
         Some((
             Box::new(Bridge {
                 dialog: Dialog::calling(
@@ -331,7 +321,6 @@ impl Core {
                 peer,
                 transport,
                 ack: None,
-                port,
                 our_key,
                 pending: None,
                 ringing: false,
@@ -344,8 +333,7 @@ impl Core {
                 timer: None,
                 offered_in_2xx: false,
             }),
-            rtp,
-            rtcp,
+            bound,
         ))
     }
 
@@ -443,7 +431,6 @@ impl Core {
     /// Starts the bridge's media from the far end's SDP (in a 183 or the
     /// 200). Returns whether media is now flowing.
     fn start_bridge_media(&mut self, a_id: &[u8], m: &Message<'_>) -> bool {
-        let metrics = self.metrics.clone();
         let report = self.records.reporter(
             self.calls
                 .get(a_id)
@@ -462,10 +449,10 @@ impl Core {
         let Some((leg, remote_rtcp, send)) = b.answer_leg(m, &self.config) else {
             return false;
         };
-        let Some((side_a, rtp, rtcp, control)) = b.pending.take() else {
+        let Some((side_a, bound, control)) = b.pending.take() else {
             return true;
         };
-        let Some((rtp, rtcp)) = to_tokio(rtp, rtcp) else {
+        let Some((rtp, rtcp)) = to_tokio(bound.rtp, bound.rtcp) else {
             return false;
         };
         let side_b = Side {
@@ -474,6 +461,7 @@ impl Core {
             leg,
             remote_rtcp,
             send,
+            lease: bound.lease,
         };
         if let Some(r) = c.record.as_mut() {
             r.record.srtp.push(("far_end".into(), "none".into()));
@@ -481,9 +469,12 @@ impl Core {
         let (steer_b, control_b) = mpsc::channel(4);
         b.far_media = Some(steer_b);
         let timeout = self.media_timeout(super::agent_media::MediaEnded::Call(a_id.to_vec()));
-        tokio::spawn(bridge::run(
-            side_a, side_b, control, control_b, metrics, report, timeout,
-        ));
+        self.out.push_back(Output::StartMedia(MediaTask::Bridge {
+            sides: Box::new((side_a, side_b)),
+            control: (control, control_b),
+            report,
+            timeout,
+        }));
         true
     }
 

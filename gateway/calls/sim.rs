@@ -8,9 +8,10 @@
 //! clock (records, calling hours) follows the virtual one from
 //! [`START_UNIX_S`].
 //!
-//! Media tasks still run on the test's runtime with real loopback RTP
-//! ports (they are the media engine's, tested on their own); the SIP side
-//! is what these tests drive.
+//! The media tasks the core asks for ([`Output::StartMedia`]) run on the
+//! test's runtime with real loopback RTP ports, as the driver runs them
+//! (they are the media engine's, tested on their own); the SIP side is
+//! what these tests drive.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -104,6 +105,8 @@ pub(super) struct Sim {
     pub(super) metrics: Arc<Metrics>,
     pub(super) now: Instant,
     sent: VecDeque<Sent>,
+    /// The media tasks started, to wait for their end.
+    media: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Sim {
@@ -135,6 +138,7 @@ impl Sim {
             metrics,
             now,
             sent: VecDeque::new(),
+            media: Vec::new(),
         }
     }
 
@@ -179,14 +183,37 @@ impl Sim {
 
     fn collect(&mut self) {
         while let Some(o) = self.core.poll_output() {
-            if let Output::Transmit(t) = o {
-                self.sent.push_back(Sent {
+            match o {
+                Output::Transmit(t) => self.sent.push_back(Sent {
                     to: t.peer.addr,
                     at: self.now,
                     text: String::from_utf8_lossy(&t.bytes).into_owned(),
-                });
+                }),
+                Output::StartMedia(task) => {
+                    self.media
+                        .push(tokio::spawn(task.run(self.metrics.clone())));
+                }
+                Output::Peers { .. } => {}
             }
         }
+    }
+
+    /// How many media tasks the core has asked for so far.
+    pub(super) fn media_started(&self) -> usize {
+        self.media.len()
+    }
+
+    /// Waits (five seconds at most) until every media task started so
+    /// far has stopped; panics if one has not.
+    pub(super) async fn media_stopped(&mut self) {
+        let tasks = std::mem::take(&mut self.media);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            for t in tasks {
+                t.await.expect("a media task does not panic");
+            }
+        })
+        .await
+        .expect("every media task stops once its call has ended");
     }
 
     /// Takes every message sent to `to` so far, oldest first.

@@ -82,6 +82,7 @@ async fn an_echo_call_is_answered_and_ends_with_the_callers_bye() {
     assert_eq!(direction(ok.body()), Some("sendrecv"), "{}", ok.text);
     assert!(ok.to_tag().is_some(), "the 2xx carries our tag");
     assert_eq!(s.active(), 1);
+    assert_eq!((s.media_started(), s.core.ports.in_use()), (1, 1));
     // ACKed: no 200 OK resent however long the call lasts.
     s.advance(Duration::from_secs(60));
     assert!(s.take(CARRIER).is_empty(), "the ACK stopped the resends");
@@ -89,6 +90,31 @@ async fn an_echo_call_is_answered_and_ends_with_the_callers_bye() {
     s.deliver(CARRIER, &bye);
     assert_eq!(s.response(CARRIER, 200).cseq_method(), Some("BYE"));
     assert_eq!((s.active(), s.ended("answered")), (0, 1));
+    // The media task stops with the call and its port comes back.
+    s.media_stopped().await;
+    assert_eq!(s.core.ports.in_use(), 0);
+}
+
+/// Each way an offer can be refused after its port was bound gives the
+/// port back: no path has to remember to.
+#[tokio::test]
+async fn a_refused_offer_holds_no_port() {
+    let mut s = sim();
+    let multicast: SocketAddr = "224.0.0.1:5070".parse().expect("addr");
+    let no_codec = offer(CARRIER, 30000, "sendrecv")
+        .replace("RTP/AVP 0 8 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "");
+    for (call, body) in [
+        ("to-multicast", offer(multicast, 30000, "sendrecv")),
+        ("no-codec", no_codec),
+    ] {
+        let mut ua = Ua::new(CARRIER, call);
+        let inv = ua.invite("echo", &body, "");
+        s.deliver(CARRIER, &inv);
+        assert_eq!(s.response(CARRIER, 488).cseq_method(), Some("INVITE"));
+    }
+    assert_eq!((s.active(), s.media_started()), (0, 0));
+    assert_eq!(s.core.ports.in_use(), 0);
 }
 
 #[tokio::test]
@@ -318,6 +344,10 @@ async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let bye = s.request(CARRIER, "BYE");
     assert_eq!(bye.header("Call-ID"), Some(caller.call_id.as_str()));
     assert_eq!((s.active(), s.ended("answered")), (0, 1));
+    // One task relays both legs; both legs' ports come back.
+    assert_eq!((s.media_started(), s.core.ports.in_use()), (1, 2));
+    s.media_stopped().await;
+    assert_eq!(s.core.ports.in_use(), 0);
 }
 
 #[tokio::test]
@@ -536,6 +566,9 @@ async fn an_agents_call_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     assert_eq!(s.response(FAR, 200).cseq_method(), Some("BYE"));
     assert_eq!(ended(&alice.heard()), Some("remote_hangup"));
     assert_eq!((s.active(), s.ended("answered")), (0, 1));
+    assert_eq!(s.media_started(), 1);
+    s.media_stopped().await;
+    assert_eq!(s.core.ports.in_use(), 0);
 }
 
 /// `peer` answers our refresh `update` (of a session of `interval` s) with
@@ -808,4 +841,37 @@ async fn a_session_timer_runs_from_the_answer_not_the_invite() {
         Duration::from_secs(45),
         "half the interval after the 2xx"
     );
+}
+
+/// A scanner is banned on monotonic time; what admins are shown (and what
+/// is kept across a restart) is that ban's end on the core's wall clock,
+/// not the machine's.
+#[tokio::test]
+async fn a_bans_end_is_told_on_the_cores_wall_clock() {
+    // An untrusted trunk's peer (strangers are dropped before the IDS).
+    let mut s = Sim::new(&format!(
+        "{CONFIG}[[trunk]]\nname = \"office\"\npeers = [\"127.0.0.9/32\"]\n\
+         trusted = false\nkeepalive_s = 0\n"
+    ));
+    let scanner: SocketAddr = "127.0.0.9:5060".parse().expect("addr");
+    let mut ua = Ua::new(scanner, "scan");
+    let inv = ua.invite(
+        "100",
+        &offer(scanner, 30000, "sendrecv"),
+        "User-Agent: friendly-scanner\r\n",
+    );
+    s.deliver(scanner, &inv);
+    assert!(s.take(scanner).is_empty(), "a scanner gets no answer");
+    let bans = s.core.guard.bans(s.now);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    let ban = &bans[0];
+    assert_eq!((ban.source, ban.reason.as_str()), (scanner.ip(), "scanner"));
+    let start_ms = super::sim::START_UNIX_S * 1000;
+    assert_eq!(ban.until_unix_ms, start_ms + ban.remaining_s * 1000);
+    // Half-way through, the same ban ends at the same wall time.
+    assert!(ban.remaining_s >= 2, "{ban:?}");
+    s.advance(Duration::from_secs(ban.remaining_s / 2));
+    let later = s.core.guard.bans(s.now);
+    assert_eq!(later.len(), 1, "still banned");
+    assert_eq!(later[0].until_unix_ms, ban.until_unix_ms);
 }

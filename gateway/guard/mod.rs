@@ -17,7 +17,7 @@ pub mod nft;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use tracing::{info, warn};
@@ -126,10 +126,19 @@ pub struct Guard {
     firewall: Option<nft::Handle>,
     audit: Option<crate::telemetry::audit::Audit>,
     saved: Option<BanFile>,
+    /// What a ban's end is in wall time (kept across restarts, shown to
+    /// admins); bans themselves run on monotonic time, so a clock jump
+    /// neither lifts nor stretches one.
+    wall: crate::Wall,
 }
 
 impl Guard {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, now: Instant) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        now: Instant,
+        wall: crate::Wall,
+    ) -> Self {
         let ids = Ids::new(
             config.firewall.ids_rules.clone(),
             config.peer_networks(),
@@ -157,6 +166,7 @@ impl Guard {
             firewall: None,
             audit: None,
             saved: None,
+            wall,
         }
     }
 
@@ -171,7 +181,7 @@ impl Guard {
             }),
             Err(_) => Vec::new(),
         };
-        let wall = crate::now_ms();
+        let wall = self.wall.ms(now);
         let mut restored = 0;
         for b in saved {
             let left = Duration::from_millis(b.until_unix_ms.saturating_sub(wall));
@@ -224,7 +234,7 @@ impl Guard {
         {
             return;
         }
-        let wall = crate::now_ms();
+        let wall = self.wall.ms(now);
         let mut list = Vec::new();
         for (source, until, reason) in self.ids.bans(now).into_iter().take(MAX_SAVED_BANS) {
             let offences = self.ids.offences(source);
@@ -346,7 +356,7 @@ impl Guard {
 
     /// Bans in force, longest remaining first.
     pub fn bans(&self, now: Instant) -> Vec<BanInfo> {
-        let wall = SystemTime::now();
+        let wall = self.wall.at(now);
         let mut v: Vec<BanInfo> = self
             .ids
             .bans(now)

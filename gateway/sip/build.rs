@@ -187,17 +187,32 @@ impl Tokens {
         Self { key, n: 0 }
     }
 
-    /// 16 hex digits, as [`token`].
-    pub fn token(&mut self) -> String {
+    /// The next 8 bytes of the stream.
+    fn next(&mut self) -> [u8; 8] {
         use hmac::Mac;
         self.n += 1;
-        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.as_slice()) else {
+        let mut b = [0u8; 8];
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.as_slice()) {
+            Ok(mut mac) => {
+                mac.update(&self.n.to_be_bytes());
+                b.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+            }
             // HMAC takes a key of any length: this cannot happen.
-            return token();
-        };
-        mac.update(&self.n.to_be_bytes());
-        let out = mac.finalize().into_bytes();
-        out[..8].iter().map(|x| format!("{x:02x}")).collect()
+            Err(_) => crate::crypto::random_or_stop(&mut b),
+        }
+        b
+    }
+
+    /// 16 hex digits, as [`token`].
+    pub fn token(&mut self) -> String {
+        self.next().iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// A 32-bit value (SSRCs, first sequence numbers, SDP session ids,
+    /// where a call's ports start).
+    pub fn u32(&mut self) -> u32 {
+        let b = self.next();
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// A fresh RFC 3261 branch (with the magic cookie).
