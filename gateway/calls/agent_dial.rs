@@ -499,7 +499,7 @@ impl Core {
     /// `media.max_call_s`, and resends of our 2xx to a far end's re-INVITE
     /// (a leg whose ACK never came ends, RFC 3261 13.3.1.4).
     pub(super) fn agent_out_due(&mut self, call: u64, now: Instant) {
-        if self.session_due(super::refresh::Refreshing::AgentOut(call), now) {
+        if self.session_due(super::call::LegKey::AgentOut(call), now) {
             return;
         }
         let t2 = self.timers.t2;

@@ -258,7 +258,7 @@ impl Core {
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
-        let Some(leg) = c.agent.as_mut() else {
+        let Some(leg) = c.kind.agent_mut() else {
             return;
         };
         let Some(session) = pick(&self.agents, &self.config, &leg.target, &leg.tried) else {
@@ -344,7 +344,9 @@ impl Core {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
-        let Some(leg) = c.agent.as_mut() else { return };
+        let Some(leg) = c.kind.agent_mut() else {
+            return;
+        };
         if leg.answered || leg.session != Some(session) || c.state != State::Ringing {
             return;
         }
@@ -399,7 +401,11 @@ impl Core {
             self.agent_out_hangup(call, now);
             return;
         };
-        let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) else {
+        let Some(leg) = self
+            .calls
+            .get_mut(&call_id)
+            .and_then(|c| c.kind.agent_mut())
+        else {
             return;
         };
         if leg.answered {
@@ -426,14 +432,13 @@ impl Core {
         let answered = self
             .calls
             .get(&call_id)
-            .and_then(|c| c.agent.as_ref())
+            .and_then(|c| c.kind.agent())
             .is_some_and(|a| a.answered);
         if !answered {
             self.agent_refused(call, "rejected", now);
             return;
         }
-        self.send_bye(&call_id, now);
-        self.end_call(&call_id, EndReason::HungUp(Party::Callee), now);
+        self.hang_up(&call_id, EndReason::HungUp(Party::Callee), now);
     }
 
     /// The trunk's RTP stopped on an answered agent call: the carrier is
@@ -442,8 +447,7 @@ impl Core {
         info!("no RTP from the trunk: ending the call");
         match self.inbound_by_agent_call(call) {
             Some(call_id) => {
-                self.send_bye(&call_id, now);
-                self.end_call(&call_id, EndReason::MediaTimeout, now);
+                self.hang_up(&call_id, EndReason::MediaTimeout, now);
             }
             None => self.agent_out_timeout(call, now),
         }
@@ -458,14 +462,17 @@ impl Core {
         let answered = self
             .calls
             .get(&call_id)
-            .and_then(|c| c.agent.as_ref())
+            .and_then(|c| c.kind.agent())
             .is_some_and(|a| a.answered);
         if answered {
             info!("agent gone mid-call: BYE to the trunk");
-            self.send_bye(&call_id, now);
-            self.end_call(&call_id, EndReason::AgentGone, now);
+            self.hang_up(&call_id, EndReason::AgentGone, now);
         } else {
-            if let Some(leg) = self.calls.get_mut(&call_id).and_then(|c| c.agent.as_mut()) {
+            if let Some(leg) = self
+                .calls
+                .get_mut(&call_id)
+                .and_then(|c| c.kind.agent_mut())
+            {
                 leg.session = None;
             }
             self.offer_call(&call_id, now);

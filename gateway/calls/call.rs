@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::media::Control;
+use super::agents::AgentLeg;
+use super::media::{Control, Service};
+use super::outbound::Bridge;
 use crate::media::srtp::MasterKey;
 use crate::sip::dialog::{self, Dialog};
 use crate::sip::sdp::Local;
@@ -47,10 +49,8 @@ pub(super) struct Call {
     /// The address the peer's SDP asks media to go to.
     pub(super) media_ip: IpAddr,
     pub(super) media: mpsc::Sender<Control>,
-    /// The outbound leg, for calls routed out another trunk.
-    pub(super) bridge: Option<Box<super::outbound::Bridge>>,
-    /// The agent side, for calls routed to agents.
-    pub(super) agent: Option<Box<super::agents::AgentLeg>>,
+    /// Who answers the caller.
+    pub(super) kind: CallKind,
     /// Whether our 2xx in flight carries an offer (to a re-INVITE without
     /// SDP), which the ACK answers.
     pub(super) offered_in_2xx: bool,
@@ -61,6 +61,70 @@ pub(super) struct Call {
     /// The trunks whose call slots it holds (by name): the caller's, and
     /// the far end's for a bridge.
     pub(super) on_trunks: Vec<String>,
+}
+
+/// One SIP dialog the core holds with a peer, by what finds it: the
+/// caller's leg of a call the gateway answered, the far leg of a bridge,
+/// or an agent's call out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum LegKey {
+    /// A call the gateway answered, by Call-ID.
+    Inbound(Vec<u8>),
+    /// The outbound leg of the bridged call with this (inbound) Call-ID.
+    Bridge(Vec<u8>),
+    /// An agent's call.
+    AgentOut(u64),
+}
+
+/// Who answers a call the gateway took: a service of its own, a far end
+/// out another trunk, or an agent.
+pub(super) enum CallKind {
+    /// Echo or tone, answered by the gateway itself.
+    Service(Service),
+    /// Bridged out another trunk: the outbound leg.
+    Bridge(Box<Bridge>),
+    /// Offered to agents: the agent side.
+    Agent(Box<AgentLeg>),
+}
+
+impl CallKind {
+    /// For logs.
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Self::Service(Service::Echo) => "echo",
+            Self::Service(Service::Tone) => "tone",
+            Self::Bridge(_) => "bridge",
+            Self::Agent(_) => "agent",
+        }
+    }
+
+    pub(super) fn bridge(&self) -> Option<&Bridge> {
+        match self {
+            Self::Bridge(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn bridge_mut(&mut self) -> Option<&mut Bridge> {
+        match self {
+            Self::Bridge(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn agent(&self) -> Option<&AgentLeg> {
+        match self {
+            Self::Agent(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub(super) fn agent_mut(&mut self) -> Option<&mut AgentLeg> {
+        match self {
+            Self::Agent(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 impl Call {
@@ -77,19 +141,19 @@ impl crate::deadlines::Timed for Call {
     /// end, and either leg's session timer (the trunk's once answered).
     fn next_deadline(&self) -> Option<Instant> {
         [
-            self.agent.as_ref().and_then(|a| a.offer_until),
+            self.kind.agent().and_then(|a| a.offer_until),
             self.answer_at,
             self.hangup_at,
             self.ok.as_ref().map(dialog::Resend2xx::deadline),
-            self.bridge
-                .as_ref()
+            self.kind
+                .bridge()
                 .and_then(|b| b.ok.as_ref())
                 .map(dialog::Resend2xx::deadline),
             self.session_timer
                 .filter(|_| self.state != State::Ringing)
                 .map(|t| t.next_due()),
-            self.bridge
-                .as_ref()
+            self.kind
+                .bridge()
                 .and_then(|b| b.timer)
                 .map(|t| t.next_due()),
         ]

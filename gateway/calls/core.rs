@@ -43,7 +43,7 @@ pub(super) const MAX_CALLS: usize = 5_000;
 /// alone would let 5,000 calls of 64 KiB INVITEs hold 320 MiB.
 pub(super) const MAX_CALL_BYTES: usize = 64 << 20;
 
-pub(super) use super::call::{Call, State};
+pub(super) use super::call::{Call, CallKind, LegKey, State};
 
 /// The headers of our 2xx to an INVITE or UPDATE in a dialog: Contact,
 /// Allow and, when a session timer was granted (only to a peer that said
@@ -140,7 +140,7 @@ pub struct Core {
     /// entry goes when its transaction ends or its call does.
     pub(super) placed: HashMap<Key, Placed>,
     /// Our session refreshes (UPDATE) in flight, to the dialog of each.
-    pub(super) refreshes: HashMap<Key, super::refresh::Refreshing>,
+    pub(super) refreshes: HashMap<Key, super::call::LegKey>,
     /// Numbers calls as agents know them.
     pub(super) agent_calls_started: u64,
     /// Media tasks that end calls themselves (trunk RTP stopped) say so
@@ -778,7 +778,7 @@ impl Core {
         let offered = self
             .calls
             .get(id)
-            .and_then(|c| c.agent.as_ref())
+            .and_then(|c| c.kind.agent())
             .filter(|a| due(a.offer_until))
             .map(|a| a.call);
         if let Some(call) = offered {
@@ -792,15 +792,12 @@ impl Core {
                 call = c.n,
                 "the call's time is up (the route's hangup_ms or media.max_call_s): BYE both ways"
             );
-            self.send_bye(id, now);
-            self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::MaxDuration, now);
+            self.hang_up(id, EndReason::MaxDuration, now);
             return;
         }
         // Either leg's session timer: refreshed by us, or lapsed.
-        use super::refresh::Refreshing;
-        if self.session_due(Refreshing::Inbound(id.to_vec()), now)
-            || self.session_due(Refreshing::Bridge(id.to_vec()), now)
+        if self.session_due(LegKey::Inbound(id.to_vec()), now)
+            || self.session_due(LegKey::Bridge(id.to_vec()), now)
         {
             return;
         }
@@ -811,8 +808,8 @@ impl Core {
         };
         let lost = dialog::Resend2xx::step(&mut c.ok, now, t2, &mut resend);
         let far_lost = c
-            .bridge
-            .as_deref_mut()
+            .kind
+            .bridge_mut()
             .is_some_and(|b| dialog::Resend2xx::step(&mut b.ok, now, t2, &mut resend));
         for t in resend {
             self.send(t);
@@ -820,13 +817,10 @@ impl Core {
         }
         if lost {
             warn!("no ACK for a 200 OK within 64*T1: hanging up");
-            self.send_bye(id, now);
-            self.end_call(id, EndReason::Failed, now);
+            self.hang_up(id, EndReason::Failed, now);
         } else if far_lost {
             warn!("no ACK from the far end for a 200 OK within 64*T1: hanging up");
-            self.send_bye(id, now);
-            self.hang_up_far_end(id, now);
-            self.end_call(id, EndReason::Failed, now);
+            self.hang_up(id, EndReason::Failed, now);
         }
     }
 
@@ -871,9 +865,15 @@ impl Core {
             return;
         };
         info!(call = n, "no RTP for media.rtp_timeout_s: ending the call");
+        self.hang_up(call_id, EndReason::MediaTimeout, now);
+    }
+
+    /// Hangs up a call the gateway answered, for `why`: BYE to the
+    /// caller and to a bridge's far end, then the call ends.
+    pub(super) fn hang_up(&mut self, call_id: &[u8], why: EndReason, now: Instant) {
         self.send_bye(call_id, now);
         self.hang_up_far_end(call_id, now);
-        self.end_call(call_id, EndReason::MediaTimeout, now);
+        self.end_call(call_id, why, now);
     }
 
     pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
@@ -912,19 +912,22 @@ impl Core {
             // Dropping the control sender ends the media task, which gives
             // its ports back.
             drop(c.media);
-            if let Some(b) = c.bridge {
-                self.outbound.remove(&b.dialog.call_id);
-                self.unplace(b);
-            }
             self.metrics.calls_active.dec();
             self.metrics
                 .calls_total
                 .with_label_values(&[why.label()])
                 .inc();
-            debug!(call = c.n, ?why, "call ended");
-            if let Some(a) = c.agent {
-                self.by_agent_call.remove(&a.call);
-                self.agent_leg_ended(&a, why, now);
+            debug!(call = c.n, kind = c.kind.label(), ?why, "call ended");
+            match c.kind {
+                CallKind::Bridge(b) => {
+                    self.outbound.remove(&b.dialog.call_id);
+                    self.unplace(b);
+                }
+                CallKind::Agent(a) => {
+                    self.by_agent_call.remove(&a.call);
+                    self.agent_leg_ended(&a, why, now);
+                }
+                CallKind::Service(_) => {}
             }
         }
     }
@@ -958,9 +961,7 @@ impl Core {
                     self.end_call(&id, EndReason::Failed, now);
                 }
                 Some(_) => {
-                    self.send_bye(&id, now);
-                    self.hang_up_far_end(&id, now);
-                    self.end_call(&id, EndReason::Shutdown, now);
+                    self.hang_up(&id, EndReason::Shutdown, now);
                 }
                 None => {}
             }

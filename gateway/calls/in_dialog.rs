@@ -27,7 +27,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::core::{ok_headers, Core, Reply, State, MAX_CALL_BYTES};
+use super::core::{ok_headers, Core, LegKey, Reply, State, MAX_CALL_BYTES};
 use super::media::Control;
 use crate::config::Config;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
@@ -42,12 +42,8 @@ use crate::sip::transaction::{Key, Peer};
 
 /// Whose dialog a request is in.
 enum Owner {
-    /// A call the gateway answered (by its Call-ID).
-    Inbound(Vec<u8>),
-    /// The outbound leg of a bridged call (by the inbound call's Call-ID).
-    Bridge(Vec<u8>),
-    /// An agent's call.
-    AgentOut(u64),
+    /// An established dialog.
+    Leg(LegKey),
     /// A leg the gateway placed that is not answered yet (an early
     /// dialog): its offers wait (491) until it is.
     Early,
@@ -181,11 +177,19 @@ pub(super) fn reoffer(
             let _ = m.try_send(Control::Confirmed);
         }
     }
-    info!(
-        call = s.n,
-        direction = neg.direction.as_str(),
-        "new offer answered"
-    );
+    if s.answer {
+        info!(
+            call = s.n,
+            direction = neg.direction.as_str(),
+            "the ACK's answer to our offer taken"
+        );
+    } else {
+        info!(
+            call = s.n,
+            direction = neg.direction.as_str(),
+            "new offer answered"
+        );
+    }
     Ok(neg.answer)
 }
 
@@ -257,7 +261,7 @@ impl Core {
     /// Whose dialog `m` (a request with a To tag) is in.
     fn owner(&self, m: &Message<'_>, call_id: &[u8]) -> Option<Owner> {
         if self.calls.get(call_id).is_some_and(|c| c.dialog.owns(m)) {
-            return Some(Owner::Inbound(call_id.to_vec()));
+            return Some(Owner::Leg(LegKey::Inbound(call_id.to_vec())));
         }
         let placed = |b: &super::outbound::Bridge, owner: Owner| {
             b.dialog
@@ -265,20 +269,47 @@ impl Core {
                 .then_some(if b.answered() { owner } else { Owner::Early })
         };
         if let Some(a_id) = self.outbound.get(call_id) {
-            let b = self.calls.get(a_id)?.bridge.as_deref()?;
-            return placed(b, Owner::Bridge(a_id.clone()));
+            let b = self.calls.get(a_id)?.kind.bridge()?;
+            return placed(b, Owner::Leg(LegKey::Bridge(a_id.clone())));
         }
         let call = *self.agent_out_ids.get(call_id)?;
-        placed(&self.agent_out.get(&call)?.leg, Owner::AgentOut(call))
+        placed(
+            &self.agent_out.get(&call)?.leg,
+            Owner::Leg(LegKey::AgentOut(call)),
+        )
+    }
+
+    /// The leg the gateway placed for `owner`, with the call's number
+    /// (for logs) and its media's control: the one place that finds a
+    /// placed leg of either kind.
+    fn placed(
+        &mut self,
+        owner: &Owner,
+    ) -> Option<(
+        u64,
+        &mut super::outbound::Bridge,
+        Option<mpsc::Sender<Control>>,
+    )> {
+        match owner {
+            Owner::Leg(LegKey::Bridge(a_id)) => {
+                let c = self.calls.get_mut(a_id)?;
+                let n = c.n;
+                let b = c.kind.bridge_mut()?;
+                let media = b.far_media.clone();
+                Some((n, b, media))
+            }
+            Owner::Leg(LegKey::AgentOut(call)) => {
+                let o = self.agent_out.get_mut(call)?;
+                let media = o.media.clone();
+                Some((o.n, &mut *o.leg, media))
+            }
+            Owner::Leg(LegKey::Inbound(_)) | Owner::Early => None,
+        }
     }
 
     /// The leg the gateway placed for `owner`.
     fn placed_leg(&mut self, owner: &Owner) -> Option<&mut super::outbound::Bridge> {
-        match owner {
-            Owner::Bridge(a_id) => self.calls.get_mut(a_id)?.bridge.as_deref_mut(),
-            Owner::AgentOut(call) => Some(&mut *self.agent_out.get_mut(call)?.leg),
-            Owner::Inbound(_) | Owner::Early => None,
-        }
+        self.placed(owner).map(|(_, b, _)| b)
     }
 
     /// A re-INVITE or UPDATE from `from`: to the dialog it is in, else 481.
@@ -331,8 +362,8 @@ impl Core {
             Some(Owner::Early) => {
                 self.respond(&request.key, m, Reply::new(491, "Request Pending"), now);
             }
-            Some(Owner::Inbound(id)) if update => self.update_inbound(request, &id),
-            Some(Owner::Inbound(id)) => self.reinvite(request, &id, bytes),
+            Some(Owner::Leg(LegKey::Inbound(id))) if update => self.update_inbound(request, &id),
+            Some(Owner::Leg(LegKey::Inbound(id))) => self.reinvite(request, &id, bytes),
             Some(owner) => self.far_end_session(request, owner, update),
         }
     }
@@ -498,21 +529,8 @@ impl Core {
         update: bool,
     ) -> Result<(Option<Vec<u8>>, Peer), Refused> {
         let m = r.m;
-        let (config, metrics) = (&self.config, &self.metrics);
-        let (n, leg, media) = match owner {
-            Owner::Bridge(a_id) => {
-                let c = self.calls.get_mut(a_id).ok_or(GONE)?;
-                let n = c.n;
-                let b = c.bridge.as_deref_mut().ok_or(GONE)?;
-                let media = b.far_media.clone();
-                (n, b, media)
-            }
-            Owner::AgentOut(call) => {
-                let o = self.agent_out.get_mut(call).ok_or(GONE)?;
-                (o.n, &mut *o.leg, o.media.clone())
-            }
-            Owner::Inbound(_) | Owner::Early => return Err(GONE),
-        };
+        let (config, metrics) = (self.config.clone(), self.metrics.clone());
+        let (n, leg, media) = self.placed(owner).ok_or(GONE)?;
         if leg.ok.is_some() && !(update && m.body.is_empty()) {
             // Our 2xx to its last re-INVITE (with our offer or answer) is
             // not ACKed yet: an offer waits, a refresh does not.
@@ -526,7 +544,7 @@ impl Core {
             // without gets our current SDP as the offer.
             if update {
                 None
-            } else if leg.sdes.is_some() && !key_may_go(config, r.from) {
+            } else if leg.sdes.is_some() && !key_may_go(&config, r.from) {
                 return Err(NOT_ACCEPTABLE);
             } else {
                 leg.offered_in_2xx = true;
@@ -534,7 +552,7 @@ impl Core {
             }
         } else {
             let session = leg.session(n, media.as_ref());
-            Some(reoffer(config, metrics, session, r.from, m.body)?)
+            Some(reoffer(&config, &metrics, session, r.from, m.body)?)
         };
         if let Some(a) = &answer {
             leg.sdp = a.clone().into();
@@ -587,54 +605,25 @@ impl Core {
         };
         let taken = take_answer(&self.config, &self.metrics, c.session(), from, m.body);
         if !taken {
-            self.send_bye(call_id, now);
-            self.hang_up_far_end(call_id, now);
-            self.end_call(call_id, super::end::EndReason::Failed, now);
+            self.hang_up(call_id, super::end::EndReason::Failed, now);
         }
         taken
     }
 
     /// [`Core::answer_in_ack`] for the far end of a leg we placed.
     fn far_end_answer_in_ack(&mut self, owner: Owner, from: Peer, m: &Message<'_>, now: Instant) {
-        let (config, metrics) = (&self.config, &self.metrics);
-        let taken = match &owner {
-            Owner::Bridge(a_id) => self.calls.get_mut(a_id).and_then(|c| {
-                let n = c.n;
-                let b = c.bridge.as_deref_mut()?;
-                let media = b.far_media.clone();
-                Some(take_answer(
-                    config,
-                    metrics,
-                    b.session(n, media.as_ref()),
-                    from,
-                    m.body,
-                ))
-            }),
-            Owner::AgentOut(call) => self.agent_out.get_mut(call).map(|o| {
-                let media = o.media.clone();
-                take_answer(
-                    config,
-                    metrics,
-                    o.leg.session(o.n, media.as_ref()),
-                    from,
-                    m.body,
-                )
-            }),
-            Owner::Inbound(_) | Owner::Early => None,
-        };
-        if taken != Some(false) {
-            return;
-        }
-        match owner {
-            Owner::Bridge(a_id) => {
-                self.send_bye(&a_id, now);
-                self.hang_up_far_end(&a_id, now);
-                self.end_call(&a_id, super::end::EndReason::Failed, now);
-            }
-            Owner::AgentOut(call) => {
-                self.hang_up_out(call, Some(super::end::EndReason::Failed), now);
-            }
-            Owner::Inbound(_) | Owner::Early => {}
+        let (config, metrics) = (self.config.clone(), self.metrics.clone());
+        let taken = self.placed(&owner).map(|(n, leg, media)| {
+            take_answer(
+                &config,
+                &metrics,
+                leg.session(n, media.as_ref()),
+                from,
+                m.body,
+            )
+        });
+        if let (Some(false), Owner::Leg(leg)) = (taken, &owner) {
+            self.end_leg(leg, super::end::EndReason::Failed, now);
         }
     }
 }

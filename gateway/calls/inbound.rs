@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::call::CallKind;
 use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
 use super::media::{MediaSetup, Service};
 use super::number::normalize;
@@ -288,10 +289,9 @@ impl Core {
         );
         let lease = bound.lease;
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        let mut agent = None;
-        let bridge = if let Some(target) = to_agent {
+        let kind = if let Some(target) = to_agent {
             self.agent_calls_started += 1;
-            agent = Some(Box::new(super::agents::AgentLeg {
+            CallKind::Agent(Box::new(super::agents::AgentLeg {
                 call: self.agent_calls_started,
                 target,
                 session: None,
@@ -314,8 +314,7 @@ impl Core {
                     control: ctl_rx,
                     lease,
                 }),
-            }));
-            None
+            }))
         } else {
             match (service, out_trunk) {
                 (Some(service), _) => {
@@ -343,7 +342,7 @@ impl Core {
                             control: ctl_rx,
                             report,
                         }));
-                    None
+                    CallKind::Service(service)
                 }
                 (None, t) => {
                     let out = super::outbound::Outgoing {
@@ -363,7 +362,7 @@ impl Core {
                         max_forwards: head.max_forwards.unwrap_or(70).saturating_sub(1),
                     };
                     match self.start_outbound(out, now) {
-                        Some(b) => Some(b),
+                        Some(b) => CallKind::Bridge(b),
                         None => {
                             self.reject_call(&key, m, 503, "Service Unavailable", now);
                             return;
@@ -396,8 +395,7 @@ impl Core {
             sdes: None,
             media_ip: neg.remote.ip(),
             media: ctl_tx,
-            bridge,
-            agent,
+            kind,
             session_timer,
             offered_in_2xx: false,
             record: self.records.new.take().map(|mut c| {
@@ -427,17 +425,21 @@ impl Core {
             .filter_map(|t| self.take_trunk_slot(t))
             .collect();
         let call_id = head.call_id.to_vec();
-        if let Some(b) = &call.bridge {
-            self.outbound
-                .insert(b.dialog.call_id.clone(), call_id.clone());
-            self.placed
-                .insert(b.key.clone(), super::core::Placed::Bridge(call_id.clone()));
-        }
-        let bridged = call.bridge.is_some();
-        let to_agent = call.agent.is_some();
-        if let Some(a) = &call.agent {
-            self.by_agent_call.insert(a.call, call_id.clone());
-        }
+        let to_agent = match &call.kind {
+            CallKind::Bridge(b) => {
+                self.outbound
+                    .insert(b.dialog.call_id.clone(), call_id.clone());
+                self.placed
+                    .insert(b.key.clone(), super::core::Placed::Bridge(call_id.clone()));
+                false
+            }
+            CallKind::Agent(a) => {
+                self.by_agent_call.insert(a.call, call_id.clone());
+                true
+            }
+            CallKind::Service(_) => false,
+        };
+        let bridged = matches!(call.kind, CallKind::Bridge(_));
         self.call_bytes += call.held();
         self.calls.insert(call_id.clone(), call);
         if bridged {

@@ -400,7 +400,7 @@ impl Core {
         let Some(c) = self.calls.get_mut(a_id) else {
             return;
         };
-        let Some(b) = c.bridge.as_mut() else { return };
+        let Some(b) = c.kind.bridge_mut() else { return };
         if b.ringing && !early {
             return;
         }
@@ -440,7 +440,7 @@ impl Core {
         let Some(c) = self.calls.get_mut(a_id) else {
             return false;
         };
-        let Some(b) = c.bridge.as_mut() else {
+        let Some(b) = c.kind.bridge_mut() else {
             return false;
         };
         if b.pending.is_none() {
@@ -482,7 +482,7 @@ impl Core {
         let first = self
             .calls
             .get(a_id)
-            .and_then(|c| c.bridge.as_ref())
+            .and_then(|c| c.kind.bridge())
             .is_some_and(|b| !b.answered());
         if first {
             self.start_bridge_media(a_id, m);
@@ -492,7 +492,7 @@ impl Core {
         let Some(c) = self.calls.get_mut(a_id) else {
             return;
         };
-        let Some(b) = c.bridge.as_mut() else { return };
+        let Some(b) = c.kind.bridge_mut() else { return };
         let ack = b.answered_by(m, sip_addr, &branch, now);
         let peer = b.peer;
         let ringing = c.state == State::Ringing;
@@ -527,7 +527,7 @@ impl Core {
     pub(super) fn hang_up_far_end(&mut self, a_id: &[u8], now: Instant) {
         let sip_addr = self.sip_addr;
         let branch = self.tokens.branch();
-        let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.bridge.as_mut()) else {
+        let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.kind.bridge_mut()) else {
             return;
         };
         let req = b.hangup_request(sip_addr, &branch);
@@ -600,7 +600,7 @@ impl Core {
         let Some(a_id) = self.outbound.get(call_id).cloned().filter(|a| {
             self.calls
                 .get(a)
-                .and_then(|c| c.bridge.as_ref())
+                .and_then(|c| c.kind.bridge())
                 .is_some_and(|b| b.dialog.owns(m))
         }) else {
             return false;

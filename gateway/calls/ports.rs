@@ -128,7 +128,10 @@ mod tests {
         for _ in 0..20 {
             let b = pool.bind(ip, false, tokens.u32()).expect("a port");
             let port = b.lease.port();
-            assert!(port.is_multiple_of(2) && (47000..47999).contains(&port), "{port}");
+            assert!(
+                port.is_multiple_of(2) && (47000..47999).contains(&port),
+                "{port}"
+            );
             assert!(
                 held.iter().all(|h: &Bound| h.lease.port() != port),
                 "{port} handed out twice"

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::call::LegKey;
 use super::core::{Core, State};
 use super::end::EndReason;
 use crate::sip::dialog;
@@ -22,34 +23,20 @@ use crate::sip::message::{Framing, Message};
 use crate::sip::timer::{Refresher, SessionTimer};
 use crate::sip::transaction::{Key, Peer};
 
-/// The dialog a refresh of ours is in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Refreshing {
-    /// A call the gateway answered, by Call-ID.
-    Inbound(Vec<u8>),
-    /// The outbound leg of the bridged call with this (inbound) Call-ID.
-    Bridge(Vec<u8>),
-    /// An agent's call.
-    AgentOut(u64),
-}
-
 impl Core {
     /// `who`'s dialog with the peer and its session timer: the one place
     /// that finds a leg of each kind.
-    fn leg_of(
-        &mut self,
-        who: &Refreshing,
-    ) -> Option<(&mut dialog::Dialog, &mut Option<SessionTimer>)> {
+    fn leg_of(&mut self, who: &LegKey) -> Option<(&mut dialog::Dialog, &mut Option<SessionTimer>)> {
         match who {
-            Refreshing::Inbound(id) => {
+            LegKey::Inbound(id) => {
                 let c = self.calls.get_mut(id)?;
                 Some((&mut c.dialog, &mut c.session_timer))
             }
-            Refreshing::Bridge(id) => {
-                let b = self.calls.get_mut(id)?.bridge.as_deref_mut()?;
+            LegKey::Bridge(id) => {
+                let b = self.calls.get_mut(id)?.kind.bridge_mut()?;
                 Some((&mut b.dialog, &mut b.timer))
             }
-            Refreshing::AgentOut(call) => {
+            LegKey::AgentOut(call) => {
                 let leg = &mut *self.agent_out.get_mut(call)?.leg;
                 Some((&mut leg.dialog, &mut leg.timer))
             }
@@ -57,16 +44,16 @@ impl Core {
     }
 
     /// The session timer of `who`'s dialog with the peer.
-    fn timer_of(&mut self, who: &Refreshing) -> Option<&mut Option<SessionTimer>> {
+    fn timer_of(&mut self, who: &LegKey) -> Option<&mut Option<SessionTimer>> {
         self.leg_of(who).map(|(_, t)| t)
     }
 
     /// What is due on `who`'s session timer at `now`, if anything: the
     /// gateway's refresh, or the end of a session the peer let lapse.
     /// `true` if the call ended.
-    pub(super) fn session_due(&mut self, who: Refreshing, now: Instant) -> bool {
+    pub(super) fn session_due(&mut self, who: LegKey, now: Instant) -> bool {
         // A call still ringing has no session to time yet.
-        if let Refreshing::Inbound(id) = &who {
+        if let LegKey::Inbound(id) = &who {
             if self.calls.get(id).is_none_or(|c| c.state == State::Ringing) {
                 return false;
             }
@@ -90,22 +77,22 @@ impl Core {
 
     /// Ends `who`'s call: its session timer ran out, or our refresh met
     /// a 408, a 481 or silence.
-    fn session_gone(&mut self, who: &Refreshing, now: Instant) {
+    fn session_gone(&mut self, who: &LegKey, now: Instant) {
+        self.end_leg(who, EndReason::SessionExpired, now);
+    }
+
+    /// Hangs up the call `who` is a leg of, for `why`: both legs of a
+    /// bridge, the caller's of another call, an agent's call out.
+    pub(super) fn end_leg(&mut self, who: &LegKey, why: EndReason, now: Instant) {
         match who {
-            Refreshing::Inbound(id) | Refreshing::Bridge(id) => {
-                self.send_bye(id, now);
-                self.hang_up_far_end(id, now);
-                self.end_call(id, EndReason::SessionExpired, now);
-            }
-            Refreshing::AgentOut(call) => {
-                self.hang_up_out(*call, Some(EndReason::SessionExpired), now);
-            }
+            LegKey::Inbound(id) | LegKey::Bridge(id) => self.hang_up(id, why, now),
+            LegKey::AgentOut(call) => self.hang_up_out(*call, Some(why), now),
         }
     }
 
     /// Sends our UPDATE (no SDP) refreshing `who`'s session, and counts
     /// the interval again from now (the answer may restate it).
-    fn send_refresh(&mut self, who: &Refreshing, mut timer: SessionTimer, now: Instant) {
+    fn send_refresh(&mut self, who: &LegKey, mut timer: SessionTimer, now: Instant) {
         let Some((peer, transport, contact)) = self.refresh_target(who) else {
             // Nothing to refresh yet (our 2xx is not ACKed): try again
             // soon, never leave a due time in the past (the loop would
@@ -148,17 +135,17 @@ impl Core {
 
     /// Where `who`'s refresh goes, by which transport, with our Contact:
     /// `None` for a call whose 2xx is not ACKed yet (nothing to refresh).
-    fn refresh_target(&self, who: &Refreshing) -> Option<(Peer, &'static str, Vec<u8>)> {
+    fn refresh_target(&self, who: &LegKey) -> Option<(Peer, &'static str, Vec<u8>)> {
         let (peer, transport) = match who {
-            Refreshing::Inbound(id) => {
+            LegKey::Inbound(id) => {
                 let c = self.calls.get(id).filter(|c| c.state == State::Confirmed)?;
                 return Some((c.peer, c.peer.transport_name(), c.contact.clone()));
             }
-            Refreshing::Bridge(id) => {
-                let b = self.calls.get(id)?.bridge.as_deref()?;
+            LegKey::Bridge(id) => {
+                let b = self.calls.get(id)?.kind.bridge()?;
                 (b.peer, b.transport)
             }
-            Refreshing::AgentOut(call) => {
+            LegKey::AgentOut(call) => {
                 let l = &self.agent_out.get(call)?.leg;
                 (l.peer, l.transport)
             }

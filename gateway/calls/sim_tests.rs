@@ -329,6 +329,26 @@ fn far_end_holds_and_refreshes(s: &mut Sim, far: &mut Ua) {
     assert_eq!(s.active(), 1, "the call goes on");
 }
 
+/// The caller never ACKs the 200 OK the far end's answer gave it: after
+/// 64*T1 the gateway hangs up both legs, not just the caller's (the far
+/// end was left holding a call nobody was on).
+#[tokio::test]
+async fn a_bridged_caller_that_never_acks_is_hung_up_on_both_legs() {
+    let mut s = sim();
+    let (_caller, mut far, out) = bridged_call(&mut s, "no-ack");
+    let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
+    s.deliver(FAR, &ok);
+    s.request(FAR, "ACK");
+    s.response(CARRIER, 200);
+    // 64*T1 = 32 s.
+    s.advance(Duration::from_secs(33));
+    let bye = s.request(CARRIER, "BYE");
+    assert!(bye.first_line().starts_with("BYE "), "{}", bye.text);
+    let far_bye = s.request(FAR, "BYE");
+    assert_eq!(far_bye.header("Call-ID"), out.header("Call-ID"));
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
+}
+
 #[tokio::test]
 async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = sim();
