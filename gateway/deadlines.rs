@@ -55,14 +55,6 @@ impl<K: Hash + Eq + Ord + Clone, V: Timed> Table<K, V> {
         self.map.is_empty()
     }
 
-    pub(crate) fn contains_key<Q>(&self, k: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.map.contains_key(k)
-    }
-
     pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
     where
         K: Borrow<Q>,

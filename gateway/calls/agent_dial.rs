@@ -307,7 +307,11 @@ impl Core {
         let Some(link) = self.agents.sessions.get(&o.session).map(|a| a.link.clone()) else {
             return false;
         };
-        let Some((leg, remote_rtcp, send)) = o.leg.answer_leg(m, &self.config) else {
+        let Some((leg, remote_rtcp, send)) = o.leg.answer_leg(
+            m,
+            &self.config,
+            (self.tokens.u32(), self.tokens.u32() as u16),
+        ) else {
             return false;
         };
         let (Some(bound), Some(key)) = (o.sockets.take(), o.key.take()) else {

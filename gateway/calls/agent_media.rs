@@ -55,7 +55,7 @@ pub enum MediaEnded {
     /// An agent's call, as the agent knows it.
     Agent(u64),
     /// A test service's or a bridged call, by its inbound Call-ID.
-    Call(Vec<u8>),
+    Call(super::call::CallRef),
 }
 
 /// One control message from the core: hold, a DTMF digit for the trunk

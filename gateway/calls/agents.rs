@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::agent_media::AgentMedia;
-use super::core::{Core, Output, State};
+use super::core::{CallRef, Core, Output, State};
 use super::end::EndReason;
 use super::media::Control;
 use super::relay::Relay;
@@ -179,8 +179,8 @@ impl Core {
     }
 
     /// The SIP Call-ID of the inbound call agents know as `call`.
-    fn inbound_by_agent_call(&self, call: u64) -> Option<Vec<u8>> {
-        self.by_agent_call.get(&call).cloned()
+    fn inbound_by_agent_call(&self, call: u64) -> Option<CallRef> {
+        self.by_agent_call.get(&call).copied()
     }
 
     fn on_agent_message(&mut self, session: u64, msg: ClientMsg, now: Instant) {
@@ -253,9 +253,9 @@ impl Core {
 
     /// Offers the inbound call `call_id` to the next agent, or refuses it
     /// with 480 when there is none.
-    pub(super) fn offer_call(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn offer_call(&mut self, call_id: CallRef, now: Instant) {
         let suite = self.config.agents.suite;
-        let Some(c) = self.calls.get_mut(call_id) else {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         let Some(leg) = c.kind.agent_mut() else {
@@ -391,7 +391,7 @@ impl Core {
         }
         leg.offer_until = None;
         info!(call = c.n, "agent answered");
-        self.answer(&call_id, now);
+        self.answer(call_id, now);
         link.send(ServerMsg::Answered { call });
     }
 
@@ -421,7 +421,7 @@ impl Core {
                 });
             }
         }
-        self.offer_call(&call_id, now);
+        self.offer_call(call_id, now);
     }
 
     fn agent_hangup(&mut self, call: u64, now: Instant) {
@@ -438,7 +438,7 @@ impl Core {
             self.agent_refused(call, "rejected", now);
             return;
         }
-        self.hang_up(&call_id, EndReason::HungUp(Party::Callee), now);
+        self.hang_up(call_id, EndReason::HungUp(Party::Callee), now);
     }
 
     /// The trunk's RTP stopped on an answered agent call: the carrier is
@@ -447,7 +447,7 @@ impl Core {
         info!("no RTP from the trunk: ending the call");
         match self.inbound_by_agent_call(call) {
             Some(call_id) => {
-                self.hang_up(&call_id, EndReason::MediaTimeout, now);
+                self.hang_up(call_id, EndReason::MediaTimeout, now);
             }
             None => self.agent_out_timeout(call, now),
         }
@@ -466,7 +466,7 @@ impl Core {
             .is_some_and(|a| a.answered);
         if answered {
             info!("agent gone mid-call: BYE to the trunk");
-            self.hang_up(&call_id, EndReason::AgentGone, now);
+            self.hang_up(call_id, EndReason::AgentGone, now);
         } else {
             if let Some(leg) = self
                 .calls
@@ -475,7 +475,7 @@ impl Core {
             {
                 leg.session = None;
             }
-            self.offer_call(&call_id, now);
+            self.offer_call(call_id, now);
         }
     }
 

@@ -63,15 +63,22 @@ pub(super) struct Call {
     pub(super) on_trunks: Vec<String>,
 }
 
+/// A call the gateway answered, as the core's tables refer to it: the
+/// call's number, never reused, so a reference that outlives its call
+/// finds nothing rather than another call. Call-IDs (the peer's bytes)
+/// are looked up once, where a message comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(pub(super) u64);
+
 /// One SIP dialog the core holds with a peer, by what finds it: the
 /// caller's leg of a call the gateway answered, the far leg of a bridge,
 /// or an agent's call out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum LegKey {
-    /// A call the gateway answered, by Call-ID.
-    Inbound(Vec<u8>),
-    /// The outbound leg of the bridged call with this (inbound) Call-ID.
-    Bridge(Vec<u8>),
+    /// The caller's leg of a call the gateway answered.
+    Inbound(CallRef),
+    /// The outbound leg of this bridged call.
+    Bridge(CallRef),
     /// An agent's call.
     AgentOut(u64),
 }

@@ -43,7 +43,7 @@ pub(super) const MAX_CALLS: usize = 5_000;
 /// alone would let 5,000 calls of 64 KiB INVITEs hold 320 MiB.
 pub(super) const MAX_CALL_BYTES: usize = 64 << 20;
 
-pub(super) use super::call::{Call, CallKind, LegKey, State};
+pub(super) use super::call::{Call, CallKind, CallRef, LegKey, State};
 
 /// The headers of our 2xx to an INVITE or UPDATE in a dialog: Contact,
 /// Allow and, when a session timer was granted (only to a peer that said
@@ -60,7 +60,7 @@ pub(super) fn ok_headers<'a>(contact: &'a [u8], se: Option<&'a [u8]>) -> Vec<(&'
 /// Which call placed an INVITE transaction.
 pub(super) enum Placed {
     /// The outbound leg of the bridged call with this Call-ID.
-    Bridge(Vec<u8>),
+    Bridge(CallRef),
     /// An agent's call.
     AgentOut(u64),
     /// A leg whose call ended before the far end answered (our CANCEL
@@ -109,10 +109,12 @@ pub struct Core {
     pub(super) local: Local,
     /// What the core asks of its driver, in order ([`Core::poll_output`]).
     pub(super) out: VecDeque<Output>,
-    /// Calls the gateway answered, by Call-ID, with their timer heap.
-    pub(super) calls: Table<Vec<u8>, Call>,
+    /// Calls the gateway answered, by handle, with their timer heap.
+    pub(super) calls: Table<CallRef, Call>,
+    /// The calls by Call-ID.
+    pub(super) call_ids: HashMap<Vec<u8>, CallRef>,
     /// Calls offered to agents, by the number agents know them by.
-    pub(super) by_agent_call: HashMap<u64, Vec<u8>>,
+    pub(super) by_agent_call: HashMap<u64, CallRef>,
     /// Bytes the calls keep ([`Call::held`]), against [`MAX_CALL_BYTES`].
     pub(super) call_bytes: usize,
     pub(super) ports: Ports,
@@ -125,8 +127,8 @@ pub struct Core {
     pub(super) ok_retransmissions: u64,
     /// Per trunk, its registration (registration trunks only).
     pub(super) registrations: Vec<Option<super::register::Registration>>,
-    /// Outbound legs' Call-IDs to their inbound calls' Call-IDs.
-    pub(super) outbound: HashMap<Vec<u8>, Vec<u8>>,
+    /// Outbound legs' Call-IDs to their inbound calls.
+    pub(super) outbound: HashMap<Vec<u8>, CallRef>,
     pub(super) timers: TimerConfig,
     pub(super) trunks: Vec<TrunkState>,
     /// Logged-in agents.
@@ -275,6 +277,7 @@ impl Core {
             local,
             out: VecDeque::new(),
             calls: Table::default(),
+            call_ids: HashMap::new(),
             by_agent_call: HashMap::new(),
             call_bytes: 0,
             outbound: HashMap::new(),
@@ -560,6 +563,11 @@ impl Core {
         }
     }
 
+    /// The call the gateway answered with this Call-ID.
+    pub(super) fn call_ref(&self, call_id: &[u8]) -> Option<CallRef> {
+        self.call_ids.get(call_id).copied()
+    }
+
     pub(super) fn respond(&mut self, key: &Key, m: &Message<'_>, r: Reply<'_>, now: Instant) {
         if r.code >= 180 && m.method() == Some(Method::Invite) {
             if let Some(id) = m.call_id() {
@@ -579,6 +587,8 @@ impl Core {
             return;
         };
         let call_id = head.call_id.to_vec();
+        // The call the Call-ID names, if the gateway answered it.
+        let h = self.call_ref(&call_id);
         match head.method {
             Method::Options => {
                 let tag = self.tokens.token();
@@ -592,7 +602,7 @@ impl Core {
                 );
             }
             Method::Invite if head.to.tag().is_none() => {
-                if self.calls.contains_key(&call_id) {
+                if h.is_some() {
                     // A second INVITE for a call that exists (a loop or a
                     // forked request): refuse.
                     self.respond(&key, &m, Reply::new(482, "Loop Detected"), now);
@@ -608,7 +618,10 @@ impl Core {
                 // Only an ACK carrying our To tag counts: its sender saw our
                 // 2xx, which proves the caller's address (a blind spoofer
                 // cannot), so media may now go to the signalled address.
-                if let Some(c) = self.calls.get_mut(&call_id).filter(|c| c.dialog.owns(&m)) {
+                if let Some((h, c)) = h
+                    .and_then(|h| Some((h, self.calls.get_mut(&h)?)))
+                    .filter(|(_, c)| c.dialog.owns(&m))
+                {
                     // Only the ACK for the 2xx in flight (its CSeq): a late
                     // copy of an older one stops nothing.
                     let this_2xx = c.ok.as_ref().is_some_and(|ok| ok.acked_by(&m));
@@ -619,11 +632,11 @@ impl Core {
                             // Our 2xx offered (the re-INVITE had no SDP):
                             // the ACK answers. Applied before the media's
                             // confirmation below, which then uses it.
-                            if !self.answer_in_ack(&call_id, peer, &m, now) {
+                            if !self.answer_in_ack(h, peer, &m, now) {
                                 return;
                             }
                         }
-                        let Some(c) = self.calls.get_mut(&call_id) else {
+                        let Some(c) = self.calls.get_mut(&h) else {
                             return;
                         };
                         // The ACK proves the address it came from. On a
@@ -642,11 +655,11 @@ impl Core {
                 }
             }
             Method::Bye => {
-                let ours = self.calls.get(&call_id).is_some_and(|c| c.dialog.owns(&m));
-                if ours {
+                let ours = h.filter(|h| self.calls.get(h).is_some_and(|c| c.dialog.owns(&m)));
+                if let Some(h) = ours {
                     self.respond(&key, &m, Reply::new(200, "OK"), now);
-                    self.hang_up_far_end(&call_id, now);
-                    self.end_call(&call_id, EndReason::HungUp(Party::Caller), now);
+                    self.hang_up_far_end(h, now);
+                    self.end_call(h, EndReason::HungUp(Party::Caller), now);
                 } else if self.bye_from_far_end(&key, &m, &call_id, now)
                     || self.bye_to_agent_out(&key, &m, &call_id, now)
                 {
@@ -661,19 +674,19 @@ impl Core {
                 }
             }
             Method::Cancel => {
-                let ringing = self
-                    .calls
-                    .get(&call_id)
-                    .filter(|c| c.state == State::Ringing && c.invite_key.branch == key.branch)
-                    .map(|c| {
+                let ringing = h
+                    .and_then(|h| Some((h, self.calls.get(&h)?)))
+                    .filter(|(_, c)| c.state == State::Ringing && c.invite_key.branch == key.branch)
+                    .map(|(h, c)| {
                         (
+                            h,
                             c.invite_key.clone(),
                             c.invite.clone(),
                             c.dialog.local_tag.clone(),
                         )
                     });
                 match ringing {
-                    Some((invite_key, invite, tag)) => {
+                    Some((h, invite_key, invite, tag)) => {
                         self.respond(&key, &m, Reply::new(200, "OK"), now);
                         if let Ok((inv, _)) =
                             Message::parse(&invite, Framing::Stream, &self.config.limits)
@@ -685,8 +698,8 @@ impl Core {
                                 now,
                             );
                         }
-                        self.hang_up_far_end(&call_id, now);
-                        self.end_call(&call_id, EndReason::Cancelled, now);
+                        self.hang_up_far_end(h, now);
+                        self.end_call(h, EndReason::Cancelled, now);
                     }
                     None => self.respond(
                         &key,
@@ -701,10 +714,10 @@ impl Core {
     }
 
     /// Sends the 200 OK with our SDP and starts retransmitting it.
-    pub(super) fn answer(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn answer(&mut self, call_id: CallRef, now: Instant) {
         let limits = self.config.limits;
         let max_call = self.config.max_call;
-        let Some(c) = self.calls.get_mut(call_id) else {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) else {
@@ -762,7 +775,7 @@ impl Core {
         self.probe_trunks(now);
         self.register_due(now);
         for id in self.calls.due(now) {
-            self.call_due(&id, now);
+            self.call_due(id, now);
         }
         for call in self.agent_out.due(now) {
             self.agent_out_due(call, now);
@@ -773,21 +786,21 @@ impl Core {
     /// agent's offer running out, the answer, the time limit, the session
     /// timer, and 2xx resends to either end. Each check reads the call
     /// again: an earlier one may have ended it.
-    fn call_due(&mut self, id: &[u8], now: Instant) {
+    fn call_due(&mut self, id: CallRef, now: Instant) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         let offered = self
             .calls
-            .get(id)
+            .get(&id)
             .and_then(|c| c.kind.agent())
             .filter(|a| due(a.offer_until))
             .map(|a| a.call);
         if let Some(call) = offered {
             self.agent_refused(call, "no_answer", now);
         }
-        if self.calls.get(id).is_some_and(|c| due(c.answer_at)) {
+        if self.calls.get(&id).is_some_and(|c| due(c.answer_at)) {
             self.answer(id, now);
         }
-        if let Some(c) = self.calls.get(id).filter(|c| due(c.hangup_at)) {
+        if let Some(c) = self.calls.get(&id).filter(|c| due(c.hangup_at)) {
             info!(
                 call = c.n,
                 "the call's time is up (the route's hangup_ms or media.max_call_s): BYE both ways"
@@ -796,14 +809,12 @@ impl Core {
             return;
         }
         // Either leg's session timer: refreshed by us, or lapsed.
-        if self.session_due(LegKey::Inbound(id.to_vec()), now)
-            || self.session_due(LegKey::Bridge(id.to_vec()), now)
-        {
+        if self.session_due(LegKey::Inbound(id), now) || self.session_due(LegKey::Bridge(id), now) {
             return;
         }
         let t2 = self.timers.t2;
         let mut resend = Vec::new();
-        let Some(c) = self.calls.get_mut(id) else {
+        let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
         let lost = dialog::Resend2xx::step(&mut c.ok, now, t2, &mut resend);
@@ -860,8 +871,8 @@ impl Core {
 
     /// A test service's or bridged call's media stopped: BYE to both
     /// ends, and the slot, ports and task are freed.
-    pub(super) fn call_media_timed_out(&mut self, call_id: &[u8], now: Instant) {
-        let Some(n) = self.calls.get(call_id).map(|c| c.n) else {
+    pub(super) fn call_media_timed_out(&mut self, call_id: CallRef, now: Instant) {
+        let Some(n) = self.calls.get(&call_id).map(|c| c.n) else {
             return;
         };
         info!(call = n, "no RTP for media.rtp_timeout_s: ending the call");
@@ -870,14 +881,14 @@ impl Core {
 
     /// Hangs up a call the gateway answered, for `why`: BYE to the
     /// caller and to a bridge's far end, then the call ends.
-    pub(super) fn hang_up(&mut self, call_id: &[u8], why: EndReason, now: Instant) {
+    pub(super) fn hang_up(&mut self, call_id: CallRef, why: EndReason, now: Instant) {
         self.send_bye(call_id, now);
         self.hang_up_far_end(call_id, now);
         self.end_call(call_id, why, now);
     }
 
-    pub(super) fn send_bye(&mut self, call_id: &[u8], now: Instant) {
-        let Some(c) = self.calls.get_mut(call_id) else {
+    pub(super) fn send_bye(&mut self, call_id: CallRef, now: Instant) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         let cseq = c.dialog.next_cseq();
@@ -897,8 +908,9 @@ impl Core {
 
     /// Ends the call the gateway answered: its record, trunk slots,
     /// ports, media task, bridge leg and agent, all for one `why`.
-    pub(super) fn end_call(&mut self, call_id: &[u8], why: EndReason, now: Instant) {
-        if let Some(mut c) = self.calls.remove(call_id) {
+    pub(super) fn end_call(&mut self, call_id: CallRef, why: EndReason, now: Instant) {
+        if let Some(mut c) = self.calls.remove(&call_id) {
+            self.call_ids.remove(&c.dialog.call_id);
             self.call_bytes = self.call_bytes.saturating_sub(c.held());
             if let Some(r) = c.record.take() {
                 // The agent, if any, is the callee of calls it takes.
@@ -936,7 +948,7 @@ impl Core {
     /// BYE to the rest, and to every agent's call.
     pub(super) fn hang_up_all(&mut self, now: Instant) {
         self.hang_up_agent_out(now);
-        let ids: Vec<Vec<u8>> = self.calls.keys().cloned().collect();
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
         for id in ids {
             let state = self.calls.get(&id).map(|c| c.state);
             match state {
@@ -957,11 +969,11 @@ impl Core {
                             now,
                         );
                     }
-                    self.hang_up_far_end(&id, now);
-                    self.end_call(&id, EndReason::Failed, now);
+                    self.hang_up_far_end(id, now);
+                    self.end_call(id, EndReason::Failed, now);
                 }
                 Some(_) => {
-                    self.hang_up(&id, EndReason::Shutdown, now);
+                    self.hang_up(id, EndReason::Shutdown, now);
                 }
                 None => {}
             }

@@ -60,7 +60,7 @@ pub async fn run(
             },
             Some(e) = media_ended.recv() => match e {
                 MediaEnded::Agent(call) => core.media_timed_out(call, Instant::now()),
-                MediaEnded::Call(id) => core.call_media_timed_out(&id, Instant::now()),
+                MediaEnded::Call(id) => core.call_media_timed_out(id, Instant::now()),
             },
             Some(r) = guard_requests.recv() => core.on_guard_request(r, Instant::now()),
             Some(r) = reports.recv() => core.records.on_report(r),

@@ -27,7 +27,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::core::{ok_headers, Core, LegKey, Reply, State, MAX_CALL_BYTES};
+use super::core::{ok_headers, CallRef, Core, LegKey, Reply, State, MAX_CALL_BYTES};
 use super::media::Control;
 use crate::config::Config;
 use crate::media::srtp::{MasterKey, SrtpConfig, SrtpReceiver};
@@ -42,7 +42,8 @@ use crate::sip::transaction::{Key, Peer};
 
 /// Whose dialog a request is in.
 enum Owner {
-    /// An established dialog.
+    /// A dialog of ours: the caller's (even while it rings), or a placed
+    /// leg the far end answered.
     Leg(LegKey),
     /// A leg the gateway placed that is not answered yet (an early
     /// dialog): its offers wait (491) until it is.
@@ -260,17 +261,20 @@ fn asked_timer(m: &Message<'_>, now: Instant) -> Result<Option<SessionTimer>, ()
 impl Core {
     /// Whose dialog `m` (a request with a To tag) is in.
     fn owner(&self, m: &Message<'_>, call_id: &[u8]) -> Option<Owner> {
-        if self.calls.get(call_id).is_some_and(|c| c.dialog.owns(m)) {
-            return Some(Owner::Leg(LegKey::Inbound(call_id.to_vec())));
+        let answered = self
+            .call_ref(call_id)
+            .filter(|h| self.calls.get(h).is_some_and(|c| c.dialog.owns(m)));
+        if let Some(h) = answered {
+            return Some(Owner::Leg(LegKey::Inbound(h)));
         }
         let placed = |b: &super::outbound::Bridge, owner: Owner| {
             b.dialog
                 .owns(m)
                 .then_some(if b.answered() { owner } else { Owner::Early })
         };
-        if let Some(a_id) = self.outbound.get(call_id) {
-            let b = self.calls.get(a_id)?.kind.bridge()?;
-            return placed(b, Owner::Leg(LegKey::Bridge(a_id.clone())));
+        if let Some(&a_id) = self.outbound.get(call_id) {
+            let b = self.calls.get(&a_id)?.kind.bridge()?;
+            return placed(b, Owner::Leg(LegKey::Bridge(a_id)));
         }
         let call = *self.agent_out_ids.get(call_id)?;
         placed(
@@ -280,8 +284,7 @@ impl Core {
     }
 
     /// The leg the gateway placed for `owner`, with the call's number
-    /// (for logs) and its media's control: the one place that finds a
-    /// placed leg of either kind.
+    /// (for logs) and its media's control.
     fn placed(
         &mut self,
         owner: &Owner,
@@ -362,18 +365,18 @@ impl Core {
             Some(Owner::Early) => {
                 self.respond(&request.key, m, Reply::new(491, "Request Pending"), now);
             }
-            Some(Owner::Leg(LegKey::Inbound(id))) if update => self.update_inbound(request, &id),
-            Some(Owner::Leg(LegKey::Inbound(id))) => self.reinvite(request, &id, bytes),
+            Some(Owner::Leg(LegKey::Inbound(id))) if update => self.update_inbound(request, id),
+            Some(Owner::Leg(LegKey::Inbound(id))) => self.reinvite(request, id, bytes),
             Some(owner) => self.far_end_session(request, owner, update),
         }
     }
 
     /// RFC 3261 12.2.2: a request older than one already seen in call
     /// `call_id`'s dialog gets 500. `true` if `m` is in order.
-    fn in_order(&mut self, key: &Key, m: &Message<'_>, call_id: &[u8], now: Instant) -> bool {
+    fn in_order(&mut self, key: &Key, m: &Message<'_>, call_id: CallRef, now: Instant) -> bool {
         let fresh = self
             .calls
-            .get_mut(call_id)
+            .get_mut(&call_id)
             .is_some_and(|c| c.dialog.received(m).is_ok());
         if !fresh {
             self.respond(key, m, Reply::new(500, "Server Internal Error"), now);
@@ -384,9 +387,9 @@ impl Core {
     /// A re-INVITE in one of the calls the gateway answered: the media
     /// moves, holds or re-keys, and the answer goes back in a 2xx resent
     /// until its ACK.
-    fn reinvite(&mut self, r: Request<'_, '_>, call_id: &[u8], bytes: &[u8]) {
+    fn reinvite(&mut self, r: Request<'_, '_>, call_id: CallRef, bytes: &[u8]) {
         let (m, now) = (r.m, r.now);
-        match self.calls.get(call_id).map(|c| c.state) {
+        match self.calls.get(&call_id).map(|c| c.state) {
             // RFC 3261 14.2: before our final response to the INVITE.
             Some(State::Ringing) => {
                 let r500 = Reply::new(500, "Server Internal Error").extra(&[("Retry-After", b"1")]);
@@ -403,7 +406,7 @@ impl Core {
         if !self.in_order(&r.key, m, call_id, now) {
             return;
         }
-        let Some(c) = self.calls.get_mut(call_id) else {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         // The new INVITE replaces the kept one: within the calls' budget.
@@ -447,12 +450,12 @@ impl Core {
 
     /// An UPDATE in a call the gateway answered: a session refresh (RFC
     /// 4028) without SDP, or a new offer once the call is answered.
-    fn update_inbound(&mut self, r: Request<'_, '_>, call_id: &[u8]) {
+    fn update_inbound(&mut self, r: Request<'_, '_>, call_id: CallRef) {
         let (m, now) = (r.m, r.now);
         if !self.in_order(&r.key, m, call_id, now) {
             return;
         }
-        let Some(c) = self.calls.get_mut(call_id) else {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         let answer = if m.body.is_empty() {
@@ -595,12 +598,12 @@ impl Core {
     /// if the answer could not be taken and the call ended.
     pub(super) fn answer_in_ack(
         &mut self,
-        call_id: &[u8],
+        call_id: CallRef,
         from: Peer,
         m: &Message<'_>,
         now: Instant,
     ) -> bool {
-        let Some(c) = self.calls.get_mut(call_id) else {
+        let Some(c) = self.calls.get_mut(&call_id) else {
             return false;
         };
         let taken = take_answer(&self.config, &self.metrics, c.session(), from, m.body);

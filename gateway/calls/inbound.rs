@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::call::CallKind;
-use super::core::{set_nonblocking, Call, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
+use super::core::{set_nonblocking, Call, CallRef, Core, Reply, State, MAX_CALLS, MAX_CALL_BYTES};
 use super::media::{MediaSetup, Service};
 use super::number::normalize;
 use super::tasks::MediaTask;
@@ -328,9 +328,8 @@ impl Core {
                         pt: neg.pt,
                         ptime: neg.ptime,
                         send: neg.direction.sends(),
-                        timeout: self.media_timeout(super::agent_media::MediaEnded::Call(
-                            head.call_id.to_vec(),
-                        )),
+                        timeout: self
+                            .media_timeout(super::agent_media::MediaEnded::Call(CallRef(n))),
                         lease,
                     };
                     let report = self
@@ -424,24 +423,24 @@ impl Core {
             .flatten()
             .filter_map(|t| self.take_trunk_slot(t))
             .collect();
-        let call_id = head.call_id.to_vec();
+        let call_id = CallRef(n);
         let to_agent = match &call.kind {
             CallKind::Bridge(b) => {
-                self.outbound
-                    .insert(b.dialog.call_id.clone(), call_id.clone());
+                self.outbound.insert(b.dialog.call_id.clone(), call_id);
                 self.placed
-                    .insert(b.key.clone(), super::core::Placed::Bridge(call_id.clone()));
+                    .insert(b.key.clone(), super::core::Placed::Bridge(call_id));
                 false
             }
             CallKind::Agent(a) => {
-                self.by_agent_call.insert(a.call, call_id.clone());
+                self.by_agent_call.insert(a.call, call_id);
                 true
             }
             CallKind::Service(_) => false,
         };
         let bridged = matches!(call.kind, CallKind::Bridge(_));
         self.call_bytes += call.held();
-        self.calls.insert(call_id.clone(), call);
+        self.call_ids.insert(head.call_id.to_vec(), call_id);
+        self.calls.insert(call_id, call);
         if bridged {
             // The far end's answer answers the caller.
         } else if to_agent {
@@ -454,9 +453,9 @@ impl Core {
                     .extra(&[("Contact", &contact)]),
                 now,
             );
-            self.offer_call(&call_id, now);
+            self.offer_call(call_id, now);
         } else if route.ring.is_zero() {
-            self.answer(&call_id, now);
+            self.answer(call_id, now);
         } else {
             let contact = self.calls[&call_id].contact.clone();
             self.respond(

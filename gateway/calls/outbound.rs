@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::bridge::Side;
-use super::core::{Core, Output, Placed, Reply, State};
+use super::core::{CallRef, Core, Output, Placed, Reply, State};
 use super::end::EndReason;
-use super::media::{rand_u32, Control};
+use super::media::Control;
 use super::ports::Bound;
 use super::tasks::MediaTask;
 use crate::media::leg::Leg;
@@ -97,6 +97,7 @@ impl Bridge {
         &mut self,
         m: &Message<'_>,
         config: &crate::config::Config,
+        (ssrc, seq): (u32, u16),
     ) -> Option<(Leg, std::net::SocketAddr, bool)> {
         let answer = Sdp::parse(m.body).ok()?;
         let audio = answer.audio()?;
@@ -120,7 +121,7 @@ impl Bridge {
         };
         self.media_ip = ip;
         let dir = answer.direction(audio);
-        let mut leg = Leg::new(remote, 8000, rand_u32(), rand_u32() as u16, srtp);
+        let mut leg = Leg::new(remote, 8000, ssrc, seq, srtp);
         // The same rule as for offers (`Config::media_refused`); an
         // answer is not refused, it waits for media from that address.
         match config.media_refused(self.peer.addr.ip(), ip) {
@@ -338,9 +339,9 @@ impl Core {
     }
 
     /// The inbound call whose outbound INVITE transaction is `key`.
-    fn bridged_by_key(&self, key: &Key) -> Option<Vec<u8>> {
+    fn bridged_by_key(&self, key: &Key) -> Option<CallRef> {
         match self.placed.get(key)? {
-            Placed::Bridge(a_id) => Some(a_id.clone()),
+            Placed::Bridge(a_id) => Some(*a_id),
             Placed::AgentOut(_) | Placed::Ended(_) => None,
         }
     }
@@ -362,10 +363,10 @@ impl Core {
         match code {
             100 => {}
             101..=199 => {
-                let early = !m.body.is_empty() && self.start_bridge_media(&a_id, &m);
-                self.relay_progress(&a_id, early, now);
+                let early = !m.body.is_empty() && self.start_bridge_media(a_id, &m);
+                self.relay_progress(a_id, early, now);
             }
-            200..=299 => self.far_end_answered(&a_id, &m, now),
+            200..=299 => self.far_end_answered(a_id, &m, now),
             _ => {
                 // 3xx: the gateway does not follow redirects.
                 let (code, reason) = if code < 400 {
@@ -374,7 +375,7 @@ impl Core {
                     (code, reason_of(&m))
                 };
                 info!(call = self.calls[&a_id].n, status = code, "far end refused");
-                self.fail_inbound(&a_id, code, reason, EndReason::Refused(code), now);
+                self.fail_inbound(a_id, code, reason, EndReason::Refused(code), now);
             }
         }
         true
@@ -390,14 +391,14 @@ impl Core {
             .get(&a_id)
             .is_some_and(|c| c.state == State::Ringing)
         {
-            self.fail_inbound(&a_id, 408, "Request Timeout", EndReason::Failed, now);
+            self.fail_inbound(a_id, 408, "Request Timeout", EndReason::Failed, now);
         }
         true
     }
 
-    fn relay_progress(&mut self, a_id: &[u8], early: bool, now: Instant) {
+    fn relay_progress(&mut self, a_id: CallRef, early: bool, now: Instant) {
         let limits = self.config.limits;
-        let Some(c) = self.calls.get_mut(a_id) else {
+        let Some(c) = self.calls.get_mut(&a_id) else {
             return;
         };
         let Some(b) = c.kind.bridge_mut() else { return };
@@ -425,19 +426,19 @@ impl Core {
             let key = c.invite_key.clone();
             self.txn.respond(&key, r, now);
         }
-        self.record_response(a_id, code, now);
+        self.record_call_response(a_id, code, now);
     }
 
     /// Starts the bridge's media from the far end's SDP (in a 183 or the
     /// 200). Returns whether media is now flowing.
-    fn start_bridge_media(&mut self, a_id: &[u8], m: &Message<'_>) -> bool {
+    fn start_bridge_media(&mut self, a_id: CallRef, m: &Message<'_>) -> bool {
         let report = self.records.reporter(
             self.calls
-                .get(a_id)
+                .get(&a_id)
                 .and_then(|c| c.record.as_ref())
                 .map(|r| r.id),
         );
-        let Some(c) = self.calls.get_mut(a_id) else {
+        let Some(c) = self.calls.get_mut(&a_id) else {
             return false;
         };
         let Some(b) = c.kind.bridge_mut() else {
@@ -446,7 +447,11 @@ impl Core {
         if b.pending.is_none() {
             return true; // already flowing
         }
-        let Some((leg, remote_rtcp, send)) = b.answer_leg(m, &self.config) else {
+        let Some((leg, remote_rtcp, send)) = b.answer_leg(
+            m,
+            &self.config,
+            (self.tokens.u32(), self.tokens.u32() as u16),
+        ) else {
             return false;
         };
         let Some((side_a, bound, control)) = b.pending.take() else {
@@ -468,7 +473,7 @@ impl Core {
         }
         let (steer_b, control_b) = mpsc::channel(4);
         b.far_media = Some(steer_b);
-        let timeout = self.media_timeout(super::agent_media::MediaEnded::Call(a_id.to_vec()));
+        let timeout = self.media_timeout(super::agent_media::MediaEnded::Call(a_id));
         self.out.push_back(Output::StartMedia(MediaTask::Bridge {
             sides: Box::new((side_a, side_b)),
             control: (control, control_b),
@@ -478,10 +483,10 @@ impl Core {
         true
     }
 
-    fn far_end_answered(&mut self, a_id: &[u8], m: &Message<'_>, now: Instant) {
+    fn far_end_answered(&mut self, a_id: CallRef, m: &Message<'_>, now: Instant) {
         let first = self
             .calls
-            .get(a_id)
+            .get(&a_id)
             .and_then(|c| c.kind.bridge())
             .is_some_and(|b| !b.answered());
         if first {
@@ -489,7 +494,7 @@ impl Core {
         }
         let sip_addr = self.sip_addr;
         let branch = self.tokens.branch();
-        let Some(c) = self.calls.get_mut(a_id) else {
+        let Some(c) = self.calls.get_mut(&a_id) else {
             return;
         };
         let Some(b) = c.kind.bridge_mut() else { return };
@@ -506,9 +511,16 @@ impl Core {
     }
 
     /// Answers the caller with a failure and ends the call.
-    fn fail_inbound(&mut self, a_id: &[u8], code: u16, reason: &str, why: EndReason, now: Instant) {
+    fn fail_inbound(
+        &mut self,
+        a_id: CallRef,
+        code: u16,
+        reason: &str,
+        why: EndReason,
+        now: Instant,
+    ) {
         let limits = self.config.limits;
-        if let Some(c) = self.calls.get(a_id) {
+        if let Some(c) = self.calls.get(&a_id) {
             if let Ok((inv, _)) = Message::parse(&c.invite, Framing::Stream, &limits) {
                 if let Some(r) =
                     build::response(&inv, code, reason, Some(&c.dialog.local_tag), &[], None)
@@ -518,16 +530,16 @@ impl Core {
                 }
             }
         }
-        self.record_response(a_id, code, now);
+        self.record_call_response(a_id, code, now);
         self.end_call(a_id, why, now);
     }
 
     /// Hangs up the outbound leg of call `a_id`: BYE if answered, CANCEL if
     /// still ringing.
-    pub(super) fn hang_up_far_end(&mut self, a_id: &[u8], now: Instant) {
+    pub(super) fn hang_up_far_end(&mut self, a_id: CallRef, now: Instant) {
         let sip_addr = self.sip_addr;
         let branch = self.tokens.branch();
-        let Some(b) = self.calls.get_mut(a_id).and_then(|c| c.kind.bridge_mut()) else {
+        let Some(b) = self.calls.get_mut(&a_id).and_then(|c| c.kind.bridge_mut()) else {
             return;
         };
         let req = b.hangup_request(sip_addr, &branch);
@@ -611,10 +623,10 @@ impl Core {
             .get(&a_id)
             .is_some_and(|c| c.state != State::Ringing)
         {
-            self.send_bye(&a_id, now);
+            self.send_bye(a_id, now);
         }
         self.end_call(
-            &a_id,
+            a_id,
             EndReason::HungUp(crate::cdr::record::Party::Callee),
             now,
         );

@@ -9,16 +9,16 @@
 //! last one's SDP and race its media there. The core passes the random
 //! start in (from its seeded token stream), so a simulation replays it.
 //!
-//! The pool is shared between the core, which takes ports, and the media
-//! tasks, which give them back: a lock per call set-up and end, never
-//! per packet.
+//! The pool is shared between the core, which takes ports (and gives
+//! back those of refused offers and media it drops unstarted), and the
+//! media tasks, which give theirs back when they end: a lock per call
+//! set-up and end, never per packet.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Even RTP ports of the configured range.
-#[derive(Clone)]
 pub struct Ports {
     lo: u16,
     hi: u16,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::core::Core;
+use super::core::{CallRef, Core};
 use super::media::{MediaReport, Reporter};
 use crate::cdr::record::{Direction, Outcome, Party, Record};
 use crate::cdr::store::RecordId;
@@ -210,30 +210,28 @@ impl Records {
 }
 
 impl Core {
-    /// A response the gateway sends to an INVITE: ringing and the final
-    /// status go into the call's record.
+    /// A response the gateway sends to the INVITE with this Call-ID: the
+    /// INVITE being handled (whose record is not a call's yet), else the
+    /// call's.
     pub(super) fn record_response(&mut self, call_id: &[u8], code: u16, now: Instant) {
         let wall = self.records.wall.ms(now);
-        let rec = match self.records.new.as_mut() {
-            Some(n)
-                if n.record.call_id
-                    == crate::cdr::record::bounded_call_id(&String::from_utf8_lossy(call_id)) =>
-            {
-                Some(&mut n.record)
+        let bounded = || crate::cdr::record::bounded_call_id(&String::from_utf8_lossy(call_id));
+        match self.records.new.as_mut() {
+            Some(n) if n.record.call_id == bounded() => note_response(&mut n.record, code, wall),
+            _ => {
+                if let Some(h) = self.call_ref(call_id) {
+                    self.record_call_response(h, code, now);
+                }
             }
-            _ => self
-                .calls
-                .get_mut(call_id)
-                .and_then(|c| c.record.as_mut())
-                .map(|c| &mut c.record),
-        };
-        let Some(r) = rec else { return };
-        match code {
-            180 | 183 => {
-                r.ringing_ms.get_or_insert(wall);
-            }
-            200..=699 => r.sip_status = code,
-            _ => {}
+        }
+    }
+
+    /// A response the gateway sends to call `h`'s INVITE: ringing and the
+    /// final status go into its record.
+    pub(super) fn record_call_response(&mut self, h: CallRef, code: u16, now: Instant) {
+        let wall = self.records.wall.ms(now);
+        if let Some(c) = self.calls.get_mut(&h).and_then(|c| c.record.as_mut()) {
+            note_response(&mut c.record, code, wall);
         }
     }
 
@@ -252,15 +250,26 @@ impl Core {
     }
 
     /// The call was answered: its record is written open.
-    pub(super) fn record_answered(&mut self, call_id: &[u8], now: Instant) {
+    pub(super) fn record_answered(&mut self, call_id: CallRef, now: Instant) {
         let wall = self.records.wall.ms(now);
-        if let Some(c) = self.calls.get_mut(call_id).and_then(|c| c.record.as_mut()) {
+        if let Some(c) = self.calls.get_mut(&call_id).and_then(|c| c.record.as_mut()) {
             if c.record.answer_ms.is_none() {
                 c.record.answer_ms = Some(wall);
                 c.record.sip_status = 200;
                 self.records.write_open(c);
             }
         }
+    }
+}
+
+/// Ringing and the final status, into a record.
+fn note_response(r: &mut crate::cdr::record::Record, code: u16, wall: u64) {
+    match code {
+        180 | 183 => {
+            r.ringing_ms.get_or_insert(wall);
+        }
+        200..=699 => r.sip_status = code,
+        _ => {}
     }
 }
 

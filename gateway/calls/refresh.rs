@@ -24,8 +24,7 @@ use crate::sip::timer::{Refresher, SessionTimer};
 use crate::sip::transaction::{Key, Peer};
 
 impl Core {
-    /// `who`'s dialog with the peer and its session timer: the one place
-    /// that finds a leg of each kind.
+    /// `who`'s dialog with the peer and its session timer.
     fn leg_of(&mut self, who: &LegKey) -> Option<(&mut dialog::Dialog, &mut Option<SessionTimer>)> {
         match who {
             LegKey::Inbound(id) => {
@@ -85,7 +84,7 @@ impl Core {
     /// bridge, the caller's of another call, an agent's call out.
     pub(super) fn end_leg(&mut self, who: &LegKey, why: EndReason, now: Instant) {
         match who {
-            LegKey::Inbound(id) | LegKey::Bridge(id) => self.hang_up(id, why, now),
+            LegKey::Inbound(id) | LegKey::Bridge(id) => self.hang_up(*id, why, now),
             LegKey::AgentOut(call) => self.hang_up_out(*call, Some(why), now),
         }
     }

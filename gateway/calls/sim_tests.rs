@@ -365,7 +365,7 @@ async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     assert_eq!(bye.header("Call-ID"), Some(caller.call_id.as_str()));
     assert_eq!((s.active(), s.ended("answered")), (0, 1));
     // One task relays both legs; both legs' ports come back.
-    assert_eq!((s.media_started(), s.core.ports.in_use()), (1, 2));
+    assert_eq!(s.media_started(), 1);
     s.media_stopped().await;
     assert_eq!(s.core.ports.in_use(), 0);
 }
@@ -380,6 +380,9 @@ async fn a_cancel_crossing_the_far_ends_200_acks_and_hangs_up_that_leg() {
     assert_eq!(codes, vec![200, 487]);
     let to_far = s.request(FAR, "CANCEL");
     assert_eq!(to_far.header("Call-ID"), out.header("Call-ID"));
+    // No media started; both legs' ports are back already, though the
+    // far leg waits in the index for its INVITE's end.
+    assert_eq!((s.media_started(), s.core.ports.in_use()), (0, 0));
     // The far end had already answered: its 200 crosses our CANCEL.
     let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
     s.deliver(FAR, &ok);

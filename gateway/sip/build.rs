@@ -159,7 +159,8 @@ pub fn branch() -> String {
     format!("z9hG4bK{}", token())
 }
 
-/// The call core's source of tags, branches and Call-IDs: HMAC-SHA256 of
+/// The call core's source of tags, branches, Call-IDs, SSRCs, first
+/// sequence numbers, SDP session ids and port picks: HMAC-SHA256 of
 /// a counter under a 256-bit key, a pseudorandom function in counter
 /// mode. Keyed from the operating system it is as unguessable as
 /// [`token`] without a system call per token; keyed from a seed
