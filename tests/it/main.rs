@@ -26,6 +26,7 @@ mod firewall_ruleset;
 mod guard_ids;
 mod guard_netns;
 mod keys_rotate;
+mod layers;
 mod libsrtp_interop;
 mod media_path;
 mod operators;
