@@ -55,6 +55,7 @@ fn relay(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(CHUNK) as usize;
+                let first = seq;
                 for p in &mut chunk[..n] {
                     p[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
                     p[12..172].fill(0xd5);
@@ -64,8 +65,11 @@ fn relay(c: &mut Criterion) {
                     agent_tx.seal_rtp(p, 172).expect("seal");
                 }
                 let start = Instant::now();
-                for p in &mut chunk[..n] {
-                    let now = t0 + Duration::from_millis(u64::from(seq) * 20);
+                // Each packet at its own 20 ms (the relay limits a
+                // burst at one instant).
+                for (i, p) in chunk[..n].iter_mut().enumerate() {
+                    let at = u64::from(first.wrapping_add(i as u32));
+                    let now = t0 + Duration::from_millis(at * 20);
                     black_box(r.agent_to_trunk(&mut p[..], now, &mut out)).expect("relayed");
                 }
                 spent += start.elapsed();
