@@ -54,7 +54,7 @@ pub struct AgentMedia {
 pub enum MediaEnded {
     /// An agent's call, as the agent knows it.
     Agent(u64),
-    /// A test service's or a bridged call, by its inbound Call-ID.
+    /// A test service's or a bridged call.
     Call(super::call::CallRef),
 }
 

@@ -178,7 +178,7 @@ impl Core {
         }
     }
 
-    /// The SIP Call-ID of the inbound call agents know as `call`.
+    /// The inbound call agents know as `call`.
     fn inbound_by_agent_call(&self, call: u64) -> Option<CallRef> {
         self.by_agent_call.get(&call).copied()
     }

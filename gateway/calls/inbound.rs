@@ -424,20 +424,19 @@ impl Core {
             .filter_map(|t| self.take_trunk_slot(t))
             .collect();
         let call_id = CallRef(n);
-        let to_agent = match &call.kind {
+        let (bridged, to_agent) = match &call.kind {
             CallKind::Bridge(b) => {
                 self.outbound.insert(b.dialog.call_id.clone(), call_id);
                 self.placed
                     .insert(b.key.clone(), super::core::Placed::Bridge(call_id));
-                false
+                (true, false)
             }
             CallKind::Agent(a) => {
                 self.by_agent_call.insert(a.call, call_id);
-                true
+                (false, true)
             }
-            CallKind::Service(_) => false,
+            CallKind::Service(_) => (false, false),
         };
-        let bridged = matches!(call.kind, CallKind::Bridge(_));
         self.call_bytes += call.held();
         self.call_ids.insert(head.call_id.to_vec(), call_id);
         self.calls.insert(call_id, call);

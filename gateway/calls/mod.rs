@@ -5,6 +5,7 @@
 //! - [`core`]: dialogs (ACK, BYE, CANCEL), answering; it queues what it
 //!   sends for its driver and takes time as an argument;
 //! - [`driver`]: the loop that owns the transport and feeds the core;
+//! - `hangup`: how an answered call ends, and every call at shutdown;
 //! - `inbound`: new calls from a trunk, routed by number;
 //! - `outbound`: calls placed out another trunk (B2BUA);
 //! - `in_dialog`: re-INVITE and UPDATE from either end of any dialog;
@@ -24,6 +25,7 @@ mod call;
 pub mod core;
 pub mod driver;
 mod end;
+mod hangup;
 mod in_dialog;
 mod inbound;
 mod keepalive;
