@@ -135,9 +135,10 @@ impl CallKind {
 }
 
 impl Call {
-    /// The bytes of SIP it keeps.
+    /// The bytes of SIP it keeps, with its Call-ID's copy in the core's
+    /// index.
     pub(super) fn held(&self) -> usize {
-        self.invite.len() + self.answer_sdp.len() + self.dialog.held()
+        self.invite.len() + self.answer_sdp.len() + self.dialog.held() + self.dialog.call_id.len()
     }
 }
 

@@ -27,6 +27,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("demo", 8),
 ];
 
+/// The crate root and the command line, above every layer.
+const TOP: &[&str] = &["lib", "main", "cli"];
+
 /// The sans-IO leaves, and the one file of theirs that does I/O (the SIP
 /// transport, which the driver owns).
 const SANS_IO: &[&str] = &["crypto", "number", "slots", "deadlines", "media", "sip"];
@@ -62,28 +65,42 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-/// The top-level modules a source names through `crate::`.
+/// The top-level modules a source names through `crate::`, nested
+/// groups (`crate::{a::{x, y}, b}`) included.
 fn uses(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = code;
     while let Some(i) = rest.find("crate::") {
         rest = &rest[i + "crate::".len()..];
-        let names: Vec<&str> = match rest.strip_prefix('{') {
-            Some(group) => group
-                .split('}')
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .map(|n| n.trim().split("::").next().unwrap_or("").trim())
-                .collect(),
-            None => vec![rest
-                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .next()
-                .unwrap_or("")],
+        let Some(group) = rest.strip_prefix('{') else {
+            out.insert(ident(rest).to_string());
+            continue;
         };
-        out.extend(names.into_iter().map(str::to_string));
+        // The names at depth 1 of the group, each the first segment of
+        // its path.
+        let (mut depth, mut first) = (1, true);
+        for (k, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 1 => break,
+                '}' => depth -= 1,
+                ',' if depth == 1 => first = true,
+                c if first && (c.is_alphanumeric() || c == '_') => {
+                    out.insert(ident(&group[k..]).to_string());
+                    first = false;
+                }
+                _ => {}
+            }
+        }
     }
     out
+}
+
+/// The identifier `s` starts with.
+fn ident(s: &str) -> &str {
+    s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("")
 }
 
 fn layer(module: &str) -> Option<u8> {
@@ -107,7 +124,13 @@ fn layers_point_down_and_the_leaves_do_no_io() {
             .unwrap_or("")
             .trim_end_matches(".rs");
         let Some(mine) = layer(module) else {
-            continue; // lib.rs, main.rs and cli: the top, using anything
+            // The crate's root and the command line are the top, using
+            // anything; a new module must be given its layer.
+            assert!(
+                TOP.contains(&module),
+                "{rel_s}: module {module} has no layer"
+            );
+            continue;
         };
         let text = code(&std::fs::read_to_string(path).expect("readable"));
         for used in uses(&text) {
@@ -131,8 +154,11 @@ fn layers_point_down_and_the_leaves_do_no_io() {
 
 #[test]
 fn the_reader_finds_every_form_of_use() {
-    let text = "use crate::{sip::x, media};\nlet a = crate::calls::Core::new();\n// crate::admin\n";
+    let text = "use crate::{sip::x, media};\nlet a = crate::calls::Core::new();\n// crate::admin\n\
+                use crate::{\n    agent::{a, b},\n    cdr,\n};\n";
     let found = uses(&code(text));
-    let want: BTreeSet<String> = ["sip", "media", "calls"].map(String::from).into();
+    let want: BTreeSet<String> = ["sip", "media", "calls", "agent", "cdr"]
+        .map(String::from)
+        .into();
     assert_eq!(found, want);
 }
