@@ -63,33 +63,6 @@ nftables = "off"
     )
 }
 
-/// `path` from the admin listener at `admin`.
-fn get(admin: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    Some(r)
-}
-
-/// Waits (bounded) until `n` agents are available.
-async fn agents_available(admin: SocketAddr, n: u32) -> Result<(), String> {
-    let want = format!("tollgate_agents_available {n}");
-    for _ in 0..200 {
-        if get(admin, "/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err("the agent did not become available".into())
-}
-
 /// The carrier's side of one call's media: a tone out every 20 ms, packets
 /// in counted.
 struct CarrierMedia {
@@ -389,7 +362,7 @@ async fn calls_both_ways(
             ..phone::Options::default()
         };
         let agent_side = tokio::spawn(phone::run(a, opts, |_| {}));
-        agents_available(admin, 1).await?;
+        crate::admin::http::agents_available(admin, 1, Duration::from_secs(5)).await?;
         let mut carrier = Vec::new();
         for n in 0..calls {
             carrier.push(carrier_call(sip, n).await?);

@@ -10,6 +10,7 @@ pub(crate) mod deadlines;
 pub mod demo;
 pub mod guard;
 pub mod keys;
+pub mod loadgen;
 pub mod media;
 pub mod number;
 pub mod sip;

@@ -69,6 +69,33 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Measure the media path: start a gateway, log in one agent per
+    /// call over QUIC, place the calls over SIP, relay checked audio both
+    /// ways and report loss, latency and the gateway's CPU per packet.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// Two-way calls (each with its own agent and QUIC connection).
+    #[arg(long, default_value_t = 100)]
+    calls: u32,
+    /// Seconds measured, once every call is up.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// New calls a second while setting up.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds between every call up and the measured window.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Pin the gateway to these CPUs (`taskset -c` list); run the load
+    /// generator itself under `taskset` on the others.
+    #[arg(long, value_name = "LIST")]
+    gateway_cpus: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the state is: shared by `run` and the commands that work on it.
@@ -140,6 +167,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Loadgen(a) => loadgen(a),
         Command::Firewall(c) => firewall_command(c),
         Command::Cdr(c) => cdr_command(c),
         Command::Audit(c) => audit_command(c),
@@ -161,6 +189,38 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn loadgen(a: LoadgenArgs) -> ExitCode {
+    let ok = (1..=5000).contains(&a.calls)
+        && (0.5..=3600.0).contains(&a.seconds)
+        && (1.0..=2000.0).contains(&a.rate)
+        && (0.0..=60.0).contains(&a.warmup);
+    if !ok {
+        eprintln!("tollgate loadgen: --calls 1 to 5000, --seconds 0.5 to 3600, --rate 1 to 2000, --warmup 0 to 60");
+        return ExitCode::FAILURE;
+    }
+    let opts = tollgate::loadgen::Options {
+        calls: a.calls,
+        seconds: a.seconds,
+        rate: a.rate,
+        warmup: a.warmup,
+        gateway_cpus: a.gateway_cpus,
+    };
+    match tollgate::loadgen::run(&opts, |p| eprintln!("{p}")) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("{r}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate loadgen: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

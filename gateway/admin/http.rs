@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing;
 use axum::Router;
 
 use crate::telemetry::metrics::Metrics;
@@ -79,8 +79,8 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+        .route("/metrics", routing::get(metrics))
+        .route("/healthz", routing::get(healthz))
         .with_state(state);
     Ok((local, async move {
         axum::serve(
@@ -89,4 +89,41 @@ pub async fn bind(
         )
         .await
     }))
+}
+
+/// `path` from the admin listener at `admin` (a plain HTTP/1.1 GET: the
+/// demo and the load generator read metrics with it).
+pub fn get(admin: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r)
+}
+
+/// Waits (at most `wait`) until the gateway at `admin` has `n` agents
+/// available.
+pub async fn agents_available(
+    admin: SocketAddr,
+    n: u32,
+    wait: std::time::Duration,
+) -> Result<(), String> {
+    let want = format!("tollgate_agents_available {n}");
+    let until = std::time::Instant::now() + wait;
+    loop {
+        if get(admin, "/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            return Err(format!("{n} agents were not available within {wait:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }

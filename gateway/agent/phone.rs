@@ -111,31 +111,58 @@ struct Call {
 
 use crate::crypto::random_u32;
 
-impl Call {
-    fn new(call: u64, outbound: bool, peer: String, m: &Media) -> Result<Self, ClientError> {
+/// What an offered call's media needs on the agent's side: its SRTP
+/// both ways, the flow identifier that starts each datagram, and whether
+/// the codec is A-law (else mu-law).
+pub struct CallKeys {
+    pub tx: SrtpSender,
+    pub rx: SrtpReceiver,
+    pub prefix: ([u8; 8], usize),
+    pub alaw: bool,
+}
+
+impl CallKeys {
+    /// From the gateway's offer; says what is wrong with it otherwise.
+    pub fn new(m: &Media) -> Result<Self, &'static str> {
         use base64::Engine;
-        let bad = |what: &str| ClientError::Protocol(format!("call {call}: {what}"));
         let suite = Suite::from_sdes_name(&m.suite)
             .filter(|s| matches!(s, Suite::AeadAes128Gcm | Suite::AeadAes256Gcm))
-            .ok_or_else(|| bad("unknown SRTP suite"))?;
+            .ok_or("unknown SRTP suite")?;
         let key = zeroize::Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(&m.key.0)
-                .map_err(|_| bad("bad key"))?,
+                .map_err(|_| "bad key")?,
         );
         let cfg = SrtpConfig::default();
-        let master =
-            || MasterKey::from_concatenated(suite, &key).map_err(|_| bad("bad key length"));
-        let way = |w| master()?.for_way(w).map_err(|_| bad("bad key"));
-        let tx = SrtpSender::new(&way(Way::FromAgent)?, cfg).map_err(|_| bad("bad key"))?;
-        let rx = SrtpReceiver::new(&way(Way::ToAgent)?, cfg).map_err(|_| bad("bad key"))?;
+        let master = MasterKey::from_concatenated(suite, &key).map_err(|_| "bad key length")?;
+        let way = |w| master.for_way(w).map_err(|_| "bad key");
+        let tx = SrtpSender::new(&way(Way::FromAgent)?, cfg).map_err(|_| "bad key")?;
+        let rx = SrtpReceiver::new(&way(Way::ToAgent)?, cfg).map_err(|_| "bad key")?;
         let mut prefix = [0u8; 8];
-        let n = put_varint(m.flow, &mut prefix).ok_or_else(|| bad("bad flow"))?;
+        let n = put_varint(m.flow, &mut prefix).ok_or("bad flow")?;
         let alaw = match m.codec.as_str() {
             "PCMA" => true,
             "PCMU" => false,
-            _ => return Err(bad("codec is not G.711")),
+            _ => return Err("codec is not G.711"),
         };
+        Ok(Self {
+            tx,
+            rx,
+            prefix: (prefix, n),
+            alaw,
+        })
+    }
+}
+
+impl Call {
+    fn new(call: u64, outbound: bool, peer: String, m: &Media) -> Result<Self, ClientError> {
+        let CallKeys {
+            tx,
+            rx,
+            prefix,
+            alaw,
+        } = CallKeys::new(m)
+            .map_err(|what| ClientError::Protocol(format!("call {call}: {what}")))?;
         Ok(Self {
             report: Report {
                 call,
@@ -154,7 +181,7 @@ impl Call {
                 recorded: Vec::new(),
                 dtmf: String::new(),
             },
-            prefix: (prefix, n),
+            prefix,
             pt: m.pt,
             alaw,
             tx,

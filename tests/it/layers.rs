@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 6),
     ("daemon", 7),
     ("demo", 8),
+    ("loadgen", 8),
 ];
 
 /// The crate root and the command line, above every layer.

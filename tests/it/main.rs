@@ -28,6 +28,7 @@ mod guard_netns;
 mod keys_rotate;
 mod layers;
 mod libsrtp_interop;
+mod loadgen;
 mod media_path;
 mod operators;
 mod prometheus_rules;
