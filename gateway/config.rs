@@ -209,6 +209,10 @@ pub struct MediaFile {
     /// gateway hangs up both ends. Defaults to 14400 (4 hours); 0: no
     /// limit.
     pub max_call_s: u64,
+    /// Media shards: threads that each run the media of their calls and
+    /// the QUIC connections of their agents. 0 (the default): one per
+    /// core the gateway may use.
+    pub shards: u32,
 }
 
 impl Default for MediaFile {
@@ -217,6 +221,7 @@ impl Default for MediaFile {
             rtp_ports: "20000-39999".into(),
             rtp_timeout_s: 30,
             max_call_s: 14_400,
+            shards: 0,
         }
     }
 }
@@ -353,6 +358,8 @@ pub struct Config {
     pub rtp_timeout: Option<std::time::Duration>,
     /// Longest a call lasts from its answer (`None`: no limit).
     pub max_call: Option<std::time::Duration>,
+    /// Media shards (`None`: one per core, resolved at start).
+    pub media_shards: Option<usize>,
     pub admin_listen: SocketAddr,
     /// Unix groups (names, or numeric gids) of the operator roles:
     /// viewer, auditor, admin.
@@ -539,6 +546,9 @@ impl Config {
             .ok_or_else(|| invalid("media.rtp_ports", format!("{:?} is not an even-start range such as \"20000-39999\" with at least 2 ports above 1023", f.media.rtp_ports))));
         if f.media.rtp_timeout_s > 3600 {
             p.push(invalid("media.rtp_timeout_s", "0 (off) to 3600 seconds"));
+        }
+        if f.media.shards > 256 {
+            p.push(invalid("media.shards", "0 (one per core) to 256"));
         }
         if f.media.max_call_s > 172_800 {
             p.push(invalid(
@@ -799,6 +809,7 @@ impl Config {
                 .then(|| std::time::Duration::from_secs(f.media.rtp_timeout_s)),
             max_call: (f.media.max_call_s > 0)
                 .then(|| std::time::Duration::from_secs(f.media.max_call_s)),
+            media_shards: (f.media.shards > 0).then_some(f.media.shards as usize),
             admin_listen,
             role_groups: [
                 f.admin.viewer_group,

@@ -179,6 +179,8 @@ pub struct Gateway {
     core: tokio::task::JoinHandle<()>,
     writer: crate::cdr::writer::Writer,
     agent_server: crate::agent::server::AgentServer,
+    /// The media shards (stopped when the gateway is dropped).
+    _shards: std::sync::Arc<crate::shards::Shards>,
     firewall: Option<crate::guard::nft::Handle>,
     audit: crate::telemetry::audit::Audit,
     /// The admin listener, retention and storage gauges.
@@ -211,7 +213,7 @@ impl Gateway {
         // Every record handed over is on disk before this returns.
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
-        self.agent_server.close();
+        self.agent_server.close().await;
         if let Some(f) = self.firewall {
             f.stop().await;
         }
@@ -369,6 +371,12 @@ async fn serve(
         core.set_firewall(f.clone());
     }
     core.keep_bans(data_dir.join("bans.json"), std::time::Instant::now());
+    let shards = crate::shards::Shards::start(
+        config
+            .media_shards
+            .unwrap_or_else(crate::shards::Shards::default_count),
+    )
+    .map_err(|e| StartError::Agents(format!("media shards: {e}")))?;
     let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
     let agent_server = crate::agent::server::AgentServer::bind(
         &config.agents,
@@ -377,6 +385,7 @@ async fn serve(
         metrics.clone(),
         agent_tx,
         Some(audit.clone()),
+        &shards,
     )
     .map_err(|e| StartError::Agents(e.to_string()))?;
     info!(
@@ -419,7 +428,13 @@ async fn serve(
     .map_err(|e| listen(format!("admin socket {}: {e}", socket.display())))?;
     let agents = agent_server.local_addr;
     let core = tokio::spawn(crate::calls::driver::run(
-        core, transport, inbound_rx, agent_rx, guard_rx, stop_rx,
+        core,
+        transport,
+        inbound_rx,
+        agent_rx,
+        guard_rx,
+        stop_rx,
+        shards.clone(),
     ));
     admin.ready.store(true, Ordering::Release);
     info!(admin_socket = %control.display(), "ready");
@@ -449,6 +464,7 @@ async fn serve(
         core,
         writer,
         agent_server,
+        _shards: shards,
         firewall,
         audit,
         tasks,

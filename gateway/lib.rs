@@ -13,6 +13,7 @@ pub mod keys;
 pub mod loadgen;
 pub mod media;
 pub mod number;
+pub mod shards;
 pub mod sip;
 pub mod slots;
 pub mod telemetry;

@@ -161,6 +161,9 @@ impl FailureDigest {
 #[derive(Clone, Debug)]
 pub struct Link {
     pub conn: quinn::Connection,
+    /// The media shard the session runs on: its calls' media run there
+    /// too.
+    pub shard: usize,
     tx: mpsc::Sender<ServerMsg>,
     flows: mpsc::Sender<(u64, mpsc::Sender<bytes::Bytes>)>,
 }
@@ -174,10 +177,16 @@ impl Link {
     /// itself).
     pub(crate) fn new(
         conn: quinn::Connection,
+        shard: usize,
         tx: mpsc::Sender<ServerMsg>,
         flows: mpsc::Sender<(u64, mpsc::Sender<bytes::Bytes>)>,
     ) -> Self {
-        Self { conn, tx, flows }
+        Self {
+            conn,
+            shard,
+            tx,
+            flows,
+        }
     }
 
     /// Routes this session's datagrams for `flow` to `to` (the packet
@@ -219,6 +228,8 @@ struct Shared {
     sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
     /// Where enrolments and revocations seen in the registry are recorded.
     audit: Option<crate::telemetry::audit::Audit>,
+    /// The last session number given (shared by every shard's listener).
+    sessions_made: std::sync::atomic::AtomicU64,
 }
 
 /// The TLS verifier: the CA's signature (webpki), then the registry.
@@ -318,10 +329,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A running agents listener.
+/// A running agents listener: one QUIC endpoint per media shard, all on
+/// the one address (`SO_REUSEPORT`). The kernel hands each source address
+/// and port to one of them, so an agent's connection, from handshake to
+/// hang-up, stays on one shard, with its calls' media.
 pub struct AgentServer {
     pub local_addr: SocketAddr,
-    endpoint: quinn::Endpoint,
+    endpoints: Vec<quinn::Endpoint>,
 }
 
 impl AgentServer {
@@ -334,6 +348,7 @@ impl AgentServer {
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
         audit: Option<crate::telemetry::audit::Audit>,
+        shards: &crate::shards::Shards,
     ) -> Result<Self, String> {
         let store = super::store::Store::new(&data_dir);
         let ca = Ca::open_or_create(store.dir(), &master.current()).map_err(|e| e.to_string())?;
@@ -357,6 +372,7 @@ impl AgentServer {
             handshakes: crate::slots::Slots::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE),
             sessions: Mutex::new(HashMap::new()),
             audit,
+            sessions_made: std::sync::atomic::AtomicU64::new(0),
         });
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -382,23 +398,76 @@ impl AgentServer {
             .map_err(|e| format!("QUIC TLS: {e}"))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(transport_config(cfg.drop_after)));
-        let endpoint = quinn::Endpoint::server(server, cfg.listen)
-            .map_err(|e| format!("agents listener {}: {e}", cfg.listen))?;
-        let local_addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+        let listen = |e: std::io::Error| format!("agents listener {}: {e}", cfg.listen);
+        let sockets = reuse_port_sockets(cfg.listen, shards.len()).map_err(listen)?;
+        let local_addr = sockets
+            .first()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(listen)?
+            .unwrap_or(cfg.listen);
+        // One endpoint configuration: the shards share its stateless-reset
+        // key, as they share the server's token key (a Retry made by one
+        // is checked by whichever gets the client's next Initial).
+        let endpoint_config = quinn::EndpointConfig::default();
+        let mut endpoints = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let shard = shards.handle(i);
+            // The endpoint's driver and socket belong to the shard's runtime.
+            let _in_shard = shard.enter();
+            let endpoint = quinn::Endpoint::new(
+                endpoint_config.clone(),
+                Some(server.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(listen)?;
+            shard.spawn(accept_loop(
+                endpoint.clone(),
+                shared.clone(),
+                events.clone(),
+                i,
+            ));
+            endpoints.push(endpoint);
+        }
         tokio::spawn(watch_registry(shared.clone()));
-        tokio::spawn(audit_failures(shared.clone()));
-        tokio::spawn(accept_loop(endpoint.clone(), shared, events));
+        tokio::spawn(audit_failures(shared));
         Ok(Self {
             local_addr,
-            endpoint,
+            endpoints,
         })
     }
 
-    /// Closes every session and the listener.
-    pub fn close(&self) {
-        self.endpoint
-            .close(close::SHUTDOWN.into(), b"gateway stopping");
+    /// Closes every session and the listener, and waits (a second at
+    /// most) for the agents to be told: the shards that send the close
+    /// stop with the gateway.
+    pub async fn close(&self) {
+        for e in &self.endpoints {
+            e.close(close::SHUTDOWN.into(), b"gateway stopping");
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        for e in &self.endpoints {
+            let _ = tokio::time::timeout_at(until, e.wait_idle()).await;
+        }
     }
+}
+
+/// `n` UDP sockets bound to `addr` with `SO_REUSEPORT` (the first picks
+/// the port when `addr`'s is 0). Only sockets of this process's user may
+/// join the group (Linux checks the owner).
+fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut at = addr;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        s.bind(&at.into())?;
+        let s: std::net::UdpSocket = s.into();
+        at = s.local_addr()?;
+        out.push(s);
+    }
+    Ok(out)
 }
 
 fn by_fingerprint(agents: Vec<Agent>) -> HashMap<String, Agent> {
@@ -440,8 +509,8 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     events: mpsc::Sender<AgentEvent>,
+    shard: usize,
 ) {
-    let mut next_session = 0u64;
     while let Some(incoming) = endpoint.accept().await {
         let source = incoming.remote_address().ip();
         // Address validation first: a forged source never sees the Retry,
@@ -456,8 +525,10 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        next_session += 1;
-        let session = next_session;
+        let session = shared
+            .sessions_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let shared = shared.clone();
         let events = events.clone();
         tokio::spawn(async move {
@@ -479,7 +550,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            run_session(session, conn, &shared, &events).await;
+            run_session(session, shard, conn, &shared, &events).await;
         });
     }
 }
@@ -597,6 +668,7 @@ fn unix_now() -> u64 {
 
 async fn run_session(
     session: u64,
+    shard: usize,
     conn: quinn::Connection,
     shared: &Arc<Shared>,
     events: &mpsc::Sender<AgentEvent>,
@@ -731,7 +803,7 @@ async fn run_session(
     shared.metrics.agents_connected.inc();
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let (flows_tx, flows_rx) = mpsc::channel(LINK_QUEUE);
-    let link = Link::new(conn.clone(), tx, flows_tx);
+    let link = Link::new(conn.clone(), shard, tx, flows_tx);
     tokio::spawn(dispatch_datagrams(
         conn.clone(),
         flows_rx,

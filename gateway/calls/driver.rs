@@ -24,6 +24,7 @@ pub async fn run(
     mut agent_events: mpsc::Receiver<AgentEvent>,
     mut guard_requests: mpsc::Receiver<GuardRequest>,
     mut shutdown: watch::Receiver<bool>,
+    shards: std::sync::Arc<crate::shards::Shards>,
 ) {
     let Some(mut media_ended) = core.media_ended.1.take() else {
         return;
@@ -71,11 +72,11 @@ pub async fn run(
         if stale {
             core.settle(Instant::now());
         }
-        carry_out(&mut core, &mut transport);
+        carry_out(&mut core, &mut transport, &shards);
     }
     core.hang_up_all(Instant::now());
     core.pump(Instant::now());
-    carry_out(&mut core, &mut transport);
+    carry_out(&mut core, &mut transport, &shards);
     // Let the transport tasks write what was queued, and the media tasks
     // report for the records.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -86,7 +87,7 @@ pub async fn run(
 }
 
 /// Does what the core asked for this turn.
-fn carry_out(core: &mut Core, transport: &mut Transport) {
+fn carry_out(core: &mut Core, transport: &mut Transport, shards: &crate::shards::Shards) {
     let metrics = core.metrics.clone();
     while let Some(o) = core.poll_output() {
         match o {
@@ -96,7 +97,8 @@ fn carry_out(core: &mut Core, transport: &mut Transport) {
                 transport.set_peers(networks);
             }
             Output::StartMedia(task) => {
-                tokio::spawn(task.run(metrics.clone()));
+                let shard = task.shard().unwrap_or_else(|| shards.pick());
+                shards.handle(shard).spawn(task.run(metrics.clone()));
             }
         }
     }

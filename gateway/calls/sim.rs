@@ -540,7 +540,7 @@ impl Sim {
             session,
             agent: name.into(),
             profile: profile.map(str::to_string),
-            link: Link::new(conn, tx, flows_tx),
+            link: Link::new(conn, 0, tx, flows_tx),
         });
         self.agent_event(AgentEvent::Message {
             session,

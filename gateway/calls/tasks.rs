@@ -1,10 +1,12 @@
 //! The media tasks the core asks its driver to start. The core builds
 //! each from a call's negotiated media and the sockets it bound; the
-//! driver decides where it runs (today a tokio task; a media shard per
-//! core is the next step), so the core itself never spawns.
+//! driver decides where it runs (an agent's call on its agent's media
+//! shard, [`crate::shards`]; others in turn), so the core itself never
+//! spawns. A task moves its sockets to the runtime it runs on.
 
 use std::sync::Arc;
 
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::agent_media::AgentMedia;
@@ -36,28 +38,67 @@ pub enum MediaTask {
 }
 
 impl MediaTask {
+    /// The shard it must run on: its agent's, if it has one.
+    pub fn shard(&self) -> Option<usize> {
+        match self {
+            Self::Agent { media, .. } => Some(media.link.shard),
+            _ => None,
+        }
+    }
+
     /// Relays until the call's control ends or the media times out.
     pub async fn run(self, metrics: Arc<Metrics>) {
+        // A socket bound where the core runs would wake that runtime's
+        // reactor: each moves to this one's first. If one cannot, the
+        // task ends and the call's media times out as if the peer had
+        // gone silent.
+        if let Err(e) = self.run_here(metrics).await {
+            tracing::warn!(error = %e, "media sockets could not move to their shard");
+        }
+    }
+
+    async fn run_here(self, metrics: Arc<Metrics>) -> std::io::Result<()> {
         match self {
             Self::Service {
                 setup,
                 control,
                 report,
-            } => super::media::run(*setup, control, metrics, report).await,
+            } => {
+                let mut s = *setup;
+                (s.rtp, s.rtcp) = rehome(s.rtp, s.rtcp)?;
+                super::media::run(s, control, metrics, report).await;
+            }
             Self::Bridge {
                 sides,
                 control,
                 report,
                 timeout,
             } => {
-                let (a, b) = *sides;
+                let (mut a, mut b) = *sides;
+                (a.rtp, a.rtcp) = rehome(a.rtp, a.rtcp)?;
+                (b.rtp, b.rtcp) = rehome(b.rtp, b.rtcp)?;
                 super::bridge::run(a, b, control.0, control.1, metrics, report, timeout).await;
             }
             Self::Agent {
                 media,
                 control,
                 report,
-            } => super::agent_media::run(*media, control, metrics, report).await,
+            } => {
+                let mut m = *media;
+                (m.rtp, m.rtcp) = rehome(m.rtp, m.rtcp)?;
+                super::agent_media::run(m, control, metrics, report).await;
+            }
         }
+        Ok(())
     }
+}
+
+/// An RTP socket (and its RTCP one) registered with the runtime this
+/// runs on, taken off the one it was bound on.
+fn rehome(
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
+    let again = |s: UdpSocket| UdpSocket::from_std(s.into_std()?);
+    Ok((again(rtp)?, rtcp.map(again).transpose()?))
 }

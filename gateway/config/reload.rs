@@ -186,6 +186,7 @@ impl Config {
             "sip.max_connections",
         );
         owed(self.rtp_ports != new.rtp_ports, "media.rtp_ports");
+        owed(self.media_shards != new.media_shards, "media.shards");
         owed(
             self.records_min_free != new.records_min_free,
             "records.min_free_mb",

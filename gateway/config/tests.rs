@@ -48,6 +48,7 @@ fn embedded_defaults_are_loopback_with_test_numbers() {
     assert_eq!(c.agents.address, "127.0.0.1:4433");
     assert_eq!(c.agents.suite, crate::media::srtp::Suite::AeadAes128Gcm);
     assert_eq!(c.agents.drop_after, std::time::Duration::from_secs(2));
+    assert_eq!(c.media_shards, None, "one per core, resolved at start");
     // An empty file is the same as the defaults for SIP and admin.
     let e = Config::from_toml("").expect("empty file");
     assert_eq!(e.sip_udp, c.sip_udp);
@@ -111,6 +112,20 @@ fn every_problem_is_reported_with_where_it_is() {
     assert_eq!(
         err("[sip]\nt1_ms = 1\n"),
         "sip.t1_ms: must be 50 to 5000 milliseconds"
+    );
+}
+
+#[test]
+fn media_shards_are_a_count_or_one_per_core() {
+    let c = Config::from_toml("[media]\nshards = 3\n").expect("valid");
+    assert_eq!(c.media_shards, Some(3));
+    assert_eq!(
+        Config::from_toml("[media]\nshards = 0\n").expect("valid").media_shards,
+        None
+    );
+    assert_eq!(
+        err("[media]\nshards = 300\n"),
+        "media.shards: 0 (one per core) to 256"
     );
 }
 

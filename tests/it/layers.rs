@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("crypto", 0),
     ("number", 0),
     ("slots", 0),
+    ("shards", 1),
     ("deadlines", 0),
     ("keys", 1),
     ("media", 1),
