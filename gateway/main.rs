@@ -93,6 +93,13 @@ struct LoadgenArgs {
     /// generator itself under `taskset` on the others.
     #[arg(long, value_name = "LIST")]
     gateway_cpus: Option<String>,
+    /// Measure a running rtpengine instead of starting a gateway: its ng
+    /// control address (the reference run of `benches/vs_rtpengine.sh`).
+    #[arg(long, value_name = "ADDR", requires = "pid")]
+    rtpengine: Option<std::net::SocketAddr>,
+    /// The process whose CPU is measured with `--rtpengine`.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -208,7 +215,13 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
         warmup: a.warmup,
         gateway_cpus: a.gateway_cpus,
     };
-    match tollgate::loadgen::run(&opts, |p| eprintln!("{p}")) {
+    let ran = match (a.rtpengine, a.pid) {
+        (Some(ng), Some(pid)) => {
+            tollgate::loadgen::run_rtpengine(&opts, ng, pid, |p| eprintln!("{p}"))
+        }
+        _ => tollgate::loadgen::run(&opts, |p| eprintln!("{p}")),
+    };
+    match ran {
         Ok(r) if a.json => {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             ExitCode::SUCCESS

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use super::payload::{self, Receiver, Tally};
+use super::payload::{self, Receiver, Sender, Tally};
 use super::Shared;
 use crate::agent::client::Client;
 use crate::agent::phone::CallKeys;
@@ -33,12 +33,8 @@ pub struct AgentReport {
 struct Media {
     keys: CallKeys,
     flow: u64,
-    pt: u8,
     call: u64,
-    ssrc: u32,
-    seq: u16,
-    ts: u32,
-    n: u32,
+    tx: Sender,
 }
 
 /// Runs agent `index` until its call ends (or the run gives up on it).
@@ -80,8 +76,7 @@ pub async fn run(mut client: Client, index: u32, shared: Arc<Shared>) -> AgentRe
                             break;
                         }
                     };
-                    let r = crate::crypto::random_u32();
-                    media = Some(Media { keys, flow: m.flow, pt: m.pt, call, ssrc: r ^ 0xa5a5_a5a5, seq: r as u16, ts: r, n: 0 });
+                    media = Some(Media { keys, flow: m.flow, call, tx: Sender::new(stream, m.pt) });
                     if let Err(e) = client.send(&ClientMsg::Answer { call }).await {
                         report.error = Some(e.to_string());
                         break;
@@ -116,7 +111,7 @@ pub async fn run(mut client: Client, index: u32, shared: Arc<Shared>) -> AgentRe
                 let opened = m.keys.rx.open_rtp(&mut buf[..packet.len()]).ok();
                 let parsed = opened.and_then(|n| crate::media::rtp::parse(&buf[..n]).ok());
                 match parsed {
-                    Some(p) if p.payload_type() == m.pt => {
+                    Some(p) if p.payload_type() == m.tx.pt => {
                         let now_ns = shared.ns(Instant::now());
                         rx.take(p.payload(), now_ns, shared.window(), &mut report.latency_us);
                     }
@@ -132,18 +127,11 @@ pub async fn run(mut client: Client, index: u32, shared: Arc<Shared>) -> AgentRe
                 }
                 let (prefix, plen) = m.keys.prefix;
                 out.put_slice(&prefix[..plen]);
-                out.put_slice(&[0x80, m.pt & 0x7f]);
-                out.put_u16(m.seq);
-                out.put_u32(m.ts);
-                out.put_u32(m.ssrc);
-                let mut body = [0u8; payload::LEN];
-                payload::write(&mut body, stream, m.n, sent_ns);
-                out.put_slice(&body);
+                let mut pkt = [0u8; payload::RTP_LEN];
+                m.tx.next(&mut pkt, sent_ns);
+                out.put_slice(&pkt);
                 out.put_bytes(0, 16);
-                let sealed = m.keys.tx.seal_rtp(&mut out[plen..], 12 + payload::LEN);
-                m.seq = m.seq.wrapping_add(1);
-                m.ts = m.ts.wrapping_add(160);
-                m.n = m.n.wrapping_add(1);
+                let sealed = m.keys.tx.seal_rtp(&mut out[plen..], payload::RTP_LEN);
                 let Ok(n) = sealed else {
                     out.clear();
                     continue;

@@ -18,6 +18,7 @@
 
 pub mod agents;
 pub mod payload;
+pub mod rtpengine;
 pub mod trunk;
 
 use std::net::SocketAddr;
@@ -195,6 +196,38 @@ impl std::fmt::Display for Report {
                 .map(|e| format!(" (first: {e})"))
                 .unwrap_or_default()
         )
+    }
+}
+
+/// Spreads calls' packets over the 20 ms: call `i` sends in slot
+/// `i % SLOTS`, one slot a millisecond.
+pub struct Pacer {
+    start: Instant,
+    slot: u64,
+}
+
+impl Pacer {
+    pub const SLOTS: usize = 20;
+    const SLOT: Duration = Duration::from_millis(1);
+
+    pub fn new(start: Instant) -> Self {
+        Self { start, slot: 0 }
+    }
+
+    /// When the next slot is due.
+    pub fn next(&self) -> Instant {
+        self.start + Self::SLOT * (self.slot as u32)
+    }
+
+    /// The slot (0 to SLOTS - 1) whose packets are due at `now`, if one
+    /// is; a late caller gets each missed slot in turn.
+    pub fn due(&mut self, now: Instant) -> Option<usize> {
+        if self.next() > now {
+            return None;
+        }
+        let k = (self.slot % Self::SLOTS as u64) as usize;
+        self.slot += 1;
+        Some(k)
     }
 }
 
@@ -452,37 +485,10 @@ async fn drive(
         "{n} agents logged in in {:.1} s",
         t.elapsed().as_secs_f64()
     ));
-    let t = Instant::now();
     let carrier = tokio::spawn(trunk::run(sip, n, opts.rate, shared.clone()));
-    let setup = Duration::from_secs_f64(f64::from(n) / opts.rate) + Duration::from_secs(30);
-    while shared.calls_up.load(Ordering::Relaxed) < n
-        || shared.agents_answered.load(Ordering::Relaxed) < n
-    {
-        if t.elapsed() > setup || carrier.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    progress(&format!(
-        "{} calls up in {:.1} s",
-        shared.calls_up.load(Ordering::Relaxed),
-        t.elapsed().as_secs_f64()
-    ));
-    let from = Instant::now() + Duration::from_secs_f64(opts.warmup);
-    let to = from + Duration::from_secs_f64(opts.seconds);
-    shared.from.store(shared.ns(from), Ordering::Relaxed);
-    shared.to.store(shared.ns(to), Ordering::Relaxed);
-    tokio::time::sleep_until(from.into()).await;
-    let cpu0 = cpu_ns(gw.pid())?;
-    tokio::time::sleep_until(to.into()).await;
-    let cpu1 = cpu_ns(gw.pid())?;
-    // Packets still on their way when the window closed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    shared.hangup.store(true, Ordering::Relaxed);
+    let cpu_s = measure(opts, &shared, gw.pid(), || carrier.is_finished(), progress).await?;
     let carrier = carrier.await.map_err(|e| e.to_string())??;
     let mut report = Report {
-        calls: n,
-        seconds: opts.seconds,
         failed: carrier.failed,
         ended_early: carrier.ended_early,
         stray: carrier.stray,
@@ -509,14 +515,106 @@ async fn drive(
         }
     }
     report.answered = carrier.answered.min(answered_agents);
-    let mut lat_trunk = carrier.latency_us;
-    report.relayed = to_agents.received + to_trunk.received;
-    report.packets_per_s = report.relayed as f64 / opts.seconds;
-    report.gateway_cpu_s = cpu1.saturating_sub(cpu0) as f64 / 1e9;
-    if report.relayed > 0 {
-        report.gateway_cpu_us_per_packet = report.gateway_cpu_s * 1e6 / report.relayed as f64;
-    }
-    report.to_agents = Direction::of(to_agents, &mut lat_agents);
-    report.to_trunk = Direction::of(to_trunk, &mut lat_trunk);
+    report.finish(
+        opts,
+        cpu_s,
+        (to_agents, lat_agents),
+        (to_trunk, carrier.latency_us),
+    );
     Ok(report)
+}
+
+/// Waits (bounded) for every call to be up, then measures the window:
+/// returns the process's CPU seconds over it. The carrier hangs up half
+/// a second after it closes (packets on their way still count).
+async fn measure(
+    opts: &Options,
+    shared: &Shared,
+    pid: u32,
+    gave_up: impl Fn() -> bool,
+    progress: &mut impl FnMut(&str),
+) -> Result<f64, String> {
+    let n = opts.calls;
+    let t = Instant::now();
+    let setup = Duration::from_secs_f64(f64::from(n) / opts.rate) + Duration::from_secs(30);
+    while shared.calls_up.load(Ordering::Relaxed) < n
+        || shared.agents_answered.load(Ordering::Relaxed) < n
+    {
+        if t.elapsed() > setup || gave_up() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    progress(&format!(
+        "{} calls up in {:.1} s",
+        shared.calls_up.load(Ordering::Relaxed),
+        t.elapsed().as_secs_f64()
+    ));
+    let from = Instant::now() + Duration::from_secs_f64(opts.warmup);
+    let to = from + Duration::from_secs_f64(opts.seconds);
+    shared.from.store(shared.ns(from), Ordering::Relaxed);
+    shared.to.store(shared.ns(to), Ordering::Relaxed);
+    tokio::time::sleep_until(from.into()).await;
+    let cpu0 = cpu_ns(pid)?;
+    tokio::time::sleep_until(to.into()).await;
+    let cpu1 = cpu_ns(pid)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shared.hangup.store(true, Ordering::Relaxed);
+    Ok(cpu1.saturating_sub(cpu0) as f64 / 1e9)
+}
+
+impl Report {
+    /// The figures from what each end counted.
+    fn finish(
+        &mut self,
+        opts: &Options,
+        cpu_s: f64,
+        (to_agents, mut lat_agents): (Tally, Vec<u32>),
+        (to_trunk, mut lat_trunk): (Tally, Vec<u32>),
+    ) {
+        self.calls = opts.calls;
+        self.seconds = opts.seconds;
+        self.relayed = to_agents.received + to_trunk.received;
+        self.packets_per_s = self.relayed as f64 / opts.seconds;
+        self.gateway_cpu_s = cpu_s;
+        if self.relayed > 0 {
+            self.gateway_cpu_us_per_packet = cpu_s * 1e6 / self.relayed as f64;
+        }
+        self.to_agents = Direction::of(to_agents, &mut lat_agents);
+        self.to_trunk = Direction::of(to_trunk, &mut lat_trunk);
+    }
+}
+
+/// The reference run against a running rtpengine.
+pub fn run_rtpengine(
+    opts: &Options,
+    ng: SocketAddr,
+    pid: u32,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let shared = Arc::new(Shared::new());
+        let relay = tokio::spawn(rtpengine::run(ng, opts.calls, shared.clone()));
+        let cpu_s = measure(opts, &shared, pid, || relay.is_finished(), &mut progress).await?;
+        let r = relay.await.map_err(|e| e.to_string())??;
+        let mut report = Report {
+            answered: r.answered,
+            failed: opts.calls - r.answered,
+            stray: r.stray,
+            send_errors: r.send_errors,
+            undecodable: r.undecodable,
+            ..Default::default()
+        };
+        report.finish(
+            opts,
+            cpu_s,
+            (r.to_agents, r.latency_to_agents),
+            (r.to_trunk, r.latency_to_trunk),
+        );
+        Ok(report)
+    })
 }

@@ -38,6 +38,50 @@ fn fill(seed: u64, j: usize) -> u8 {
     s[j % 8].wrapping_mul(31) ^ (j as u8).wrapping_mul(7) ^ s[(j / 8) % 8]
 }
 
+/// An RTP packet of ours: a 12-byte header and a payload.
+pub const RTP_LEN: usize = 12 + LEN;
+
+/// One stream's sending side: its RTP header fields and packet count.
+#[derive(Debug)]
+pub struct Sender {
+    pub stream: u32,
+    pub pt: u8,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    n: u32,
+}
+
+impl Sender {
+    /// A stream starting at random header values.
+    pub fn new(stream: u32, pt: u8) -> Self {
+        let r = crate::crypto::random_u32();
+        Self {
+            stream,
+            pt,
+            ssrc: r ^ 0x5a5a_5a5a,
+            seq: r as u16,
+            ts: r,
+            n: 0,
+        }
+    }
+
+    /// Writes the next packet (sent at `sent_ns`) to `out`.
+    pub fn next(&mut self, out: &mut [u8; RTP_LEN], sent_ns: u64) {
+        out[0] = 0x80;
+        out[1] = self.pt & 0x7f;
+        out[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        out[4..8].copy_from_slice(&self.ts.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let mut body = [0u8; LEN];
+        write(&mut body, self.stream, self.n, sent_ns);
+        out[12..].copy_from_slice(&body);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(LEN as u32);
+        self.n = self.n.wrapping_add(1);
+    }
+}
+
 /// A payload that checked out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
@@ -241,6 +285,28 @@ mod tests {
         r.take(&payload(1, 0), 0, ALL, &mut lat);
         assert_eq!((r.tally.reordered, r.tally.duplicated), (1, 0));
         assert_eq!(r.tally.received, 3);
+    }
+
+    #[test]
+    fn a_sender_numbers_its_packets_and_steps_its_header() {
+        let mut s = Sender::new(9, 8);
+        let (mut a, mut b) = ([0u8; RTP_LEN], [0u8; RTP_LEN]);
+        s.next(&mut a, 5);
+        s.next(&mut b, 25);
+        assert_eq!((a[0], a[1]), (0x80, 8));
+        let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+        let ts = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        assert_eq!(seq(&b), seq(&a).wrapping_add(1));
+        assert_eq!(ts(&b), ts(&a).wrapping_add(160));
+        assert_eq!(a[8..12], b[8..12], "one SSRC");
+        assert_eq!(
+            read(&a[12..]).map(|p| (p.stream, p.n, p.sent_ns)),
+            Some((9, 0, 5))
+        );
+        assert_eq!(
+            read(&b[12..]).map(|p| (p.stream, p.n, p.sent_ns)),
+            Some((9, 1, 25))
+        );
     }
 
     #[test]

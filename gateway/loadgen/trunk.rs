@@ -16,16 +16,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::payload::{self, Receiver, Tally};
+use super::payload::{self, Receiver, Sender, Tally};
 use super::Shared;
 use crate::sip::build::{self, RequestSpec};
 use crate::sip::header::{Method, NameAddr};
 use crate::sip::message::{Framing, HeaderName, Limits, Message};
 use crate::sip::sdp::Sdp;
 
-/// Slots per 20 ms: calls are spread over them.
-const SLOTS: u32 = 20;
-const SLOT_US: u64 = 20_000 / SLOTS as u64;
 /// How often unanswered requests are looked at.
 const SWEEP: Duration = Duration::from_millis(50);
 /// How long a ringing call may wait for an agent.
@@ -60,10 +57,7 @@ struct Call {
     ack: Vec<u8>,
     bye: Vec<u8>,
     media: Option<SocketAddr>,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    n: u32,
+    tx: Sender,
     rx: Receiver,
 }
 
@@ -112,8 +106,8 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
     let mut report = TrunkReport::default();
     let start = Instant::now();
     let (mut sbuf, mut mbuf) = (vec![0u8; 8192], vec![0u8; 2048]);
-    let mut pkt = [0u8; 12 + payload::LEN];
-    let mut slot: u64 = 0;
+    let mut pkt = [0u8; payload::RTP_LEN];
+    let mut pace = super::Pacer::new(start);
     let mut latency = Vec::new();
     let mut hanging_up: Option<Instant> = None;
     let mut next_sweep = start;
@@ -140,7 +134,6 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
             });
             let _ = sig.try_send_to(&invite, gw);
             by_id.insert(call_id.clone().into_bytes(), i);
-            let tokens = crate::crypto::random_u32();
             all.push(Call {
                 call_id,
                 from,
@@ -154,10 +147,7 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
                 ack: Vec::new(),
                 bye: Vec::new(),
                 media: None,
-                seq: tokens as u16,
-                ts: tokens,
-                ssrc: tokens ^ 0x5a5a_5a5a,
-                n: 0,
+                tx: Sender::new(i as u32, 8),
                 rx: Receiver::default(),
             });
         }
@@ -204,23 +194,20 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
             }
         }
         // This slot's packets.
-        let next = start + Duration::from_micros(slot * SLOT_US);
-        if next <= now {
+        if let Some(k) = pace.due(now) {
             let window = shared.window();
-            let k = (slot % u64::from(SLOTS)) as usize;
-            for (i, c) in all.iter_mut().enumerate().skip(k).step_by(SLOTS as usize) {
+            for c in all.iter_mut().skip(k).step_by(super::Pacer::SLOTS) {
                 let (State::Up, Some(to)) = (c.state, c.media) else {
                     continue;
                 };
                 let sent_ns = shared.ns(Instant::now());
-                c.write_rtp(&mut pkt, i as u32, sent_ns);
+                c.tx.next(&mut pkt, sent_ns);
                 match media.try_send_to(&pkt, to) {
                     Ok(_) if window.holds(sent_ns) => report.to_agents_sent += 1,
                     Ok(_) => {}
                     Err(_) => report.send_errors += 1,
                 }
             }
-            slot += 1;
             continue;
         }
         tokio::select! {
@@ -243,7 +230,7 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
                     got = media.try_recv_from(&mut mbuf).ok();
                 }
             }
-            () = tokio::time::sleep_until(next.min(next_sweep).into()) => {}
+            () = tokio::time::sleep_until(pace.next().min(next_sweep).into()) => {}
         }
     }
     for c in &all {
@@ -281,21 +268,6 @@ impl Call {
             }
             _ => {}
         }
-    }
-
-    fn write_rtp(&mut self, pkt: &mut [u8; 12 + payload::LEN], stream: u32, sent_ns: u64) {
-        pkt[0] = 0x80;
-        pkt[1] = 8;
-        pkt[2..4].copy_from_slice(&self.seq.to_be_bytes());
-        pkt[4..8].copy_from_slice(&self.ts.to_be_bytes());
-        pkt[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        let body: &mut [u8; payload::LEN] = (&mut pkt[12..])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("the packet is a header and a payload"));
-        payload::write(body, stream, self.n, sent_ns);
-        self.seq = self.seq.wrapping_add(1);
-        self.ts = self.ts.wrapping_add(160);
-        self.n = self.n.wrapping_add(1);
     }
 }
 
