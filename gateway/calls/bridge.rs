@@ -78,9 +78,14 @@ pub async fn run(
     let mut last_valid = Instant::now();
     let mut watchdog = tokio::time::interval(super::media::Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut publish = RtpCounters::publish_tick();
     loop {
         // Which side a packet came in on: true for `a`.
         let (from_a, n, from) = tokio::select! {
+            _ = publish.tick() => {
+                counters.flush();
+                continue;
+            },
             _ = watchdog.tick(), if timeout.is_some() => {
                 if timeout.as_ref().is_some_and(|t| t.expired(last_valid)) {
                     break;

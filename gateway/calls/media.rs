@@ -110,9 +110,11 @@ impl Timeout {
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The RTP metrics a media task updates, resolved once at its start so a
-/// packet costs an atomic add, not a label lookup and a lock (drops too:
-/// a flood of them must stay cheap).
+/// The RTP metrics a media task updates, resolved once at its start.
+/// A packet costs a plain add here, not an atomic on a counter every
+/// shard shares: the sums go to the metrics every [`RtpCounters::FLUSH`]
+/// packets, on the task's [`RtpCounters::PUBLISH`] tick and at its end
+/// (drops too: a flood of them must stay cheap).
 pub(super) struct RtpCounters {
     packets_in: IntCounter,
     bytes_in: IntCounter,
@@ -120,11 +122,24 @@ pub(super) struct RtpCounters {
     bytes_out: IntCounter,
     unproven: IntCounter,
     dropped: [IntCounter; 6],
+    pending: Pending,
     /// This call's drops by reason, for its record's guard flags.
-    call_drops: [std::sync::atomic::AtomicU32; 6],
+    call_drops: [u32; 6],
     metrics: Arc<Metrics>,
     report: Reporter,
     legs: Vec<crate::cdr::record::MediaStats>,
+}
+
+/// Counts not yet added to the metrics.
+#[derive(Default)]
+struct Pending {
+    packets_in: u64,
+    bytes_in: u64,
+    packets_out: u64,
+    bytes_out: u64,
+    unproven: u64,
+    dropped: [u64; 6],
+    events: u32,
 }
 
 /// What a media task tells the call core when it ends: the media of the
@@ -140,6 +155,11 @@ pub struct MediaReport {
 pub(super) type Reporter = Option<(crate::cdr::store::RecordId, mpsc::Sender<MediaReport>)>;
 
 impl RtpCounters {
+    /// Events counted before the sums go to the metrics.
+    const FLUSH: u32 = 256;
+    /// How often a task publishes what it counted.
+    pub(super) const PUBLISH: Duration = Duration::from_millis(500);
+
     pub(super) fn new(metrics: Arc<Metrics>, report: Reporter) -> Self {
         Self {
             packets_in: metrics.rtp_packets.with_label_values(&["in"]),
@@ -148,35 +168,72 @@ impl RtpCounters {
             bytes_out: metrics.rtp_bytes.with_label_values(&["out"]),
             unproven: metrics.rtp_unproven.clone(),
             dropped: Dropped::REASONS.map(|r| metrics.rtp_dropped.with_label_values(&[r])),
-            call_drops: Default::default(),
+            pending: Pending::default(),
+            call_drops: [0; 6],
             metrics,
             report,
             legs: Vec::new(),
         }
     }
 
-    pub(super) fn received(&self, len: usize) {
-        self.packets_in.inc();
-        self.bytes_in.inc_by(len as u64);
+    /// The publishing tick a task's loop selects on.
+    pub(super) fn publish_tick() -> tokio::time::Interval {
+        let mut t = tokio::time::interval(Self::PUBLISH);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
     }
 
-    pub(super) fn sent(&self, len: usize) {
-        self.packets_out.inc();
-        self.bytes_out.inc_by(len as u64);
+    fn counted(&mut self) {
+        self.pending.events += 1;
+        if self.pending.events >= Self::FLUSH {
+            self.flush();
+        }
+    }
+
+    /// Adds what was counted to the metrics.
+    pub(super) fn flush(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        let add = |c: &IntCounter, v: u64| {
+            if v > 0 {
+                c.inc_by(v);
+            }
+        };
+        add(&self.packets_in, p.packets_in);
+        add(&self.bytes_in, p.bytes_in);
+        add(&self.packets_out, p.packets_out);
+        add(&self.bytes_out, p.bytes_out);
+        add(&self.unproven, p.unproven);
+        for (c, v) in self.dropped.iter().zip(p.dropped) {
+            add(c, v);
+        }
+    }
+
+    pub(super) fn received(&mut self, len: usize) {
+        self.pending.packets_in += 1;
+        self.pending.bytes_in += len as u64;
+        self.counted();
+    }
+
+    pub(super) fn sent(&mut self, len: usize) {
+        self.pending.packets_out += 1;
+        self.pending.bytes_out += len as u64;
+        self.counted();
     }
 
     /// A packet not sent: the peer's address is not proven yet.
-    pub(super) fn unproven(&self) {
-        self.unproven.inc();
+    pub(super) fn unproven(&mut self) {
+        self.pending.unproven += 1;
+        self.counted();
     }
 
-    pub(super) fn dropped(&self, d: Dropped) {
-        self.dropped[d.index()].inc();
-        self.call_drops[d.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub(super) fn dropped(&mut self, d: Dropped) {
+        self.pending.dropped[d.index()] += 1;
+        self.call_drops[d.index()] = self.call_drops[d.index()].saturating_add(1);
+        self.counted();
     }
 
     /// Takes an RTCP datagram on `leg`, counting it if dropped.
-    pub(super) fn rtcp(&self, leg: &mut Leg, from: SocketAddr, buf: &mut [u8]) {
+    pub(super) fn rtcp(&mut self, leg: &mut Leg, from: SocketAddr, buf: &mut [u8]) {
         if let Err(d) = leg.recv_rtcp(from, buf, std::time::Instant::now()) {
             self.dropped(d);
         }
@@ -216,16 +273,15 @@ impl RtpCounters {
         });
     }
 
-    /// Sends the call's media to the core for its record (once, at the
-    /// task's end; never waits).
-    pub(super) fn report(self) {
+    /// Publishes the last counts and sends the call's media to the core
+    /// for its record (once, at the task's end; never waits).
+    pub(super) fn report(mut self) {
+        self.flush();
         let Some((id, tx)) = self.report else {
             return;
         };
-        let flag = |d: Dropped, name: &str| {
-            (self.call_drops[d.index()].load(std::sync::atomic::Ordering::Relaxed) > 0)
-                .then(|| name.to_string())
-        };
+        let flag =
+            |d: Dropped, name: &str| (self.call_drops[d.index()] > 0).then(|| name.to_string());
         let guard = [
             flag(Dropped::RateLimit, "rtp_rate_limited"),
             flag(Dropped::WrongSource, "rtp_wrong_source"),
@@ -335,8 +391,10 @@ pub async fn run(
     };
     let mut watchdog = tokio::time::interval(Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut publish = RtpCounters::publish_tick();
     loop {
         tokio::select! {
+            _ = publish.tick() => counters.flush(),
             // Silence counts once answered: a caller need not send media
             // while it rings (until then the INVITE's own timers govern).
             _ = watchdog.tick(), if s.timeout.is_some() && silence.answered => {

@@ -120,7 +120,9 @@ fn media_shards_are_a_count_or_one_per_core() {
     let c = Config::from_toml("[media]\nshards = 3\n").expect("valid");
     assert_eq!(c.media_shards, Some(3));
     assert_eq!(
-        Config::from_toml("[media]\nshards = 0\n").expect("valid").media_shards,
+        Config::from_toml("[media]\nshards = 0\n")
+            .expect("valid")
+            .media_shards,
         None
     );
     assert_eq!(
