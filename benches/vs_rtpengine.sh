@@ -32,6 +32,9 @@ if ! command -v rtpengine >/dev/null; then
 fi
 cargo build --release --quiet
 tg=target/release/tollgate
+# A thousand calls hold thousands of sockets (gateway: RTP and RTCP per
+# call; load generator: one QUIC endpoint per agent).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 work=$(mktemp -d)
 rtpe=""
 cleanup() {
