@@ -43,20 +43,36 @@ impl Shards {
             next: AtomicUsize::new(0),
         };
         for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            // The runtime is made, run and dropped on its own thread: one
+            // dropped here, inside the daemon's async start-up, would panic.
             let (stop, stopped) = oneshot::channel::<()>();
-            shards.handles.push(rt.handle().clone());
-            shards.stops.push(Some(stop));
+            let (made, handle) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = made.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = made.send(Ok(rt.handle().clone()));
                     rt.block_on(async {
                         let _ = stopped.await;
                     });
                 })?;
+            // Pushed before the wait, so an error below still stops and
+            // joins every thread started so far (through Drop).
+            shards.stops.push(Some(stop));
             shards.threads.push(Some(thread));
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a media shard's thread ended at start"))??;
+            shards.handles.push(handle);
         }
         Ok(Arc::new(shards))
     }

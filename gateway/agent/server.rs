@@ -332,7 +332,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A running agents listener: one QUIC endpoint per media shard, all on
 /// the one address (`SO_REUSEPORT`). The kernel hands each source address
 /// and port to one of them, so an agent's connection, from handshake to
-/// hang-up, stays on one shard, with its calls' media.
+/// hang-up, stays on one shard, with its calls' media: while its address
+/// and port stay the same. An agent whose NAT rebinds, or who moves
+/// network, lands on another shard's endpoint, which does not know the
+/// connection and resets it: the agent logs in again. With one shard
+/// (`media.shards = 1`) quinn follows the move as before. Steering by
+/// connection ID (the shard in the ID, a reuseport BPF program reading
+/// it) removes that limit; it comes with the shard-driven QUIC loop.
 pub struct AgentServer {
     pub local_addr: SocketAddr,
     endpoints: Vec<quinn::Endpoint>,
@@ -454,9 +460,14 @@ impl AgentServer {
 
 /// `n` UDP sockets bound to `addr` with `SO_REUSEPORT` (the first picks
 /// the port when `addr`'s is 0). Only sockets of this process's user may
-/// join the group (Linux checks the owner).
+/// join the group (Linux checks the owner), and the port must be free
+/// first: a second gateway on the same address fails to start rather
+/// than share the agents' traffic.
 fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() != 0 {
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
     let mut at = addr;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
@@ -987,6 +998,22 @@ async fn protocol_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_share_a_free_port_and_a_taken_one_is_refused() {
+        let group = reuse_port_sockets("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        assert_eq!(group.len(), 3);
+        let port = group[0].local_addr().expect("addr").port();
+        assert!(port != 0);
+        assert!(group
+            .iter()
+            .all(|s| s.local_addr().is_ok_and(|a| a.port() == port)));
+        // A second gateway on the same address fails to start rather than
+        // join the group and take a share of the agents.
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        let again = reuse_port_sockets(at, 2).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(again, Err(std::io::ErrorKind::AddrInUse));
+    }
 
     #[test]
     fn handshake_places_count_an_ipv6_host_by_its_64() {

@@ -112,9 +112,10 @@ const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The RTP metrics a media task updates, resolved once at its start.
 /// A packet costs a plain add here, not an atomic on a counter every
-/// shard shares: the sums go to the metrics every [`RtpCounters::FLUSH`]
-/// packets, on the task's [`RtpCounters::PUBLISH`] tick and at its end
-/// (drops too: a flood of them must stay cheap).
+/// shard shares: the sums go to the metrics on the task's
+/// [`RtpCounters::PUBLISH`] tick and when it ends, however it ends (drops
+/// too: a flood of them must stay cheap). A tick falls between packets,
+/// so a packet's "in" and its "out" are published together.
 pub(super) struct RtpCounters {
     packets_in: IntCounter,
     bytes_in: IntCounter,
@@ -139,7 +140,6 @@ struct Pending {
     bytes_out: u64,
     unproven: u64,
     dropped: [u64; 6],
-    events: u32,
 }
 
 /// What a media task tells the call core when it ends: the media of the
@@ -155,8 +155,6 @@ pub struct MediaReport {
 pub(super) type Reporter = Option<(crate::cdr::store::RecordId, mpsc::Sender<MediaReport>)>;
 
 impl RtpCounters {
-    /// Events counted before the sums go to the metrics.
-    const FLUSH: u32 = 256;
     /// How often a task publishes what it counted.
     pub(super) const PUBLISH: Duration = Duration::from_millis(500);
 
@@ -183,13 +181,6 @@ impl RtpCounters {
         t
     }
 
-    fn counted(&mut self) {
-        self.pending.events += 1;
-        if self.pending.events >= Self::FLUSH {
-            self.flush();
-        }
-    }
-
     /// Adds what was counted to the metrics.
     pub(super) fn flush(&mut self) {
         let p = std::mem::take(&mut self.pending);
@@ -211,25 +202,21 @@ impl RtpCounters {
     pub(super) fn received(&mut self, len: usize) {
         self.pending.packets_in += 1;
         self.pending.bytes_in += len as u64;
-        self.counted();
     }
 
     pub(super) fn sent(&mut self, len: usize) {
         self.pending.packets_out += 1;
         self.pending.bytes_out += len as u64;
-        self.counted();
     }
 
     /// A packet not sent: the peer's address is not proven yet.
     pub(super) fn unproven(&mut self) {
         self.pending.unproven += 1;
-        self.counted();
     }
 
     pub(super) fn dropped(&mut self, d: Dropped) {
         self.pending.dropped[d.index()] += 1;
         self.call_drops[d.index()] = self.call_drops[d.index()].saturating_add(1);
-        self.counted();
     }
 
     /// Takes an RTCP datagram on `leg`, counting it if dropped.
@@ -277,7 +264,7 @@ impl RtpCounters {
     /// for its record (once, at the task's end; never waits).
     pub(super) fn report(mut self) {
         self.flush();
-        let Some((id, tx)) = self.report else {
+        let Some((id, tx)) = self.report.take() else {
             return;
         };
         let flag =
@@ -299,9 +286,17 @@ impl RtpCounters {
         .collect();
         let _ = tx.try_send(MediaReport {
             id,
-            media: self.legs,
+            media: std::mem::take(&mut self.legs),
             guard,
         });
+    }
+}
+
+/// A task dropped before its end (its shard stopping) still publishes
+/// what it counted.
+impl Drop for RtpCounters {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

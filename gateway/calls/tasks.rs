@@ -49,11 +49,9 @@ impl MediaTask {
     /// Relays until the call's control ends or the media times out.
     pub async fn run(self, metrics: Arc<Metrics>) {
         // A socket bound where the core runs would wake that runtime's
-        // reactor: each moves to this one's first. If one cannot, the
-        // task ends and the call's media times out as if the peer had
-        // gone silent.
+        // reactor: each moves to this one's first.
         if let Err(e) = self.run_here(metrics).await {
-            tracing::warn!(error = %e, "media sockets could not move to their shard");
+            tracing::warn!(error = %e, "media sockets could not move to their shard; the call ends");
         }
     }
 
@@ -65,7 +63,8 @@ impl MediaTask {
                 report,
             } => {
                 let mut s = *setup;
-                (s.rtp, s.rtcp) = rehome(s.rtp, s.rtcp)?;
+                (s.rtp, s.rtcp) = rehome(s.rtp, s.rtcp)
+                    .inspect_err(|_| gave_up(s.timeout.as_ref(), report.clone()))?;
                 super::media::run(s, control, metrics, report).await;
             }
             Self::Bridge {
@@ -75,8 +74,10 @@ impl MediaTask {
                 timeout,
             } => {
                 let (mut a, mut b) = *sides;
-                (a.rtp, a.rtcp) = rehome(a.rtp, a.rtcp)?;
-                (b.rtp, b.rtcp) = rehome(b.rtp, b.rtcp)?;
+                let moved = rehome(a.rtp, a.rtcp).and_then(|ra| Ok((ra, rehome(b.rtp, b.rtcp)?)));
+                let ((ar, ac), (br, bc)) =
+                    moved.inspect_err(|_| gave_up(timeout.as_ref(), report.clone()))?;
+                (a.rtp, a.rtcp, b.rtp, b.rtcp) = (ar, ac, br, bc);
                 super::bridge::run(a, b, control.0, control.1, metrics, report, timeout).await;
             }
             Self::Agent {
@@ -85,11 +86,28 @@ impl MediaTask {
                 report,
             } => {
                 let mut m = *media;
-                (m.rtp, m.rtcp) = rehome(m.rtp, m.rtcp)?;
+                (m.rtp, m.rtcp) = rehome(m.rtp, m.rtcp)
+                    .inspect_err(|_| gave_up(m.timeout.as_ref(), report.clone()))?;
                 super::agent_media::run(m, control, metrics, report).await;
             }
         }
         Ok(())
+    }
+}
+
+/// A task that cannot run ends its call as silence would (if the call
+/// has a silence limit) and gives its record an empty media report, so
+/// the call is not left up with no media until its longest duration.
+fn gave_up(timeout: Option<&Timeout>, report: Reporter) {
+    if let Some(t) = timeout {
+        let _ = t.tell.send(t.ended.clone());
+    }
+    if let Some((id, tx)) = report {
+        let _ = tx.try_send(super::media::MediaReport {
+            id,
+            media: Vec::new(),
+            guard: Vec::new(),
+        });
     }
 }
 

@@ -165,13 +165,14 @@ impl std::fmt::Display for Report {
         ] {
             writeln!(
                 f,
-                "  {name}: sent {} received {} lost {} ({:.4}%) reordered {} duplicated {} corrupt {} misrouted {}; latency p50 {} us p99 {} us max {} us",
+                "  {name}: sent {} received {} lost {} ({:.4}%) reordered {} duplicated {} late {} corrupt {} misrouted {}; latency p50 {} us p99 {} us max {} us",
                 d.tally.sent,
                 d.tally.received,
                 d.lost,
                 d.loss * 100.0,
                 d.tally.reordered,
                 d.tally.duplicated,
+                d.tally.late,
                 d.tally.corrupt,
                 d.tally.misrouted,
                 d.latency.p50_us,

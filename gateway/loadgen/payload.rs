@@ -132,6 +132,8 @@ pub struct Tally {
     pub reordered: u64,
     /// A second copy of a packet.
     pub duplicated: u64,
+    /// Arrived more than 64 packets behind its stream: lost to a listener.
+    pub late: u64,
     /// Not a payload this generator wrote (or changed on the way).
     pub corrupt: u64,
     /// Another stream's payload on a call that had one already:
@@ -145,6 +147,7 @@ impl Tally {
         self.received += o.received;
         self.reordered += o.reordered;
         self.duplicated += o.duplicated;
+        self.late += o.late;
         self.corrupt += o.corrupt;
         self.misrouted += o.misrouted;
     }
@@ -193,13 +196,18 @@ impl Receiver {
             self.next = pk.n.wrapping_add(1);
         } else {
             let behind = self.next - 1 - pk.n;
-            if behind < 64 && self.seen & (1 << behind) != 0 {
+            // More than 64 packets (1.3 s of audio) late is as good as
+            // lost, and might be a copy this window no longer remembers:
+            // it is counted late, never received.
+            if behind >= 64 {
+                self.tally.late += 1;
+                return;
+            }
+            if self.seen & (1 << behind) != 0 {
                 self.tally.duplicated += 1;
                 return;
             }
-            if behind < 64 {
-                self.seen |= 1 << behind;
-            }
+            self.seen |= 1 << behind;
             self.tally.reordered += 1;
         }
         if window.holds(pk.sent_ns) {
@@ -277,14 +285,18 @@ mod tests {
     }
 
     #[test]
-    fn a_long_gap_forgets_what_it_passed() {
+    fn a_packet_far_behind_counts_late_not_received() {
         let mut r = Receiver::default();
         let mut lat = Vec::new();
         r.take(&payload(1, 0), 0, ALL, &mut lat);
         r.take(&payload(1, 500), 0, ALL, &mut lat);
         r.take(&payload(1, 0), 0, ALL, &mut lat);
-        assert_eq!((r.tally.reordered, r.tally.duplicated), (1, 0));
-        assert_eq!(r.tally.received, 3);
+        r.take(&payload(1, 400), 0, ALL, &mut lat);
+        assert_eq!(
+            (r.tally.reordered, r.tally.duplicated, r.tally.late),
+            (0, 0, 2)
+        );
+        assert_eq!(r.tally.received, 2, "late packets are not received");
     }
 
     #[test]

@@ -115,8 +115,9 @@ impl Bencode {
             b'0'..=b'9' => {
                 let colon = b.iter().position(|&c| c == b':')?;
                 let n: usize = std::str::from_utf8(&b[..colon]).ok()?.parse().ok()?;
-                let body = b.get(colon + 1..colon + 1 + n)?;
-                Some((Self::Bytes(body.to_vec()), &b[colon + 1 + n..]))
+                let end = colon.checked_add(1)?.checked_add(n)?;
+                let body = b.get(colon + 1..end)?;
+                Some((Self::Bytes(body.to_vec()), &b[end..]))
             }
             _ => None,
         }
@@ -392,6 +393,9 @@ a=crypto:{tag} AEAD_AES_128_GCM inline:{}\r\n",
             () = tokio::time::sleep_until(pace.next().into()) => {}
         }
     }
+    // An rtpengine that stopped answering is not asked again per call (each
+    // ask waits six seconds).
+    let mut answering = true;
     for c in &all {
         report.to_agents.add(&Tally {
             sent: 0,
@@ -401,7 +405,10 @@ a=crypto:{tag} AEAD_AES_128_GCM inline:{}\r\n",
             sent: 0,
             ..c.at_trunk.tally.clone()
         });
-        let _ = ng(
+        if !answering {
+            continue;
+        }
+        answering = ng(
             &control,
             ng_addr,
             &format!("d{}", c.id),
@@ -411,7 +418,8 @@ a=crypto:{tag} AEAD_AES_128_GCM inline:{}\r\n",
                 ("from-tag", Bencode::str("carrier")),
             ]),
         )
-        .await;
+        .await
+        .is_ok();
     }
     Ok(report)
 }
@@ -447,6 +455,7 @@ mod tests {
         assert_eq!(Bencode::decode(b"5:abc"), None);
         assert_eq!(Bencode::decode(b"d3:key"), None);
         assert_eq!(Bencode::decode(b"x"), None);
+        assert_eq!(Bencode::decode(b"18446744073709551615:abc"), None);
         let deep = format!("{}{}", "l".repeat(100), "e".repeat(100));
         assert_eq!(Bencode::decode(deep.as_bytes()), None);
     }

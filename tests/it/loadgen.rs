@@ -32,7 +32,7 @@ fn fifty_calls_relay_every_payload_both_ways() {
         let sent = n(&[way, "sent"]);
         assert!((7_000..=8_000).contains(&sent), "{way}: {r}");
         assert_eq!(n(&[way, "received"]), sent, "{way} lost packets: {r}");
-        for bad in ["duplicated", "corrupt", "misrouted"] {
+        for bad in ["duplicated", "late", "corrupt", "misrouted"] {
             assert_eq!(n(&[way, bad]), 0, "{way} {bad}: {r}");
         }
         assert!(n(&[way, "latency", "p50_us"]) > 0, "{way}: {r}");
