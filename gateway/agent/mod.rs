@@ -6,12 +6,14 @@
 //!   and a running gateway;
 //! - [`protocol`]: the control protocol and media datagram framing
 //!   (specified in `PROTOCOL.md`);
-//! - [`server`]: the QUIC listener and sessions; [`client`]: the agent
+//! - [`server`]: the QUIC listener and sessions, [`link`]: the core's
+//!   handle on one; [`client`]: the agent
 //!   side; [`phone`] and [`wav`]: the headless softphone for tests, load
 //!   and smoke tests.
 
 pub mod client;
 pub mod guard;
+pub mod link;
 pub mod phone;
 pub mod pki;
 pub mod protocol;

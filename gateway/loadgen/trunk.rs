@@ -166,19 +166,7 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
         if shared.hangup.load(Ordering::Relaxed) && hanging_up.is_none() {
             hanging_up = Some(now);
             for c in all.iter_mut().filter(|c| c.state == State::Up) {
-                c.bye = build::request(&RequestSpec {
-                    method: "BYE",
-                    uri: &c.target,
-                    via: me,
-                    transport: "UDP",
-                    branch: build::branch().as_bytes(),
-                    from: c.from.as_bytes(),
-                    to: &c.to,
-                    call_id: c.call_id.as_bytes(),
-                    cseq: 2,
-                    extra: &[],
-                    body: None,
-                });
+                c.bye = c.in_dialog("BYE", 2, me);
                 let _ = sig.try_send_to(&c.bye, gw);
                 c.state = State::Byeing;
                 c.sent_at = now;
@@ -246,6 +234,23 @@ m=audio {media_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\n"
 }
 
 impl Call {
+    /// A request in the call's dialog (ACK, BYE), from `me`.
+    fn in_dialog(&self, method: &str, cseq: u32, me: SocketAddr) -> Vec<u8> {
+        build::request(&RequestSpec {
+            method,
+            uri: &self.target,
+            via: me,
+            transport: "UDP",
+            branch: build::branch().as_bytes(),
+            from: self.from.as_bytes(),
+            to: &self.to,
+            call_id: self.call_id.as_bytes(),
+            cseq,
+            extra: &[],
+            body: None,
+        })
+    }
+
     /// Sends an unanswered INVITE or BYE again (doubling the wait), or
     /// gives up on it.
     fn resend(&mut self, sig: &UdpSocket, gw: SocketAddr, now: Instant) {
@@ -312,19 +317,7 @@ fn answer(
                     .and_then(|v| NameAddr::parse(v).ok())
                     .map(|n| n.uri_bytes.to_vec())
                     .unwrap_or_else(|| format!("sip:{gw}").into_bytes());
-                c.ack = build::request(&RequestSpec {
-                    method: "ACK",
-                    uri: &c.target,
-                    via: me,
-                    transport: "UDP",
-                    branch: build::branch().as_bytes(),
-                    from: c.from.as_bytes(),
-                    to: &c.to,
-                    call_id: c.call_id.as_bytes(),
-                    cseq: 1,
-                    extra: &[],
-                    body: None,
-                });
+                c.ack = c.in_dialog("ACK", 1, me);
                 c.media = remote_media(m.body);
                 if let Some(a) = c.media {
                     by_media.insert(a, i);
