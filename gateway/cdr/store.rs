@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -50,6 +50,10 @@ pub enum CdrError {
     WrongMasterKey { given: String, under: String },
     #[error("record database: {0}")]
     Db(String),
+    /// Another process (a running gateway, or a command run beside it)
+    /// holds the record database.
+    #[error("the record database {0} is in use by another process (is the gateway running? stop it first)")]
+    InUse(PathBuf),
     #[error("record key file {path}: {why}")]
     Keys { path: PathBuf, why: String },
     #[error("record {0} is damaged or was altered")]
@@ -76,6 +80,38 @@ impl From<sled::Error> for CdrError {
         match e {
             sled::Error::Io(io) if no_space(&io) => Self::NoSpace(io.to_string()),
             e => Self::Db(e.to_string()),
+        }
+    }
+}
+
+/// How long [`open_db`] waits for another holder to let go of the
+/// database's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens sled, waiting a little for the file lock: sled lets go of it
+/// only when its last background flush ends, which can be just after the
+/// handle was dropped (a store closed and opened again in one process).
+/// Held longer, it is another process's, and the error says so.
+fn open_db(path: &Path) -> Result<sled::Db, CdrError> {
+    let start = Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            // Bounded, and below any cgroup memory limit (sled logs an
+            // error at start when its default 1 GiB is above one).
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            // sled 0.34 reports the lock as a message only (config.rs,
+            // `try_lock`), not as an error kind.
+            Err(sled::Error::Io(io)) if io.to_string().starts_with("could not acquire lock") => {
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(CdrError::InUse(path.to_path_buf()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return Ok(r?),
         }
     }
 }
@@ -443,13 +479,7 @@ impl Store {
             }
             Err(e) => return Err(keys.keys_err(e)),
         }
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            // Bounded, and below any cgroup memory limit (sled logs an
-            // error at start when its default 1 GiB is above one).
-            .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_db(&dir.join("db"))?;
         let records = db.open_tree("records")?;
         let open = db.open_tree("open")?;
         Ok(Self {

@@ -300,3 +300,19 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_held_database_is_named_in_use_and_freed_once_dropped() {
+    let d = dir("in-use");
+    let key = Arc::new(Sealer::from_key(&[6; 32]));
+    let s = Store::open(&d, key.clone()).expect("open");
+    let e = Store::open(&d, key.clone())
+        .err()
+        .expect("a second holder is refused");
+    assert!(matches!(e, CdrError::InUse(_)), "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+    drop(s);
+    // The lock goes with the last background flush; open waits for it.
+    Store::open(&d, key).expect("opens once the first holder let go");
+    let _ = std::fs::remove_dir_all(&d);
+}
