@@ -91,3 +91,56 @@ fn per_packet_work_allocates_nothing() {
         assert_eq!(allocations() - before, 0, "{suite:?}");
     }
 }
+
+/// The agents' QUIC sends: a transmit is copied into the shard's queue and
+/// the flusher sends the turn's queue with `sendmmsg`; neither allocates
+/// once the socket is made.
+#[test]
+fn batched_quic_sends_allocate_nothing_per_datagram() {
+    use quinn::udp::Transmit;
+    use quinn::AsyncUdpSocket;
+    use tollgate::agent::socket::{BatchSocket, Stats};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let src = tx.local_addr().expect("addr").ip();
+        let s = BatchSocket::new(tx, Stats::default()).expect("socket");
+        let payload = [0x5a_u8; 200];
+        let t = Transmit {
+            destination: to,
+            ecn: Some(quinn::udp::EcnCodepoint::Ect0),
+            contents: &payload,
+            segment_size: None,
+            src_ip: Some(src),
+        };
+        // Turns of 50 datagrams; each turn waits (yielding, which does not
+        // allocate) for the flusher to have sent them.
+        async fn turns(s: &BatchSocket, t: &Transmit<'_>, n: u64) {
+            for _ in 0..n {
+                let want = s.stats.datagrams.get() + 50;
+                for _ in 0..50 {
+                    s.try_send(t).expect("queued");
+                }
+                for _ in 0..10_000 {
+                    if s.stats.datagrams.get() >= want {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(s.stats.datagrams.get(), want);
+            }
+        }
+        turns(&s, &t, 2).await;
+        let before = allocations();
+        turns(&s, &t, 40).await;
+        assert_eq!(allocations() - before, 0);
+        assert_eq!(s.stats.datagrams.get(), 42 * 50);
+        assert!(s.stats.calls.get() <= 42, "one call a turn");
+    });
+}

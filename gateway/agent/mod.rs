@@ -18,6 +18,7 @@ pub mod phone;
 pub mod pki;
 pub mod protocol;
 pub mod server;
+pub mod socket;
 pub mod store;
 pub mod totp;
 pub mod wav;

@@ -366,12 +366,14 @@ impl AgentServer {
         // key, as they share the server's token key (a Retry made by one
         // is checked by whichever gets the client's next Initial).
         let endpoint_config = quinn::EndpointConfig::default();
+        let stats = super::socket::Stats::of(&shared.metrics);
         let mut endpoints = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let shard = shards.handle(i);
             // The endpoint's driver and socket belong to the shard's runtime.
             let _in_shard = shard.enter();
-            let endpoint = quinn::Endpoint::new(
+            let socket = super::socket::BatchSocket::new(socket, stats.clone()).map_err(listen)?;
+            let endpoint = quinn::Endpoint::new_with_abstract_socket(
                 endpoint_config.clone(),
                 Some(server.clone()),
                 socket,

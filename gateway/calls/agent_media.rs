@@ -5,12 +5,12 @@
 //!
 //! Costs per packet today: one receive, the relay step, one send (a
 //! `send_to` on the trunk side, `send_datagram` on the agent side, which
-//! takes quinn's connection lock and wakes its driver), all on the agent's
-//! media shard. Datagram payloads are carved from one `BytesMut` block (no
+//! takes quinn's connection lock and wakes its driver; the driver's
+//! packet joins the shard's batch, [`crate::agent::socket`]), all on the
+//! agent's media shard. Datagram payloads are carved from one `BytesMut` block (no
 //! allocation per packet until a block is used up, nothing zeroed beyond
 //! the packet's size); counters are summed in the task and published
-//! every half second. Batching sends across calls per tick is the next
-//! step for scale.
+//! every half second.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

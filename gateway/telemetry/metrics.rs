@@ -79,6 +79,12 @@ pub struct Metrics {
     pub agent_quic_retries: IntCounter,
     /// Agents locked out after repeated wrong codes.
     pub agent_lockouts: IntCounter,
+    /// The agents' QUIC sends ([`crate::agent::socket`]): `sendmmsg`
+    /// calls, the datagrams they carried (their ratio is the batch size)
+    /// and datagrams the kernel refused.
+    pub agent_udp_send_calls: IntCounter,
+    pub agent_udp_datagrams_sent: IntCounter,
+    pub agent_udp_send_refused: IntCounter,
     /// Agent sessions ended by the gateway for a protocol error, by reason.
     pub agent_protocol_errors: IntCounterVec,
     /// Calls to and from agents that ended, by direction (`inbound`,
@@ -380,6 +386,18 @@ impl Metrics {
             agent_quic_retries: counter(
                 "agent_quic_retries_total",
                 "Agent connections sent a QUIC Retry to prove their address before any handshake work.",
+            )?,
+            agent_udp_send_calls: counter(
+                "agent_udp_send_calls_total",
+                "System calls (sendmmsg) that sent the agents' QUIC packets.",
+            )?,
+            agent_udp_datagrams_sent: counter(
+                "agent_udp_datagrams_sent_total",
+                "UDP datagrams sent to agents; divided by agent_udp_send_calls_total, the batch size.",
+            )?,
+            agent_udp_send_refused: counter(
+                "agent_udp_send_refused_total",
+                "UDP datagrams to agents the kernel refused (no route, a firewall rule); QUIC takes them as lost.",
             )?,
             agent_lockouts: counter(
                 "agent_lockouts_total",
