@@ -48,6 +48,9 @@ pub struct Options {
     pub drop_after: Duration,
     /// Local address to send from (default: any).
     pub bind: Option<SocketAddr>,
+    /// An endpoint to share with other agents (a load generator's);
+    /// `bind` is then not used. Default: an endpoint of its own.
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             identity: Identity::Bundle,
             drop_after: Duration::from_secs(2),
             bind: None,
+            endpoint: None,
         }
     }
 }
@@ -129,8 +133,11 @@ impl Client {
             None if addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
             None => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| ClientError::Connect(bundle.gateway.clone(), e.to_string()))?;
+        let endpoint = match opts.endpoint {
+            Some(e) => e,
+            None => quinn::Endpoint::client(bind)
+                .map_err(|e| ClientError::Connect(bundle.gateway.clone(), e.to_string()))?,
+        };
         let conn = endpoint
             .connect_with(cfg, addr, &bundle.server_name)
             .map_err(|e| ClientError::Connect(bundle.gateway.clone(), e.to_string()))?

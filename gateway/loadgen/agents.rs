@@ -56,16 +56,11 @@ pub async fn run(mut client: Client, index: u32, shared: Arc<Shared>) -> AgentRe
         tokio::time::interval_at((Instant::now() + phase).into(), Duration::from_millis(20));
     let mut answered = false;
     let mut give_up: Option<tokio::time::Instant> = None;
+    // One timer for the whole call (not one made per packet): it looks
+    // for the run's hang-up and for a call that outlived it.
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        if give_up.is_none() && shared.hangup.load(Ordering::Relaxed) {
-            give_up = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-        }
-        let deadline = async {
-            match give_up {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
         tokio::select! {
             m = client.recv() => match m {
                 Ok(ServerMsg::Offer { call, media: m, .. }) if media.is_none() => {
@@ -141,7 +136,10 @@ pub async fn run(mut client: Client, index: u32, shared: Arc<Shared>) -> AgentRe
                     report.sent += 1;
                 }
             },
-            () = deadline => {
+            _ = check.tick() => {
+                if give_up.is_none() && shared.hangup.load(Ordering::Relaxed) {
+                    give_up = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                }
                 if give_up.is_some_and(|t| t <= tokio::time::Instant::now()) {
                     report.error = Some("the call did not end within 10 s of the BYE".into());
                     break;

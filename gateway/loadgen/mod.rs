@@ -150,6 +150,10 @@ pub struct Report {
     pub undecodable: u64,
     pub agent_errors: u32,
     pub first_agent_error: Option<String>,
+    /// The gateway's QUIC sends in the window (from its metrics):
+    /// datagrams and the `sendmmsg` calls that carried them.
+    pub gateway_udp_datagrams: u64,
+    pub gateway_udp_send_calls: u64,
 }
 
 impl std::fmt::Display for Report {
@@ -185,6 +189,15 @@ impl std::fmt::Display for Report {
             "  gateway: {} packets relayed ({:.0}/s), {:.3} s CPU, {:.2} us CPU per packet",
             self.relayed, self.packets_per_s, self.gateway_cpu_s, self.gateway_cpu_us_per_packet
         )?;
+        if self.gateway_udp_send_calls > 0 {
+            writeln!(
+                f,
+                "  gateway QUIC sends: {} datagrams in {} sendmmsg calls ({:.2} a call)",
+                self.gateway_udp_datagrams,
+                self.gateway_udp_send_calls,
+                self.gateway_udp_datagrams as f64 / self.gateway_udp_send_calls as f64
+            )?;
+        }
         write!(
             f,
             "  load generator: {} stray, {} send errors, {} undecodable, {} agent errors{}",
@@ -237,6 +250,12 @@ struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // `TOLLGATE_LOADGEN_KEEP=1` keeps the gateway's log and data to
+        // look at after a run.
+        if std::env::var_os("TOLLGATE_LOADGEN_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -405,7 +424,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
             .spawn()
             .map_err(|e| format!("starting the gateway: {e}"))?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread, as the gateway's shards: the turn's sends of many
+    // agents leave in one batch, and `--gateway-cpus` leaves it a core.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
@@ -428,6 +449,30 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
     });
     drop(scratch);
     result
+}
+
+/// Sockets the agents share (each agent still its own connection):
+/// enough for the gateway's reuseport hash to spread them over its
+/// shards, few enough that one wake sends many agents' datagrams in one
+/// batch, as the gateway does.
+const AGENT_SOCKETS: usize = 16;
+
+fn agent_endpoints(agents: usize) -> Result<Vec<quinn::Endpoint>, String> {
+    (0..agents.clamp(1, AGENT_SOCKETS))
+        .map(|_| {
+            let std = std::net::UdpSocket::bind(("127.0.0.1", 0))
+                .map_err(|e| format!("agents' socket: {e}"))?;
+            let socket = crate::agent::socket::BatchSocket::new(std, Default::default())
+                .map_err(|e| format!("agents' socket: {e}"))?;
+            quinn::Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                None,
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|e| format!("agents' endpoint: {e}"))
+        })
+        .collect()
 }
 
 async fn drive(
@@ -453,16 +498,22 @@ async fn drive(
     let t = Instant::now();
     // Logins a few at a time: the gateway limits handshakes per source.
     let logins = Arc::new(tokio::sync::Semaphore::new(8));
+    let sockets = agent_endpoints(agents.len())?;
     let mut tasks = Vec::with_capacity(agents.len());
     for (i, a) in agents.into_iter().enumerate() {
         let (logins, shared) = (logins.clone(), shared.clone());
+        let endpoint = sockets[i % sockets.len()].clone();
         tasks.push(tokio::spawn(async move {
             let client = {
                 let _permit = logins.acquire().await;
                 let now = crate::now_ms() / 1000;
-                crate::agent::client::Client::connect(
+                crate::agent::client::Client::connect_with(
                     &a.bundle,
                     &crate::agent::totp::code_at(&a.secret, now),
+                    crate::agent::client::Options {
+                        endpoint: Some(endpoint),
+                        ..Default::default()
+                    },
                 )
                 .await
             };
@@ -487,13 +538,30 @@ async fn drive(
         t.elapsed().as_secs_f64()
     ));
     let carrier = tokio::spawn(trunk::run(sip, n, opts.rate, shared.clone()));
-    let cpu_s = measure(opts, &shared, gw.pid(), || carrier.is_finished(), progress).await?;
+    let sends = || async move {
+        tokio::task::spawn_blocking(move || udp_sends(admin))
+            .await
+            .ok()
+            .flatten()
+    };
+    let (cpu_s, sends) = measure(
+        opts,
+        &shared,
+        gw.pid(),
+        || carrier.is_finished(),
+        progress,
+        sends,
+    )
+    .await?;
     let carrier = carrier.await.map_err(|e| e.to_string())??;
+    let (gateway_udp_datagrams, gateway_udp_send_calls) = sends.unwrap_or_default();
     let mut report = Report {
         failed: carrier.failed,
         ended_early: carrier.ended_early,
         stray: carrier.stray,
         send_errors: carrier.send_errors,
+        gateway_udp_datagrams,
+        gateway_udp_send_calls,
         ..Default::default()
     };
     let mut to_agents = Tally {
@@ -528,13 +596,35 @@ async fn drive(
 /// Waits (bounded) for every call to be up, then measures the window:
 /// returns the process's CPU seconds over it. The carrier hangs up half
 /// a second after it closes (packets on their way still count).
-async fn measure(
+/// The gateway's QUIC send counters (datagrams, `sendmmsg` calls) from
+/// its metrics.
+fn udp_sends(admin: SocketAddr) -> Option<(u64, u64)> {
+    let text = crate::admin::http::get(admin, "/metrics")?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some((
+        value("tollgate_agent_udp_datagrams_sent_total")?,
+        value("tollgate_agent_udp_send_calls_total")?,
+    ))
+}
+
+/// Waits for the calls, then measures the gateway's CPU (and `counters`,
+/// as a difference) over the window.
+async fn measure<F: std::future::Future<Output = Option<(u64, u64)>>>(
     opts: &Options,
     shared: &Shared,
     pid: u32,
     gave_up: impl Fn() -> bool,
     progress: &mut impl FnMut(&str),
-) -> Result<f64, String> {
+    counters: impl Fn() -> F,
+) -> Result<(f64, Option<(u64, u64)>), String> {
     let n = opts.calls;
     let t = Instant::now();
     let setup = Duration::from_secs_f64(f64::from(n) / opts.rate) + Duration::from_secs(30);
@@ -557,11 +647,16 @@ async fn measure(
     shared.to.store(shared.ns(to), Ordering::Relaxed);
     tokio::time::sleep_until(from.into()).await;
     let cpu0 = cpu_ns(pid)?;
+    let c0 = counters().await;
     tokio::time::sleep_until(to.into()).await;
     let cpu1 = cpu_ns(pid)?;
+    let c1 = counters().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shared.hangup.store(true, Ordering::Relaxed);
-    Ok(cpu1.saturating_sub(cpu0) as f64 / 1e9)
+    let counted = c0
+        .zip(c1)
+        .map(|((d0, s0), (d1, s1))| (d1.saturating_sub(d0), s1.saturating_sub(s0)));
+    Ok((cpu1.saturating_sub(cpu0) as f64 / 1e9, counted))
 }
 
 impl Report {
@@ -600,7 +695,16 @@ pub fn run_rtpengine(
     rt.block_on(async {
         let shared = Arc::new(Shared::new());
         let relay = tokio::spawn(rtpengine::run(ng, opts.calls, shared.clone()));
-        let cpu_s = measure(opts, &shared, pid, || relay.is_finished(), &mut progress).await?;
+        let none = || async { None };
+        let (cpu_s, _) = measure(
+            opts,
+            &shared,
+            pid,
+            || relay.is_finished(),
+            &mut progress,
+            none,
+        )
+        .await?;
         let r = relay.await.map_err(|e| e.to_string())??;
         let mut report = Report {
             answered: r.answered,
