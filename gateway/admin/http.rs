@@ -118,7 +118,13 @@ pub async fn agents_available(
     let want = format!("tollgate_agents_available {n}");
     let until = std::time::Instant::now() + wait;
     loop {
-        if get(admin, "/metrics").is_some_and(|m| m.lines().any(|l| l == want)) {
+        // Blocking I/O off the runtime's threads (a load generator runs
+        // on one).
+        let text = tokio::task::spawn_blocking(move || get(admin, "/metrics"))
+            .await
+            .ok()
+            .flatten();
+        if text.is_some_and(|m| m.lines().any(|l| l == want)) {
             return Ok(());
         }
         if std::time::Instant::now() > until {

@@ -203,14 +203,27 @@ impl BatchSocket {
                     return if from > start { Ok(from) } else { Err(e) };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && tos => {
-                    // As quinn-udp: some kernels refuse IP_TOS; try again
-                    // without ECN marks.
-                    self.no_tos.store(true, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    // The first datagram of the batch was refused.
-                    self.stats.refused.inc();
+                Err(e) => {
+                    // The first datagram of the batch was refused. Some
+                    // kernels refuse IP_TOS with EINVAL (quinn-udp then
+                    // sends IPv4 without ECN marks); so does a bad
+                    // destination (port 0, which a spoofed source can
+                    // ask for), which must not switch marks off.
+                    let one = &q.items[from..from + 1];
+                    let v4_marked = one[0].ecn.is_some() && is_v4(one[0].to);
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && tos
+                        && v4_marked
+                        && send_batch(fd, &q.bytes, one, false).is_ok_and(|n| n == 1)
+                    {
+                        self.no_tos.store(true, Ordering::Relaxed);
+                        self.stats.calls.inc();
+                        self.stats.datagrams.inc();
+                    } else if e.raw_os_error() != Some(libc::EMSGSIZE) {
+                        // Too large is a path-MTU probe, as quinn-udp
+                        // takes it; anything else is counted.
+                        self.stats.refused.inc();
+                    }
                     from += 1;
                 }
             }
@@ -292,6 +305,11 @@ impl AsyncUdpSocket for BatchSocket {
             .filter(|s| *s > 0 && *s < t.contents.len())
             .unwrap_or(t.contents.len().max(1));
         let count = t.contents.len().div_ceil(seg).max(1);
+        if count > MAX_TRANSMIT_ITEMS || t.contents.len() > MAX_TRANSMIT_BYTES {
+            // Never fits: "would block" would have quinn's driver retry
+            // it for ever.
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
         let mut sh = self.lock();
         if !sh.queue.room(count, t.contents.len()) {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -406,17 +424,15 @@ fn send_batch(fd: i32, bytes: &[u8], items: &[Item], tos: bool) -> io::Result<us
         h.msg_control = ctrl[i].0.as_mut_ptr().cast();
         h.msg_controllen = CMSG_ROOM as _;
         let mut used = 0usize;
-        // SAFETY: `h` points at `ctrl[i]`, CMSG_ROOM bytes that outlive
-        // this function's use of `h`; CMSG_FIRSTHDR / CMSG_NXTHDR return
-        // null rather than a header past that room, and each value
-        // written fits its CMSG_LEN (checked by the `room` test).
+        // SAFETY: `h` points at `ctrl[i]`, CMSG_ROOM zeroed bytes that
+        // outlive this function's use of `h`. CMSG_NXTHDR only checks that
+        // the next header fits; the data fits because at most one ECN
+        // mark and one source address are written, whose CMSG_SPACEs sum
+        // to at most CMSG_ROOM (the assertion beside `is_v4`).
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
-            if let Some(ecn) = item.ecn.filter(|_| tos) {
-                let v4 = match item.to {
-                    SocketAddr::V4(_) => true,
-                    SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
-                };
+            let v4 = is_v4(item.to);
+            if let Some(ecn) = item.ecn.filter(|_| tos || !v4) {
                 let (level, kind) = if v4 {
                     (libc::IPPROTO_IP, libc::IP_TOS)
                 } else {
@@ -465,6 +481,26 @@ fn send_batch(fd: i32, bytes: &[u8], items: &[Item], tos: bool) -> io::Result<us
     Ok(rc as usize)
 }
 
+/// An IPv4 destination, or an IPv4-mapped one on an IPv6 socket (whose
+/// ECN mark is `IP_TOS`, as quinn-udp sends it).
+fn is_v4(to: SocketAddr) -> bool {
+    match to {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    }
+}
+
+// The two control messages fit the room (64-bit: 24 + 40 bytes).
+#[allow(clippy::cast_possible_truncation)]
+const _: () = assert!(
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    unsafe {
+        libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32)
+            + libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32)
+    } as usize
+        <= CMSG_ROOM
+);
+
 /// Writes `value` as one control message at `c`; returns its
 /// `CMSG_SPACE`.
 ///
@@ -506,7 +542,7 @@ fn write_name(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
             *out = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_flowinfo: a.flowinfo(),
                 sin6_addr: libc::in6_addr {
                     s6_addr: a.ip().octets(),
                 },

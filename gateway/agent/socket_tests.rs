@@ -74,12 +74,21 @@ fn a_turns_transmits_leave_together_whole_and_in_order() {
 #[test]
 fn ecn_marks_and_the_source_address_reach_the_wire() {
     rt().block_on(async {
-        for (local, peer) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+        // The sender is bound to any address: the source must come from
+        // the control message (127.0.0.2 is ours too: all of 127/8 is).
+        let cases = [
+            ("0.0.0.0:0", "127.0.0.1:0", Some("127.0.0.2")),
+            ("[::1]:0", "[::1]:0", None),
+        ];
+        for (local, peer, src) in cases {
             let (Some(rx), Some(tx)) = (bound(peer), bound(local)) else {
                 continue; // no IPv6 loopback here
             };
             let to = rx.local_addr().expect("addr");
-            let src = tx.local_addr().expect("addr").ip();
+            let src: IpAddr = match src {
+                Some(a) => a.parse().expect("ip"),
+                None => tx.local_addr().expect("addr").ip(),
+            };
             let state = UdpSocketState::new((&rx).into()).expect("state");
             let s = BatchSocket::new(tx, Stats::default()).expect("socket");
             let mut t = transmit(to, b"marked");
@@ -101,8 +110,42 @@ fn ecn_marks_and_the_source_address_reach_the_wire() {
             assert_eq!(n, 1);
             assert_eq!(&buf[..meta[0].len], b"marked", "{local}");
             assert_eq!(meta[0].ecn, Some(EcnCodepoint::Ect0), "{local}");
-            assert_eq!(meta[0].dst_ip, Some(to.ip()), "{local}");
+            assert_eq!(meta[0].addr.ip(), src, "{local}");
         }
+    });
+}
+
+#[test]
+fn a_destination_the_kernel_refuses_does_not_switch_ecn_off() {
+    rt().block_on(async {
+        let rx = bound("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let state = UdpSocketState::new((&rx).into()).expect("state");
+        let s = BatchSocket::new(bound("127.0.0.1:0").expect("bind"), Stats::default())
+            .expect("socket");
+        // Port 0 (a spoofed source can ask for replies there): EINVAL.
+        let port0: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        for dst in [port0, to] {
+            let mut t = transmit(dst, b"after");
+            t.ecn = Some(EcnCodepoint::Ect0);
+            s.try_send(&t).expect("queued");
+        }
+        until(|| s.stats.datagrams.get() + s.stats.refused.get() == 2).await;
+        assert_eq!(s.stats.refused.get(), 1);
+        assert_eq!(s.stats.datagrams.get(), 1);
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut meta = [RecvMeta::default()];
+        state
+            .recv(
+                (&rx).into(),
+                &mut [io::IoSliceMut::new(&mut buf)],
+                &mut meta,
+            )
+            .expect("received");
+        assert_eq!(&buf[..meta[0].len], b"after");
+        assert_eq!(meta[0].ecn, Some(EcnCodepoint::Ect0), "still marked");
     });
 }
 
@@ -196,7 +239,9 @@ fn what_was_queued_goes_when_the_socket_is_dropped() {
 }
 
 #[test]
-fn quinn_endpoints_on_batch_sockets_carry_datagrams_in_fewer_calls() {
+fn quinn_connections_on_batch_sockets_share_send_calls() {
+    const CONNS: usize = 8;
+    const TURNS: u32 = 25;
     rt().block_on(async {
         let (server_cfg, client_cfg) = quic_configs();
         let server_sock =
@@ -219,44 +264,69 @@ fn quinn_endpoints_on_batch_sockets_carry_datagrams_in_fewer_calls() {
         .expect("client");
         let at = server.local_addr().expect("addr");
         let accept = tokio::spawn(async move {
-            let conn = server
-                .accept()
-                .await
-                .expect("incoming")
-                .await
-                .expect("conn");
-            let mut got = Vec::new();
-            while got.len() < 200 {
-                match conn.read_datagram().await {
-                    Ok(d) => got.push(d),
-                    Err(_) => break,
-                }
+            let mut readers = Vec::new();
+            for _ in 0..CONNS {
+                let conn = server
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("conn");
+                readers.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while got.len() < TURNS as usize {
+                        match conn.read_datagram().await {
+                            Ok(d) => got.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    (got, conn)
+                }));
             }
-            (got, server)
+            let mut all = Vec::new();
+            for r in readers {
+                all.push(r.await.expect("reader"));
+            }
+            (all, server)
         });
-        let conn = client
-            .connect_with(client_cfg, at, "localhost")
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let before = client_sock.stats.calls.get();
-        for i in 0..200u32 {
-            conn.send_datagram(bytes::Bytes::copy_from_slice(&i.to_be_bytes()))
-                .expect("send");
-            if i % 20 == 19 {
-                tokio::task::yield_now().await;
-            }
+        let mut conns = Vec::new();
+        for _ in 0..CONNS {
+            let c = client
+                .connect_with(client_cfg.clone(), at, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            conns.push(c);
         }
-        let (got, _server) = tokio::time::timeout(Duration::from_secs(5), accept)
+        let (d0, c0) = (
+            client_sock.stats.datagrams.get(),
+            client_sock.stats.calls.get(),
+        );
+        // Each turn, every connection sends one datagram (as each agent
+        // call's media does every 20 ms).
+        for turn in 0..TURNS {
+            for c in &conns {
+                c.send_datagram(bytes::Bytes::copy_from_slice(&turn.to_be_bytes()))
+                    .expect("send");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (all, _server) = tokio::time::timeout(Duration::from_secs(5), accept)
             .await
             .expect("in time")
             .expect("task");
-        let want: Vec<bytes::Bytes> = (0..200u32)
-            .map(|i| bytes::Bytes::copy_from_slice(&i.to_be_bytes()))
+        let want: Vec<bytes::Bytes> = (0..TURNS)
+            .map(|t| bytes::Bytes::copy_from_slice(&t.to_be_bytes()))
             .collect();
-        assert_eq!(got, want);
-        let calls = client_sock.stats.calls.get() - before;
-        assert!(calls < 200, "{calls} sendmmsg calls for 200 datagrams");
+        for (got, _) in &all {
+            assert_eq!(got, &want);
+        }
+        let datagrams = client_sock.stats.datagrams.get() - d0;
+        let calls = client_sock.stats.calls.get() - c0;
+        assert!(
+            datagrams >= u64::from(TURNS) * CONNS as u64 && datagrams > 2 * calls,
+            "{datagrams} datagrams in {calls} sendmmsg calls"
+        );
     });
 }
 

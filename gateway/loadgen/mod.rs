@@ -646,8 +646,10 @@ async fn measure<F: std::future::Future<Output = Option<(u64, u64)>>>(
     shared.from.store(shared.ns(from), Ordering::Relaxed);
     shared.to.store(shared.ns(to), Ordering::Relaxed);
     tokio::time::sleep_until(from.into()).await;
-    let cpu0 = cpu_ns(pid)?;
+    // The counters before and after the CPU readings: their own cost
+    // stays out of the window.
     let c0 = counters().await;
+    let cpu0 = cpu_ns(pid)?;
     tokio::time::sleep_until(to.into()).await;
     let cpu1 = cpu_ns(pid)?;
     let c1 = counters().await;
