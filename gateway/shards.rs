@@ -6,10 +6,10 @@
 //! cores, no work is stolen, and no queue is shared with the signalling,
 //! which keeps the multi-threaded runtime.
 //!
-//! This is the first step of issue 16's engine: the layout (who owns
-//! what, on which thread) without yet changing the I/O inside a shard.
-//! Batched sends and a shard-driven QUIC state machine come next, inside
-//! the same boundary.
+//! Inside a shard, the agents' QUIC runs in one engine task that drives
+//! quinn-proto itself and sends in batches ([`crate::agent::engine`]);
+//! each agent call is still a task of its own (its trunk socket and
+//! relay), fed by the engine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 //!   and smoke tests.
 
 pub mod client;
+pub mod engine;
 pub mod guard;
 pub mod link;
 pub mod phone;

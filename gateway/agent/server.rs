@@ -39,6 +39,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::engine::{Admit, Conn, Engine, EngineHandle, Listener};
 use super::guard::{Logins, Refused};
 use super::pki::{fingerprint, Ca};
 use super::protocol::{self, close, ClientMsg, Decoder, ServerMsg};
@@ -157,7 +158,6 @@ impl FailureDigest {
     }
 }
 
-use super::link::dispatch_datagrams;
 pub use super::link::{Link, FLOW_QUEUE};
 
 /// State shared by the accept loop, the verifier and the watcher.
@@ -175,7 +175,7 @@ struct Shared {
     /// Handshakes in progress, by source.
     handshakes: Arc<crate::slots::Slots<IpAddr>>,
     /// Live sessions: id to (agent name, fingerprint, connection).
-    sessions: Mutex<HashMap<u64, (String, String, quinn::Connection)>>,
+    sessions: Mutex<HashMap<u64, (String, String, Conn)>>,
     /// Where enrolments and revocations seen in the registry are recorded.
     audit: Option<crate::telemetry::audit::Audit>,
     /// The last session number given (shared by every shard's listener).
@@ -291,7 +291,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// it) removes that limit; it comes with the shard-driven QUIC loop.
 pub struct AgentServer {
     pub local_addr: SocketAddr,
-    endpoints: Vec<quinn::Endpoint>,
+    engines: Vec<EngineHandle>,
 }
 
 impl AgentServer {
@@ -365,34 +365,37 @@ impl AgentServer {
         // One endpoint configuration: the shards share its stateless-reset
         // key, as they share the server's token key (a Retry made by one
         // is checked by whichever gets the client's next Initial).
-        let endpoint_config = quinn::EndpointConfig::default();
+        let endpoint_config = Arc::new(quinn::EndpointConfig::default());
+        let server = Arc::new(server);
         let stats = super::socket::Stats::of(&shared.metrics);
-        let mut endpoints = Vec::with_capacity(sockets.len());
+        let mut engines = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let shard = shards.handle(i);
-            // The endpoint's driver and socket belong to the shard's runtime.
+            // The engine's socket belongs to the shard's runtime.
             let _in_shard = shard.enter();
-            let socket = super::socket::BatchSocket::new(socket, stats.clone()).map_err(listen)?;
-            let endpoint = quinn::Endpoint::new_with_abstract_socket(
-                endpoint_config.clone(),
-                Some(server.clone()),
+            let listener = Arc::new(ShardListener {
+                shared: shared.clone(),
+                events: events.clone(),
+                shard: i,
+            });
+            let (engine, handle) = Engine::new(
                 socket,
-                Arc::new(quinn::TokioRuntime),
+                endpoint_config.clone(),
+                server.clone(),
+                listener,
+                HANDSHAKE_TIMEOUT,
+                &shared.metrics,
+                stats.clone(),
             )
             .map_err(listen)?;
-            shard.spawn(accept_loop(
-                endpoint.clone(),
-                shared.clone(),
-                events.clone(),
-                i,
-            ));
-            endpoints.push(endpoint);
+            shard.spawn(engine.run());
+            engines.push(handle);
         }
         tokio::spawn(watch_registry(shared.clone()));
         tokio::spawn(audit_failures(shared));
         Ok(Self {
             local_addr,
-            endpoints,
+            engines,
         })
     }
 
@@ -400,12 +403,11 @@ impl AgentServer {
     /// most) for the agents to be told: the shards that send the close
     /// stop with the gateway.
     pub async fn close(&self) {
-        for e in &self.endpoints {
-            e.close(close::SHUTDOWN.into(), b"gateway stopping");
-        }
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
-        for e in &self.endpoints {
-            let _ = tokio::time::timeout_at(until, e.wait_idle()).await;
+        for e in &self.engines {
+            let _ =
+                tokio::time::timeout_at(until, e.shutdown(close::SHUTDOWN, b"gateway stopping"))
+                    .await;
         }
     }
 }
@@ -468,53 +470,48 @@ async fn watch_registry(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
+/// What a shard's engine asks of the listener: whom to let in, and the
+/// sessions of those who got in.
+struct ShardListener {
     shared: Arc<Shared>,
     events: mpsc::Sender<AgentEvent>,
     shard: usize,
-) {
-    while let Some(incoming) = endpoint.accept().await {
-        let source = incoming.remote_address().ip();
+}
+
+impl Listener for ShardListener {
+    fn incoming(&self, source: SocketAddr, validated: bool, may_retry: bool) -> Admit {
         // Address validation first: a forged source never sees the Retry,
         // so it never gets a handshake (or a failure counted against it).
-        if !incoming.remote_address_validated() && incoming.may_retry() {
-            shared.metrics.agent_quic_retries.inc();
-            let _ = incoming.retry();
-            continue;
+        if !validated && may_retry {
+            self.shared.metrics.agent_quic_retries.inc();
+            return Admit::Retry;
         }
-        let Some(place) = shared.handshakes.take(handshake_source(source)) else {
-            shared.fail_count("busy");
-            incoming.refuse();
-            continue;
-        };
-        let session = shared
+        match self.shared.handshakes.take(handshake_source(source.ip())) {
+            Some(place) => Admit::Accept(Box::new(place)),
+            None => {
+                self.shared.fail_count("busy");
+                Admit::Refuse
+            }
+        }
+    }
+
+    fn connected(&self, conn: Conn, control: mpsc::Receiver<bytes::Bytes>) {
+        let session = self
+            .shared
             .sessions_made
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let shared = shared.clone();
-        let events = events.clone();
+        let (shared, events, shard) = (self.shared.clone(), self.events.clone(), self.shard);
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
-            drop(place);
-            let conn = match handshake {
-                Ok(Ok(c)) => c,
-                Err(_) => {
-                    debug!(%source, "agent handshake timed out");
-                    shared.fail_count("handshake");
-                    shared.note_failure(source, "handshake");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    let reason = handshake_failure(&e);
-                    debug!(%source, reason, "agent handshake failed");
-                    shared.fail_count(reason);
-                    shared.note_failure(source, reason);
-                    return;
-                }
-            };
-            run_session(session, shard, conn, &shared, &events).await;
+            run_session(session, shard, conn, control, &shared, &events).await;
         });
+    }
+
+    fn failed(&self, source: IpAddr, why: Option<&quinn::ConnectionError>) {
+        let reason = why.map_or("handshake", handshake_failure);
+        debug!(%source, reason, "agent handshake failed");
+        self.shared.fail_count(reason);
+        self.shared.note_failure(source, reason);
     }
 }
 
@@ -562,7 +559,7 @@ impl Shared {
                 return;
             }
         };
-        let revoked: Vec<quinn::Connection> = match self.sessions.lock() {
+        let revoked: Vec<Conn> = match self.sessions.lock() {
             Ok(sessions) => sessions
                 .values()
                 .filter(|(_, fp, _)| !agents.get(fp).is_some_and(Agent::active))
@@ -591,7 +588,7 @@ impl Shared {
         }
         for c in revoked {
             info!("agent revoked: closing its session");
-            c.close(close::REVOKED.into(), b"certificate revoked");
+            c.close(close::REVOKED, b"certificate revoked");
         }
     }
 
@@ -617,10 +614,10 @@ impl Shared {
 }
 
 /// Ends a session that failed before login.
-fn refuse(conn: &quinn::Connection, shared: &Shared, reason: &'static str, code: u32, why: &str) {
+fn refuse(conn: &Conn, shared: &Shared, reason: &'static str, code: u32, why: &str) {
     shared.fail_count(reason);
     shared.note_failure(conn.remote_address().ip(), reason);
-    conn.close(code.into(), why.as_bytes());
+    conn.close(code, why.as_bytes());
 }
 
 fn unix_now() -> u64 {
@@ -632,15 +629,13 @@ fn unix_now() -> u64 {
 async fn run_session(
     session: u64,
     shard: usize,
-    conn: quinn::Connection,
+    conn: Conn,
+    mut control: mpsc::Receiver<bytes::Bytes>,
     shared: &Arc<Shared>,
     events: &mpsc::Sender<AgentEvent>,
 ) {
     let source = conn.remote_address().ip();
-    let fp = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|certs| certs.first().map(|c| fingerprint(c)));
+    let fp = conn.peer_certs().first().map(|c| fingerprint(c));
     let agent = fp.and_then(|fp| shared.agents.read().ok()?.get(&fp).cloned());
     let Some(agent) = agent.filter(Agent::active) else {
         refuse(&conn, shared, "unknown_agent", close::AUTH, "unknown agent");
@@ -651,37 +646,34 @@ async fn run_session(
         refuse(&conn, shared, "locked_out", close::LOCKED_OUT, "locked out");
         return;
     }
+    let mut dec = Decoder::default();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
-        let (send, mut recv) = conn.accept_bi().await.ok()?;
-        let mut dec = Decoder::default();
-        let mut buf = [0u8; 1024];
         loop {
             match dec.decode::<ClientMsg>() {
-                Ok(Some(m)) => return Some((send, recv, dec, Ok(m))),
+                Ok(Some(m)) => return Some(Ok(m)),
                 Ok(None) => {}
-                Err(e) => return Some((send, recv, dec, Err(e))),
+                Err(e) => return Some(Err(e)),
             }
-            let n = recv.read(&mut buf).await.ok()??;
-            dec.push(&buf[..n]);
+            let chunk = control.recv().await?;
+            dec.push(&chunk);
         }
     })
     .await;
-    let Ok(Some((mut send, recv, dec, first))) = hello else {
+    let Ok(Some(first)) = hello else {
         refuse(&conn, shared, "timeout", close::PROTOCOL, "no hello");
         return;
     };
     let otp = match first {
         Ok(ClientMsg::Hello { version, otp, .. }) if version == protocol::VERSION => otp,
         Ok(ClientMsg::Hello { .. }) => {
-            let _ = write_msg(
-                &mut send,
+            write_msg(
+                &conn,
                 &ServerMsg::Error {
                     code: "version".into(),
                     message: format!("this gateway speaks version {}", protocol::VERSION),
                     call: None,
                 },
-            )
-            .await;
+            );
             refuse(
                 &conn,
                 shared,
@@ -727,20 +719,19 @@ async fn run_session(
                 ("bad_otp", close::AUTH, "authentication failed")
             }
         };
-        let _ = write_msg(
-            &mut send,
+        write_msg(
+            &conn,
             &ServerMsg::Error {
                 code: "auth".into(),
                 message: text.into(),
                 call: None,
             },
-        )
-        .await;
+        );
         refuse(&conn, shared, reason, code, text);
         return;
     }
     // One session per agent: a new login replaces the old.
-    let replaced: Vec<quinn::Connection> = match shared.sessions.lock() {
+    let replaced: Vec<Conn> = match shared.sessions.lock() {
         Ok(mut s) => {
             let old: Vec<u64> = s
                 .iter()
@@ -760,18 +751,12 @@ async fn run_session(
         Err(_) => Vec::new(),
     };
     for c in replaced {
-        c.close(close::REPLACED.into(), b"logged in elsewhere");
+        c.close(close::REPLACED, b"logged in elsewhere");
     }
     info!(agent = %name, %source, "agent logged in");
     shared.metrics.agents_connected.inc();
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
-    let (flows_tx, flows_rx) = mpsc::channel(LINK_QUEUE);
-    let link = Link::new(conn.clone(), shard, tx, flows_tx);
-    tokio::spawn(dispatch_datagrams(
-        conn.clone(),
-        flows_rx,
-        shared.metrics.clone(),
-    ));
+    let link = Link::new(conn.clone(), shard, tx);
     link.send(ServerMsg::Welcome {
         version: protocol::VERSION,
         agent: name.clone(),
@@ -785,9 +770,11 @@ async fn run_session(
             link: link.clone(),
         })
         .await;
-    let why = serve_session(session, &conn, send, recv, dec, rx, &link, events, shared).await;
-    if let Some((code, reason)) = why {
-        conn.close(code.into(), reason.as_bytes());
+    let why = serve_session(session, &conn, control, dec, rx, &link, events, shared).await;
+    // A session that ends leaves no connection behind.
+    let (code, reason) = why.unwrap_or((close::DONE, "session ended".into()));
+    if !conn.is_closed() {
+        conn.close(code, reason.as_bytes());
     }
     if let Ok(mut s) = shared.sessions.lock() {
         s.remove(&session);
@@ -797,10 +784,10 @@ async fn run_session(
     info!(agent = %name, "agent session ended");
 }
 
-async fn write_msg(send: &mut quinn::SendStream, msg: &ServerMsg) -> Result<(), ()> {
+fn write_msg(conn: &Conn, msg: &ServerMsg) {
     let mut out = Vec::with_capacity(256);
     protocol::encode(msg, &mut out);
-    send.write_all(&out).await.map_err(|_| ())
+    conn.write(out.into());
 }
 
 /// Runs a logged-in session until it ends; returns the close to send, if
@@ -808,16 +795,14 @@ async fn write_msg(send: &mut quinn::SendStream, msg: &ServerMsg) -> Result<(), 
 #[allow(clippy::too_many_arguments)]
 async fn serve_session(
     session: u64,
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    conn: &Conn,
+    mut control: mpsc::Receiver<bytes::Bytes>,
     mut dec: Decoder,
     mut rx: mpsc::Receiver<ServerMsg>,
     link: &Link,
     events: &mpsc::Sender<AgentEvent>,
     shared: &Shared,
 ) -> Option<(u32, String)> {
-    let mut buf = [0u8; 2048];
     let mut out = Vec::with_capacity(1024);
     loop {
         // Whatever is already decoded first.
@@ -828,8 +813,7 @@ async fn serve_session(
                     link.send(ServerMsg::Pong { id });
                 }
                 Ok(Some(ClientMsg::Hello { .. })) => {
-                    return protocol_error(shared, &mut send, "hello_again", "hello sent twice")
-                        .await;
+                    return protocol_error(shared, conn, "hello_again", "hello sent twice");
                 }
                 Ok(Some(msg)) => {
                     if events
@@ -842,15 +826,15 @@ async fn serve_session(
                 }
                 Err(e) => {
                     let why = e.to_string();
-                    return protocol_error(shared, &mut send, e.reason(), &why).await;
+                    return protocol_error(shared, conn, e.reason(), &why);
                 }
             }
         }
         tokio::select! {
-            r = recv.read(&mut buf) => match r {
-                Ok(Some(n)) => dec.push(&buf[..n]),
+            r = control.recv() => match r {
+                Some(chunk) => dec.push(&chunk),
                 // The agent closed its side, or the connection went.
-                Ok(None) | Err(_) => return Some((close::DONE, "control stream closed".into())),
+                None => return Some((close::DONE, "control stream closed".into())),
             },
             m = rx.recv() => {
                 let m = m?;
@@ -860,7 +844,7 @@ async fn serve_session(
                 while let Ok(m) = rx.try_recv() {
                     protocol::encode(&m, &mut out);
                 }
-                if send.write_all(&out).await.is_err() {
+                if !conn.write(bytes::Bytes::copy_from_slice(&out)) {
                     return None;
                 }
             }
@@ -872,26 +856,20 @@ async fn serve_session(
 /// Counts a protocol error and tells the agent; the caller closes with
 /// the same words (the close reason reaches the agent even if the stream
 /// write does not).
-async fn protocol_error(
-    shared: &Shared,
-    send: &mut quinn::SendStream,
-    reason: &str,
-    why: &str,
-) -> Option<(u32, String)> {
+fn protocol_error(shared: &Shared, conn: &Conn, reason: &str, why: &str) -> Option<(u32, String)> {
     shared
         .metrics
         .agent_protocol_errors
         .with_label_values(&[reason])
         .inc();
-    let _ = write_msg(
-        send,
+    write_msg(
+        conn,
         &ServerMsg::Error {
             code: "protocol".into(),
             message: why.to_string(),
             call: None,
         },
-    )
-    .await;
+    );
     Some((close::PROTOCOL, why.to_string()))
 }
 

@@ -24,8 +24,10 @@
 //! machine's noise at 300 calls (medians of three interleaved runs: 20.4
 //! us before, 20.7 us after): on loopback a send's cost is the kernel's
 //! per-datagram work (socket buffers, delivery to the receiver, its
-//! wake-up), not the system call. The batch is kept for the shard loop
-//! that will drive quinn-proto itself, which sends through it.
+//! wake-up), not the system call. The gateway's agents listener now
+//! sends through the same queue from its shard engine
+//! ([`super::engine`], [`Queue`] and [`send_from`]); `BatchSocket` stays
+//! for quinn endpoints (the load generator's agents).
 //!
 //! Back-pressure: a full queue answers `WouldBlock` and quinn's poller
 //! waits for the flusher to take the queue. A full socket buffer makes
@@ -80,14 +82,15 @@ struct Item {
     src: Option<IpAddr>,
 }
 
+/// Datagrams waiting for one `sendmmsg` turn; its buffers are made once.
 #[derive(Debug)]
-struct Queue {
+pub(crate) struct Queue {
     bytes: Vec<u8>,
     items: Vec<Item>,
 }
 
 impl Queue {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bytes: Vec::with_capacity(QUEUE_BYTES),
             items: Vec::with_capacity(QUEUE_ITEMS),
@@ -98,9 +101,63 @@ impl Queue {
         self.items.len() + items <= QUEUE_ITEMS && self.bytes.len() + bytes <= QUEUE_BYTES
     }
 
-    fn clear(&mut self) {
+    /// Whether any transmit still fits ([`Queue::push`] never fails then).
+    pub(crate) fn has_room(&self) -> bool {
+        self.room(MAX_TRANSMIT_ITEMS, MAX_TRANSMIT_BYTES)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
+    }
+
+    /// Drops what [`send_from`] already sent (the first `n`), keeping the
+    /// rest in order.
+    pub(crate) fn consume(&mut self, n: usize) {
+        if n >= self.items.len() {
+            self.clear();
+            return;
+        }
+        let cut = self.items[n].at;
+        self.items.drain(..n);
+        self.bytes.drain(..cut);
+        for i in &mut self.items {
+            i.at -= cut;
+        }
+    }
+
+    /// Queues `t` (its segments as separate datagrams): `WouldBlock` when
+    /// full, `InvalidInput` for a transmit that could never fit.
+    pub(crate) fn push(&mut self, t: &Transmit) -> io::Result<()> {
+        let seg = t
+            .segment_size
+            .filter(|s| *s > 0 && *s < t.contents.len())
+            .unwrap_or(t.contents.len().max(1));
+        let count = t.contents.len().div_ceil(seg).max(1);
+        if count > MAX_TRANSMIT_ITEMS || t.contents.len() > MAX_TRANSMIT_BYTES {
+            // Never fits: "would block" would have quinn's driver retry
+            // it for ever.
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        if !self.room(count, t.contents.len()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        for part in t.contents.chunks(seg) {
+            let at = self.bytes.len();
+            self.bytes.extend_from_slice(part);
+            self.items.push(Item {
+                to: t.destination,
+                at,
+                len: part.len(),
+                ecn: t.ecn.map(|e| e as u8),
+                src: t.src_ip,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -183,52 +240,8 @@ impl BatchSocket {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `q` from `from` on: returns how far it got before the socket
-    /// would block, or `WouldBlock` when it took nothing.
-    fn send_some(&self, q: &Queue, mut from: usize) -> io::Result<usize> {
-        let fd = self.io.as_raw_fd();
-        let start = from;
-        while from < q.items.len() {
-            let end = q.items.len().min(from + BATCH);
-            let tos = !self.no_tos.load(Ordering::Relaxed);
-            match send_batch(fd, &q.bytes, &q.items[from..end], tos) {
-                Ok(n) => {
-                    self.stats.calls.inc();
-                    self.stats.datagrams.inc_by(n as u64);
-                    from += n;
-                }
-                // What went must not be sent again: report progress
-                // first; the next call then finds the socket full.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return if from > start { Ok(from) } else { Err(e) };
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // The first datagram of the batch was refused. Some
-                    // kernels refuse IP_TOS with EINVAL (quinn-udp then
-                    // sends IPv4 without ECN marks); so does a bad
-                    // destination (port 0, which a spoofed source can
-                    // ask for), which must not switch marks off.
-                    let one = &q.items[from..from + 1];
-                    let v4_marked = one[0].ecn.is_some() && is_v4(one[0].to);
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        && tos
-                        && v4_marked
-                        && send_batch(fd, &q.bytes, one, false).is_ok_and(|n| n == 1)
-                    {
-                        self.no_tos.store(true, Ordering::Relaxed);
-                        self.stats.calls.inc();
-                        self.stats.datagrams.inc();
-                    } else if e.raw_os_error() != Some(libc::EMSGSIZE) {
-                        // Too large is a path-MTU probe, as quinn-udp
-                        // takes it; anything else is counted.
-                        self.stats.refused.inc();
-                    }
-                    from += 1;
-                }
-            }
-        }
-        Ok(from)
+    fn send_some(&self, q: &Queue, from: usize) -> io::Result<usize> {
+        send_from(self.io.as_raw_fd(), q, from, &self.no_tos, &self.stats)
     }
 
     /// Sends all of `q`, waiting for the socket when it is full.
@@ -300,32 +313,9 @@ impl AsyncUdpSocket for BatchSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        let seg = t
-            .segment_size
-            .filter(|s| *s > 0 && *s < t.contents.len())
-            .unwrap_or(t.contents.len().max(1));
-        let count = t.contents.len().div_ceil(seg).max(1);
-        if count > MAX_TRANSMIT_ITEMS || t.contents.len() > MAX_TRANSMIT_BYTES {
-            // Never fits: "would block" would have quinn's driver retry
-            // it for ever.
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
         let mut sh = self.lock();
-        if !sh.queue.room(count, t.contents.len()) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let was_empty = sh.queue.items.is_empty();
-        for part in t.contents.chunks(seg) {
-            let at = sh.queue.bytes.len();
-            sh.queue.bytes.extend_from_slice(part);
-            sh.queue.items.push(Item {
-                to: t.destination,
-                at,
-                len: part.len(),
-                ecn: t.ecn.map(|e| e as u8),
-                src: t.src_ip,
-            });
-        }
+        let was_empty = sh.queue.is_empty();
+        sh.queue.push(t)?;
         if was_empty {
             if let Some(w) = sh.flusher.take() {
                 w.wake();
@@ -372,6 +362,59 @@ impl AsyncUdpSocket for BatchSocket {
     fn max_receive_segments(&self) -> usize {
         self.state.gro_segments()
     }
+}
+
+/// Sends `q` from `from` on: returns how far it got before the socket
+/// would block, or `WouldBlock` when it took nothing.
+pub(crate) fn send_from(
+    fd: i32,
+    q: &Queue,
+    mut from: usize,
+    no_tos: &AtomicBool,
+    stats: &Stats,
+) -> io::Result<usize> {
+    let start = from;
+    while from < q.items.len() {
+        let end = q.items.len().min(from + BATCH);
+        let tos = !no_tos.load(Ordering::Relaxed);
+        match send_batch(fd, &q.bytes, &q.items[from..end], tos) {
+            Ok(n) => {
+                stats.calls.inc();
+                stats.datagrams.inc_by(n as u64);
+                from += n;
+            }
+            // What went must not be sent again: report progress
+            // first; the next call then finds the socket full.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return if from > start { Ok(from) } else { Err(e) };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // The first datagram of the batch was refused. Some
+                // kernels refuse IP_TOS with EINVAL (quinn-udp then
+                // sends IPv4 without ECN marks); so does a bad
+                // destination (port 0, which a spoofed source can
+                // ask for), which must not switch marks off.
+                let one = &q.items[from..from + 1];
+                let v4_marked = one[0].ecn.is_some() && is_v4(one[0].to);
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    && tos
+                    && v4_marked
+                    && send_batch(fd, &q.bytes, one, false).is_ok_and(|n| n == 1)
+                {
+                    no_tos.store(true, Ordering::Relaxed);
+                    stats.calls.inc();
+                    stats.datagrams.inc();
+                } else if e.raw_os_error() != Some(libc::EMSGSIZE) {
+                    // Too large is a path-MTU probe, as quinn-udp
+                    // takes it; anything else is counted.
+                    stats.refused.inc();
+                }
+                from += 1;
+            }
+        }
+    }
+    Ok(from)
 }
 
 /// A connection's wait for room in the queue.
@@ -555,4 +598,4 @@ fn write_name(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
 
 #[cfg(test)]
 #[path = "socket_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -332,7 +332,7 @@ fn quinn_connections_on_batch_sockets_share_send_calls() {
 
 /// A server known as "localhost" by a self-signed certificate, and a
 /// client that trusts it.
-fn quic_configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
+pub(crate) fn quic_configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
     use crate::agent::server::provider;
     let (cert, key) =
         crate::agent::pki::self_signed_server(&["localhost".into()], 1).expect("certificate");

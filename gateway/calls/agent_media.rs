@@ -1,15 +1,15 @@
 //! The socket side of a call between a trunk and an agent: one task per
 //! call owns the trunk's RTP (and RTCP) socket and a [`Relay`], takes the
-//! agent's datagrams from the session's dispatcher and sends the agent's
+//! agent's datagrams from the shard's QUIC engine and sends the agent's
 //! as QUIC datagrams.
 //!
 //! Costs per packet today: one receive, the relay step, one send (a
-//! `send_to` on the trunk side, `send_datagram` on the agent side, which
-//! takes quinn's connection lock and wakes its driver; the driver's
-//! packet joins the shard's batch, [`crate::agent::socket`]), all on the
-//! agent's media shard. Datagram payloads are carved from one `BytesMut` block (no
-//! allocation per packet until a block is used up, nothing zeroed beyond
-//! the packet's size); counters are summed in the task and published
+//! `send_to` on the trunk side; on the agent side a queue to the shard's
+//! QUIC engine, [`crate::agent::engine`], which seals and sends every
+//! call's datagrams of a turn together), all on the agent's media shard.
+//! Datagram payloads are carved from one `BytesMut` block (no allocation
+//! per packet until a block is used up, nothing zeroed beyond the
+//! packet's size); counters are summed in the task and published
 //! every half second.
 
 use std::net::SocketAddr;
@@ -122,7 +122,7 @@ pub async fn run(
     report: super::media::Reporter,
 ) {
     let conn = m.link.conn.clone();
-    // Made once: each `closed()` takes the connection's lock.
+    // Made once, not per turn of the loop.
     let closed = conn.closed();
     tokio::pin!(closed);
     let mut buf = vec![0u8; 2048];
@@ -138,9 +138,6 @@ pub async fn run(
     let mut watchdog = tokio::time::interval(super::media::Timeout::CHECK);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut publish = RtpCounters::publish_tick();
-    let too_large = metrics
-        .agent_datagrams_dropped
-        .with_label_values(&["too_large"]);
     let congestion = metrics
         .agent_datagrams_dropped
         .with_label_values(&["congestion"]);
@@ -202,16 +199,12 @@ pub async fn run(
                         counters.received(n);
                         block.truncate(len);
                         let d = block.split().freeze();
-                        if conn.datagram_send_buffer_space() < len {
-                            // quinn will drop the oldest queued datagram.
-                            congestion.inc();
-                        }
-                        // One call into quinn: it refuses what does not fit
-                        // the path's maximum datagram size.
+                        // The shard's engine takes it this turn (and counts
+                        // what QUIC cannot carry).
                         match conn.send_datagram(d) {
                             Ok(()) => counters.sent(len),
-                            Err(quinn::SendDatagramError::TooLarge) => too_large.inc(),
-                            Err(_) => {}
+                            Err(crate::agent::engine::SendError::Full) => congestion.inc(),
+                            Err(crate::agent::engine::SendError::Closed) => {}
                         }
                     }
                     Err(RelayError::Dropped(d)) => {

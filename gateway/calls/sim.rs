@@ -461,9 +461,7 @@ pub(super) fn direction(sdp: &str) -> Option<&str> {
 pub(super) struct Agent {
     pub(super) session: u64,
     heard: tokio::sync::mpsc::Receiver<crate::agent::protocol::ServerMsg>,
-    _flows: tokio::sync::mpsc::Receiver<(u64, tokio::sync::mpsc::Sender<bytes::Bytes>)>,
-    _client: quinn::Connection,
-    _endpoints: (quinn::Endpoint, quinn::Endpoint),
+    _conn: crate::agent::engine::Detached,
 }
 
 impl Agent {
@@ -473,74 +471,19 @@ impl Agent {
     }
 }
 
-/// A QUIC connection to ourselves on loopback: (server side, client side,
-/// both endpoints).
-async fn quic_pair() -> (
-    quinn::Connection,
-    quinn::Connection,
-    (quinn::Endpoint, quinn::Endpoint),
-) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    let der = cert.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    let provider = crate::agent::server::provider();
-    let tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)
-        .expect("server certificate");
-    let server = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC server"),
-    ));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC client"),
-    ));
-    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let server_end = quinn::Endpoint::server(server, loopback).expect("server endpoint");
-    let mut client_end = quinn::Endpoint::client(loopback).expect("client endpoint");
-    client_end.set_default_client_config(client);
-    let to = server_end.local_addr().expect("bound");
-    let (accepted, connected) = tokio::join!(
-        async {
-            server_end
-                .accept()
-                .await
-                .expect("incoming")
-                .await
-                .expect("accepted")
-        },
-        async {
-            client_end
-                .connect(to, "localhost")
-                .expect("connect")
-                .await
-                .expect("connected")
-        },
-    );
-    (accepted, connected, (server_end, client_end))
-}
-
 impl Sim {
     /// Agent `name` (of `profile`) logs in as `session`, available.
     pub(super) async fn agent(&mut self, session: u64, name: &str, profile: Option<&str>) -> Agent {
         use crate::agent::protocol::ClientMsg;
         use crate::agent::server::{AgentEvent, Link};
-        let (conn, client, endpoints) = quic_pair().await;
+        let (conn, detached) =
+            crate::agent::engine::Conn::detached(SocketAddr::from(([127, 0, 0, 1], 40000)));
         let (tx, heard) = tokio::sync::mpsc::channel(64);
-        let (flows_tx, flows) = tokio::sync::mpsc::channel(64);
         self.agent_event(AgentEvent::Up {
             session,
             agent: name.into(),
             profile: profile.map(str::to_string),
-            link: Link::new(conn, 0, tx, flows_tx),
+            link: Link::new(conn, 0, tx),
         });
         self.agent_event(AgentEvent::Message {
             session,
@@ -549,9 +492,7 @@ impl Sim {
         Agent {
             session,
             heard,
-            _flows: flows,
-            _client: client,
-            _endpoints: endpoints,
+            _conn: detached,
         }
     }
 
