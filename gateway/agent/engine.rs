@@ -33,20 +33,32 @@
 //! endpoint and the batched socket alone (medians of runs on this VM,
 //! whose noise is about 15%).
 //!
-//! Bounds: control bytes an agent sends beyond what its session has read
-//! ([`CONTROL_CHUNKS`] chunks), and writes the agent has not taken
-//! ([`MAX_PENDING`] bytes), end the session as stalled; the calls' queue
-//! to the engine ([`MEDIA_QUEUE`]) drops the newest datagram when full,
-//! counted as congestion.
+//! The shard's agent calls ([`crate::calls::agent_media::AgentCall`]) run
+//! inside the engine too: a call's trunk socket and control queue wake
+//! it through a waker that puts the call on the engine's ready list, the
+//! agent's datagrams reach its relay by flow, and what it relays towards
+//! the agent is handed to the connection directly. No task, channel or
+//! lock per packet.
+//!
+//! Bounds: an agent's control bytes beyond what its session has read
+//! ([`CONTROL_CHUNKS`] chunks) stay unread in quinn-proto, whose flow
+//! control holds the agent back; writes the agent has not taken
+//! ([`MAX_PENDING`] bytes) end the session as stalled; the queue for
+//! datagrams sent from outside the engine ([`MEDIA_QUEUE`]) drops the
+//! newest when full, counted as congestion. Handshake packets get buffers
+//! of their own; a call's turn is bounded, so one flooded trunk port
+//! does not starve the others.
 
 use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -64,8 +76,8 @@ use super::protocol;
 use super::socket::{send_from, Queue, Stats};
 use crate::telemetry::metrics::Metrics;
 
-/// Control-stream chunks read ahead of the session before it is ended as
-/// stalled.
+/// Control-stream chunks read ahead of the session; past that, the rest
+/// waits in quinn-proto (whose flow control holds the agent back).
 pub const CONTROL_CHUNKS: usize = 256;
 /// The largest control-stream chunk handed over.
 const CHUNK: usize = 4096;
@@ -77,8 +89,13 @@ pub const MEDIA_QUEUE: usize = 8192;
 const MAX_SEGMENTS: usize = 16;
 /// Receive calls per turn before the other work gets its turn.
 const RECV_TURNS: usize = 8;
-/// Bytes of the arena that received datagrams are copied into.
-const ARENA: usize = 256 * 1024;
+/// Bytes of the arena that short-header datagrams are copied into.
+/// Long-header ones (handshakes, which quinn-proto may hold out of order
+/// before anyone is authenticated) get buffers of their own size, so no
+/// stranger can pin a shared block.
+const ARENA: usize = 64 * 1024;
+/// How often the calls' timed work runs (RTCP, counters, silence).
+const TICK: Duration = Duration::from_millis(50);
 
 /// What to do with a new connection attempt.
 pub enum Admit {
@@ -115,7 +132,119 @@ enum Cmd {
     Write(Key, Bytes),
     Close(Key, u32, Bytes),
     Flow(Key, u64, mpsc::Sender<Bytes>),
+    Call(Key, Box<dyn CallMedia>),
     Shutdown(u32, Bytes, oneshot::Sender<()>),
+}
+
+/// Buffers the engine lends every call it runs (one set per shard).
+pub struct Scratch {
+    pub buf: Vec<u8>,
+    pub out: Vec<u8>,
+    /// Where datagrams for agents are carved from (see `Bytes::split`).
+    pub block: BytesMut,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            buf: vec![0; 2048],
+            out: vec![0; 2048],
+            block: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+}
+
+/// Whether a call goes on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    Alive,
+    /// It is over (its owner ended it, or its media timed out).
+    Ended,
+}
+
+/// A call's media as the engine runs it beside its agent's connection
+/// (the call layer's `AgentCall`; the engine only drives it).
+pub trait CallMedia: Send {
+    /// The agent's flow: its datagrams with this identifier come here.
+    fn flow(&self) -> u64;
+    /// Its sockets and control, until they would block (then `cx` is
+    /// woken when ready) or its turn's budget is spent (then `cx` is
+    /// woken at once). `send` hands a datagram to the agent's connection;
+    /// `false` means QUIC dropped one for congestion.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        s: &mut Scratch,
+        send: &mut dyn FnMut(Bytes) -> bool,
+    ) -> Turn;
+    /// One datagram from the agent, after its flow identifier.
+    fn agent_datagram(&mut self, d: &[u8], s: &mut Scratch);
+    /// Timed work, every [`TICK`] or so.
+    fn tick(&mut self, now: Instant, s: &mut Scratch) -> Turn;
+    /// The call is over (its connection went, or it ended itself).
+    fn end(self: Box<Self>);
+}
+
+/// Where a flow's datagrams go.
+enum Route {
+    /// A queue (whoever reads it).
+    Queue(mpsc::Sender<Bytes>),
+    /// A call the engine runs: its slot.
+    Call(usize),
+}
+
+/// The calls whose sockets or control became ready since the engine
+/// last looked, and the engine's waker.
+#[derive(Default)]
+struct Ready {
+    list: Mutex<(Vec<usize>, Option<Waker>)>,
+}
+
+impl Ready {
+    /// Swaps the ready calls into `into` (emptied first); pending if none.
+    fn poll_take(&self, cx: &mut Context<'_>, into: &mut Vec<usize>) -> Poll<()> {
+        into.clear();
+        let mut l = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if l.0.is_empty() {
+            if !l.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                l.1 = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut l.0, into);
+        Poll::Ready(())
+    }
+}
+
+/// A call's waker: puts its slot on the ready list once per turn.
+struct CallWake {
+    slot: usize,
+    queued: AtomicBool,
+    ready: Arc<Ready>,
+}
+
+impl Wake for CallWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut l = self.ready.list.lock().unwrap_or_else(|p| p.into_inner());
+        l.0.push(self.slot);
+        if let Some(w) = &l.1 {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// A call the engine runs, on one of its connections.
+struct CallSlot {
+    call: Box<dyn CallMedia>,
+    conn: Key,
+    wake: Arc<CallWake>,
+    waker: Waker,
 }
 
 /// A session's handle on its connection (cheap to clone).
@@ -172,6 +301,18 @@ impl Conn {
         self.cmds.send(Cmd::Flow(self.key, flow, to)).is_ok()
     }
 
+    /// Has the engine run `call` beside this connection: the agent's
+    /// datagrams of its flow go to it, and it ends when the connection
+    /// does (then, or if the engine is gone, at once: its record still
+    /// gets its media).
+    pub fn adopt(&self, call: Box<dyn CallMedia>) {
+        if let Err(mpsc::error::SendError(Cmd::Call(_, call))) =
+            self.cmds.send(Cmd::Call(self.key, call))
+        {
+            call.end();
+        }
+    }
+
     /// Queues one media datagram for the agent.
     pub fn send_datagram(&self, d: Bytes) -> Result<(), SendError> {
         self.media.try_send((self.key, d)).map_err(|e| match e {
@@ -189,42 +330,6 @@ impl Conn {
         let mut rx = self.closed.clone();
         let _ = rx.wait_for(|c| *c).await;
     }
-
-    /// A connection with no engine behind it (for the core's simulation):
-    /// what it is told is kept in the returned [`Detached`].
-    #[cfg(test)]
-    pub(crate) fn detached(remote: SocketAddr) -> (Self, Detached) {
-        let (cmds, cmds_rx) = mpsc::unbounded_channel();
-        let (media, media_rx) = mpsc::channel(MEDIA_QUEUE);
-        let (closed_tx, closed) = watch::channel(false);
-        let conn = Self {
-            key: Key {
-                handle: 0,
-                serial: 0,
-            },
-            remote,
-            peer: Arc::new(Vec::new()),
-            cmds,
-            media,
-            closed,
-        };
-        (
-            conn,
-            Detached {
-                _cmds: cmds_rx,
-                _media: media_rx,
-                _closed: closed_tx,
-            },
-        )
-    }
-}
-
-/// The other end of a [`Conn::detached`].
-#[cfg(test)]
-pub(crate) struct Detached {
-    _cmds: mpsc::UnboundedReceiver<Cmd>,
-    _media: mpsc::Receiver<(Key, Bytes)>,
-    _closed: watch::Sender<bool>,
 }
 
 /// The owner's handle on a running engine.
@@ -261,12 +366,39 @@ struct Entry {
     /// stream ends).
     control: Option<mpsc::Sender<Bytes>>,
     stream: Option<StreamId>,
+    /// Control bytes left unread while the session's queue was full.
+    read_blocked: bool,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
-    flows: HashMap<u64, mpsc::Sender<Bytes>>,
-    /// The timer last scheduled for it.
+    flows: HashMap<u64, Route>,
+    /// The slots of the calls it carries.
+    calls: Vec<usize>,
+    /// Its timer (quinn-proto's next deadline).
     timer: Option<Instant>,
+    /// The earliest entry it has in the engine's heap: a later deadline
+    /// (an idle timer pushed back by each packet) is not pushed until
+    /// that entry comes up.
+    queued: Option<Instant>,
     dirty: bool,
+}
+
+/// quinn-proto's handles are small slab indices: they hash as themselves
+/// (SipHash would cost more than the rest of a lookup).
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
+    }
 }
 
 /// Counters the engine keeps.
@@ -279,7 +411,7 @@ struct Counters {
 /// The engine of one shard: made in the shard's runtime, then run there.
 pub struct Engine {
     endpoint: quinn_proto::Endpoint,
-    conns: HashMap<usize, Entry>,
+    conns: HashMap<usize, Entry, BuildHasherDefault<SlotHasher>>,
     serial: u64,
     listener: Arc<dyn Listener>,
     handshake_timeout: Duration,
@@ -305,6 +437,13 @@ pub struct Engine {
     send_buf: Vec<u8>,
     shutdown: Option<(u32, Bytes)>,
     replies: Vec<oneshot::Sender<()>>,
+    calls: Vec<Option<CallSlot>>,
+    free: Vec<usize>,
+    ready: Arc<Ready>,
+    ready_now: Vec<usize>,
+    scratch: Scratch,
+    /// Calls ended this turn, for their connections' dirty marks.
+    ended: Vec<usize>,
 }
 
 impl Engine {
@@ -328,7 +467,7 @@ impl Engine {
         let (media_tx, media) = mpsc::channel(MEDIA_QUEUE);
         let engine = Self {
             endpoint: quinn_proto::Endpoint::new(config, Some(server), !state.may_fragment(), None),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             serial: 0,
             listener,
             handshake_timeout,
@@ -355,6 +494,12 @@ impl Engine {
             send_buf: Vec::with_capacity(64 * 1024),
             shutdown: None,
             replies: Vec::new(),
+            calls: Vec::new(),
+            free: Vec::new(),
+            ready: Arc::new(Ready::default()),
+            ready_now: Vec::new(),
+            scratch: Scratch::default(),
+            ended: Vec::new(),
         };
         Ok((engine, EngineHandle { cmds: cmds_tx }))
     }
@@ -368,10 +513,20 @@ impl Engine {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ready = self.ready.clone();
+        let mut ready_now = std::mem::take(&mut self.ready_now);
         loop {
             let must_write = !self.out.is_empty();
+            // Not biased: a socket that stays readable under a flood must
+            // not starve the calls, the timers or the commands.
             tokio::select! {
-                biased;
+                () = std::future::poll_fn(|cx| ready.poll_take(cx, &mut ready_now)) => {
+                    for &slot in &ready_now {
+                        self.run_call(slot);
+                    }
+                }
                 c = self.cmds.recv() => {
                     // The engine holds a sender: never `None`.
                     if let Some(c) = c {
@@ -400,13 +555,19 @@ impl Engine {
                     armed = None;
                     self.timeouts(Instant::now());
                 }
+                _ = tick.tick() => self.tick_calls(),
                 r = self.io.writable(), if must_write => {
                     if r.is_err() {
                         return;
                     }
                 }
             }
-            self.drive(Instant::now());
+            // Timers are due whichever branch won.
+            let now = Instant::now();
+            if self.next_deadline().is_some_and(|t| t <= now) {
+                self.timeouts(now);
+            }
+            self.drive(now);
             self.flush();
             if !self.replies.is_empty() && self.out.is_empty() {
                 for r in self.replies.drain(..) {
@@ -464,9 +625,11 @@ impl Engine {
             }
             Cmd::Flow(key, flow, to) => {
                 let Some(e) = self.entry(key) else { return };
-                e.flows.retain(|_, t| !t.is_closed());
-                e.flows.insert(flow, to);
+                e.flows
+                    .retain(|_, r| !matches!(r, Route::Queue(t) if t.is_closed()));
+                e.flows.insert(flow, Route::Queue(to));
             }
+            Cmd::Call(key, call) => self.add_call(key, call),
             Cmd::Shutdown(code, reason, reply) => {
                 let handles: Vec<usize> = self.conns.keys().copied().collect();
                 for h in handles {
@@ -477,6 +640,115 @@ impl Engine {
                 }
                 self.shutdown = Some((code, reason));
                 self.replies.push(reply);
+            }
+        }
+    }
+
+    /// Starts running `call` on connection `key` (ends it at once if the
+    /// connection is gone).
+    fn add_call(&mut self, key: Key, call: Box<dyn CallMedia>) {
+        let live = self.entry(key).is_some_and(|e| !*e.closed.borrow());
+        if !live {
+            return call.end();
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.calls.push(None);
+            self.calls.len() - 1
+        });
+        let wake = Arc::new(CallWake {
+            slot,
+            queued: AtomicBool::new(false),
+            ready: self.ready.clone(),
+        });
+        let flow = call.flow();
+        if let Some(e) = self.entry(key) {
+            e.calls.push(slot);
+            // A call's own flow replaces any queue for it.
+            e.flows.insert(flow, Route::Call(slot));
+        }
+        self.calls[slot] = Some(CallSlot {
+            call,
+            conn: key,
+            waker: Waker::from(wake.clone()),
+            wake,
+        });
+        // First look: whatever is already waiting, and arm its wakers.
+        self.run_call(slot);
+    }
+
+    /// One ready call: its control and its trunk's packets.
+    fn run_call(&mut self, slot: usize) {
+        let Some(c) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        c.wake.queued.store(false, Ordering::Release);
+        let key = c.conn;
+        let Some(e) = self
+            .conns
+            .get_mut(&key.handle)
+            .filter(|e| e.serial == key.serial)
+        else {
+            return self.end_call(slot);
+        };
+        let counters = &self.counters;
+        let dirty = &mut self.dirty;
+        let mut sent_any = false;
+        let mut send = |d: Bytes| -> bool {
+            let mut datagrams = e.conn.datagrams();
+            let fits = datagrams.send_buffer_space() >= d.len();
+            if let Err(SendDatagramError::TooLarge) = datagrams.send(d, true) {
+                counters.too_large.inc();
+            }
+            sent_any = true;
+            // quinn-proto dropped the oldest queued datagram for it.
+            fits
+        };
+        let mut cx = Context::from_waker(&c.waker);
+        let turn = c.call.poll(&mut cx, &mut self.scratch, &mut send);
+        if sent_any && !e.dirty {
+            e.dirty = true;
+            dirty.push(key.handle);
+        }
+        if turn == Turn::Ended {
+            self.end_call(slot);
+        }
+    }
+
+    /// Ends the call in `slot`: its flow is forgotten, its media reported.
+    fn end_call(&mut self, slot: usize) {
+        let Some(c) = self.calls.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        let flow = c.call.flow();
+        if let Some(e) = self.entry(c.conn) {
+            e.calls.retain(|s| *s != slot);
+            if matches!(e.flows.get(&flow), Some(Route::Call(s)) if *s == slot) {
+                e.flows.remove(&flow);
+            }
+        }
+        c.call.end();
+    }
+
+    /// The calls' timed work, and control streams left unread.
+    fn tick_calls(&mut self) {
+        for (h, e) in &mut self.conns {
+            if e.read_blocked {
+                e.read_blocked = false;
+                read_control(e);
+                if !e.dirty {
+                    e.dirty = true;
+                    self.dirty.push(*h);
+                }
+            }
+        }
+        let now = Instant::now();
+        for slot in 0..self.calls.len() {
+            let Some(c) = self.calls[slot].as_mut() else {
+                continue;
+            };
+            if c.call.tick(now, &mut self.scratch) == Turn::Ended {
+                self.end_call(slot);
             }
         }
     }
@@ -517,11 +789,16 @@ impl Engine {
 
     /// One received datagram.
     fn handle(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) {
-        if self.arena.capacity() < data.len() {
-            self.arena = BytesMut::with_capacity(ARENA.max(data.len()));
-        }
-        self.arena.extend_from_slice(data);
-        let packet = self.arena.split();
+        let long_header = data.first().is_some_and(|b| b & 0x80 != 0);
+        let packet = if long_header {
+            BytesMut::from(data)
+        } else {
+            if self.arena.capacity() < data.len() {
+                self.arena = BytesMut::with_capacity(ARENA.max(data.len()));
+            }
+            self.arena.extend_from_slice(data);
+            self.arena.split()
+        };
         self.send_buf.clear();
         let ecn = meta.ecn.map(|e| match e {
             quinn::udp::EcnCodepoint::Ect0 => EcnCodepoint::Ect0,
@@ -581,10 +858,13 @@ impl Engine {
                             closed,
                             control: None,
                             stream: None,
+                            read_blocked: false,
                             pending: VecDeque::new(),
                             pending_bytes: 0,
                             flows: HashMap::new(),
+                            calls: Vec::new(),
                             timer: None,
+                            queued: None,
                             dirty: false,
                         },
                     );
@@ -630,12 +910,24 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            if let Some(e) = self.conns.get_mut(&h) {
-                if e.serial == serial && e.timer == Some(t) {
+            let Some(e) = self.conns.get_mut(&h).filter(|e| e.serial == serial) else {
+                continue;
+            };
+            if e.queued != Some(t) {
+                continue;
+            }
+            e.queued = None;
+            match e.timer {
+                Some(due) if due <= now => {
                     e.timer = None;
                     e.conn.handle_timeout(now);
                     self.mark(h);
                 }
+                Some(later) => {
+                    e.queued = Some(later);
+                    self.timers.push(Reverse((later, h, serial)));
+                }
+                None => {}
             }
         }
         while let Some(&(t, h, serial)) = self.handshakes.front() {
@@ -675,7 +967,8 @@ impl Engine {
         // Many stale timers: rebuild from the live ones (keeps its room).
         if self.timers.len() > 2 * self.conns.len() + 64 {
             self.timers.clear();
-            for (h, e) in &self.conns {
+            for (h, e) in &mut self.conns {
+                e.queued = e.timer;
                 if let Some(t) = e.timer {
                     self.timers.push(Reverse((t, *h, e.serial)));
                 }
@@ -706,7 +999,12 @@ impl Engine {
                 &self.counters,
                 &self.cmds_tx,
                 &self.media_tx,
+                (&mut self.calls, &mut self.scratch),
             );
+        }
+        // A closed connection's calls end with it.
+        if *e.closed.borrow() && !e.calls.is_empty() {
+            self.ended.append(&mut e.calls);
         }
         let mut blocked = false;
         loop {
@@ -736,20 +1034,29 @@ impl Engine {
                 e.conn.handle_event(back);
             }
         }
-        let timer = e.conn.poll_timeout();
-        if timer != e.timer {
-            e.timer = timer;
-            if let Some(t) = timer {
+        e.timer = e.conn.poll_timeout();
+        if let Some(t) = e.timer {
+            if e.queued.is_none_or(|q| t < q) {
+                e.queued = Some(t);
                 self.timers.push(Reverse((t, h, e.serial)));
             }
         }
-        if e.conn.is_drained() {
+        let drained = e.conn.is_drained();
+        if drained {
             e.closed.send_replace(true);
-            self.conns.remove(&h);
+            self.ended.append(&mut e.calls);
         } else if blocked {
             // The rest goes when the socket takes the queue.
             e.dirty = true;
             self.dirty.push(h);
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        for slot in ended.drain(..) {
+            self.end_call(slot);
+        }
+        self.ended = ended;
+        if drained {
+            self.conns.remove(&h);
         }
     }
 
@@ -788,6 +1095,8 @@ fn flush(io: &tokio::net::UdpSocket, out: &mut Queue, no_tos: &AtomicBool, stats
 }
 
 /// One application event of connection `e`.
+// The engine's fields it needs, borrowed apart from the connection.
+#[allow(clippy::too_many_arguments)]
 fn on_event(
     e: &mut Entry,
     ev: Event,
@@ -796,6 +1105,7 @@ fn on_event(
     counters: &Counters,
     cmds: &mpsc::UnboundedSender<Cmd>,
     media: &mpsc::Sender<(Key, Bytes)>,
+    calls: (&mut [Option<CallSlot>], &mut Scratch),
 ) {
     match ev {
         Event::Connected => {
@@ -846,7 +1156,7 @@ fn on_event(
             e.pending.clear();
             e.pending_bytes = 0;
         }
-        Event::DatagramReceived => route(e, counters),
+        Event::DatagramReceived => route(e, counters, calls.0, calls.1),
         _ => {}
     }
 }
@@ -863,13 +1173,24 @@ fn close_entry(e: &mut Entry, now: Instant, code: u32, reason: Bytes) {
 }
 
 /// Hands each received datagram to its call's queue, by flow.
-fn route(e: &mut Entry, counters: &Counters) {
+fn route(e: &mut Entry, counters: &Counters, calls: &mut [Option<CallSlot>], s: &mut Scratch) {
     while let Some(d) = e.conn.datagrams().recv() {
         let Some((flow, n)) = protocol::get_varint(&d) else {
             counters.unknown.inc();
             continue;
         };
-        match e.flows.get(&flow).map(|tx| tx.try_send(d.slice(n..))) {
+        let to = match e.flows.get(&flow) {
+            Some(Route::Call(slot)) => {
+                match calls.get_mut(*slot).and_then(Option::as_mut) {
+                    Some(c) => c.call.agent_datagram(&d[n..], s),
+                    None => counters.unknown.inc(),
+                }
+                continue;
+            }
+            Some(Route::Queue(tx)) => Some(tx),
+            None => None,
+        };
+        match to.map(|tx| tx.try_send(d.slice(n..))) {
             Some(Ok(())) => {}
             // The call's task is behind: late audio is dropped audio.
             Some(Err(mpsc::error::TrySendError::Full(_))) => counters.congestion.inc(),
@@ -887,14 +1208,16 @@ fn read_control(e: &mut Entry) {
     let (Some(id), Some(tx)) = (e.stream, e.control.as_ref()) else {
         return;
     };
-    let mut stalled = false;
     let mut ended = false;
     let mut recv = e.conn.recv_stream(id);
     match recv.read(true) {
         Ok(mut chunks) => {
             loop {
                 if tx.capacity() == 0 {
-                    stalled = true;
+                    // The session is behind: the rest stays in quinn-proto,
+                    // whose flow control holds the agent back, and is read
+                    // on a later tick.
+                    e.read_blocked = true;
                     break;
                 }
                 match chunks.next(CHUNK) {
@@ -914,14 +1237,6 @@ fn read_control(e: &mut Entry) {
     }
     if ended {
         e.control = None;
-    }
-    if stalled {
-        close_entry(
-            e,
-            Instant::now(),
-            protocol::close::PROTOCOL,
-            Bytes::from_static(b"control stream stalled"),
-        );
     }
 }
 

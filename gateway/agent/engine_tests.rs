@@ -90,6 +90,27 @@ impl Bench {
     }
 }
 
+/// A client's first packet to `to`, and nothing after it: a raw socket
+/// plays a client that goes silent.
+fn send_one_initial(to: SocketAddr) {
+    let (_, client_config) = quic_configs();
+    let mut silent = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let (_, mut conn) = silent
+        .connect(Instant::now(), client_config, to, "localhost")
+        .expect("connect");
+    let mut buf = Vec::new();
+    let t = conn
+        .poll_transmit(Instant::now(), 1, &mut buf)
+        .expect("an Initial");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.send_to(&buf[..t.size], to).expect("send");
+}
+
 fn accept(_: bool) -> Admit {
     Admit::Accept(Box::new(()))
 }
@@ -237,30 +258,8 @@ async fn refusals_are_the_listeners_and_shutdown_closes_everyone() {
 
 #[tokio::test]
 async fn a_handshake_that_outlives_its_time_is_dropped_and_reported() {
-    // The client's Initial arrives, but nothing it sends later does: a
-    // raw socket plays a client that goes silent after one packet.
     let b = bench(accept, Duration::from_millis(200));
-    let (_, client_config) = quic_configs();
-    let mut silent = quinn_proto::Endpoint::new(
-        Arc::new(quinn_proto::EndpointConfig::default()),
-        None,
-        false,
-        None,
-    );
-    let (_, mut conn) = silent
-        .connect(
-            Instant::now(),
-            client_config_proto(client_config),
-            b.to,
-            "localhost",
-        )
-        .expect("connect");
-    let mut buf = Vec::new();
-    let t = conn
-        .poll_transmit(Instant::now(), 1, &mut buf)
-        .expect("an Initial");
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.send_to(&buf[..t.size], b.to).expect("send");
+    send_one_initial(b.to);
     within("failure reported", async {
         loop {
             if b.listener.failed.lock().is_ok_and(|f| !f.is_empty()) {
@@ -274,7 +273,67 @@ async fn a_handshake_that_outlives_its_time_is_dropped_and_reported() {
     assert_eq!(failed, vec![(IpAddr::from([127, 0, 0, 1]), None)]);
 }
 
-/// quinn's client configuration is quinn-proto's.
-fn client_config_proto(c: quinn::ClientConfig) -> quinn_proto::ClientConfig {
-    c
+#[tokio::test]
+async fn an_agent_ahead_of_its_session_is_held_back_not_cut_off() {
+    let mut b = bench(accept, Duration::from_secs(10));
+    let (client, conn, mut control) = b.connect().await;
+    let (mut send, _recv) = within("open", client.open_bi()).await.expect("stream");
+    // Twice what the session's queue holds, in a recognisable pattern.
+    let total = 2 * CONTROL_CHUNKS * CHUNK;
+    let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    let writer = tokio::spawn(async move {
+        send.write_all(&data).await.expect("written");
+        send.finish().expect("finished");
+        send
+    });
+    // The session reads nothing until its queue is full.
+    within("queue full", async {
+        while control.len() < CONTROL_CHUNKS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(!conn.is_closed(), "a full queue must not end the session");
+    let mut got = Vec::with_capacity(total);
+    while let Some(chunk) = within("the rest", control.recv()).await {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), total);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    let _ = within("writer", writer).await;
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test]
+async fn a_flood_does_not_starve_the_handshake_timer() {
+    let b = bench(accept, Duration::from_millis(200));
+    send_one_initial(b.to);
+    // Short-header junk as fast as a thread can send it, for at most 5 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = std::thread::spawn({
+        let (stop, to) = (stop.clone(), b.to);
+        move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let junk = [0x41u8; 1200];
+            let end = Instant::now() + Duration::from_secs(5);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                if s.send_to(&junk, to).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        }
+    });
+    within("failure reported under flood", async {
+        while !b.listener.failed.lock().is_ok_and(|f| !f.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().expect("flood");
+    assert!(sent > 1000, "the flood ran ({sent} packets)");
+    let failed = b.listener.failed.lock().expect("lock").clone();
+    assert_eq!(failed, vec![(IpAddr::from([127, 0, 0, 1]), None)]);
 }

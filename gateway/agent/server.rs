@@ -158,7 +158,7 @@ impl FailureDigest {
     }
 }
 
-pub use super::link::{Link, FLOW_QUEUE};
+pub use super::link::Link;
 
 /// State shared by the accept loop, the verifier and the watcher.
 struct Shared {
@@ -626,6 +626,17 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Closes a session's connection when dropped, unless already closed.
+struct CloseOnDrop(Conn);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_closed() {
+            self.0.close(close::DONE, b"session ended");
+        }
+    }
+}
+
 async fn run_session(
     session: u64,
     shard: usize,
@@ -634,6 +645,9 @@ async fn run_session(
     shared: &Arc<Shared>,
     events: &mpsc::Sender<AgentEvent>,
 ) {
+    // However the session ends (a panic, its runtime stopping), its
+    // connection does not outlive it.
+    let _guard = CloseOnDrop(conn.clone());
     let source = conn.remote_address().ip();
     let fp = conn.peer_certs().first().map(|c| fingerprint(c));
     let agent = fp.and_then(|fp| shared.agents.read().ok()?.get(&fp).cloned());

@@ -26,7 +26,6 @@ use super::outbound::{to_tokio, Bridge, Dial};
 use super::relay::Relay;
 use super::tasks::MediaTask;
 use crate::agent::protocol::ServerMsg;
-use crate::agent::server::FLOW_QUEUE;
 use crate::cdr::record::{Direction, Party};
 use crate::config::DialRefused;
 use crate::media::srtp::MasterKey;
@@ -338,8 +337,6 @@ impl Core {
                 .copied()
                 .find(|&pt| a.codec(pt) == Some(Codec::TelephoneEvent))
         });
-        let (tx, rx) = mpsc::channel(FLOW_QUEUE);
-        link.add_flow(call, tx);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         o.media = Some(ctl_tx);
         self.out.push_back(Output::StartMedia(MediaTask::Agent {
@@ -350,7 +347,6 @@ impl Core {
                 relay,
                 link: link.clone(),
                 call,
-                datagrams: rx,
                 send,
                 timeout,
                 lease: bound.lease,

@@ -1,27 +1,31 @@
-//! The socket side of a call between a trunk and an agent: one task per
-//! call owns the trunk's RTP (and RTCP) socket and a [`Relay`], takes the
-//! agent's datagrams from the shard's QUIC engine and sends the agent's
-//! as QUIC datagrams.
+//! The socket side of a call between a trunk and an agent: an
+//! [`AgentCall`] owns the trunk's RTP (and RTCP) socket and a [`Relay`].
+//! It is no task of its own: the agent's shard engine
+//! ([`crate::agent::engine`]) runs it, polling its sockets when they are
+//! ready, handing it the agent's datagrams by flow and sealing what it
+//! relays towards the agent into the connection directly.
 //!
-//! Costs per packet today: one receive, the relay step, one send (a
-//! `send_to` on the trunk side; on the agent side a queue to the shard's
-//! QUIC engine, [`crate::agent::engine`], which seals and sends every
-//! call's datagrams of a turn together), all on the agent's media shard.
-//! Datagram payloads are carved from one `BytesMut` block (no allocation
-//! per packet until a block is used up, nothing zeroed beyond the
-//! packet's size); counters are summed in the task and published
-//! every half second.
+//! Costs per packet: one receive, the relay step, one send (a
+//! `send_to` on the trunk side; on the agent side the datagram joins the
+//! engine's batch), no task wake, queue or lock of its own. Datagram
+//! payloads are carved from the engine's one `BytesMut` block (no
+//! allocation per packet until a block is used up, nothing zeroed beyond
+//! the packet's size); counters are summed per call and published every
+//! half second.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::media::{ntp_now, recv_opt, Control, RtpCounters};
+use super::media::{ntp_now, Control, RtpCounters};
 use super::relay::{Relay, RelayError, Relayed, AGENT_PEER};
+use crate::agent::engine::{CallMedia, Scratch, Turn};
 use crate::agent::protocol::ServerMsg;
 use crate::agent::server::Link;
 use crate::telemetry::metrics::Metrics;
@@ -29,6 +33,8 @@ use crate::telemetry::metrics::Metrics;
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes carved per block for outgoing datagrams.
 const BLOCK: usize = 64 * 1024;
+/// Packets read from one socket per turn before the other calls' turn.
+const BUDGET: usize = 64;
 /// What a relayed packet may grow by: the flow identifier (8), the AEAD
 /// tag (16), with room to spare.
 const OVERHEAD: usize = 64;
@@ -41,10 +47,8 @@ pub struct AgentMedia {
     pub relay: Relay,
     /// The agent's session (datagrams, and DTMF events).
     pub link: Link,
-    /// The call as the agent knows it.
+    /// The call as the agent knows it (its datagrams' flow).
     pub call: u64,
-    /// The agent's packets for this call (after the flow identifier).
-    pub datagrams: mpsc::Receiver<Bytes>,
     /// Whether we may send to the trunk (its direction).
     pub send: bool,
     /// Trunk silence that ends the call, and where to say so.
@@ -113,157 +117,273 @@ fn steer(
     }
 }
 
-/// Runs until `control` closes (the call ended) or the agent's
-/// connection goes.
-pub async fn run(
-    mut m: AgentMedia,
-    mut control: mpsc::Receiver<Control>,
-    metrics: Arc<Metrics>,
-    report: super::media::Reporter,
-) {
-    let conn = m.link.conn.clone();
-    // Made once, not per turn of the loop.
-    let closed = conn.closed();
-    tokio::pin!(closed);
-    let mut buf = vec![0u8; 2048];
-    let mut rtcp_buf = vec![0u8; 1500];
-    let mut pkt = vec![0u8; 2048];
-    let mut out = vec![0u8; 2048];
-    let mut block = BytesMut::with_capacity(BLOCK);
-    let mut rtcp_tick = tokio::time::interval(RTCP_INTERVAL);
-    rtcp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut counters = RtpCounters::new(metrics.clone(), report);
-    let mut held = false;
-    let mut last_trunk = Instant::now();
-    let mut watchdog = tokio::time::interval(super::media::Timeout::CHECK);
-    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut publish = RtpCounters::publish_tick();
-    let congestion = metrics
-        .agent_datagrams_dropped
-        .with_label_values(&["congestion"]);
-    loop {
-        tokio::select! {
-            _ = publish.tick() => counters.flush(),
-            ctl = control.recv() => {
-                let Some(ctl) = ctl else { break };
-                steer(&mut m, &mut held, &mut out, &mut counters, ctl);
-            },
-            r = m.rtp.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                // What the core queued before this packet applies first
-                // (see media::drain_control).
-                let drained = super::media::drain_control(&mut control, |c| {
-                    steer(&mut m, &mut held, &mut out, &mut counters, c);
-                    true
-                });
-                if !drained {
-                    break;
-                }
-                if m.rtcp.is_none() && crate::media::rtp::is_rtcp(&buf[..n]) {
-                    counters.rtcp(&mut m.relay.trunk, from, &mut buf[..n]);
-                    continue;
-                }
-                // Room for this packet re-originated: the flow identifier,
-                // a plain RTP header, the payload and the AEAD tag (the
-                // trunk's CSRCs and extensions are not carried over).
-                let room = n + OVERHEAD;
-                if block.capacity() < room {
-                    block = BytesMut::with_capacity(BLOCK);
-                }
-                block.resize(room, 0);
-                if held {
-                    // Still checked and measured, not relayed.
-                    match m.relay.trunk.recv_rtp(from, &mut buf[..n], Instant::now()) {
-                        Ok(_) => {
-                            last_trunk = Instant::now();
-                            counters.received(n);
-                        }
-                        Err(d) => counters.dropped(d),
-                    }
-                    continue;
-                }
-                match m.relay.trunk_to_agent(from, &mut buf[..n], Instant::now(), &mut block) {
-                    Ok(Relayed::Nothing) => {
-                        last_trunk = Instant::now();
-                        block.clear();
-                        counters.received(n);
-                    }
-                    Ok(Relayed::Dtmf { digit, duration_ms }) => {
-                        last_trunk = Instant::now();
-                        block.clear();
-                        counters.received(n);
-                        m.link.send(ServerMsg::Dtmf { call: m.call, digit, duration_ms });
-                    }
-                    Ok(Relayed::Datagram(len)) => {
-                        last_trunk = Instant::now();
-                        counters.received(n);
-                        block.truncate(len);
-                        let d = block.split().freeze();
-                        // The shard's engine takes it this turn (and counts
-                        // what QUIC cannot carry).
-                        match conn.send_datagram(d) {
-                            Ok(()) => counters.sent(len),
-                            Err(crate::agent::engine::SendError::Full) => congestion.inc(),
-                            Err(crate::agent::engine::SendError::Closed) => {}
-                        }
-                    }
-                    Err(RelayError::Dropped(d)) => {
-                        block.clear();
-                        counters.dropped(d);
-                    }
-                    Err(RelayError::Build(_)) => block.clear(),
-                }
-            },
-            d = m.datagrams.recv() => {
-                let Some(d) = d else { break };
-                let n = d.len().min(pkt.len());
-                pkt[..n].copy_from_slice(&d[..n]);
-                if crate::media::rtp::is_rtcp(&pkt[..n]) {
-                    counters.rtcp(&mut m.relay.agent, AGENT_PEER, &mut pkt[..n]);
-                    continue;
-                }
-                match m.relay.agent_to_trunk(&mut pkt[..n], Instant::now(), &mut out) {
-                    Ok(len) => {
-                        counters.received(n);
-                        match m.relay.trunk.remote() {
-                            Some(to) if m.send && !held => {
-                                if m.rtp.send_to(&out[..len], to).await.is_ok() {
-                                    counters.sent(len);
-                                }
-                            }
-                            None => counters.unproven(),
-                            Some(_) => {}
-                        }
-                    }
-                    Err(RelayError::Dropped(d)) => counters.dropped(d),
-                    Err(RelayError::Build(_)) => {}
-                }
-            },
-            r = recv_opt(m.rtcp.as_ref(), &mut rtcp_buf) => {
-                if let Some((n, f)) = r {
-                    counters.rtcp(&mut m.relay.trunk, f, &mut rtcp_buf[..n]);
-                }
-            },
-            _ = rtcp_tick.tick() => {
-                if let Some(rtp_to) = m.relay.trunk.remote() {
-                    if let Ok(len) = m.relay.trunk.build_rtcp(&mut out, ntp_now(), b"tollgate") {
-                        let (sock, to) = match &m.rtcp {
-                            Some(s) => (s, m.remote_rtcp),
-                            None => (&m.rtp, rtp_to),
-                        };
-                        let _ = sock.send_to(&out[..len], to).await;
-                    }
-                }
-            },
-            _ = &mut closed => break,
-            _ = watchdog.tick(), if m.timeout.is_some() => {
-                if m.timeout.as_ref().is_some_and(|t| t.expired(last_trunk)) {
-                    break;
-                }
-            },
+/// One agent call, as its shard engine runs it.
+pub struct AgentCall {
+    m: AgentMedia,
+    control: mpsc::Receiver<Control>,
+    counters: RtpCounters,
+    held: bool,
+    last_trunk: Instant,
+    next_rtcp: Instant,
+    next_publish: Instant,
+    next_watch: Instant,
+    congestion: prometheus::IntCounter,
+}
+
+impl AgentCall {
+    pub fn new(
+        m: AgentMedia,
+        control: mpsc::Receiver<Control>,
+        metrics: Arc<Metrics>,
+        report: super::media::Reporter,
+    ) -> Self {
+        let now = Instant::now();
+        let congestion = metrics
+            .agent_datagrams_dropped
+            .with_label_values(&["congestion"]);
+        Self {
+            m,
+            control,
+            counters: RtpCounters::new(metrics, report),
+            held: false,
+            last_trunk: now,
+            next_rtcp: now + RTCP_INTERVAL,
+            next_publish: now + RtpCounters::PUBLISH,
+            next_watch: now + super::media::Timeout::CHECK,
+            congestion,
         }
     }
-    counters.finish(&m.relay.trunk, "trunk");
-    counters.finish(&m.relay.agent, "agent");
-    counters.report();
+}
+
+impl CallMedia for AgentCall {
+    fn flow(&self) -> u64 {
+        self.m.call
+    }
+
+    /// Takes the core's messages, then what the trunk sent, until the
+    /// sockets would block (then `cx` is woken when they are ready) or
+    /// the turn's budget is spent (then `cx` is woken at once). `send`
+    /// hands a datagram to the agent's connection: `false` means it was
+    /// dropped for congestion.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        s: &mut Scratch,
+        send: &mut dyn FnMut(Bytes) -> bool,
+    ) -> Turn {
+        loop {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(c)) => steer(
+                    &mut self.m,
+                    &mut self.held,
+                    &mut s.out,
+                    &mut self.counters,
+                    c,
+                ),
+                Poll::Ready(None) => return Turn::Ended,
+                Poll::Pending => break,
+            }
+        }
+        let mut spent = true;
+        for _ in 0..BUDGET {
+            let mut rb = ReadBuf::new(&mut s.buf);
+            match self.m.rtp.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => {
+                    let n = rb.filled().len();
+                    if self.trunk_packet(from, n, s, send) == Turn::Ended {
+                        return Turn::Ended;
+                    }
+                }
+                // An ICMP error from an earlier send: nothing to read.
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => {
+                    spent = false;
+                    break;
+                }
+            }
+        }
+        if let Some(rtcp) = &self.m.rtcp {
+            for _ in 0..BUDGET {
+                let mut rb = ReadBuf::new(&mut s.buf);
+                match rtcp.poll_recv_from(cx, &mut rb) {
+                    Poll::Ready(Ok(from)) => {
+                        let n = rb.filled().len();
+                        self.counters
+                            .rtcp(&mut self.m.relay.trunk, from, &mut s.buf[..n]);
+                    }
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if spent {
+            cx.waker().wake_by_ref();
+        }
+        Turn::Alive
+    }
+
+    fn agent_datagram(&mut self, d: &[u8], s: &mut Scratch) {
+        self.agent_packet(d, s);
+    }
+
+    fn tick(&mut self, now: Instant, s: &mut Scratch) -> Turn {
+        self.timed(now, s)
+    }
+
+    fn end(self: Box<Self>) {
+        let mut me = *self;
+        me.counters.finish(&me.m.relay.trunk, "trunk");
+        me.counters.finish(&me.m.relay.agent, "agent");
+        me.counters.report();
+    }
+}
+
+impl AgentCall {
+    /// One packet from the trunk, in `s.buf[..n]`.
+    fn trunk_packet(
+        &mut self,
+        from: SocketAddr,
+        n: usize,
+        s: &mut Scratch,
+        send: &mut dyn FnMut(Bytes) -> bool,
+    ) -> Turn {
+        // What the core queued before this packet applies first (see
+        // media::drain_control).
+        let (m, held, out, counters) =
+            (&mut self.m, &mut self.held, &mut s.out, &mut self.counters);
+        if !super::media::drain_control(&mut self.control, |c| {
+            steer(m, held, out, counters, c);
+            true
+        }) {
+            return Turn::Ended;
+        }
+        let buf = &mut s.buf[..n];
+        if self.m.rtcp.is_none() && crate::media::rtp::is_rtcp(buf) {
+            self.counters.rtcp(&mut self.m.relay.trunk, from, buf);
+            return Turn::Alive;
+        }
+        if self.held {
+            // Still checked and measured, not relayed.
+            match self.m.relay.trunk.recv_rtp(from, buf, Instant::now()) {
+                Ok(_) => {
+                    self.last_trunk = Instant::now();
+                    self.counters.received(n);
+                }
+                Err(d) => self.counters.dropped(d),
+            }
+            return Turn::Alive;
+        }
+        // Room for this packet re-originated: the flow identifier, a plain
+        // RTP header, the payload and the AEAD tag (the trunk's CSRCs and
+        // extensions are not carried over).
+        let room = n + OVERHEAD;
+        if s.block.capacity() < room {
+            s.block = BytesMut::with_capacity(BLOCK);
+        }
+        s.block.resize(room, 0);
+        let block = &mut s.block;
+        match self
+            .m
+            .relay
+            .trunk_to_agent(from, buf, Instant::now(), block)
+        {
+            Ok(Relayed::Nothing) => {
+                self.last_trunk = Instant::now();
+                block.clear();
+                self.counters.received(n);
+            }
+            Ok(Relayed::Dtmf { digit, duration_ms }) => {
+                self.last_trunk = Instant::now();
+                block.clear();
+                self.counters.received(n);
+                self.m.link.send(ServerMsg::Dtmf {
+                    call: self.m.call,
+                    digit,
+                    duration_ms,
+                });
+            }
+            Ok(Relayed::Datagram(len)) => {
+                self.last_trunk = Instant::now();
+                self.counters.received(n);
+                block.truncate(len);
+                if send(block.split().freeze()) {
+                    self.counters.sent(len);
+                } else {
+                    self.congestion.inc();
+                }
+            }
+            Err(RelayError::Dropped(d)) => {
+                block.clear();
+                self.counters.dropped(d);
+            }
+            Err(RelayError::Build(_)) => block.clear(),
+        }
+        Turn::Alive
+    }
+
+    /// One datagram from the agent (after its flow identifier).
+    fn agent_packet(&mut self, d: &[u8], s: &mut Scratch) {
+        let n = d.len().min(s.buf.len());
+        let pkt = &mut s.buf[..n];
+        pkt.copy_from_slice(&d[..n]);
+        if crate::media::rtp::is_rtcp(pkt) {
+            self.counters.rtcp(&mut self.m.relay.agent, AGENT_PEER, pkt);
+            return;
+        }
+        match self.m.relay.agent_to_trunk(pkt, Instant::now(), &mut s.out) {
+            Ok(len) => {
+                self.counters.received(n);
+                match self.m.relay.trunk.remote() {
+                    Some(to) if self.m.send && !self.held => {
+                        // A full socket buffer drops it, as the network
+                        // would.
+                        if self.m.rtp.try_send_to(&s.out[..len], to).is_ok() {
+                            self.counters.sent(len);
+                        }
+                    }
+                    None => self.counters.unproven(),
+                    Some(_) => {}
+                }
+            }
+            Err(RelayError::Dropped(d)) => self.counters.dropped(d),
+            Err(RelayError::Build(_)) => {}
+        }
+    }
+
+    /// Timed work: counters, RTCP reports, the silence watchdog.
+    fn timed(&mut self, now: Instant, s: &mut Scratch) -> Turn {
+        if now >= self.next_publish {
+            self.next_publish = now + RtpCounters::PUBLISH;
+            self.counters.flush();
+        }
+        if now >= self.next_rtcp {
+            self.next_rtcp = now + RTCP_INTERVAL;
+            if let Some(rtp_to) = self.m.relay.trunk.remote() {
+                if let Ok(len) = self
+                    .m
+                    .relay
+                    .trunk
+                    .build_rtcp(&mut s.out, ntp_now(), b"tollgate")
+                {
+                    let (sock, to) = match &self.m.rtcp {
+                        Some(sock) => (sock, self.m.remote_rtcp),
+                        None => (&self.m.rtp, rtp_to),
+                    };
+                    let _ = sock.try_send_to(&s.out[..len], to);
+                }
+            }
+        }
+        if now >= self.next_watch {
+            self.next_watch = now + super::media::Timeout::CHECK;
+            if self
+                .m
+                .timeout
+                .as_ref()
+                .is_some_and(|t| t.expired(self.last_trunk))
+            {
+                return Turn::Ended;
+            }
+        }
+        Turn::Alive
+    }
 }

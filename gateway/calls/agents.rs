@@ -25,7 +25,7 @@ use super::media::Control;
 use super::relay::Relay;
 use super::tasks::MediaTask;
 use crate::agent::protocol::{ClientMsg, Media, Secret, ServerMsg};
-use crate::agent::server::{AgentEvent, Link, FLOW_QUEUE};
+use crate::agent::server::{AgentEvent, Link};
 use crate::cdr::record::Party;
 use crate::config::{Config, Target};
 use crate::media::leg::Leg;
@@ -364,8 +364,6 @@ impl Core {
             return;
         };
         relay.dtmf_pt = leg.dtmf_pt;
-        let (tx, rx) = mpsc::channel(FLOW_QUEUE);
-        link.add_flow(call, tx);
         self.out.push_back(Output::StartMedia(MediaTask::Agent {
             media: Box::new(AgentMedia {
                 rtp: p.rtp,
@@ -374,7 +372,6 @@ impl Core {
                 relay,
                 link: link.clone(),
                 call,
-                datagrams: rx,
                 send: p.send,
                 timeout,
                 lease: p.lease,

@@ -204,16 +204,21 @@ impl Sim {
     }
 
     /// Waits (five seconds at most) until every media task started so
-    /// far has stopped; panics if one has not.
+    /// far has stopped, and every agent call its engine ran has given its
+    /// port back; panics if one has not.
     pub(super) async fn media_stopped(&mut self) {
         let tasks = std::mem::take(&mut self.media);
+        let ports = &self.core.ports;
         tokio::time::timeout(Duration::from_secs(5), async {
             for t in tasks {
                 t.await.expect("a media task does not panic");
             }
+            while ports.in_use() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         })
         .await
-        .expect("every media task stops once its call has ended");
+        .expect("every call's media stops once its call has ended");
     }
 
     /// Takes every message sent to `to` so far, oldest first.
@@ -461,7 +466,11 @@ pub(super) fn direction(sdp: &str) -> Option<&str> {
 pub(super) struct Agent {
     pub(super) session: u64,
     heard: tokio::sync::mpsc::Receiver<crate::agent::protocol::ServerMsg>,
-    _conn: crate::agent::engine::Detached,
+    _quic: (
+        quinn::Connection,
+        quinn::Endpoint,
+        crate::agent::engine::EngineHandle,
+    ),
 }
 
 impl Agent {
@@ -471,13 +480,66 @@ impl Agent {
     }
 }
 
+/// Lets every connection in and hands over its session.
+struct Admit(tokio::sync::mpsc::UnboundedSender<crate::agent::engine::Conn>);
+
+impl crate::agent::engine::Listener for Admit {
+    fn incoming(&self, _: SocketAddr, _: bool, _: bool) -> crate::agent::engine::Admit {
+        crate::agent::engine::Admit::Accept(Box::new(()))
+    }
+    fn connected(
+        &self,
+        conn: crate::agent::engine::Conn,
+        _: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ) {
+        let _ = self.0.send(conn);
+    }
+    fn failed(&self, _: std::net::IpAddr, _: Option<&quinn::ConnectionError>) {}
+}
+
+/// A real QUIC connection on loopback, to a shard engine of its own in
+/// this runtime (which runs the agent's calls' media, as in the
+/// gateway): the engine's side, and what keeps the rest alive.
+async fn quic_pair() -> (
+    crate::agent::engine::Conn,
+    (
+        quinn::Connection,
+        quinn::Endpoint,
+        crate::agent::engine::EngineHandle,
+    ),
+) {
+    let (server, client_config) = crate::agent::socket::tests::quic_configs();
+    let (tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+    let metrics = crate::telemetry::metrics::Metrics::new().expect("metrics");
+    let (engine, handle) = crate::agent::engine::Engine::new(
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
+        Arc::new(quinn::EndpointConfig::default()),
+        Arc::new(server),
+        Arc::new(Admit(tx)),
+        Duration::from_secs(10),
+        &metrics,
+        crate::agent::socket::Stats::default(),
+    )
+    .expect("engine");
+    let to = engine.local_addr().expect("bound");
+    tokio::spawn(engine.run());
+    let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("client");
+    client.set_default_client_config(client_config);
+    let connected = client
+        .connect(to, "localhost")
+        .expect("connect")
+        .await
+        .expect("connected");
+    let conn = conns.recv().await.expect("a session");
+    (conn, (connected, client, handle))
+}
+
 impl Sim {
     /// Agent `name` (of `profile`) logs in as `session`, available.
     pub(super) async fn agent(&mut self, session: u64, name: &str, profile: Option<&str>) -> Agent {
         use crate::agent::protocol::ClientMsg;
         use crate::agent::server::{AgentEvent, Link};
-        let (conn, detached) =
-            crate::agent::engine::Conn::detached(SocketAddr::from(([127, 0, 0, 1], 40000)));
+        let (conn, quic) = quic_pair().await;
         let (tx, heard) = tokio::sync::mpsc::channel(64);
         self.agent_event(AgentEvent::Up {
             session,
@@ -492,7 +554,7 @@ impl Sim {
         Agent {
             session,
             heard,
-            _conn: detached,
+            _quic: quic,
         }
     }
 

@@ -88,7 +88,11 @@ impl MediaTask {
                 let mut m = *media;
                 (m.rtp, m.rtcp) = rehome(m.rtp, m.rtcp)
                     .inspect_err(|_| gave_up(m.timeout.as_ref(), report.clone()))?;
-                super::agent_media::run(m, control, metrics, report).await;
+                // The shard's QUIC engine runs it from here on, beside
+                // the agent's connection.
+                let conn = m.link.conn.clone();
+                let call = super::agent_media::AgentCall::new(m, control, metrics, report);
+                conn.adopt(Box::new(call));
             }
         }
         Ok(())
