@@ -1,7 +1,11 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::agent::socket::tests::quic_configs;
+use crate::agent::pki::localhost_quic_configs;
+
+fn quic_configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
+    localhost_quic_configs().expect("QUIC configs")
+}
 
 /// Lets every attempt in, and keeps what the engine told it.
 struct Keep {

@@ -217,6 +217,44 @@ pub fn self_signed_server(
     Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
 }
 
+/// A QUIC server known as "localhost" by a fresh self-signed
+/// certificate, and a client that trusts it (and nothing else): for
+/// loopback tests and benchmarks of the QUIC layers, not for agents.
+pub fn localhost_quic_configs() -> Result<(quinn::ServerConfig, quinn::ClientConfig), String> {
+    let provider = super::server::provider();
+    let (cert, key) = self_signed_server(&["localhost".into()], 1).map_err(|e| e.to_string())?;
+    let cert = rustls_pemfile::certs(&mut cert.as_bytes())
+        .next()
+        .ok_or("no certificate")?
+        .map_err(|e| e.to_string())?;
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or("no key")?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .map_err(|e| e.to_string())?;
+    tls.alpn_protocols = vec![b"t".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).map_err(|e| e.to_string())?;
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"t".to_vec()];
+    let server =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let client =
+        quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| e.to_string())?;
+    Ok((
+        quinn::ServerConfig::with_crypto(std::sync::Arc::new(server)),
+        quinn::ClientConfig::new(std::sync::Arc::new(client)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

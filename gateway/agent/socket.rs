@@ -598,4 +598,4 @@ fn write_name(out: &mut libc::sockaddr_in6, to: SocketAddr) -> libc::socklen_t {
 
 #[cfg(test)]
 #[path = "socket_tests.rs"]
-pub(crate) mod tests;
+mod tests;

@@ -243,7 +243,8 @@ fn quinn_connections_on_batch_sockets_share_send_calls() {
     const CONNS: usize = 8;
     const TURNS: u32 = 25;
     rt().block_on(async {
-        let (server_cfg, client_cfg) = quic_configs();
+        let (server_cfg, client_cfg) =
+            crate::agent::pki::localhost_quic_configs().expect("QUIC configs");
         let server_sock =
             BatchSocket::new(bound("127.0.0.1:0").expect("bind"), Stats::default()).expect("s");
         let client_sock =
@@ -328,42 +329,6 @@ fn quinn_connections_on_batch_sockets_share_send_calls() {
             "{datagrams} datagrams in {calls} sendmmsg calls"
         );
     });
-}
-
-/// A server known as "localhost" by a self-signed certificate, and a
-/// client that trusts it.
-pub(crate) fn quic_configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
-    use crate::agent::server::provider;
-    let (cert, key) =
-        crate::agent::pki::self_signed_server(&["localhost".into()], 1).expect("certificate");
-    let cert = rustls_pemfile::certs(&mut cert.as_bytes())
-        .next()
-        .expect("one")
-        .expect("pem");
-    let key = rustls_pemfile::private_key(&mut key.as_bytes())
-        .expect("pem")
-        .expect("one");
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .expect("server tls");
-    tls.alpn_protocols = vec![b"t".to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let mut client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"t".to_vec()];
-    let server = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic server");
-    let client = quinn::crypto::rustls::QuicClientConfig::try_from(client).expect("quic client");
-    (
-        quinn::ServerConfig::with_crypto(Arc::new(server)),
-        quinn::ClientConfig::new(Arc::new(client)),
-    )
 }
 
 #[test]

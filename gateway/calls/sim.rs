@@ -508,7 +508,8 @@ async fn quic_pair() -> (
         crate::agent::engine::EngineHandle,
     ),
 ) {
-    let (server, client_config) = crate::agent::socket::tests::quic_configs();
+    let (server, client_config) =
+        crate::agent::pki::localhost_quic_configs().expect("QUIC configs");
     let (tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
     let metrics = crate::telemetry::metrics::Metrics::new().expect("metrics");
     let (engine, handle) = crate::agent::engine::Engine::new(
