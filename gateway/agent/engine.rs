@@ -87,6 +87,13 @@ use super::protocol;
 use super::socket::{send_from, Queue, Stats};
 use crate::telemetry::metrics::Metrics;
 
+mod connection;
+mod handles;
+
+use connection::{close_entry, on_event, read_control, write_pending, Entry};
+pub use handles::{Admit, CallMedia, Conn, EngineHandle, Listener, Scratch, SendError, Turn};
+use handles::{CallSlot, CallWake, Cmd, Key, Ready, Route};
+
 /// Control-stream chunks read ahead of the session; past that, the rest
 /// waits in quinn-proto (whose flow control holds the agent back).
 pub const CONTROL_CHUNKS: usize = 256;
@@ -108,299 +115,16 @@ const ARENA: usize = 64 * 1024;
 /// How often the calls' timed work runs (RTCP, counters, silence).
 const TICK: Duration = Duration::from_millis(50);
 
-/// What to do with a new connection attempt.
-pub enum Admit {
-    /// Prove the address first (a Retry packet).
-    Retry,
-    /// Refuse it (a CONNECTION_CLOSE, no state kept).
-    Refuse,
-    /// Start the handshake; `place` is dropped when the handshake ends,
-    /// however it ends.
-    Accept(Box<dyn Any + Send>),
-}
-
-/// The engine's owner: decides on new connections and runs sessions.
-pub trait Listener: Send + Sync + 'static {
-    fn incoming(&self, source: SocketAddr, validated: bool, may_retry: bool) -> Admit;
-    /// A handshake finished: `control` carries what the agent writes on
-    /// its control stream, and closes when the stream or the connection
-    /// ends.
-    fn connected(&self, conn: Conn, control: mpsc::Receiver<Bytes>);
-    /// A handshake failed (`None`: it took longer than allowed).
-    fn failed(&self, source: IpAddr, why: Option<&ConnectionError>);
-}
-
-/// Which connection, and which life of its slot: quinn-proto reuses
-/// handles, so a command from an ended connection's holder must not
-/// reach the next one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Key {
-    handle: usize,
-    serial: u64,
-}
-
-enum Cmd {
-    Write(Key, Bytes),
-    Close(Key, u32, Bytes),
-    Flow(Key, u64, mpsc::Sender<Bytes>),
-    Call(Key, Box<dyn CallMedia>),
-    Shutdown(u32, Bytes, oneshot::Sender<()>),
-}
-
-/// Buffers the engine lends every call it runs (one set per shard).
-pub struct Scratch {
-    pub buf: Vec<u8>,
-    pub out: Vec<u8>,
-    /// Where datagrams for agents are carved from (see `Bytes::split`).
-    pub block: BytesMut,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Self {
-            buf: vec![0; 2048],
-            out: vec![0; 2048],
-            block: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-}
-
-/// Whether a call goes on.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Turn {
-    Alive,
-    /// It is over (its owner ended it, or its media timed out).
-    Ended,
-}
-
-/// A call's media as the engine runs it beside its agent's connection
-/// (the call layer's `AgentCall`; the engine only drives it).
-pub trait CallMedia: Send {
-    /// The agent's flow: its datagrams with this identifier come here.
-    fn flow(&self) -> u64;
-    /// Its sockets and control, until they would block (then `cx` is
-    /// woken when ready) or its turn's budget is spent (then `cx` is
-    /// woken at once). `send` hands a datagram to the agent's connection;
-    /// `false` means QUIC dropped one for congestion.
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        s: &mut Scratch,
-        send: &mut dyn FnMut(Bytes) -> bool,
-    ) -> Turn;
-    /// One datagram from the agent, after its flow identifier.
-    fn agent_datagram(&mut self, d: &[u8], s: &mut Scratch);
-    /// Timed work, every [`TICK`] or so.
-    fn tick(&mut self, now: Instant, s: &mut Scratch) -> Turn;
-    /// The call is over (its connection went, or it ended itself).
-    fn end(self: Box<Self>);
-}
-
-/// Where a flow's datagrams go.
-enum Route {
-    /// A queue (whoever reads it).
-    Queue(mpsc::Sender<Bytes>),
-    /// A call the engine runs: its slot.
-    Call(usize),
-}
-
-/// The calls whose sockets or control became ready since the engine
-/// last looked, and the engine's waker.
-#[derive(Default)]
-struct Ready {
-    list: Mutex<(Vec<usize>, Option<Waker>)>,
-}
-
-impl Ready {
-    /// Swaps the ready calls into `into` (emptied first); pending if none.
-    fn poll_take(&self, cx: &mut Context<'_>, into: &mut Vec<usize>) -> Poll<()> {
-        into.clear();
-        let mut l = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        if l.0.is_empty() {
-            if !l.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                l.1 = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        std::mem::swap(&mut l.0, into);
-        Poll::Ready(())
-    }
-}
-
-/// A call's waker: puts its slot on the ready list once per turn.
-struct CallWake {
-    slot: usize,
-    queued: AtomicBool,
-    ready: Arc<Ready>,
-}
-
-impl Wake for CallWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut l = self.ready.list.lock().unwrap_or_else(|p| p.into_inner());
-        l.0.push(self.slot);
-        if let Some(w) = &l.1 {
-            w.wake_by_ref();
-        }
-    }
-}
-
-/// A call the engine runs, on one of its connections.
-struct CallSlot {
-    call: Box<dyn CallMedia>,
-    conn: Key,
-    wake: Arc<CallWake>,
-    waker: Waker,
-}
-
-/// A session's handle on its connection (cheap to clone).
-#[derive(Clone, Debug)]
-pub struct Conn {
-    key: Key,
-    remote: SocketAddr,
-    peer: Arc<Vec<CertificateDer<'static>>>,
-    cmds: mpsc::UnboundedSender<Cmd>,
-    media: mpsc::Sender<(Key, Bytes)>,
-    closed: watch::Receiver<bool>,
-}
-
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmd")
-    }
-}
-
-/// Why a datagram was not queued.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// The engine is behind: dropped (counted as congestion).
-    Full,
-    /// The connection or the engine is gone.
-    Closed,
-}
-
-impl Conn {
-    pub fn remote_address(&self) -> SocketAddr {
-        self.remote
-    }
-
-    /// The agent's certificate chain, leaf first.
-    pub fn peer_certs(&self) -> &[CertificateDer<'static>] {
-        &self.peer
-    }
-
-    /// Closes the connection with an application error code.
-    pub fn close(&self, code: u32, reason: &[u8]) {
-        let _ = self
-            .cmds
-            .send(Cmd::Close(self.key, code, Bytes::copy_from_slice(reason)));
-    }
-
-    /// Appends to the control stream; false if the engine is gone.
-    pub fn write(&self, bytes: Bytes) -> bool {
-        self.cmds.send(Cmd::Write(self.key, bytes)).is_ok()
-    }
-
-    /// Routes the datagrams of `flow` (after the flow identifier) to `to`
-    /// until `to` closes.
-    pub fn add_flow(&self, flow: u64, to: mpsc::Sender<Bytes>) -> bool {
-        self.cmds.send(Cmd::Flow(self.key, flow, to)).is_ok()
-    }
-
-    /// Has the engine run `call` beside this connection: the agent's
-    /// datagrams of its flow go to it, and it ends when the connection
-    /// does (then, or if the engine is gone, at once: its record still
-    /// gets its media).
-    pub fn adopt(&self, call: Box<dyn CallMedia>) {
-        if let Err(mpsc::error::SendError(Cmd::Call(_, call))) =
-            self.cmds.send(Cmd::Call(self.key, call))
-        {
-            call.end();
-        }
-    }
-
-    /// Queues one media datagram for the agent.
-    pub fn send_datagram(&self, d: Bytes) -> Result<(), SendError> {
-        self.media.try_send((self.key, d)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
-    }
-
-    pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
-    }
-
-    /// Resolves once the connection is closed (by either end, or lost).
-    pub async fn closed(&self) {
-        let mut rx = self.closed.clone();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-}
-
-/// The owner's handle on a running engine.
-#[derive(Clone, Debug)]
-pub struct EngineHandle {
-    cmds: mpsc::UnboundedSender<Cmd>,
-}
-
-impl EngineHandle {
-    /// Closes every connection with `code`, refuses new ones, and
-    /// resolves once the closes were handed to the socket.
-    pub async fn shutdown(&self, code: u32, reason: &[u8]) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .cmds
-            .send(Cmd::Shutdown(code, Bytes::copy_from_slice(reason), tx))
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-}
-
-/// One connection as the engine holds it.
-struct Entry {
-    conn: quinn_proto::Connection,
-    serial: u64,
-    remote: SocketAddr,
-    /// Until the handshake ends: the listener's place, and when it
-    /// expires.
-    place: Option<Box<dyn Any + Send>>,
-    closed: watch::Sender<bool>,
-    /// Where control-stream bytes go (from the handshake's end until the
-    /// stream ends).
-    control: Option<mpsc::Sender<Bytes>>,
-    stream: Option<StreamId>,
-    /// Control bytes left unread while the session's queue was full.
-    read_blocked: bool,
-    pending: VecDeque<Bytes>,
-    pending_bytes: usize,
-    flows: HashMap<u64, Route>,
-    /// The slots of the calls it carries.
-    calls: Vec<usize>,
-    /// Its timer (quinn-proto's next deadline).
-    timer: Option<Instant>,
-    /// The earliest entry it has in the engine's heap: a later deadline
-    /// (an idle timer pushed back by each packet) is not pushed until
-    /// that entry comes up.
-    queued: Option<Instant>,
-    dirty: bool,
-}
-
-/// quinn-proto's handles are small slab indices: they hash as themselves
-/// (SipHash would cost more than the rest of a lookup).
+/// quinn-proto's handles are small slab indices, ours to give: one
+/// multiply spreads them (SipHash would cost more than the rest of a
+/// lookup).
 #[derive(Default)]
 struct SlotHasher(u64);
 
 impl std::hash::Hasher for SlotHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Fibonacci mixing: the table's tag bits come from the top.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -705,14 +429,8 @@ impl Engine {
         let dirty = &mut self.dirty;
         let mut sent_any = false;
         let mut send = |d: Bytes| -> bool {
-            let mut datagrams = e.conn.datagrams();
-            let fits = datagrams.send_buffer_space() >= d.len();
-            if let Err(SendDatagramError::TooLarge) = datagrams.send(d, true) {
-                counters.too_large.inc();
-            }
             sent_any = true;
-            // quinn-proto dropped the oldest queued datagram for it.
-            fits
+            send_datagram(e, d, counters)
         };
         let mut cx = Context::from_waker(&c.waker);
         let turn = c.call.poll(&mut cx, &mut self.scratch, &mut send);
@@ -904,13 +622,8 @@ impl Engine {
         else {
             return;
         };
-        let mut datagrams = e.conn.datagrams();
-        if datagrams.send_buffer_space() < d.len() {
-            // quinn-proto drops the oldest queued datagram.
+        if !send_datagram(e, d, counters) {
             counters.congestion.inc();
-        }
-        if let Err(SendDatagramError::TooLarge) = datagrams.send(d, true) {
-            counters.too_large.inc();
         }
         self.mark(key.handle);
     }
@@ -993,11 +706,7 @@ impl Engine {
         };
         e.dirty = false;
         let handle = ConnectionHandle(h);
-        while let Some(ev) = e.conn.poll_endpoint_events() {
-            if let Some(back) = self.endpoint.handle_event(handle, ev) {
-                e.conn.handle_event(back);
-            }
-        }
+        endpoint_events(&mut self.endpoint, handle, e);
         while let Some(ev) = e.conn.poll() {
             on_event(
                 e,
@@ -1030,21 +739,9 @@ impl Engine {
             let Some(t) = e.conn.poll_transmit(now, MAX_SEGMENTS, &mut self.send_buf) else {
                 break;
             };
-            let _ = self.out.push(&quinn::udp::Transmit {
-                destination: t.destination,
-                ecn: t
-                    .ecn
-                    .and_then(|c| quinn::udp::EcnCodepoint::from_bits(c as u8)),
-                contents: &self.send_buf[..t.size],
-                segment_size: t.segment_size,
-                src_ip: t.src_ip,
-            });
+            let _ = self.out.push(&udp_transmit(&t, &self.send_buf));
         }
-        while let Some(ev) = e.conn.poll_endpoint_events() {
-            if let Some(back) = self.endpoint.handle_event(handle, ev) {
-                e.conn.handle_event(back);
-            }
-        }
+        endpoint_events(&mut self.endpoint, handle, e);
         e.timer = e.conn.poll_timeout();
         if let Some(t) = e.timer {
             if e.queued.is_none_or(|q| t < q) {
@@ -1077,20 +774,47 @@ impl Engine {
         }
         // A full queue drops a stateless reply (Retry, refusal, reset):
         // the peer sends again.
-        let _ = self.out.push(&quinn::udp::Transmit {
-            destination: t.destination,
-            ecn: t
-                .ecn
-                .and_then(|c| quinn::udp::EcnCodepoint::from_bits(c as u8)),
-            contents: &buf[..t.size],
-            segment_size: t.segment_size,
-            src_ip: t.src_ip,
-        });
+        let _ = self.out.push(&udp_transmit(t, buf));
     }
 
     fn flush(&mut self) {
         flush(&self.io, &mut self.out, &self.no_tos, &self.stats);
     }
+}
+
+/// quinn-proto's transmit of `buf`, as the socket queue takes it.
+fn udp_transmit<'a>(t: &quinn_proto::Transmit, buf: &'a [u8]) -> quinn::udp::Transmit<'a> {
+    quinn::udp::Transmit {
+        destination: t.destination,
+        ecn: t
+            .ecn
+            .and_then(|c| quinn::udp::EcnCodepoint::from_bits(c as u8)),
+        contents: &buf[..t.size],
+        segment_size: t.segment_size,
+        src_ip: t.src_ip,
+    }
+}
+
+/// Hands the endpoint what connection `e` has for it (new connection
+/// IDs, retirements, its end), and `e` the endpoint's answers.
+fn endpoint_events(endpoint: &mut quinn_proto::Endpoint, handle: ConnectionHandle, e: &mut Entry) {
+    while let Some(ev) = e.conn.poll_endpoint_events() {
+        if let Some(back) = endpoint.handle_event(handle, ev) {
+            e.conn.handle_event(back);
+        }
+    }
+}
+
+/// Queues media datagram `d` on connection `e`; false if quinn-proto had
+/// to drop its oldest queued datagram for it (congestion). A datagram
+/// larger than the path takes is dropped and counted.
+fn send_datagram(e: &mut Entry, d: Bytes, counters: &Counters) -> bool {
+    let mut datagrams = e.conn.datagrams();
+    let fits = datagrams.send_buffer_space() >= d.len();
+    if let Err(SendDatagramError::TooLarge) = datagrams.send(d, true) {
+        counters.too_large.inc();
+    }
+    fits
 }
 
 /// Sends what the queue holds, as far as the socket takes it.
@@ -1102,175 +826,6 @@ fn flush(io: &tokio::net::UdpSocket, out: &mut Queue, no_tos: &AtomicBool, stats
     // `WouldBlock` clears tokio's readiness: the loop then waits for room.
     if let Ok(n) = io.try_io(Interest::WRITABLE, || send_from(fd, out, 0, no_tos, stats)) {
         out.consume(n);
-    }
-}
-
-/// One application event of connection `e`.
-// The engine's fields it needs, borrowed apart from the connection.
-#[allow(clippy::too_many_arguments)]
-fn on_event(
-    e: &mut Entry,
-    ev: Event,
-    key: Key,
-    listener: &dyn Listener,
-    counters: &Counters,
-    cmds: &mpsc::UnboundedSender<Cmd>,
-    media: &mpsc::Sender<(Key, Bytes)>,
-    calls: (&mut [Option<CallSlot>], &mut Scratch),
-) {
-    match ev {
-        Event::Connected => {
-            e.place = None;
-            let peer = e
-                .conn
-                .crypto_session()
-                .peer_identity()
-                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-                .map_or_else(Vec::new, |b| *b);
-            let (tx, rx) = mpsc::channel(CONTROL_CHUNKS);
-            e.control = Some(tx);
-            let conn = Conn {
-                key,
-                remote: e.remote,
-                peer: Arc::new(peer),
-                cmds: cmds.clone(),
-                media: media.clone(),
-                closed: e.closed.subscribe(),
-            };
-            listener.connected(conn, rx);
-            read_control(e);
-        }
-        Event::ConnectionLost { reason } => {
-            if e.place.take().is_some() {
-                listener.failed(e.remote.ip(), Some(&reason));
-            }
-            e.control = None;
-            e.flows.clear();
-            e.closed.send_replace(true);
-        }
-        Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-            while let Some(id) = e.conn.streams().accept(Dir::Bi) {
-                if e.stream.is_none() {
-                    e.stream = Some(id);
-                } else {
-                    // One control stream per session.
-                    let _ = e.conn.recv_stream(id).stop(VarInt::from_u32(0));
-                }
-            }
-            read_control(e);
-        }
-        Event::Stream(StreamEvent::Readable { id }) if Some(id) == e.stream => read_control(e),
-        Event::Stream(StreamEvent::Writable { id }) if Some(id) == e.stream => write_pending(e),
-        Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == e.stream => {
-            // The agent will read no more: the session ends.
-            e.control = None;
-            e.pending.clear();
-            e.pending_bytes = 0;
-        }
-        Event::DatagramReceived => route(e, counters, calls.0, calls.1),
-        _ => {}
-    }
-}
-
-/// Closes `e` from this end: its session and calls hear at once, as
-/// they would from quinn (the slot stays until the close has drained).
-fn close_entry(e: &mut Entry, now: Instant, code: u32, reason: Bytes) {
-    e.conn.close(now, VarInt::from_u32(code), reason);
-    e.control = None;
-    e.flows.clear();
-    e.pending.clear();
-    e.pending_bytes = 0;
-    e.closed.send_replace(true);
-}
-
-/// Hands each received datagram to its call's queue, by flow.
-fn route(e: &mut Entry, counters: &Counters, calls: &mut [Option<CallSlot>], s: &mut Scratch) {
-    while let Some(d) = e.conn.datagrams().recv() {
-        let Some((flow, n)) = protocol::get_varint(&d) else {
-            counters.unknown.inc();
-            continue;
-        };
-        let to = match e.flows.get(&flow) {
-            Some(Route::Call(slot)) => {
-                match calls.get_mut(*slot).and_then(Option::as_mut) {
-                    Some(c) => c.call.agent_datagram(&d[n..], s),
-                    None => counters.unknown.inc(),
-                }
-                continue;
-            }
-            Some(Route::Queue(tx)) => Some(tx),
-            None => None,
-        };
-        match to.map(|tx| tx.try_send(d.slice(n..))) {
-            Some(Ok(())) => {}
-            // The call's task is behind: late audio is dropped audio.
-            Some(Err(mpsc::error::TrySendError::Full(_))) => counters.congestion.inc(),
-            Some(Err(mpsc::error::TrySendError::Closed(_))) => {
-                e.flows.remove(&flow);
-                counters.unknown.inc();
-            }
-            None => counters.unknown.inc(),
-        }
-    }
-}
-
-/// Reads the control stream into the session's queue.
-fn read_control(e: &mut Entry) {
-    let (Some(id), Some(tx)) = (e.stream, e.control.as_ref()) else {
-        return;
-    };
-    let mut ended = false;
-    let mut recv = e.conn.recv_stream(id);
-    match recv.read(true) {
-        Ok(mut chunks) => {
-            loop {
-                if tx.capacity() == 0 {
-                    // The session is behind: the rest stays in quinn-proto,
-                    // whose flow control holds the agent back, and is read
-                    // on a later tick.
-                    e.read_blocked = true;
-                    break;
-                }
-                match chunks.next(CHUNK) {
-                    Ok(Some(c)) => {
-                        let _ = tx.try_send(c.bytes);
-                    }
-                    Ok(None) | Err(ReadError::Reset(_)) => {
-                        ended = true;
-                        break;
-                    }
-                    Err(ReadError::Blocked) => break,
-                }
-            }
-            let _ = chunks.finalize();
-        }
-        Err(_) => ended = true,
-    }
-    if ended {
-        e.control = None;
-    }
-}
-
-/// Writes queued control bytes as far as flow control allows.
-fn write_pending(e: &mut Entry) {
-    let Some(id) = e.stream else { return };
-    while let Some(front) = e.pending.front_mut() {
-        match e.conn.send_stream(id).write(front) {
-            Ok(n) => {
-                e.pending_bytes -= n;
-                if n == front.len() {
-                    e.pending.pop_front();
-                } else {
-                    front.advance(n);
-                }
-            }
-            Err(WriteError::Blocked) => break,
-            Err(_) => {
-                e.pending.clear();
-                e.pending_bytes = 0;
-                break;
-            }
-        }
     }
 }
 
