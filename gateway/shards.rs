@@ -7,9 +7,9 @@
 //! which keeps the multi-threaded runtime.
 //!
 //! Inside a shard, the agents' QUIC runs in one engine task that drives
-//! quinn-proto itself and sends in batches ([`crate::agent::engine`]);
-//! each agent call is still a task of its own (its trunk socket and
-//! relay), fed by the engine.
+//! quinn-proto itself, sends in batches and runs the agent calls (their
+//! trunk sockets and relays) beside their connections
+//! ([`crate::agent::engine`]); other calls' media are tasks of their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

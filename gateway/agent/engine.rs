@@ -181,6 +181,21 @@ pub struct Engine {
     ended: Vec<usize>,
 }
 
+/// An engine that stops (its runtime dropped, its socket failed) still
+/// ends every call it held or was handed: each record gets its media.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for slot in 0..self.calls.len() {
+            self.end_call(slot);
+        }
+        while let Ok(c) = self.cmds.try_recv() {
+            if let Cmd::Call(_, call) = c {
+                call.end();
+            }
+        }
+    }
+}
+
 impl Engine {
     /// An engine on `socket`. Call inside the runtime that will run it.
     pub fn new(

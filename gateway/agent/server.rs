@@ -269,6 +269,9 @@ pub fn transport_config(drop_after: Duration) -> quinn::TransportConfig {
         .max_concurrent_uni_streams(0u32.into())
         .datagram_receive_buffer_size(Some(256 * 1024))
         .datagram_send_buffer_size(256 * 1024)
+        // Control messages are small: a narrow window bounds what a peer
+        // can make the other end hold out of order.
+        .stream_receive_window((64u32 * 1024).into())
         .keep_alive_interval(Some(drop_after / 4))
         .max_idle_timeout(quinn::IdleTimeout::try_from(drop_after).ok());
     t

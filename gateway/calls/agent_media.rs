@@ -8,7 +8,7 @@
 //! Costs per packet: one receive, the relay step, one send (a
 //! `send_to` on the trunk side; on the agent side the datagram joins the
 //! engine's batch), no task wake, queue or lock of its own. Datagram
-//! payloads are carved from the engine's one `BytesMut` block (no
+//! payloads are carved from the call's own `BytesMut` block (no
 //! allocation per packet until a block is used up, nothing zeroed beyond
 //! the packet's size); counters are summed per call and published every
 //! half second.
@@ -128,6 +128,10 @@ pub struct AgentCall {
     next_publish: Instant,
     next_watch: Instant,
     congestion: prometheus::IntCounter,
+    /// Where its datagrams to the agent are carved from: the call's own,
+    /// so what one agent's congested connection holds queued pins only
+    /// its own blocks.
+    block: BytesMut,
 }
 
 impl AgentCall {
@@ -151,6 +155,7 @@ impl AgentCall {
             next_publish: now + RtpCounters::PUBLISH,
             next_watch: now + super::media::Timeout::CHECK,
             congestion,
+            block: BytesMut::with_capacity(BLOCK),
         }
     }
 }
@@ -203,6 +208,7 @@ impl CallMedia for AgentCall {
             }
         }
         if let Some(rtcp) = &self.m.rtcp {
+            let mut rtcp_spent = true;
             for _ in 0..BUDGET {
                 let mut rb = ReadBuf::new(&mut s.buf);
                 match rtcp.poll_recv_from(cx, &mut rb) {
@@ -212,9 +218,14 @@ impl CallMedia for AgentCall {
                             .rtcp(&mut self.m.relay.trunk, from, &mut s.buf[..n]);
                     }
                     Poll::Ready(Err(_)) => {}
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        rtcp_spent = false;
+                        break;
+                    }
                 }
             }
+            // A full RTCP budget comes back at once too.
+            spent |= rtcp_spent;
         }
         if spent {
             cx.waker().wake_by_ref();
@@ -277,11 +288,11 @@ impl AgentCall {
         // RTP header, the payload and the AEAD tag (the trunk's CSRCs and
         // extensions are not carried over).
         let room = n + OVERHEAD;
-        if s.block.capacity() < room {
-            s.block = BytesMut::with_capacity(BLOCK);
+        if self.block.capacity() < room {
+            self.block = BytesMut::with_capacity(BLOCK);
         }
-        s.block.resize(room, 0);
-        let block = &mut s.block;
+        self.block.resize(room, 0);
+        let block = &mut self.block;
         match self
             .m
             .relay

@@ -159,8 +159,10 @@ pub(super) fn read_control(e: &mut Entry) {
                     break;
                 }
                 match chunks.next(CHUNK) {
+                    // A copy: a slice would keep the receive arena's
+                    // whole block alive while the session is behind.
                     Ok(Some(c)) => {
-                        let _ = tx.try_send(c.bytes);
+                        let _ = tx.try_send(Bytes::copy_from_slice(&c.bytes));
                     }
                     Ok(None) | Err(ReadError::Reset(_)) => {
                         ended = true;

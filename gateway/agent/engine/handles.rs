@@ -47,8 +47,6 @@ pub(super) enum Cmd {
 pub struct Scratch {
     pub buf: Vec<u8>,
     pub out: Vec<u8>,
-    /// Where datagrams for agents are carved from (see `Bytes::split`).
-    pub block: BytesMut,
 }
 
 impl Default for Scratch {
@@ -56,7 +54,6 @@ impl Default for Scratch {
         Self {
             buf: vec![0; 2048],
             out: vec![0; 2048],
-            block: BytesMut::with_capacity(64 * 1024),
         }
     }
 }
