@@ -68,36 +68,125 @@ impl Default for Mask {
 
 /// A phone number (E.164 where the gateway could normalize it), or what
 /// stood in the From or Request-URI instead (`anonymous`).
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PhoneNumber(String);
+///
+/// A caller who withheld the number (RFC 3323 `Privacy: id`, an anonymous
+/// From) is [`PhoneNumber::withheld`]: every view staff have (agents,
+/// whatever their profile; viewers; logs; exports) shows
+/// [`PhoneNumber::WITHHELD`], and the number the carrier asserted, if any,
+/// stays in the sealed record for auditors only ([`PhoneNumber::audited`]).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct PhoneNumber {
+    number: String,
+    withheld: bool,
+}
 
 impl PhoneNumber {
+    /// What every staff view shows of a withheld number.
+    pub const WITHHELD: &'static str = "withheld";
+
     pub fn new(number: impl Into<String>) -> Self {
-        Self(number.into())
+        Self {
+            number: number.into(),
+            withheld: false,
+        }
+    }
+
+    /// A caller who asked not to be shown; `asserted` is the number the
+    /// carrier vouched for (P-Asserted-Identity from a trusted trunk), if
+    /// it sent one.
+    pub fn withheld(asserted: Option<String>) -> Self {
+        Self {
+            number: asserted.unwrap_or_default(),
+            withheld: true,
+        }
+    }
+
+    pub fn is_withheld(&self) -> bool {
+        self.withheld
     }
 
     /// The number as the policy lets staff see it.
     pub fn masked(&self, mask: Mask) -> String {
-        mask.apply(&self.0)
+        if self.withheld {
+            Self::WITHHELD.into()
+        } else {
+            mask.apply(&self.number)
+        }
     }
 
-    /// The whole number: for signalling, the sealed record, auditors and
-    /// agents whose profile shows callers. Nowhere else.
+    /// The number as staff entitled to whole numbers see it (an agent
+    /// whose profile shows callers, an export): whole, unless withheld.
+    pub fn shown(&self) -> &str {
+        if self.withheld {
+            Self::WITHHELD
+        } else {
+            &self.number
+        }
+    }
+
+    /// The number as an auditor reads it from the sealed record: whole,
+    /// and marked `withheld:` if the caller asked not to be shown.
+    pub fn audited(&self) -> std::borrow::Cow<'_, str> {
+        if self.withheld && self.number.is_empty() {
+            Self::WITHHELD.into()
+        } else if self.withheld {
+            format!("{}:{}", Self::WITHHELD, self.number).into()
+        } else {
+            self.number.as_str().into()
+        }
+    }
+
+    /// The whole number, withheld or not (empty if withheld and never
+    /// asserted): for signalling towards a carrier (P-Asserted-Identity)
+    /// and the sealed record. Nowhere else.
     pub fn reveal(&self) -> &str {
-        &self.0
+        &self.number
     }
 }
 
 impl std::fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&Mask::NONE.apply(&self.0))
+        f.write_str(&self.masked(Mask::NONE))
     }
 }
 
 impl std::fmt::Debug for PhoneNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PhoneNumber({self})")
+    }
+}
+
+/// How a number is written in a record: a plain string (as every record
+/// before withheld numbers were kept), or `{"withheld": number}`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Plain(String),
+    Withheld { withheld: String },
+}
+
+impl Serialize for PhoneNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.withheld {
+            Stored::Withheld {
+                withheld: self.number.clone(),
+            }
+            .serialize(s)
+        } else {
+            self.number.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Plain(number) => Self::new(number),
+            Stored::Withheld { withheld } => Self {
+                number: withheld,
+                withheld: true,
+            },
+        })
     }
 }
 
@@ -116,6 +205,45 @@ mod tests {
         );
         assert_eq!(n.reveal(), "+447700900123");
         assert_eq!(PhoneNumber::new("anonymous").to_string(), "anonymous");
+    }
+
+    #[test]
+    fn a_withheld_number_shows_only_to_auditors() {
+        let n = PhoneNumber::withheld(Some("+447700900123".into()));
+        for shown in [
+            n.to_string(),
+            format!("{n:?}"),
+            n.masked(Mask::default()),
+            n.shown().to_string(),
+        ] {
+            assert!(!shown.contains("0123"), "{shown}");
+            assert!(shown.contains("withheld"), "{shown}");
+        }
+        assert_eq!(n.audited(), "withheld:+447700900123");
+        assert_eq!(n.reveal(), "+447700900123");
+        let none = PhoneNumber::withheld(None);
+        assert_eq!(none.audited(), "withheld");
+        assert_eq!(none.reveal(), "");
+        assert_eq!(none.shown(), "withheld");
+        let plain = PhoneNumber::new("+447700900123");
+        assert_eq!(plain.shown(), "+447700900123");
+        assert_eq!(plain.audited(), "+447700900123");
+    }
+
+    #[test]
+    fn records_keep_old_plain_numbers_and_mark_withheld_ones() {
+        let plain = PhoneNumber::new("+447700900123");
+        let withheld = PhoneNumber::withheld(Some("+447700900123".into()));
+        let a = serde_json::to_string(&plain).expect("json");
+        let b = serde_json::to_string(&withheld).expect("json");
+        assert_eq!(a, r#""+447700900123""#);
+        assert_eq!(b, r#"{"withheld":"+447700900123"}"#);
+        assert_eq!(serde_json::from_str::<PhoneNumber>(&a).expect("a"), plain);
+        assert_eq!(
+            serde_json::from_str::<PhoneNumber>(&b).expect("b"),
+            withheld
+        );
+        assert!(serde_json::from_str::<PhoneNumber>("{\"other\":1}").is_err());
     }
 
     #[test]

@@ -753,7 +753,7 @@ async fn run(
                     Format::Csv => Some(r.csv_row(&id.to_string())),
                     Format::Jsonl => serde_json::to_string(&Listed {
                         id: id.to_string(),
-                        record: r,
+                        record: r.exported(),
                     })
                     .ok(),
                 },

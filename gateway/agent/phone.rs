@@ -22,6 +22,8 @@ pub struct Options {
     pub auto_answer: bool,
     /// Place calls to this number.
     pub dial: Option<String>,
+    /// Withhold the call centre's number on those calls.
+    pub withhold: bool,
     /// Audio to send (8 kHz samples), from the start of each call; silence
     /// after it ends.
     pub play: Option<Vec<i16>>,
@@ -314,7 +316,12 @@ pub async fn run(
             .await?;
     }
     if let Some(n) = &opts.dial {
-        client.send(&ClientMsg::Dial { number: n.clone() }).await?;
+        client
+            .send(&ClientMsg::Dial {
+                number: n.clone(),
+                withhold: opts.withhold,
+            })
+            .await?;
     }
     while reports.len() < want {
         let hangup_at = call.as_ref().and_then(|c| c.hangup_at);
@@ -366,7 +373,12 @@ pub async fn run(
                         reports.push(r);
                         if reports.len() < want {
                             if let Some(n) = &opts.dial {
-                                client.send(&ClientMsg::Dial { number: n.clone() }).await?;
+                                client
+            .send(&ClientMsg::Dial {
+                number: n.clone(),
+                withhold: opts.withhold,
+            })
+            .await?;
                             }
                         }
                     }

@@ -97,9 +97,12 @@ pub enum ClientMsg {
     Reject {
         call: u64,
     },
-    /// Place a call to `number` (E.164 or national digits).
+    /// Place a call to `number` (E.164 or national digits); `withhold`
+    /// hides the call centre's number from the called party.
     Dial {
         number: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        withhold: bool,
     },
     Hold {
         call: u64,
@@ -351,6 +354,7 @@ mod tests {
             },
             ClientMsg::Dial {
                 number: "+447700900123".into(),
+                withhold: true,
             },
             ClientMsg::Dtmf {
                 call: 3,

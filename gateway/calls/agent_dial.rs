@@ -83,7 +83,7 @@ impl Core {
             .inc();
     }
 
-    pub(super) fn agent_dial(&mut self, session: u64, number: &str, now: Instant) {
+    pub(super) fn agent_dial(&mut self, session: u64, number: &str, withhold: bool, now: Instant) {
         let Some(a) = self.agents.sessions.get(&session) else {
             return;
         };
@@ -204,6 +204,7 @@ impl Core {
             trunk,
             number: &e164,
             caller: &caller,
+            withhold,
             codec: (codec, pt),
             dtmf_pt: Some(101),
             ptime: 20,

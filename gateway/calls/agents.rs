@@ -195,7 +195,9 @@ impl Core {
                 }
                 a.available = available;
             }
-            ClientMsg::Dial { number } => self.agent_dial(session, &number, now),
+            ClientMsg::Dial { number, withhold } => {
+                self.agent_dial(session, &number, withhold, now)
+            }
             ClientMsg::Answer { call } if mine(call) => self.agent_answer(session, call, now),
             ClientMsg::Reject { call } if mine(call) => self.agent_refused(call, "rejected", now),
             ClientMsg::Hangup { call } if mine(call) => self.agent_hangup(call, now),
@@ -313,7 +315,7 @@ impl Core {
         a.link.send(ServerMsg::Offer {
             call: leg.call,
             caller: if show {
-                leg.caller.reveal().to_string()
+                leg.caller.shown().to_string()
             } else {
                 leg.caller.masked(self.config.mask)
             },

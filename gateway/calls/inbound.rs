@@ -43,25 +43,33 @@ impl Core {
         .unwrap_or_default();
         let cc = trunk.as_ref().and_then(|t| t.country_code.as_deref());
         let normalized = normalize(&user, cc);
-        let caller = head
-            .from
-            .uri
-            .sip()
-            .and_then(|u| u.user)
-            .map(|u| normalize(&String::from_utf8_lossy(u), cc))
-            .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
-            .unwrap_or_else(|| "anonymous".into());
+        let id =
+            crate::sip::privacy::caller_id(m, &head.from, self.config.trusted_peer(peer.addr.ip()));
+        let number = |u: &[u8]| {
+            Some(normalize(&String::from_utf8_lossy(u), cc))
+                .filter(|u| u.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+        };
+        let caller = if id.withheld {
+            PhoneNumber::withheld(id.asserted.and_then(number))
+        } else {
+            PhoneNumber::new(
+                id.from
+                    .and_then(number)
+                    .unwrap_or_else(|| "anonymous".into()),
+            )
+        };
         self.records.new = self
             .records
             .begin(
                 head.call_id,
                 crate::cdr::record::Direction::Inbound,
-                &caller,
+                "",
                 &normalized,
                 now,
             )
             .map(|mut c| {
                 c.record.trunk = trunk.as_ref().map(|t| t.name.clone());
+                c.record.caller = caller.clone();
                 c
             });
         // A test service answers only its test peers: to anyone else the
@@ -298,7 +306,7 @@ impl Core {
                 tried: Vec::new(),
                 offer_until: None,
                 answered: false,
-                caller: PhoneNumber::new(caller.clone()),
+                caller: caller.clone(),
                 callee: PhoneNumber::new(normalized.clone()),
                 codec: neg.codec,
                 pt: neg.pt,

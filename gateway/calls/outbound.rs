@@ -203,6 +203,10 @@ pub(super) struct Dial<'a> {
     pub(super) trunk: usize,
     pub(super) number: &'a str,
     pub(super) caller: &'a str,
+    /// Withhold `caller` from the called party (RFC 3323 `Privacy: id`,
+    /// an anonymous From); the carrier still gets it in
+    /// P-Asserted-Identity (RFC 3325) for emergency and legal use.
+    pub(super) withhold: bool,
     /// The one codec offered, with its payload type.
     pub(super) codec: (crate::sip::sdp::Codec, u8),
     pub(super) dtmf_pt: Option<u8>,
@@ -214,7 +218,8 @@ pub(super) struct Dial<'a> {
 pub(super) struct Outgoing<'a> {
     pub(super) trunk: usize,
     pub(super) number: &'a str,
-    pub(super) caller: &'a str,
+    /// The caller, withheld onwards if they withheld it from us.
+    pub(super) caller: &'a crate::number::PhoneNumber,
     pub(super) neg: &'a Negotiated,
     pub(super) side_a: Side,
     pub(super) control: mpsc::Receiver<Control>,
@@ -229,7 +234,8 @@ impl Core {
             &Dial {
                 trunk: o.trunk,
                 number: o.number,
-                caller: o.caller,
+                caller: o.caller.reveal(),
+                withhold: o.caller.is_withheld(),
                 codec: (o.neg.codec, o.neg.pt),
                 dtmf_pt: o.neg.dtmf_pt,
                 ptime: o.neg.ptime,
@@ -284,11 +290,33 @@ impl Core {
         let call_id = format!("{}@tollgate", self.tokens.token()).into_bytes();
         let uri = format!("sip:{}@{addr}", d.number).into_bytes();
         let local_tag = self.tokens.token();
-        let from = format!("<sip:{}@{}>;tag={local_tag}", d.caller, self.sip_addr).into_bytes();
+        let (from, asserted) = if d.withhold {
+            let number = d.caller.strip_prefix('+').unwrap_or(d.caller);
+            let is_number = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+            (
+                format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={local_tag}"),
+                is_number.then(|| format!("<sip:{}@{}>", d.caller, self.sip_addr)),
+            )
+        } else {
+            let from = format!("<sip:{}@{}>;tag={local_tag}", d.caller, self.sip_addr);
+            (from, None)
+        };
+        let from = from.into_bytes();
         let to = format!("<sip:{}@{addr}>", d.number).into_bytes();
         let contact = self.contact_for(peer);
         let max_forwards = d.max_forwards.to_string();
         let branch = self.tokens.branch();
+        let mut extra: Vec<(&str, &[u8])> = vec![
+            ("Contact", &contact),
+            ("Allow", super::core::ALLOW),
+            ("Max-Forwards", max_forwards.as_bytes()),
+        ];
+        if d.withhold {
+            extra.push(("Privacy", b"id"));
+        }
+        if let Some(a) = &asserted {
+            extra.push(("P-Asserted-Identity", a.as_bytes()));
+        }
         let invite = build::request(&RequestSpec {
             method: "INVITE",
             uri: &uri,
@@ -299,11 +327,7 @@ impl Core {
             to: &to,
             call_id: &call_id,
             cseq: 1,
-            extra: &[
-                ("Contact", &contact),
-                ("Allow", super::core::ALLOW),
-                ("Max-Forwards", max_forwards.as_bytes()),
-            ],
+            extra: &extra,
             body: Some(("application/sdp", &offer)),
         });
         let key = self.txn.start_client(invite, peer, now)?;

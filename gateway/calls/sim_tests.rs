@@ -350,6 +350,54 @@ async fn a_bridged_caller_that_never_acks_is_hung_up_on_both_legs() {
 }
 
 #[tokio::test]
+async fn a_withheld_caller_stays_withheld_when_bridged_onwards() {
+    let mut s = sim();
+    // Plain: the caller's number goes on in From, no privacy asked.
+    let mut plain = Ua::new(CARRIER, "plain");
+    s.deliver(
+        CARRIER,
+        &plain.invite(BRIDGED, &offer(CARRIER, 30000, "sendrecv"), ""),
+    );
+    let out = s.request(FAR, "INVITE");
+    assert!(out
+        .header("From")
+        .is_some_and(|f| f.contains("+442071838750")));
+    assert_eq!(out.header("Privacy"), None);
+    // Withheld (RFC 3323), the number asserted by the trusted carrier:
+    // onwards it is withheld too, the number only in P-Asserted-Identity.
+    let mut withheld = Ua::new(CARRIER, "withheld");
+    s.deliver(
+        CARRIER,
+        &withheld.invite(
+            BRIDGED,
+            &offer(CARRIER, 30002, "sendrecv"),
+            "Privacy: id\r\nP-Asserted-Identity: <tel:+442071838750>\r\n",
+        ),
+    );
+    let out = s.request(FAR, "INVITE");
+    let from = out.header("From").expect("From");
+    assert!(
+        from.starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+        "{from}"
+    );
+    assert_eq!(out.header("Privacy"), Some("id"));
+    assert!(out
+        .header("P-Asserted-Identity")
+        .is_some_and(|a| a.starts_with("<sip:+442071838750@")));
+    // Withheld with nothing asserted: nothing to assert onwards.
+    let mut bare = Ua::new(CARRIER, "bare");
+    bare.from_user = "anonymous".into();
+    s.deliver(
+        CARRIER,
+        &bare.invite(BRIDGED, &offer(CARRIER, 30004, "sendrecv"), ""),
+    );
+    let out = s.request(FAR, "INVITE");
+    assert_eq!(out.header("Privacy"), Some("id"));
+    assert_eq!(out.header("P-Asserted-Identity"), None);
+    assert!(!out.text.contains("2071838750"), "{}", out.text);
+}
+
+#[tokio::test]
 async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = sim();
     let (mut caller, mut far, out) = bridged_call(&mut s, "bridge");
@@ -553,7 +601,13 @@ async fn a_cancel_while_offered_ends_the_offer_and_an_agent_gone_mid_call_hangs_
 /// The agent dials a number out the far trunk: the gateway's INVITE.
 fn dial_far(s: &mut Sim, agent: &super::sim::Agent) -> super::sim::Sent {
     let number = "+442079460001".to_string();
-    s.agent_says(agent, ClientMsg::Dial { number });
+    s.agent_says(
+        agent,
+        ClientMsg::Dial {
+            number,
+            withhold: false,
+        },
+    );
     s.request(FAR, "INVITE")
 }
 
@@ -822,6 +876,7 @@ async fn calling_hours_follow_the_injected_wall_clock() {
         &dave,
         ClientMsg::Dial {
             number: number.clone(),
+            withhold: false,
         },
     );
     let refused = dave.heard().into_iter().find_map(|m| match m {
@@ -832,7 +887,13 @@ async fn calling_hours_follow_the_injected_wall_clock() {
     assert!(s.take(FAR).is_empty());
     // Three minutes later it is 09:01.
     s.advance(Duration::from_secs(180));
-    s.agent_says(&dave, ClientMsg::Dial { number });
+    s.agent_says(
+        &dave,
+        ClientMsg::Dial {
+            number,
+            withhold: false,
+        },
+    );
     s.request(FAR, "INVITE");
 }
 

@@ -178,11 +178,36 @@ impl Record {
     /// The record as a viewer sees it: numbers under the one masking
     /// policy, no Call-ID.
     pub fn masked(&self, mask: Mask) -> Self {
+        let mask = |n: &PhoneNumber| {
+            if n.is_withheld() {
+                PhoneNumber::withheld(None)
+            } else {
+                PhoneNumber::new(n.masked(mask))
+            }
+        };
         Self {
-            caller: PhoneNumber::new(self.caller.masked(mask)),
-            callee: PhoneNumber::new(self.callee.masked(mask)),
+            caller: mask(&self.caller),
+            callee: mask(&self.callee),
             call_id: "-".into(),
             ..self.clone()
+        }
+    }
+
+    /// The record as it leaves the appliance in an export: whole numbers,
+    /// but a withheld caller leaves withheld, without the number the
+    /// carrier asserted (that stays in the sealed record for auditors).
+    pub fn exported(self) -> Self {
+        let out = |n: PhoneNumber| {
+            if n.is_withheld() {
+                PhoneNumber::withheld(None)
+            } else {
+                n
+            }
+        };
+        Self {
+            caller: out(self.caller),
+            callee: out(self.callee),
+            ..self
         }
     }
 }
@@ -229,8 +254,8 @@ impl Record {
             },
             csv_field(self.trunk.as_deref().unwrap_or("")),
             csv_field(self.agent.as_deref().unwrap_or("")),
-            csv_field(self.caller.reveal()),
-            csv_field(self.callee.reveal()),
+            csv_field(self.caller.shown()),
+            csv_field(self.callee.shown()),
             self.start_ms.to_string(),
             opt(self.ringing_ms),
             opt(self.answer_ms),
@@ -321,6 +346,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_withheld_caller_leaves_only_in_the_sealed_record() {
+        let mut r = Record::new("c1", Direction::Inbound, "", "+442079460000", 1000);
+        r.caller = PhoneNumber::withheld(Some("+447700900123".into()));
+        // Sealed (what the store keeps): the number, marked.
+        let sealed = serde_json::to_string(&r).expect("json");
+        assert!(
+            sealed.contains(r#""caller":{"withheld":"+447700900123"}"#),
+            "{sealed}"
+        );
+        let back: Record = serde_json::from_str(&sealed).expect("parse");
+        assert_eq!(back.caller.audited(), "withheld:+447700900123");
+        // Viewers, exports (CSV and JSON lines), Debug: withheld, no digit.
+        let views = [
+            serde_json::to_string(&r.masked(Mask::default())).expect("json"),
+            serde_json::to_string(&r.clone().exported()).expect("json"),
+            r.csv_row("1-2"),
+            format!("{r:?}"),
+        ];
+        for v in views {
+            assert!(!v.contains("900123"), "{v}");
+            assert!(v.contains("withheld"), "{v}");
+        }
+        assert!(r.csv_row("1-2").contains(",withheld,+442079460000,"));
+        // The called number (the call centre's line) is untouched.
+        assert_eq!(r.clone().exported().callee.shown(), "+442079460000");
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct ConnectArgs {
     /// Place calls to NUMBER.
     #[arg(long, value_name = "NUMBER")]
     dial: Option<String>,
+    /// Withhold the call centre's number from the called party.
+    #[arg(long, requires = "dial")]
+    withhold: bool,
     /// Send this audio on each call.
     #[arg(long, value_name = "WAV")]
     play: Option<PathBuf>,
@@ -251,6 +254,7 @@ fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
     let opts = phone::Options {
         auto_answer: c.auto_answer,
         dial: c.dial.clone(),
+        withhold: c.withhold,
         play,
         record: c.record.clone(),
         duration,

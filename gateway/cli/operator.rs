@@ -295,8 +295,8 @@ pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
                             format!("{:?}", r.direction).to_lowercase(),
                             // As the gateway sent them: masked unless
                             // the operator is an auditor.
-                            r.caller.reveal(),
-                            r.callee.reveal(),
+                            r.caller.audited(),
+                            r.callee.audited(),
                             r.agent.as_deref().unwrap_or("-"),
                             r.duration_ms / 1000,
                             r.outcome.label(),

@@ -43,6 +43,7 @@ pub struct TrunkFile {
     pub tls_server_name: Option<String>,
     /// A carrier's trunk (the default): its peers are never banned by the
     /// IDS, only rate-limited at `carriers.limit_factor` times the limits.
+    /// Its P-Asserted-Identity is believed (RFC 3325's trust domain).
     /// `false` for a trunk open to a wide network (SIP from the internet),
     /// whose sources the IDS bans like any other.
     #[serde(default = "default_trusted")]

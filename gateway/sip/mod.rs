@@ -5,7 +5,8 @@
 //! - [`header`]: typed header values; [`uri`]: SIP URIs;
 //! - [`dialog`]: one dialog's identities, target, route set and CSeqs;
 //! - [`check`]: the checks a request or response must pass before the
-//!   transaction layer sees it, each mapped to the response it earns.
+//!   transaction layer sees it, each mapped to the response it earns;
+//! - [`privacy`]: the calling party, and whether it withheld its number.
 
 pub mod build;
 pub mod check;
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod framer;
 pub mod header;
 pub mod message;
+pub mod privacy;
 mod scan;
 pub mod sdp;
 pub mod timer;

@@ -6,10 +6,9 @@
 
 use crate::common;
 
-use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::common::agent::{enroll, softphone, softphone_output};
+use crate::common::agent::{enroll, softphone, softphone_output, wait_exit};
 use crate::common::gateway::{far_end_with, sipp, sipp_command, sipp_result, Gateway, PCAP};
 use crate::common::pcap::Capture;
 use tollgate::agent::wav;
@@ -20,21 +19,6 @@ const QUEUE: &str = r#"
 number = "*"
 target = "queue:default"
 "#;
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the softphone did not finish within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The A-law audio sipp's pcap carries, decoded.
 fn pcap_audio() -> Vec<i16> {

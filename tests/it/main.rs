@@ -17,6 +17,7 @@ mod common;
 mod agent_auth;
 mod agent_call_sim;
 mod agent_calls;
+mod caller_privacy;
 mod cdr_crash;
 mod cdr_records;
 mod cli;

@@ -70,6 +70,21 @@ pub fn softphone(gw: &Gateway, who: &Enrolled, tag: &str, extra: &[&str]) -> Chi
         .expect("softphone starts")
 }
 
+/// Waits (bounded) for a child to exit.
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the softphone did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// What a softphone printed (stdout, stderr).
 pub fn softphone_output(gw: &Gateway, tag: &str) -> (String, String) {
     let read = |ext: &str| {
