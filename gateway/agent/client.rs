@@ -193,6 +193,32 @@ impl Client {
         }
     }
 
+    /// This agent's own recent calls, newest first (at most `limit`).
+    /// Other messages arriving meanwhile are passed over; waits at most
+    /// ten seconds.
+    pub async fn history(
+        &mut self,
+        limit: Option<u16>,
+    ) -> Result<Vec<protocol::PastCall>, ClientError> {
+        self.send(&ClientMsg::History { limit }).await?;
+        let wait = async {
+            loop {
+                match self.recv().await? {
+                    ServerMsg::History { calls } => return Ok(calls),
+                    ServerMsg::Error {
+                        code,
+                        message,
+                        call: None,
+                    } => return Err(ClientError::Refused(format!("{code}: {message}"))),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+
     /// The next control message from the gateway.
     pub async fn recv(&mut self) -> Result<ServerMsg, ClientError> {
         loop {

@@ -24,6 +24,9 @@ pub struct Options {
     pub dial: Option<String>,
     /// Withhold the call centre's number on those calls.
     pub withhold: bool,
+    /// Once the calls are done (or at once, with no call to take or
+    /// place), ask for the agent's own recent calls.
+    pub history: bool,
     /// Audio to send (8 kHz samples), from the start of each call; silence
     /// after it ends.
     pub play: Option<Vec<i16>>,
@@ -282,6 +285,8 @@ pub enum Progress<'a> {
     Report(&'a Report),
     /// Something happened on a call (answered, held, an error, ...).
     Notice(String),
+    /// The agent's own recent calls, asked for with [`Options::history`].
+    History(&'a [crate::agent::protocol::PastCall]),
 }
 
 /// The recording path for the `n`th call (from 1).
@@ -305,7 +310,12 @@ pub async fn run(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Vec<Report>, ClientError> {
     let conn = client.conn.clone();
-    let want = opts.calls.max(1) as usize;
+    let takes_calls = opts.auto_answer || opts.ignore_offers || opts.dial.is_some();
+    let want = if opts.history && !takes_calls {
+        0
+    } else {
+        opts.calls.max(1) as usize
+    };
     let mut reports = Vec::new();
     let mut call: Option<Call> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -440,6 +450,10 @@ pub async fn run(
                 }
             },
         }
+    }
+    if opts.history {
+        let calls = client.history(None).await?;
+        progress(Progress::History(&calls));
     }
     client.close();
     Ok(reports)

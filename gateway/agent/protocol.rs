@@ -18,6 +18,8 @@ pub const VERSION: u32 = 2;
 pub const ALPN: &[u8] = b"tollgate-agent/1";
 /// Largest control message body, in bytes.
 pub const MAX_MESSAGE: usize = 4096;
+/// Most calls one `history` answer lists (so it fits in one message).
+pub const MAX_HISTORY: u16 = 20;
 
 /// Application close codes on the QUIC connection.
 pub mod close {
@@ -120,6 +122,30 @@ pub enum ClientMsg {
     Ping {
         id: u64,
     },
+    /// This agent's own recent calls, newest first: at most `limit` (and
+    /// at most [`MAX_HISTORY`]). Nothing about other agents' calls.
+    History {
+        #[serde(default)]
+        limit: Option<u16>,
+    },
+}
+
+/// One of the agent's own past calls, as its profile lets it see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PastCall {
+    /// When it started (Unix milliseconds).
+    pub start_ms: u64,
+    /// `inbound` (offered to the agent) or `outbound` (the agent dialled).
+    pub direction: String,
+    /// Seconds answered (0 if never answered).
+    pub duration_s: u64,
+    /// `answered`, `open` (still going), `rejected`, `cancelled`,
+    /// `no_answer`, `failed` or `interrupted`.
+    pub outcome: String,
+    /// The other party, masked as the agent's profile says; `withheld`
+    /// for a caller who withheld the number.
+    pub party: String,
 }
 
 /// What the gateway sends.
@@ -177,6 +203,10 @@ pub enum ServerMsg {
     },
     Pong {
         id: u64,
+    },
+    /// The answer to `history`.
+    History {
+        calls: Vec<PastCall>,
     },
 }
 
@@ -361,6 +391,7 @@ mod tests {
                 digit: '#',
                 duration_ms: 160,
             },
+            ClientMsg::History { limit: Some(5) },
         ];
         let mut wire = Vec::new();
         for m in &msgs {
@@ -384,6 +415,27 @@ mod tests {
             "{json}"
         );
         assert!(!format!("{:?}", msgs[0]).contains("123456"));
+    }
+
+    #[test]
+    fn a_full_history_of_the_longest_calls_fits_one_message() {
+        let longest = PastCall {
+            start_ms: u64::MAX,
+            direction: "outbound".into(),
+            duration_s: u64::MAX,
+            outcome: "interrupted".into(),
+            // The longest party a record holds (cdr::record::MAX_PARTY).
+            party: "+".repeat(64),
+        };
+        let msg = ServerMsg::History {
+            calls: vec![longest; usize::from(MAX_HISTORY)],
+        };
+        let mut wire = Vec::new();
+        encode(&msg, &mut wire);
+        assert!(wire.len() - 2 <= MAX_MESSAGE, "{} bytes", wire.len() - 2);
+        let mut d = Decoder::default();
+        d.push(&wire);
+        assert_eq!(d.decode::<ServerMsg>().expect("valid"), Some(msg));
     }
 
     #[test]

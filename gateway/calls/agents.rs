@@ -42,12 +42,24 @@ pub(super) struct AgentSession {
     pub(super) idle_since: Instant,
     /// The call the agent is on or being offered (its agent call number).
     pub(super) call: Option<u64>,
+    /// When it last asked for its history.
+    pub(super) history_at: Option<Instant>,
 }
 
 /// Sessions by id.
-#[derive(Default)]
 pub(super) struct Agents {
     pub(super) sessions: HashMap<u64, AgentSession>,
+    /// Gateway-wide permits for history reads.
+    history: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Agents {
+    fn default() -> Self {
+        Self {
+            sessions: HashMap::new(),
+            history: super::history::permits(),
+        }
+    }
 }
 
 /// The trunk side's media, held until an agent answers.
@@ -109,6 +121,14 @@ pub(super) fn pick(
         .map(|(id, _)| *id)
 }
 
+/// Whether `a`'s profile shows whole numbers.
+fn shows_numbers(config: &Config, a: &AgentSession) -> bool {
+    a.profile
+        .as_deref()
+        .and_then(|p| config.profile(p))
+        .is_some_and(|p| p.show_caller)
+}
+
 /// A call's media parameters for the agent, with a fresh key.
 pub(super) fn media_for(
     flow: u64,
@@ -162,6 +182,7 @@ impl Core {
                         available: false,
                         idle_since: now,
                         call: None,
+                        history_at: None,
                     },
                 );
             }
@@ -241,8 +262,54 @@ impl Core {
                     call: Some(call),
                 });
             }
+            ClientMsg::History { limit } => self.agent_history(session, limit, now),
             ClientMsg::Hello { .. } | ClientMsg::Ping { .. } => {}
         }
+    }
+
+    /// The agent's own recent calls, read off the core's thread.
+    fn agent_history(&mut self, session: u64, limit: Option<u16>, now: Instant) {
+        use super::history;
+        use crate::agent::protocol::MAX_HISTORY;
+        let Some(a) = self.agents.sessions.get(&session) else {
+            return;
+        };
+        let view = history::View {
+            whole: shows_numbers(&self.config, a),
+            mask: self.config.mask,
+        };
+        let refuse = |code: &str, message: &str| {
+            a.link.send(ServerMsg::Error {
+                code: code.into(),
+                message: message.into(),
+                call: None,
+            });
+        };
+        if a.history_at
+            .is_some_and(|t| now.saturating_duration_since(t) < history::INTERVAL)
+        {
+            refuse("too_soon", "at most one history request a second");
+            return;
+        }
+        let Some(store) = self.records.store() else {
+            refuse("unavailable", "this gateway keeps no call records");
+            return;
+        };
+        let Ok(permit) = self.agents.history.clone().try_acquire_owned() else {
+            refuse("busy", "other histories are being read; try again");
+            return;
+        };
+        let (name, link) = (a.name.clone(), a.link.clone());
+        let now_ms = self.records.wall.ms(now);
+        let limit = usize::from(limit.unwrap_or(MAX_HISTORY).clamp(1, MAX_HISTORY));
+        if let Some(a) = self.agents.sessions.get_mut(&session) {
+            a.history_at = Some(now);
+        }
+        tokio::task::spawn_blocking(move || {
+            let calls = history::own_calls(&store, &name, now_ms, limit, view);
+            drop(permit);
+            link.send(ServerMsg::History { calls });
+        });
     }
 
     /// The media task's control of the call agents know as `call`.
@@ -305,11 +372,7 @@ impl Core {
         let Some(a) = self.agents.sessions.get_mut(&session) else {
             return;
         };
-        let show = a
-            .profile
-            .as_deref()
-            .and_then(|p| self.config.profile(p))
-            .is_some_and(|p| p.show_caller);
+        let show = shows_numbers(&self.config, a);
         a.call = Some(leg.call);
         info!(call = c.n, agent = %a.name, "offered to agent");
         a.link.send(ServerMsg::Offer {

@@ -26,6 +26,7 @@ pub mod core;
 pub mod driver;
 mod end;
 mod hangup;
+pub mod history;
 mod in_dialog;
 mod inbound;
 mod keepalive;

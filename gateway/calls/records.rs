@@ -113,6 +113,11 @@ impl Records {
         self.writer = Some(w);
     }
 
+    /// The record store, for reading off the core's thread.
+    pub(super) fn store(&self) -> Option<std::sync::Arc<crate::cdr::store::Store>> {
+        self.writer.as_ref()?.store()
+    }
+
     /// A new record (when records are kept).
     pub(super) fn begin(
         &self,

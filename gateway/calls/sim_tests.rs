@@ -482,6 +482,24 @@ fn ended(heard: &[ServerMsg]) -> Option<&str> {
 }
 
 #[tokio::test]
+async fn history_without_a_record_store_is_refused_plainly() {
+    let mut s = agents_sim();
+    let mut alice = s.agent(1, "alice", None).await;
+    s.agent_says(&alice, ClientMsg::History { limit: Some(5) });
+    let codes: Vec<String> = alice
+        .heard()
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error {
+                code, call: None, ..
+            } => Some(code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, ["unavailable"]);
+}
+
+#[tokio::test]
 async fn a_queue_call_moves_on_after_a_rejection_and_a_ring_timeout() {
     let mut s = agents_sim();
     // Logged in a second apart: alice has been idle longest.

@@ -555,13 +555,14 @@ impl Store {
         }
     }
 
-    /// Records that started in `[from_ms, to_ms)`, oldest first; each
-    /// opened as it is reached (a damaged one is an error in its place).
+    /// Records that started in `[from_ms, to_ms)`, oldest first (`.rev()`
+    /// for newest first); each opened as it is reached (a damaged one is
+    /// an error in its place).
     pub fn range(
         &self,
         from_ms: u64,
         to_ms: u64,
-    ) -> impl Iterator<Item = Result<(RecordId, Record), CdrError>> + '_ {
+    ) -> impl DoubleEndedIterator<Item = Result<(RecordId, Record), CdrError>> + '_ {
         let from = RecordId {
             start_ms: from_ms,
             seq: 0,

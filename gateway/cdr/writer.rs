@@ -91,6 +91,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: SyncSender<Job>,
+    store: Option<Arc<Store>>,
     seq: Arc<AtomicU32>,
     metrics: Arc<Metrics>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -100,6 +101,7 @@ impl Writer {
     /// Starts the writer thread on `target`.
     pub fn start(target: Target, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let store = target.store.clone();
         let m = metrics.clone();
         metrics
             .cdr_storage_ok
@@ -114,10 +116,16 @@ impl Writer {
         // A random start, so two runs' ids never meet within a millisecond.
         Ok(Self {
             tx,
+            store,
             seq: Arc::new(AtomicU32::new(crate::crypto::random_u32())),
             metrics,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// The store records go to, for reading (`None`: it could not open).
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.clone()
     }
 
     /// A new record's id.

@@ -71,6 +71,11 @@ struct ConnectArgs {
     /// Withhold the call centre's number from the called party.
     #[arg(long, requires = "dial")]
     withhold: bool,
+    /// Show this agent's own recent calls (after its calls, if it takes or
+    /// places any): time, direction, duration, outcome, the other party
+    /// as the agent's profile shows it.
+    #[arg(long)]
+    history: bool,
     /// Send this audio on each call.
     #[arg(long, value_name = "WAV")]
     play: Option<PathBuf>,
@@ -255,6 +260,7 @@ fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
         auto_answer: c.auto_answer,
         dial: c.dial.clone(),
         withhold: c.withhold,
+        history: c.history,
         play,
         record: c.record.clone(),
         duration,
@@ -282,6 +288,7 @@ fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
         let reports = phone::run(client, opts, |p| match p {
             phone::Progress::Report(r) => println!("{r}"),
             phone::Progress::Notice(n) => eprintln!("{n}"),
+            phone::Progress::History(calls) => print_history(calls),
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -291,4 +298,21 @@ fn connect(c: Box<ConnectArgs>) -> Result<(), String> {
             Err("a call was not answered".to_string())
         }
     })
+}
+
+/// The agent's own recent calls, one line each, newest first.
+fn print_history(calls: &[tollgate::agent::protocol::PastCall]) {
+    if calls.is_empty() {
+        println!("history: no calls");
+    }
+    for c in calls {
+        println!(
+            "history: {} {:<8} {:>6} s {:<11} {}",
+            super::operator::utc(c.start_ms),
+            c.direction,
+            c.duration_s,
+            c.outcome,
+            c.party
+        );
+    }
 }

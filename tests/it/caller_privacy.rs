@@ -7,6 +7,9 @@
 //! agent's own dial can withhold the call centre's number: `Privacy: id`
 //! and an anonymous From towards the trunk, the number in
 //! P-Asserted-Identity for the carrier.
+//!
+//! The same calls show in the agent's own history (agent protocol
+//! `history`), as its profile sees them, and in no other agent's.
 
 use std::time::{Duration, Instant};
 
@@ -106,6 +109,7 @@ fn a_withheld_caller_is_withheld_everywhere_but_the_auditors_record() {
             "0.5",
             "--calls",
             &FORMS.len().to_string(),
+            "--history",
         ],
     );
     gw.expect_metric("tollgate_agents_available", 10, 1.0);
@@ -126,9 +130,10 @@ fn a_withheld_caller_is_withheld_everywhere_but_the_auditors_record() {
             "form {i}: {}",
             run.output
         );
-        // The agent is available again before the next call.
+        // The agent is available again before the next call (after the
+        // last, it leaves).
         let until = Instant::now() + Duration::from_secs(10);
-        while gw.metric("tollgate_agents_available") != 1.0 {
+        while i + 1 < FORMS.len() && gw.metric("tollgate_agents_available") != 1.0 {
             assert!(
                 Instant::now() < until,
                 "form {i}: the agent is not available again: {:?}",
@@ -177,6 +182,35 @@ fn a_withheld_caller_is_withheld_everywhere_but_the_auditors_record() {
     // Nor does the gateway's log.
     let log = gw.log();
     assert!(!log.contains("900123"), "{log}");
+
+    // The agent's own history (asked at the end of its session), newest
+    // first, as its profile sees them: withheld stays withheld. The last
+    // call's record may still be on its way to the store.
+    let history: Vec<&str> = out.lines().filter(|l| l.starts_with("history: ")).collect();
+    assert!(history.len() >= FORMS.len() - 1, "{out}");
+    let parties: Vec<&str> = history
+        .iter()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(
+        parties.last(),
+        Some(&NUMBER),
+        "oldest is the plain call: {out}"
+    );
+    assert!(
+        parties[..parties.len() - 1]
+            .iter()
+            .all(|p| *p == "withheld"),
+        "{out}"
+    );
+    assert!(history.iter().all(|l| l.contains(" inbound ")), "{out}");
+    // Another agent sees none of them.
+    let other = enroll(&gw, "sam", Some("full"));
+    let mut phone = softphone(&gw, &other, "sam", &["--history"]);
+    let status = wait_exit(&mut phone, 30);
+    let (out, err) = softphone_output(&gw, "sam");
+    assert!(status.success(), "{out}\n{err}");
+    assert_eq!(out.trim(), "history: no calls", "{err}");
 }
 
 #[test]
