@@ -88,6 +88,10 @@ pub enum AgentEvent {
         session: u64,
         agent: String,
         profile: Option<String>,
+        /// When this agent was enrolled (Unix seconds): its history
+        /// starts there, so a name enrolled again after a revocation does
+        /// not inherit the calls of the agent it replaced.
+        enrolled_s: u64,
         link: Link,
     },
     Message {
@@ -784,6 +788,7 @@ async fn run_session(
             session,
             agent: name.clone(),
             profile: agent.profile.clone(),
+            enrolled_s: agent.enrolled,
             link: link.clone(),
         })
         .await;

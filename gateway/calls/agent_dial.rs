@@ -229,6 +229,11 @@ impl Core {
                 now,
             )
             .map(|mut c| {
+                if withhold {
+                    // The call centre's number, which the called party
+                    // was not shown: marked so auditors can tell.
+                    c.record.caller = crate::number::PhoneNumber::withheld(Some(caller.clone()));
+                }
                 c.record.trunk = self.config.trunks.get(trunk).map(|t| t.name.clone());
                 c.record.codec = Some(codec.name().to_string());
                 c.record.srtp = vec![

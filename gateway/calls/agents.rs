@@ -44,6 +44,8 @@ pub(super) struct AgentSession {
     pub(super) call: Option<u64>,
     /// When it last asked for its history.
     pub(super) history_at: Option<Instant>,
+    /// When it was enrolled (Unix ms): where its history starts.
+    pub(super) enrolled_ms: u64,
 }
 
 /// Sessions by id.
@@ -170,6 +172,7 @@ impl Core {
                 session,
                 agent,
                 profile,
+                enrolled_s,
                 link,
             } => {
                 debug!(session, agent = %agent, "agent up");
@@ -183,6 +186,7 @@ impl Core {
                         idle_since: now,
                         call: None,
                         history_at: None,
+                        enrolled_ms: enrolled_s.saturating_mul(1000),
                     },
                 );
             }
@@ -299,14 +303,14 @@ impl Core {
             refuse("busy", "other histories are being read; try again");
             return;
         };
-        let (name, link) = (a.name.clone(), a.link.clone());
+        let (name, link, since_ms) = (a.name.clone(), a.link.clone(), a.enrolled_ms);
         let now_ms = self.records.wall.ms(now);
         let limit = usize::from(limit.unwrap_or(MAX_HISTORY).clamp(1, MAX_HISTORY));
         if let Some(a) = self.agents.sessions.get_mut(&session) {
             a.history_at = Some(now);
         }
         tokio::task::spawn_blocking(move || {
-            let calls = history::own_calls(&store, &name, now_ms, limit, view);
+            let calls = history::own_calls(&store, &name, since_ms, now_ms, limit, view);
             drop(permit);
             link.send(ServerMsg::History { calls });
         });

@@ -36,16 +36,21 @@ pub struct View {
     pub mask: Mask,
 }
 
-/// `agent`'s calls that started before `now_ms`, newest first, at most
-/// `limit`. Damaged records are skipped (the auditors' tools report them).
+/// `agent`'s calls that started in `[since_ms, now_ms]` (`since_ms`: its
+/// enrolment, so a name enrolled again after a revocation does not see
+/// its predecessor's calls), newest first, at most `limit`. Damaged
+/// records are skipped (the auditors' tools report them).
 pub fn own_calls(
     store: &Store,
     agent: &str,
+    since_ms: u64,
     now_ms: u64,
     limit: usize,
     view: View,
 ) -> Vec<PastCall> {
-    let from = now_ms.saturating_sub(SCAN_DAYS * 24 * 3600 * 1000);
+    let from = now_ms
+        .saturating_sub(SCAN_DAYS * 24 * 3600 * 1000)
+        .max(since_ms);
     store
         .range(from, now_ms.saturating_add(1))
         .rev()
@@ -130,7 +135,7 @@ mod tests {
             whole: false,
             mask: Mask::default(),
         };
-        let got = own_calls(&s, "alice", day0 + 100, 20, masked);
+        let got = own_calls(&s, "alice", 0, day0 + 100, 20, masked);
         let starts: Vec<u64> = got.iter().map(|c| c.start_ms - day0).collect();
         assert_eq!(starts, [5, 3, 1]);
         assert_eq!(got[0].party, "withheld");
@@ -147,12 +152,17 @@ mod tests {
             whole: true,
             mask: Mask::default(),
         };
-        let got = own_calls(&s, "alice", day0 + 100, 2, whole);
+        let got = own_calls(&s, "alice", 0, day0 + 100, 2, whole);
         let parties: Vec<&str> = got.iter().map(|c| c.party.as_str()).collect();
         assert_eq!(parties, ["withheld", "+442079460000"]);
         // Bob's are his; nobody else's appear; an unknown agent has none.
-        assert_eq!(own_calls(&s, "bob", day0 + 100, 20, masked).len(), 2);
-        assert!(own_calls(&s, "mallory", day0 + 100, 20, masked).is_empty());
+        assert_eq!(own_calls(&s, "bob", 0, day0 + 100, 20, masked).len(), 2);
+        assert!(own_calls(&s, "mallory", 0, day0 + 100, 20, masked).is_empty());
+        // Alice enrolled again after a revocation, at day0 + 4: the
+        // previous Alice's calls are not hers.
+        let again = own_calls(&s, "alice", day0 + 4, day0 + 100, 20, masked);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].start_ms, day0 + 5);
         drop(s);
         let _ = std::fs::remove_dir_all(&d);
     }

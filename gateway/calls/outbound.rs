@@ -204,8 +204,9 @@ pub(super) struct Dial<'a> {
     pub(super) number: &'a str,
     pub(super) caller: &'a str,
     /// Withhold `caller` from the called party (RFC 3323 `Privacy: id`,
-    /// an anonymous From); the carrier still gets it in
-    /// P-Asserted-Identity (RFC 3325) for emergency and legal use.
+    /// an anonymous From); a trusted trunk (the carrier) still gets it in
+    /// P-Asserted-Identity (RFC 3325) for emergency and legal use, an
+    /// untrusted one does not.
     pub(super) withhold: bool,
     /// The one codec offered, with its payload type.
     pub(super) codec: (crate::sip::sdp::Codec, u8),
@@ -292,7 +293,10 @@ impl Core {
         let local_tag = self.tokens.token();
         let (from, asserted) = if d.withhold {
             let number = d.caller.strip_prefix('+').unwrap_or(d.caller);
-            let is_number = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+            // RFC 3325 section 5: with privacy asked, the identity stays
+            // inside the trust domain: a trusted (carrier) trunk only.
+            let is_number =
+                trunk.trusted && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
             (
                 format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={local_tag}"),
                 is_number.then(|| format!("<sip:{}@{}>", d.caller, self.sip_addr)),

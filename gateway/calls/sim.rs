@@ -546,6 +546,7 @@ impl Sim {
             session,
             agent: name.into(),
             profile: profile.map(str::to_string),
+            enrolled_s: 0,
             link: Link::new(conn, 0, tx),
         });
         self.agent_event(AgentEvent::Message {

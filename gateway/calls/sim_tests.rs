@@ -398,6 +398,25 @@ async fn a_withheld_caller_stays_withheld_when_bridged_onwards() {
 }
 
 #[tokio::test]
+async fn a_withheld_number_never_leaves_for_an_untrusted_trunk() {
+    // RFC 3325 section 5: the asserted identity stays in the trust domain.
+    let mut s = Sim::new(&CONFIG.replace("name = \"far\"\n", "name = \"far\"\ntrusted = false\n"));
+    let mut withheld = Ua::new(CARRIER, "untrusted");
+    s.deliver(
+        CARRIER,
+        &withheld.invite(
+            BRIDGED,
+            &offer(CARRIER, 30000, "sendrecv"),
+            "Privacy: id\r\nP-Asserted-Identity: <tel:+442071838750>\r\n",
+        ),
+    );
+    let out = s.request(FAR, "INVITE");
+    assert_eq!(out.header("Privacy"), Some("id"));
+    assert_eq!(out.header("P-Asserted-Identity"), None);
+    assert!(!out.text.contains("2071838750"), "{}", out.text);
+}
+
+#[tokio::test]
 async fn a_bridge_takes_hold_and_refresh_from_the_far_end_and_its_bye() {
     let mut s = sim();
     let (mut caller, mut far, out) = bridged_call(&mut s, "bridge");

@@ -176,11 +176,11 @@ impl Record {
     }
 
     /// The record as a viewer sees it: numbers under the one masking
-    /// policy, no Call-ID.
+    /// policy (`withheld` as a plain string), no Call-ID.
     pub fn masked(&self, mask: Mask) -> Self {
         let mask = |n: &PhoneNumber| {
             if n.is_withheld() {
-                PhoneNumber::withheld(None)
+                PhoneNumber::new(PhoneNumber::WITHHELD)
             } else {
                 PhoneNumber::new(n.masked(mask))
             }
@@ -194,12 +194,13 @@ impl Record {
     }
 
     /// The record as it leaves the appliance in an export: whole numbers,
-    /// but a withheld caller leaves withheld, without the number the
-    /// carrier asserted (that stays in the sealed record for auditors).
+    /// but a withheld caller leaves as the plain string `withheld` (the
+    /// format importers know), without the number the carrier asserted
+    /// (that stays in the sealed record for auditors).
     pub fn exported(self) -> Self {
         let out = |n: PhoneNumber| {
             if n.is_withheld() {
-                PhoneNumber::withheld(None)
+                PhoneNumber::new(PhoneNumber::WITHHELD)
             } else {
                 n
             }
@@ -372,6 +373,9 @@ mod tests {
             assert!(v.contains("withheld"), "{v}");
         }
         assert!(r.csv_row("1-2").contains(",withheld,+442079460000,"));
+        // Exports and viewers keep the plain-string format importers know.
+        let exported = serde_json::to_string(&r.clone().exported()).expect("json");
+        assert!(exported.contains(r#""caller":"withheld""#), "{exported}");
         // The called number (the call centre's line) is untouched.
         assert_eq!(r.clone().exported().callee.shown(), "+442079460000");
     }

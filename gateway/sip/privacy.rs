@@ -3,9 +3,9 @@
 //! A caller withholds the number in one of the ways carriers deliver it:
 //! - RFC 3323 `Privacy: id`, `user` or `header` (any of them; `none` and
 //!   `session` do not hide the number);
-//! - an anonymous From: `sip:anonymous@anonymous.invalid` (RFC 3323 4.1.1.3)
-//!   or a user part such as `anonymous`, `restricted`, `private` or
-//!   `withheld`, as carriers write it;
+//! - an anonymous From: `sip:anonymous@anonymous.invalid` (RFC 3323 4.1.1.3),
+//!   or a user part or display name such as `anonymous`, `restricted`,
+//!   `private` or `withheld`, as carriers write it;
 //! - the older Remote-Party-ID header (draft-ietf-sip-privacy-04) with
 //!   `privacy=full` or `privacy=uri`, still sent by some carriers'
 //!   switches.
@@ -47,10 +47,7 @@ pub fn caller_id<'a>(m: &Message<'a>, from: &NameAddr<'a>, trusted: bool) -> Cal
     let anonymous_from = from.uri.sip().is_some_and(|u| {
         matches!(u.host, Host::Name(h) if h.eq_ignore_ascii_case(b"anonymous.invalid"))
             || from_user.is_some_and(is_anonymous_user)
-    }) || (from_user.is_none()
-        && from
-            .display
-            .is_some_and(|d| d.eq_ignore_ascii_case(b"anonymous")));
+    }) || from.display.is_some_and(is_anonymous_user);
     let privacy = values(m, b"Privacy").any(|v| {
         v.split(|&b| b == b';').any(|t| {
             let t = super::scan::trim_lws(t);
@@ -59,15 +56,19 @@ pub fn caller_id<'a>(m: &Message<'a>, from: &NameAddr<'a>, trusted: bool) -> Cal
                 .any(|w| t.eq_ignore_ascii_case(w))
         })
     });
-    let rpid = values(m, b"Remote-Party-ID")
-        .filter_map(|v| NameAddr::parse(v).ok())
-        .find(|r| {
-            r.params
-                .get(b"party")
-                .flatten()
-                .is_none_or(|p| p.eq_ignore_ascii_case(b"calling"))
-        });
-    let rpid_private = rpid.is_some_and(|r| {
+    let calling = |r: &NameAddr<'a>| {
+        r.params
+            .get(b"party")
+            .flatten()
+            .is_none_or(|p| p.eq_ignore_ascii_case(b"calling"))
+    };
+    let rpids = || {
+        values(m, b"Remote-Party-ID")
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .filter(calling)
+    };
+    let rpid = rpids().next();
+    let rpid_private = rpids().any(|r| {
         r.params
             .get(b"privacy")
             .flatten()
@@ -177,6 +178,12 @@ mod tests {
             "From: <sip:+447700900123@carrier>;tag=a\r\n\
              Remote-Party-ID: <sip:+447700900123@carrier>;party=calling;privacy=full\r\n",
             "From: <sip:+447700900123@x.anonymous.example>;tag=a\r\nPrivacy: none, id\r\n",
+            // An anonymous display name, whatever the user part.
+            "From: \"Anonymous\" <sip:+447700900123@carrier>;tag=a\r\n",
+            // A later calling Remote-Party-ID asks for privacy.
+            "From: <sip:+447700900123@carrier>;tag=a\r\n\
+             Remote-Party-ID: <sip:+447700900123@carrier>;party=calling\r\n\
+             Remote-Party-ID: <sip:+447700900123@carrier>;party=calling;privacy=uri\r\n",
         ];
         for h in withheld {
             assert!(caller(h, true).2, "{h}");
