@@ -233,6 +233,11 @@ pub struct AdminFile {
     pub viewer_group: String,
     pub auditor_group: String,
     pub admin_group: String,
+    /// Who approves others' requests to take data out (`cdr export`):
+    /// implied by no other role.
+    pub approver_group: String,
+    /// How long an approved request may wait to be run.
+    pub approval_window_s: u64,
     /// The group the admin socket belongs to (mode 0660), so that only its
     /// members can connect at all; unset, anyone local may connect (mode
     /// 0666) and the role groups alone decide what they may do.
@@ -246,6 +251,8 @@ impl Default for AdminFile {
             viewer_group: "tollgate-viewer".into(),
             auditor_group: "tollgate-auditor".into(),
             admin_group: "tollgate-admin".into(),
+            approver_group: "tollgate-approver".into(),
+            approval_window_s: 3600,
             socket_group: None,
         }
     }
@@ -362,8 +369,10 @@ pub struct Config {
     pub media_shards: Option<usize>,
     pub admin_listen: SocketAddr,
     /// Unix groups (names, or numeric gids) of the operator roles:
-    /// viewer, auditor, admin.
-    pub role_groups: [String; 3],
+    /// viewer, auditor, admin, approver.
+    pub role_groups: [String; 4],
+    /// How long an approved export may wait to be run.
+    pub approval_window: std::time::Duration,
     /// `[admin] socket_group`: who may connect to the admin socket.
     pub socket_group: Option<String>,
     pub agents: Agents,
@@ -815,7 +824,9 @@ impl Config {
                 f.admin.viewer_group,
                 f.admin.auditor_group,
                 f.admin.admin_group,
+                f.admin.approver_group,
             ],
+            approval_window: std::time::Duration::from_secs(f.admin.approval_window_s),
             socket_group: f.admin.socket_group,
             agents,
             firewall,

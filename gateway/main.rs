@@ -20,7 +20,10 @@ mod tls;
 use agent::{agent_command, AgentArgs};
 use config::{config_command, ConfigCommand};
 use firewall::{firewall_command, FirewallCommand};
-use operator::{audit_command, cdr_command, keys_command, AuditCommand, CdrCommand, KeysCommand};
+use operator::{
+    approvals_command, audit_command, cdr_command, keys_command, ApprovalsCommand, AuditCommand,
+    CdrCommand, KeysCommand,
+};
 use tls::{tls_command, TlsCommand};
 use tollgate::config::Config;
 
@@ -53,6 +56,9 @@ enum Command {
     /// The audit trail: who did what, tamper-evident.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Requests to take data out (exports), approved by a second person.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// The master key that seals secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -178,6 +184,7 @@ fn main() -> ExitCode {
         Command::Firewall(c) => firewall_command(c),
         Command::Cdr(c) => cdr_command(c),
         Command::Audit(c) => audit_command(c),
+        Command::Approvals(c) => approvals_command(c),
         Command::Keys(c) => keys_command(c),
         Command::Tls(c) => match tls_command(c) {
             Ok(said) => {

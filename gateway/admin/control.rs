@@ -26,6 +26,7 @@ use tracing::debug;
 use zeroize::Zeroizing;
 
 use super::roles::{Operator, Role, Roles};
+use crate::admin::approvals::{Action, State};
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
@@ -88,7 +89,7 @@ fn admit(table: &Arc<std::sync::Mutex<Admission>>, uid: u32, own: u32) -> Option
 }
 
 /// Export formats.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     Csv,
@@ -112,10 +113,23 @@ pub enum Request {
     CdrShow {
         id: String,
     },
-    CdrExport {
+    /// Files a request to export (`cdr export --reason`): an approver
+    /// must approve it before it runs.
+    ExportRequest {
         from_ms: u64,
         to_ms: u64,
         format: Format,
+        reason: String,
+    },
+    /// Runs an approved export request, once (its requester only).
+    CdrExport {
+        approval: String,
+    },
+    ApprovalsList,
+    /// An approver approves (or refuses) someone else's request.
+    ApprovalDecide {
+        id: String,
+        approve: bool,
     },
     AuditList {
         from_ms: u64,
@@ -215,9 +229,13 @@ impl Request {
             | Request::AgentRevoke { .. }
             | Request::CdrShred { .. } => Some(Role::Admin),
             Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
-            Request::CdrExport { .. } | Request::AuditList { .. } | Request::AuditVerify => {
-                Some(Role::Auditor)
-            }
+            Request::ExportRequest { .. }
+            | Request::CdrExport { .. }
+            | Request::AuditList { .. }
+            | Request::AuditVerify => Some(Role::Auditor),
+            Request::ApprovalDecide { .. } => Some(Role::Approver),
+            // Approvers and auditors (checked when run).
+            Request::ApprovalsList => None,
         }
     }
 
@@ -240,11 +258,25 @@ impl Request {
                 ),
             ),
             Request::CdrShow { id } => ("cdr show", id.clone()),
-            Request::CdrExport {
+            Request::ExportRequest {
                 from_ms,
                 to_ms,
                 format,
-            } => ("cdr export", format!("{from_ms}..{to_ms} {format:?}")),
+                reason,
+            } => (
+                "cdr export request",
+                format!("{from_ms}..{to_ms} {format:?} reason={reason:?}"),
+            ),
+            Request::CdrExport { approval } => ("cdr export", format!("request {approval}")),
+            Request::ApprovalsList => ("approvals list", String::new()),
+            Request::ApprovalDecide { id, approve } => (
+                if *approve {
+                    "approvals approve"
+                } else {
+                    "approvals refuse"
+                },
+                format!("request {id}"),
+            ),
             Request::AuditList { from_ms, to_ms } => ("audit list", format!("{from_ms}..{to_ms}")),
             Request::AuditVerify => ("audit verify", String::new()),
             Request::AgentEnroll { name, profile } => (
@@ -297,6 +329,12 @@ pub struct Response {
     /// For records shred: what retention would or did shred.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shred: Option<Shred>,
+    /// For an export request or a decision: the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::admin::approvals::Approval>,
+    /// For approvals list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Vec<crate::admin::approvals::Approval>>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,
@@ -367,6 +405,8 @@ pub struct Admin {
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     /// `tollgate_cdr_retention_held`, cleared by a confirmed shred.
     pub retention_held: prometheus::IntGauge,
+    /// Requests to take data out, and their approvals.
+    pub approvals: Arc<crate::admin::approvals::Approvals>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -737,28 +777,103 @@ async fn run(
             })
             .await;
         }
-        Request::CdrExport {
+        Request::ExportRequest {
             from_ms,
             to_ms,
             format,
+            reason,
         } => {
-            let header = (format == Format::Csv).then(|| CSV_HEADER.to_string());
-            return stream_records(
-                admin,
-                w,
+            let (approvals, who) = (admin.approvals.clone(), op.clone());
+            let now = crate::unix_ms(std::time::SystemTime::now());
+            let action = Action::Export {
                 from_ms,
                 to_ms,
-                header,
-                move |id, r| match format {
-                    Format::Csv => Some(r.csv_row(&id.to_string())),
-                    Format::Jsonl => serde_json::to_string(&Listed {
-                        id: id.to_string(),
-                        record: r.exported(),
-                    })
-                    .ok(),
+                format,
+            };
+            match blocking(move || approvals.file(&who, action, &reason, now)).await {
+                Ok(a) => Response {
+                    approval: Some(a),
+                    ..Response::ok()
                 },
-            )
-            .await;
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::ApprovalsList => {
+            if !(op.has(Role::Approver) || op.has(Role::Auditor)) {
+                Response::error(format!(
+                    "permission denied: approvals list needs the approver or auditor role; {} has neither",
+                    op.actor()
+                ))
+            } else {
+                Response {
+                    approvals: Some(admin.approvals.list()),
+                    ..Response::ok()
+                }
+            }
+        }
+        Request::ApprovalDecide { id, approve } => {
+            let (approvals, who) = (admin.approvals.clone(), op.clone());
+            let now = crate::unix_ms(std::time::SystemTime::now());
+            match blocking(move || approvals.decide(&id, &who, approve, now)).await {
+                Ok(a) => Response {
+                    approval: Some(a),
+                    ..Response::ok()
+                },
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::CdrExport { approval } => {
+            let (approvals, who) = (admin.approvals.clone(), op.clone());
+            let now = crate::unix_ms(std::time::SystemTime::now());
+            let a = match blocking(move || approvals.take(&approval, &who, now)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = send(w, &Response::error(e.clone())).await;
+                    return format!("error: {e}");
+                }
+            };
+            let Action::Export {
+                from_ms,
+                to_ms,
+                format,
+            } = a.action.clone();
+            let approved_by = match &a.state {
+                State::Approved { by, .. } => by.clone(),
+                _ => String::new(),
+            };
+            // The export names itself, so a copy found elsewhere leads
+            // back to its request, requester and approver.
+            let mark = serde_json::json!({
+                "export": a.id,
+                "requested_by": a.requester,
+                "approved_by": approved_by,
+                "reason": a.reason,
+                "from_ms": from_ms,
+                "to_ms": to_ms,
+            })
+            .to_string();
+            let preamble = match format {
+                Format::Csv => format!("# tollgate export {mark}\n{CSV_HEADER}"),
+                Format::Jsonl => mark,
+            };
+            let outcome =
+                stream_records(
+                    admin,
+                    w,
+                    from_ms,
+                    to_ms,
+                    Some(preamble),
+                    move |id, r| match format {
+                        Format::Csv => Some(r.csv_row(&id.to_string())),
+                        Format::Jsonl => serde_json::to_string(&Listed {
+                            id: id.to_string(),
+                            record: r.exported(),
+                        })
+                        .ok(),
+                    },
+                )
+                .await;
+            return format!("{outcome}; export {}", a.id);
         }
         Request::AuditList { from_ms, to_ms } => {
             admin.audit.synced().await;
@@ -790,6 +905,8 @@ async fn run(
             "ok: key {} replaced key {} ({} record days, {} agents re-sealed)",
             r.new_key, r.old_key, r.record_days, r.agents
         )
+    } else if let (true, Some(a)) = (response.ok, &response.approval) {
+        format!("ok: request {}", a.id)
     } else if response.ok {
         "ok".to_string()
     } else {
@@ -847,8 +964,12 @@ async fn stream_records(
     {
         return "cut short".into();
     }
+    // Everything after the response line, as the caller receives it.
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     if let Some(p) = preamble {
-        if w.write_all(format!("{p}\n").as_bytes()).await.is_err() {
+        let p = format!("{p}\n");
+        sha2::Digest::update(&mut hash, p.as_bytes());
+        if w.write_all(p.as_bytes()).await.is_err() {
             return "cut short".into();
         }
     }
@@ -858,24 +979,28 @@ async fn stream_records(
         match item {
             Ok(l) => {
                 n += 1;
-                if w.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                let l = format!("{l}\n");
+                sha2::Digest::update(&mut hash, l.as_bytes());
+                if w.write_all(l.as_bytes()).await.is_err() {
                     return format!("cut short after {n} records");
                 }
             }
             Err(e) => {
                 damaged += 1;
                 tracing::warn!("listing call records: {e}");
-                let line = serde_json::json!({ "damaged": e }).to_string();
-                if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                let l = format!("{}\n", serde_json::json!({ "damaged": e }));
+                sha2::Digest::update(&mut hash, l.as_bytes());
+                if w.write_all(l.as_bytes()).await.is_err() {
                     return format!("cut short after {n} records");
                 }
             }
         }
     }
+    let sha256 = hex::encode(sha2::Digest::finalize(hash));
     if damaged > 0 {
-        format!("ok: {n} records, {damaged} damaged")
+        format!("ok: {n} records, {damaged} damaged, sha256 {sha256}")
     } else {
-        format!("ok: {n} records")
+        format!("ok: {n} records, sha256 {sha256}")
     }
 }
 

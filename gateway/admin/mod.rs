@@ -4,6 +4,7 @@
 //! and configuration reloads. What it reports through (metrics, the
 //! audit trail) is `telemetry`, a layer below everything.
 
+pub mod approvals;
 pub mod control;
 pub mod http;
 mod peer;

@@ -5,8 +5,9 @@
 //!
 //! Roles are a set, not a ladder: an admin runs the system but sees no
 //! phone numbers unless also an auditor (separation of duties). Viewer
-//! rights come with either of the others. Root and the daemon's own user
-//! hold every role.
+//! rights come with auditor or admin. An approver decides others'
+//! requests to take data out ([`super::approvals`]) and holds no other
+//! right by it. Root and the daemon's own user hold every role.
 
 use std::fmt;
 
@@ -17,6 +18,7 @@ pub enum Role {
     Viewer,
     Auditor,
     Admin,
+    Approver,
 }
 
 impl fmt::Display for Role {
@@ -25,6 +27,7 @@ impl fmt::Display for Role {
             Role::Viewer => "viewer",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Approver => "approver",
         })
     }
 }
@@ -39,7 +42,12 @@ pub struct Operator {
 
 impl Operator {
     pub fn has(&self, r: Role) -> bool {
-        self.roles.contains(&r) || (r == Role::Viewer && !self.roles.is_empty())
+        self.roles.contains(&r)
+            || (r == Role::Viewer
+                && self
+                    .roles
+                    .iter()
+                    .any(|x| matches!(x, Role::Auditor | Role::Admin)))
     }
 
     /// How the audit trail names them: `alice (uid 1001)`.
@@ -98,10 +106,11 @@ pub fn current_uid() -> u32 {
 }
 
 impl Roles {
-    /// `names` are the viewer, auditor and admin groups of the config.
-    pub fn new(names: &[String; 3], daemon_uid: u32) -> Self {
+    /// `names` are the viewer, auditor, admin and approver groups of the
+    /// config.
+    pub fn new(names: &[String; 4], daemon_uid: u32) -> Self {
         let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-        let groups = [Role::Viewer, Role::Auditor, Role::Admin]
+        let groups = [Role::Viewer, Role::Auditor, Role::Admin, Role::Approver]
             .into_iter()
             .zip(names.iter())
             .map(|(r, n)| (r, gid_of(n, &group), n.clone()))
@@ -121,7 +130,7 @@ impl Roles {
     pub fn operator(&self, uid: u32, gid: u32, groups: &[u32]) -> Operator {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let roles = if uid == 0 || uid == self.daemon_uid {
-            vec![Role::Viewer, Role::Auditor, Role::Admin]
+            vec![Role::Viewer, Role::Auditor, Role::Admin, Role::Approver]
         } else {
             self.groups
                 .iter()

@@ -51,12 +51,50 @@ pub(crate) enum CdrCommand {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Stream records for billing (auditor role).
+    /// Export records with whole numbers (auditor role), with a second
+    /// person's approval: `--reason` files a request that someone holding
+    /// the approver role approves (`tollgate approvals approve ID`); then
+    /// `--approval ID` runs it, once, within `[admin] approval_window_s`.
     Export {
-        #[arg(long, value_parser = ["csv", "jsonl"])]
-        format: String,
+        #[arg(long, value_parser = ["csv", "jsonl"], required_unless_present = "approval")]
+        format: Option<String>,
+        /// Why the data must leave: files a request for approval.
+        #[arg(
+            long,
+            required_unless_present = "approval",
+            conflicts_with = "approval"
+        )]
+        reason: Option<String>,
+        /// Run the approved request ID (its filters and format).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["format", "from", "to"])]
+        approval: Option<String>,
         #[command(flatten)]
         span: Span,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// Requests to take data out, and where each stands (approver or
+    /// auditor role).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Approve someone else's request (approver role): it may then run
+    /// once.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Refuse someone else's request (approver role).
+    Refuse {
+        id: String,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -353,41 +391,54 @@ pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
         }),
         CdrCommand::Export {
             format,
+            reason,
+            approval,
             span: sp,
             state,
         } => {
-            let Some((from_ms, to_ms)) = span(&sp) else {
-                return ExitCode::FAILURE;
-            };
-            let format = if format == "csv" {
-                Format::Csv
-            } else {
-                Format::Jsonl
-            };
-            operator(
-                &state,
-                &Request::CdrExport {
+            let Some(approval) = approval else {
+                let Some((from_ms, to_ms)) = span(&sp) else {
+                    return ExitCode::FAILURE;
+                };
+                let format = if format.as_deref() == Some("csv") {
+                    Format::Csv
+                } else {
+                    Format::Jsonl
+                };
+                let req = Request::ExportRequest {
                     from_ms,
                     to_ms,
                     format,
-                },
-                |_, lines| {
-                    use std::io::Write;
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    let mut clean = true;
-                    for l in lines {
-                        if let Some(d) = damaged(&l) {
-                            eprintln!("{d}");
-                            clean = false;
-                            continue;
-                        }
-                        if writeln!(out, "{l}").is_err() {
-                            return false;
-                        }
+                    reason: reason.unwrap_or_default(),
+                };
+                return operator(&state, &req, |r, _| {
+                    let Some(a) = r.approval else {
+                        return false;
+                    };
+                    println!("{}", a.id);
+                    eprintln!(
+                        "export request {} filed; someone else with the approver role runs `tollgate approvals approve {}`, then you run `tollgate cdr export --approval {}`",
+                        a.id, a.id, a.id
+                    );
+                    true
+                });
+            };
+            operator(&state, &Request::CdrExport { approval }, |_, lines| {
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut clean = true;
+                for l in lines {
+                    if let Some(d) = damaged(&l) {
+                        eprintln!("{d}");
+                        clean = false;
+                        continue;
                     }
-                    out.flush().is_ok() && clean
-                },
-            )
+                    if writeln!(out, "{l}").is_err() {
+                        return false;
+                    }
+                }
+                out.flush().is_ok() && clean
+            })
         }
     }
 }
@@ -453,4 +504,50 @@ pub(crate) fn utc(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(ms as i64)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|_| ms.to_string())
+}
+
+pub(crate) fn approvals_command(c: ApprovalsCommand) -> ExitCode {
+    match c {
+        ApprovalsCommand::List { json, state } => {
+            operator(&state, &Request::ApprovalsList, |r, _| {
+                for a in r.approvals.unwrap_or_default() {
+                    if json {
+                        println!("{}", serde_json::to_string(&a).unwrap_or_default());
+                        continue;
+                    }
+                    let state = serde_json::to_value(&a.state)
+                        .ok()
+                        .and_then(|v| v.get("state")?.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<16} {:<19} {:<9} {:<24} {}  ({})",
+                        a.id,
+                        utc(a.filed_ms),
+                        state,
+                        a.requester,
+                        a.action,
+                        a.reason
+                    );
+                }
+                true
+            })
+        }
+        ApprovalsCommand::Approve { id, state } => decide(&state, id, true),
+        ApprovalsCommand::Refuse { id, state } => decide(&state, id, false),
+    }
+}
+
+fn decide(state: &StateArgs, id: String, approve: bool) -> ExitCode {
+    operator(state, &Request::ApprovalDecide { id, approve }, |r, _| {
+        if let Some(a) = r.approval {
+            println!(
+                "request {} ({} by {}): {}",
+                a.id,
+                a.action,
+                a.requester,
+                if approve { "approved" } else { "refused" }
+            );
+        }
+        true
+    })
 }

@@ -193,6 +193,10 @@ impl Config {
         );
         owed(self.admin_listen != new.admin_listen, "admin.listen");
         owed(self.role_groups != new.role_groups, "admin groups");
+        owed(
+            self.approval_window != new.approval_window,
+            "admin.approval_window_s",
+        );
         owed(self.agents != new.agents, "[agents]");
         owed(
             self.firewall.nftables != new.firewall.nftables,

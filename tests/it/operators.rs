@@ -5,57 +5,50 @@
 //! exports them, an admin manages bans but sees no numbers, and someone
 //! with no role gets nothing. Every request, refusals included, is in
 //! the audit trail, which verifies; an entry edited on disk is named.
-
-use std::process::Command;
-
-use crate::common::gateway::{config, sipp, Gateway, PCAP};
+use crate::common::gateway::{as_user, config, sipp, Gateway, PCAP};
 use crate::common::pcap::is_root;
 
 const VIEWER: u32 = 64_101;
 const AUDITOR: u32 = 64_102;
 const ADMIN: u32 = 64_103;
+const APPROVER: u32 = 64_104;
 
-/// `tollgate ARGS` as uid `uid` with `groups`: (success, stdout, stderr).
-fn as_user(gw: &Gateway, uid: u32, groups: &[u32], args: &[&str]) -> (bool, String, String) {
-    let groups = if groups.is_empty() {
-        "-".to_string()
-    } else {
-        groups
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            &if groups == "-" {
-                "--clear-groups".to_string()
-            } else {
-                format!("--groups={groups}")
-            },
-            "--",
-            env!("CARGO_BIN_EXE_tollgate"),
-        ])
-        .args(args)
-        .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
-        .current_dir("/")
-        .output()
-        .expect("setpriv runs (util-linux; scripts/deps installs it)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// An export filed by auditor `uid` (`args`: its format and span),
+/// approved by approver 5005, run once: (success, stdout, stderr) of the
+/// run.
+fn approved_export(gw: &Gateway, uid: u32, args: &[&str]) -> (bool, String, String) {
+    let mut file = vec!["cdr", "export", "--reason", "billing dispute"];
+    file.extend(args);
+    let (ok, id, err) = as_user(gw, uid, &[AUDITOR], &file);
+    assert!(ok, "{err}");
+    let id = id.trim().to_string();
+    let (ok, out, err) = as_user(gw, 5005, &[APPROVER], &["approvals", "approve", &id]);
+    assert!(ok, "{out}{err}");
+    as_user(gw, uid, &[AUDITOR], &["cdr", "export", "--approval", &id])
 }
 
 fn toml(base: u16) -> String {
     config(base, 39500, 500, "").replacen(
         "[admin]\n",
-        &format!("[admin]\nviewer_group = \"{VIEWER}\"\nauditor_group = \"{AUDITOR}\"\nadmin_group = \"{ADMIN}\"\n"),
+        &format!("[admin]\nviewer_group = \"{VIEWER}\"\nauditor_group = \"{AUDITOR}\"\nadmin_group = \"{ADMIN}\"\napprover_group = \"{APPROVER}\"\n"),
         1,
     )
+}
+
+/// A gateway on `base` that has recorded one echo call from sipp (from
+/// +447700900123).
+fn with_one_call(name: &str, base: u16) -> Gateway {
+    let gw = Gateway::start_toml(name, base, base + 1, &toml(base));
+    let run = sipp(
+        &gw,
+        "uac_echo.xml",
+        "echo",
+        base + 10,
+        &["-key", "pcap", PCAP, "-m", "1"],
+    );
+    assert_eq!(run.successful, 1, "{}", run.output);
+    gw.expect_metric("tollgate_cdr_records_written_total", 10, 2.0);
+    gw
 }
 
 #[test]
@@ -64,16 +57,7 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
         eprintln!("skipped: running the command as other users needs root (CI runs as root)");
         return;
     }
-    let mut gw = Gateway::start_toml("operators", 17500, 17501, &toml(17500));
-    let run = sipp(
-        &gw,
-        "uac_echo.xml",
-        "echo",
-        17510,
-        &["-key", "pcap", PCAP, "-m", "1"],
-    );
-    assert_eq!(run.successful, 1, "{}", run.output);
-    gw.expect_metric("tollgate_cdr_records_written_total", 10, 2.0);
+    let mut gw = with_one_call("operators", 17500);
 
     // A viewer: masked numbers; no export, no firewall.
     let (ok, out, err) = as_user(&gw, 5001, &[VIEWER], &["cdr", "list", "--json"]);
@@ -87,7 +71,12 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
         ok && table.contains("answered") && table.contains("+********0123"),
         "{table}"
     );
-    let (ok, out, err) = as_user(&gw, 5001, &[VIEWER], &["cdr", "export", "--format", "csv"]);
+    let (ok, out, err) = as_user(
+        &gw,
+        5001,
+        &[VIEWER],
+        &["cdr", "export", "--format", "csv", "--reason", "curious"],
+    );
     assert!(!ok && out.is_empty(), "{out}");
     assert!(
         err.contains("permission denied")
@@ -98,10 +87,10 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     let (ok, _, err) = as_user(&gw, 5001, &[VIEWER], &["firewall", "bans"]);
     assert!(!ok && err.contains("admin role"), "{err}");
 
-    // An auditor: full numbers, and the export.
-    let (ok, out, err) = as_user(&gw, 5002, &[AUDITOR], &["cdr", "export", "--format", "csv"]);
+    // An auditor: full numbers, and the export (approved by another).
+    let (ok, out, err) = approved_export(&gw, 5002, &["--format", "csv"]);
     assert!(ok, "{err}");
-    let mut lines = out.lines();
+    let mut lines = out.lines().skip(1);
     assert!(
         lines
             .next()
@@ -119,14 +108,9 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
         ok && shown.contains("\"caller\": \"+447700900123\""),
         "{shown}"
     );
-    let (ok, jsonl, _) = as_user(
-        &gw,
-        5002,
-        &[AUDITOR],
-        &["cdr", "export", "--format", "jsonl", "--from", "2020-01-01"],
-    );
+    let (ok, jsonl, _) = approved_export(&gw, 5002, &["--format", "jsonl", "--from", "2020-01-01"]);
     assert!(
-        ok && jsonl.lines().count() == 1 && jsonl.contains("\"media\""),
+        ok && jsonl.lines().count() == 2 && jsonl.contains("\"media\""),
         "{jsonl}"
     );
 
@@ -135,7 +119,12 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     assert!(ok && out.contains("no bans"), "{out}{err}");
     let (ok, out, _) = as_user(&gw, 5003, &[ADMIN], &["cdr", "show", id]);
     assert!(ok && out.contains("+********0123"), "{out}");
-    let (ok, _, _) = as_user(&gw, 5003, &[ADMIN], &["cdr", "export", "--format", "csv"]);
+    let (ok, _, _) = as_user(
+        &gw,
+        5003,
+        &[ADMIN],
+        &["cdr", "export", "--format", "csv", "--reason", "x"],
+    );
     assert!(!ok);
 
     // Rotating the master key is the admin's; the key file is the
@@ -191,9 +180,9 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
                 && l.contains("\"outcome\":\"denied\"")
         })
     };
-    assert!(denied(5001, "cdr export"), "{out}");
+    assert!(denied(5001, "cdr export request"), "{out}");
     assert!(denied(5001, "firewall bans"), "{out}");
-    assert!(denied(5003, "cdr export"), "{out}");
+    assert!(denied(5003, "cdr export request"), "{out}");
     assert!(denied(5004, "cdr list"), "{out}");
     assert!(denied(5002, "keys rotate-master"), "{out}");
     assert!(denied(5001, "agent enroll"), "{out}");
@@ -214,7 +203,8 @@ fn each_role_sees_and_does_what_it_may_and_the_audit_trail_shows_it() {
     );
     assert!(!out.contains(&"5a".repeat(32)), "no key in the audit trail");
     assert!(
-        out.contains("\"action\":\"cdr export\"") && out.contains("\"outcome\":\"ok: 1 records\""),
+        out.contains("\"action\":\"cdr export\"")
+            && out.contains("\"outcome\":\"ok: 1 records, sha256 "),
         "{out}"
     );
     assert!(!out.contains("7700900123"), "no number in the audit trail");
@@ -316,4 +306,129 @@ fn a_socket_group_lets_only_its_members_connect() {
     let (ok, _, err) = as_user(&gw, ADMIN + 10, &[OPERATORS], &["cdr", "list"]);
     assert!(!ok);
     assert!(err.contains("viewer"), "{err}");
+}
+
+#[test]
+fn an_export_needs_a_second_persons_approval_runs_once_and_is_traceable() {
+    if !is_root() {
+        eprintln!("skipped: running the command as other users needs root (CI runs as root)");
+        return;
+    }
+    let gw = with_one_call("operators-approvals", 17520);
+    // Alice (auditor, also an approver), Bob (approver only), Carol
+    // (auditor only), Vic (viewer).
+    let (alice, bob, carol, vic) = (5011, 5012, 5013, 5014);
+    let alice_groups = [AUDITOR, APPROVER];
+    let file = [
+        "cdr",
+        "export",
+        "--format",
+        "csv",
+        "--reason",
+        "chargeback 4711",
+    ];
+    let (ok, id, err) = as_user(&gw, alice, &alice_groups, &file);
+    assert!(ok, "{err}");
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let run_it = ["cdr", "export", "--approval", id.as_str()];
+
+    // Not before approval; not approved by herself, a viewer or an
+    // auditor without the approver role.
+    let (ok, out, err) = as_user(&gw, alice, &alice_groups, &run_it);
+    assert!(
+        !ok && out.is_empty() && err.contains("not approved"),
+        "{err}"
+    );
+    let (ok, _, err) = as_user(&gw, alice, &alice_groups, &["approvals", "approve", &id]);
+    assert!(!ok && err.contains("someone else"), "{err}");
+    let (ok, _, err) = as_user(&gw, vic, &[VIEWER], &["approvals", "approve", &id]);
+    assert!(!ok && err.contains("approver role"), "{err}");
+    let (ok, _, err) = as_user(&gw, carol, &[AUDITOR], &["approvals", "approve", &id]);
+    assert!(!ok && err.contains("approver role"), "{err}");
+    // The approver role gives no sight of records.
+    let (ok, _, err) = as_user(&gw, bob, &[APPROVER], &["cdr", "list"]);
+    assert!(!ok && err.contains("permission denied"), "{err}");
+
+    // Bob sees it pending, with its reason, and approves it.
+    let (ok, list, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        list.contains(&id) && list.contains("pending") && list.contains("chargeback 4711"),
+        "{list}"
+    );
+    let (ok, out, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "approve", &id]);
+    assert!(ok && out.contains("approved"), "{out}{err}");
+
+    // Only Alice may run it, and only once.
+    let (ok, _, err) = as_user(&gw, carol, &[AUDITOR], &run_it);
+    assert!(!ok && err.contains("to run"), "{err}");
+    let (ok, export, err) = as_user(&gw, alice, &alice_groups, &run_it);
+    assert!(ok, "{err}");
+    let first = export.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("# tollgate export ")
+            && first.contains(&format!("\"export\":\"{id}\""))
+            && first.contains("(uid 5011)")
+            && first.contains("(uid 5012)"),
+        "{export}"
+    );
+    assert!(export.contains(",+447700900123,echo,"), "{export}");
+    let (ok, again, err) = as_user(&gw, alice, &alice_groups, &run_it);
+    assert!(
+        !ok && again.is_empty() && err.contains("used already"),
+        "{err}"
+    );
+
+    // The audit trail ties the file to the request: its SHA-256.
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(export.as_bytes()))
+    };
+    let (ok, audit, err) = as_user(&gw, carol, &[AUDITOR], &["audit", "list", "--json"]);
+    assert!(ok, "{err}");
+    let entry = |action: &str, uid: u32| {
+        audit
+            .lines()
+            .find(|l| {
+                l.contains(&format!("\"action\":\"{action}\""))
+                    && l.contains(&format!("(uid {uid})"))
+                    && l.contains(&id)
+                    && !l.contains("\"outcome\":\"error")
+            })
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        entry("cdr export request", alice).contains("chargeback 4711"),
+        "{audit}"
+    );
+    assert!(!entry("approvals approve", bob).is_empty(), "{audit}");
+    let ran = entry("cdr export", alice);
+    assert!(
+        ran.contains(&format!("sha256 {digest}")) && ran.contains(&format!("export {id}")),
+        "{digest}: {audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"approvals approve\"")
+                && l.contains("(uid 5011)")
+                && l.contains("someone else")),
+        "self-approval refused and audited: {audit}"
+    );
+
+    // A refused request never runs.
+    let (ok, id2, err) = as_user(&gw, alice, &alice_groups, &file);
+    assert!(ok, "{err}");
+    let id2 = id2.trim().to_string();
+    let (ok, _, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "refuse", &id2]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_user(
+        &gw,
+        alice,
+        &alice_groups,
+        &["cdr", "export", "--approval", &id2],
+    );
+    assert!(!ok && err.contains("refused"), "{err}");
 }

@@ -640,3 +640,38 @@ impl FarEndSession {
         assert!(resumed >= 10, "{resumed} packets after the resume");
     }
 }
+
+/// `tollgate ARGS` as uid `uid` with `groups`: (success, stdout, stderr).
+pub fn as_user(gw: &Gateway, uid: u32, groups: &[u32], args: &[&str]) -> (bool, String, String) {
+    let groups = if groups.is_empty() {
+        "-".to_string()
+    } else {
+        groups
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            &if groups == "-" {
+                "--clear-groups".to_string()
+            } else {
+                format!("--groups={groups}")
+            },
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+        ])
+        .args(args)
+        .env("TOLLGATE_ADMIN_SOCKET", gw.admin_socket())
+        .current_dir("/")
+        .output()
+        .expect("setpriv runs (util-linux; scripts/deps installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
