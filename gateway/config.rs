@@ -576,6 +576,22 @@ impl Config {
         if !(1..=36_500).contains(&f.records.retention_days) {
             p.push(invalid("records.retention_days", "1 to 36500 days"));
         }
+        if !(60..=86_400).contains(&f.admin.approval_window_s) {
+            p.push(invalid(
+                "admin.approval_window_s",
+                "60 to 86400 seconds (an approval is for one export soon, not a standing right)",
+            ));
+        }
+        {
+            let a = &f.admin;
+            let others = [&a.viewer_group, &a.auditor_group, &a.admin_group];
+            if others.contains(&&a.approver_group) {
+                p.push(invalid(
+                    "admin.approver_group",
+                    "a group of its own (the approver role is implied by no other)",
+                ));
+            }
+        }
         let mask = p.take(
             crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {
                 invalid(

@@ -423,13 +423,11 @@ async fn serve(
             agents_address: config.agents.address.clone(),
             config: running_rx,
             retention_held: metrics.cdr_retention_held.clone(),
-            approvals: Arc::new(
-                crate::admin::approvals::Approvals::open(
-                    &data_dir,
-                    config.approval_window.as_millis() as u64,
-                )
-                .map_err(StartError::Records)?,
-            ),
+            approvals: Arc::new(crate::admin::approvals::Approvals::open(
+                &data_dir,
+                u64::try_from(config.approval_window.as_millis()).unwrap_or(u64::MAX),
+                crate::unix_ms(std::time::SystemTime::now()),
+            )),
         },
     )
     .map_err(|e| listen(format!("admin socket {}: {e}", socket.display())))?;

@@ -7,12 +7,20 @@
 //! requester then runs it once, within `[admin] approval_window_s` of the
 //! approval. An approval is for one export, not a standing right.
 //!
-//! Requests are kept in `approvals.json` in the data directory (written
-//! whole on each change, through a temporary file and a rename), so a
-//! restart neither loses a pending request nor revives a used one.
+//! Requests are kept in `approvals.json` in the data directory (mode
+//! 0600, written whole on each change through a synced temporary file and
+//! a rename). A restart keeps pending requests but lapses approved ones
+//! not yet run, so a file restored from an older copy (a power loss, a
+//! backup) cannot run a used approval again. An unreadable file is moved
+//! aside and the gateway starts with none (calls never wait on it).
 //! Bounded: at most [`MAX_PENDING_PER_UID`] pending requests per person
-//! and [`MAX_KEPT`] in all (the oldest finished ones go first; every
-//! decision is in the audit trail anyway).
+//! and [`MAX_KEPT`] in all (the oldest refused, used or lapsed go first);
+//! a pending request lapses after [`PENDING_MS`]. Every filing and
+//! decision is in the audit trail too.
+//!
+//! Not yet: the file carries no MAC (an offline edit by someone who can
+//! write the data directory, who could also replace the binary, is not
+//! detected here), and two uids of one person (sudo) are two people.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,6 +35,8 @@ pub const MAX_PENDING_PER_UID: usize = 10;
 pub const MAX_KEPT: usize = 1000;
 /// Longest reason, in characters.
 pub const MAX_REASON: usize = 500;
+/// How long a request may wait for a decision.
+pub const PENDING_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// What a request asks to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +80,23 @@ pub enum State {
     /// Run once; it cannot run again.
     Used {
         approved_by: String,
+        #[serde(default)]
+        approved_by_uid: u32,
         at_ms: u64,
     },
+    /// Not decided in time, not run in time, or approved before a restart.
+    Lapsed {
+        at_ms: u64,
+    },
+}
+
+impl State {
+    fn finished(&self) -> bool {
+        matches!(
+            self,
+            State::Refused { .. } | State::Used { .. } | State::Lapsed { .. }
+        )
+    }
 }
 
 /// One request.
@@ -96,27 +121,60 @@ pub struct Approvals {
 
 impl Approvals {
     /// The requests in `data_dir`; an approval is good for `window_ms`.
-    pub fn open(data_dir: &Path, window_ms: u64) -> Result<Self, String> {
+    /// Approved requests not yet run lapse (see the module doc).
+    pub fn open(data_dir: &Path, window_ms: u64, now_ms: u64) -> Self {
         let path = data_dir.join("approvals.json");
-        let list = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| format!("{}: unreadable ({e})", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+        let mut list: Vec<Approval> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                let aside = path.with_extension(format!("json.unreadable-{now_ms}"));
+                tracing::warn!(
+                    "{}: unreadable ({e}); moved to {} and starting with no requests",
+                    path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                Vec::new()
+            }),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("{}: {e}; starting with no requests", path.display());
+                }
+                Vec::new()
+            }
         };
-        Ok(Self {
+        for a in &mut list {
+            if matches!(a.state, State::Approved { .. }) {
+                a.state = State::Lapsed { at_ms: now_ms };
+            }
+        }
+        Self {
             path,
             window_ms,
             list: Mutex::new(list),
-        })
+        }
     }
 
     fn save(&self, list: &[Approval]) -> Result<(), String> {
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(list).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
+        crate::keys::write_private(&self.path, &text, true)
             .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// Lapses pending requests past [`PENDING_MS`] and approvals past the
+    /// window (or stamped in the future: the clock went back).
+    fn lapse(&self, list: &mut [Approval], now_ms: u64) {
+        for a in list {
+            let lapsed = match &a.state {
+                State::Pending => now_ms < a.filed_ms || now_ms - a.filed_ms > PENDING_MS,
+                State::Approved { at_ms, .. } => {
+                    now_ms < *at_ms || now_ms - *at_ms > self.window_ms
+                }
+                _ => false,
+            };
+            if lapsed {
+                a.state = State::Lapsed { at_ms: now_ms };
+            }
+        }
     }
 
     /// Runs `f` on the list and saves it if `f` succeeded; a failed save
@@ -153,6 +211,7 @@ impl Approvals {
             ));
         }
         self.change(|list| {
+            self.lapse(list, now_ms);
             let pending = list
                 .iter()
                 .filter(|a| a.requester_uid == op.uid && a.state == State::Pending)
@@ -164,7 +223,7 @@ impl Approvals {
                 ));
             }
             while list.len() >= MAX_KEPT {
-                match list.iter().position(|a| a.state != State::Pending) {
+                match list.iter().position(|a| a.state.finished()) {
                     Some(i) => {
                         list.remove(i);
                     }
@@ -187,8 +246,10 @@ impl Approvals {
     }
 
     /// Every request kept, oldest first.
-    pub fn list(&self) -> Vec<Approval> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn list(&self, now_ms: u64) -> Vec<Approval> {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        self.lapse(&mut list, now_ms);
+        list.clone()
     }
 
     /// `op` approves or refuses request `id`: only someone other than the
@@ -201,6 +262,7 @@ impl Approvals {
         now_ms: u64,
     ) -> Result<Approval, String> {
         self.change(|list| {
+            self.lapse(list, now_ms);
             let a = list
                 .iter_mut()
                 .find(|a| a.id == id)
@@ -227,8 +289,8 @@ impl Approvals {
     /// `op` runs approved request `id`, once: its requester only, within
     /// the window. Returns it as it was approved.
     pub fn take(&self, id: &str, op: &Operator, now_ms: u64) -> Result<Approval, String> {
-        let window = self.window_ms;
         self.change(|list| {
+            self.lapse(list, now_ms);
             let a = list
                 .iter_mut()
                 .find(|a| a.id == id)
@@ -241,14 +303,13 @@ impl Approvals {
                 ));
             }
             let approved = match &a.state {
-                State::Approved { at_ms, .. } => {
-                    if now_ms.saturating_sub(*at_ms) > window {
-                        return Err(format!(
-                            "the approval of request {id} has lapsed ({} s to use it); file another",
-                            window / 1000
-                        ));
-                    }
-                    a.clone()
+                State::Approved { .. } => a.clone(),
+                State::Lapsed { .. } => {
+                    return Err(format!(
+                        "request {id} has lapsed (undecided for {} days, not run within {} s of its approval, or approved before a restart); file another",
+                        PENDING_MS / (24 * 3600 * 1000),
+                        self.window_ms / 1000
+                    ))
                 }
                 State::Pending => return Err(format!("request {id} is not approved yet")),
                 State::Refused { by, .. } => {
@@ -258,12 +319,13 @@ impl Approvals {
                     return Err(format!("request {id} was used already; file another"))
                 }
             };
-            let approved_by = match &approved.state {
-                State::Approved { by, .. } => by.clone(),
-                _ => String::new(),
+            let (approved_by, approved_by_uid) = match &approved.state {
+                State::Approved { by, by_uid, .. } => (by.clone(), *by_uid),
+                _ => (String::new(), 0),
             };
             a.state = State::Used {
                 approved_by,
+                approved_by_uid,
                 at_ms: now_ms,
             };
             Ok(approved)
@@ -298,7 +360,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!("tollgate-approvals-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("dir");
-        let a = Approvals::open(&d, 60_000).expect("open");
+        let a = Approvals::open(&d, 60_000, 0);
         assert!(a.file(&op(1), export(), "  ", 0).is_err(), "no reason");
         let r = a.file(&op(1), export(), "dispute 42", 0).expect("file");
         // Not yet approved; not self-approved.
@@ -311,7 +373,10 @@ mod tests {
             .expect_err("refused")
             .contains("someone else"));
         a.decide(&r.id, &op(2), true, 1_000).expect("approved");
-        assert!(a.decide(&r.id, &op(3), false, 2).is_err(), "decided once");
+        assert!(
+            a.decide(&r.id, &op(3), false, 1_500).is_err(),
+            "decided once"
+        );
         // Only its requester runs it, once.
         assert!(a.take(&r.id, &op(2), 2_000).is_err());
         let ran = a.take(&r.id, &op(1), 2_000).expect("run");
@@ -321,10 +386,40 @@ mod tests {
             .take(&r.id, &op(1), 3_000)
             .expect_err("refused")
             .contains("used"));
-        // A restart keeps that.
-        let again = Approvals::open(&d, 60_000).expect("reopen");
+        // A restart keeps that, and lapses an approval not yet run (a
+        // file restored from before its use cannot run it again).
+        let pending = a.file(&op(1), export(), "restart", 0).expect("file");
+        let approved = a.file(&op(1), export(), "restored", 0).expect("file");
+        a.decide(&approved.id, &op(2), true, 3_000)
+            .expect("approve");
+        let again = Approvals::open(&d, 60_000, 4_000);
         assert!(again.take(&r.id, &op(1), 4_000).is_err());
-        assert!(matches!(again.list()[0].state, State::Used { .. }));
+        let list = again.list(4_000);
+        assert!(matches!(
+            list[0].state,
+            State::Used {
+                approved_by_uid: 2,
+                ..
+            }
+        ));
+        assert_eq!(list[1].state, State::Pending);
+        assert!(again
+            .take(&approved.id, &op(1), 4_000)
+            .expect_err("lapsed")
+            .contains("lapsed"));
+        again
+            .decide(&pending.id, &op(2), true, 5_000)
+            .expect("approve");
+        // The clock went back: an approval from the future lapses.
+        assert!(again
+            .take(&pending.id, &op(1), 4_000)
+            .expect_err("lapsed")
+            .contains("lapsed"));
+        // A pending request lapses after a week undecided.
+        let slow = again.file(&op(1), export(), "slow", 0).expect("file");
+        assert!(again
+            .decide(&slow.id, &op(2), true, PENDING_MS + 1)
+            .is_err());
         // An approval lapses after the window; a refusal is final.
         let late = again.file(&op(1), export(), "late", 0).expect("file");
         again.decide(&late.id, &op(2), true, 0).expect("approve");
@@ -345,6 +440,10 @@ mod tests {
                 .expect("file");
         }
         assert!(again.file(&op(7), export(), "one more", 0).is_err());
+        // An unreadable file is moved aside; the gateway starts anyway.
+        std::fs::write(d.join("approvals.json"), b"{ not json").expect("write");
+        assert!(Approvals::open(&d, 60_000, 9).list(9).is_empty());
+        assert!(d.join("approvals.json.unreadable-9").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -785,9 +785,11 @@ async fn run(
         } => {
             let (approvals, who) = (admin.approvals.clone(), op.clone());
             let now = crate::unix_ms(std::time::SystemTime::now());
+            // An approval covers the records there were when it was
+            // asked for, not those that arrive later.
             let action = Action::Export {
                 from_ms,
-                to_ms,
+                to_ms: to_ms.min(now.saturating_add(1)),
                 format,
             };
             match blocking(move || approvals.file(&who, action, &reason, now)).await {
@@ -805,9 +807,14 @@ async fn run(
                     op.actor()
                 ))
             } else {
-                Response {
-                    approvals: Some(admin.approvals.list()),
-                    ..Response::ok()
+                let approvals = admin.approvals.clone();
+                let now = crate::unix_ms(std::time::SystemTime::now());
+                match blocking(move || Ok::<_, String>(approvals.list(now))).await {
+                    Ok(list) => Response {
+                        approvals: Some(list),
+                        ..Response::ok()
+                    },
+                    Err(e) => Response::error(e),
                 }
             }
         }
@@ -852,6 +859,17 @@ async fn run(
                 "to_ms": to_ms,
             })
             .to_string();
+            // On disk before any record leaves: who, whose approval, what.
+            admin.audit.record(
+                &op.actor(),
+                "cdr export start",
+                &format!(
+                    "request {} by {} approved by {approved_by}: {} reason={:?}",
+                    a.id, a.requester, a.action, a.reason
+                ),
+                "ok",
+            );
+            admin.audit.synced().await;
             let preamble = match format {
                 Format::Csv => format!("# tollgate export {mark}\n{CSV_HEADER}"),
                 Format::Jsonl => mark,
@@ -988,8 +1006,9 @@ async fn stream_records(
             Err(e) => {
                 damaged += 1;
                 tracing::warn!("listing call records: {e}");
+                // Not in the hash: the command prints these to stderr,
+                // not into the file.
                 let l = format!("{}\n", serde_json::json!({ "damaged": e }));
-                sha2::Digest::update(&mut hash, l.as_bytes());
                 if w.write_all(l.as_bytes()).await.is_err() {
                     return format!("cut short after {n} records");
                 }
@@ -1027,7 +1046,30 @@ pub fn request(
         .map_err(|e| format!("no answer from the gateway: {e}"))?;
     let resp: Response = serde_json::from_str(answer.trim())
         .map_err(|e| format!("bad answer from the gateway: {e}"))?;
-    Ok((resp, reader.lines().map_while(Result::ok)))
+    // Lines exactly as sent (a CSV cell may hold a CR); a stream that
+    // breaks off ends with a damaged-line marker, so the command fails
+    // rather than leave a short file looking whole.
+    let mut broken = false;
+    let lines = std::iter::from_fn(move || {
+        if broken {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Some(String::from_utf8_lossy(&buf).into_owned())
+            }
+            Err(e) => {
+                broken = true;
+                Some(serde_json::json!({ "damaged": format!("the stream from the gateway broke off: {e}") }).to_string())
+            }
+        }
+    });
+    Ok((resp, lines))
 }
 
 /// [`request`] for a request answered in one line: the response if the

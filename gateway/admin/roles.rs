@@ -7,7 +7,9 @@
 //! phone numbers unless also an auditor (separation of duties). Viewer
 //! rights come with auditor or admin. An approver decides others'
 //! requests to take data out ([`super::approvals`]) and holds no other
-//! right by it. Root and the daemon's own user hold every role.
+//! right by it. Root and the daemon's own user hold every role but that
+//! one: an approver is always someone in the approver group, so an
+//! auditor with sudo does not approve their own export as root.
 
 use std::fmt;
 
@@ -114,7 +116,19 @@ impl Roles {
             .into_iter()
             .zip(names.iter())
             .map(|(r, n)| (r, gid_of(n, &group), n.clone()))
-            .collect();
+            .collect::<Vec<_>>();
+        for (r, gid, name) in &groups {
+            if gid.is_none() {
+                tracing::warn!(
+                    "[admin] {r}_group {name:?}: no such group; nobody holds the {r} role{}",
+                    if *r == Role::Approver {
+                        " and no export can be approved"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         Self { groups, daemon_uid }
     }
 
@@ -129,13 +143,21 @@ impl Roles {
     /// The operator with `uid`, primary `gid` and supplementary `groups`.
     pub fn operator(&self, uid: u32, gid: u32, groups: &[u32]) -> Operator {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let roles = if uid == 0 || uid == self.daemon_uid {
-            vec![Role::Viewer, Role::Auditor, Role::Admin, Role::Approver]
-        } else {
+        let member = |r: Role| {
             self.groups
                 .iter()
-                .filter(|(_, g, _)| g.is_some_and(|g| g == gid || groups.contains(&g)))
-                .map(|(r, _, _)| *r)
+                .any(|(x, g, _)| *x == r && g.is_some_and(|g| g == gid || groups.contains(&g)))
+        };
+        let roles = if uid == 0 || uid == self.daemon_uid {
+            let mut all = vec![Role::Viewer, Role::Auditor, Role::Admin];
+            if member(Role::Approver) {
+                all.push(Role::Approver);
+            }
+            all
+        } else {
+            [Role::Viewer, Role::Auditor, Role::Admin, Role::Approver]
+                .into_iter()
+                .filter(|r| member(*r))
                 .collect()
         };
         Operator {

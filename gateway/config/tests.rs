@@ -82,6 +82,29 @@ fn err(toml: &str) -> String {
 }
 
 #[test]
+fn approvals_are_soon_and_their_role_is_a_group_of_its_own() {
+    for (toml, field) in [
+        (
+            "[admin]\napproval_window_s = 0\n",
+            "admin.approval_window_s",
+        ),
+        (
+            "[admin]\napproval_window_s = 2592000\n",
+            "admin.approval_window_s",
+        ),
+        (
+            "[admin]\nauditor_group = \"staff\"\napprover_group = \"staff\"\n",
+            "admin.approver_group",
+        ),
+    ] {
+        let e = Config::from_toml(toml).expect_err("refused");
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+    let c = Config::from_toml("[admin]\napproval_window_s = 600\n").expect("valid");
+    assert_eq!(c.approval_window, std::time::Duration::from_secs(600));
+}
+
+#[test]
 fn every_problem_is_reported_with_where_it_is() {
     let e = Config::from_toml(
         "[sip]\nudp = [\"x\"]\nt1_ms = 1\n[records]\nretention_days = 0\n\

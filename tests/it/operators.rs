@@ -404,6 +404,12 @@ fn an_export_needs_a_second_persons_approval_runs_once_and_is_traceable() {
         "{audit}"
     );
     assert!(!entry("approvals approve", bob).is_empty(), "{audit}");
+    // On disk before the data left: whose request, whose approval, what.
+    let start = entry("cdr export start", alice);
+    assert!(
+        start.contains("(uid 5012)") && start.contains("chargeback 4711"),
+        "{audit}"
+    );
     let ran = entry("cdr export", alice);
     assert!(
         ran.contains(&format!("sha256 {digest}")) && ran.contains(&format!("export {id}")),
@@ -422,6 +428,10 @@ fn an_export_needs_a_second_persons_approval_runs_once_and_is_traceable() {
     let (ok, id2, err) = as_user(&gw, alice, &alice_groups, &file);
     assert!(ok, "{err}");
     let id2 = id2.trim().to_string();
+    // Root is no approver unless in the group: an auditor with sudo does
+    // not approve their own export.
+    let (ok, _, err) = as_user(&gw, 0, &[], &["approvals", "approve", &id2]);
+    assert!(!ok && err.contains("approver role"), "{err}");
     let (ok, _, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "refuse", &id2]);
     assert!(ok, "{err}");
     let (ok, _, err) = as_user(
