@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::sip::sdp::AddrScope;
 
+mod admin;
 mod agents;
 mod firewall;
 mod reload;
@@ -23,6 +24,7 @@ pub mod rules;
 mod scope;
 pub mod strict;
 mod trunk;
+pub use admin::AdminFile;
 use agents::{validate_agents, validate_dialing, validate_profile, DialingFile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
@@ -222,38 +224,6 @@ impl Default for MediaFile {
             rtp_timeout_s: 30,
             max_call_s: 14_400,
             shards: 0,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminFile {
-    pub listen: String,
-    pub viewer_group: String,
-    pub auditor_group: String,
-    pub admin_group: String,
-    /// Who approves others' requests to take data out (`cdr export`):
-    /// implied by no other role.
-    pub approver_group: String,
-    /// How long an approved request may wait to be run.
-    pub approval_window_s: u64,
-    /// The group the admin socket belongs to (mode 0660), so that only its
-    /// members can connect at all; unset, anyone local may connect (mode
-    /// 0666) and the role groups alone decide what they may do.
-    pub socket_group: Option<String>,
-}
-
-impl Default for AdminFile {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9100".into(),
-            viewer_group: "tollgate-viewer".into(),
-            auditor_group: "tollgate-auditor".into(),
-            admin_group: "tollgate-admin".into(),
-            approver_group: "tollgate-approver".into(),
-            approval_window_s: 3600,
-            socket_group: None,
         }
     }
 }
@@ -576,21 +546,8 @@ impl Config {
         if !(1..=36_500).contains(&f.records.retention_days) {
             p.push(invalid("records.retention_days", "1 to 36500 days"));
         }
-        if !(60..=86_400).contains(&f.admin.approval_window_s) {
-            p.push(invalid(
-                "admin.approval_window_s",
-                "60 to 86400 seconds (an approval is for one export soon, not a standing right)",
-            ));
-        }
-        {
-            let a = &f.admin;
-            let others = [&a.viewer_group, &a.auditor_group, &a.admin_group];
-            if others.contains(&&a.approver_group) {
-                p.push(invalid(
-                    "admin.approver_group",
-                    "a group of its own (the approver role is implied by no other)",
-                ));
-            }
+        for e in f.admin.problems() {
+            p.push(e);
         }
         let mask = p.take(
             crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {

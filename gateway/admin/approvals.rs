@@ -193,6 +193,23 @@ impl Approvals {
         Ok(out)
     }
 
+    /// [`Approvals::change`] on request `id`, as it stands at `now_ms`.
+    fn change_one<T>(
+        &self,
+        id: &str,
+        now_ms: u64,
+        f: impl FnOnce(&mut Approval) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.change(|list| {
+            self.lapse(list, now_ms);
+            let a = list
+                .iter_mut()
+                .find(|a| a.id == id)
+                .ok_or_else(|| format!("no request {id}"))?;
+            f(a)
+        })
+    }
+
     /// Files a request by `op`.
     pub fn file(
         &self,
@@ -261,12 +278,7 @@ impl Approvals {
         approve: bool,
         now_ms: u64,
     ) -> Result<Approval, String> {
-        self.change(|list| {
-            self.lapse(list, now_ms);
-            let a = list
-                .iter_mut()
-                .find(|a| a.id == id)
-                .ok_or_else(|| format!("no request {id}"))?;
+        self.change_one(id, now_ms, |a| {
             if a.requester_uid == op.uid {
                 return Err(format!(
                     "{} filed request {id}: someone else must decide it",
@@ -289,12 +301,7 @@ impl Approvals {
     /// `op` runs approved request `id`, once: its requester only, within
     /// the window. Returns it as it was approved.
     pub fn take(&self, id: &str, op: &Operator, now_ms: u64) -> Result<Approval, String> {
-        self.change(|list| {
-            self.lapse(list, now_ms);
-            let a = list
-                .iter_mut()
-                .find(|a| a.id == id)
-                .ok_or_else(|| format!("no request {id}"))?;
+        self.change_one(id, now_ms, |a| {
             if a.requester_uid != op.uid {
                 return Err(format!(
                     "request {id} is {}'s to run, not {}'s",

@@ -178,16 +178,9 @@ impl Record {
     /// The record as a viewer sees it: numbers under the one masking
     /// policy (`withheld` as a plain string), no Call-ID.
     pub fn masked(&self, mask: Mask) -> Self {
-        let mask = |n: &PhoneNumber| {
-            if n.is_withheld() {
-                PhoneNumber::new(PhoneNumber::WITHHELD)
-            } else {
-                PhoneNumber::new(n.masked(mask))
-            }
-        };
         Self {
-            caller: mask(&self.caller),
-            callee: mask(&self.callee),
+            caller: PhoneNumber::new(self.caller.masked(mask)),
+            callee: PhoneNumber::new(self.callee.masked(mask)),
             call_id: "-".into(),
             ..self.clone()
         }
@@ -198,16 +191,9 @@ impl Record {
     /// format importers know), without the number the carrier asserted
     /// (that stays in the sealed record for auditors).
     pub fn exported(self) -> Self {
-        let out = |n: PhoneNumber| {
-            if n.is_withheld() {
-                PhoneNumber::new(PhoneNumber::WITHHELD)
-            } else {
-                n
-            }
-        };
         Self {
-            caller: out(self.caller),
-            callee: out(self.callee),
+            caller: PhoneNumber::new(self.caller.shown()),
+            callee: PhoneNumber::new(self.callee.shown()),
             ..self
         }
     }
