@@ -416,6 +416,7 @@ async fn serve(
                 crate::admin::roles::current_uid(),
             ),
             audit: audit.clone(),
+            numbers: crate::admin::erase::NumberHash::new(&audit_key),
             audit_key,
             data_dir: data_dir.clone(),
             master,

@@ -48,6 +48,9 @@ pub enum Action {
         to_ms: u64,
         format: super::control::Format,
     },
+    /// `cdr erase` of every finished record of one number, named here
+    /// only by its keyed hash ([`super::erase::NumberHash`]).
+    Erase { number_hash: String },
 }
 
 impl std::fmt::Display for Action {
@@ -58,6 +61,7 @@ impl std::fmt::Display for Action {
                 to_ms,
                 format,
             } => write!(f, "cdr export {from_ms}..{to_ms} {format:?}"),
+            Action::Erase { number_hash } => write!(f, "cdr erase number hmac {number_hash}"),
         }
     }
 }
@@ -299,8 +303,16 @@ impl Approvals {
     }
 
     /// `op` runs approved request `id`, once: its requester only, within
-    /// the window. Returns it as it was approved.
-    pub fn take(&self, id: &str, op: &Operator, now_ms: u64) -> Result<Approval, String> {
+    /// the window, and only for what `fits` accepts (an erasure's number
+    /// must be the one approved; a refusal leaves the approval unused).
+    /// Returns it as it was approved.
+    pub fn take(
+        &self,
+        id: &str,
+        op: &Operator,
+        now_ms: u64,
+        fits: impl FnOnce(&Action) -> Result<(), String>,
+    ) -> Result<Approval, String> {
         self.change_one(id, now_ms, |a| {
             if a.requester_uid != op.uid {
                 return Err(format!(
@@ -309,6 +321,7 @@ impl Approvals {
                     op.actor()
                 ));
             }
+            fits(&a.action)?;
             let approved = match &a.state {
                 State::Approved { .. } => a.clone(),
                 State::Lapsed { .. } => {
@@ -354,6 +367,10 @@ mod tests {
         }
     }
 
+    fn any(_: &Action) -> Result<(), String> {
+        Ok(())
+    }
+
     fn export() -> Action {
         Action::Export {
             from_ms: 0,
@@ -372,7 +389,7 @@ mod tests {
         let r = a.file(&op(1), export(), "dispute 42", 0).expect("file");
         // Not yet approved; not self-approved.
         assert!(a
-            .take(&r.id, &op(1), 1)
+            .take(&r.id, &op(1), 1, any)
             .expect_err("refused")
             .contains("not approved"));
         assert!(a
@@ -384,13 +401,18 @@ mod tests {
             a.decide(&r.id, &op(3), false, 1_500).is_err(),
             "decided once"
         );
-        // Only its requester runs it, once.
-        assert!(a.take(&r.id, &op(2), 2_000).is_err());
-        let ran = a.take(&r.id, &op(1), 2_000).expect("run");
+        // Only its requester runs it, only for what it was approved
+        // for (a refusal leaves it unused), once.
+        assert!(a.take(&r.id, &op(2), 2_000, any).is_err());
+        assert!(a
+            .take(&r.id, &op(1), 2_000, |_| Err("another number".into()))
+            .expect_err("refused")
+            .contains("another number"));
+        let ran = a.take(&r.id, &op(1), 2_000, any).expect("run");
         assert_eq!(ran.action, export());
         assert!(matches!(ran.state, State::Approved { by_uid: 2, .. }));
         assert!(a
-            .take(&r.id, &op(1), 3_000)
+            .take(&r.id, &op(1), 3_000, any)
             .expect_err("refused")
             .contains("used"));
         // A restart keeps that, and lapses an approval not yet run (a
@@ -400,7 +422,7 @@ mod tests {
         a.decide(&approved.id, &op(2), true, 3_000)
             .expect("approve");
         let again = Approvals::open(&d, 60_000, 4_000);
-        assert!(again.take(&r.id, &op(1), 4_000).is_err());
+        assert!(again.take(&r.id, &op(1), 4_000, any).is_err());
         let list = again.list(4_000);
         assert!(matches!(
             list[0].state,
@@ -411,7 +433,7 @@ mod tests {
         ));
         assert_eq!(list[1].state, State::Pending);
         assert!(again
-            .take(&approved.id, &op(1), 4_000)
+            .take(&approved.id, &op(1), 4_000, any)
             .expect_err("lapsed")
             .contains("lapsed"));
         again
@@ -419,7 +441,7 @@ mod tests {
             .expect("approve");
         // The clock went back: an approval from the future lapses.
         assert!(again
-            .take(&pending.id, &op(1), 4_000)
+            .take(&pending.id, &op(1), 4_000, any)
             .expect_err("lapsed")
             .contains("lapsed"));
         // A pending request lapses after a week undecided.
@@ -431,13 +453,13 @@ mod tests {
         let late = again.file(&op(1), export(), "late", 0).expect("file");
         again.decide(&late.id, &op(2), true, 0).expect("approve");
         assert!(again
-            .take(&late.id, &op(1), 60_001)
+            .take(&late.id, &op(1), 60_001, any)
             .expect_err("refused")
             .contains("lapsed"));
         let no = again.file(&op(1), export(), "no", 0).expect("file");
         again.decide(&no.id, &op(2), false, 0).expect("refuse");
         assert!(again
-            .take(&no.id, &op(1), 1)
+            .take(&no.id, &op(1), 1, any)
             .expect_err("refused")
             .contains("refused"));
         // Bounded per person.

@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 
 use super::roles::{Operator, Role, Roles};
 use crate::admin::approvals::{Action, State};
+use crate::admin::erase;
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
@@ -120,6 +121,9 @@ pub struct Admin {
     pub roles: Roles,
     pub audit: Audit,
     pub audit_key: Zeroizing<[u8; 32]>,
+    /// Names a number in requests and the audit trail (derived from the
+    /// audit key).
+    pub numbers: crate::admin::erase::NumberHash,
     /// For master-key rotation: the data directory, the running key, and
     /// the development key file when that is the key in use.
     pub data_dir: PathBuf,
@@ -240,7 +244,7 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
             return;
         }
     };
-    let (action, target) = req.describe();
+    let (action, target) = req.describe(&admin.numbers);
     if let Some(role) = req.needs() {
         if !op.has(role) {
             admin.audit.record(&op.actor(), action, &target, "denied");
@@ -558,7 +562,15 @@ async fn run(
         Request::CdrExport { approval } => {
             let (approvals, who) = (admin.approvals.clone(), op.clone());
             let now = crate::unix_ms(std::time::SystemTime::now());
-            let a = match blocking(move || approvals.take(&approval, &who, now)).await {
+            let id = approval.clone();
+            let a = match blocking(move || {
+                approvals.take(&approval, &who, now, |action| match action {
+                    Action::Export { .. } => Ok(()),
+                    _ => Err(format!("request {id} is not an export")),
+                })
+            })
+            .await
+            {
                 Ok(a) => a,
                 Err(e) => {
                     let _ = send(w, &Response::error(e.clone())).await;
@@ -569,7 +581,10 @@ async fn run(
                 from_ms,
                 to_ms,
                 format,
-            } = a.action.clone();
+            } = a.action.clone()
+            else {
+                return "error: not an export".into();
+            };
             let approved_by = match &a.state {
                 State::Approved { by, .. } => by.clone(),
                 _ => String::new(),
@@ -618,6 +633,90 @@ async fn run(
                 )
                 .await;
             return format!("{outcome}; export {}", a.id);
+        }
+        Request::EraseRequest { number, reason } => match erase::digits(number.as_str()) {
+            Err(e) => Response::error(e),
+            Ok(d) => {
+                let (approvals, who) = (admin.approvals.clone(), op.clone());
+                let now = crate::unix_ms(std::time::SystemTime::now());
+                let action = Action::Erase {
+                    number_hash: admin.numbers.of(&d),
+                };
+                match blocking(move || approvals.file(&who, action, &reason, now)).await {
+                    Ok(a) => Response {
+                        approval: Some(a),
+                        ..Response::ok()
+                    },
+                    Err(e) => Response::error(e),
+                }
+            }
+        },
+        Request::CdrErase { approval, number } => {
+            let Some(store) = admin.store.clone() else {
+                return without_records(w).await;
+            };
+            let d = match erase::digits(number.as_str()) {
+                Ok(d) => Zeroizing::new(d),
+                Err(e) => {
+                    let _ = send(w, &Response::error(e.clone())).await;
+                    return format!("error: {e}");
+                }
+            };
+            let hash = admin.numbers.of(&d);
+            let (approvals, who) = (admin.approvals.clone(), op.clone());
+            let now = crate::unix_ms(std::time::SystemTime::now());
+            let (id, approved) = (approval.clone(), hash.clone());
+            let a = match blocking(move || {
+                approvals.take(&approval, &who, now, |action| match action {
+                    Action::Erase { number_hash } if *number_hash == approved => Ok(()),
+                    Action::Erase { .. } => Err(format!(
+                        "that is not the number request {id} was approved for"
+                    )),
+                    _ => Err(format!("request {id} is not an erasure")),
+                })
+            })
+            .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = send(w, &Response::error(e.clone())).await;
+                    return format!("error: {e}");
+                }
+            };
+            let approved_by = match &a.state {
+                State::Approved { by, .. } => by.clone(),
+                _ => String::new(),
+            };
+            // On disk before anything is removed.
+            admin.audit.record(
+                &op.actor(),
+                "cdr erase start",
+                &format!(
+                    "request {} by {} approved by {approved_by}: number hmac {hash} reason={:?}",
+                    a.id, a.requester, a.reason
+                ),
+                "ok",
+            );
+            admin.audit.synced().await;
+            match blocking(move || erase::erase(&store, &d)).await {
+                Ok(e) => {
+                    let outcome = format!(
+                        "ok: {} records erased of {} read, {} of calls in progress kept, {} unreadable; number hmac {hash}; request {}",
+                        e.removed, e.scanned, e.in_progress, e.damaged, a.id
+                    );
+                    let _ = send(
+                        w,
+                        &Response {
+                            erased: Some(e),
+                            approval: Some(a),
+                            ..Response::ok()
+                        },
+                    )
+                    .await;
+                    return outcome;
+                }
+                Err(e) => Response::error(e),
+            }
         }
         Request::AuditList { from_ms, to_ms } => {
             admin.audit.synced().await;

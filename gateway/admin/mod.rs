@@ -6,6 +6,7 @@
 
 pub mod approvals;
 pub mod control;
+pub mod erase;
 pub mod http;
 mod peer;
 pub mod reload;

@@ -542,6 +542,22 @@ impl Store {
         Ok(())
     }
 
+    /// Removes records (not yet durable: see [`Store::flush`]). The
+    /// sealed bytes may stay in sled's free log space until sled reuses
+    /// it; they open only with their day's key, which retention shreds.
+    pub fn remove_all(&self, ids: &[RecordId]) -> Result<(), CdrError> {
+        let mut batch = sled::Batch::default();
+        let mut open = sled::Batch::default();
+        for id in ids {
+            let key = id.to_bytes();
+            batch.remove(&key[..]);
+            open.remove(&key[..]);
+        }
+        self.records.apply_batch(batch)?;
+        self.open.apply_batch(open)?;
+        Ok(())
+    }
+
     /// Makes everything written so far durable (one fsync for a group).
     pub fn flush(&self) -> Result<(), CdrError> {
         self.db.flush()?;

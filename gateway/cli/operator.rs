@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use tollgate::admin::control::{Request, Response};
+use tollgate::admin::control::{Request, Response, SecretText};
 
 use super::StateArgs;
 
@@ -70,6 +70,29 @@ pub(crate) enum CdrCommand {
         approval: Option<String>,
         #[command(flatten)]
         span: Span,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Erase every finished record of one number (a data subject's
+    /// request; auditor role), with a second person's approval, as for
+    /// an export: `--reason` files the request, `--approval ID` runs it
+    /// once. The number is given both times; requests and the audit trail
+    /// keep only its keyed hash. Give it as the carrier delivers it
+    /// (E.164): its digits are matched. Cannot be undone.
+    Erase {
+        /// The number (digits, an optional leading +, spaces or dashes).
+        #[arg(long)]
+        number: String,
+        /// Why it must be erased: files a request for approval.
+        #[arg(
+            long,
+            required_unless_present = "approval",
+            conflicts_with = "approval"
+        )]
+        reason: Option<String>,
+        /// Run the approved request ID.
+        #[arg(long, value_name = "ID")]
+        approval: Option<String>,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -440,7 +463,53 @@ pub(crate) fn cdr_command(c: CdrCommand) -> ExitCode {
                 out.flush().is_ok() && clean
             })
         }
+        CdrCommand::Erase {
+            number,
+            reason,
+            approval,
+            state,
+        } => erase(number, reason, approval, &state),
     }
+}
+
+/// `cdr erase`: files the request, or runs the approved one.
+fn erase(
+    number: String,
+    reason: Option<String>,
+    approval: Option<String>,
+    state: &StateArgs,
+) -> ExitCode {
+    let number = SecretText::new(&number);
+    let Some(approval) = approval else {
+        let req = Request::EraseRequest {
+            number,
+            reason: reason.unwrap_or_default(),
+        };
+        return operator(state, &req, |r, _| {
+            let Some(a) = r.approval else {
+                return false;
+            };
+            println!("{}", a.id);
+            eprintln!(
+                "erasure request {} filed ({}); someone else with the approver role runs `tollgate approvals approve {}`, then you run `tollgate cdr erase --number N --approval {}` with the same number",
+                a.id, a.action, a.id, a.id
+            );
+            true
+        });
+    };
+    operator(state, &Request::CdrErase { approval, number }, |r, _| {
+        let Some(e) = r.erased else {
+            return false;
+        };
+        println!(
+            "erased {} records (read {}); kept {} of calls still in progress; {} unreadable",
+            e.removed, e.scanned, e.in_progress, e.damaged
+        );
+        if e.in_progress > 0 {
+            eprintln!("calls with that number are in progress: when they end, file another erasure for their records");
+        }
+        true
+    })
 }
 
 /// A data line that reports a damaged record: the message to print.

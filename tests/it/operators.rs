@@ -442,3 +442,117 @@ fn an_export_needs_a_second_persons_approval_runs_once_and_is_traceable() {
     );
     assert!(!ok && err.contains("refused"), "{err}");
 }
+
+#[test]
+fn an_erasure_needs_approval_takes_the_approved_number_only_and_keeps_no_number() {
+    if !is_root() {
+        eprintln!("skipped: running the command as other users needs root (CI runs as root)");
+        return;
+    }
+    let gw = with_one_call("operators-erase", 17540);
+    let (alice, bob, carol) = (5021, 5022, 5023);
+    let number = "+44 7700 900123";
+    let digits = "7700900123";
+    let file = [
+        "cdr",
+        "erase",
+        "--number",
+        number,
+        "--reason",
+        "data subject request 17",
+    ];
+    let (ok, id, err) = as_user(&gw, alice, &[AUDITOR], &file);
+    assert!(ok, "{err}");
+    let id = id.trim().to_string();
+    let run_with = |n: &str| {
+        as_user(
+            &gw,
+            alice,
+            &[AUDITOR],
+            &["cdr", "erase", "--number", n, "--approval", &id],
+        )
+    };
+    // Not before approval; never by the requester's own hand.
+    let (ok, _, err) = run_with(number);
+    assert!(!ok && err.contains("not approved"), "{err}");
+    let (ok, _, err) = as_user(
+        &gw,
+        alice,
+        &[AUDITOR, APPROVER],
+        &["approvals", "approve", &id],
+    );
+    assert!(!ok && err.contains("someone else"), "{err}");
+    // The approver sees what is asked by the number's hash, not the number.
+    let (ok, list, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "list"]);
+    assert!(ok, "{err}");
+    let line = list.lines().find(|l| l.contains(&id)).unwrap_or_default();
+    assert!(
+        line.contains("cdr erase number hmac ") && line.contains("data subject request 17"),
+        "{list}"
+    );
+    assert!(!list.contains(digits), "{list}");
+    let (ok, _, err) = as_user(&gw, bob, &[APPROVER], &["approvals", "approve", &id]);
+    assert!(ok, "{err}");
+    // Another number does not run it and does not use it up.
+    let (ok, _, err) = run_with("+447700900999");
+    assert!(!ok && err.contains("not the number"), "{err}");
+    let (ok, _, err) = as_user(
+        &gw,
+        carol,
+        &[AUDITOR],
+        &["cdr", "erase", "--number", number, "--approval", &id],
+    );
+    assert!(!ok && err.contains("to run"), "{err}");
+    let (ok, out, err) = run_with("447700900123");
+    assert!(ok && out.contains("erased 1 records"), "{out}{err}");
+    let (ok, _, err) = run_with(number);
+    assert!(!ok && err.contains("used already"), "{err}");
+    // The record is gone.
+    let (ok, listed, err) = as_user(&gw, carol, &[AUDITOR], &["cdr", "list", "--json"]);
+    assert!(ok, "{err}");
+    assert!(!listed.contains(digits), "{listed}");
+
+    // The audit trail says an erasure happened, by whom, approved by
+    // whom, with the number's keyed hash: the same in request, start and
+    // result, and never the number.
+    let (ok, audit, err) = as_user(&gw, carol, &[AUDITOR], &["audit", "list", "--json"]);
+    assert!(ok, "{err}");
+    let hash = line
+        .split("hmac ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(hash.len(), 32, "{line}");
+    let entry = |action: &str| {
+        audit
+            .lines()
+            .filter(|l| l.contains(&format!("\"action\":\"{action}\"")) && l.contains(&hash))
+            .count()
+    };
+    assert_eq!(entry("cdr erase request"), 1, "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"cdr erase start\"")
+                && l.contains(&hash)
+                && l.contains("(uid 5021)")
+                && l.contains("approved by")
+                && l.contains("(uid 5022)")),
+        "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("\"action\":\"cdr erase\"")
+            && l.contains("1 records erased")
+            && l.contains(&hash)
+            && l.contains(&id)),
+        "{audit}"
+    );
+    assert!(!audit.contains(digits), "{audit}");
+    let (ok, out, err) = as_user(&gw, carol, &[AUDITOR], &["audit", "verify"]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    // Nor in the approvals file or the log.
+    let approvals = std::fs::read_to_string(gw.dir.join("data/approvals.json")).expect("approvals");
+    assert!(approvals.contains(&hash) && !approvals.contains(digits));
+    assert!(!gw.log().contains(digits));
+}

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::admin::erase::{digits, NumberHash};
 use crate::admin::roles::Role;
 use crate::guard::BanInfo;
 
@@ -45,6 +46,18 @@ pub enum Request {
     /// Runs an approved export request, once (its requester only).
     CdrExport {
         approval: String,
+    },
+    /// Files a request to erase one number's records (`cdr erase
+    /// --number N --reason R`); it is kept only as a keyed hash.
+    EraseRequest {
+        number: SecretText,
+        reason: String,
+    },
+    /// Runs an approved erasure, once (its requester only), given the
+    /// number again: it must be the one approved.
+    CdrErase {
+        approval: String,
+        number: SecretText,
     },
     ApprovalsList,
     /// An approver approves (or refuses) someone else's request.
@@ -152,6 +165,8 @@ impl Request {
             Request::CdrList { .. } | Request::CdrShow { .. } => Some(Role::Viewer),
             Request::ExportRequest { .. }
             | Request::CdrExport { .. }
+            | Request::EraseRequest { .. }
+            | Request::CdrErase { .. }
             | Request::AuditList { .. }
             | Request::AuditVerify => Some(Role::Auditor),
             Request::ApprovalDecide { .. } => Some(Role::Approver),
@@ -160,8 +175,15 @@ impl Request {
         }
     }
 
-    /// For the audit trail: the action and its target.
-    pub(super) fn describe(&self) -> (&'static str, String) {
+    /// For the audit trail: the action and its target. A number is
+    /// named by its keyed hash, never its digits.
+    pub(super) fn describe(&self, numbers: &NumberHash) -> (&'static str, String) {
+        let hashed = |n: &SecretText| {
+            digits(n.as_str()).map_or_else(
+                |_| "an unreadable number".to_string(),
+                |d| format!("number hmac {}", numbers.of(&d)),
+            )
+        };
         match self {
             Request::Whoami => ("whoami", String::new()),
             Request::Bans => ("firewall bans", String::new()),
@@ -189,6 +211,14 @@ impl Request {
                 format!("{from_ms}..{to_ms} {format:?} reason={reason:?}"),
             ),
             Request::CdrExport { approval } => ("cdr export", format!("request {approval}")),
+            Request::EraseRequest { number, reason } => (
+                "cdr erase request",
+                format!("{} reason={reason:?}", hashed(number)),
+            ),
+            Request::CdrErase { approval, number } => (
+                "cdr erase",
+                format!("request {approval} {}", hashed(number)),
+            ),
             Request::ApprovalsList => ("approvals list", String::new()),
             Request::ApprovalDecide { id, approve } => (
                 if *approve {
@@ -256,6 +286,9 @@ pub struct Response {
     /// For approvals list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<crate::admin::approvals::Approval>>,
+    /// For cdr erase: what it removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased: Option<crate::admin::erase::Erased>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,
