@@ -19,12 +19,13 @@ use crate::sip::sdp::AddrScope;
 mod admin;
 mod agents;
 mod firewall;
+pub mod hours;
 mod reload;
 pub mod rules;
 mod scope;
 pub mod strict;
 mod trunk;
-pub use admin::AdminFile;
+pub use admin::{AdminFile, Oversight};
 use agents::{validate_agents, validate_dialing, validate_profile, DialingFile};
 pub use agents::{
     Agents, AgentsFile, DialFile, DialRefused, Profile, ProfileFile, Queue, QueueFile,
@@ -345,6 +346,8 @@ pub struct Config {
     pub approval_window: std::time::Duration,
     /// `[admin] socket_group`: who may connect to the admin socket.
     pub socket_group: Option<String>,
+    /// `[admin.hours.*]` and the bulk-read limit.
+    pub oversight: admin::Oversight,
     pub agents: Agents,
     pub firewall: Firewall,
     /// Days call records are kept (then crypto-shredded).
@@ -549,6 +552,7 @@ impl Config {
         for e in f.admin.problems() {
             p.push(e);
         }
+        let oversight = f.admin.oversight().unwrap_or_default();
         let mask = p.take(
             crate::number::Mask::new(f.privacy.visible_digits).ok_or_else(|| {
                 invalid(
@@ -800,6 +804,7 @@ impl Config {
                 f.admin.approver_group,
             ],
             approval_window: std::time::Duration::from_secs(f.admin.approval_window_s),
+            oversight,
             socket_group: f.admin.socket_group,
             agents,
             firewall,

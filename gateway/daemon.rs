@@ -377,15 +377,17 @@ async fn serve(
             .unwrap_or_else(crate::shards::Shards::default_count),
     )
     .map_err(|e| StartError::Agents(format!("media shards: {e}")))?;
+    let anomalies = crate::telemetry::anomaly::Anomalies::new(Some(audit.clone()), metrics.clone());
+    let (running_tx, running_rx) = tokio::sync::watch::channel(config.clone());
     let (agent_tx, agent_rx) = tokio::sync::mpsc::channel(4096);
     let agent_server = crate::agent::server::AgentServer::bind(
-        &config.agents,
+        running_rx.clone(),
         data_dir.clone(),
         master.clone(),
         metrics.clone(),
         agent_tx,
-        Some(audit.clone()),
         &shards,
+        anomalies.clone(),
     )
     .map_err(|e| StartError::Agents(e.to_string()))?;
     info!(
@@ -405,7 +407,6 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (guard_tx, guard_rx) = tokio::sync::mpsc::channel(64);
     let socket = crate::admin::control::path(&data_dir);
-    let (running_tx, running_rx) = tokio::sync::watch::channel(config.clone());
     let control = crate::admin::control::serve(
         &socket,
         crate::admin::control::Admin {
@@ -424,6 +425,8 @@ async fn serve(
             agents_address: config.agents.address.clone(),
             config: running_rx,
             retention_held: metrics.cdr_retention_held.clone(),
+            anomalies: anomalies.clone(),
+            reads: crate::admin::oversight::Reads::default(),
             approvals: Arc::new(crate::admin::approvals::Approvals::open(
                 &data_dir,
                 u64::try_from(config.approval_window.as_millis()).unwrap_or(u64::MAX),

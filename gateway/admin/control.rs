@@ -26,9 +26,11 @@ use zeroize::Zeroizing;
 use super::roles::{Operator, Role, Roles};
 use crate::admin::approvals::{Action, State};
 use crate::admin::erase;
+use crate::admin::oversight::{self, Reads};
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
+use crate::telemetry::anomaly::{Anomalies, Kind};
 use crate::telemetry::audit::{self, Audit};
 
 mod wire;
@@ -137,6 +139,10 @@ pub struct Admin {
     pub retention_held: prometheus::IntGauge,
     /// Requests to take data out, and their approvals.
     pub approvals: Arc<crate::admin::approvals::Approvals>,
+    /// Where unusual access is reported.
+    pub anomalies: Anomalies,
+    /// Whole-number records each operator read lately.
+    pub reads: Reads,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -269,9 +275,66 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
             return;
         }
     }
+    if let Some(why) = off_hours(&req, &op, admin, action, &target) {
+        admin.audit.record(&op.actor(), action, &target, "denied");
+        let _ = send(&mut write, &Response::error(why)).await;
+        return;
+    }
     let outcome = run(req, &op, admin, &mut write).await;
     if action != "whoami" {
         admin.audit.record(&op.actor(), action, &target, &outcome);
+    }
+}
+
+/// Flags a request that reads or moves customer data outside the
+/// working hours of the role that grants it; with `[admin]
+/// refuse_off_hours`, one that shows whole numbers is refused: why.
+fn off_hours(
+    req: &Request,
+    op: &Operator,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+) -> Option<String> {
+    let (role, reveals) = oversight::touches(req, op)?;
+    let config = admin.config.borrow().clone();
+    let hours = config.oversight.hours_of(&role.to_string())?;
+    if hours.contains(jiff::Timestamp::now()) {
+        return None;
+    }
+    let refuse = reveals && config.oversight.refuse_off_hours;
+    admin.anomalies.raise(
+        Kind::OperatorOffHours,
+        &op.actor(),
+        &format!("{action} {target} outside the {role} role's hours ({hours})"),
+        refuse,
+    );
+    refuse.then(|| {
+        format!(
+            "refused: {action} shows whole numbers and it is outside the {role} role's working hours ({hours}); [admin] refuse_off_hours is on"
+        )
+    })
+}
+
+/// Counts whole-number records `op` read; past `[admin]
+/// bulk_read_records` in its window, an anomaly.
+fn count_reads(admin: &Admin, op: &Operator, n: u64) {
+    let o = admin.config.borrow().oversight.clone();
+    let now = std::time::Instant::now();
+    if let Some(total) = admin
+        .reads
+        .add(op.uid, n, now, o.bulk_read_records, o.bulk_read_window)
+    {
+        admin.anomalies.raise(
+            Kind::BulkRead,
+            &op.actor(),
+            &format!(
+                "{total} whole-number records read within {} s (limit {})",
+                o.bulk_read_window.as_secs(),
+                o.bulk_read_records
+            ),
+            false,
+        );
     }
 }
 
@@ -480,6 +543,9 @@ async fn run(
                         let line =
                             serde_json::to_string(&Listed { id, record: r }).unwrap_or_default();
                         let _ = w.write_all(format!("{line}\n").as_bytes()).await;
+                        if full {
+                            count_reads(admin, op, 1);
+                        }
                         return "ok".into();
                     }
                     Ok(None) => Response::error(format!("no record {id}")),
@@ -494,7 +560,7 @@ async fn run(
         } => {
             let full = op.has(Role::Auditor);
             let mask = admin.config.borrow().mask;
-            return stream_records(admin, w, from_ms, to_ms, None, move |id, r| {
+            let (outcome, n) = stream_records(admin, w, from_ms, to_ms, None, move |id, r| {
                 if agent.as_ref().is_some_and(|a| r.agent.as_ref() != Some(a)) {
                     return None;
                 }
@@ -506,6 +572,10 @@ async fn run(
                 .ok()
             })
             .await;
+            if full {
+                count_reads(admin, op, n);
+            }
+            return outcome;
         }
         Request::ExportRequest {
             from_ms,
@@ -615,23 +685,22 @@ async fn run(
                 Format::Csv => format!("# tollgate export {mark}\n{CSV_HEADER}"),
                 Format::Jsonl => mark,
             };
-            let outcome =
-                stream_records(
-                    admin,
-                    w,
-                    from_ms,
-                    to_ms,
-                    Some(preamble),
-                    move |id, r| match format {
-                        Format::Csv => Some(r.csv_row(&id.to_string())),
-                        Format::Jsonl => serde_json::to_string(&Listed {
-                            id: id.to_string(),
-                            record: r.exported(),
-                        })
-                        .ok(),
-                    },
-                )
-                .await;
+            let (outcome, _) = stream_records(
+                admin,
+                w,
+                from_ms,
+                to_ms,
+                Some(preamble),
+                move |id, r| match format {
+                    Format::Csv => Some(r.csv_row(&id.to_string())),
+                    Format::Jsonl => serde_json::to_string(&Listed {
+                        id: id.to_string(),
+                        record: r.exported(),
+                    })
+                    .ok(),
+                },
+            )
+            .await;
             return format!("{outcome}; export {}", a.id);
         }
         Request::EraseRequest { number, reason } => match erase::digits(number.as_str()) {
@@ -776,10 +845,10 @@ async fn stream_records(
     to_ms: u64,
     preamble: Option<String>,
     mut line: impl FnMut(RecordId, crate::cdr::record::Record) -> Option<String> + Send + 'static,
-) -> String {
+) -> (String, u64) {
     let (tx, mut rx) = mpsc::channel::<Result<String, String>>(256);
     let Some(store) = admin.store.clone() else {
-        return without_records(w).await;
+        return (without_records(w).await, 0);
     };
     tokio::task::spawn_blocking(move || {
         for item in store.range(from_ms, to_ms) {
@@ -805,7 +874,7 @@ async fn stream_records(
     .await
     .is_err()
     {
-        return "cut short".into();
+        return ("cut short".into(), 0);
     }
     // Everything after the response line, as the caller receives it.
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
@@ -813,7 +882,7 @@ async fn stream_records(
         let p = format!("{p}\n");
         sha2::Digest::update(&mut hash, p.as_bytes());
         if w.write_all(p.as_bytes()).await.is_err() {
-            return "cut short".into();
+            return ("cut short".into(), 0);
         }
     }
     let mut n = 0u64;
@@ -825,7 +894,7 @@ async fn stream_records(
                 let l = format!("{l}\n");
                 sha2::Digest::update(&mut hash, l.as_bytes());
                 if w.write_all(l.as_bytes()).await.is_err() {
-                    return format!("cut short after {n} records");
+                    return (format!("cut short after {n} records"), n);
                 }
             }
             Err(e) => {
@@ -835,17 +904,18 @@ async fn stream_records(
                 // not into the file.
                 let l = format!("{}\n", serde_json::json!({ "damaged": e }));
                 if w.write_all(l.as_bytes()).await.is_err() {
-                    return format!("cut short after {n} records");
+                    return (format!("cut short after {n} records"), n);
                 }
             }
         }
     }
     let sha256 = hex::encode(sha2::Digest::finalize(hash));
-    if damaged > 0 {
+    let outcome = if damaged > 0 {
         format!("ok: {n} records, {damaged} damaged, sha256 {sha256}")
     } else {
         format!("ok: {n} records, sha256 {sha256}")
-    }
+    };
+    (outcome, n)
 }
 
 /// Sends `r` to the daemon at `socket` (the command's side, blocking):

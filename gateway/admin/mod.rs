@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod control;
 pub mod erase;
 pub mod http;
+pub mod oversight;
 mod peer;
 pub mod reload;
 pub mod roles;

@@ -19,6 +19,10 @@
 //!   written to disk (fsynced, replaced atomically) before the login is
 //!   accepted, so neither two parallel logins nor a restart can replay it.
 //!   Lockouts in force are kept there too: a restart does not lift them.
+//! - The networks each agent logged in from are kept (at most
+//!   [`MAX_ADDRESSES`]), so a login from one it never used (a stolen
+//!   bundle and code used elsewhere) is reported as an anomaly. Never a
+//!   refusal: agents move.
 //!
 //! Times are Unix seconds passed in by the caller (a lockout must survive a
 //! restart, which `Instant` cannot).
@@ -56,6 +60,40 @@ struct AgentLogin {
     /// Wrong codes since the last lockout or success (memory only).
     #[serde(skip)]
     failures: u32,
+    /// Networks it logged in from (an IPv4 address, an IPv6 /64), least
+    /// recently used first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<String>,
+}
+
+/// The most networks kept per agent (the least recently used goes).
+pub const MAX_ADDRESSES: usize = 32;
+
+/// Where a login came from, as the guard remembers it: an IPv4 address,
+/// or an IPv6 /64 (a host picks new addresses in its /64 all the time).
+fn network(source: std::net::IpAddr) -> String {
+    match source {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        },
+    }
+}
+
+/// Whether a login's address was one its agent had used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// Used before.
+    Known,
+    /// The agent's first login: nothing to compare with.
+    First,
+    /// Never used before, by an agent that has logged in from elsewhere.
+    New(String),
 }
 
 /// Why a login was refused.
@@ -179,6 +217,30 @@ impl Logins {
                     locked_for: Some(secs),
                 })
             }
+        }
+    }
+
+    /// Notes that `agent` logged in from `source`; kept on disk when it
+    /// is new.
+    pub fn address(&self, agent: &str, source: std::net::IpAddr) -> Address {
+        let net = network(source);
+        let mut agents = self.lock();
+        let a = agents.entry(agent.to_string()).or_default();
+        if let Some(i) = a.addresses.iter().position(|x| *x == net) {
+            let known = a.addresses.remove(i);
+            a.addresses.push(known);
+            return Address::Known;
+        }
+        let first = a.addresses.is_empty();
+        if a.addresses.len() >= MAX_ADDRESSES {
+            a.addresses.remove(0);
+        }
+        a.addresses.push(net.clone());
+        self.save(&agents);
+        if first {
+            Address::First
+        } else {
+            Address::New(net)
         }
     }
 
@@ -320,6 +382,48 @@ mod tests {
         assert_eq!(again.check("alice", 1290, |_| Some(43)), Ok(43));
         let text = std::fs::read_to_string(&path).expect("state file");
         assert!(!text.contains("failures"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_login_from_a_network_never_used_is_new_and_remembered_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("tollgate-addresses-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("logins.json");
+        let _ = std::fs::remove_file(&path);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        let l = Logins::open(path.clone(), 10, 60);
+        assert_eq!(l.address("alice", ip("192.0.2.10")), Address::First);
+        assert_eq!(l.address("alice", ip("192.0.2.10")), Address::Known);
+        // Another agent's address is not alice's.
+        assert_eq!(l.address("bob", ip("198.51.100.7")), Address::First);
+        assert_eq!(
+            l.address("alice", ip("198.51.100.7")),
+            Address::New("198.51.100.7".into())
+        );
+        // An IPv6 host is known by its /64.
+        assert_eq!(
+            l.address("alice", ip("2001:db8:1:2::10")),
+            Address::New("2001:db8:1:2::/64".into())
+        );
+        assert_eq!(
+            l.address("alice", ip("2001:db8:1:2:aaaa::1")),
+            Address::Known
+        );
+        drop(l);
+        let l = Logins::open(path.clone(), 10, 60);
+        assert_eq!(l.address("alice", ip("198.51.100.7")), Address::Known);
+        // Bounded: the least recently used goes first.
+        for i in 0..MAX_ADDRESSES {
+            l.address("carol", ip(&format!("10.0.0.{i}")));
+        }
+        l.address("carol", ip("10.0.0.0"));
+        l.address("carol", ip("10.1.0.0"));
+        assert_eq!(l.address("carol", ip("10.0.0.0")), Address::Known);
+        assert_eq!(
+            l.address("carol", ip("10.0.0.1")),
+            Address::New("10.0.0.1".into())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

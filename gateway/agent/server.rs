@@ -40,12 +40,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::engine::{Admit, Conn, Engine, EngineHandle, Listener};
-use super::guard::{Logins, Refused};
+use super::guard::{Address, Logins, Refused};
 use super::pki::{fingerprint, Ca};
 use super::protocol::{self, close, ClientMsg, Decoder, ServerMsg};
 use super::store::{Agent, Watch};
 use super::totp;
-use crate::config::Agents as AgentsConfig;
 use crate::keys::Master;
 use crate::telemetry::metrics::Metrics;
 
@@ -184,6 +183,10 @@ struct Shared {
     audit: Option<crate::telemetry::audit::Audit>,
     /// The last session number given (shared by every shard's listener).
     sessions_made: std::sync::atomic::AtomicU64,
+    /// Where unusual logins are reported (a new address, off hours).
+    anomalies: crate::telemetry::anomaly::Anomalies,
+    /// The running configuration: profiles' hours.
+    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
 }
 
 /// The TLS verifier: the CA's signature (webpki), then the registry.
@@ -302,17 +305,21 @@ pub struct AgentServer {
 }
 
 impl AgentServer {
-    /// Opens the CA, loads the registry and binds the listener. Sessions
-    /// report to `events`.
+    /// Opens the CA, loads the registry and binds the listener of the
+    /// running configuration's `[agents]`. Sessions report to `events`;
+    /// enrolments, refusals and anomalies go to `anomalies`' audit trail.
     pub fn bind(
-        cfg: &AgentsConfig,
+        config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
         data_dir: PathBuf,
         master: Arc<Master>,
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
-        audit: Option<crate::telemetry::audit::Audit>,
         shards: &crate::shards::Shards,
+        anomalies: crate::telemetry::anomaly::Anomalies,
     ) -> Result<Self, String> {
+        let running = config.borrow().clone();
+        let cfg = &running.agents;
+        let audit = anomalies.audit().cloned();
         let store = super::store::Store::new(&data_dir);
         let ca = Ca::open_or_create(store.dir(), &master.current()).map_err(|e| e.to_string())?;
         let mut watch = Watch::new(&data_dir);
@@ -336,6 +343,8 @@ impl AgentServer {
             sessions: Mutex::new(HashMap::new()),
             audit,
             sessions_made: std::sync::atomic::AtomicU64::new(0),
+            anomalies,
+            config,
         });
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -713,44 +722,31 @@ async fn run_session(
     // disk before the login is accepted.
     // On a blocking thread: a success is fsynced under the logins lock.
     let secret = shared.totp_secret(&agent);
+    // The address is noted with it (on disk when new).
     let checked = tokio::task::spawn_blocking({
         let (shared, name) = (shared.clone(), name.clone());
         move || {
             let now = unix_now();
-            shared.logins.check(&name, now, |last| {
-                secret
-                    .as_ref()
-                    .and_then(|secret| totp::verify(secret, &otp.0, now, last))
-            })
+            shared
+                .logins
+                .check(&name, now, |last| {
+                    secret
+                        .as_ref()
+                        .and_then(|secret| totp::verify(secret, &otp.0, now, last))
+                })
+                .map(|_| shared.logins.address(&name, source))
         }
     })
     .await
     .unwrap_or(Err(Refused::BadCode { locked_for: None }));
-    if let Err(why) = checked {
-        let (reason, code, text) = match why {
-            Refused::Locked { .. } => ("locked_out", close::LOCKED_OUT, "locked out"),
-            Refused::BadCode { locked_for } => {
-                if let Some(secs) = locked_for {
-                    shared.metrics.agent_lockouts.inc();
-                    warn!(agent = %name, %source, lockout_s = secs, "agent locked out after repeated failed logins");
-                    if let Some(audit) = &shared.audit {
-                        audit.record("agents", "agent locked out", &name, &format!("{secs} s"));
-                    }
-                }
-                ("bad_otp", close::AUTH, "authentication failed")
-            }
-        };
-        write_msg(
-            &conn,
-            &ServerMsg::Error {
-                code: "auth".into(),
-                message: text.into(),
-                call: None,
-            },
-        );
-        refuse(&conn, shared, reason, code, text);
-        return;
-    }
+    let address = match checked {
+        Ok(a) => a,
+        Err(why) => {
+            login_refused(&conn, shared, &name, source, why);
+            return;
+        }
+    };
+    unusual_login(shared, &name, agent.profile.as_deref(), address);
     // One session per agent: a new login replaces the old.
     let replaced: Vec<Conn> = match shared.sessions.lock() {
         Ok(mut s) => {
@@ -804,6 +800,58 @@ async fn run_session(
     shared.metrics.agents_connected.dec();
     let _ = events.send(AgentEvent::Down { session }).await;
     info!(agent = %name, "agent session ended");
+}
+
+/// Answers a login whose code was refused.
+fn login_refused(conn: &Conn, shared: &Shared, name: &str, source: IpAddr, why: Refused) {
+    let (reason, code, text) = match why {
+        Refused::Locked { .. } => ("locked_out", close::LOCKED_OUT, "locked out"),
+        Refused::BadCode { locked_for } => {
+            if let Some(secs) = locked_for {
+                shared.metrics.agent_lockouts.inc();
+                warn!(agent = %name, %source, lockout_s = secs, "agent locked out after repeated failed logins");
+                if let Some(audit) = &shared.audit {
+                    audit.record("agents", "agent locked out", name, &format!("{secs} s"));
+                }
+            }
+            ("bad_otp", close::AUTH, "authentication failed")
+        }
+    };
+    write_msg(
+        conn,
+        &ServerMsg::Error {
+            code: "auth".into(),
+            message: text.into(),
+            call: None,
+        },
+    );
+    refuse(conn, shared, reason, code, text);
+}
+
+/// Reports a login from a network the agent never used, or outside its
+/// profile's hours: flagged, not refused (agents move, shifts overrun).
+fn unusual_login(shared: &Shared, name: &str, profile: Option<&str>, address: Address) {
+    use crate::telemetry::anomaly::Kind;
+    let actor = format!("agent {name}");
+    if let Address::New(net) = address {
+        shared.anomalies.raise(
+            Kind::AgentNewAddress,
+            &actor,
+            &format!("login from {net}, a network it has not used before"),
+            false,
+        );
+    }
+    let config = shared.config.borrow().clone();
+    if let Some(p) = profile.and_then(|p| config.profile(p)) {
+        if !p.open.always() && !p.open.contains(jiff::Timestamp::now()) {
+            shared.anomalies.raise(
+                Kind::AgentOffHours,
+                &actor,
+                &format!("login outside profile {}'s hours ({})", p.name, p.open),
+                false,
+            );
+        }
+    }
 }
 
 fn write_msg(conn: &Conn, msg: &ServerMsg) {

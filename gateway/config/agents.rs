@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::hours::{Hours, HoursFile};
 use super::{invalid, ConfigError};
 
 #[derive(Debug, Deserialize)]
@@ -99,11 +100,8 @@ pub struct Profile {
     /// Allowed E.164 prefixes (empty: all).
     pub allow: Vec<String>,
     pub deny: Vec<String>,
-    /// Calling hours as minutes after midnight, [start, end).
-    pub hours: Option<(u16, u16)>,
-    /// Allowed weekdays, Monday = 0; empty: all.
-    pub days: Vec<u8>,
-    pub timezone: jiff::tz::TimeZone,
+    /// Calling hours; logins outside them are flagged as anomalies.
+    pub open: Hours,
     pub show_caller: bool,
     pub caller_id: Option<String>,
 }
@@ -125,16 +123,8 @@ impl Profile {
         if !self.allow.is_empty() && !self.allow.iter().any(|p| number.starts_with(p.as_str())) {
             return Err(DialRefused::NotAllowed);
         }
-        let local = now.to_zoned(self.timezone.clone());
-        let day = local.weekday().to_monday_zero_offset() as u8;
-        if !self.days.is_empty() && !self.days.contains(&day) {
+        if !self.open.contains(now) {
             return Err(DialRefused::OutsideHours);
-        }
-        if let Some((start, end)) = self.hours {
-            let minute = local.hour() as u16 * 60 + local.minute() as u16;
-            if minute < start || minute >= end {
-                return Err(DialRefused::OutsideHours);
-            }
         }
         Ok(())
     }
@@ -208,44 +198,14 @@ pub(super) fn validate_profile(
         }
         Ok(list.to_vec())
     };
-    let hours = match &p.hours {
-        None => None,
-        Some(h) => {
-            let hm = |s: &str| -> Option<u16> {
-                let (a, b) = s.trim().split_once(':')?;
-                let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
-                (a <= 24 && b < 60 && a * 60 + b <= 1440).then_some(a * 60 + b)
-            };
-            let parsed = h
-                .split_once('-')
-                .and_then(|(a, b)| Some((hm(a)?, hm(b)?)))
-                .filter(|(a, b)| a < b);
-            Some(parsed.ok_or_else(|| {
-                invalid(
-                    format!("{at}: hours"),
-                    format!("{h:?}: use \"HH:MM-HH:MM\", start before end"),
-                )
-            })?)
-        }
-    };
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    let days = p
-        .days
-        .iter()
-        .map(|d| {
-            DAYS.iter()
-                .position(|x| x.eq_ignore_ascii_case(d))
-                .map(|n| n as u8)
-                .ok_or_else(|| invalid(format!("{at}: days"), format!("{d:?}: use Mon ... Sun")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let tz_name = p.timezone.as_deref().unwrap_or("UTC");
-    let timezone = jiff::tz::TimeZone::get(tz_name).map_err(|_| {
-        invalid(
-            format!("{at}: timezone"),
-            format!("{tz_name:?} is not a known time zone"),
-        )
-    })?;
+    let open = Hours::parse(
+        &at,
+        &HoursFile {
+            hours: p.hours.clone(),
+            days: p.days.clone(),
+            timezone: p.timezone.clone(),
+        },
+    )?;
     let show_caller = match p.show_caller.as_deref() {
         None | Some("masked") => false,
         Some("full") => true,
@@ -268,9 +228,7 @@ pub(super) fn validate_profile(
         name: p.name.clone(),
         allow: prefixes(&p.allow, "allow")?,
         deny: prefixes(&p.deny, "deny")?,
-        hours,
-        days,
-        timezone,
+        open,
         show_caller,
         caller_id: p.caller_id.clone(),
     })

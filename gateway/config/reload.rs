@@ -162,6 +162,10 @@ impl Config {
             ));
         }
 
+        if self.oversight != new.oversight {
+            applied.push("admin hours and bulk-read limit".into());
+        }
+
         let mut pending = Vec::new();
         let mut owed = |changed: bool, key: &'static str| {
             if changed {
@@ -217,6 +221,7 @@ impl Config {
         config.max_call = new.max_call;
         config.retention_days = new.retention_days;
         config.mask = new.mask;
+        config.oversight = new.oversight;
         // The certificate itself is re-read by the reload (the listeners'
         // resolver swaps it); the paths follow.
         config.tls_certificate = new.tls_certificate;

@@ -79,6 +79,9 @@ pub struct Metrics {
     pub agent_quic_retries: IntCounter,
     /// Agents locked out after repeated wrong codes.
     pub agent_lockouts: IntCounter,
+    /// Unusual access to customer data, by kind (see
+    /// [`crate::telemetry::anomaly::Kind`]).
+    pub privacy_anomalies: IntCounterVec,
     /// The agents' QUIC sends ([`crate::agent::socket`]): `sendmmsg`
     /// calls, the datagrams they carried (their ratio is the batch size)
     /// and datagrams the kernel refused.
@@ -403,6 +406,11 @@ impl Metrics {
                 "agent_lockouts_total",
                 "Agents locked out after repeated wrong codes (each lockout in a row twice as long).",
             )?,
+            privacy_anomalies: counter_vec(
+                "privacy_anomalies_total",
+                "Unusual access to customer data, by kind (each also an audit entry).",
+                &["kind"],
+            )?,
             agent_protocol_errors: counter_vec(
                 "agent_protocol_errors_total",
                 "Agent sessions ended for a protocol error, by reason.",
@@ -468,6 +476,9 @@ impl Metrics {
         }
         for o in ["applied", "refused"] {
             self.config_reloads.with_label_values(&[o]);
+        }
+        for k in crate::telemetry::anomaly::Kind::ALL {
+            self.privacy_anomalies.with_label_values(&[k.label()]);
         }
         self.config_last_reload_successful.set(1);
     }

@@ -3,5 +3,6 @@
 //! Prometheus metrics ([`metrics`]) and the tamper-evident audit trail
 //! ([`audit`], sealed with `keys`).
 
+pub mod anomaly;
 pub mod audit;
 pub mod metrics;

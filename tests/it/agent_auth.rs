@@ -247,3 +247,78 @@ async fn capture_initial(b: &Bundle) -> Vec<u8> {
     assert_eq!(&buf[1..5], &[0, 0, 0, 1]);
     buf
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_off_hours_or_from_a_new_network_is_flagged_not_refused() {
+    let base = BASE + 10;
+    let toml = format!(
+        "{}\n[[profile]]\nname = \"weekly\"\nhours = \"09:00-17:00\"\ndays = [\"{}\"]\ntimezone = \"America/Sao_Paulo\"\n",
+        config(base, 62600, 500, ""),
+        common::not_today()
+    );
+    let gw = Gateway::start_toml("agent-anomalies", base, base + 1, &toml);
+    let new_address = r#"tollgate_privacy_anomalies_total{kind="agent_new_address"}"#;
+    let off_hours = r#"tollgate_privacy_anomalies_total{kind="agent_off_hours"}"#;
+    let now = unix_now();
+
+    // An agent's first login sets what is usual; the same network again
+    // is usual.
+    let (eve, eve_otp) = enroll(&gw, "eve");
+    login(&eve, &code_at(&eve_otp, now), from([127, 0, 0, 1]))
+        .await
+        .expect("eve logs in");
+    login(&eve, &code_at(&eve_otp, now + 30), from([127, 0, 0, 1]))
+        .await
+        .expect("eve logs in again");
+    assert_eq!(gw.metric(new_address), 0.0);
+    // Her bundle and a code used from elsewhere: let in, and flagged.
+    let e = common::agent::enroll(&gw, "mallory-target", None);
+    login(&e.bundle, &code_at(&e.secret, now), from([127, 0, 0, 1]))
+        .await
+        .expect("first login");
+    let mut elsewhere = login(
+        &e.bundle,
+        &code_at(&e.secret, now + 30),
+        from([127, 0, 0, 66]),
+    )
+    .await
+    .expect("a login from a new network is not refused");
+    elsewhere
+        .send(&ClientMsg::Ping { id: 1 })
+        .await
+        .expect("send");
+    assert_eq!(
+        elsewhere.recv().await.expect("pong"),
+        ServerMsg::Pong { id: 1 }
+    );
+    gw.expect_metric(new_address, 5, 1.0);
+
+    // A profile whose day is not today: flagged, not refused.
+    let night = common::agent::enroll(&gw, "nina", Some("weekly"));
+    login(
+        &night.bundle,
+        &code_at(&night.secret, now),
+        from([127, 0, 0, 1]),
+    )
+    .await
+    .expect("an off-hours login is not refused");
+    gw.expect_metric(off_hours, 5, 1.0);
+    assert_eq!(gw.metric(new_address), 1.0);
+
+    let (ok, audit, err) =
+        common::gateway::operator_cli(&gw.dir.join("data"), "audit", &["list", "--json"]);
+    assert!(ok, "{err}");
+    let anomalies: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"action\":\"anomaly\""))
+        .collect();
+    assert_eq!(anomalies.len(), 2, "{audit}");
+    assert!(anomalies.iter().any(|l| l.contains("agent mallory-target")
+        && l.contains("agent_new_address: login from 127.0.0.66")
+        && l.contains("\"outcome\":\"flagged\"")));
+    assert!(anomalies.iter().any(|l| l.contains("agent nina")
+        && l.contains(&format!(
+            "agent_off_hours: login outside profile weekly's hours ({} 09:00-17:00 America/Sao_Paulo)",
+            common::not_today()
+        ))));
+}

@@ -38,7 +38,12 @@ fn toml(base: u16) -> String {
 /// A gateway on `base` that has recorded one echo call from sipp (from
 /// +447700900123).
 fn with_one_call(name: &str, base: u16) -> Gateway {
-    let gw = Gateway::start_toml(name, base, base + 1, &toml(base));
+    with_one_call_toml(name, base, &toml(base))
+}
+
+/// [`with_one_call`] with its own configuration.
+fn with_one_call_toml(name: &str, base: u16, toml: &str) -> Gateway {
+    let gw = Gateway::start_toml(name, base, base + 1, toml);
     let run = sipp(
         &gw,
         "uac_echo.xml",
@@ -555,4 +560,118 @@ fn an_erasure_needs_approval_takes_the_approved_number_only_and_keeps_no_number(
     let approvals = std::fs::read_to_string(gw.dir.join("data/approvals.json")).expect("approvals");
     assert!(approvals.contains(&hash) && !approvals.contains(digits));
     assert!(!gw.log().contains(digits));
+}
+
+#[test]
+fn off_hours_and_bulk_reads_are_anomalies_and_off_hours_whole_numbers_can_be_refused() {
+    if !is_root() {
+        eprintln!("skipped: running the command as other users needs root (CI runs as root)");
+        return;
+    }
+    // Auditors work one day a week, in Tokyo; it is not today. Viewers
+    // have no hours. Two whole-number records in an hour is a bulk read.
+    let base = 17550;
+    let oversight = |refuse: bool| {
+        let t = toml(base).replacen(
+            "[admin]\n",
+            &format!("[admin]\nbulk_read_records = 2\nrefuse_off_hours = {refuse}\n"),
+            1,
+        );
+        format!(
+            "{t}\n[admin.hours.auditor]\nhours = \"08:00-18:00\"\ndays = [\"{}\"]\ntimezone = \"Asia/Tokyo\"\n",
+            crate::common::not_today()
+        )
+    };
+    let gw = with_one_call_toml("operators-oversight", base, &oversight(false));
+    let off_hours = r#"tollgate_privacy_anomalies_total{kind="operator_off_hours"}"#;
+    let bulk = r#"tollgate_privacy_anomalies_total{kind="bulk_read"}"#;
+    assert_eq!(gw.metric(off_hours), 0.0);
+    assert_eq!(gw.metric(bulk), 0.0);
+    let (dora, vic) = (5031, 5032);
+
+    // Flagged, not refused: the auditor still reads.
+    for _ in 0..3 {
+        let (ok, out, err) = as_user(&gw, dora, &[AUDITOR], &["cdr", "list"]);
+        assert!(ok && out.contains("+447700900123"), "{out}{err}");
+    }
+    assert_eq!(gw.metric(off_hours), 3.0);
+    // The third record read in the hour is one over the limit: once.
+    assert_eq!(gw.metric(bulk), 1.0);
+    // A viewer's masked list is in no role's hours and no bulk read.
+    for _ in 0..3 {
+        let (ok, _, err) = as_user(&gw, vic, &[VIEWER], &["cdr", "list"]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(gw.metric(off_hours), 3.0);
+    assert_eq!(gw.metric(bulk), 1.0);
+
+    // Refused once the configuration says so (a reload applies it).
+    std::fs::write(gw.dir.join("tollgate.toml"), oversight(true)).expect("config");
+    let applied = gw.metric(r#"tollgate_config_reloads_total{outcome="applied"}"#);
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    gw.wait_metric(
+        r#"tollgate_config_reloads_total{outcome="applied"}"#,
+        10,
+        |v| v > applied,
+    );
+    let (ok, out, err) = as_user(&gw, dora, &[AUDITOR], &["cdr", "list"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("working hours") && err.contains("Asia/Tokyo"),
+        "{err}"
+    );
+    assert_eq!(gw.metric(off_hours), 4.0);
+    // Requests that show no number are flagged and still run.
+    let (ok, _, err) = as_user(
+        &gw,
+        dora,
+        &[AUDITOR],
+        &["cdr", "export", "--format", "csv", "--reason", "night work"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(gw.metric(off_hours), 5.0);
+
+    // Each is in the audit trail: who, what, the hours; never a number.
+    let (ok, audit, err) = as_user(&gw, 0, &[], &["audit", "list", "--json"]);
+    assert!(ok, "{err}");
+    let anomalies: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"action\":\"anomaly\""))
+        .collect();
+    assert_eq!(anomalies.len(), 6, "{audit}");
+    assert!(
+        anomalies.iter().all(|l| l.contains("(uid 5031)")),
+        "{audit}"
+    );
+    assert_eq!(
+        anomalies
+            .iter()
+            .filter(|l| l.contains("operator_off_hours: cdr list")
+                && l.contains(&format!(
+                    "{} 08:00-18:00 Asia/Tokyo",
+                    crate::common::not_today()
+                ))
+                && l.contains("\"outcome\":\"flagged\""))
+            .count(),
+        3,
+        "{audit}"
+    );
+    assert!(
+        anomalies
+            .iter()
+            .any(|l| l.contains("bulk_read: 3 whole-number records")),
+        "{audit}"
+    );
+    assert!(
+        anomalies
+            .iter()
+            .any(|l| l.contains("operator_off_hours: cdr list")
+                && l.contains("\"outcome\":\"refused\"")),
+        "{audit}"
+    );
+    assert!(!audit.contains("7700900123"), "{audit}");
 }

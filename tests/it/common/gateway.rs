@@ -26,7 +26,7 @@
 //! | 17100-17299  | agent_calls |
 //! | 17300-17329  | guard_ids |
 //! | 17400-17439  | cdr_records |
-//! | 17500-17559  | operators |
+//! | 17500-17579  | operators |
 //! | 17600-17619  | cdr_crash |
 //! | 17700-17729  | keys_rotate |
 //! | 17800-17809  | systemd_notify |
