@@ -127,6 +127,17 @@ pub struct File {
     pub records: RecordsFile,
     #[serde(default)]
     pub privacy: PrivacyFile,
+    #[serde(default)]
+    pub incident: IncidentFile,
+}
+
+/// `[incident]`: what still works during an incident lockdown.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentFile {
+    /// Agents who may still log in during a lockdown (the incident
+    /// team's own phones); everyone else's sessions end.
+    pub break_glass: Vec<String>,
 }
 
 /// `[privacy]`: what staff may see of customers' numbers.
@@ -348,6 +359,8 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// `[admin.hours.*]` and the bulk-read limit.
     pub oversight: admin::Oversight,
+    /// `[incident] break_glass`: agents who may log in during a lockdown.
+    pub break_glass: Vec<String>,
     pub agents: Agents,
     pub firewall: Firewall,
     /// Days call records are kept (then crypto-shredded).
@@ -805,6 +818,7 @@ impl Config {
             ],
             approval_window: std::time::Duration::from_secs(f.admin.approval_window_s),
             oversight,
+            break_glass: f.incident.break_glass,
             socket_group: f.admin.socket_group,
             agents,
             firewall,

@@ -351,12 +351,17 @@ async fn serve(
         .map_err(|e| StartError::Records(format!("audit trail: {e}")))?;
     audit.record("gateway", "start", env!("CARGO_PKG_VERSION"), "ok");
     core.set_audit(audit.clone());
+    let incident = Arc::new(crate::incident::Incident::open(
+        &data_dir,
+        metrics.incident_active.clone(),
+    ));
     let (retention, retention_rx) = tokio::sync::watch::channel(config.retention_days);
     if let Some(store) = &store {
         tasks.push(spawn_retention(
             store.clone(),
             retention_rx,
             metrics.clone(),
+            incident.clone(),
         ));
     }
     tasks.push(spawn_storage_gauges(
@@ -387,7 +392,10 @@ async fn serve(
         metrics.clone(),
         agent_tx,
         &shards,
-        anomalies.clone(),
+        crate::agent::server::Oversight {
+            anomalies: anomalies.clone(),
+            incident: incident.clone(),
+        },
     )
     .map_err(|e| StartError::Agents(e.to_string()))?;
     info!(
@@ -427,6 +435,7 @@ async fn serve(
             retention_held: metrics.cdr_retention_held.clone(),
             anomalies: anomalies.clone(),
             reads: crate::admin::oversight::Reads::default(),
+            incident: incident.clone(),
             approvals: Arc::new(crate::admin::approvals::Approvals::open(
                 &data_dir,
                 u64::try_from(config.approval_window.as_millis()).unwrap_or(u64::MAX),
@@ -488,6 +497,7 @@ fn spawn_retention(
     store: std::sync::Arc<crate::cdr::store::Store>,
     mut period: tokio::sync::watch::Receiver<u32>,
     metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    incident: std::sync::Arc<crate::incident::Incident>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -495,6 +505,11 @@ fn spawn_retention(
             tokio::select! {
                 _ = tick.tick() => {}
                 changed = period.changed() => if changed.is_err() { return },
+            }
+            if incident.active() {
+                // Evidence is kept while a breach is handled.
+                warn!("call record retention suspended: incident lockdown in force");
+                continue;
             }
             let days = *period.borrow_and_update();
             let store = store.clone();

@@ -9,6 +9,7 @@ pub mod daemon;
 pub(crate) mod deadlines;
 pub mod demo;
 pub mod guard;
+pub mod incident;
 pub mod keys;
 pub mod loadgen;
 pub mod media;

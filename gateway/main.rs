@@ -13,6 +13,8 @@ mod config;
 mod daemon;
 #[path = "cli/firewall.rs"]
 mod firewall;
+#[path = "cli/incident.rs"]
+mod incident;
 #[path = "cli/operator.rs"]
 mod operator;
 #[path = "cli/tls.rs"]
@@ -20,6 +22,7 @@ mod tls;
 use agent::{agent_command, AgentArgs};
 use config::{config_command, ConfigCommand};
 use firewall::{firewall_command, FirewallCommand};
+use incident::{incident_command, IncidentCommand};
 use operator::{
     approvals_command, audit_command, cdr_command, keys_command, ApprovalsCommand, AuditCommand,
     CdrCommand, KeysCommand,
@@ -62,6 +65,9 @@ enum Command {
     /// The master key that seals secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Incident response: lockdown, release (by a second person), status.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Certificates for SIP over TLS.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -186,6 +192,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => audit_command(c),
         Command::Approvals(c) => approvals_command(c),
         Command::Keys(c) => keys_command(c),
+        Command::Incident(c) => incident_command(c),
         Command::Tls(c) => match tls_command(c) {
             Ok(said) => {
                 println!("{said}");

@@ -143,6 +143,8 @@ pub struct Admin {
     pub anomalies: Anomalies,
     /// Whole-number records each operator read lately.
     pub reads: Reads,
+    /// The incident lockdown state.
+    pub incident: Arc<crate::incident::Incident>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -274,6 +276,17 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
             .await;
             return;
         }
+    }
+    if let (true, Some(l)) = (req.held_in_lockdown(), admin.incident.current()) {
+        admin
+            .audit
+            .record(&op.actor(), action, &target, "denied: incident lockdown");
+        let why = format!(
+            "refused: an incident lockdown is in force ({}, by {}); exports, erasures and shredding wait for its release (tollgate incident release, by a second person with the approver role)",
+            l.reason, l.by
+        );
+        let _ = send(&mut write, &Response::error(why)).await;
+        return;
     }
     if let Some(why) = off_hours(&req, &op, admin, action, &target) {
         admin.audit.record(&op.actor(), action, &target, "denied");
@@ -785,6 +798,74 @@ async fn run(
                     return outcome;
                 }
                 Err(e) => Response::error(e),
+            }
+        }
+        Request::IncidentLockdown { reason } => {
+            if let Some(l) = admin.incident.current() {
+                Response::error(format!("already in lockdown ({}, by {})", l.reason, l.by))
+            } else {
+                // The chain's head, on disk and in the journal before
+                // anything else happens.
+                let (anchor_seq, anchor_hash) = admin.audit.anchored().await.unwrap_or_default();
+                let l = crate::incident::Lockdown {
+                    since_ms: crate::unix_ms(std::time::SystemTime::now()),
+                    reason,
+                    by: op.actor(),
+                    by_uid: op.uid,
+                    anchor_seq,
+                    anchor_hash,
+                };
+                let incident = admin.incident.clone();
+                match blocking(move || incident.lock_down(l)).await {
+                    Ok(l) => {
+                        tracing::warn!(
+                            by = %l.by,
+                            audit_seq = l.anchor_seq,
+                            audit_hash = %l.anchor_hash,
+                            "INCIDENT LOCKDOWN: agents out but break-glass, no exports, erasures or shredding"
+                        );
+                        let outcome = format!(
+                            "ok: lockdown; audit head seq {} hash {}",
+                            l.anchor_seq, l.anchor_hash
+                        );
+                        let _ = send(
+                            w,
+                            &Response {
+                                incident: Some(l),
+                                ..Response::ok()
+                            },
+                        )
+                        .await;
+                        return outcome;
+                    }
+                    Err(e) => Response::error(e),
+                }
+            }
+        }
+        Request::IncidentRelease => {
+            let (incident, uid) = (admin.incident.clone(), op.uid);
+            match blocking(move || incident.release(uid)).await {
+                Ok(l) => {
+                    tracing::warn!(by = %op.actor(), "incident lockdown released");
+                    Response {
+                        incident: Some(l),
+                        ..Response::ok()
+                    }
+                }
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::IncidentStatus => {
+            if op.roles.is_empty() {
+                Response::error(format!(
+                    "permission denied: incident status needs a role; {} has none",
+                    op.actor()
+                ))
+            } else {
+                Response {
+                    incident: admin.incident.current(),
+                    ..Response::ok()
+                }
             }
         }
         Request::AuditList { from_ms, to_ms } => {

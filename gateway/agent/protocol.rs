@@ -37,6 +37,9 @@ pub mod close {
     pub const REPLACED: u32 = 5;
     /// The gateway is stopping.
     pub const SHUTDOWN: u32 = 6;
+    /// Incident lockdown: sessions end and logins are refused, but those
+    /// of break-glass agents.
+    pub const LOCKDOWN: u32 = 7;
 }
 
 /// A string that is never printed by `Debug` (TOTP codes, keys).

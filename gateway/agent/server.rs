@@ -163,6 +163,14 @@ impl FailureDigest {
 
 pub use super::link::Link;
 
+/// What the listener reports to and obeys besides its configuration.
+pub struct Oversight {
+    /// Where unusual logins are reported.
+    pub anomalies: crate::telemetry::anomaly::Anomalies,
+    /// Lockdowns end sessions and refuse logins.
+    pub incident: Arc<crate::incident::Incident>,
+}
+
 /// State shared by the accept loop, the verifier and the watcher.
 struct Shared {
     /// Enrolments by certificate fingerprint.
@@ -185,6 +193,8 @@ struct Shared {
     sessions_made: std::sync::atomic::AtomicU64,
     /// Where unusual logins are reported (a new address, off hours).
     anomalies: crate::telemetry::anomaly::Anomalies,
+    /// An incident lockdown refuses logins but break-glass agents'.
+    incident: Arc<crate::incident::Incident>,
     /// The running configuration: profiles' hours.
     config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
 }
@@ -315,8 +325,12 @@ impl AgentServer {
         metrics: Arc<Metrics>,
         events: mpsc::Sender<AgentEvent>,
         shards: &crate::shards::Shards,
-        anomalies: crate::telemetry::anomaly::Anomalies,
+        oversight: Oversight,
     ) -> Result<Self, String> {
+        let Oversight {
+            anomalies,
+            incident,
+        } = oversight;
         let running = config.borrow().clone();
         let cfg = &running.agents;
         let audit = anomalies.audit().cloned();
@@ -344,6 +358,7 @@ impl AgentServer {
             audit,
             sessions_made: std::sync::atomic::AtomicU64::new(0),
             anomalies,
+            incident,
             config,
         });
         let mut roots = rustls::RootCertStore::empty();
@@ -408,6 +423,7 @@ impl AgentServer {
             engines.push(handle);
         }
         tokio::spawn(watch_registry(shared.clone()));
+        tokio::spawn(end_sessions_at_lockdown(shared.clone()));
         tokio::spawn(audit_failures(shared));
         Ok(Self {
             local_addr,
@@ -456,6 +472,38 @@ fn by_fingerprint(agents: Vec<Agent>) -> HashMap<String, Agent> {
         .into_iter()
         .map(|a| (a.fingerprint.clone(), a))
         .collect()
+}
+
+/// Whether `name` may be logged in now: not during a lockdown, unless a
+/// break-glass agent.
+fn admitted(shared: &Shared, name: &str) -> bool {
+    !shared.incident.active() || shared.config.borrow().break_glass.iter().any(|b| b == name)
+}
+
+/// Ends every session but break-glass agents' when a lockdown begins.
+async fn end_sessions_at_lockdown(shared: Arc<Shared>) {
+    let mut changes = shared.incident.subscribe();
+    while changes.changed().await.is_ok() {
+        if !*changes.borrow_and_update() {
+            continue;
+        }
+        let ended: Vec<(String, Conn)> = match shared.sessions.lock() {
+            Ok(s) => s
+                .values()
+                .filter(|(name, _, _)| !admitted(&shared, name))
+                .map(|(name, _, conn)| (name.clone(), conn.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (name, conn) in &ended {
+            conn.close(close::LOCKDOWN, b"incident lockdown");
+            info!(agent = %name, "agent session ended by the incident lockdown");
+        }
+        warn!(
+            sessions = ended.len(),
+            "incident lockdown: agent sessions ended, logins refused but break-glass agents'"
+        );
+    }
 }
 
 /// Writes failed logins to the audit trail once a minute, per source.
@@ -672,6 +720,16 @@ async fn run_session(
         return;
     };
     let name = agent.name.clone();
+    if !admitted(shared, &name) {
+        refuse(
+            &conn,
+            shared,
+            "lockdown",
+            close::LOCKDOWN,
+            "incident lockdown: logins are refused",
+        );
+        return;
+    }
     if shared.logins.locked(&name, unix_now()).is_some() {
         refuse(&conn, shared, "locked_out", close::LOCKED_OUT, "locked out");
         return;

@@ -165,6 +165,9 @@ impl Config {
         if self.oversight != new.oversight {
             applied.push("admin hours and bulk-read limit".into());
         }
+        if self.break_glass != new.break_glass {
+            applied.push("incident.break_glass".into());
+        }
 
         let mut pending = Vec::new();
         let mut owed = |changed: bool, key: &'static str| {
@@ -222,6 +225,7 @@ impl Config {
         config.retention_days = new.retention_days;
         config.mask = new.mask;
         config.oversight = new.oversight;
+        config.break_glass = new.break_glass;
         // The certificate itself is re-read by the reload (the listeners'
         // resolver swaps it); the paths follow.
         config.tls_certificate = new.tls_certificate;

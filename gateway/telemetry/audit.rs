@@ -361,7 +361,8 @@ fn open_tail(path: &Path) -> Result<Tail, AuditError> {
 
 enum Job {
     Append(String, String, String, String),
-    Sync(std::sync::mpsc::Sender<()>),
+    /// Answered with the chain's head once everything before is on disk.
+    Sync(std::sync::mpsc::Sender<(u64, String)>),
 }
 
 /// The trail's writer; cheap to clone.
@@ -461,10 +462,25 @@ impl Audit {
 
     /// Waits until everything recorded so far is on disk.
     pub fn sync(&self) {
+        let _ = self.head();
+    }
+
+    /// Waits until everything recorded so far is on disk, and anchors
+    /// the chain's head in the log (the journal) at once: the head's
+    /// sequence number and line hash (`None` if the writer has stopped).
+    pub fn head(&self) -> Option<(u64, String)> {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Job::Sync(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        self.tx.send(Job::Sync(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// [`Audit::head`] from async code.
+    pub async fn anchored(&self) -> Option<(u64, String)> {
+        let a = self.clone();
+        tokio::task::spawn_blocking(move || a.head())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// [`Audit::sync`] from async code: the wait is on a blocking thread,
@@ -547,10 +563,10 @@ impl ChainWriter {
             }
             self.write(coalesce(entries));
             if !waiting.is_empty() {
-                self.anchor(true);
-            }
-            for w in waiting {
-                let _ = w.send(());
+                let head = self.anchor(true);
+                for w in waiting {
+                    let _ = w.send(head.clone());
+                }
             }
         }
     }
@@ -608,7 +624,7 @@ impl ChainWriter {
                 self.tail.prev = prev;
                 self.lost_why = None;
                 self.metrics.audit_entries.inc_by(all.len() as u64);
-                self.anchor(false);
+                let _ = self.anchor(false);
             }
             Err(e) => {
                 // The chain does not advance: the file goes back to its
@@ -628,7 +644,7 @@ impl ChainWriter {
 
     /// Records where the chain ends outside the file: the anchor file
     /// every time, the log now and then (or when `journal`).
-    fn anchor(&mut self, journal: bool) {
+    fn anchor(&mut self, journal: bool) -> (u64, String) {
         let a = Anchor::new(&self.key, self.tail.seq, &self.tail.prev);
         if let Err(e) = a.save(&self.path) {
             warn!(path = %Anchor::path(&self.path).display(), "audit anchor not saved: {e}");
@@ -640,6 +656,7 @@ impl ChainWriter {
             self.journal_at = Some(std::time::Instant::now());
             tracing::info!(seq = a.seq, hash = %a.hash, "audit anchor");
         }
+        (a.seq, a.hash)
     }
 }
 

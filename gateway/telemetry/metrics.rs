@@ -59,6 +59,8 @@ pub struct Metrics {
     /// 1 while record retention holds a shred it judged unsafe (a clock
     /// jump, or many days at once) for an operator's confirmation.
     pub cdr_retention_held: IntGauge,
+    /// 1 during an incident lockdown.
+    pub incident_active: IntGauge,
     /// Interarrival jitter per call leg at its end, in seconds (Prometheus
     /// base units).
     pub rtp_jitter_seconds: Histogram,
@@ -331,6 +333,10 @@ impl Metrics {
             rtp_unproven: counter(
                 "rtp_unproven_peer_total",
                 "RTP packets not sent: the peer's address was not yet proven by its media or an ACK.",
+            )?,
+            incident_active: gauge(
+                "incident_active",
+                "1 during an incident lockdown (tollgate incident lockdown): agents out but break-glass, no exports, erasures or shredding.",
             )?,
             cdr_retention_held: gauge(
                 "cdr_retention_held",

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 2),
     ("sip", 2),
     ("config", 3),
+    ("incident", 3),
     ("guard", 4),
     ("agent", 4),
     ("cdr", 4),

@@ -26,6 +26,7 @@ mod daemon;
 mod firewall_ruleset;
 mod guard_ids;
 mod guard_netns;
+mod incident;
 mod keys_rotate;
 mod layers;
 mod libsrtp_interop;

@@ -44,7 +44,7 @@ fn metric_names(text: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
 #[test]
 fn alert_rules_check_and_fire_when_they_should() {
     let (ok, out) = promtool(&["check", "rules", "tollgate-alerts.yml"]);
-    assert!(ok && out.contains("21 rules found"), "{out}");
+    assert!(ok && out.contains("22 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", "tollgate-alerts.test.yml"]);
     assert!(ok, "{out}");
     let (ok, out) = promtool(&["check", "config", "prometheus.yml"]);

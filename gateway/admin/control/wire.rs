@@ -89,6 +89,14 @@ pub enum Request {
     CdrShred {
         confirm: bool,
     },
+    /// Begins an incident lockdown ([`crate::incident`]).
+    IncidentLockdown {
+        reason: String,
+    },
+    /// Ends it: a second person, with the approver role.
+    IncidentRelease,
+    /// Whether one is in force (any role).
+    IncidentStatus,
 }
 
 /// Secret text between an operator and the daemon (a new master key; an
@@ -150,6 +158,19 @@ pub(super) fn rotation_key(hex: &SecretText) -> Option<Zeroizing<[u8; crate::key
 }
 
 impl Request {
+    /// Whether an incident lockdown refuses it: data leaving, records
+    /// erased or shredded (evidence is kept).
+    pub(super) fn held_in_lockdown(&self) -> bool {
+        matches!(
+            self,
+            Request::ExportRequest { .. }
+                | Request::CdrExport { .. }
+                | Request::EraseRequest { .. }
+                | Request::CdrErase { .. }
+                | Request::CdrShred { confirm: true }
+        )
+    }
+
     /// The role it needs (listing records needs viewer; full numbers
     /// come with auditor).
     pub(super) fn needs(&self) -> Option<Role> {
@@ -169,7 +190,10 @@ impl Request {
             | Request::CdrErase { .. }
             | Request::AuditList { .. }
             | Request::AuditVerify => Some(Role::Auditor),
-            Request::ApprovalDecide { .. } => Some(Role::Approver),
+            Request::ApprovalDecide { .. } | Request::IncidentRelease => Some(Role::Approver),
+            Request::IncidentLockdown { .. } => Some(Role::Admin),
+            // Anyone with a role (checked when run).
+            Request::IncidentStatus => None,
             // Approvers and auditors (checked when run).
             Request::ApprovalsList => None,
         }
@@ -242,6 +266,11 @@ impl Request {
                 "records shred",
                 if *confirm { "confirmed" } else { "preview" }.to_string(),
             ),
+            Request::IncidentLockdown { reason } => {
+                ("incident lockdown", format!("reason={reason:?}"))
+            }
+            Request::IncidentRelease => ("incident release", String::new()),
+            Request::IncidentStatus => ("incident status", String::new()),
             Request::RotateMaster { key } => (
                 "keys rotate-master",
                 rotation_key(key).map_or_else(
@@ -286,6 +315,9 @@ pub struct Response {
     /// For approvals list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<crate::admin::approvals::Approval>>,
+    /// For incident commands: the lockdown begun, ended or in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<crate::incident::Lockdown>,
     /// For cdr erase: what it removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erased: Option<crate::admin::erase::Erased>,
