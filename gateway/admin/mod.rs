@@ -6,6 +6,7 @@
 
 pub mod approvals;
 pub mod control;
+pub mod drill;
 pub mod erase;
 pub mod http;
 pub mod oversight;

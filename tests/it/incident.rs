@@ -215,3 +215,71 @@ fn lockdown_ends_live_calls_refuses_logins_and_data_and_needs_a_second_person_to
         "{audit}"
     );
 }
+
+/// One echo call from sipp on `port`, answered and ended.
+fn echo_call(gw: &Gateway, port: u16) {
+    let run = crate::common::gateway::sipp(
+        gw,
+        "uac_echo.xml",
+        "echo",
+        port,
+        &["-key", "pcap", crate::common::gateway::PCAP, "-m", "1"],
+    );
+    assert_eq!(run.successful, 1, "{}", run.output);
+}
+
+#[test]
+fn the_drill_rehearses_each_attack_finds_it_detected_and_leaves_nothing_behind() {
+    let base = BASE + 20;
+    let toml =
+        config(base, 28800, 500, "").replacen("[admin]\n", "[admin]\nbulk_read_records = 1\n", 1);
+    let gw = Gateway::start_toml("incident-drill", base, base + 1, &toml);
+    let data = gw.dir.join("data");
+    // One call on record, so that a bulk read can be rehearsed.
+    echo_call(&gw, base + 10);
+    gw.expect_metric("tollgate_cdr_records_written_total", 10, 2.0);
+
+    let (ok, out, err) = operator_cli(&data, "incident", &["drill"]);
+    assert!(ok, "{out}{err}");
+    for step in [
+        "stolen bundle used from a new network: detected in",
+        "burst of failed logins: detected in",
+        "bulk read of whole numbers: detected in",
+        "throw-away agent removed: detected in",
+    ] {
+        assert!(out.contains(step), "{step:?} in {out}");
+    }
+    assert!(out.contains("every step was detected and audited"), "{out}");
+    assert!(
+        out.contains("locked out: the next login was refused"),
+        "{out}"
+    );
+    assert!(out.contains("revoked; its bundle is refused"), "{out}");
+    // What fired, counted where the alerts look.
+    assert_eq!(
+        gw.metric(r#"tollgate_privacy_anomalies_total{kind="agent_new_address"}"#),
+        1.0
+    );
+    assert_eq!(
+        gw.metric(r#"tollgate_privacy_anomalies_total{kind="bulk_read"}"#),
+        1.0
+    );
+    assert_eq!(gw.metric("tollgate_agent_lockouts_total"), 1.0);
+    // The throw-away agent is gone: revoked, its name in the report.
+    let agent = out
+        .split("throw-away agent ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(agent.starts_with("drill-"), "{out}");
+    let (ok, list, err) = operator_cli(&data, "agent", &["list"]);
+    assert!(ok, "{err}");
+    let line = list
+        .lines()
+        .find(|l| l.contains(&agent))
+        .unwrap_or_default();
+    assert!(line.contains("revoked"), "{list}");
+    // And the gateway still serves calls.
+    echo_call(&gw, base + 11);
+}

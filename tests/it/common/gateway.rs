@@ -40,7 +40,7 @@
 //! | 18800-18849  | cdr_records |
 //! | 18900-19109  | media_path |
 //! | 19200-19319  | caller_privacy |
-//! | 19400-19419  | incident |
+//! | 19400-19439  | incident |
 //!
 //! RTP ranges (20000 and up) may overlap between gateways: the port pool
 //! skips ports in use. Sockets a test binds itself at fixed ports stay
