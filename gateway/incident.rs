@@ -65,7 +65,21 @@ impl Incident {
                     anchor_hash: String::new(),
                 }
             })),
-            Err(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::error!(
+                    "{}: {e}; staying in lockdown until someone with the approver role releases it",
+                    path.display()
+                );
+                Some(Lockdown {
+                    since_ms: 0,
+                    reason: format!("{} unreadable at start ({e})", path.display()),
+                    by: "the gateway".into(),
+                    by_uid: u32::MAX,
+                    anchor_seq: 0,
+                    anchor_hash: String::new(),
+                })
+            }
         };
         let active = state.is_some();
         if let Some(l) = &state {

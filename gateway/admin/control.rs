@@ -277,12 +277,14 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
             return;
         }
     }
-    if let (true, Some(l)) = (req.held_in_lockdown(), admin.incident.current()) {
+    let held = req.held_in_lockdown()
+        || oversight::touches(&req, &op).is_some_and(|(_, whole_numbers)| whole_numbers);
+    if let (true, Some(l)) = (held, admin.incident.current()) {
         admin
             .audit
             .record(&op.actor(), action, &target, "denied: incident lockdown");
         let why = format!(
-            "refused: an incident lockdown is in force ({}, by {}); exports, erasures and shredding wait for its release (tollgate incident release, by a second person with the approver role)",
+            "refused: an incident lockdown is in force ({}, by {}); whole-number reads, exports, erasures, shredding and enrolments wait for its release (tollgate incident release, by a second person with the approver role)",
             l.reason, l.by
         );
         let _ = send(&mut write, &Response::error(why)).await;

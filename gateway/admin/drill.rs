@@ -181,7 +181,17 @@ pub async fn run(socket: &Path) -> Result<Report, String> {
         .map_err(|e| format!("the gateway's bundle: {e}"))?;
     let secret = Secret::parse(enrolled.otp_uri.as_str()).ok_or("the gateway's TOTP URI")?;
     let mut steps = Vec::new();
-    let result = rehearse(socket, &name, &me, &bundle, &secret, since, &mut steps).await;
+    if let Err(why) = rehearse(socket, &name, &me, &bundle, &secret, since, &mut steps).await {
+        // What ran is still reported; the rest could not be rehearsed.
+        steps.push(Step {
+            step: "rehearsal".into(),
+            detected: false,
+            detected_ms: None,
+            contained: "stopped".into(),
+            audited: None,
+            skipped: Some(why),
+        });
+    }
 
     // 5. The throw-away agent goes, whatever happened above.
     let start = Instant::now();
@@ -193,8 +203,14 @@ pub async fn run(socket: &Path) -> Result<Report, String> {
             let mut refused = None;
             for _ in 0..20 {
                 match login(&bundle, &code_at(&secret, now_s()), None).await {
-                    Err(e) if !e.contains("locked out") => {
-                        refused = Some(e);
+                    // Refused for what it is now: revoked (at the
+                    // handshake) or unknown. Anything else (still locked
+                    // out, a timeout) is not containment.
+                    Err(e) if e.contains("Revoked") || e.contains("unknown agent") => {
+                        refused = Some((
+                            e,
+                            u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        ));
                         break;
                     }
                     Err(_) => {}
@@ -210,20 +226,21 @@ pub async fn run(socket: &Path) -> Result<Report, String> {
         e.action == "agent revoke" && e.target == name && e.outcome == "ok"
     })
     .await;
+    // Detected here means its bundle is refused (and the revocation
+    // audited), timed to the first refusal.
     let mut s = step(
         "throw-away agent removed",
-        found,
-        match (&revoked, refused) {
+        found.filter(|_| refused.is_some()),
+        match (&revoked, &refused) {
             (Err(e), _) => format!("not revoked: {e}"),
-            (Ok(_), Some(why)) => format!("revoked; its bundle is refused ({why})"),
-            (Ok(_), None) => "revoked, yet its bundle still logs in".into(),
+            (Ok(_), Some((why, _))) => format!("revoked; its bundle is refused ({why})"),
+            (Ok(_), None) => "revoked, yet its bundle is not refused as revoked".into(),
         },
     );
-    if revoked.is_err() {
-        s.detected = false;
+    if let (true, Some((_, ms))) = (s.detected, &refused) {
+        s.detected_ms = Some(*ms);
     }
     steps.push(s);
-    result?;
     Ok(Report {
         started_ms,
         agent: name,

@@ -805,8 +805,21 @@ async fn run_session(
         }
     };
     unusual_login(shared, &name, agent.profile.as_deref(), address);
-    // One session per agent: a new login replaces the old.
+    // One session per agent: a new login replaces the old. A lockdown
+    // that began while this login was under way is checked again under
+    // the sessions lock: either it sees this session and ends it, or
+    // this check sees the lockdown.
     let replaced: Vec<Conn> = match shared.sessions.lock() {
+        Ok(_) if !admitted(shared, &name) => {
+            refuse(
+                &conn,
+                shared,
+                "lockdown",
+                close::LOCKDOWN,
+                "incident lockdown: logins are refused",
+            );
+            return;
+        }
         Ok(mut s) => {
             let old: Vec<u64> = s
                 .iter()

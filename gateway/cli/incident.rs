@@ -59,10 +59,14 @@ pub(crate) fn incident_command(c: IncidentCommand) -> ExitCode {
                     utc(l.since_ms),
                     l.by
                 );
-                println!(
-                    "audit trail head: entry {} sha256 {} (also in the journal: journalctl -u tollgate | grep 'audit anchor')",
-                    l.anchor_seq, l.anchor_hash
-                );
+                if l.anchor_hash.is_empty() {
+                    println!("audit trail head: NOT ANCHORED (the audit writer did not answer; check the data disk, then tollgate audit verify)");
+                } else {
+                    println!(
+                        "audit trail head: entry {} sha256 {} (also in the journal: journalctl -u tollgate | grep 'audit anchor')",
+                        l.anchor_seq, l.anchor_hash
+                    );
+                }
                 println!("agents are out but break-glass; exports, erasures and shredding are refused; retention is suspended");
                 println!(
                     "release: tollgate incident release (a second person with the approver role)"

@@ -14,6 +14,7 @@ use crate::common::pcap::is_root;
 
 const BASE: u16 = 19400;
 const APPROVER: u32 = 64_134;
+const VIEWER: u32 = 64_135;
 
 fn toml() -> String {
     let extra = r#"
@@ -33,7 +34,7 @@ break_glass = ["brenda"]
 "#;
     config(BASE, 28600, 500, extra).replacen(
         "[admin]\n",
-        &format!("[admin]\napprover_group = \"{APPROVER}\"\n"),
+        &format!("[admin]\napprover_group = \"{APPROVER}\"\nviewer_group = \"{VIEWER}\"\n"),
         1,
     )
 }
@@ -121,10 +122,28 @@ fn lockdown_ends_live_calls_refuses_logins_and_data_and_needs_a_second_person_to
         (pat_out.clone() + &pat_err).contains("incident lockdown"),
         "{pat_out}\n{pat_err}"
     );
+    // A viewer's masked list still works; whole numbers do not.
     until("the call's record is finished", 10, || {
-        let list = operator_cli(&data, "cdr", &["list", "--json"]).1;
+        let list = as_user(&gw, 5042, &[VIEWER], &["cdr", "list", "--json"]).1;
         list.contains("\"outcome\":\"answered\"") && !list.contains("\"outcome\":\"open\"")
     });
+    let (ok, out, err) = operator_cli(&data, "cdr", &["list", "--json"]);
+    assert!(
+        !ok && out.is_empty() && err.contains("incident lockdown"),
+        "{out}{err}"
+    );
+    // No new agent while it holds (a break-glass name enrolled afresh
+    // would be let in).
+    let (ok, _, err) = crate::common::agent::agent_cli(
+        &gw,
+        &[
+            "enroll",
+            "brenda2",
+            "--out",
+            gw.dir.join("b2.toml").to_str().expect("utf8"),
+        ],
+    );
+    assert!(!ok && err.contains("incident lockdown"), "{err}");
 
     // A new login is refused; a break-glass agent's is not.
     let mut q = softphone(&gw, &quinn, "quinn", &["--history"]);

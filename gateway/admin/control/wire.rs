@@ -159,11 +159,14 @@ pub(super) fn rotation_key(hex: &SecretText) -> Option<Zeroizing<[u8; crate::key
 
 impl Request {
     /// Whether an incident lockdown refuses it: data leaving, records
-    /// erased or shredded (evidence is kept).
+    /// erased or shredded (evidence is kept), new agents enrolled (a
+    /// break-glass name enrolled afresh would be let in). Whole-number
+    /// reads are refused too (the caller checks those, by role).
     pub(super) fn held_in_lockdown(&self) -> bool {
         matches!(
             self,
-            Request::ExportRequest { .. }
+            Request::AgentEnroll { .. }
+                | Request::ExportRequest { .. }
                 | Request::CdrExport { .. }
                 | Request::EraseRequest { .. }
                 | Request::CdrErase { .. }
