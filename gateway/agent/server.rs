@@ -480,6 +480,17 @@ fn admitted(shared: &Shared, name: &str) -> bool {
     !shared.incident.active() || shared.config.borrow().break_glass.iter().any(|b| b == name)
 }
 
+/// Refuses a login because of a lockdown.
+fn refuse_in_lockdown(conn: &Conn, shared: &Shared) {
+    refuse(
+        conn,
+        shared,
+        "lockdown",
+        close::LOCKDOWN,
+        "incident lockdown: logins are refused",
+    );
+}
+
 /// Ends every session but break-glass agents' when a lockdown begins.
 async fn end_sessions_at_lockdown(shared: Arc<Shared>) {
     let mut changes = shared.incident.subscribe();
@@ -721,13 +732,7 @@ async fn run_session(
     };
     let name = agent.name.clone();
     if !admitted(shared, &name) {
-        refuse(
-            &conn,
-            shared,
-            "lockdown",
-            close::LOCKDOWN,
-            "incident lockdown: logins are refused",
-        );
+        refuse_in_lockdown(&conn, shared);
         return;
     }
     if shared.logins.locked(&name, unix_now()).is_some() {
@@ -811,13 +816,7 @@ async fn run_session(
     // this check sees the lockdown.
     let replaced: Vec<Conn> = match shared.sessions.lock() {
         Ok(_) if !admitted(shared, &name) => {
-            refuse(
-                &conn,
-                shared,
-                "lockdown",
-                close::LOCKDOWN,
-                "incident lockdown: logins are refused",
-            );
+            refuse_in_lockdown(&conn, shared);
             return;
         }
         Ok(mut s) => {
