@@ -30,10 +30,12 @@ use crate::admin::oversight::{self, Reads};
 use crate::calls::core::GuardRequest;
 use crate::cdr::record::CSV_HEADER;
 use crate::cdr::store::{RecordId, Store};
-use crate::telemetry::anomaly::{Anomalies, Kind};
+use crate::telemetry::anomaly::Anomalies;
 use crate::telemetry::audit::{self, Audit};
 
+mod records;
 mod wire;
+use records::{stream_records, without_records};
 use wire::rotation_key;
 pub use wire::{Enrolled, Format, Listed, Request, Response, SecretText, Shred};
 
@@ -290,7 +292,7 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
         let _ = send(&mut write, &Response::error(why)).await;
         return;
     }
-    if let Some(why) = off_hours(&req, &op, admin, action, &target) {
+    if let Some(why) = oversight::off_hours(&req, &op, admin, action, &target) {
         admin.audit.record(&op.actor(), action, &target, "denied");
         let _ = send(&mut write, &Response::error(why)).await;
         return;
@@ -298,58 +300,6 @@ async fn handle(stream: tokio::net::UnixStream, admin: &Admin) {
     let outcome = run(req, &op, admin, &mut write).await;
     if action != "whoami" {
         admin.audit.record(&op.actor(), action, &target, &outcome);
-    }
-}
-
-/// Flags a request that reads or moves customer data outside the
-/// working hours of the role that grants it; with `[admin]
-/// refuse_off_hours`, one that shows whole numbers is refused: why.
-fn off_hours(
-    req: &Request,
-    op: &Operator,
-    admin: &Admin,
-    action: &str,
-    target: &str,
-) -> Option<String> {
-    let (role, reveals) = oversight::touches(req, op)?;
-    let config = admin.config.borrow().clone();
-    let hours = config.oversight.hours_of(&role.to_string())?;
-    if hours.contains(jiff::Timestamp::now()) {
-        return None;
-    }
-    let refuse = reveals && config.oversight.refuse_off_hours;
-    admin.anomalies.raise(
-        Kind::OperatorOffHours,
-        &op.actor(),
-        &format!("{action} {target} outside the {role} role's hours ({hours})"),
-        refuse,
-    );
-    refuse.then(|| {
-        format!(
-            "refused: {action} shows whole numbers and it is outside the {role} role's working hours ({hours}); [admin] refuse_off_hours is on"
-        )
-    })
-}
-
-/// Counts whole-number records `op` read; past `[admin]
-/// bulk_read_records` in its window, an anomaly.
-fn count_reads(admin: &Admin, op: &Operator, n: u64) {
-    let o = admin.config.borrow().oversight.clone();
-    let now = std::time::Instant::now();
-    if let Some(total) = admin
-        .reads
-        .add(op.uid, n, now, o.bulk_read_records, o.bulk_read_window)
-    {
-        admin.anomalies.raise(
-            Kind::BulkRead,
-            &op.actor(),
-            &format!(
-                "{total} whole-number records read within {} s (limit {})",
-                o.bulk_read_window.as_secs(),
-                o.bulk_read_records
-            ),
-            false,
-        );
     }
 }
 
@@ -559,7 +509,7 @@ async fn run(
                             serde_json::to_string(&Listed { id, record: r }).unwrap_or_default();
                         let _ = w.write_all(format!("{line}\n").as_bytes()).await;
                         if full {
-                            count_reads(admin, op, 1);
+                            oversight::count_reads(admin, op, 1);
                         }
                         return "ok".into();
                     }
@@ -588,7 +538,7 @@ async fn run(
             })
             .await;
             if full {
-                count_reads(admin, op, n);
+                oversight::count_reads(admin, op, n);
             }
             return outcome;
         }
@@ -909,96 +859,6 @@ async fn run(
     };
     let _ = send(w, &response).await;
     outcome
-}
-
-/// The answer to a record command while the store is not open.
-async fn without_records(w: &mut tokio::net::unix::OwnedWriteHalf) -> String {
-    const WHY: &str = "call records are not being kept: the record store did not open at start (the data directory's disk had no room); free space and restart the gateway";
-    let _ = send(w, &Response::error(WHY)).await;
-    format!("error: {WHY}")
-}
-
-/// Streams records of `[from_ms, to_ms)` through `line` (None skips) as
-/// data lines after an ok response. The store is read on a blocking
-/// thread; a bounded channel carries the lines, so memory stays flat.
-async fn stream_records(
-    admin: &Admin,
-    w: &mut tokio::net::unix::OwnedWriteHalf,
-    from_ms: u64,
-    to_ms: u64,
-    preamble: Option<String>,
-    mut line: impl FnMut(RecordId, crate::cdr::record::Record) -> Option<String> + Send + 'static,
-) -> (String, u64) {
-    let (tx, mut rx) = mpsc::channel::<Result<String, String>>(256);
-    let Some(store) = admin.store.clone() else {
-        return (without_records(w).await, 0);
-    };
-    tokio::task::spawn_blocking(move || {
-        for item in store.range(from_ms, to_ms) {
-            let sent = match item {
-                Ok((id, r)) => match line(id, r) {
-                    Some(l) => tx.blocking_send(Ok(l)),
-                    None => Ok(()),
-                },
-                Err(e) => tx.blocking_send(Err(e.to_string())),
-            };
-            if sent.is_err() {
-                return;
-            }
-        }
-    });
-    if send(
-        w,
-        &Response {
-            stream: true,
-            ..Response::ok()
-        },
-    )
-    .await
-    .is_err()
-    {
-        return ("cut short".into(), 0);
-    }
-    // Everything after the response line, as the caller receives it.
-    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
-    if let Some(p) = preamble {
-        let p = format!("{p}\n");
-        sha2::Digest::update(&mut hash, p.as_bytes());
-        if w.write_all(p.as_bytes()).await.is_err() {
-            return ("cut short".into(), 0);
-        }
-    }
-    let mut n = 0u64;
-    let mut damaged = 0u64;
-    while let Some(item) = rx.recv().await {
-        match item {
-            Ok(l) => {
-                n += 1;
-                let l = format!("{l}\n");
-                sha2::Digest::update(&mut hash, l.as_bytes());
-                if w.write_all(l.as_bytes()).await.is_err() {
-                    return (format!("cut short after {n} records"), n);
-                }
-            }
-            Err(e) => {
-                damaged += 1;
-                tracing::warn!("listing call records: {e}");
-                // Not in the hash: the command prints these to stderr,
-                // not into the file.
-                let l = format!("{}\n", serde_json::json!({ "damaged": e }));
-                if w.write_all(l.as_bytes()).await.is_err() {
-                    return (format!("cut short after {n} records"), n);
-                }
-            }
-        }
-    }
-    let sha256 = hex::encode(sha2::Digest::finalize(hash));
-    let outcome = if damaged > 0 {
-        format!("ok: {n} records, {damaged} damaged, sha256 {sha256}")
-    } else {
-        format!("ok: {n} records, sha256 {sha256}")
-    };
-    (outcome, n)
 }
 
 /// Sends `r` to the daemon at `socket` (the command's side, blocking):

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::control::Request;
+use super::control::{Admin, Request};
 use super::roles::{Operator, Role};
+use crate::telemetry::anomaly::Kind;
 
 /// Operators whose reads are counted at once (more are forgotten oldest
 /// window first; operators are people, so this is never reached).
@@ -84,6 +85,58 @@ impl Reads {
             return Some(w.records);
         }
         None
+    }
+}
+
+/// Flags a request that reads or moves customer data outside the
+/// working hours of the role that grants it; with `[admin]
+/// refuse_off_hours`, one that shows whole numbers is refused: why.
+pub(super) fn off_hours(
+    req: &Request,
+    op: &Operator,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+) -> Option<String> {
+    let (role, reveals) = touches(req, op)?;
+    let config = admin.config.borrow().clone();
+    let hours = config.oversight.hours_of(&role.to_string())?;
+    if hours.contains(jiff::Timestamp::now()) {
+        return None;
+    }
+    let refuse = reveals && config.oversight.refuse_off_hours;
+    admin.anomalies.raise(
+        Kind::OperatorOffHours,
+        &op.actor(),
+        &format!("{action} {target} outside the {role} role's hours ({hours})"),
+        refuse,
+    );
+    refuse.then(|| {
+        format!(
+            "refused: {action} shows whole numbers and it is outside the {role} role's working hours ({hours}); [admin] refuse_off_hours is on"
+        )
+    })
+}
+
+/// Counts whole-number records `op` read; past `[admin]
+/// bulk_read_records` in its window, an anomaly.
+pub(super) fn count_reads(admin: &Admin, op: &Operator, n: u64) {
+    let o = admin.config.borrow().oversight.clone();
+    let now = std::time::Instant::now();
+    if let Some(total) = admin
+        .reads
+        .add(op.uid, n, now, o.bulk_read_records, o.bulk_read_window)
+    {
+        admin.anomalies.raise(
+            Kind::BulkRead,
+            &op.actor(),
+            &format!(
+                "{total} whole-number records read within {} s (limit {})",
+                o.bulk_read_window.as_secs(),
+                o.bulk_read_records
+            ),
+            false,
+        );
     }
 }
 
