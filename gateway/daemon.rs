@@ -436,6 +436,8 @@ async fn serve(
             anomalies: anomalies.clone(),
             reads: crate::admin::oversight::Reads::default(),
             incident: incident.clone(),
+            metrics: metrics.clone(),
+            config_source: config_path.clone(),
             approvals: Arc::new(crate::admin::approvals::Approvals::open(
                 &data_dir,
                 u64::try_from(config.approval_window.as_millis()).unwrap_or(u64::MAX),

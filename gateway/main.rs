@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "cli/agent.rs"]
 mod agent;
+#[path = "cli/compliance.rs"]
+mod compliance;
 #[path = "cli/config.rs"]
 mod config;
 #[path = "cli/daemon.rs"]
@@ -20,6 +22,7 @@ mod operator;
 #[path = "cli/tls.rs"]
 mod tls;
 use agent::{agent_command, AgentArgs};
+use compliance::{compliance_command, ComplianceCommand};
 use config::{config_command, ConfigCommand};
 use firewall::{firewall_command, FirewallCommand};
 use incident::{incident_command, IncidentCommand};
@@ -68,6 +71,9 @@ enum Command {
     /// Incident response: lockdown, release (by a second person), status.
     #[command(subcommand)]
     Incident(IncidentCommand),
+    /// The signed compliance report for an assessor, and its check.
+    #[command(subcommand)]
+    Compliance(ComplianceCommand),
     /// Certificates for SIP over TLS.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
         Command::Approvals(c) => approvals_command(c),
         Command::Keys(c) => keys_command(c),
         Command::Incident(c) => incident_command(c),
+        Command::Compliance(c) => compliance_command(c),
         Command::Tls(c) => match tls_command(c) {
             Ok(said) => {
                 println!("{said}");

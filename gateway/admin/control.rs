@@ -147,6 +147,10 @@ pub struct Admin {
     pub reads: Reads,
     /// The incident lockdown state.
     pub incident: Arc<crate::incident::Incident>,
+    /// What the compliance report reads counters from.
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// The configuration file (`None`: the embedded defaults).
+    pub config_source: Option<PathBuf>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -820,6 +824,23 @@ async fn run(
                 }
             }
         }
+        Request::ComplianceReport { json } => {
+            let report = crate::admin::compliance::Report::new(
+                crate::admin::compliance::gather(admin).await,
+            );
+            let signer = crate::admin::compliance::sign::Signer::new(&admin.audit_key);
+            let rendered = blocking(move || {
+                Ok::<_, String>(crate::admin::compliance::render(&report, &signer, json))
+            })
+            .await;
+            match rendered {
+                Ok(r) => Response {
+                    report: Some(r),
+                    ..Response::ok()
+                },
+                Err(e) => Response::error(e),
+            }
+        }
         Request::AuditList { from_ms, to_ms } => {
             admin.audit.synced().await;
             let path = admin.audit.path().to_path_buf();
@@ -849,6 +870,11 @@ async fn run(
         format!(
             "ok: key {} replaced key {} ({} record days, {} agents re-sealed)",
             r.new_key, r.old_key, r.record_days, r.agents
+        )
+    } else if let (true, Some(r)) = (response.ok, &response.report) {
+        format!(
+            "ok: sha256 {}, signing key {}, {} pass {} warn {} fail",
+            r.sha256, r.key, r.pass, r.warn, r.fail
         )
     } else if let (true, Some(a)) = (response.ok, &response.approval) {
         format!("ok: request {}", a.id)

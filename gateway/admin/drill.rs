@@ -35,6 +35,9 @@ use crate::telemetry::audit::Entry;
 
 /// Full-store reads step 4 tries before giving up.
 pub const BULK_PASSES: usize = 20;
+/// What begins a drill agent's name (the compliance report finds the
+/// last drill by it).
+pub const PREFIX: &str = "drill-";
 /// Wrong codes step 3 sends before giving up.
 const MAX_WRONG: usize = 30;
 /// How long a step waits for its audit entry.
@@ -164,7 +167,7 @@ pub async fn run(socket: &Path) -> Result<Report, String> {
         .operator
         .unwrap_or_default();
     let name = format!(
-        "drill-{}",
+        "{PREFIX}{}",
         hex::encode(crate::crypto::random_u32().to_be_bytes())
     );
     let enrolled = admin(

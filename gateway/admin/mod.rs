@@ -5,6 +5,7 @@
 //! audit trail) is `telemetry`, a layer below everything.
 
 pub mod approvals;
+pub mod compliance;
 pub mod control;
 pub mod drill;
 pub mod erase;

@@ -96,6 +96,34 @@ pub enum Address {
     New(String),
 }
 
+/// What the login state file says of one agent, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// When it last logged in (Unix seconds, to the TOTP step).
+    pub last_login_s: Option<u64>,
+    /// Locked out at the time asked about.
+    pub locked: bool,
+}
+
+/// Every agent's [`Seen`] from the state file at `path` at `now` (Unix
+/// seconds); empty when there is none or it cannot be read.
+pub fn seen(path: &std::path::Path, now: u64) -> HashMap<String, Seen> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return HashMap::new();
+    };
+    let agents: HashMap<String, AgentLogin> = serde_json::from_slice(&bytes).unwrap_or_default();
+    agents
+        .into_iter()
+        .map(|(name, a)| {
+            let seen = Seen {
+                last_login_s: a.last_step.map(|s| s.saturating_mul(totp::STEP)),
+                locked: a.locked_until.is_some_and(|u| u > now),
+            };
+            (name, seen)
+        })
+        .collect()
+}
+
 /// Why a login was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {

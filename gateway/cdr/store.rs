@@ -368,6 +368,19 @@ impl StagedKeys<'_> {
     }
 }
 
+/// The record store's keys as [`Store::key_state`] reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// The master key's id ([`crate::keys::key_id`]).
+    pub master: String,
+    /// When it last rotated (Unix ms).
+    pub rotated_ms: Option<u64>,
+    /// Day keys held, and the first and last day (Unix day numbers).
+    pub days: usize,
+    pub oldest_day: Option<u32>,
+    pub newest_day: Option<u32>,
+}
+
 /// What a retention run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expired {
@@ -653,6 +666,18 @@ impl Store {
     /// today.
     pub fn shred_confirmed(&self, retention_days: u32, now_ms: u64) -> Result<Expired, CdrError> {
         self.shred(retention_days, now_ms, Instant::now(), true)
+    }
+
+    /// The day keys held and the master key sealing them, for reports.
+    pub fn key_state(&self) -> KeyState {
+        let k = self.day_keys();
+        KeyState {
+            master: k.file.master.clone(),
+            rotated_ms: k.file.rotated_ms,
+            days: k.file.days.len(),
+            oldest_day: k.file.days.keys().next().copied(),
+            newest_day: k.file.days.keys().next_back().copied(),
+        }
     }
 
     /// What [`Store::expire`] would do now: the days it would shred and

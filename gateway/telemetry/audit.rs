@@ -203,7 +203,7 @@ impl Anchor {
         write_private(&Self::path(trail), &bytes, true)
     }
 
-    fn load(trail: &Path) -> Result<Option<Self>, AuditError> {
+    pub fn load(trail: &Path) -> Result<Option<Self>, AuditError> {
         let path = Self::path(trail);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)

@@ -9,7 +9,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::agent::{enroll, softphone, softphone_output, wait_exit};
-use crate::common::gateway::{as_user, config, operator_cli, sipp_command, Gateway};
+use crate::common::gateway::{
+    as_user, config, operator_cli, sipp_command, Gateway, ONE_PLAIN_CALL,
+};
 use crate::common::pcap::is_root;
 
 const BASE: u16 = 19400;
@@ -69,19 +71,7 @@ fn lockdown_ends_live_calls_refuses_logins_and_data_and_needs_a_second_person_to
         "uac_caller_id.xml",
         "02079460000",
         BASE + 10,
-        &[
-            "-key",
-            "from",
-            "<sip:+447700900123@carrier.example>",
-            "-key",
-            "privacy",
-            "X-A: a",
-            "-key",
-            "identity",
-            "X-B: b",
-            "-m",
-            "1",
-        ],
+        &ONE_PLAIN_CALL,
     )
     .spawn()
     .expect("sipp starts");

@@ -21,6 +21,7 @@ mod caller_privacy;
 mod cdr_crash;
 mod cdr_records;
 mod cli;
+mod compliance;
 mod config_reload;
 mod daemon;
 mod firewall_ruleset;

@@ -97,6 +97,12 @@ pub enum Request {
     IncidentRelease,
     /// Whether one is in force (any role).
     IncidentStatus,
+    /// The signed compliance report ([`crate::admin::compliance`]),
+    /// HTML or JSON.
+    ComplianceReport {
+        #[serde(default)]
+        json: bool,
+    },
 }
 
 /// Secret text between an operator and the daemon (a new master key; an
@@ -192,7 +198,8 @@ impl Request {
             | Request::EraseRequest { .. }
             | Request::CdrErase { .. }
             | Request::AuditList { .. }
-            | Request::AuditVerify => Some(Role::Auditor),
+            | Request::AuditVerify
+            | Request::ComplianceReport { .. } => Some(Role::Auditor),
             Request::ApprovalDecide { .. } | Request::IncidentRelease => Some(Role::Approver),
             Request::IncidentLockdown { .. } => Some(Role::Admin),
             // Anyone with a role (checked when run).
@@ -274,6 +281,10 @@ impl Request {
             }
             Request::IncidentRelease => ("incident release", String::new()),
             Request::IncidentStatus => ("incident status", String::new()),
+            Request::ComplianceReport { json } => (
+                "compliance report",
+                if *json { "json" } else { "html" }.to_string(),
+            ),
             Request::RotateMaster { key } => (
                 "keys rotate-master",
                 rotation_key(key).map_or_else(
@@ -324,6 +335,9 @@ pub struct Response {
     /// For cdr erase: what it removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erased: Option<crate::admin::erase::Erased>,
+    /// For compliance report: the signed document and its digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::admin::compliance::Rendered>,
     /// Whether data lines follow.
     #[serde(default)]
     pub stream: bool,

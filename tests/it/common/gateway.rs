@@ -41,6 +41,7 @@
 //! | 18900-19109  | media_path |
 //! | 19200-19319  | caller_privacy |
 //! | 19400-19439  | incident |
+//! | 19500-19539  | compliance |
 //!
 //! RTP ranges (20000 and up) may overlap between gateways: the port pool
 //! skips ports in use. Sockets a test binds itself at fixed ports stay
@@ -369,6 +370,22 @@ pub struct SippRun {
     pub status: i32,
     pub output: String,
 }
+
+/// One call of `uac_caller_id.xml` from +447700900123 with nothing
+/// withheld: sipp's arguments after the scenario's service.
+pub const ONE_PLAIN_CALL: [&str; 11] = [
+    "-key",
+    "from",
+    "<sip:+447700900123@carrier.example>",
+    "-key",
+    "privacy",
+    "X-A: a",
+    "-key",
+    "identity",
+    "X-B: b",
+    "-m",
+    "1",
+];
 
 /// The sipp command for a carrier calling `gw` with `scenario` from
 /// tests/sipp, to be spawned or run.

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod browser;
 pub mod gateway;
 pub mod libsrtp;
 pub mod netns;

@@ -1,0 +1,599 @@
+//! What the report states, read from the running appliance: each part
+//! from the one place that owns it (the record store, the audit trail,
+//! the agents' registry and login state, the approvals, the metrics, the
+//! configuration in force, `/etc/group`). Nothing here names a phone
+//! number: records are counted, never listed, and operators' free text
+//! (reasons) passes [`super::scrub`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::admin::approvals::{Approval, State};
+use crate::admin::roles::Role;
+use crate::config::Transport;
+use crate::telemetry::audit::{self, Entry};
+
+/// How far back the protection counts look.
+pub const PROTECTION_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// How far back events (anomalies, incidents, drills) are read.
+pub const EVENTS_WINDOW_MS: u64 = 90 * 24 * 3600 * 1000;
+/// Rows of a long list kept in the report (the counts stay whole).
+pub const MAX_ROWS: usize = 200;
+
+/// Everything the report states.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Facts {
+    pub generated_ms: u64,
+    pub appliance: Appliance,
+    pub protection: Protection,
+    pub hardening: Hardening,
+    pub firewall: Firewall,
+    pub ids: Ids,
+    pub audit: AuditState,
+    pub keys: Keys,
+    pub retention: Retention,
+    pub agents: AgentsState,
+    pub operators: Vec<RoleHolders>,
+    pub approvals: ApprovalsState,
+    pub anomalies: Vec<Event>,
+    pub incidents: IncidentState,
+    pub settings: Settings,
+}
+
+/// The settings in force that controls are judged against.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// Wrong codes before an agent is locked out, and for how long.
+    pub max_failures: u32,
+    pub lockout_s: u64,
+    /// Working hours by role, as written.
+    pub hours: Vec<(String, String)>,
+    pub refuse_off_hours: bool,
+    pub bulk_read_records: u64,
+    pub bulk_read_window_s: u64,
+    pub approval_window_s: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Appliance {
+    pub version: String,
+    pub hostname: String,
+    /// The configuration file, or "embedded defaults".
+    pub config_source: String,
+    /// SHA-256 (hex) of its bytes as they are now.
+    pub config_sha256: String,
+    /// Whether the file on disk differs from what runs (a restart waits).
+    pub restart_pending: bool,
+}
+
+/// Calls per protection, by leg, over [`PROTECTION_WINDOW_MS`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Protection {
+    pub window_ms: u64,
+    pub calls: u64,
+    /// Trunk legs by what protected them: `TLS + SRTP`, `UDP, RTP in clear`, ...
+    pub trunk: BTreeMap<String, u64>,
+    /// Agent legs by SRTP suite.
+    pub agent: BTreeMap<String, u64>,
+    /// The trunks configured now.
+    pub trunks: Vec<TrunkPolicy>,
+    /// The suite agents are offered now.
+    pub agent_suite: String,
+    /// Records that could not be opened (damaged) while counting.
+    pub unreadable: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrunkPolicy {
+    pub name: String,
+    pub transport: String,
+    /// `off`, `offered` or `required`.
+    pub srtp: String,
+    /// Whether signalling and media are both encrypted whatever the peer
+    /// offers.
+    pub encrypted: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Hardening {
+    /// The unit the daemon runs as, when under systemd.
+    pub unit: Option<String>,
+    /// `systemd-analyze security` exposure (0 best, 10 worst) and rating.
+    pub exposure: Option<f64>,
+    pub rating: Option<String>,
+    /// Why there is no score, or what it is of.
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Firewall {
+    /// Tollgate's nftables table is loaded.
+    pub active: bool,
+    /// Packets the kernel dropped, by rule (its counters).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ids {
+    pub bans_active: u64,
+    /// Sources banned now, with why (addresses of hostile senders, never
+    /// a number).
+    pub bans: Vec<(String, String)>,
+    /// Verdicts since start, `verdict/reason` to count.
+    pub verdicts: BTreeMap<String, u64>,
+    pub agent_lockouts: u64,
+    /// Agents locked out now.
+    pub agents_locked: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditState {
+    pub intact: bool,
+    /// The verifier's words.
+    pub verdict: String,
+    pub entries: u64,
+    pub gaps: Vec<String>,
+    /// The anchor the trail must reach: sequence and hash.
+    pub anchor: Option<(u64, String)>,
+    /// The first entry's time: when this appliance's trail began.
+    pub since_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Keys {
+    pub master_id: String,
+    /// A development key file in the data directory (not for production).
+    pub master_dev: bool,
+    /// When the master key came into use: its last rotation, else when
+    /// the trail began.
+    pub master_since_ms: Option<u64>,
+    pub master_rotated: bool,
+    pub day_keys: u64,
+    /// Oldest and newest day key (Unix day numbers).
+    pub oldest_day: Option<u32>,
+    pub newest_day: Option<u32>,
+    /// The appliance's report-signing key.
+    pub signing_key: String,
+    pub signing_fingerprint: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Retention {
+    pub days: u32,
+    /// Days past retention still held, and why.
+    pub due_days: u64,
+    pub held: Option<String>,
+    /// An incident lockdown suspends it.
+    pub suspended: bool,
+    pub records: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentsState {
+    pub enrolled: u64,
+    pub active: u64,
+    pub revoked: u64,
+    pub list: Vec<AgentFact>,
+    /// Its reading failed: why.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentFact {
+    pub name: String,
+    pub profile: String,
+    pub active: bool,
+    /// Its factors: the certificate and, when a secret is sealed, TOTP.
+    pub mfa: bool,
+    pub enrolled_ms: u64,
+    pub last_login_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoleHolders {
+    pub role: String,
+    pub group: String,
+    /// Whether the group exists.
+    pub exists: bool,
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalsState {
+    pub pending: u64,
+    pub approved: u64,
+    pub refused: u64,
+    pub used: u64,
+    pub lapsed: u64,
+    /// Newest first.
+    pub list: Vec<ApprovalFact>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalFact {
+    pub id: String,
+    pub action: String,
+    pub requester: String,
+    pub reason: String,
+    pub filed_ms: u64,
+    pub state: String,
+    /// Who approved or refused.
+    pub decided_by: Option<String>,
+}
+
+/// An audit entry worth showing: its time, who, what, how it ended.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub at_ms: u64,
+    pub actor: String,
+    /// For anomalies, the kind; else the action.
+    pub what: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct IncidentState {
+    /// In force now: since, reason, by.
+    pub active: Option<(u64, String, String)>,
+    /// Lockdowns and releases.
+    pub events: Vec<Event>,
+    /// The last rehearsal (`tollgate incident drill`), when one ran.
+    pub last_drill_ms: Option<u64>,
+    pub break_glass: Vec<String>,
+}
+
+/// A trunk leg's protection, as the report names it.
+pub fn trunk_label(transport: Option<Transport>, suite: &str) -> String {
+    let t = match transport {
+        Some(Transport::Tls) => "TLS",
+        Some(Transport::Tcp) => "TCP",
+        Some(Transport::Udp) => "UDP",
+        None => "unknown transport",
+    };
+    if suite == "none" || suite.is_empty() {
+        format!("{t}, RTP in clear")
+    } else if transport == Some(Transport::Tls) {
+        format!("TLS + SRTP ({suite})")
+    } else {
+        format!("{t} + SRTP ({suite}), keys in clear signalling")
+    }
+}
+
+/// Whether a trunk label is fully encrypted.
+pub fn trunk_label_encrypted(label: &str) -> bool {
+    label.starts_with("TLS + SRTP")
+}
+
+/// Counts one record's legs into `p`.
+pub fn count_record(
+    p: &mut Protection,
+    record: &crate::cdr::record::Record,
+    transport_of: impl Fn(&str) -> Option<Transport>,
+) {
+    p.calls += 1;
+    let suite = |leg: &str| {
+        record
+            .srtp
+            .iter()
+            .find(|(l, _)| l == leg)
+            .map(|(_, s)| s.as_str())
+    };
+    if record.trunk.is_some() || suite("trunk").is_some() {
+        let transport = record.trunk.as_deref().and_then(&transport_of);
+        *p.trunk
+            .entry(trunk_label(transport, suite("trunk").unwrap_or("none")))
+            .or_default() += 1;
+    }
+    if record.agent.is_some() {
+        let s = suite("agent").unwrap_or("none").to_string();
+        *p.agent.entry(s).or_default() += 1;
+    }
+}
+
+/// The trunks as configured.
+pub fn trunk_policies(config: &crate::config::Config) -> Vec<TrunkPolicy> {
+    use crate::sip::sdp::SrtpMode;
+    config
+        .trunks
+        .iter()
+        .map(|t| {
+            let srtp = t.srtp_over(t.transport == Transport::Tls);
+            TrunkPolicy {
+                name: t.name.clone(),
+                transport: format!("{:?}", t.transport).to_uppercase(),
+                srtp: match srtp {
+                    Some(SrtpMode::Required) => "required",
+                    Some(SrtpMode::Offered) => "offered",
+                    Some(SrtpMode::Off) | None => "off",
+                }
+                .to_string(),
+                encrypted: t.transport == Transport::Tls && srtp == Some(SrtpMode::Required),
+            }
+        })
+        .collect()
+}
+
+/// The overall line of `systemd-analyze security` output: exposure and
+/// rating ("2.0", "OK").
+pub fn analyze_rating(out: &str) -> Option<(f64, String)> {
+    let line = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level for"))?;
+    let mut words = line.rsplit(':').next()?.split_whitespace();
+    let exposure = words.next()?.parse().ok()?;
+    let rating = words.next()?.to_string();
+    Some((exposure, rating))
+}
+
+/// The service unit this process runs in, from its cgroup, when it runs
+/// under systemd.
+fn own_unit() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .find(|u| u.ends_with(".service"))
+        .map(str::to_string)
+}
+
+/// `systemd-analyze security` of the unit file the daemon runs from
+/// (offline: no D-Bus inside the sandbox). Bounded by the caller.
+pub fn hardening() -> Hardening {
+    let Some(unit) = own_unit() else {
+        return Hardening {
+            note: "not running under systemd: the service sandbox is not in force".into(),
+            ..Hardening::default()
+        };
+    };
+    let file = [
+        "/etc/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(&unit))
+    .find(|p| p.exists());
+    let Some(file) = file else {
+        return Hardening {
+            note: format!("{unit}: its unit file was not found"),
+            unit: Some(unit),
+            ..Hardening::default()
+        };
+    };
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&file)
+        .output();
+    match out.map(|o| {
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    }) {
+        Ok(text) => match analyze_rating(&text) {
+            Some((exposure, rating)) => Hardening {
+                note: format!("systemd-analyze security --offline of {}", file.display()),
+                unit: Some(unit),
+                exposure: Some(exposure),
+                rating: Some(rating),
+            },
+            None => Hardening {
+                note: "systemd-analyze gave no rating".into(),
+                unit: Some(unit),
+                ..Hardening::default()
+            },
+        },
+        Err(e) => Hardening {
+            note: format!("systemd-analyze could not run: {e}"),
+            unit: Some(unit),
+            ..Hardening::default()
+        },
+    }
+}
+
+/// Who holds each role: the group's members and the users whose primary
+/// group it is, from `group` and `passwd` text (their file formats).
+/// Root and the daemon's own user hold viewer, auditor and admin besides.
+pub fn role_holders(names: &[String; 4], group: &str, passwd: &str) -> Vec<RoleHolders> {
+    [Role::Viewer, Role::Auditor, Role::Admin, Role::Approver]
+        .into_iter()
+        .zip(names.iter())
+        .map(|(role, name)| {
+            let gid = crate::admin::roles::gid_of(name, group);
+            let mut members: Vec<String> = group
+                .lines()
+                .find(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    f.len() >= 4 && (f[0] == name || (gid.is_some() && f[2].parse().ok() == gid))
+                })
+                .map(|l| {
+                    l.split(':')
+                        .nth(3)
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(gid) = gid {
+                for l in passwd.lines() {
+                    let f: Vec<&str> = l.split(':').collect();
+                    if f.len() >= 4 && f[3].parse::<u32>().ok() == Some(gid) {
+                        members.push(f[0].to_string());
+                    }
+                }
+            }
+            members.sort();
+            members.dedup();
+            RoleHolders {
+                role: role.to_string(),
+                group: name.clone(),
+                exists: gid.is_some()
+                    && group
+                        .lines()
+                        .any(|l| l.split(':').nth(2).and_then(|g| g.parse().ok()) == gid),
+                members,
+            }
+        })
+        .collect()
+}
+
+/// The approvals, counted, and the newest [`MAX_ROWS`].
+pub fn approvals(all: &[Approval]) -> ApprovalsState {
+    let mut s = ApprovalsState::default();
+    for a in all {
+        match a.state {
+            State::Pending => s.pending += 1,
+            State::Approved { .. } => s.approved += 1,
+            State::Refused { .. } => s.refused += 1,
+            State::Used { .. } => s.used += 1,
+            State::Lapsed { .. } => s.lapsed += 1,
+        }
+    }
+    let mut newest: Vec<&Approval> = all.iter().collect();
+    newest.sort_by_key(|a| std::cmp::Reverse(a.filed_ms));
+    s.list = newest
+        .into_iter()
+        .take(MAX_ROWS)
+        .map(|a| {
+            let (state, by) = match &a.state {
+                State::Pending => ("pending", None),
+                State::Approved { by, .. } => ("approved", Some(by.clone())),
+                State::Refused { by, .. } => ("refused", Some(by.clone())),
+                State::Used { approved_by, .. } => ("used", Some(approved_by.clone())),
+                State::Lapsed { .. } => ("lapsed", None),
+            };
+            ApprovalFact {
+                id: a.id.clone(),
+                action: a.action.to_string(),
+                requester: a.requester.clone(),
+                reason: super::scrub(&a.reason),
+                filed_ms: a.filed_ms,
+                state: state.to_string(),
+                decided_by: by,
+            }
+        })
+        .collect();
+    s
+}
+
+/// What the audit trail says about anomalies, incidents and drills.
+pub fn events(entries: &[Entry]) -> (Vec<Event>, Vec<Event>, Option<u64>) {
+    let mut anomalies = Vec::new();
+    let mut incidents = Vec::new();
+    let mut drill = None;
+    for e in entries {
+        if e.action == crate::telemetry::anomaly::ACTION {
+            anomalies.push(Event {
+                at_ms: e.time_ms,
+                actor: e.actor.clone(),
+                what: e.target.split(':').next().unwrap_or("").trim().to_string(),
+                outcome: e.outcome.clone(),
+            });
+        } else if e.action == "incident lockdown" || e.action == "incident release" {
+            incidents.push(Event {
+                at_ms: e.time_ms,
+                actor: e.actor.clone(),
+                what: e.action.clone(),
+                outcome: super::scrub(&e.outcome),
+            });
+        } else if e.action == "agent enroll"
+            && e.target.starts_with(crate::admin::drill::PREFIX)
+            && e.outcome == "ok"
+        {
+            drill = drill.max(Some(e.time_ms));
+        }
+    }
+    (anomalies, incidents, drill)
+}
+
+/// The first entry of the trail at `path`: when it began.
+pub fn trail_began(path: &Path) -> Option<u64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(f).read_line(&mut line).ok()?;
+    serde_json::from_str::<Entry>(&line).ok().map(|e| e.time_ms)
+}
+
+/// The anchor beside the trail, if there is one.
+pub fn anchor(trail: &Path) -> Option<(u64, String)> {
+    audit::Anchor::load(trail)
+        .ok()
+        .flatten()
+        .map(|a| (a.seq, a.hash))
+}
+
+/// The config file's digest, or the embedded defaults'.
+pub fn config_digest(source: Option<&PathBuf>) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    match source {
+        Some(p) => match std::fs::read(p) {
+            Ok(b) => (p.display().to_string(), hex::encode(Sha256::digest(&b))),
+            Err(e) => (format!("{} (unreadable: {e})", p.display()), String::new()),
+        },
+        None => (
+            "embedded defaults".into(),
+            hex::encode(Sha256::digest(crate::config::DEFAULT_TOML.as_bytes())),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rating_is_read_from_systemd_analyze() {
+        let out = "  NAME  DESCRIPTION  EXPOSURE\n\u{2192} Overall exposure level for tollgate.service: 2.0 OK \u{1f642}\n";
+        assert_eq!(analyze_rating(out), Some((2.0, "OK".into())));
+        assert_eq!(analyze_rating("nothing"), None);
+    }
+
+    #[test]
+    fn role_holders_come_from_group_members_and_primary_groups() {
+        let names = [
+            "tg-view".to_string(),
+            "tg-audit".into(),
+            "tg-admin".into(),
+            "tg-approve".into(),
+        ];
+        let group = "root:x:0:\ntg-view:x:901:ann,bob\ntg-audit:x:902:\ntg-admin:x:903:bob\n";
+        let passwd = "root:x:0:0::/root:/bin/sh\ncarol:x:1003:902::/home/carol:/bin/sh\n";
+        let h = role_holders(&names, group, passwd);
+        assert_eq!(h[0].members, ["ann", "bob"]);
+        assert_eq!(h[1].members, ["carol"]);
+        assert_eq!(h[2].members, ["bob"]);
+        assert!(h[2].exists);
+        assert!(!h[3].exists, "no tg-approve group");
+        assert!(h[3].members.is_empty());
+    }
+
+    #[test]
+    fn legs_are_counted_by_their_protection() {
+        use crate::cdr::record::{Direction, Record};
+        let mut r = Record::new("c", Direction::Inbound, "+441632960000", "+441632960001", 1);
+        r.trunk = Some("carrier".into());
+        r.agent = Some("ann".into());
+        r.srtp = vec![
+            ("trunk".into(), "none".into()),
+            ("agent".into(), "AEAD_AES_128_GCM".into()),
+        ];
+        let mut p = Protection::default();
+        count_record(&mut p, &r, |_| Some(Transport::Udp));
+        r.srtp[0].1 = "AES_CM_128_HMAC_SHA1_80".into();
+        count_record(&mut p, &r, |_| Some(Transport::Tls));
+        assert_eq!(p.calls, 2);
+        assert_eq!(p.trunk["UDP, RTP in clear"], 1);
+        assert_eq!(p.trunk["TLS + SRTP (AES_CM_128_HMAC_SHA1_80)"], 1);
+        assert_eq!(p.agent["AEAD_AES_128_GCM"], 2);
+        assert!(trunk_label_encrypted(
+            "TLS + SRTP (AES_CM_128_HMAC_SHA1_80)"
+        ));
+        assert!(!trunk_label_encrypted(&trunk_label(
+            Some(Transport::Udp),
+            "AEAD_AES_128_GCM"
+        )));
+    }
+}
