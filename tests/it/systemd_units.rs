@@ -26,9 +26,15 @@ fn the_service_is_sandboxed_to_an_ok_rating_or_better() {
     // Read as the compliance report reads it.
     let (exposure, rating) = tollgate::admin::compliance::facts::analyze_rating(&out)
         .unwrap_or_else(|| panic!("no rating in {out}"));
-    assert!(out.contains("Overall exposure level for tollgate.service"), "{out}");
+    assert!(
+        out.contains("Overall exposure level for tollgate.service"),
+        "{out}"
+    );
     eprintln!("systemd-analyze security: {exposure} {rating}");
-    assert!(matches!(rating.as_str(), "SAFE" | "OK"), "{exposure} {rating}");
+    assert!(
+        matches!(rating.as_str(), "SAFE" | "OK"),
+        "{exposure} {rating}"
+    );
     // What the rating rests on, by name.
     let unit = std::fs::read_to_string(units().join("tollgate.service")).expect("unit");
     for must in [
