@@ -438,6 +438,7 @@ async fn serve(
             incident: incident.clone(),
             metrics: metrics.clone(),
             config_source: config_path.clone(),
+            reports: tokio::sync::Mutex::new(()),
             approvals: Arc::new(crate::admin::approvals::Approvals::open(
                 &data_dir,
                 u64::try_from(config.approval_window.as_millis()).unwrap_or(u64::MAX),

@@ -151,6 +151,8 @@ pub struct Admin {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// The configuration file (`None`: the embedded defaults).
     pub config_source: Option<PathBuf>,
+    /// Held while a compliance report is made.
+    pub reports: tokio::sync::Mutex<()>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the
@@ -825,14 +827,28 @@ async fn run(
             }
         }
         Request::ComplianceReport { json } => {
-            let report = crate::admin::compliance::Report::new(
-                crate::admin::compliance::gather(admin).await,
-            );
-            let signer = crate::admin::compliance::sign::Signer::new(&admin.audit_key);
-            let rendered = blocking(move || {
-                Ok::<_, String>(crate::admin::compliance::render(&report, &signer, json))
-            })
-            .await;
+            // One at a time: each reads the whole audit trail.
+            let Ok(_one) = admin.reports.try_lock() else {
+                let _ = send(
+                    w,
+                    &Response::error(
+                        "a compliance report is being made; try again when it is done",
+                    ),
+                )
+                .await;
+                return "refused: another report in progress".into();
+            };
+            let rendered = match crate::admin::compliance::gather(admin).await {
+                Ok(facts) => {
+                    let report = crate::admin::compliance::Report::new(facts);
+                    let signer = crate::admin::compliance::sign::Signer::new(&admin.audit_key);
+                    blocking(move || {
+                        Ok::<_, String>(crate::admin::compliance::render(&report, &signer, json))
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             match rendered {
                 Ok(r) => Response {
                     report: Some(r),

@@ -105,14 +105,20 @@ pub struct Seen {
     pub locked: bool,
 }
 
+/// The login state's file name, in the agents' directory.
+pub const FILE: &str = "logins.json";
+
 /// Every agent's [`Seen`] from the state file at `path` at `now` (Unix
-/// seconds); empty when there is none or it cannot be read.
-pub fn seen(path: &std::path::Path, now: u64) -> HashMap<String, Seen> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return HashMap::new();
+/// seconds); empty when there is none yet.
+pub fn seen(path: &std::path::Path, now: u64) -> Result<HashMap<String, Seen>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let agents: HashMap<String, AgentLogin> = serde_json::from_slice(&bytes).unwrap_or_default();
-    agents
+    let agents: HashMap<String, AgentLogin> = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: unreadable ({e})", path.display()))?;
+    Ok(agents
         .into_iter()
         .map(|(name, a)| {
             let seen = Seen {
@@ -121,7 +127,7 @@ pub fn seen(path: &std::path::Path, now: u64) -> HashMap<String, Seen> {
             };
             (name, seen)
         })
-        .collect()
+        .collect())
 }
 
 /// Why a login was refused.
@@ -372,7 +378,7 @@ mod tests {
     fn a_code_works_once_even_in_parallel_and_after_a_restart() {
         let dir = std::env::temp_dir().join(format!("tollgate-logins-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("logins.json");
+        let path = dir.join(FILE);
         let _ = std::fs::remove_file(&path);
         let l = Arc::new(Logins::open(path.clone(), 10, 60));
         // Eight logins at once with the code of step 42 (at 1260 s): exactly
@@ -417,7 +423,7 @@ mod tests {
     fn a_login_from_a_network_never_used_is_new_and_remembered_across_restarts() {
         let dir = std::env::temp_dir().join(format!("tollgate-addresses-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("logins.json");
+        let path = dir.join(FILE);
         let _ = std::fs::remove_file(&path);
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
         let l = Logins::open(path.clone(), 10, 60);

@@ -290,7 +290,7 @@ impl AgentServer {
             master,
             metrics,
             logins: Logins::open(
-                store.dir().join("logins.json"),
+                store.dir().join(super::guard::FILE),
                 cfg.max_failures,
                 cfg.lockout.as_secs(),
             ),

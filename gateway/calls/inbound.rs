@@ -412,12 +412,7 @@ impl Core {
                 c.record.srtp.push((
                     "trunk".into(),
                     neg.srtp.as_ref().map_or("none".into(), |s| {
-                        let suite = s.0.suite().sdes_name();
-                        if peer.tls {
-                            suite.to_string()
-                        } else {
-                            format!("{suite} (key in clear signalling)")
-                        }
+                        crate::cdr::record::trunk_srtp(s.0.suite().sdes_name(), peer.tls)
                     }),
                 ));
                 c

@@ -103,6 +103,28 @@ pub struct Record {
     pub guard: Vec<String>,
 }
 
+/// What a record says of a trunk leg's SRTP: the suite, and whether its
+/// key crossed the network in clear signalling (SDES without TLS).
+pub fn trunk_srtp(suite: &str, over_tls: bool) -> String {
+    if over_tls {
+        suite.to_string()
+    } else {
+        format!("{suite}{CLEAR_KEY}")
+    }
+}
+
+/// How [`trunk_srtp`] marks a key sent in clear signalling.
+const CLEAR_KEY: &str = " (key in clear signalling)";
+
+/// A record's trunk SRTP text read back: the suite (`none` for RTP), and
+/// whether its key was sent in clear.
+pub fn trunk_srtp_parts(text: &str) -> (&str, bool) {
+    match text.strip_suffix(CLEAR_KEY) {
+        Some(suite) => (suite, true),
+        None => (text, false),
+    }
+}
+
 /// The longest Call-ID kept whole; a longer one (the sender chooses it,
 /// up to the SIP size limit) is kept as its head and a hash.
 pub const MAX_CALL_ID: usize = 128;

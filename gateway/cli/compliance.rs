@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use tollgate::admin::compliance::sign;
 use tollgate::admin::control::Request;
 
 use super::operator::operator;
@@ -33,10 +32,11 @@ pub(crate) enum ComplianceCommand {
     Verify {
         /// The report (HTML or JSON).
         file: PathBuf,
-        /// The fingerprint the appliance's key must have (SHA256:..),
-        /// as `compliance report` printed it or the audit trail holds.
+        /// The fingerprint the appliance's key must have (SHA256:..), as
+        /// `compliance report` printed it and the audit trail holds it: a
+        /// signature is only as good as knowing whose key made it.
         #[arg(long)]
-        key: Option<String>,
+        key: String,
     },
 }
 
@@ -73,12 +73,19 @@ pub(crate) fn compliance_command(c: ComplianceCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match sign::verify(&bytes, key.as_deref()) {
-                Ok(fp) => {
-                    println!("{}: signature good, key {fp}", file.display());
-                    if key.is_none() {
-                        println!("compare the key with the appliance's (the audit trail's `compliance report` entry names it), or pass --key");
-                    }
+            match tollgate::admin::compliance::verify(&bytes, &key) {
+                Ok(report) => {
+                    let (pass, warn, fail) = report.tally();
+                    println!(
+                        "{}: signature good, by the appliance key {}",
+                        file.display(),
+                        key.trim()
+                    );
+                    println!(
+                        "report of {} generated {}: {pass} pass, {warn} warn, {fail} fail",
+                        report.facts.appliance.hostname,
+                        tollgate::admin::compliance::when(report.facts.generated_ms)
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

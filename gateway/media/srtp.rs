@@ -104,7 +104,7 @@ impl Suite {
     }
 
     /// Whether the suite can encrypt at all.
-    fn encrypts(self) -> bool {
+    pub fn encrypts(self) -> bool {
         self != Self::NullHmacSha1_80
     }
 

@@ -298,6 +298,15 @@ pub fn verify(path: &Path, key: &[u8; 32]) -> Result<Verdict, AuditError> {
     Ok(Verdict::Intact { entries: n, gaps })
 }
 
+/// When the trail at `path` began: its first entry's time.
+pub fn first_time(path: &Path) -> Option<u64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(f).read_line(&mut line).ok()?;
+    serde_json::from_str::<Entry>(&line).ok().map(|e| e.time_ms)
+}
+
 /// Reads entries whose time is in `[from_ms, to_ms)`.
 pub fn list(path: &Path, from_ms: u64, to_ms: u64) -> Result<Vec<Entry>, AuditError> {
     let text = match std::fs::read(path) {

@@ -22,6 +22,8 @@ const VIEWER: u32 = 64_145;
 /// The caller and the number called: neither may appear in the report.
 const CALLER: &str = "7700900123";
 const CALLED: &str = "2079460000";
+/// An agent's name that is a number.
+const NAMED: &str = "447700900999";
 
 fn toml() -> String {
     let extra = format!(
@@ -62,6 +64,8 @@ fn an_auditors_report_shows_the_real_state_renders_in_chromium_and_verifies() {
 
     // A carrier's call over the UDP trunk (RTP in clear) to an agent.
     let pat = enroll(&gw, "pat", Some("desk"));
+    // An agent someone named with a number.
+    let _ = enroll(&gw, NAMED, Some("desk"));
     let mut phone = softphone(&gw, &pat, "pat", &["--auto-answer", "--duration", "0.5"]);
     gw.expect_metric("tollgate_agents_available", 10, 1.0);
     let run = sipp(
@@ -137,7 +141,7 @@ fn an_auditors_report_shows_the_real_state_renders_in_chromium_and_verifies() {
     );
     assert_ne!(edited, html, "the trunk control is marked warn");
     std::fs::write(&forged, edited).expect("write");
-    let (ok, _, err) = verify(&[forged.to_str().expect("utf8")]);
+    let (ok, _, err) = verify(&[forged.to_str().expect("utf8"), "--key", &key]);
     assert!(!ok && err.contains("NOT VERIFIED"), "{err}");
 
     // What Chromium shows.
@@ -185,13 +189,29 @@ fn an_auditors_report_shows_the_real_state_renders_in_chromium_and_verifies() {
         agents.contains(">pat<") && agents.contains("certificate + TOTP"),
         "{agents}"
     );
+    // Pat's row: enrolled and logged in today (a seconds-for-milliseconds
+    // slip would say 1970).
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let row = agents
+        .split("<tr>")
+        .find(|r| r.contains(">pat<"))
+        .unwrap_or_default();
+    assert_eq!(row.matches(&today).count(), 2, "{row}");
     let approvals = section(&dom, "approvals");
     assert!(
         approvals.contains("1 refused") && approvals.contains(&id),
         "{approvals}"
     );
     let anomalies = section(&dom, "anomalies");
-    assert!(anomalies.contains("operator_off_hours"), "{anomalies}");
+    assert!(
+        anomalies.contains("operator_off_hours"),
+        "{anomalies}\n{}",
+        audit
+            .lines()
+            .filter(|l| l.contains("anomaly"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(anomalies.contains("<svg"), "the anomalies chart");
     // No number, in the file or what the browser built.
     for text in [&html, &dom] {

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::facts::{trunk_label_encrypted, Facts};
+use super::facts::{agent_suite_mark, source, trunk_label_encrypted, Facts};
 
 /// How a control stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -67,6 +67,24 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// At most 20 names, then how many more.
+fn names(list: &[&str]) -> String {
+    let mut s = list.iter().take(20).copied().collect::<Vec<_>>().join(", ");
+    if list.len() > 20 {
+        s += &format!(" and {} more", list.len() - 20);
+    }
+    s
+}
+
+/// `mark`, unless a source it rests on was not read: then at best warn.
+fn resting_on(f: &Facts, sources: &[&str], mark: Mark) -> Mark {
+    if sources.iter().any(|s| f.missing(s)) {
+        mark.max(Mark::Warn)
+    } else {
+        mark
+    }
+}
+
 /// Every control, marked from `f`.
 pub fn evaluate(f: &Facts) -> Vec<Control> {
     let now = f.generated_ms;
@@ -85,25 +103,28 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
 
     // Agents' media and signalling.
     let p = &f.protection;
-    let clear_agents: u64 = p
+    let agent_mark = p
         .agent
-        .iter()
-        .filter(|(s, _)| !s.starts_with("AEAD_"))
-        .map(|(_, n)| n)
-        .sum();
+        .keys()
+        .map(|s| agent_suite_mark(s))
+        .chain([agent_suite_mark(&p.agent_suite)])
+        .chain((p.unreadable > 0).then_some(Mark::Warn))
+        .max()
+        .unwrap_or(Mark::Pass);
     push(
         "agent-encryption",
         "Agent audio and control encrypted (QUIC TLS 1.3, SRTP AEAD-GCM)",
         ["4.2.1", "Art. 51(3)", "164.312(e)(1), (e)(2)(ii)"],
-        if clear_agents > 0 {
-            Mark::Fail
-        } else {
-            Mark::Pass
-        },
+        resting_on(f, &[source::RECORDS], agent_mark),
         format!(
-            "agent legs in the last day: {}; agents are offered {}",
+            "agent legs in the last day: {}; agents are offered {}{}",
             counts(&p.agent),
-            p.agent_suite
+            p.agent_suite,
+            if p.unreadable > 0 {
+                format!("; {} records could not be opened", p.unreadable)
+            } else {
+                String::new()
+            }
         ),
     );
 
@@ -124,18 +145,22 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "trunk-encryption",
         "Carrier trunks: signalling over TLS and media as SRTP",
         ["4.2.1", "Art. 51(3)", "164.312(e)(1), (e)(2)(ii)"],
-        if clear_trunk_calls > 0 || !clear_trunks.is_empty() {
-            Mark::Warn
-        } else {
-            Mark::Pass
-        },
+        resting_on(
+            f,
+            &[source::RECORDS],
+            if clear_trunk_calls > 0 || !clear_trunks.is_empty() || p.unreadable > 0 {
+                Mark::Warn
+            } else {
+                Mark::Pass
+            },
+        ),
         format!(
             "trunk legs in the last day: {}; trunks not requiring TLS and SRTP: {}",
             counts(&p.trunk),
             if clear_trunks.is_empty() {
                 "none".to_string()
             } else {
-                clear_trunks.join(", ")
+                names(&clear_trunks)
             }
         ),
     );
@@ -144,12 +169,12 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
     let k = &f.keys;
     push(
         "records-at-rest",
-        "Call records and audit entries sealed at rest (AES-256-GCM, per-day keys under the master key)",
+        "Call records sealed at rest (AES-256-GCM under per-day keys wrapped by the master key)",
         ["3.5.1", "Art. 51(3)", "164.312(a)(2)(iv)"],
         if f.retention.records > 0 && k.day_keys == 0 {
             Mark::Fail
         } else {
-            Mark::Pass
+            resting_on(f, &[source::RECORDS], Mark::Pass)
         },
         format!(
             "{} records under {} day keys sealed by master key {}",
@@ -193,12 +218,20 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
     push(
         "retention",
         "Records kept only for the retention period, then crypto-shredded",
-        ["3.2.1", "Art. 19, Art. 47", "164.312(c)(1)"],
-        if r.held.is_some() || r.suspended {
-            Mark::Warn
-        } else {
-            Mark::Pass
-        },
+        [
+            "3.2.1",
+            "Art. 19, Art. 47",
+            "n/a (disposal is 164.310(d)(2)(i))",
+        ],
+        resting_on(
+            f,
+            &[source::RECORDS],
+            if r.held.is_some() || r.suspended {
+                Mark::Warn
+            } else {
+                Mark::Pass
+            },
+        ),
         format!(
             "{} days; {} day(s) past it still held{}{}",
             r.days,
@@ -226,7 +259,8 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         ],
         if !a.intact {
             Mark::Fail
-        } else if !a.gaps.is_empty() {
+        } else if !a.gaps.is_empty() || (a.entries > 0 && a.anchor.is_none()) {
+            // Without its anchor, a trail cut short still verifies.
             Mark::Warn
         } else {
             Mark::Pass
@@ -269,7 +303,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
                 if no_mfa.is_empty() {
                     String::new()
                 } else {
-                    format!("; without: {}", no_mfa.join(", "))
+                    format!("; without: {}", names(&no_mfa))
                 }
             ),
         },
@@ -287,11 +321,15 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "agent-inactive",
         "Agents unused for 90 days are revoked",
         ["8.2.6", "Art. 51(4)", "164.312(a)(1)"],
-        if inactive.is_empty() {
-            Mark::Pass
-        } else {
-            Mark::Warn
-        },
+        resting_on(
+            f,
+            &[source::LOGINS],
+            if inactive.is_empty() && ag.error.is_none() {
+                Mark::Pass
+            } else {
+                Mark::Warn
+            },
+        ),
         if inactive.is_empty() {
             format!(
                 "every one of {} active agents logged in within 90 days or was enrolled since",
@@ -301,7 +339,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
             format!(
                 "{} active agent(s) unused for over 90 days: {}",
                 inactive.len(),
-                inactive.join(", ")
+                names(&inactive)
             )
         },
     );
@@ -311,11 +349,15 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "login-lockout",
         "Wrong codes lock an agent out (at most 10 tries, at least 30 minutes)",
         ["8.3.4", "Art. 51", "164.312(d)"],
-        if s.max_failures <= 10 && s.lockout_s >= 1800 {
-            Mark::Pass
-        } else {
-            Mark::Warn
-        },
+        resting_on(
+            f,
+            &[source::LOGINS],
+            if s.max_failures <= 10 && s.lockout_s >= 1800 {
+                Mark::Pass
+            } else {
+                Mark::Warn
+            },
+        ),
         format!(
             "locked after {} wrong codes for {} minutes (doubling on each further lockout); {} lockouts since start; locked now: {}",
             s.max_failures,
@@ -342,11 +384,15 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "least-privilege",
         "Operators hold roles by Unix group (viewer, auditor, admin, approver); numbers are masked below auditor",
         ["7.2.1, 7.2.2", "Art. 51(4)", "164.312(a)(1), (a)(2)(i)"],
-        if both.is_empty() {
-            Mark::Pass
-        } else {
-            Mark::Warn
-        },
+        resting_on(
+            f,
+            &[source::GROUPS],
+            if both.is_empty() {
+                Mark::Pass
+            } else {
+                Mark::Warn
+            },
+        ),
         format!(
             "{}{}",
             f.operators
@@ -357,7 +403,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
             if both.is_empty() {
                 String::new()
             } else {
-                format!("; both admin and approver: {}", both.join(", "))
+                format!("; both admin and approver: {}", names(&both.iter().map(String::as_str).collect::<Vec<_>>()))
             }
         ),
     );
@@ -368,14 +414,18 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "Data leaves (exports, erasures) only with a second person's approval, once",
         [
             "7.2.2, 10.2.1.2",
-            "Art. 51(2), Art. 47",
+            "Art. 51(4), Art. 47",
             "164.312(a)(1), (b)",
         ],
-        if approvers.is_empty() {
-            Mark::Warn
-        } else {
-            Mark::Pass
-        },
+        resting_on(
+            f,
+            &[source::GROUPS],
+            if approvers.is_empty() {
+                Mark::Warn
+            } else {
+                Mark::Pass
+            },
+        ),
         format!(
             "{} approvers; requests: {} pending, {} approved, {} run, {} refused, {} lapsed",
             approvers.len(),
@@ -391,19 +441,19 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         .into_iter()
         .filter(|r| !s.hours.iter().any(|(role, _)| role == r))
         .collect();
-    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
-    for e in &f.anomalies {
-        *kinds.entry(e.what.clone()).or_default() += 1;
-    }
     push(
         "access-monitoring",
         "Off-hours and bulk access to numbers raise an alarm",
-        ["10.4.1, 10.7.2", "Art. 51, Art. 54", "164.312(b)"],
-        if unwatched.is_empty() {
-            Mark::Pass
-        } else {
-            Mark::Warn
-        },
+        ["10.2.1.1, 10.4.1, 10.4.1.1", "Art. 51, Art. 54", "164.312(b)"],
+        resting_on(
+            f,
+            &[source::AUDIT_EVENTS],
+            if unwatched.is_empty() {
+                Mark::Pass
+            } else {
+                Mark::Warn
+            },
+        ),
         format!(
             "bulk reads over {} records in {} s; working hours for {}{}; anomalies in the last 90 days: {}",
             s.bulk_read_records,
@@ -422,7 +472,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
             } else {
                 format!(" (none for {})", unwatched.join(", "))
             },
-            counts(&kinds)
+            counts(&f.anomalies.by_kind)
         ),
     );
 
@@ -431,11 +481,15 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "firewall",
         "Inbound traffic restricted by nftables; sources banned by the IDS",
         ["1.3.1, 1.4.1, 11.5.1", "Art. 51", "164.312(e)(1)"],
-        if f.firewall.active {
-            Mark::Pass
-        } else {
-            Mark::Warn
-        },
+        resting_on(
+            f,
+            &[source::BANS],
+            if f.firewall.active {
+                Mark::Pass
+            } else {
+                Mark::Warn
+            },
+        ),
         format!(
             "nftables table {}; kernel drops: {}; sources banned now: {}",
             if f.firewall.active {
@@ -471,17 +525,21 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         .is_some_and(|d| now.saturating_sub(d) <= DRILL_EVERY_MS);
     push(
         "incident-response",
-        "Incident lockdown ready and rehearsed (tollgate incident drill)",
+        "Incident lockdown ready, with break-glass access, and rehearsed (tollgate incident drill)",
         [
             "12.10.1, 12.10.2",
             "Art. 51(5), Art. 57",
-            "164.312(a)(2)(ii)",
+            "164.312(a)(2)(ii) (break-glass; the plan itself is 164.308(a)(6))",
         ],
-        if i.active.is_some() || !drilled {
-            Mark::Warn
-        } else {
-            Mark::Pass
-        },
+        resting_on(
+            f,
+            &[source::AUDIT_EVENTS],
+            if i.active.is_some() || !drilled {
+                Mark::Warn
+            } else {
+                Mark::Pass
+            },
+        ),
         format!(
             "{}; last drill: {}; break-glass agents: {}",
             match &i.active {
@@ -498,7 +556,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
             if i.break_glass.is_empty() {
                 "none".into()
             } else {
-                i.break_glass.join(", ")
+                names(&i.break_glass.iter().map(String::as_str).collect::<Vec<_>>())
             }
         ),
     );
@@ -520,6 +578,7 @@ mod tests {
             ..Facts::default()
         };
         f.protection.agent.insert("AEAD_AES_128_GCM".into(), 3);
+        f.protection.agent_suite = "AEAD_AES_128_GCM".into();
         f.protection
             .trunk
             .insert("TLS + SRTP (AEAD_AES_128_GCM)".into(), 3);
@@ -536,6 +595,8 @@ mod tests {
         f.retention.records = 3;
         f.audit.intact = true;
         f.audit.verdict = "intact: 10 entries".into();
+        f.audit.entries = 10;
+        f.audit.anchor = Some((9, "ab".repeat(32)));
         f.agents.active = 1;
         f.agents.list.push(AgentFact {
             name: "ann".into(),
@@ -594,6 +655,20 @@ mod tests {
         f.protection.agent.insert("none".into(), 1);
         assert_eq!(mark(&f, "agent-encryption"), Mark::Fail);
         let mut f = good();
+        f.protection
+            .agent
+            .insert("AES_CM_128_HMAC_SHA1_80".into(), 1);
+        assert_eq!(mark(&f, "agent-encryption"), Mark::Warn);
+        let mut f = good();
+        f.protection.agent_suite = "NULL_HMAC_SHA1_80".into();
+        assert_eq!(mark(&f, "agent-encryption"), Mark::Fail);
+        let mut f = good();
+        f.protection.unreadable = 1;
+        assert_eq!(mark(&f, "agent-encryption"), Mark::Warn);
+        let mut f = good();
+        f.audit.anchor = None;
+        assert_eq!(mark(&f, "audit-trail"), Mark::Warn);
+        let mut f = good();
         f.audit.intact = false;
         assert_eq!(mark(&f, "audit-trail"), Mark::Fail);
         let mut f = good();
@@ -640,6 +715,34 @@ mod tests {
     }
 
     #[test]
+    fn a_source_not_read_never_passes_what_rests_on_it() {
+        for (source, controls) in [
+            (source::BANS, &["firewall"][..]),
+            (source::GROUPS, &["least-privilege", "two-person-export"]),
+            (
+                source::AUDIT_EVENTS,
+                &["access-monitoring", "incident-response"],
+            ),
+            (source::LOGINS, &["agent-inactive", "login-lockout"]),
+            (
+                source::RECORDS,
+                &[
+                    "agent-encryption",
+                    "trunk-encryption",
+                    "records-at-rest",
+                    "retention",
+                ],
+            ),
+        ] {
+            let mut f = good();
+            f.unread.insert(source.into(), "unreadable".into());
+            for c in controls {
+                assert_eq!(mark(&f, c), Mark::Warn, "{c} without {source}");
+            }
+        }
+    }
+
+    #[test]
     fn every_control_names_a_requirement_of_each_framework() {
         for c in evaluate(&good()) {
             assert!(
@@ -647,7 +750,12 @@ mod tests {
                 "{}",
                 c.id
             );
-            assert!(c.hipaa.starts_with("164.312"), "{}: {}", c.id, c.hipaa);
+            assert!(
+                c.hipaa.starts_with("164.312") || c.hipaa.starts_with("n/a ("),
+                "{}: {}",
+                c.id,
+                c.hipaa
+            );
         }
     }
 }

@@ -17,8 +17,10 @@ use crate::telemetry::audit::{self, Entry};
 
 /// How far back the protection counts look.
 pub const PROTECTION_WINDOW_MS: u64 = 24 * 3600 * 1000;
-/// How far back events (anomalies, incidents, drills) are read.
+/// How far back anomalies and incidents are shown.
 pub const EVENTS_WINDOW_MS: u64 = 90 * 24 * 3600 * 1000;
+/// How far back a drill is looked for (a rehearsal a year).
+pub const DRILL_WINDOW_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Rows of a long list kept in the report (the counts stay whole).
 pub const MAX_ROWS: usize = 200;
 
@@ -37,9 +39,39 @@ pub struct Facts {
     pub agents: AgentsState,
     pub operators: Vec<RoleHolders>,
     pub approvals: ApprovalsState,
-    pub anomalies: Vec<Event>,
+    pub anomalies: AnomalyCounts,
     pub incidents: IncidentState,
     pub settings: Settings,
+    /// Sources that could not be read, by name ([`SOURCES`]), and why:
+    /// the controls resting on one are not marked pass.
+    pub unread: BTreeMap<String, String>,
+}
+
+/// The sources a report reads that can fail, by the name [`Facts::unread`]
+/// gives them.
+pub mod source {
+    pub const BANS: &str = "bans";
+    pub const GROUPS: &str = "groups";
+    pub const AUDIT_EVENTS: &str = "audit events";
+    pub const LOGINS: &str = "agent logins";
+    pub const RECORDS: &str = "records";
+}
+
+impl Facts {
+    /// Whether `source` could not be read.
+    pub fn missing(&self, source: &str) -> bool {
+        self.unread.contains_key(source)
+    }
+}
+
+/// Anomalies over [`EVENTS_WINDOW_MS`]: counted whole, the latest listed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AnomalyCounts {
+    pub by_kind: BTreeMap<String, u64>,
+    /// Unix day number to count.
+    pub by_day: BTreeMap<u64, u64>,
+    /// The latest [`MAX_ROWS`], oldest first.
+    pub recent: Vec<Event>,
 }
 
 /// The settings in force that controls are judged against.
@@ -244,20 +276,37 @@ pub struct IncidentState {
     pub break_glass: Vec<String>,
 }
 
-/// A trunk leg's protection, as the report names it.
-pub fn trunk_label(transport: Option<Transport>, suite: &str) -> String {
+/// A trunk leg's protection, as the report names it, from its trunk's
+/// transport (as configured now) and the record's SRTP text
+/// ([`crate::cdr::record::trunk_srtp`]).
+pub fn trunk_label(transport: Option<Transport>, srtp: &str) -> String {
     let t = match transport {
         Some(Transport::Tls) => "TLS",
         Some(Transport::Tcp) => "TCP",
         Some(Transport::Udp) => "UDP",
         None => "unknown transport",
     };
+    let (suite, clear_key) = crate::cdr::record::trunk_srtp_parts(srtp);
+    let encrypts = crate::media::srtp::Suite::from_sdes_name(suite).is_some_and(|s| s.encrypts());
     if suite == "none" || suite.is_empty() {
         format!("{t}, RTP in clear")
-    } else if transport == Some(Transport::Tls) {
-        format!("TLS + SRTP ({suite})")
+    } else if !encrypts {
+        format!("{t}, SRTP without encryption ({suite})")
+    } else if clear_key || transport != Some(Transport::Tls) {
+        format!("{t} + SRTP ({suite}), key in clear signalling")
     } else {
-        format!("{t} + SRTP ({suite}), keys in clear signalling")
+        format!("TLS + SRTP ({suite})")
+    }
+}
+
+/// How an agent leg's suite stands: AEAD-GCM passes, another suite that
+/// encrypts warns, none or a null cipher fails.
+pub fn agent_suite_mark(suite: &str) -> super::controls::Mark {
+    use super::controls::Mark;
+    match crate::media::srtp::Suite::from_sdes_name(suite) {
+        Some(s) if s.is_aead() => Mark::Pass,
+        Some(s) if s.encrypts() => Mark::Warn,
+        _ => Mark::Fail,
     }
 }
 
@@ -339,8 +388,41 @@ fn own_unit() -> Option<String> {
         .map(str::to_string)
 }
 
+/// Runs `systemd-analyze security --offline` on `file`, for at most
+/// [`ANALYZE_WITHIN`]; its output.
+fn analyze(file: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let end = std::time::Instant::now() + ANALYZE_WITHIN;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", ANALYZE_WITHIN.as_secs()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// How long `systemd-analyze` may take.
+const ANALYZE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `systemd-analyze security` of the unit file the daemon runs from
-/// (offline: no D-Bus inside the sandbox). Bounded by the caller.
+/// (offline: no D-Bus inside the sandbox).
 pub fn hardening() -> Hardening {
     let Some(unit) = own_unit() else {
         return Hardening {
@@ -363,13 +445,7 @@ pub fn hardening() -> Hardening {
             ..Hardening::default()
         };
     };
-    let out = std::process::Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(&file)
-        .output();
-    match out.map(|o| {
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    }) {
+    match analyze(&file) {
         Ok(text) => match analyze_rating(&text) {
             Some((exposure, rating)) => Hardening {
                 note: format!("systemd-analyze security --offline of {}", file.display()),
@@ -478,43 +554,67 @@ pub fn approvals(all: &[Approval]) -> ApprovalsState {
     s
 }
 
-/// What the audit trail says about anomalies, incidents and drills.
-pub fn events(entries: &[Entry]) -> (Vec<Event>, Vec<Event>, Option<u64>) {
-    let mut anomalies = Vec::new();
+/// What the audit trail says about anomalies and incidents (since
+/// `since_ms`) and the last drill that ran every step (at any time in
+/// `entries`): its throw-away agent enrolled, locked out by the gateway
+/// and revoked, each entry written by the daemon.
+pub fn events(entries: &[Entry], since_ms: u64) -> (AnomalyCounts, Vec<Event>, Option<u64>) {
+    let mut anomalies = AnomalyCounts::default();
     let mut incidents = Vec::new();
-    let mut drill = None;
+    let mut drills: BTreeMap<&str, (Option<u64>, bool, bool)> = BTreeMap::new();
     for e in entries {
-        if e.action == crate::telemetry::anomaly::ACTION {
-            anomalies.push(Event {
+        if e.action == crate::telemetry::anomaly::ACTION && e.time_ms >= since_ms {
+            let kind = e.target.split(':').next().unwrap_or("").trim().to_string();
+            *anomalies.by_kind.entry(kind.clone()).or_default() += 1;
+            *anomalies.by_day.entry(e.time_ms / 86_400_000).or_default() += 1;
+            anomalies.recent.push(Event {
                 at_ms: e.time_ms,
                 actor: e.actor.clone(),
-                what: e.target.split(':').next().unwrap_or("").trim().to_string(),
+                what: kind,
                 outcome: e.outcome.clone(),
             });
-        } else if e.action == "incident lockdown" || e.action == "incident release" {
+            if anomalies.recent.len() > 2 * MAX_ROWS {
+                anomalies.recent.drain(..MAX_ROWS);
+            }
+        } else if (e.action == "incident lockdown" || e.action == "incident release")
+            && e.time_ms >= since_ms
+        {
             incidents.push(Event {
                 at_ms: e.time_ms,
                 actor: e.actor.clone(),
                 what: e.action.clone(),
-                outcome: super::scrub(&e.outcome),
+                outcome: e.outcome.clone(),
             });
-        } else if e.action == "agent enroll"
-            && e.target.starts_with(crate::admin::drill::PREFIX)
-            && e.outcome == "ok"
+            if incidents.len() > 2 * MAX_ROWS {
+                incidents.drain(..MAX_ROWS);
+            }
+        } else if let Some(name) = e
+            .target
+            .split_whitespace()
+            .next()
+            .filter(|n| n.starts_with(crate::admin::drill::PREFIX))
         {
-            drill = drill.max(Some(e.time_ms));
+            let d = drills.entry(name).or_default();
+            match (e.action.as_str(), e.outcome.starts_with("ok")) {
+                ("agent enroll", true) => d.0 = Some(e.time_ms),
+                ("agent locked out", _) => d.1 = true,
+                ("agent revoke", true) => d.2 = true,
+                _ => {}
+            }
         }
     }
+    let keep = |v: &mut Vec<Event>| {
+        let cut = v.len().saturating_sub(MAX_ROWS);
+        v.drain(..cut);
+    };
+    keep(&mut anomalies.recent);
+    keep(&mut incidents);
+    let drill = drills
+        .values()
+        .filter(|(_, locked, revoked)| *locked && *revoked)
+        .filter_map(|(at, _, _)| *at)
+        .max();
     (anomalies, incidents, drill)
-}
-
-/// The first entry of the trail at `path`: when it began.
-pub fn trail_began(path: &Path) -> Option<u64> {
-    use std::io::BufRead;
-    let f = std::fs::File::open(path).ok()?;
-    let mut line = String::new();
-    std::io::BufReader::new(f).read_line(&mut line).ok()?;
-    serde_json::from_str::<Entry>(&line).ok().map(|e| e.time_ms)
 }
 
 /// The anchor beside the trail, if there is one.
@@ -595,5 +695,87 @@ mod tests {
             Some(Transport::Udp),
             "AEAD_AES_128_GCM"
         )));
+    }
+}
+
+#[cfg(test)]
+mod events_tests {
+    use super::*;
+
+    fn entry(time_ms: u64, actor: &str, action: &str, target: &str, outcome: &str) -> Entry {
+        Entry {
+            seq: 0,
+            time_ms,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+            prev: String::new(),
+            mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn anomalies_incidents_and_whole_drills_are_read_from_the_trail() {
+        let day = 86_400_000;
+        let e = [
+            entry(
+                100 * day,
+                "root (uid 0)",
+                "anomaly",
+                "operator_off_hours: cdr list",
+                "flagged",
+            ),
+            entry(
+                5 * day,
+                "root (uid 0)",
+                "anomaly",
+                "bulk_read: old",
+                "flagged",
+            ),
+            entry(
+                101 * day,
+                "root (uid 0)",
+                "incident lockdown",
+                "reason=\"x\"",
+                "ok: lockdown",
+            ),
+            // A drill that ran every step, and a name enrolled by hand.
+            entry(
+                102 * day,
+                "root (uid 0)",
+                "agent enroll",
+                "drill-0a0b0c0d",
+                "ok",
+            ),
+            entry(
+                102 * day + 5,
+                "agents",
+                "agent locked out",
+                "drill-0a0b0c0d",
+                "300 s",
+            ),
+            entry(
+                102 * day + 9,
+                "root (uid 0)",
+                "agent revoke",
+                "drill-0a0b0c0d",
+                "ok",
+            ),
+            entry(
+                103 * day,
+                "root (uid 0)",
+                "agent enroll",
+                "drill-fake",
+                "ok",
+            ),
+        ];
+        let (a, i, drill) = events(&e, 50 * day);
+        assert_eq!(a.by_kind.len(), 1, "{a:?}");
+        assert_eq!(a.by_kind["operator_off_hours"], 1);
+        assert_eq!(a.by_day[&100], 1);
+        assert_eq!(a.recent.len(), 1);
+        assert_eq!(i.len(), 1);
+        assert_eq!(drill, Some(102 * day));
     }
 }

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::controls::Mark;
-use super::facts::{Event, Facts};
+use super::facts::Facts;
 use super::sign::Signer;
 use super::{when, Report};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
+/// What opens the element that carries the report's data.
+pub const DATA_OPEN: &str = "<script type=\"application/json\" id=\"report-data\">";
 /// Days the anomalies chart spans.
 const CHART_DAYS: u64 = 30;
 
@@ -132,16 +134,12 @@ fn bars(title: &str, items: &[(String, u64, &str)]) -> String {
 }
 
 /// Anomalies per day over the last [`CHART_DAYS`] days, as columns.
-fn timeline(events: &[Event], now: u64) -> String {
+fn timeline(by_day: &BTreeMap<u64, u64>, now: u64) -> String {
     let today = now / DAY_MS;
-    let first = today + 1 - CHART_DAYS;
-    let mut per_day = vec![0u64; CHART_DAYS as usize];
-    for e in events {
-        let d = e.at_ms / DAY_MS;
-        if (first..=today).contains(&d) {
-            per_day[(d - first) as usize] += 1;
-        }
-    }
+    let first = (today + 1).saturating_sub(CHART_DAYS);
+    let per_day: Vec<u64> = (first..first + CHART_DAYS)
+        .map(|d| by_day.get(&d).copied().unwrap_or(0))
+        .collect();
     let max = per_day.iter().copied().max().unwrap_or(0).max(1);
     let (col, h, base) = (20u64, 120u64, 140u64);
     let width = col * CHART_DAYS + 40;
@@ -223,6 +221,23 @@ pub fn page(report: &Report, signer: &Signer) -> String {
                 format!("<code>{}</code>", esc(&a.config_sha256)),
             ),
             (
+                "Sources not read",
+                if f.unread.is_empty() {
+                    "none: every source below was read".into()
+                } else {
+                    format!(
+                        "{} {}",
+                        mark(Mark::Warn),
+                        esc(&f
+                            .unread
+                            .iter()
+                            .map(|(k, v)| format!("{k} ({v})"))
+                            .collect::<Vec<_>>()
+                            .join("; "))
+                    )
+                },
+            ),
+            (
                 "Restart pending",
                 if a.restart_pending {
                     "yes: the file on disk differs from what runs".into()
@@ -302,7 +317,7 @@ pub fn page(report: &Report, signer: &Signer) -> String {
         "protection",
         "Protection per leg (last 24 hours)",
         &format!(
-            "<p>Calls started in the last day: {}{}.</p>{}{}<h3>Trunks as configured</h3>{}<p>Agents are offered <code>{}</code> inside QUIC (TLS 1.3).</p>",
+            "<p>Calls started in the last day: {}{}.</p>{}{}<h3>Trunks as configured</h3>{}<p>Agents are offered <code>{}</code> inside QUIC (TLS 1.3). A trunk leg's transport is its trunk's as configured now.</p>",
             p.calls,
             if p.unreadable > 0 {
                 format!(" ({} records could not be opened)", p.unreadable)
@@ -611,15 +626,11 @@ pub fn page(report: &Report, signer: &Signer) -> String {
         ),
     );
 
-    let mut kinds = BTreeMap::new();
-    for e in &f.anomalies {
-        *kinds.entry(e.what.clone()).or_insert(0u64) += 1;
-    }
     let rows: Vec<String> = f
         .anomalies
+        .recent
         .iter()
         .rev()
-        .take(super::facts::MAX_ROWS)
         .map(|e| row(&[when(e.at_ms), esc(&e.what), esc(&e.actor), esc(&e.outcome)]))
         .collect();
     out += &section(
@@ -627,8 +638,8 @@ pub fn page(report: &Report, signer: &Signer) -> String {
         "Anomalies (last 90 days)",
         &format!(
             "{}{}<h3>Most recent</h3>{}",
-            timeline(&f.anomalies, f.generated_ms),
-            counts_table(&["Kind", "Count"], &kinds, "no anomalies"),
+            timeline(&f.anomalies.by_day, f.generated_ms),
+            counts_table(&["Kind", "Count"], &f.anomalies.by_kind, "no anomalies"),
             table(&["When", "Kind", "Who", "Outcome"], &rows, "no anomalies")
         ),
     );
@@ -695,10 +706,7 @@ pub fn page(report: &Report, signer: &Signer) -> String {
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026");
-    let _ = write!(
-        out,
-        "<script type=\"application/json\" id=\"report-data\">{data}</script>\n</main>\n</body></html>\n"
-    );
+    let _ = write!(out, "{DATA_OPEN}{data}</script>\n</main>\n</body></html>\n");
     out
 }
 
@@ -719,12 +727,14 @@ mod tests {
         };
         f.appliance.hostname = "<gw>".into();
         f.protection.trunk.insert("UDP, RTP in clear".into(), 2);
-        f.anomalies.push(Event {
+        f.anomalies.recent.push(super::super::facts::Event {
             at_ms: f.generated_ms - DAY_MS,
             actor: "ann (uid 1001)".into(),
             what: "bulk_read".into(),
             outcome: "flagged".into(),
         });
+        f.anomalies.by_day.insert(f.generated_ms / DAY_MS - 1, 1);
+        f.anomalies.by_kind.insert("bulk_read".into(), 1);
         let report = Report::new(f);
         let signer = Signer::new(&[1; 32]);
         let page = page(&report, &signer);
@@ -739,7 +749,7 @@ mod tests {
         assert!(page.contains("id=\"control-trunk-encryption\" data-mark=\"warn\""));
         // The facts for tools read back as they were.
         let data = page
-            .split("<script type=\"application/json\" id=\"report-data\">")
+            .split(DATA_OPEN)
             .nth(1)
             .and_then(|s| s.split("</script>").next())
             .expect("the data element");

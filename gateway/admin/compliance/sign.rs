@@ -40,8 +40,12 @@ pub enum VerifyError {
     Malformed,
     #[error("the signature does not match: the report was changed after it was signed, or signed by another key than {0}")]
     Mismatch(String),
-    #[error("signed by key {found}, not the expected {expected}")]
+    #[error("signed by key {found}, not the appliance's {expected}")]
     OtherKey { found: String, expected: String },
+    #[error("the report's own facts name another signing key than the one that signed it")]
+    Inconsistent,
+    #[error("the signed report cannot be read ({0})")]
+    Unreadable(String),
 }
 
 /// The appliance's signing key. No `Debug`: it holds the private half.
@@ -104,7 +108,7 @@ pub fn fingerprint(public_key: &[u8]) -> String {
     format!("SHA256:{}", hex.join(":"))
 }
 
-fn check(key_b64: &str, signed: &[u8], sig_b64: &str) -> Result<String, VerifyError> {
+fn check<'a>(key_b64: &str, signed: &'a str, sig_b64: &str) -> Result<Verified<'a>, VerifyError> {
     let key = B64.decode(key_b64).map_err(|_| VerifyError::Malformed)?;
     let sig = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
     if key.len() != 32 || sig.len() != 64 {
@@ -112,29 +116,37 @@ fn check(key_b64: &str, signed: &[u8], sig_b64: &str) -> Result<String, VerifyEr
     }
     let fp = fingerprint(&key);
     UnparsedPublicKey::new(&ED25519, &key)
-        .verify(signed, &sig)
+        .verify(signed.as_bytes(), &sig)
         .map_err(|_| VerifyError::Mismatch(fp.clone()))?;
-    Ok(fp)
+    Ok(Verified {
+        fingerprint: fp,
+        public_key: key_b64.to_string(),
+        signed,
+    })
 }
 
-/// Checks a signed report, HTML or JSON; returns its key's fingerprint.
-/// With `expected`, the key must be that one.
-pub fn verify(report: &[u8], expected: Option<&str>) -> Result<String, VerifyError> {
-    let fp = if report.first() == Some(&b'{') {
-        verify_json(report)?
+/// What a good signature covered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified<'a> {
+    /// The key's fingerprint and the key (base64).
+    pub fingerprint: String,
+    pub public_key: String,
+    /// The signed text: the whole page before the signature line, or the
+    /// JSON envelope's `report` value.
+    pub signed: &'a str,
+}
+
+/// Checks a signed report's signature, HTML or JSON, against the key the
+/// report names. (Which key that must be is the caller's to check.)
+pub fn verify(report: &[u8]) -> Result<Verified<'_>, VerifyError> {
+    if report.first() == Some(&b'{') {
+        verify_json(report)
     } else {
-        verify_html(report)?
-    };
-    match expected {
-        Some(e) if !e.eq_ignore_ascii_case(&fp) => Err(VerifyError::OtherKey {
-            found: fp,
-            expected: e.to_string(),
-        }),
-        _ => Ok(fp),
+        verify_html(report)
     }
 }
 
-fn verify_html(page: &[u8]) -> Result<String, VerifyError> {
+fn verify_html(page: &[u8]) -> Result<Verified<'_>, VerifyError> {
     let text = std::str::from_utf8(page).map_err(|_| VerifyError::Unsigned)?;
     let body = text.strip_suffix(" -->\n").ok_or(VerifyError::Unsigned)?;
     let at = body.rfind(SIGNATURE_LINE).ok_or(VerifyError::Unsigned)?;
@@ -151,11 +163,12 @@ fn verify_html(page: &[u8]) -> Result<String, VerifyError> {
     };
     let rest = &signed[k + KEY_META.len()..];
     let key = rest.split_once('"').ok_or(VerifyError::NoKey)?.0;
-    check(key, signed.as_bytes(), sig)
+    check(key, signed, sig)
 }
 
-fn verify_json(doc: &[u8]) -> Result<String, VerifyError> {
+fn verify_json(doc: &[u8]) -> Result<Verified<'_>, VerifyError> {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Envelope<'a> {
         signing_key: String,
         signature: String,
@@ -171,7 +184,8 @@ fn verify_json(doc: &[u8]) -> Result<String, VerifyError> {
         .signature
         .strip_prefix("ed25519:")
         .ok_or(VerifyError::Malformed)?;
-    check(key, e.report.get().as_bytes(), sig)
+    let (key, sig) = (key.to_string(), sig.to_string());
+    check(&key, e.report.get(), &sig)
 }
 
 #[cfg(test)]
@@ -185,15 +199,19 @@ mod tests {
         )
     }
 
+    fn fp(doc: &str) -> Result<String, VerifyError> {
+        verify(doc.as_bytes()).map(|v| v.fingerprint)
+    }
+
     #[test]
     fn a_signed_page_verifies_and_names_its_key() {
         let s = Signer::new(&[7; 32]);
-        let signed = s.sign_html(page(&s, "<p>pass</p>"));
-        assert_eq!(verify(signed.as_bytes(), None), Ok(s.fingerprint()));
-        assert_eq!(
-            verify(signed.as_bytes(), Some(&s.fingerprint().to_uppercase())),
-            Ok(s.fingerprint())
-        );
+        let body = page(&s, "<p>pass</p>");
+        let signed = s.sign_html(body.clone());
+        let v = verify(signed.as_bytes()).expect("verifies");
+        assert_eq!(v.fingerprint, s.fingerprint());
+        assert_eq!(v.public_key, s.public_key());
+        assert_eq!(v.signed, body);
         // The same audit key, the same key; another, another.
         assert_eq!(Signer::new(&[7; 32]).public_key(), s.public_key());
         assert_ne!(Signer::new(&[8; 32]).public_key(), s.public_key());
@@ -204,56 +222,40 @@ mod tests {
         let s = Signer::new(&[7; 32]);
         let signed = s.sign_html(page(&s, "<p>fail</p>"));
         let edited = signed.replace("<p>fail</p>", "<p>pass</p>");
-        assert!(matches!(
-            verify(edited.as_bytes(), None),
-            Err(VerifyError::Mismatch(_))
-        ));
-        // Another key put in the page and the signature made with it, but
-        // not the one the assessor expects.
-        let other = Signer::new(&[9; 32]);
-        let forged = other.sign_html(page(&other, "<p>pass</p>"));
-        assert_eq!(
-            verify(forged.as_bytes(), Some(&s.fingerprint())),
-            Err(VerifyError::OtherKey {
-                found: other.fingerprint(),
-                expected: s.fingerprint()
-            })
-        );
+        assert!(matches!(fp(&edited), Err(VerifyError::Mismatch(_))));
         // The key swapped in a page signed by the first.
+        let other = Signer::new(&[9; 32]);
         let swapped = signed.replace(&s.public_key(), &other.public_key());
-        assert!(matches!(
-            verify(swapped.as_bytes(), None),
-            Err(VerifyError::Mismatch(_))
-        ));
+        assert!(matches!(fp(&swapped), Err(VerifyError::Mismatch(_))));
         // Text after the signature line, or none at all.
         assert_eq!(
-            verify(format!("{signed}<p>pass</p>\n").as_bytes(), None),
+            fp(&format!("{signed}<p>pass</p>\n")),
             Err(VerifyError::Unsigned)
         );
-        assert_eq!(
-            verify(page(&s, "x").as_bytes(), None),
-            Err(VerifyError::Unsigned)
-        );
+        assert_eq!(fp(&page(&s, "x")), Err(VerifyError::Unsigned));
         // A second key element inside the signed part.
         let two = s.sign_html(page(&s, &s.key_meta()));
-        assert_eq!(verify(two.as_bytes(), None), Err(VerifyError::NoKey));
+        assert_eq!(fp(&two), Err(VerifyError::NoKey));
     }
 
     #[test]
     fn a_json_report_verifies_over_its_bytes() {
         let s = Signer::new(&[7; 32]);
-        let doc = s.sign_json("{\"controls\":[{\"mark\":\"warn\"}]}");
-        assert_eq!(verify(doc.as_bytes(), None), Ok(s.fingerprint()));
-        let edited = doc.replace("warn", "pass");
+        let report = "{\"controls\":[{\"mark\":\"warn\"}]}";
+        let doc = s.sign_json(report);
+        let v = verify(doc.as_bytes()).expect("verifies");
+        assert_eq!((v.fingerprint, v.signed), (s.fingerprint(), report));
         assert!(matches!(
-            verify(edited.as_bytes(), None),
+            fp(&doc.replace("warn", "pass")),
             Err(VerifyError::Mismatch(_))
         ));
         // Whitespace changed inside the report changes its bytes too.
-        let spaced = doc.replace("[{", "[ {");
         assert!(matches!(
-            verify(spaced.as_bytes(), None),
+            fp(&doc.replace("[{", "[ {")),
             Err(VerifyError::Mismatch(_))
         ));
+        // Nothing rides along beside the signed value.
+        let extra = doc.replacen('{', "{\"note\":\"all pass\",", 1);
+        assert_eq!(fp(&extra), Err(VerifyError::Unsigned));
     }
 }
