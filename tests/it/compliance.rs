@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::common::agent::{enroll, softphone, softphone_output, wait_exit};
 use crate::common::browser;
-use crate::common::gateway::{as_user, config, operator_cli, sipp, Gateway, ONE_PLAIN_CALL};
+use crate::common::gateway::{
+    as_user, config, far_end_with, operator_cli, sipp, Gateway, ONE_PLAIN_CALL,
+};
 use crate::common::pcap::is_root;
 
 const BASE: u16 = 19500;
@@ -255,4 +257,96 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
         .find("</section>")
         .map_or(dom.len(), |e| start + e);
     &dom[start..end]
+}
+
+/// An agent's dial out over a UDP trunk that requires SDES: the record
+/// says what the trunk leg had once it was answered (the suite, and that
+/// its key crossed in clear signalling), and the report counts it so and
+/// marks the trunk warn; the JSON report verifies like the page.
+#[test]
+fn an_agents_dial_over_sdes_is_recorded_and_reported_as_such() {
+    let base = BASE + 20;
+    let far = BASE + 30;
+    let extra = format!(
+        r#"
+[[profile]]
+name = "out"
+caller_id = "+442071234567"
+allow = ["+44"]
+
+[[trunk]]
+name = "far"
+peers = ["192.0.2.0/24"]
+address = "127.0.0.1:{far}"
+codecs = ["PCMA"]
+srtp = "required"
+insecure_sdes_over_cleartext = true
+keepalive_s = 0
+
+[[dial]]
+prefix = "+44"
+trunk = "far"
+"#
+    );
+    let gw = Gateway::start_toml(
+        "compliance-sdes",
+        base,
+        base + 1,
+        &config(base, 29000, 500, &extra),
+    );
+    let data = gw.dir.join("data");
+    let agent = enroll(&gw, "quinn", Some("out"));
+    let seen = gw.dir.join("far.log");
+    let mut carrier = far_end_with("uas_answer_sdes.xml", far, &seen, &["-m", "1"]);
+    let mut phone = softphone(
+        &gw,
+        &agent,
+        "quinn",
+        &["--dial", "02079460000", "--duration", "0.5"],
+    );
+    let status = wait_exit(&mut phone, 30);
+    let (out, err) = softphone_output(&gw, "quinn");
+    assert!(status.success(), "{out}\n{err}");
+    let ended = carrier.wait().expect("the far end ends");
+    assert!(ended.success(), "{:?}", std::fs::read_to_string(&seen));
+
+    let (ok, list, err) = operator_cli(&data, "cdr", &["list", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        list.contains(r#"["trunk","AES_CM_128_HMAC_SHA1_80 (key in clear signalling)"]"#),
+        "{list}"
+    );
+
+    let report = gw.dir.join("report.json");
+    let (ok, out, err) = operator_cli(
+        &data,
+        "compliance",
+        &["report", "--json", "--out", report.to_str().expect("utf8")],
+    );
+    assert!(ok, "{out}{err}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("signed by the appliance key "))
+        .unwrap_or_else(|| panic!("a key in {out}"))
+        .trim()
+        .to_string();
+    let (ok, said, err) = verify(&[report.to_str().expect("utf8"), "--key", &key]);
+    assert!(ok && said.contains("signature good"), "{said}{err}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
+    let facts = &doc["report"]["facts"];
+    assert_eq!(
+        facts["protection"]["trunk"]
+            ["UDP + SRTP (AES_CM_128_HMAC_SHA1_80), key in clear signalling"],
+        1,
+        "{}",
+        facts["protection"]
+    );
+    let trunk = doc["report"]["controls"]
+        .as_array()
+        .expect("controls")
+        .iter()
+        .find(|c| c["id"] == "trunk-encryption")
+        .expect("the trunk control");
+    assert_eq!(trunk["mark"], "warn", "{trunk}");
 }
