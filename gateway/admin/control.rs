@@ -11,7 +11,6 @@
 //! HTTP endpoint: file permissions and kernel-checked credentials say
 //! who is asking, with nothing listening on the network.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +32,10 @@ use crate::cdr::store::{RecordId, Store};
 use crate::telemetry::anomaly::Anomalies;
 use crate::telemetry::audit::{self, Audit};
 
+mod admission;
 mod records;
 mod wire;
+use admission::{admit, Admission};
 use records::{stream_records, without_records};
 use wire::rotation_key;
 pub use wire::{Enrolled, Format, Listed, Request, Response, SecretText, Shred};
@@ -51,48 +52,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// lasts at most [`TIMEOUT`] without a request.
 pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_CONNECTIONS_PER_USER: usize = 8;
-
-/// Connections open now, in all and by uid.
-#[derive(Default)]
-struct Admission {
-    total: usize,
-    by_uid: HashMap<u32, usize>,
-}
-
-/// One admitted connection; its place is given back when dropped.
-struct Admitted {
-    table: Arc<std::sync::Mutex<Admission>>,
-    uid: u32,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        t.total = t.total.saturating_sub(1);
-        if let Some(n) = t.by_uid.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                t.by_uid.remove(&self.uid);
-            }
-        }
-    }
-}
-
-/// A place for a connection from `uid`, if there is one.
-fn admit(table: &Arc<std::sync::Mutex<Admission>>, uid: u32, own: u32) -> Option<Admitted> {
-    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-    let mine = t.by_uid.get(&uid).copied().unwrap_or(0);
-    let exempt = uid == 0 || uid == own;
-    if t.total >= MAX_CONNECTIONS || (!exempt && mine >= MAX_CONNECTIONS_PER_USER) {
-        return None;
-    }
-    t.total += 1;
-    *t.by_uid.entry(uid).or_default() += 1;
-    Some(Admitted {
-        table: table.clone(),
-        uid,
-    })
-}
 
 /// Where the daemon binds: `$RUNTIME_DIRECTORY/admin.sock` (systemd's
 /// RuntimeDirectory=), else in the data directory.

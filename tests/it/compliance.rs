@@ -116,12 +116,7 @@ fn an_auditors_report_shows_the_real_state_renders_in_chromium_and_verifies() {
     let html = std::fs::read_to_string(&page).expect("the report");
     let digest = hex::encode(Sha256::digest(html.as_bytes()));
     assert!(out.contains(&format!("sha256 {digest}")), "{out}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("signed by the appliance key "))
-        .unwrap_or_else(|| panic!("a key in {out}"))
-        .trim()
-        .to_string();
+    let key = signing_key(&out);
 
     // The audit trail names the report by its digest and key.
     let (ok, audit, err) = operator_cli(&data, "audit", &["list", "--json"]);
@@ -234,6 +229,15 @@ fn an_auditors_report_shows_the_real_state_renders_in_chromium_and_verifies() {
     );
 }
 
+/// The key fingerprint `compliance report` printed.
+fn signing_key(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("signed by the appliance key "))
+        .unwrap_or_else(|| panic!("a key in {out}"))
+        .trim()
+        .to_string()
+}
+
 /// `tollgate compliance verify ARGS`, offline as an assessor runs it.
 fn verify(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -324,12 +328,7 @@ trunk = "far"
         &["report", "--json", "--out", report.to_str().expect("utf8")],
     );
     assert!(ok, "{out}{err}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("signed by the appliance key "))
-        .unwrap_or_else(|| panic!("a key in {out}"))
-        .trim()
-        .to_string();
+    let key = signing_key(&out);
     let (ok, said, err) = verify(&[report.to_str().expect("utf8"), "--key", &key]);
     assert!(ok && said.contains("signature good"), "{said}{err}");
     let doc: serde_json::Value =

@@ -76,6 +76,15 @@ fn names(list: &[&str]) -> String {
     s
 }
 
+/// Warn when `weak`, else pass.
+fn warn_if(weak: bool) -> Mark {
+    if weak {
+        Mark::Warn
+    } else {
+        Mark::Pass
+    }
+}
+
 /// `mark`, unless a source it rests on was not read: then at best warn.
 fn resting_on(f: &Facts, sources: &[&str], mark: Mark) -> Mark {
     if sources.iter().any(|s| f.missing(s)) {
@@ -148,11 +157,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::RECORDS],
-            if clear_trunk_calls > 0 || !clear_trunks.is_empty() || p.unreadable > 0 {
-                Mark::Warn
-            } else {
-                Mark::Pass
-            },
+            warn_if(clear_trunk_calls > 0 || !clear_trunks.is_empty() || p.unreadable > 0),
         ),
         format!(
             "trunk legs in the last day: {}; trunks not requiring TLS and SRTP: {}",
@@ -188,11 +193,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "master-key",
         "Master key held outside the data and rotated within its cryptoperiod",
         ["3.6.1, 3.7.4", "Art. 51(3)", "164.312(a)(2)(iv)"],
-        if k.master_dev || age.is_none_or(|a| a > CRYPTOPERIOD_MS) {
-            Mark::Warn
-        } else {
-            Mark::Pass
-        },
+        warn_if(k.master_dev || age.is_none_or(|a| a > CRYPTOPERIOD_MS)),
         format!(
             "key {}{}; in use {}{}",
             k.master_id,
@@ -226,11 +227,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::RECORDS],
-            if r.held.is_some() || r.suspended {
-                Mark::Warn
-            } else {
-                Mark::Pass
-            },
+            warn_if(r.held.is_some() || r.suspended),
         ),
         format!(
             "{} days; {} day(s) past it still held{}{}",
@@ -324,11 +321,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::LOGINS],
-            if inactive.is_empty() && ag.error.is_none() {
-                Mark::Pass
-            } else {
-                Mark::Warn
-            },
+            warn_if(!inactive.is_empty() || ag.error.is_some()),
         ),
         if inactive.is_empty() {
             format!(
@@ -352,11 +345,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::LOGINS],
-            if s.max_failures <= 10 && s.lockout_s >= 1800 {
-                Mark::Pass
-            } else {
-                Mark::Warn
-            },
+            warn_if(s.max_failures > 10 || s.lockout_s < 1800),
         ),
         format!(
             "locked after {} wrong codes for {} minutes (doubling on each further lockout); {} lockouts since start; locked now: {}",
@@ -387,11 +376,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::GROUPS],
-            if both.is_empty() {
-                Mark::Pass
-            } else {
-                Mark::Warn
-            },
+            warn_if(!both.is_empty()),
         ),
         format!(
             "{}{}",
@@ -417,15 +402,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
             "Art. 51(4), Art. 47",
             "164.312(a)(1), (b)",
         ],
-        resting_on(
-            f,
-            &[source::GROUPS],
-            if approvers.is_empty() {
-                Mark::Warn
-            } else {
-                Mark::Pass
-            },
-        ),
+        resting_on(f, &[source::GROUPS], warn_if(approvers.is_empty())),
         format!(
             "{} approvers; requests: {} pending, {} approved, {} run, {} refused, {} lapsed",
             approvers.len(),
@@ -448,11 +425,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::AUDIT_EVENTS],
-            if unwatched.is_empty() {
-                Mark::Pass
-            } else {
-                Mark::Warn
-            },
+            warn_if(!unwatched.is_empty()),
         ),
         format!(
             "bulk reads over {} records in {} s; working hours for {}{}; anomalies in the last 90 days: {}",
@@ -481,15 +454,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         "firewall",
         "Inbound traffic restricted by nftables; sources banned by the IDS",
         ["1.3.1, 1.4.1, 11.5.1", "Art. 51", "164.312(e)(1)"],
-        resting_on(
-            f,
-            &[source::BANS],
-            if f.firewall.active {
-                Mark::Pass
-            } else {
-                Mark::Warn
-            },
-        ),
+        resting_on(f, &[source::BANS], warn_if(!f.firewall.active)),
         format!(
             "nftables table {}; kernel drops: {}; sources banned now: {}",
             if f.firewall.active {
@@ -534,11 +499,7 @@ pub fn evaluate(f: &Facts) -> Vec<Control> {
         resting_on(
             f,
             &[source::AUDIT_EVENTS],
-            if i.active.is_some() || !drilled {
-                Mark::Warn
-            } else {
-                Mark::Pass
-            },
+            warn_if(i.active.is_some() || !drilled),
         ),
         format!(
             "{}; last drill: {}; break-glass agents: {}",

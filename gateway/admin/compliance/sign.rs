@@ -54,6 +54,7 @@ pub struct Signer(Ed25519KeyPair);
 impl Signer {
     /// Derived from the audit key for this purpose only.
     pub fn new(audit_key: &[u8; 32]) -> Self {
+        // HMAC takes a key of any length: this cannot fail.
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(audit_key).expect("any key length");
         m.update(b"tollgate-report-signing-v1");
         let seed = Zeroizing::new(<[u8; 32]>::from(m.finalize().into_bytes()));
