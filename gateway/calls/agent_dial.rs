@@ -319,14 +319,6 @@ impl Core {
         ) else {
             return false;
         };
-        // What the trunk leg really had (the record said none until the
-        // answer).
-        if let (Some(c), Some((k, _))) = (o.record.as_mut(), o.leg.sdes.as_ref()) {
-            let text = crate::cdr::record::trunk_srtp(k.suite().sdes_name(), o.leg.peer.tls);
-            if let Some(t) = c.record.srtp.iter_mut().find(|(leg, _)| leg == "trunk") {
-                t.1 = text;
-            }
-        }
         let (Some(bound), Some(key)) = (o.sockets.take(), o.key.take()) else {
             return false;
         };
@@ -343,6 +335,14 @@ impl Core {
         ) else {
             return false;
         };
+        // What the trunk leg really had (the record said none until the
+        // answer), once its media runs.
+        if let (Some(c), Some((k, _))) = (o.record.as_mut(), o.leg.sdes.as_ref()) {
+            let text = crate::cdr::record::trunk_srtp(k.suite().sdes_name(), o.leg.peer.tls);
+            if let Some(t) = c.record.srtp.iter_mut().find(|(leg, _)| leg == "trunk") {
+                t.1 = text;
+            }
+        }
         // We offered telephone-event; it is in use if the answer has it.
         relay.dtmf_pt = crate::sip::sdp::Sdp::parse(m.body).ok().and_then(|s| {
             let a = s.audio()?;

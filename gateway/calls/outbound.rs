@@ -103,7 +103,13 @@ impl Bridge {
         let audio = answer.audio()?;
         let ip = audio.connection.or(answer.connection)?;
         let remote = std::net::SocketAddr::new(ip, audio.port);
-        let srtp = match (&self.our_key, audio.cryptos().next()) {
+        // Only an answer to the key we offered (tag 1), with nothing we do
+        // not support (lifetime, MKI, session parameters such as
+        // UNENCRYPTED_SRTP), keys the leg.
+        let srtp = match (
+            &self.our_key,
+            audio.cryptos().find(|c| c.tag == 1 && !c.extras),
+        ) {
             (Some(ours), Some(theirs)) => {
                 let cfg = SrtpConfig::default();
                 match theirs.master_key(&[ours.suite()]) {

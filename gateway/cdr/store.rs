@@ -371,8 +371,6 @@ impl StagedKeys<'_> {
 /// The record store's keys as [`Store::key_state`] reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyState {
-    /// The master key's id ([`crate::keys::key_id`]).
-    pub master: String,
     /// When it last rotated (Unix ms).
     pub rotated_ms: Option<u64>,
     /// Day keys held, and the first and last day (Unix day numbers).
@@ -672,7 +670,6 @@ impl Store {
     pub fn key_state(&self) -> KeyState {
         let k = self.day_keys();
         KeyState {
-            master: k.file.master.clone(),
             rotated_ms: k.file.rotated_ms,
             days: k.file.days.len(),
             oldest_day: k.file.days.keys().next().copied(),
