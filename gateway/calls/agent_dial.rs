@@ -337,8 +337,8 @@ impl Core {
         };
         // What the trunk leg really had (the record said none until the
         // answer), once its media runs.
-        if let (Some(c), Some((k, _))) = (o.record.as_mut(), o.leg.sdes.as_ref()) {
-            let text = crate::cdr::record::trunk_srtp(k.suite().sdes_name(), o.leg.peer.tls);
+        let text = o.leg.srtp_text();
+        if let Some(c) = o.record.as_mut() {
             if let Some(t) = c.record.srtp.iter_mut().find(|(leg, _)| leg == "trunk") {
                 t.1 = text;
             }
@@ -424,6 +424,18 @@ impl Core {
                         peer,
                         bytes: ack.into(),
                     });
+                }
+                // ACKed (the 2xx is final), then hung up at once: the
+                // trunk requires SRTP and the answer keyed none.
+                if first
+                    && self
+                        .agent_out
+                        .get(&call)
+                        .is_some_and(|o| o.leg.srtp_unmet())
+                {
+                    info!("far end answered an agent's call without SRTP on a trunk that requires it: ending the call");
+                    self.hang_up_out(call, Some(EndReason::Failed), now);
+                    return true;
                 }
                 if first {
                     info!("agent's call answered");

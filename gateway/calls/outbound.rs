@@ -87,6 +87,24 @@ impl Bridge {
         self.dialog.established
     }
 
+    /// Whether this leg requires SRTP (we offered a key: the trunk says
+    /// `srtp = "required"`) and the far end has not answered with a key
+    /// we can use. Such a leg never carries media in clear: its answer
+    /// keys nothing ([`Self::answer_leg`]) and a 2xx without a usable key
+    /// ends the call.
+    pub(super) fn srtp_unmet(&self) -> bool {
+        self.our_key.is_some() && self.sdes.is_none()
+    }
+
+    /// The record's text for this leg's media, once it runs
+    /// ([`crate::cdr::record::trunk_srtp`]).
+    pub(super) fn srtp_text(&self) -> String {
+        match &self.sdes {
+            Some((k, _)) => crate::cdr::record::trunk_srtp(k.suite().sdes_name(), self.peer.tls),
+            None => "none".into(),
+        }
+    }
+
     /// This leg's media from the far end's SDP answer (in a 183 or 200):
     /// the leg (SDES SRTP keyed when we offered it), where its RTCP goes,
     /// and whether we may send. The answer to our own INVITE (matched by
@@ -125,6 +143,13 @@ impl Bridge {
             }
             _ => None,
         };
+        // A trunk that requires SRTP: no key, no media (never plain RTP).
+        if self.our_key.is_some() && srtp.is_none() {
+            tracing::info!(
+                "the far end's answer has no usable SRTP key for a trunk that requires SRTP"
+            );
+            return None;
+        }
         self.media_ip = ip;
         let dir = answer.direction(audio);
         let mut leg = Leg::new(remote, 8000, ssrc, seq, srtp);
@@ -503,7 +528,7 @@ impl Core {
             lease: bound.lease,
         };
         if let Some(r) = c.record.as_mut() {
-            r.record.srtp.push(("far_end".into(), "none".into()));
+            r.record.srtp.push(("far_end".into(), b.srtp_text()));
         }
         let (steer_b, control_b) = mpsc::channel(4);
         b.far_media = Some(steer_b);
@@ -534,11 +559,27 @@ impl Core {
         let Some(b) = c.kind.bridge_mut() else { return };
         let ack = b.answered_by(m, sip_addr, &branch, now);
         let peer = b.peer;
+        let unmet = first && b.srtp_unmet();
         let ringing = c.state == State::Ringing;
         self.send(Transmit {
             peer,
             bytes: ack.into(),
         });
+        if unmet {
+            // ACKed (the 2xx is final) and hung up at once: the far end
+            // would have the call in clear on a trunk that requires SRTP.
+            info!(
+                call = self.calls[&a_id].n,
+                "far end answered without SRTP on a trunk that requires it: ending the call"
+            );
+            self.hang_up_far_end(a_id, now);
+            if ringing {
+                self.fail_inbound(a_id, 488, "Not Acceptable Here", EndReason::Failed, now);
+            } else {
+                self.hang_up(a_id, EndReason::Failed, now);
+            }
+            return;
+        }
         if first && ringing {
             self.answer(a_id, now);
         }

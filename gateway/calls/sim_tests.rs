@@ -297,6 +297,20 @@ fn bridged_call(s: &mut Sim, call: &str) -> (Ua, Ua, super::sim::Sent) {
     (caller, far, out)
 }
 
+/// The far end answers the bridged call `out` with plain RTP, and the
+/// gateway ACKs its 2xx and hangs that leg up at once.
+fn far_answers_and_is_hung_up(s: &mut Sim, far: &mut Ua, out: &super::sim::Sent) {
+    let ok = far.reply(out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
+    s.deliver(FAR, &ok);
+    let sent = s.take(FAR);
+    let methods: Vec<_> = sent.iter().filter_map(|m| m.method()).collect();
+    assert_eq!(
+        methods,
+        vec!["ACK", "BYE"],
+        "the 2xx is ACKed, then hung up"
+    );
+}
+
 /// The far end answers the bridged call `out` (with `extra` headers): the
 /// gateway ACKs it and answers the caller, who ACKs.
 fn far_answers(s: &mut Sim, caller: &mut Ua, far: &mut Ua, out: &super::sim::Sent, extra: &str) {
@@ -451,17 +465,32 @@ async fn a_cancel_crossing_the_far_ends_200_acks_and_hangs_up_that_leg() {
     // far leg waits in the index for its INVITE's end.
     assert_eq!((s.media_started(), s.core.ports.in_use()), (0, 0));
     // The far end had already answered: its 200 crosses our CANCEL.
-    let ok = far.reply(&out, 200, "OK", &offer(FAR, 32000, "sendrecv"));
-    s.deliver(FAR, &ok);
-    let sent = s.take(FAR);
-    let methods: Vec<_> = sent.iter().filter_map(|m| m.method()).collect();
-    assert_eq!(
-        methods,
-        vec!["ACK", "BYE"],
-        "the late 2xx is ACKed, then hung up"
-    );
+    far_answers_and_is_hung_up(&mut s, &mut far, &out);
     assert_eq!(s.active(), 0);
     assert_eq!(s.ended("cancelled"), 1);
+}
+
+/// A far trunk that requires SRTP (SDES allowed in clear here) whose far
+/// end answers with plain RTP: the gateway ACKs its 2xx and hangs it up at
+/// once, and the caller gets 488, so no media runs in clear on that trunk.
+#[tokio::test]
+async fn a_far_end_answering_without_a_key_on_a_required_srtp_trunk_is_hung_up() {
+    let config = CONFIG.replace(
+        "srtp = \"off\"",
+        "srtp = \"required\"\ninsecure_sdes_over_cleartext = true",
+    );
+    let mut s = Sim::new(&config);
+    let (_caller, mut far, out) = bridged_call(&mut s, "unkeyed");
+    assert!(
+        out.body().contains("RTP/SAVP") && out.body().contains("a=crypto:1 "),
+        "{}",
+        out.body()
+    );
+    far_answers_and_is_hung_up(&mut s, &mut far, &out);
+    s.response(CARRIER, 488);
+    assert_eq!((s.active(), s.ended("failed")), (0, 1));
+    assert_eq!(s.media_started(), 0, "no media ran in clear");
+    assert_eq!(s.core.ports.in_use(), 0);
 }
 
 /// The agents' side: a queue of agents without a profile, ringing each

@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use crate::common::agent::{enroll, softphone, softphone_output, wait_exit};
+use crate::common::agent::{enroll, sdes_dial_config, softphone, softphone_output, wait_exit};
 use crate::common::gateway::{far_end_with, sipp, sipp_command, sipp_result, Gateway, PCAP};
 use crate::common::pcap::Capture;
 use tollgate::agent::wav;
@@ -700,4 +700,58 @@ fn dial_restrictions_fail_closed() {
         gw.log()
     );
     assert_eq!(gw.metric(invites_out), 0.0);
+}
+
+/// A trunk that requires SRTP never carries an agent's call in clear: a
+/// far end that answers with plain RTP (no `a=crypto`) is ACKed and hung
+/// up at once, the agent is told the call failed, and the record says the
+/// trunk leg had no SRTP and never answered.
+#[test]
+fn a_keyless_answer_on_a_trunk_that_requires_srtp_ends_the_call() {
+    let base = 17260;
+    let far = base + 10;
+    let extra = sdes_dial_config(far);
+    let gw = Gateway::start_with("agent-srtp-unmet", base, 29500, 500, &extra);
+    let agent = enroll(&gw, "uma", Some("out"));
+    let seen = gw.dir.join("far.log");
+    // The far end answers RTP/AVP, plays its audio, and ends only on the
+    // gateway's BYE (its scenario fails without one).
+    let carrier = far_end_with("uas_answer.xml", far, &seen, &["-m", "1"]);
+    let mut phone = softphone(
+        &gw,
+        &agent,
+        "uma",
+        &["--dial", "02079460000", "--duration", "5"],
+    );
+    let status = wait_exit(&mut phone, 30);
+    let (out, err) = softphone_output(&gw, "uma");
+    let ended = carrier.wait_with_output().expect("the far end ends");
+    let messages = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(ended.status.success(), "the far end got no BYE: {messages}");
+    // Our offer was RTP/SAVP with a key; the far end's ACK came before
+    // its BYE.
+    assert!(
+        messages.contains("RTP/SAVP") && messages.contains("a=crypto:1"),
+        "{messages}"
+    );
+    let ack = messages.find("ACK sip:").expect("ACKed");
+    let bye = messages.find("BYE sip:").expect("hung up");
+    assert!(ack < bye, "{messages}");
+    assert!(!status.success(), "the call was not refused: {out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("failed"),
+        "the agent was not told: {out}\n{err}"
+    );
+
+    let (ok, list, err) =
+        common::gateway::operator_cli(&gw.dir.join("data"), "cdr", &["list", "--json"]);
+    assert!(ok, "{err}");
+    assert!(list.contains(r#"["trunk","none"]"#), "{list}");
+    assert!(list.contains(r#""outcome":"failed""#), "{list}");
+    assert!(list.contains(r#""answer_ms":null"#), "{list}");
+    gw.expect_metric(
+        "tollgate_agent_calls_total{direction=\"outbound\",outcome=\"failed\"}",
+        5,
+        1.0,
+    );
 }

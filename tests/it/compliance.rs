@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::common::agent::{enroll, softphone, softphone_output, wait_exit};
+use crate::common::agent::{enroll, sdes_dial_config, softphone, softphone_output, wait_exit};
 use crate::common::browser;
 use crate::common::gateway::{
     as_user, config, far_end_with, operator_cli, sipp, Gateway, ONE_PLAIN_CALL,
@@ -271,27 +271,7 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
 fn an_agents_dial_over_sdes_is_recorded_and_reported_as_such() {
     let base = BASE + 20;
     let far = BASE + 30;
-    let extra = format!(
-        r#"
-[[profile]]
-name = "out"
-caller_id = "+442071234567"
-allow = ["+44"]
-
-[[trunk]]
-name = "far"
-peers = ["192.0.2.0/24"]
-address = "127.0.0.1:{far}"
-codecs = ["PCMA"]
-srtp = "required"
-insecure_sdes_over_cleartext = true
-keepalive_s = 0
-
-[[dial]]
-prefix = "+44"
-trunk = "far"
-"#
-    );
+    let extra = sdes_dial_config(far);
     let gw = Gateway::start_toml(
         "compliance-sdes",
         base,

@@ -335,6 +335,14 @@ pub fn count_record(
             .entry(trunk_label(transport, suite("trunk").unwrap_or("none")))
             .or_default() += 1;
     }
+    // A bridge's second trunk leg: its trunk is not in the record, but its
+    // text says whether its key crossed in clear (so it was keyed over TLS
+    // if it says not); a plain leg's transport is unknown.
+    if let Some(text) = suite("far_end") {
+        let (suite, clear_key) = crate::cdr::record::trunk_srtp_parts(text);
+        let transport = (!clear_key && suite != "none").then_some(Transport::Tls);
+        *p.trunk.entry(trunk_label(transport, text)).or_default() += 1;
+    }
     if record.agent.is_some() {
         let s = suite("agent").unwrap_or("none").to_string();
         *p.agent.entry(s).or_default() += 1;
@@ -688,6 +696,29 @@ mod tests {
         assert_eq!(p.trunk["UDP, RTP in clear"], 1);
         assert_eq!(p.trunk["TLS + SRTP (AES_CM_128_HMAC_SHA1_80)"], 1);
         assert_eq!(p.agent["AEAD_AES_128_GCM"], 2);
+        // A bridge: both trunk legs count, the far one by its own text.
+        let mut b = Record::new("b", Direction::Inbound, "+441632960000", "+442079460000", 1);
+        b.trunk = Some("carrier".into());
+        b.srtp = vec![
+            ("trunk".into(), "none".into()),
+            (
+                "far_end".into(),
+                crate::cdr::record::trunk_srtp("AES_CM_128_HMAC_SHA1_80", false),
+            ),
+        ];
+        count_record(&mut p, &b, |_| Some(Transport::Udp));
+        b.srtp[1].1 = crate::cdr::record::trunk_srtp("AEAD_AES_128_GCM", true);
+        count_record(&mut p, &b, |_| Some(Transport::Udp));
+        b.srtp[1].1 = "none".into();
+        count_record(&mut p, &b, |_| Some(Transport::Udp));
+        assert_eq!(p.calls, 5);
+        assert_eq!(p.trunk["UDP, RTP in clear"], 4);
+        assert_eq!(
+            p.trunk["unknown transport + SRTP (AES_CM_128_HMAC_SHA1_80), key in clear signalling"],
+            1
+        );
+        assert_eq!(p.trunk["TLS + SRTP (AEAD_AES_128_GCM)"], 1);
+        assert_eq!(p.trunk["unknown transport, RTP in clear"], 1);
         assert!(trunk_label_encrypted(
             "TLS + SRTP (AES_CM_128_HMAC_SHA1_80)"
         ));

@@ -92,3 +92,30 @@ pub fn softphone_output(gw: &Gateway, tag: &str) -> (String, String) {
     };
     (read("out"), read("err"))
 }
+
+/// Config for agents' dials out a UDP trunk that requires SDES SRTP (keys
+/// in clear signalling allowed, as on loopback), whose far end is a sipp at
+/// `far`: the profile `out` may dial +44, shown as +442071234567.
+pub fn sdes_dial_config(far: u16) -> String {
+    format!(
+        r#"
+[[profile]]
+name = "out"
+caller_id = "+442071234567"
+allow = ["+44"]
+
+[[trunk]]
+name = "far"
+peers = ["192.0.2.0/24"]
+address = "127.0.0.1:{far}"
+codecs = ["PCMA"]
+srtp = "required"
+insecure_sdes_over_cleartext = true
+keepalive_s = 0
+
+[[dial]]
+prefix = "+44"
+trunk = "far"
+"#
+    )
+}
