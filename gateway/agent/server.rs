@@ -391,6 +391,9 @@ impl AgentServer {
 /// join the group (Linux checks the owner), and the port must be free
 /// first: a second gateway on the same address fails to start rather
 /// than share the agents' traffic.
+/// Socket buffers asked for on the agents' QUIC sockets.
+const AGENT_SOCKET_BUFFER: usize = 8 << 20;
+
 fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     if addr.port() != 0 {
@@ -401,6 +404,16 @@ fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
     for _ in 0..n.max(1) {
         let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_port(true)?;
+        // Every agent's media of the shard arrives on this one socket:
+        // a turn of the engine that runs long (a burst, the calls' timed
+        // work) must find it queued in the kernel, not dropped (the
+        // kernel caps it at net.core.rmem_max / wmem_max).
+        if let Err(e) = s.set_recv_buffer_size(AGENT_SOCKET_BUFFER) {
+            tracing::debug!("agents' QUIC receive buffer: {e}");
+        }
+        if let Err(e) = s.set_send_buffer_size(AGENT_SOCKET_BUFFER) {
+            tracing::debug!("agents' QUIC send buffer: {e}");
+        }
         s.bind(&at.into())?;
         let s: std::net::UdpSocket = s.into();
         at = s.local_addr()?;

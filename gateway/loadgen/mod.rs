@@ -53,6 +53,10 @@ pub struct Shared {
     pub hangup: AtomicBool,
     pub calls_up: AtomicU32,
     pub agents_answered: AtomicU32,
+    /// The first agent's login that failed (the run stops at once rather
+    /// than wait for an agent that will never be available).
+    login_error: std::sync::Mutex<Option<String>>,
+    login_failed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -64,7 +68,16 @@ impl Shared {
             hangup: AtomicBool::new(false),
             calls_up: AtomicU32::new(0),
             agents_answered: AtomicU32::new(0),
+            login_error: std::sync::Mutex::new(None),
+            login_failed: tokio::sync::Notify::new(),
         }
+    }
+
+    fn login_failed(&self, why: String) {
+        if let Ok(mut e) = self.login_error.lock() {
+            e.get_or_insert(why);
+        }
+        self.login_failed.notify_one();
     }
 
     /// `t` on the run's clock, in nanoseconds.
@@ -519,20 +532,29 @@ async fn drive(
             };
             match client {
                 Ok(c) => agents::run(c, i as u32, shared).await,
-                Err(e) => agents::AgentReport {
-                    error: Some(format!("login: {e}")),
-                    ..Default::default()
-                },
+                Err(e) => {
+                    let error = format!("agent {i}'s login: {e}");
+                    shared.login_failed(error.clone());
+                    agents::AgentReport {
+                        error: Some(error),
+                        ..Default::default()
+                    }
+                }
             }
         }));
     }
     let n = opts.calls;
-    crate::admin::http::agents_available(
-        admin,
-        n,
-        Duration::from_secs(30) + Duration::from_millis(50) * n,
-    )
-    .await?;
+    tokio::select! {
+        r = crate::admin::http::agents_available(
+            admin,
+            n,
+            Duration::from_secs(30) + Duration::from_millis(50) * n,
+        ) => r?,
+        () = shared.login_failed.notified() => {
+            let why = shared.login_error.lock().ok().and_then(|e| e.clone());
+            return Err(why.unwrap_or_else(|| "an agent's login failed".into()));
+        }
+    }
     progress(&format!(
         "{n} agents logged in in {:.1} s",
         t.elapsed().as_secs_f64()
