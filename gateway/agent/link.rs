@@ -20,7 +20,7 @@ pub struct Link {
 impl Link {
     /// A link on `conn` whose control messages go to the given queue (the
     /// session task reads it; a simulation reads it itself).
-    pub(crate) fn new(conn: Conn, shard: usize, tx: mpsc::Sender<ServerMsg>) -> Self {
+    pub fn new(conn: Conn, shard: usize, tx: mpsc::Sender<ServerMsg>) -> Self {
         Self { conn, shard, tx }
     }
 

@@ -152,7 +152,7 @@ pub struct MediaReport {
 }
 
 /// Where a media task reports, if its call has a record.
-pub(super) type Reporter = Option<(crate::cdr::store::RecordId, mpsc::Sender<MediaReport>)>;
+pub type Reporter = Option<(crate::cdr::store::RecordId, mpsc::Sender<MediaReport>)>;
 
 impl RtpCounters {
     /// How often a task publishes what it counted.

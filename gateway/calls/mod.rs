@@ -18,7 +18,7 @@
 //! - `sim` (tests): whole calls on the real core on virtual time.
 
 mod agent_dial;
-mod agent_media;
+pub mod agent_media;
 pub mod agents;
 mod bridge;
 mod call;
@@ -33,7 +33,7 @@ mod keepalive;
 pub mod media;
 pub mod number;
 mod outbound;
-mod ports;
+pub mod ports;
 mod records;
 mod refresh;
 mod register;
