@@ -473,8 +473,8 @@ const AGENT_SOCKETS: usize = 16;
 fn agent_endpoints(agents: usize) -> Result<Vec<quinn::Endpoint>, String> {
     (0..agents.clamp(1, AGENT_SOCKETS))
         .map(|_| {
-            let std = std::net::UdpSocket::bind(("127.0.0.1", 0))
-                .map_err(|e| format!("agents' socket: {e}"))?;
+            // As much kernel buffer as the rtpengine run's agent socket.
+            let std = trunk::bind_std_udp(8 << 20).map_err(|e| format!("agents' socket: {e}"))?;
             let socket = crate::agent::socket::BatchSocket::new(std, Default::default())
                 .map_err(|e| format!("agents' socket: {e}"))?;
             quinn::Endpoint::new_with_abstract_socket(

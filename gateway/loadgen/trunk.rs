@@ -348,6 +348,11 @@ fn remote_media(body: &[u8]) -> Option<SocketAddr> {
 /// A loopback UDP socket with `buf` bytes of kernel buffer each way (as
 /// much as the system allows).
 pub(super) fn bind_udp(buf: usize) -> Result<UdpSocket, String> {
+    UdpSocket::from_std(bind_std_udp(buf)?).map_err(|e| e.to_string())
+}
+
+/// [`bind_udp`], not yet registered with a runtime.
+pub(super) fn bind_std_udp(buf: usize) -> Result<std::net::UdpSocket, String> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .map_err(|e| e.to_string())?;
     let _ = s.set_recv_buffer_size(buf);
@@ -355,5 +360,5 @@ pub(super) fn bind_udp(buf: usize) -> Result<UdpSocket, String> {
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
     s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .map_err(|e| e.to_string())?;
-    UdpSocket::from_std(s.into()).map_err(|e| e.to_string())
+    Ok(s.into())
 }
