@@ -91,7 +91,9 @@ mod connection;
 mod handles;
 
 use connection::{close_entry, on_event, read_control, write_pending, Entry};
-pub use handles::{Admit, CallMedia, Conn, EngineHandle, Listener, Scratch, SendError, Turn};
+pub use handles::{
+    Admit, CallMedia, Conn, EngineHandle, Listener, Scratch, SendError, Turn, RECV_BATCH, RECV_SLOT,
+};
 use handles::{CallSlot, CallWake, Cmd, Key, Ready, Route};
 
 /// Control-stream chunks read ahead of the session; past that, the rest

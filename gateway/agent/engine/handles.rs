@@ -47,13 +47,23 @@ pub(super) enum Cmd {
 pub struct Scratch {
     pub buf: Vec<u8>,
     pub out: Vec<u8>,
+    /// [`RECV_BATCH`] receive slots of [`RECV_SLOT`] bytes, for a batched
+    /// receive (a slot holds a whole GRO train).
+    pub batch: Vec<u8>,
 }
+
+/// Datagrams one batched receive asks for: fewer back means the socket is
+/// empty, so no call to hear `EAGAIN` is needed.
+pub const RECV_BATCH: usize = 2;
+/// Bytes per receive slot: the largest GRO train the kernel hands over.
+pub const RECV_SLOT: usize = 64 * 1024;
 
 impl Default for Scratch {
     fn default() -> Self {
         Self {
             buf: vec![0; 2048],
             out: vec![0; 2048],
+            batch: vec![0; RECV_BATCH * RECV_SLOT],
         }
     }
 }
