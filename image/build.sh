@@ -146,6 +146,7 @@ install -d "$ROOT/usr/lib/tollgate" "$ROOT/usr/share/tollgate/rulesets" "$ROOT/u
 install -m 0644 "$REPO"/systemd/*.service "$HERE"/units/*.service "$ROOT/usr/lib/systemd/system/"
 install -m 0644 "$REPO/systemd/sysusers.d/tollgate.conf" "$ROOT/usr/lib/sysusers.d/tollgate.conf"
 install -m 0644 "$REPO/systemd/tmpfiles.d/tollgate.conf" "$ROOT/usr/lib/tmpfiles.d/tollgate.conf"
+install -D -m 0644 "$REPO/systemd/sysctl.d/60-tollgate.conf" "$ROOT/usr/lib/sysctl.d/60-tollgate.conf"
 install -m 0755 "$REPO/systemd/firstboot" "$HERE/units/boot-report" "$ROOT/usr/lib/tollgate/"
 install -m 0644 "$REPO"/rulesets/*.nft "$REPO"/rulesets/*.toml "$ROOT/usr/share/tollgate/rulesets/"
 install -m 0644 "$HERE"/monitoring/*.yml "$HERE"/monitoring/*.json "$ROOT/usr/share/tollgate/monitoring/"

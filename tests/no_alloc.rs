@@ -287,11 +287,11 @@ where
         while up < 50 || down < 50 {
             tokio::select! {
                 ok = recv_up(), if up < 50 => {
-                    assert!(ok, "the way up stays open");
+                    assert!(ok, "the way up gave what was sent");
                     up += 1;
                 }
                 ok = recv_down(), if down < 50 => {
-                    assert!(ok, "the way down stays open");
+                    assert!(ok, "the way down gave what was sent");
                     down += 1;
                 }
                 () = tokio::time::sleep(quiet) => break,

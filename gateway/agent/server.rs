@@ -386,14 +386,16 @@ impl AgentServer {
     }
 }
 
+/// Socket buffers asked for on the agents' QUIC sockets (the kernel caps
+/// them at net.core.rmem_max / wmem_max, which the image raises:
+/// systemd/sysctl.d/60-tollgate.conf).
+const AGENT_SOCKET_BUFFER: usize = 8 << 20;
+
 /// `n` UDP sockets bound to `addr` with `SO_REUSEPORT` (the first picks
 /// the port when `addr`'s is 0). Only sockets of this process's user may
 /// join the group (Linux checks the owner), and the port must be free
 /// first: a second gateway on the same address fails to start rather
 /// than share the agents' traffic.
-/// Socket buffers asked for on the agents' QUIC sockets.
-const AGENT_SOCKET_BUFFER: usize = 8 << 20;
-
 fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     if addr.port() != 0 {
@@ -410,6 +412,14 @@ fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
         // kernel caps it at net.core.rmem_max / wmem_max).
         if let Err(e) = s.set_recv_buffer_size(AGENT_SOCKET_BUFFER) {
             tracing::debug!("agents' QUIC receive buffer: {e}");
+        }
+        // The kernel cuts the size silently (and reports it doubled).
+        if out.is_empty() && s.recv_buffer_size().is_ok_and(|n| n < AGENT_SOCKET_BUFFER) {
+            tracing::warn!(
+                asked = AGENT_SOCKET_BUFFER,
+                got = s.recv_buffer_size().unwrap_or(0),
+                "the agents' QUIC receive buffer is smaller than asked: raise net.core.rmem_max (the image's sysctl.d does) or bursts of media are dropped"
+            );
         }
         if let Err(e) = s.set_send_buffer_size(AGENT_SOCKET_BUFFER) {
             tracing::debug!("agents' QUIC send buffer: {e}");

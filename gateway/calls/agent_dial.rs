@@ -434,6 +434,13 @@ impl Core {
                         .is_some_and(|o| o.leg.srtp_unmet())
                 {
                     info!("far end answered an agent's call without SRTP on a trunk that requires it: ending the call");
+                    if let Some(r) = self
+                        .agent_out
+                        .get_mut(&call)
+                        .and_then(|o| o.record.as_mut())
+                    {
+                        r.record.sip_status = code;
+                    }
                     self.hang_up_out(call, Some(EndReason::Failed), now);
                     return true;
                 }

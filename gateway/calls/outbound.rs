@@ -294,7 +294,9 @@ impl Core {
         let port = bound.lease.port();
         let savp = trunk.srtp == SrtpMode::Required;
         let our_key = if savp {
-            MasterKey::random(Suite::AesCm128HmacSha1_80).ok()
+            // No key, no call: an offer of RTP/SAVP without one would let
+            // a plain answer through.
+            Some(MasterKey::random(Suite::AesCm128HmacSha1_80).ok()?)
         } else {
             None
         };
@@ -576,7 +578,8 @@ impl Core {
             if ringing {
                 self.fail_inbound(a_id, 488, "Not Acceptable Here", EndReason::Failed, now);
             } else {
-                self.hang_up(a_id, EndReason::Failed, now);
+                self.send_bye(a_id, now);
+                self.end_call(a_id, EndReason::Failed, now);
             }
             return;
         }
