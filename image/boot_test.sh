@@ -223,6 +223,8 @@ boot_one() {
   local identity; identity=$(grep -ao "BOOTCHECK identity=[^ ]*" <<<"$log" | tail -1 | cut -d= -f2 || true)
   if [[ -n $identity && $identity != *none* ]]; then msg+=("made its own identity"); IDENTITIES+=("$identity")
   else ok=0; msg+=("identity incomplete: ${identity:-no report}"); fi
+  # systemd/sysctl.d/60-tollgate.conf: room for the agents' media bursts.
+  if grep -aq "BOOTCHECK rmem_max=16777216" <<<"$log"; then msg+=("socket buffers raised"); else ok=0; msg+=("socket buffers NOT raised: $(grep -ao 'BOOTCHECK rmem_max=[0-9]*' <<<"$log" | tail -1)"); fi
   local failed_units; failed_units=$(grep -ao "BOOTCHECK failed_units=[0-9]*.*" <<<"$log" | tail -1 | cut -d= -f2 || true)
   if [[ ${failed_units:-x} == 0* ]]; then msg+=("no failed units"); else ok=0; msg+=("failed units: ${failed_units:-unknown}"); fi
   local root_kb; root_kb=$(grep -ao "BOOTCHECK root_kb=[0-9]*" <<<"$log" | tail -1 | cut -d= -f2 || true)
