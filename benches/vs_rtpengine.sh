@@ -12,6 +12,9 @@
 # SRTP AEAD_AES_128_GCM endpoints. The load generator runs on CPU 1.
 # Prints, per size and relay: CPU per relayed packet (user + system, every
 # thread), loss, p99 one-way latency, and Tollgate's cost over rtpengine's.
+# Then the kernel's floor for the same packets (`benches/udp_floor.rs`: a
+# relay with the gateway's sockets and nothing else, same CPUs), and what
+# each relay spends above it.
 #
 # Environment: SECONDS_MEASURED (default 10), GATEWAY_CPU (0), LOAD_CPU (1).
 set -euo pipefail
@@ -31,6 +34,7 @@ if ! command -v rtpengine >/dev/null; then
     [ -d /run/systemd/system ] && $sudo systemctl disable --now rtpengine-daemon.service </dev/null || true
 fi
 cargo build --release --quiet
+cargo build --release --quiet --bench udp_floor
 tg=target/release/tollgate
 # A thousand calls hold thousands of sockets (gateway: RTP and RTCP per
 # call; load generator: one QUIC endpoint per agent).
@@ -80,6 +84,9 @@ for n in "${sizes[@]}"; do
     kill "$rtpe"
     wait "$rtpe" 2>/dev/null || true
     rtpe=""
+    echo "== $n calls: the sockets' floor" >&2
+    cargo bench --quiet --bench udp_floor -- --calls "$n" --seconds "$secs" --rounds 1 \
+        --mode epoll --relay-cpu "$gcpu" --pump-cpu "$lcpu" >"$work/floor-$n.txt"
     results+=("$n")
 done
 
@@ -92,6 +99,12 @@ for n in "${results[@]}"; do
     python3 -c "
 t = $(field "$work/tollgate-$n.json" gateway_cpu_us_per_packet)
 r = $(field "$work/rtpengine-$n.json" gateway_cpu_us_per_packet)
+import re
+m = re.search(r'lost \\d+ \\(([0-9.]+)%\\).* ([0-9.]+) us per packet', open('$work/floor-$n.txt').read())
+f, fl = (float(m.group(2)), float(m.group(1))) if m else (0.0, 0.0)
+print('%-9s %6s %10.2f %10.4f %10.4f' % ('floor', '$n', f, fl, fl))
 print('%-9s %6s %10s' % ('ratio', '$n', ('%.2f' % (t / r)) if r > 0 else 'n/a'))
+if f > 0:
+    print('%-9s %6s   over the floor: Tollgate %.2f us, rtpengine %.2f us' % ('above', '$n', t - f, r - f))
 "
 done
