@@ -76,6 +76,9 @@ struct Opts {
     seconds: u64,
     rounds: usize,
     relay_cpu: usize,
+    /// Wake per tick of this many microseconds instead of per packet
+    /// (epoll modes); 0: wake when a socket is ready.
+    tick_us: u64,
     pump_cpu: usize,
     modes: Vec<Mode>,
 }
@@ -86,6 +89,7 @@ fn opts() -> Opts {
         seconds: 5,
         rounds: 3,
         relay_cpu: 0,
+        tick_us: 0,
         pump_cpu: 1,
         modes: vec![Mode::Epoll, Mode::Uring],
     };
@@ -99,6 +103,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = num() as u64,
             "--rounds" => o.rounds = num(),
             "--relay-cpu" => o.relay_cpu = num(),
+            "--tick-us" => o.tick_us = num() as u64,
             "--pump-cpu" => o.pump_cpu = num(),
             "--mode" => {
                 o.modes = match next.as_str() {
@@ -124,7 +129,7 @@ fn opts() -> Opts {
 fn usage(what: &str) -> ! {
     eprintln!(
         "udp_floor: bad {what}; options: --calls N --seconds S --rounds R \
-         --mode epoll|connected|uring|both|all --relay-cpu C --pump-cpu C"
+         --mode epoll|connected|uring|both|all --tick-us T --relay-cpu C --pump-cpu C"
     );
     std::process::exit(2)
 }
@@ -327,12 +332,13 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
     });
     let relay = {
         let (net, shared, cpu) = (net.clone(), shared.clone(), o.relay_cpu);
+        let tick = Duration::from_micros(o.tick_us);
         std::thread::spawn(move || {
             pin(cpu);
             shared.relay_tid.store(tid(), Ordering::SeqCst);
             match mode {
-                Mode::Epoll => relay_epoll(&net, &shared, false),
-                Mode::Connected => relay_epoll(&net, &shared, true),
+                Mode::Epoll => relay_epoll(&net, &shared, false, tick),
+                Mode::Connected => relay_epoll(&net, &shared, true, tick),
                 Mode::Uring => relay_uring(&net, &shared),
             }
         })
@@ -515,7 +521,7 @@ fn call_of(p: &[u8]) -> Option<usize> {
 }
 
 /// The engine's layout with nothing but the sockets.
-fn relay_epoll(net: &Net, shared: &Shared, connected: bool) -> std::io::Result<()> {
+fn relay_epoll(net: &Net, shared: &Shared, connected: bool, tick: Duration) -> std::io::Result<()> {
     let ep = Epoll::new()?;
     let n = net.trunk.len();
     for (i, s) in net.trunk.iter().enumerate() {
@@ -532,8 +538,24 @@ fn relay_epoll(net: &Net, shared: &Shared, connected: bool) -> std::io::Result<(
     let mut out_to: Vec<libc::sockaddr_in> = Vec::with_capacity(SEND_BATCH);
     let mut relayed = 0u64;
     shared.ready.store(true, Ordering::SeqCst);
+    let mut next_tick = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
-        let k = ep.wait(&mut evs, 10);
+        let k = if tick.is_zero() {
+            ep.wait(&mut evs, 10)
+        } else {
+            // Per tick: sleep out the rest of it once nothing is ready.
+            let k = ep.wait(&mut evs, 0);
+            if k == 0 {
+                next_tick += tick;
+                let now = Instant::now();
+                if next_tick > now {
+                    std::thread::sleep(next_tick - now);
+                } else {
+                    next_tick = now;
+                }
+            }
+            k
+        };
         for ev in &evs[..k] {
             let key = ev.u64 as usize;
             if key == n {
