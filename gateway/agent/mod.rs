@@ -6,11 +6,13 @@
 //!   and a running gateway;
 //! - [`protocol`]: the control protocol and media datagram framing
 //!   (specified in `PROTOCOL.md`);
-//! - [`server`]: the QUIC listener and sessions, [`link`]: the core's
+//! - [`server`]: the QUIC listener and sessions ([`cid`]: its connection
+//!   IDs), [`link`]: the core's
 //!   handle on one; [`client`]: the agent
 //!   side; [`phone`] and [`wav`]: the headless softphone for tests, load
 //!   and smoke tests.
 
+pub mod cid;
 pub mod client;
 pub mod engine;
 pub mod guard;

@@ -337,8 +337,10 @@ impl AgentServer {
             .unwrap_or(cfg.listen);
         // One endpoint configuration: the shards share its stateless-reset
         // key, as they share the server's token key (a Retry made by one
-        // is checked by whichever gets the client's next Initial).
-        let endpoint_config = Arc::new(quinn::EndpointConfig::default());
+        // is checked by whichever gets the client's next Initial). Its
+        // connection IDs are ours ([`super::cid`]): quinn's default ones
+        // clash at a few thousand agents.
+        let endpoint_config = Arc::new(super::cid::endpoint_config());
         let server = Arc::new(server);
         let stats = super::socket::Stats::of(&shared.metrics);
         let mut engines = Vec::with_capacity(sockets.len());
