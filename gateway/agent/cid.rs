@@ -12,20 +12,19 @@
 //! retransmissions went the same way. `tollgate loadgen --calls 2500`
 //! lost a login so in 10 of 15 runs (stop 31, traced with `tcpdump` and
 //! the engine's routing to a Retry ID that another connection held), and
-//! in none of 6 with this generator. Here each ID comes from a
-//! 48-bit keyed counter stream, so a clash with the few thousand live IDs
-//! is about one in 10^10 per Retry.
+//! in none of 6 with this generator. Here 6 bytes of each ID come from
+//! the system's random generator (IDs are made a few times a connection,
+//! never per packet), so a clash with the ten thousand or so live IDs of
+//! a busy endpoint is about one in 10^10 per Retry.
 //!
-//! The 2-byte check keeps what the default gives: a short-header packet
-//! with an ID this endpoint did not make (all but 1 in 65,536 of random
-//! ones) gets no stateless reset, so spoofed junk is not reflected.
-//!
-//! Both halves are SipHash (std's `RandomState`, keys from the OS once
-//! per endpoint) of a counter and of the nonce: no system call per ID,
-//! and IDs of one connection cannot be linked by an observer (RFC 9000
-//! section 5.1) without the key.
+//! The other 2 bytes are a check, HMAC-SHA256 of the random part under a
+//! key made at start: a short-header packet with an ID this endpoint did
+//! not make gets no stateless reset unless it passes the check by chance,
+//! 1 in 65,536 (the default's 5-byte check passes 1 in 2^40). Those that
+//! pass get a reset, smaller than what they sent and at most one each
+//! 20 ms per shard (quinn-proto's limit): nothing worth reflecting. The
+//! ID stays 8 bytes, which every agent's packet carries.
 
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use quinn_proto::{ConnectionId, ConnectionIdGenerator, InvalidCid};
@@ -37,23 +36,22 @@ pub const LEN: usize = NONCE + CHECK;
 
 /// One endpoint's generator (quinn asks its factory for one per endpoint).
 pub struct Generator {
-    nonce_key: std::collections::hash_map::RandomState,
-    check_key: std::collections::hash_map::RandomState,
-    counter: u64,
+    key: ring::hmac::Key,
 }
 
 impl Generator {
     pub fn new() -> Self {
+        let mut k = [0u8; 32];
+        crate::crypto::random_or_stop(&mut k);
         Self {
-            nonce_key: std::collections::hash_map::RandomState::new(),
-            check_key: std::collections::hash_map::RandomState::new(),
-            counter: 0,
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k),
         }
     }
 
     fn check(&self, nonce: &[u8]) -> [u8; CHECK] {
-        let h = self.check_key.hash_one(nonce).to_le_bytes();
-        [h[0], h[1]]
+        let tag = ring::hmac::sign(&self.key, nonce);
+        let t = tag.as_ref();
+        [t[0], t[1]]
     }
 }
 
@@ -65,9 +63,8 @@ impl Default for Generator {
 
 impl ConnectionIdGenerator for Generator {
     fn generate_cid(&mut self) -> ConnectionId {
-        self.counter = self.counter.wrapping_add(1);
         let mut id = [0u8; LEN];
-        id[..NONCE].copy_from_slice(&self.nonce_key.hash_one(self.counter).to_le_bytes()[..NONCE]);
+        crate::crypto::random_or_stop(&mut id[..NONCE]);
         let check = self.check(&id[..NONCE]);
         id[NONCE..].copy_from_slice(&check);
         ConnectionId::new(&id)

@@ -50,7 +50,8 @@ fn bench(admit: fn(bool) -> Admit, handshake_timeout: Duration) -> Bench {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let (engine, handle) = Engine::new(
         socket,
-        Arc::new(quinn_proto::EndpointConfig::default()),
+        // The gateway's own configuration (its connection IDs).
+        Arc::new(crate::agent::cid::endpoint_config()),
         Arc::new(server),
         listener.clone(),
         handshake_timeout,
