@@ -18,11 +18,15 @@
 //!   socket with 32 slots; towards agents the turn's packets leave in
 //!   `sendmmsg` batches of 64, towards the trunk one `sendto` each (each
 //!   call has its own socket, so nothing batches).
+//! - `connected`: as `epoll`, each trunk socket `connect`ed to its
+//!   carrier (the route is cached; the kernel then refuses other sources).
 //! - `uring`: one ring (single issuer, deferred task work), a multishot
 //!   `recvmsg` armed once per socket over a ring of provided buffers, and
 //!   each forward a `send` with a destination, sent from the buffer it was
 //!   received into; the turn's sends and the wait for the next completions
 //!   are one `io_uring_enter`.
+//! - `--tick-us T` (epoll modes): poll without blocking, then sleep to the
+//!   next T-microsecond boundary whenever nothing is ready.
 //!
 //! Run: `cargo bench --bench udp_floor -- --calls 1000 --seconds 5
 //! --rounds 3` (the modes alternate, relay on CPU 0, pump on CPU 1). It
@@ -115,11 +119,12 @@ fn opts() -> Opts {
                     _ => usage("--mode"),
                 }
             }
-            // `cargo bench` adds `--bench`; nothing else is ours.
-            _ => {
+            // `cargo bench` adds `--bench`.
+            "--bench" => {
                 i += 1;
                 continue;
             }
+            other => usage(other),
         }
         i += 2;
     }
@@ -269,9 +274,10 @@ impl Net {
 
 /// What the pump and the relay share.
 struct Shared {
+    /// The pump stops sending (and keeps receiving what is in flight).
+    quiet: AtomicBool,
     stop: AtomicBool,
     relayed: AtomicU64,
-    relay_tid: AtomicI32,
     pump_tid: AtomicI32,
     ready: AtomicBool,
 }
@@ -282,7 +288,9 @@ fn pin(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("udp_floor: cannot pin a thread to CPU {cpu}: the figures mix cores");
+        }
     }
 }
 
@@ -324,9 +332,9 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
     }
     let net = Arc::new(net);
     let shared = Arc::new(Shared {
+        quiet: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         relayed: AtomicU64::new(0),
-        relay_tid: AtomicI32::new(0),
         pump_tid: AtomicI32::new(0),
         ready: AtomicBool::new(false),
     });
@@ -335,7 +343,6 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
         let tick = Duration::from_micros(o.tick_us);
         std::thread::spawn(move || {
             pin(cpu);
-            shared.relay_tid.store(tid(), Ordering::SeqCst);
             match mode {
                 Mode::Epoll => relay_epoll(&net, &shared, false, tick),
                 Mode::Connected => relay_epoll(&net, &shared, true, tick),
@@ -354,9 +361,17 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
     let main = tid();
     let until = Instant::now() + Duration::from_secs(10);
     while !shared.ready.load(Ordering::SeqCst) || shared.pump_tid.load(Ordering::SeqCst) == 0 {
-        if Instant::now() > until || relay.is_finished() {
+        if relay.is_finished() {
             shared.stop.store(true, Ordering::SeqCst);
-            return Err("the relay did not start".into());
+            let _ = pump.join();
+            return Err(match relay.join() {
+                Ok(Err(e)) => format!("relay: {e}"),
+                _ => "the relay ended at start".into(),
+            });
+        }
+        if Instant::now() > until {
+            shared.stop.store(true, Ordering::SeqCst);
+            return Err("the relay did not start within 10 s".into());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -367,6 +382,10 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
     let (c0, r0) = (cpu_ns(&except), shared.relayed.load(Ordering::SeqCst));
     std::thread::sleep(Duration::from_secs(o.seconds));
     let (c1, r1) = (cpu_ns(&except), shared.relayed.load(Ordering::SeqCst));
+    // The pump stops first and the relay forwards what is in flight, so
+    // nothing still queued at the end counts as lost.
+    shared.quiet.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
     shared.stop.store(true, Ordering::SeqCst);
     let tally = pump.join().map_err(|_| "the pump panicked")?;
     relay
@@ -374,11 +393,12 @@ fn run(o: &Opts, mode: Mode) -> Result<Outcome, String> {
         .map_err(|_| "the relay panicked")?
         .map_err(|e| format!("relay: {e}"))?;
     Ok(Outcome {
-        relayed: r1 - r0,
+        relayed: r1.saturating_sub(r0),
         sent: tally.sent,
         lost: tally.sent.saturating_sub(tally.received),
         misrouted: tally.misrouted,
-        cpu_ns: c1 - c0,
+        // A thread that ended in the window takes its time with it.
+        cpu_ns: c1.saturating_sub(c0),
     })
 }
 
@@ -633,7 +653,7 @@ impl BufRing {
     fn new() -> Self {
         let ring_layout = std::alloc::Layout::from_size_align(
             BUFFERS * std::mem::size_of::<types::BufRingEntry>(),
-            4096,
+            page_size(),
         )
         .expect("a valid layout");
         // SAFETY: the layout has a non-zero size.
@@ -688,6 +708,15 @@ impl Drop for BufRing {
         // it is dropped first (`relay_uring` declares it after).
         unsafe { std::alloc::dealloc(self.ring.cast(), self.ring_layout) };
     }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p)
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096)
 }
 
 const RECV: u64 = 1 << 32;
@@ -807,6 +836,8 @@ fn relay_uring(net: &Net, shared: &Shared) -> std::io::Result<()> {
         }
         shared.relayed.store(relayed, Ordering::Relaxed);
     }
+    // The last turn's sends still go.
+    ring.submit()?;
     Ok(())
 }
 
@@ -869,23 +900,21 @@ fn pump(net: &Net, shared: &Shared) -> Tally {
     let mut pkt = [0u8; PAYLOAD];
     let start = Instant::now();
     let (mut cycle, mut next, mut seq) = (0u64, 0usize, 0u64);
-    let (mut counting, mut stopping) = (false, None::<Instant>);
+    let mut counting = false;
     loop {
         let now = start.elapsed().as_micros() as u64;
-        if stopping.is_none() && shared.stop.load(Ordering::Relaxed) {
-            // Stop sending; give what is in flight a moment to arrive.
-            stopping = Some(Instant::now() + Duration::from_millis(100));
-        }
-        if stopping.is_some_and(|s| Instant::now() > s) {
+        if shared.stop.load(Ordering::Relaxed) {
             break;
         }
+        // Quiet: stop sending, keep receiving what is in flight.
+        let quiet = shared.quiet.load(Ordering::Relaxed);
         // Count only what was sent once the relay's measured window can
         // have begun; the first second's packets are warm-up.
         if !counting && now >= 1_000_000 {
             counting = true;
         }
-        while stopping.is_none() && n > 0 {
-            let (phase, c) = order[next];
+        // Quiet, or no calls: nothing due.
+        while let Some(&(phase, c)) = order.get(next).filter(|_| !quiet) {
             if cycle * PERIOD_US + phase > now {
                 break;
             }

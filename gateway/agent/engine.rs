@@ -55,36 +55,41 @@
 //! loop and tokio about 8%. What is left to win is mostly system calls
 //! and kernel work per packet, not this loop.
 //!
-//! How low the sockets let it go (`benches/udp_floor.rs`, stop 31): a
-//! relay with this engine's sockets and nothing else (a socket per call,
-//! one for the agents, the latching check, no QUIC, SRTP or call state)
-//! costs 4.9 to 5.8 us per packet at 1,000 calls and saturates its core
-//! at 250,000 to 300,000 packets a second (3.2 to 3.9 us each) on this
-//! machine: one kernel receive and one kernel send per packet, the
-//! loopback delivery included. Tollgate at 1,000 calls is 1.5 to 2.5 us
-//! above that floor, rtpengine 2.5 to 3.5 us. io_uring was measured as
-//! the other way to drive the sockets (one ring, multishot `recvmsg` on
-//! provided buffers, each forward a `send` from the buffer it arrived in,
-//! a turn's sends and wait one `io_uring_enter`): medians 4.62 us against
+//! How low the sockets let it go (`benches/udp_floor.rs`, stop 31, on
+//! the same EPYC VM): a relay with this engine's socket layout and
+//! nothing else (a socket per call, where the gateway has RTP and RTCP
+//! ones, one socket for the agents, the latching check; no QUIC, SRTP or
+//! call state) costs 4.9 to 5.8 us per packet at 1,000 calls, and
+//! saturates its core at 250,000 to 300,000 packets a second (3.3 to 4.0
+//! us each): a kernel receive and a kernel send per packet (batched on
+//! the agents' side), with the loopback delivery to the receiver counted
+//! too where, as on this kernel, softirq time is not accounted apart.
+//! Tollgate at 1,000 calls was 0.1 to 2.5 us above that floor across
+//! runs, rtpengine 0.8 to 3.5 us. io_uring was measured as the other way
+//! to drive the sockets (one ring, multishot `recvmsg` on provided
+//! buffers, each forward a `send` from the buffer it arrived in, a
+//! turn's sends and wait one `io_uring_enter`): medians 4.62 us against
 //! epoll's 4.91 at 1,000 calls and 3.85 against 3.89 at 2,500 (three and
-//! two interleaved runs), inside this VM's noise, so the engine stays on
-//! epoll, `recvmmsg` and `sendmmsg`. Nor did connecting each trunk socket
-//! to its carrier (route cached, 4.61 and 3.89 us) change the figure, and
-//! it would make the kernel refuse a carrier's new media source.
+//! two interleaved runs; another three at 1,000 gave 5.81 against 5.56),
+//! inside this VM's noise, so the engine stays on epoll, `recvmmsg` and
+//! `sendmmsg`. Nor did connecting each trunk socket to its carrier
+//! (route cached: 4.61 and 3.89 us) change the figure, and it would make
+//! the kernel refuse a carrier's new media source.
 //!
-//! Waking per tick instead of per packet was measured too. In the floor
-//! relay it pays (`udp_floor --mode epoll --tick-us 500`: 4.2 us per
-//! packet at 1,000 calls against 5.2 to 5.3 waking on readiness). In the
-//! gateway it did not: a shard that sleeps out the rest of a 500 us tick
-//! before parking when its last park was shorter than a tick (tokio's
-//! `on_thread_park`) made one wake a millisecond and filled the
-//! `sendmmsg` batches, but cost 7.4 to 7.5 us per packet at 1,000 calls
-//! against 7.0 to 7.2 without (three interleaved runs each of `taskset
-//! -c 1 tollgate loadgen --calls 1000 --seconds 5 --gateway-cpus 0`),
-//! and at 300 calls it raised the p50 one-way latency from 150 to 600 us
-//! and the p99 past 1 ms for no CPU gain. The engine keeps waking on
-//! readiness: under load its wakes already carry many packets, and each
-//! call's socket still needs its own receive and send.
+//! Waking per tick instead of on readiness was measured too, two ways.
+//! The floor relay's `--tick-us 500` polls without blocking and sleeps to
+//! the next tick whenever nothing is ready: 4.2 us per packet at 1,000
+//! calls against 5.2 to 5.3 waking on readiness. In the gateway (stop 31,
+//! not kept) a shard slept out the rest of a 500 us tick before parking
+//! in tokio when its last park had been shorter than a tick (tokio's
+//! `on_thread_park`), then parked until a socket was ready: one wake a
+//! millisecond, full `sendmmsg` batches, but 7.4 to 7.5 us per packet at
+//! 1,000 calls against 7.0 to 7.2 without (three interleaved runs each
+//! of `taskset -c 1 tollgate loadgen --calls 1000 --seconds 5
+//! --gateway-cpus 0`), and at 300 calls p50 one-way latency went from
+//! 150 to 600 us and p99 past 1 ms, for no CPU gain. The engine keeps
+//! waking on readiness: under load its wakes already carry many packets,
+//! and each call's socket still needs its own receive and send.
 //!
 //! The shard's agent calls ([`crate::calls::agent_media::AgentCall`]) run
 //! inside the engine too: a call's trunk socket and control queue wake
