@@ -12,18 +12,22 @@
 //! retransmissions went the same way. `tollgate loadgen --calls 2500`
 //! lost a login so in 10 of 15 runs (stop 31, traced with `tcpdump` and
 //! the engine's routing to a Retry ID that another connection held), and
-//! in none of 6 with this generator. Here 6 bytes of each ID come from
-//! the system's random generator (IDs are made a few times a connection,
-//! never per packet), so a clash with the ten thousand or so live IDs of
-//! a busy endpoint is about one in 10^10 per Retry.
+//! in none of 6 with this generator. Here 6 bytes of each ID are
+//! HMAC-SHA256 of a counter under a random key, so a clash with the ten
+//! thousand or so live IDs of a busy endpoint is about one in 10^10 per
+//! Retry. quinn-proto makes an ID for every Retry, so for every
+//! token-less Initial a stranger sends: no system call is made per ID,
+//! and nothing here can fail.
 //!
-//! The other 2 bytes are a check, HMAC-SHA256 of the random part under a
-//! key made at start: a short-header packet with an ID this endpoint did
-//! not make gets no stateless reset unless it passes the check by chance,
-//! 1 in 65,536 (the default's 5-byte check passes 1 in 2^40). Those that
+//! The other 2 bytes are a check, HMAC-SHA256 of the first 6 under a
+//! second key: a short-header packet with an ID this endpoint did not
+//! make gets no stateless reset unless it passes the check by chance, 1
+//! in 65,536 (the default's 5-byte check passes 1 in 2^40). Those that
 //! pass get a reset, smaller than what they sent and at most one each
 //! 20 ms per shard (quinn-proto's limit): nothing worth reflecting. The
-//! ID stays 8 bytes, which every agent's packet carries.
+//! keys are made when quinn asks the factory for a generator, once per
+//! shard's endpoint. The ID stays 8 bytes, which every agent's packet
+//! carries.
 
 use std::time::Duration;
 
@@ -36,20 +40,27 @@ pub const LEN: usize = NONCE + CHECK;
 
 /// One endpoint's generator (quinn asks its factory for one per endpoint).
 pub struct Generator {
-    key: ring::hmac::Key,
+    nonce_key: ring::hmac::Key,
+    check_key: ring::hmac::Key,
+    counter: u64,
 }
 
 impl Generator {
     pub fn new() -> Self {
-        let mut k = [0u8; 32];
-        crate::crypto::random_or_stop(&mut k);
+        let key = || {
+            let mut k = [0u8; 32];
+            crate::crypto::random_or_stop(&mut k);
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k)
+        };
         Self {
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k),
+            nonce_key: key(),
+            check_key: key(),
+            counter: 0,
         }
     }
 
     fn check(&self, nonce: &[u8]) -> [u8; CHECK] {
-        let tag = ring::hmac::sign(&self.key, nonce);
+        let tag = ring::hmac::sign(&self.check_key, nonce);
         let t = tag.as_ref();
         [t[0], t[1]]
     }
@@ -63,8 +74,10 @@ impl Default for Generator {
 
 impl ConnectionIdGenerator for Generator {
     fn generate_cid(&mut self) -> ConnectionId {
+        self.counter = self.counter.wrapping_add(1);
         let mut id = [0u8; LEN];
-        crate::crypto::random_or_stop(&mut id[..NONCE]);
+        let nonce = ring::hmac::sign(&self.nonce_key, &self.counter.to_le_bytes());
+        id[..NONCE].copy_from_slice(&nonce.as_ref()[..NONCE]);
         let check = self.check(&id[..NONCE]);
         id[NONCE..].copy_from_slice(&check);
         ConnectionId::new(&id)

@@ -415,11 +415,13 @@ fn reuse_port_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
         if let Err(e) = s.set_recv_buffer_size(AGENT_SOCKET_BUFFER) {
             tracing::debug!("agents' QUIC receive buffer: {e}");
         }
-        // The kernel cuts the size silently (and reports it doubled).
-        if out.is_empty() && s.recv_buffer_size().is_ok_and(|n| n < AGENT_SOCKET_BUFFER) {
+        // The kernel cuts the size silently, and reports twice what it
+        // granted (its bookkeeping overhead).
+        let granted = s.recv_buffer_size().map_or(0, |n| n / 2);
+        if out.is_empty() && granted < AGENT_SOCKET_BUFFER {
             tracing::warn!(
                 asked = AGENT_SOCKET_BUFFER,
-                got = s.recv_buffer_size().unwrap_or(0),
+                got = granted,
                 "the agents' QUIC receive buffer is smaller than asked: raise net.core.rmem_max (the image's sysctl.d does) or bursts of media are dropped"
             );
         }

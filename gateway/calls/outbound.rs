@@ -260,7 +260,8 @@ pub(super) struct Outgoing<'a> {
 
 impl Core {
     /// Binds the outbound leg's port, offers the inbound leg's codec to the
-    /// trunk and sends the INVITE. `None` if no port is free.
+    /// trunk and sends the INVITE. `None` if no port is free (or, on a
+    /// trunk that requires SRTP, no key could be made).
     pub(super) fn start_outbound(&mut self, o: Outgoing<'_>, now: Instant) -> Option<Box<Bridge>> {
         let (mut b, bound) = self.invite_out(
             &Dial {
@@ -281,7 +282,8 @@ impl Core {
 
     /// Binds a port, offers `d.codec` to the trunk and sends the INVITE: a
     /// new dialog of the gateway's own. Returns it with the RTP (and RTCP)
-    /// sockets, or `None` if the trunk is down or no port is free.
+    /// sockets, or `None` if the trunk is down, no port is free, or the
+    /// trunk requires SRTP and no key could be made.
     pub(super) fn invite_out(
         &mut self,
         d: &Dial<'_>,
